@@ -1,0 +1,24 @@
+"""Entry point for `python -m mailctl`, the `mailctl` console script, and a `sendmail` symlink."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    """Run the CLI; sendmail mode skips Typer's parser, whose option syntax is not sendmail's."""
+    argv = sys.argv[1:]
+    invoked_as = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if invoked_as == "sendmail" or (argv[:1] == ["sendmail"] and "--help" not in argv):
+        from mailctl.cli.sendmail import run_sendmail
+
+        run_sendmail(argv if invoked_as == "sendmail" else argv[1:])
+        return
+    from mailctl.cli.app import run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The Typer application: global options and the command table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailctl import __version__
+
+app = typer.Typer(
+    name="mailctl",
+    help="A command-line mail toolkit: send mail, act as sendmail, manage accounts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # a traceback must never print a password
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    config_path: Path | None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/config.toml).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    ctx.obj = GlobalOptions(config_path=config)
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    """The options given before the command name (defaults when a command runs standalone)."""
+    root = ctx.find_root()
+    obj = root.obj
+    return obj if isinstance(obj, GlobalOptions) else GlobalOptions(config_path=None)
+
+
+def _register() -> None:
+    from mailctl.cli import account, completion, send, sendmail
+
+    app.add_typer(account.app, name="account")
+    app.command("send")(send.send_command)
+    sendmail.register(app)
+    app.command("completion")(completion.completion_command)
+
+
+_register()
+
+
+def run() -> None:
+    app(prog_name="mailctl")

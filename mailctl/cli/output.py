@@ -1,0 +1,141 @@
+"""The one place results reach the terminal: rich for people, a versioned JSON envelope for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+RESULT_VERSION = "1"
+Status = Literal["ok", "partial", "error"]
+
+# C0 and C1 controls except tab and newline: server banners and CSV fields must not move the cursor.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """Strip control characters from text that came from a server or a user before printing it."""
+    return _CONTROL.sub("", text)
+
+
+@dataclass
+class CommandResult:
+    """What a command hands to the renderer: data for JSON, a callable that draws it for people."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    status: Status = "ok"
+    exit_code: ExitCode = ExitCode.OK
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    render: Callable[[Output], None] | None = None
+
+
+class Output:
+    """Holds the output mode for one invocation; consoles are created lazily to keep start-up fast."""
+
+    def __init__(self, command: list[str], *, json_mode: bool = False) -> None:
+        self.command = command
+        self.json_mode = json_mode
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, no_color=_no_color(), soft_wrap=True)
+        return self._err
+
+    @property
+    def interactive(self) -> bool:
+        """True when prompts and spinners are allowed: a terminal on stdin and stderr, not JSON."""
+        return not self.json_mode and sys.stdin.isatty() and sys.stderr.isatty()
+
+    def print(self, text: str, *, style: str | None = None) -> None:
+        """Print untrusted text for people: markup off, control characters stripped."""
+        self.out.print(clean(text), markup=False, style=style)
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr (also in JSON mode, where stdout carries only the envelope)."""
+        self.err.print(f"warning: {clean(text)}", markup=False, style="yellow")
+
+    def emit(self, result: CommandResult) -> None:
+        if self.json_mode:
+            self.write_json(result.status, result.exit_code, result.data, result.errors)
+        elif result.render is not None:
+            result.render(self)
+        for error in result.errors if not self.json_mode else []:
+            self.err.print(f"mailctl: {clean(error.get('message', ''))}", markup=False, style="red")
+
+    def write_json(
+        self,
+        status: Status,
+        exit_code: ExitCode,
+        data: dict[str, Any],
+        errors: list[dict[str, Any]],
+    ) -> None:
+        envelope = {
+            "mailctl_result_version": RESULT_VERSION,
+            "command": self.command,
+            "status": status,
+            "exit_code": int(exit_code),
+            "data": data,
+            "errors": errors,
+        }
+        sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()
+
+    def fail(self, error: MailctlError) -> NoReturn:
+        """Report an error as one line (or the JSON envelope) and exit with its code."""
+        if self.json_mode:
+            self.write_json("error", error.exit_code, {}, [error.to_json()])
+        else:
+            self.err.print(f"mailctl: {clean(error.one_line())}", markup=False, style="red")
+        raise SystemExit(int(error.exit_code))
+
+
+def _no_color() -> bool:
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def run_command(
+    command: list[str], json_mode: bool, body: Callable[[Output], CommandResult]
+) -> NoReturn:
+    """Run one command body under the error contract: every failure becomes a line and an exit code."""
+    output = Output(command, json_mode=json_mode)
+    try:
+        result = body(output)
+    except MailctlError as error:
+        output.fail(error)
+    except KeyboardInterrupt:
+        output.fail(InterruptedByUser("interrupted"))
+    except SystemExit:
+        raise
+    except Exception as error:  # a bug: one line for the user, the traceback only when asked
+        if os.environ.get("MAILCTL_DEBUG"):
+            traceback.print_exc()
+        bug = MailctlError(
+            f"internal error: {type(error).__name__}: {error}",
+            hint="this is a bug in mailctl; rerun with MAILCTL_DEBUG=1 for a traceback and report it",
+        )
+        output.fail(bug)
+    output.emit(result)
+    raise SystemExit(int(result.exit_code))

@@ -1,0 +1,207 @@
+"""`mailctl sendmail`: a /usr/sbin/sendmail drop-in (as msmtp provides) for git, cron and mutt.
+
+Sendmail's option syntax (`-oi`, `-fADDR`, `-F NAME`, `-B8BITMIME`) is not Click's, so the
+arguments are parsed here by hand; the Typer command only passes them through.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
+_VALUE_OPTIONS = {"-f", "-r", "-F", "-a", "-C", "-B", "-N", "-R", "-V", "-X", "-L", "-O"}
+# Accepted and ignored, as msmtp does: delivery mode, error mode, old-style -o options.
+_IGNORED_PREFIXES = ("-od", "-oe", "-om", "-oo", "-ob", "-oem", "-oee", "-oep", "-oeq", "-oew", "-bm")
+_UNSUPPORTED_MODES = {"-bp": "mailq", "-bs": "SMTP on stdin", "-bd": "daemon mode", "-q": "queue runs"}
+
+
+@dataclass
+class SendmailArgs:
+    read_recipients: bool = False  # -t
+    dot_terminates: bool = True  # classic sendmail: a lone "." ends input unless -i/-oi
+    sender: str | None = None  # -f / -r
+    full_name: str | None = None  # -F
+    account: str | None = None  # -a (msmtp)
+    config: str | None = None  # -C
+    verbose: bool = False  # -v: transcript on stderr
+    recipients: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> SendmailArgs:
+    """Parse sendmail's options; unknown options are a usage error naming the option."""
+    args = SendmailArgs()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg == "--":
+            args.recipients.extend(argv[i:])
+            break
+        if not arg.startswith("-") or arg == "-":
+            args.recipients.append(arg)
+            continue
+        if arg in _UNSUPPORTED_MODES or arg.startswith("-q"):
+            mode = _UNSUPPORTED_MODES.get(arg[:3], "queue runs")
+            raise UsageError(f"sendmail {arg}: {mode} is not supported", hint="mailctl sends at once and keeps no queue")
+        if arg in ("-i", "-oi"):
+            args.dot_terminates = False
+            continue
+        if arg == "-t":
+            args.read_recipients = True
+            continue
+        if arg == "-v":
+            args.verbose = True
+            continue
+        if arg.startswith(_IGNORED_PREFIXES) or arg in ("-bm", "-U", "-Am", "-Ac", "-G"):
+            continue
+        option, attached = arg[:2], arg[2:]
+        if option in _VALUE_OPTIONS:
+            if attached:
+                value = attached
+            elif i < len(argv):
+                value = argv[i]
+                i += 1
+            else:
+                raise UsageError(f"sendmail {option} needs a value", hint=f"write {option} VALUE")
+            if option in ("-f", "-r"):
+                args.sender = value
+            elif option == "-F":
+                args.full_name = value
+            elif option == "-a":
+                args.account = value
+            elif option == "-C":
+                args.config = value
+            # -B (body type), -N (DSN), -R, -V, -X, -L, -O: accepted and ignored, as msmtp does.
+            continue
+        if arg.startswith("-o"):
+            continue  # other old-style -oX options carry no meaning for a relay-only sendmail
+        raise UsageError(f"sendmail: unknown option {arg}", hint="see 'mailctl sendmail --help'")
+    return args
+
+
+def read_message(stream: object, *, dot_terminates: bool) -> bytes:
+    """Read the message from stdin; without -i a line holding only '.' ends it (RFC 5321 4.5.2 style)."""
+    raw: bytes = stream.read()  # type: ignore[attr-defined]
+    if not dot_terminates:
+        return raw
+    out: list[bytes] = []
+    for line in raw.splitlines(keepends=True):
+        if line.rstrip(b"\r\n") == b".":
+            break
+        out.append(line)
+    return b"".join(out)
+
+
+def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> None:
+    """Run sendmail mode; exits with a sysexits code (what cron, git and mutt expect)."""
+
+    def body(output: Output) -> CommandResult:
+        from pathlib import Path
+
+        from mailctl.cli.prompts import secret_provider
+        from mailctl.cli.tracing import transcript_printer
+        from mailctl.config.paths import config_path
+        from mailctl.config.store import account_for_address, find_account, load_config
+        from mailctl.core import send as core
+        from mailctl.errors import ConfigError
+        from mailctl.mime.headers import parse_mailbox, parse_mailbox_list
+        from mailctl.mime.rawmessage import add_missing_headers, header_value
+        from mailctl.models import Protocol
+        from mailctl.protocols.smtp import SessionOptions
+        from mailctl.protocols.transcript import Transcript
+
+        args = parse_args(argv)
+        path = config_path(Path(args.config) if args.config else config_override)
+        config = load_config(path)
+        for warning in getattr(config, "warnings", ()):
+            output.warn(warning)
+        data = read_message(sys.stdin.buffer, dot_terminates=args.dot_terminates)
+        if not data.strip():
+            from mailctl.errors import InputDataError
+
+            raise InputDataError("sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail")
+
+        header_from = header_value(data, "From")
+        if args.account is not None:
+            account = find_account(config, args.account)
+        else:
+            candidates = [args.sender, header_from]
+            matched = None
+            for candidate in candidates:
+                if candidate:
+                    try:
+                        address = parse_mailbox("From", candidate).addr_spec
+                    except Exception:  # noqa: BLE001 - an odd From just means no match
+                        continue
+                    matched = account_for_address(config, address)
+                    if matched:
+                        break
+            if matched is None and not config.accounts:
+                raise ConfigError(
+                    f"sendmail: no account configured in {path}",
+                    hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
+                )
+            account = matched or find_account(config, None)
+        if account.smtp is None:
+            raise ConfigError(
+                f"sendmail: account {account.name!r} has no smtp block",
+                hint=f"add one with 'mailctl account add {account.name} --force --smtp-host ...'",
+            )
+
+        sender_text = args.sender or account.from_address or header_from
+        sender = parse_mailbox("-f", sender_text) if sender_text else None
+        if sender is not None:
+            data = add_missing_headers(data, sender=sender, full_name=args.full_name)
+        recipients = parse_mailbox_list("recipient", args.recipients)
+        prepared = core.prepare_raw(
+            data,
+            sender=sender,
+            recipients=recipients,
+            recipients_from_headers=args.read_recipients,
+        )
+        settings = account.smtp
+        options = SessionOptions(
+            settings=settings,
+            ehlo_name=account.ehlo,
+            secret=secret_provider(account.name, Protocol.SMTP, settings, output)
+            if settings.username
+            else None,
+            transcript=Transcript(on_line=transcript_printer(output)) if args.verbose else None,
+        )
+        result = core.deliver(prepared, options)
+        return CommandResult(data=result.to_json())
+
+    run_command(["sendmail"], False, body)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "sendmail",
+        context_settings={
+            "ignore_unknown_options": True,
+            "allow_extra_args": True,
+            "allow_interspersed_args": False,
+        },
+    )
+    def sendmail_command(
+        ctx: typer.Context,
+        args: Annotated[list[str] | None, typer.Argument(help="sendmail options and recipients")] = None,
+    ) -> None:
+        """Act as /usr/sbin/sendmail: message on stdin; -t, -f, -F, -i/-oi, -a ACCOUNT, -v.
+
+        Symlink 'sendmail' to mailctl, or set git's sendemail.sendmailCmd to
+        'mailctl sendmail' and cron's MAILTO mailer to it.
+        """
+        from mailctl.cli.app import global_options
+
+        run_sendmail([*(args or []), *ctx.args], config_override=global_options(ctx).config_path)

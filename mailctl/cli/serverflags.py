@@ -1,0 +1,120 @@
+"""Turn --server/--tls/--user-style flags (alone, or over an account's block) into ServerSettings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mailctl.errors import ConfigError, UsageError
+from mailctl.models import DEFAULT_PORTS, AuthMechanism, Protocol, Security, ServerSettings, Timeouts
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    server: str | None = None
+    user: str | None = None
+    password_command: str | None = None
+    auth: str | None = None
+    tls: bool = False
+    starttls: bool = False
+    no_tls: bool = False
+    ca_file: Path | None = None
+    insecure: bool = False
+    allow_plaintext_auth: bool = False
+    connect_timeout: float | None = None
+    command_timeout: float | None = None
+
+    @property
+    def security(self) -> Security | None:
+        if self.tls:
+            return Security.TLS
+        if self.starttls:
+            return Security.STARTTLS
+        if self.no_tls:
+            return Security.NONE
+        return None
+
+
+def split_host_port(value: str) -> tuple[str, int | None]:
+    """Parse HOST, HOST:PORT, [V6] or [V6]:PORT; raise UsageError naming --server otherwise."""
+    text = value.strip()
+    port_text: str | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise UsageError(f"--server {value!r}: unbalanced '['", hint="write [::1]:2525")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise UsageError(f"--server {value!r}: expected ':PORT' after ']'", hint="write [::1]:2525")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host = text
+    if not host or any(c.isspace() or ord(c) < 32 for c in host):
+        raise UsageError(f"--server {value!r}: not a host name", hint="write HOST or HOST:PORT")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--server {value!r}: port must be 1-65535", hint="write HOST:PORT")
+    return host, int(port_text)
+
+
+def settings_from_flags(
+    flags: ServerFlags,
+    base: ServerSettings | None,
+    *,
+    account_name: str | None,
+    protocol: Protocol = Protocol.SMTP,
+) -> ServerSettings:
+    """Flags win over the account's block; without either, say how to give a server."""
+    security = flags.security
+    if flags.server is not None:
+        host, port = split_host_port(flags.server)
+        if security is None:
+            # Secure by default: implicit TLS on the submissions port, required STARTTLS elsewhere.
+            security = Security.TLS if port == DEFAULT_PORTS[protocol][Security.TLS] else Security.STARTTLS
+        settings = ServerSettings(
+            host=host,
+            port=port or DEFAULT_PORTS[protocol][security],
+            security=security,
+        )
+    elif base is not None:
+        settings = base
+        if security is not None and security != base.security:
+            settings = replace(settings, security=security)
+    else:
+        where = f"account {account_name!r} has no [{protocol.value}] block" if account_name else "no server"
+        raise ConfigError(
+            f"{where}", hint=f"pass --server HOST:PORT or add a {protocol.value} block to the account"
+        )
+    changes: dict[str, object] = {}
+    if flags.user is not None:
+        changes["username"] = flags.user
+    if flags.password_command is not None:
+        changes["password_command"] = flags.password_command
+    if flags.auth is not None:
+        try:
+            changes["auth"] = AuthMechanism(flags.auth.lower())
+        except ValueError:
+            choices = ", ".join(m.value for m in AuthMechanism)
+            raise UsageError(f"--auth {flags.auth!r} is not supported", hint=f"use one of {choices}") from None
+    if flags.ca_file is not None:
+        changes["ca_file"] = flags.ca_file
+    if flags.insecure:
+        changes["verify"] = False
+    if flags.allow_plaintext_auth:
+        changes["allow_plaintext_auth"] = True
+    if flags.connect_timeout is not None or flags.command_timeout is not None:
+        old = settings.timeouts
+        changes["timeouts"] = Timeouts(
+            connect=flags.connect_timeout if flags.connect_timeout is not None else old.connect,
+            command=flags.command_timeout if flags.command_timeout is not None else old.command,
+            data=old.data,
+        )
+    for name in ("connect_timeout", "command_timeout"):
+        value = getattr(flags, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive", hint="give seconds, e.g. 30")
+    return replace(settings, **changes) if changes else settings  # type: ignore[arg-type]

@@ -1,0 +1,177 @@
+"""The one exit-code table and the error tree every command raises from."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, ClassVar
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, sysexits(3) values so that cron, git and MTAs understand them."""
+
+    OK = 0
+    USAGE = 64  # bad flags or arguments
+    DATAERR = 65  # bad input data: header injection, invalid address, bad message
+    NOINPUT = 66  # an input file does not exist or cannot be read
+    NOHOST = 68  # a host name does not resolve
+    UNAVAILABLE = 69  # permanent refusal (SMTP 5xx)
+    SOFTWARE = 70  # a bug in mailctl
+    CANTCREAT = 73  # an output file cannot be written
+    IOERR = 74  # cannot connect (refused, unreachable, connect timeout)
+    TEMPFAIL = 75  # temporary failure (SMTP 4xx, timeout, connection lost): try again later
+    PROTOCOL = 76  # TLS failure or the server broke the protocol
+    NOPERM = 77  # authentication failed or refused for safety
+    CONFIG = 78  # bad or missing configuration or credentials
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class MailctlError(Exception):
+    """Base of every error mailctl reports; knows its exit code and a stable `code` string.
+
+    The message is one line naming the problem; `hint` names the fix. Neither may ever
+    contain a secret: callers build messages from names and public values only.
+    """
+
+    exit_code: ClassVar[ExitCode] = ExitCode.SOFTWARE
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details: dict[str, Any] = dict(details or {})
+
+    def one_line(self) -> str:
+        """Render as the single line a user sees: problem, then fix."""
+        text = self.message if not self.hint else f"{self.message} ({self.hint})"
+        return " ".join(text.split())
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class UsageError(MailctlError):
+    exit_code = ExitCode.USAGE
+    code = "usage"
+
+
+class InputDataError(MailctlError):
+    exit_code = ExitCode.DATAERR
+    code = "invalid_input"
+
+
+class HeaderInjectionError(InputDataError):
+    code = "header_injection"
+
+
+class AddressError(InputDataError):
+    code = "invalid_address"
+
+
+class MessageTooLargeError(InputDataError):
+    code = "message_too_large"
+
+
+class NoInputError(MailctlError):
+    exit_code = ExitCode.NOINPUT
+    code = "no_input"
+
+
+class CantCreateError(MailctlError):
+    exit_code = ExitCode.CANTCREAT
+    code = "cant_create"
+
+
+class HostNotFoundError(MailctlError):
+    exit_code = ExitCode.NOHOST
+    code = "host_not_found"
+
+
+class ConnectError(MailctlError):
+    exit_code = ExitCode.IOERR
+    code = "connect_failed"
+
+
+class TemporaryError(MailctlError):
+    exit_code = ExitCode.TEMPFAIL
+    code = "temporary_failure"
+
+
+class SmtpTransientError(TemporaryError):
+    """A 4xx reply (or 552 to RCPT, RFC 5321 4.5.3.1.10)."""
+
+    code = "smtp_transient"
+
+
+class TimeoutFailure(TemporaryError):
+    code = "timeout"
+
+
+class ConnectionLostError(TemporaryError):
+    code = "connection_lost"
+
+
+class OutcomeUnknownError(TemporaryError):
+    """The connection dropped after the final dot: RFC 1047, it may have been delivered."""
+
+    code = "outcome_unknown"
+
+
+class SmtpPermanentError(MailctlError):
+    exit_code = ExitCode.UNAVAILABLE
+    code = "smtp_permanent"
+
+
+class ProtocolError(MailctlError):
+    exit_code = ExitCode.PROTOCOL
+    code = "protocol_error"
+
+
+class TlsError(ProtocolError):
+    code = "tls_failed"
+
+
+class CertificateError(TlsError):
+    code = "tls_certificate"
+
+
+class StartTlsUnavailableError(TlsError):
+    code = "starttls_unavailable"
+
+
+class AuthError(MailctlError):
+    exit_code = ExitCode.NOPERM
+    code = "auth_failed"
+
+
+class PlaintextAuthRefusedError(AuthError):
+    code = "plaintext_auth_refused"
+
+
+class AuthUnsupportedError(AuthError):
+    code = "auth_unsupported"
+
+
+class ConfigError(MailctlError):
+    exit_code = ExitCode.CONFIG
+    code = "config_error"
+
+
+class CredentialError(ConfigError):
+    code = "credentials_unavailable"
+
+
+class KeyringUnavailableError(CredentialError):
+    code = "keyring_unavailable"
+
+
+class InterruptedByUser(MailctlError):
+    exit_code = ExitCode.INTERRUPTED
+    code = "interrupted"

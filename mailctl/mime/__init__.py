@@ -1,0 +1,1 @@
+"""Message building, header safety and parsing, with the standard email package as reference."""

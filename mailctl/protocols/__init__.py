@@ -1,0 +1,1 @@
+"""The only modules that open sockets; library exceptions become mailctl.errors types here."""

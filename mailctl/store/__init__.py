@@ -1,0 +1,1 @@
+"""Atomic writers for .eml, Maildir and mbox: temp file, fsync, rename."""
