@@ -81,6 +81,8 @@ class Config:
     accounts: dict[str, Account]
     default_account: str | None = None
     path: Path | None = None
+    # Problems that do not stop loading (e.g. a password stored in the file, which is ignored).
+    warnings: tuple[str, ...] = ()
 
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")

@@ -1,0 +1,355 @@
+"""Where secrets come from: $MAILCTL_PASSWORD, a password command, the OS keyring, a prompt.
+
+This module never prompts by itself (the prompt is a callable handed in by cli), never logs or
+returns a secret in an error, and imports keyring only when a keyring is actually consulted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+
+from mailctl.errors import CredentialError, KeyringUnavailableError
+from mailctl.models import Protocol, ServerSettings
+
+SERVICE: Final = "mailctl"
+ENV_PASSWORD: Final = "MAILCTL_PASSWORD"  # noqa: S105 (a variable name)
+PASSWORD_COMMAND_TIMEOUT: Final = 30.0
+# Unlocking a Secret Service collection may show a dialog; a headless session may never answer.
+KEYRING_TIMEOUT: float = 60.0
+
+# Characters that only a shell gives meaning to. A password_command containing none of them is
+# split with shlex and run directly; one that has any (a pipe, $VAR, ~, a glob, ...) runs under
+# /bin/sh -c, exactly as written.
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~\n]")
+_T = TypeVar("_T")
+
+THREE_WAYS: Final = (
+    "set MAILCTL_PASSWORD, set password_command in the account's config block, "
+    "or store it in the keyring with `mailctl account set-password NAME`"
+)
+
+
+class SecretSource(StrEnum):
+    """Where resolve_secret would find a secret (reported by `account show`, never the secret)."""
+
+    ENV = "env"
+    PASSWORD_COMMAND = "password_command"  # noqa: S105 (a source name)
+    KEYRING = "keyring"
+    NONE = "none found"
+
+
+def keyring_key(account: str, protocol: Protocol) -> str:
+    """The keyring user name for an account's block: `work:smtp`."""
+    return f"{account}:{protocol.value}"
+
+
+def resolve_secret(
+    account: str | None,
+    protocol: Protocol,
+    settings: ServerSettings,
+    *,
+    prompt: Callable[[str], str] | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> str:
+    """Return the password for one server block, from the first source that has one.
+
+    Order: $MAILCTL_PASSWORD (non-empty), the block's password_command, the OS keyring (only
+    for a named account), `prompt` (cli passes one only on a terminal).
+
+    Raises CredentialError when a source fails (the command exits non-zero, times out or prints
+    nothing; the keyring errors) or none has a secret; KeyringUnavailableError when nothing
+    else applies and the keyring is unusable. No message ever contains the secret.
+    """
+    from_env = env.get(ENV_PASSWORD, "")
+    if from_env:
+        return from_env
+    label = _label(account, protocol)
+    if settings.password_command is not None:
+        return run_password_command(settings.password_command, label=label)
+    keyring_problem: KeyringUnavailableError | None = None
+    if account is not None:
+        try:
+            stored = _keyring_get(account, protocol)
+        except KeyringUnavailableError as err:
+            keyring_problem = err
+        else:
+            if stored is not None:
+                return stored
+    if prompt is not None:
+        secret = prompt(_prompt_text(account, protocol, settings))
+        if secret:
+            return secret
+        raise CredentialError(f"no password entered for {label}", hint=THREE_WAYS)
+    if keyring_problem is not None:
+        raise KeyringUnavailableError(
+            f"no password for {label}: {keyring_problem.message}",
+            hint="set password_command in the account's config block or MAILCTL_PASSWORD",
+        )
+    raise CredentialError(f"no password found for {label}", hint=THREE_WAYS)
+
+
+def secret_source(
+    account: str | None,
+    protocol: Protocol,
+    settings: ServerSettings,
+    *,
+    env: Mapping[str, str] = os.environ,
+) -> SecretSource:
+    """Say which source resolve_secret would use, without running the password command.
+
+    Looks in the keyring (a stored entry is read but not returned); an unusable keyring or a
+    keyring error counts as "none found".
+    """
+    if env.get(ENV_PASSWORD, ""):
+        return SecretSource.ENV
+    if settings.password_command is not None:
+        return SecretSource.PASSWORD_COMMAND
+    if account is not None:
+        try:
+            if _keyring_get(account, protocol) is not None:
+                return SecretSource.KEYRING
+        except CredentialError:
+            pass
+    return SecretSource.NONE
+
+
+def run_password_command(command: str, *, label: str = "password_command") -> str:
+    """Run a password command and return the first line of its output, without the line end.
+
+    The command runs directly (split with shlex) unless it contains shell syntax, then with
+    `/bin/sh -c`. Its stdin is /dev/null (sendmail mode reads the message from our stdin), its
+    stderr goes to ours so gpg or pass can explain themselves. Raises CredentialError on a
+    non-zero exit (naming the status, never the output), after PASSWORD_COMMAND_TIMEOUT
+    seconds, or when it prints nothing. Messages name the program, not the whole command
+    line, which could itself hold a secret.
+    """
+    argv = _command_argv(command, label=label)
+    program = os.path.basename(argv[0]) if argv[0] != "/bin/sh" else "sh -c"
+    what = f"password_command for {label} (program {program!r})"
+    try:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True
+        )
+    except OSError as err:
+        raise CredentialError(
+            f"{what} cannot run: {err.strerror or type(err).__name__}",
+            hint="check that the program is installed and on PATH",
+        ) from None
+    try:
+        output, _ = process.communicate(timeout=PASSWORD_COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        raise CredentialError(
+            f"{what} did not finish within {PASSWORD_COMMAND_TIMEOUT:g} s",
+            hint="run the command by hand to see what it waits for",
+        ) from None
+    if process.returncode != 0:
+        status = (
+            f"was killed by signal {-process.returncode}"
+            if process.returncode < 0
+            else f"exited with status {process.returncode}"
+        )
+        raise CredentialError(f"{what} {status}", hint="run the command by hand to see why")
+    try:
+        text = output.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CredentialError(f"{what} printed something that is not UTF-8") from None
+    first = text.splitlines()[0] if text else ""
+    if not first:
+        raise CredentialError(
+            f"{what} printed nothing on its first line",
+            hint="the first line of its output must be the password",
+        )
+    return first
+
+
+def _command_argv(command: str, *, label: str) -> list[str]:
+    if _SHELL_SYNTAX.search(command):
+        return ["/bin/sh", "-c", command]
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise CredentialError(
+            f"password_command for {label} cannot be split into words: {err}",
+            hint="check its quotes",
+        ) from None
+    if not argv:
+        raise CredentialError(f"password_command for {label} is empty")
+    return argv
+
+
+def store_secret(account: str, protocol: Protocol, secret: str) -> None:
+    """Store `secret` in the OS keyring as service "mailctl", user `account:protocol`.
+
+    Raises KeyringUnavailableError (no usable keyring) or CredentialError (the keyring
+    refused, e.g. a locked collection).
+    """
+    backend = usable_keyring()
+    key = keyring_key(account, protocol)
+    _keyring_call(lambda: backend.set_password(SERVICE, key, secret), what=f"storing {key}")
+
+
+def delete_secret(account: str, protocol: Protocol) -> bool:
+    """Delete the keyring entry for an account's block; False when there was none.
+
+    Raises KeyringUnavailableError or CredentialError like store_secret.
+    """
+    from keyring.errors import PasswordDeleteError
+
+    backend = usable_keyring()
+    key = keyring_key(account, protocol)
+
+    def delete() -> bool:
+        if backend.get_password(SERVICE, key) is None:
+            return False
+        try:
+            backend.delete_password(SERVICE, key)
+        except PasswordDeleteError:
+            return False
+        return True
+
+    return _keyring_call(delete, what=f"deleting {key}")
+
+
+def usable_keyring() -> Any:
+    """Return the keyring backend if it really stores secrets safely.
+
+    Raises KeyringUnavailableError for keyring's fail and null backends (what a headless
+    Linux without Secret Service gets), for any keyrings.alt backend (plaintext files, or an
+    "encrypted" file that prompts on its own), for backends keyring itself ranks as not
+    recommended (priority below 1), and for a chainer with no usable backend inside.
+    """
+    try:
+        import keyring
+
+        backend = keyring.get_keyring()
+    except Exception as err:  # keyring's own start-up (a bad keyringrc.cfg, a broken plugin)
+        raise _unavailable(f"keyring failed to start: {type(err).__name__}") from None
+    children = _chained(backend)
+    if children is None:
+        problem = _backend_problem(backend)
+        if problem is not None:
+            raise _unavailable(problem)
+        return backend
+    usable = [child for child in children if _backend_problem(child) is None]
+    if not usable:
+        raise _unavailable("no usable backend in keyring's chain of backends")
+    # When some chained backends are unsafe, use the best safe one alone rather than the chain.
+    return backend if len(usable) == len(children) else usable[0]
+
+
+def _chained(backend: Any) -> list[Any] | None:
+    """The backends inside keyring's ChainerBackend, or None for any other backend."""
+    cls = type(backend)
+    if cls.__name__ != "ChainerBackend" or not cls.__module__.startswith("keyring."):
+        return None
+    try:
+        return list(backend.backends)
+    except Exception:
+        return []
+
+
+def _backend_problem(backend: Any) -> str | None:
+    cls = type(backend)
+    module, name = cls.__module__, cls.__name__
+    described = f"{module}.{name}"
+    if module.startswith(("keyring.backends.fail", "keyring.backends.null")):
+        return f"no system keyring was found (keyring chose {described})"
+    if module.startswith("keyrings.alt") or "plaintext" in name.lower():
+        return f"the keyring backend {described} does not protect secrets well enough"
+    try:
+        priority = float(backend.priority)
+    except Exception:
+        return f"the keyring backend {described} is not available here"
+    return None if priority >= 1 else f"keyring itself does not recommend {described}"
+
+
+def _unavailable(problem: str) -> KeyringUnavailableError:
+    return KeyringUnavailableError(
+        problem,
+        hint="use password_command in the account's config block, or MAILCTL_PASSWORD",
+    )
+
+
+def _keyring_get(account: str, protocol: Protocol) -> str | None:
+    backend = usable_keyring()
+    key = keyring_key(account, protocol)
+    found: object = _keyring_call(lambda: backend.get_password(SERVICE, key), what=f"reading {key}")
+    if found is None:
+        return None
+    if not isinstance(found, str):
+        raise CredentialError(f"the keyring returned something that is not text for {key}")
+    return found or None
+
+
+def _keyring_call(call: Callable[[], _T], *, what: str) -> _T:
+    """Run one keyring operation with a deadline; keyring exceptions become CredentialError.
+
+    The call runs in a daemon thread: a Secret Service waiting on an unlock dialog nobody can
+    see must not hang mailctl forever (and cannot keep the process alive at exit).
+    """
+    result: list[_T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as err:
+            failure.append(err)
+
+    worker = threading.Thread(target=target, name="mailctl-keyring", daemon=True)
+    worker.start()
+    worker.join(KEYRING_TIMEOUT)
+    if worker.is_alive():
+        raise CredentialError(
+            f"the keyring did not answer within {KEYRING_TIMEOUT:g} s while {what}",
+            hint="unlock the keyring (it may be waiting for a password dialog), or use "
+            "password_command or MAILCTL_PASSWORD",
+        )
+    if failure:
+        err = failure[0]
+        if isinstance(err, CredentialError):
+            raise err
+        if not isinstance(err, Exception):
+            raise err
+        raise _keyring_error(err, what=what) from None
+    return result[0]
+
+
+def _keyring_error(err: Exception, *, what: str) -> CredentialError:
+    kind = type(err).__name__
+    if kind == "KeyringLocked":
+        return CredentialError(
+            f"the keyring is locked (while {what})",
+            hint="unlock it (log in to the desktop session), or use password_command or "
+            "MAILCTL_PASSWORD",
+        )
+    if kind == "NoKeyringError":
+        return _unavailable("no system keyring was found")
+    detail = " ".join(str(err).split())[:200]
+    return CredentialError(
+        f"the keyring failed while {what}: {kind}" + (f": {detail}" if detail else ""),
+        hint="use password_command or MAILCTL_PASSWORD instead",
+    )
+
+
+def _label(account: str | None, protocol: Protocol) -> str:
+    from mailctl.config.schema import key_path
+
+    return key_path(("accounts", account, protocol.value)) if account else protocol.value
+
+
+def _prompt_text(account: str | None, protocol: Protocol, settings: ServerSettings) -> str:
+    who = f"{settings.username}@" if settings.username else ""
+    name = f"{account} " if account else ""
+    return f"Password for {name}{protocol.value.upper()} ({who}{settings.host})"

@@ -1,0 +1,601 @@
+"""Building messages for `send` (the reference MIME output), reading .eml input, and wire bytes."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+from email.feedparser import BytesFeedParser
+from email.generator import BytesGenerator
+from email.headerregistry import AddressHeader
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime, make_msgid
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Final
+
+from mailctl.errors import (
+    AddressError,
+    InputDataError,
+    MessageTooLargeError,
+    NoInputError,
+)
+from mailctl.mime.headers import (
+    Mailbox,
+    check_extra_header,
+    parse_address_header,
+    parse_msg_ids,
+    require_clean,
+    shown,
+    validate_domain,
+    wire_policy,
+)
+from mailctl.models import Envelope
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PARTS",
+    "AttachmentSpec",
+    "ComposeRequest",
+    "compose",
+    "dot_stuff",
+    "dot_unstuff",
+    "envelope_for",
+    "envelope_sender",
+    "guess_content_type",
+    "header_recipients",
+    "message_needs_smtputf8",
+    "read_eml",
+    "request_needs_smtputf8",
+    "serialize",
+    "strip_bcc",
+]
+
+MAX_MESSAGE_BYTES: Final = 50 * 1024 * 1024  # .eml input, and the sum of attachments
+MAX_PARTS: Final = 1000  # MIME parts in one parsed message
+MAX_DEPTH: Final = 50  # nesting levels of multiparts and message/rfc822 in one parsed message
+MAX_LINE: Final = 998  # RFC 5322 2.1.1, octets without CRLF
+
+# The policy parts are built with: CRLF, and cte_type 7bit so the email package never picks
+# 8bit for a body: composed messages need neither 8BITMIME nor SMTPUTF8 for their bodies.
+_BUILD: Final = wire_policy().clone(cte_type="7bit")
+
+# RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name.
+_CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.@-]+")
+_PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
+_HIGH_BYTES: Final = bytes(range(128, 256))
+_COMPRESSED: Final = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    """A file to attach; `filename` overrides the name shown; `inline` puts it in the HTML.
+
+    An inline part gets `Content-ID: <filename>`, so the HTML refers to it as `cid:filename`.
+    """
+
+    path: Path
+    filename: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class ComposeRequest:
+    """Everything `compose` needs; addresses are already-parsed Mailboxes."""
+
+    sender: Mailbox
+    to: tuple[Mailbox, ...] = ()
+    cc: tuple[Mailbox, ...] = ()
+    bcc: tuple[Mailbox, ...] = ()
+    reply_to: tuple[Mailbox, ...] = ()
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: tuple[AttachmentSpec, ...] = ()
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    in_reply_to: str | None = None
+    references: str | None = None
+    message_id_domain: str | None = None
+
+
+# --------------------------------------------------------------------------- compose
+
+
+@dataclass(frozen=True)
+class _Text:
+    content: str
+    subtype: str
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    content_type: str
+    filename: str
+    inline: bool
+
+
+@dataclass(frozen=True)
+class _Multi:
+    subtype: str
+    parts: tuple[_Text | _File | _Multi, ...]
+    params: tuple[tuple[str, str], ...] = ()
+
+
+def compose(request: ComposeRequest) -> EmailMessage:
+    """Build the message for `request`; never writes a Bcc header.
+
+    Structure: text -> text/plain; html -> text/html; both -> multipart/alternative (RFC 2046
+    5.1.4, HTML last as the preferred form); inline files -> multipart/related around the
+    HTML (RFC 2387); other attachments -> multipart/mixed around all of that.
+    Date and Message-ID are generated unless given in `extra_headers`.
+    Raises HeaderInjectionError, AddressError or InputDataError for bad values, NoInputError
+    for a missing or unreadable attachment, MessageTooLargeError past MAX_MESSAGE_BYTES.
+    """
+    headers = _headers(request)
+    body = _body(request)
+    message = EmailMessage(policy=_BUILD)
+    for name, value in headers:
+        try:
+            message[name] = value
+        except ValueError as err:  # policy.default: a header that may appear only once
+            raise InputDataError(f"--header {name}: {err}") from err
+    message["MIME-Version"] = "1.0"
+    _fill(message, body)
+    if "Bcc" in message:  # pragma: no cover - defence in depth; nothing above sets it
+        del message["Bcc"]
+    return message
+
+
+def _headers(request: ComposeRequest) -> list[tuple[str, Any]]:
+    """Validate every header value and return them in the order they are written."""
+    subject = require_clean("--subject", request.subject)
+    extras: list[tuple[str, str]] = [
+        check_extra_header(name, value) for name, value in request.extra_headers
+    ]
+    given = {name.lower(): value for name, value in extras}
+    for unique in ("date", "message-id", "sender"):
+        if sum(1 for name, _ in extras if name.lower() == unique) > 1:
+            raise InputDataError(f"--header {unique} is given more than once")
+    date = given.get("date") or format_datetime(datetime.now().astimezone())
+    if "message-id" in given:
+        message_id = given["message-id"]
+    else:
+        domain = request.message_id_domain or request.sender.domain
+        message_id = make_msgid(domain=validate_domain("--message-id-domain", domain))
+
+    out: list[tuple[str, Any]] = [("Date", date), ("From", [request.sender.address()])]
+    out += [(n, v) for n, v in extras if n.lower() == "sender"]
+    for name, boxes in (("Reply-To", request.reply_to), ("To", request.to), ("Cc", request.cc)):
+        if boxes:
+            out.append((name, [box.address() for box in boxes]))
+    if subject:
+        out.append(("Subject", subject))
+    out.append(("Message-ID", message_id))
+    if request.in_reply_to is not None:
+        out.append(("In-Reply-To", parse_msg_ids("--in-reply-to", request.in_reply_to)))
+    # RFC 5322 3.6.4: References carries the parent's id; without a given chain, start one.
+    references = request.references
+    if references is None and request.in_reply_to is not None:
+        references = request.in_reply_to
+    if references is not None:
+        out.append(("References", parse_msg_ids("--references", references)))
+    skip = {"date", "message-id", "sender"}
+    out += [(n, v) for n, v in extras if n.lower() not in skip]
+    return out
+
+
+def _normalise_text(text: str) -> str:
+    """Line endings to LF (the generator writes CRLF), ending with one."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    return text
+
+
+def _body(request: ComposeRequest) -> _Text | _File | _Multi:
+    inline = tuple(spec for spec in request.attachments if spec.inline)
+    if inline and request.html is None:
+        raise InputDataError(
+            "inline attachments need an HTML body", hint="add --html, or attach them normally"
+        )
+    files = _read_attachments(request.attachments)
+    html_node: _Text | _Multi | None = None
+    if request.html is not None:
+        html_node = _Text(_normalise_text(request.html), "html")
+        related = tuple(f for f in files if f.inline)
+        if related:
+            # RFC 2387 3.1: `type` names the root part's content type.
+            html_node = _Multi("related", (html_node, *related), (("type", "text/html"),))
+    text_node = None
+    if request.text is not None or html_node is None:
+        text_node = _Text(_normalise_text(request.text or ""), "plain")
+    content: _Text | _Multi
+    if text_node is None:
+        assert html_node is not None  # text_node is built whenever there is no HTML
+        content = html_node
+    elif html_node is None:
+        content = text_node
+    else:
+        content = _Multi("alternative", (text_node, html_node))
+    attached = tuple(f for f in files if not f.inline)
+    return _Multi("mixed", (content, *attached)) if attached else content
+
+
+def _fill(node: MIMEPart, spec: _Text | _File | _Multi) -> None:
+    """Give `node` the content described by `spec` (the top node is the message itself)."""
+    if isinstance(spec, _Text):
+        node.set_content(
+            spec.content, subtype=spec.subtype, charset="utf-8", cte=_text_cte(spec.content)
+        )
+    elif isinstance(spec, _File):
+        maintype, _, subtype = spec.content_type.partition("/")
+        node.set_content(
+            spec.data,
+            maintype,
+            subtype,
+            disposition="inline" if spec.inline else "attachment",
+            filename=spec.filename,
+            cid=f"<{spec.filename}>" if spec.inline else None,
+            # `name` is deprecated (RFC 2046 4.5.1) but some clients still read only it.
+            params={"name": spec.filename},
+        )
+    else:
+        node["Content-Type"] = f"multipart/{spec.subtype}"
+        for key, value in spec.params:
+            node.set_param(key, value)
+        children: list[Any] = []  # typeshed wants list[Message[str, str]]
+        for child_spec in spec.parts:
+            child = MIMEPart(policy=_BUILD)
+            _fill(child, child_spec)
+            children.append(child)
+        node.set_payload(children)
+
+
+def _text_cte(text: str) -> str:
+    """7bit for short-lined printable ASCII, else the cheaper of quoted-printable and base64."""
+    if _PLAIN_7BIT.fullmatch(text) and all(len(line) <= 78 for line in text.split("\n")):
+        return "7bit"
+    data = text.encode("utf-8")
+    high = len(data) - len(data.translate(None, _HIGH_BYTES))
+    return "base64" if high * 3 > len(data) else "quoted-printable"
+
+
+def guess_content_type(filename: str) -> str:
+    """The MIME type for a file name; application/octet-stream when unknown.
+
+    Compressed files (`.tar.gz`) get the compression's type, not the archive's; message/*
+    and multipart/* guesses (`.eml`, `.mht`) become application/octet-stream because
+    RFC 2046 5.2.1 forbids base64 for them and the bytes must arrive unchanged.
+    """
+    guessed, encoding = mimetypes.guess_type(filename)
+    if encoding is not None:
+        guessed = _COMPRESSED.get(encoding, "application/octet-stream")
+    if guessed is None or guessed.split("/")[0] in {"message", "multipart"}:
+        return "application/octet-stream"
+    return guessed
+
+
+def _attachment_name(spec: AttachmentSpec) -> str:
+    name = spec.filename if spec.filename is not None else spec.path.name
+    require_clean("attachment file name", name)
+    if not name or name in {".", ".."} or "/" in name or "\\" in name:
+        raise InputDataError(
+            f"attachment file name {shown(name)} is not a bare file name",
+            hint="no directories, no '/' or '\\'",
+        )
+    if spec.inline and not _CID_NAME.fullmatch(name):
+        raise InputDataError(
+            f"inline attachment name {shown(name)} cannot be used in a cid: URL",
+            hint="give it an ASCII name without spaces",
+        )
+    return name
+
+
+def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
+    names = [_attachment_name(spec) for spec in specs]
+    inline_names = [name for name, spec in zip(names, specs, strict=True) if spec.inline]
+    if len(set(inline_names)) != len(inline_names):
+        raise InputDataError("two inline attachments have the same name; cid: URLs would clash")
+    budget = MAX_MESSAGE_BYTES
+    files: list[_File] = []
+    for name, spec in zip(names, specs, strict=True):
+        data = _read_file(spec.path, budget)
+        budget -= len(data)
+        files.append(_File(data, guess_content_type(name), name, spec.inline))
+    return files
+
+
+def _read_file(path: Path, budget: int) -> bytes:
+    """Read a regular file once, checking its type on the open descriptor (no TOCTOU).
+
+    O_NONBLOCK keeps a FIFO from blocking the open; it does not affect regular files.
+    """
+    label = f"attachment {shown(str(path))}"
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise NoInputError(f"{label} does not exist") from err
+    except IsADirectoryError as err:
+        raise InputDataError(f"{label} is not a regular file") from err
+    except PermissionError as err:
+        raise NoInputError(f"{label} is not readable") from err
+    except OSError as err:
+        raise NoInputError(f"{label} cannot be opened: {err.strerror}") from err
+    with open(fd, "rb", closefd=True) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InputDataError(f"{label} is not a regular file")
+        if info.st_size > budget:
+            raise _too_large(label)
+        try:
+            data = handle.read(budget + 1)
+        except OSError as err:
+            raise NoInputError(f"{label} cannot be read: {err.strerror}") from err
+    if len(data) > budget:
+        raise _too_large(label)
+    return data
+
+
+def _too_large(label: str) -> MessageTooLargeError:
+    return MessageTooLargeError(
+        f"{label} makes the attachments larger than {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB"
+    )
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def request_needs_smtputf8(request: ComposeRequest) -> bool:
+    """True if any address of `request` has a non-ASCII local part (RFC 6531)."""
+    boxes = (request.sender, *request.to, *request.cc, *request.bcc, *request.reply_to)
+    return any(box.needs_smtputf8 for box in boxes)
+
+
+def envelope_for(request: ComposeRequest, *, smtputf8: bool) -> Envelope:
+    """MAIL FROM and RCPT TO for `request`: To, Cc and Bcc, each address once.
+
+    Raises AddressError for a non-ASCII local part when `smtputf8` is false.
+    """
+    recipients: list[str] = []
+    seen: set[str] = set()
+    for box in (*request.to, *request.cc, *request.bcc):
+        address = box.envelope_address(smtputf8=smtputf8)
+        key = _dedupe_key(address)
+        if key not in seen:
+            seen.add(key)
+            recipients.append(address)
+    return Envelope(request.sender.envelope_address(smtputf8=smtputf8), tuple(recipients))
+
+
+def _dedupe_key(address: str) -> str:
+    # RFC 5321 2.4: the local part may be case-sensitive, the domain is not.
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+# --------------------------------------------------------------------------- wire bytes
+
+
+def message_needs_smtputf8(message: EmailMessage) -> bool:
+    """True if an address header of `message` has a non-ASCII local part."""
+    for name in ("From", "Sender", "To", "Cc", "Reply-To"):
+        for value in message.get_all(name, []):
+            if isinstance(value, AddressHeader) and any(
+                not address.username.isascii() for address in value.addresses
+            ):
+                return True
+    return False
+
+
+def serialize(message: EmailMessage, *, utf8: bool = False) -> bytes:
+    """Return CRLF wire bytes; `utf8` writes RFC 6532 UTF-8 headers (policy SMTPUTF8).
+
+    Without utf8, non-ASCII display names and subjects become RFC 2047 encoded words and
+    IDN domains become A-labels. Raises InputDataError if the message needs SMTPUTF8 and
+    `utf8` is false, or if a line would break RFC 5322 2.1.1 or hold a bare CR/LF.
+    """
+    if not utf8 and message_needs_smtputf8(message):
+        raise InputDataError(
+            "the message has an address with a non-ASCII local part",
+            hint="it can only be sent to a server offering SMTPUTF8 (RFC 6531)",
+        )
+    buffer = BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=wire_policy(utf8=utf8)).flatten(message)
+    data = buffer.getvalue()
+    lines = data.split(b"\r\n")
+    if b"\r" in data.replace(b"\r\n", b"") or any(b"\n" in line for line in lines):
+        raise InputDataError("the message contains a bare CR or LF")  # FACTS: SMTP smuggling
+    if max(map(len, lines)) > MAX_LINE:
+        raise InputDataError(f"the message has a line longer than {MAX_LINE} octets")
+    return data
+
+
+_EOL: Final = re.compile(rb"\r\n|\r|\n")
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Return what goes on the wire after DATA, without the final ".\\r\\n".
+
+    Every CRLF, bare LF or bare CR becomes CRLF (a bare LF or CR must never reach the wire:
+    SMTP smuggling, CVE-2023-51764), a leading '.' on any line is doubled (RFC 5321
+    4.5.2), and the result ends with CRLF. Empty input stays empty.
+    """
+    if not data:
+        return b""
+    wire = _EOL.sub(b"\r\n", data) if b"\r" in data else data.replace(b"\n", b"\r\n")
+    if not wire.endswith(b"\r\n"):
+        wire += b"\r\n"
+    if wire.startswith(b"."):
+        wire = b"." + wire
+    return wire.replace(b"\r\n.", b"\r\n..")
+
+
+def dot_unstuff(wire: bytes) -> bytes:
+    """Undo dot_stuff on received DATA (RFC 5321 4.5.2), the final ".\\r\\n" already removed."""
+    if wire.startswith(b"."):
+        wire = wire[1:]
+    return wire.replace(b"\r\n.", b"\r\n")
+
+
+# --------------------------------------------------------------------------- reading .eml
+
+
+class _LimitExceeded(Exception):
+    """Raised inside the parser's message factory to stop parsing early."""
+
+
+def read_eml(data: bytes) -> EmailMessage:
+    """Parse untrusted message bytes with policy.default, within limits.
+
+    The limits are enforced while parsing (the email package's parser costs ~0.5 ms per
+    part, so a post-parse check would come too late): MessageTooLargeError above
+    MAX_MESSAGE_BYTES; InputDataError for more than MAX_PARTS parts, more than MAX_DEPTH
+    levels of nesting, or no header block at all.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageTooLargeError(
+            f"the message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes"
+        )
+    policy = wire_policy().clone(linesep="\n")  # policy.default semantics, our folding fixes
+    parser: BytesFeedParser[EmailMessage] | None = None
+    created = 0
+
+    def factory(**kwargs: Any) -> EmailMessage:
+        nonlocal created
+        created += 1
+        if created > MAX_PARTS:
+            raise _LimitExceeded(f"the message has more than {MAX_PARTS} MIME parts")
+        # FeedParser keeps the open ancestors of the part being created in _msgstack.
+        stack = getattr(parser, "_msgstack", None)
+        if stack is not None and len(stack) > MAX_DEPTH:
+            raise _LimitExceeded(f"the message nests more than {MAX_DEPTH} levels deep")
+        return EmailMessage(**kwargs)
+
+    parser = BytesFeedParser(_factory=factory, policy=policy)
+    created = 0  # FeedParser calls the factory once to probe its signature
+    try:
+        parser.feed(data)
+        message = parser.close()
+    except _LimitExceeded as err:
+        raise InputDataError(str(err)) from err
+    except RecursionError as err:
+        raise InputDataError(f"the message nests more than {MAX_DEPTH} levels deep") from err
+    if not message.keys():
+        raise InputDataError(
+            "the input has no header block", hint="a message starts with headers like From:"
+        )
+    return message
+
+
+_UNFOLD: Final = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
+
+
+def _header_values(message: EmailMessage, name: str) -> list[str]:
+    """The values of every `name` header, unfolded (RFC 5322 2.2.3) and decoded as UTF-8."""
+    out: list[str] = []
+    for key, value in message.raw_items():
+        if key.lower() != name.lower():
+            continue
+        if hasattr(value, "name"):  # a header object (a message built by compose)
+            out.append(str(value))
+            continue
+        text = _UNFOLD.sub("", str(value))
+        try:  # RFC 6532: raw UTF-8 arrives from the bytes parser as surrogate escapes
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise AddressError(f"header {name} is not valid UTF-8") from err
+        out.append(text)
+    return out
+
+
+def envelope_sender(message: EmailMessage) -> Mailbox | None:
+    """The mailbox in Sender, else in From (RFC 5322 3.6.2); None if neither has one.
+
+    Raises AddressError for invalid or ambiguous values, a repeated header, or a From with
+    several mailboxes and no Sender.
+    """
+    for name in ("Sender", "From"):
+        values = _header_values(message, name)
+        if not values:
+            continue
+        if len(values) > 1:
+            raise AddressError(f"the message has {len(values)} {name} headers")
+        boxes = parse_address_header(f"header {name}", values[0])
+        if len(boxes) == 1:
+            return boxes[0]
+        if boxes or name == "Sender":
+            raise AddressError(
+                f"header {name} has {len(boxes)} addresses; one is needed",
+                hint="RFC 5322 3.6.2: with several From addresses, Sender names the one sender",
+            )
+    return None
+
+
+def header_recipients(message: EmailMessage) -> tuple[Mailbox, ...]:
+    """Every mailbox in To, Cc and Bcc (all occurrences, groups opened), each once.
+
+    Raises AddressError for invalid or ambiguous values.
+    """
+    out: list[Mailbox] = []
+    seen: set[str] = set()
+    for name in ("To", "Cc", "Bcc"):
+        for value in _header_values(message, name):
+            for box in parse_address_header(f"header {name}", value):
+                key = _dedupe_key(box.addr_spec)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(box)
+    return tuple(out)
+
+
+# Line classes of a header block, as the email package's parser sees them (feedparser
+# headerRE), widened to `Name :` (RFC 5322 4.5 obsolete syntax) so such a Bcc goes too.
+_LINE: Final = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+_FIELD_LINE: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]*[ \t]*:")
+_BCC_LINE: Final = re.compile(rb"(?:resent-)?bcc[ \t]*:", re.IGNORECASE)
+
+
+def strip_bcc(raw: bytes) -> bytes:
+    """Remove Bcc and Resent-Bcc fields, with their continuation lines, from the header block.
+
+    Every other byte is kept as is: `sendmail -t` must not re-serialize the message. Bare CR
+    counts as a line end here because the email parser and dot_stuff both treat it as one.
+    The header block ends at the first empty line or the first line that is not a field.
+    """
+    kept: list[bytes] = []
+    dropping = False
+    position = 0
+    first = True
+    while position < len(raw):
+        match = _LINE.match(raw, position)
+        assert match is not None  # the pattern matches the empty string
+        line = match.group()
+        content = line.rstrip(b"\r\n")
+        if not content:
+            break  # the empty line that ends the header block
+        if content[:1] in (b" ", b"\t"):
+            keep = not dropping  # a continuation line belongs to the field above
+        elif first and content.startswith(b"From "):
+            keep = True  # an mbox postmark, not a header field
+        elif _FIELD_LINE.match(content):
+            dropping = _BCC_LINE.match(content) is not None
+            keep = not dropping
+        else:
+            break  # the parser ends the header block here; the body follows
+        if keep:
+            kept.append(line)
+        first = False
+        position = match.end()
+    return b"".join(kept) + raw[position:]

@@ -1,0 +1,278 @@
+"""The login-check result shared by IMAP and POP3, and the guards both checks run."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailctl.errors import (
+    ConnectError,
+    ConnectionLostError,
+    CredentialError,
+    HeaderInjectionError,
+    HostNotFoundError,
+    MailctlError,
+    PlaintextAuthRefusedError,
+    ProtocolError,
+    TimeoutFailure,
+)
+from mailctl.models import Protocol, Security, ServerSettings
+from mailctl.protocols.tls import TlsInfo, map_ssl_error
+
+# Server text quoted in an error message is cut to this many characters.
+_MAX_QUOTED = 200
+
+
+@dataclass(frozen=True)
+class LoginCheck:
+    """What connecting (and, with a username, logging in) to an IMAP or POP3 server showed.
+
+    `timings` are seconds per phase: `connect` (TCP connect and greeting), `tls` (the
+    implicit-TLS handshake, or STARTTLS/STLS and its handshake), `capability` (the
+    capability query after TLS) and `login`; a phase that did not happen is absent.
+    """
+
+    protocol: Protocol
+    host: str
+    port: int
+    security: Security
+    tls: TlsInfo | None
+    capabilities: tuple[str, ...]
+    authenticated: bool
+    timings: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol.value,
+            "host": self.host,
+            "port": self.port,
+            "security": self.security.value,
+            "tls": self.tls.to_json() if self.tls is not None else None,
+            "capabilities": list(self.capabilities),
+            "authenticated": self.authenticated,
+            "timings": dict(self.timings),
+        }
+
+
+class PhaseClock:
+    """Accumulate wall-clock seconds per phase and remember the phase in progress."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.phase = "connect"
+        self._mark = time.perf_counter()
+
+    def start(self, phase: str) -> None:
+        """Close the running phase and begin `phase`."""
+        self.lap()
+        self.phase = phase
+
+    def lap(self) -> None:
+        """Add the time since the last mark to the running phase."""
+        now = time.perf_counter()
+        self.timings[self.phase] = self.timings.get(self.phase, 0.0) + (now - self._mark)
+        self._mark = now
+
+    def time_handshakes(self, context: ssl.SSLContext) -> None:
+        """Count the TLS handshake of an implicit-TLS connect as phase `tls`, not `connect`.
+
+        The libraries connect and wrap the socket in one call; the context is the only
+        object of ours they touch in between, so its `wrap_socket` marks the boundary.
+        """
+        original = context.wrap_socket
+
+        def wrap_socket(sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+            self.start("tls")
+            try:
+                return original(sock, *args, **kwargs)
+            finally:
+                self.start("connect")  # the greeting that follows belongs to connecting
+
+        # An instance attribute shadows the method for this one context only.
+        setattr(context, "wrap_socket", wrap_socket)  # noqa: B010
+
+
+def endpoint(settings: ServerSettings) -> str:
+    """`host:port` as messages show it (IPv6 literals in brackets)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+def validate_credential(what: str, value: str, *, protocol: Protocol, where: str) -> None:
+    """Refuse CR, LF and NUL before a credential reaches a command line.
+
+    IMAP and POP3 commands end at CRLF; a username or password carrying one would
+    become a second command (the imapclient issue #657 class of bug). The value
+    itself is never quoted: it may be a password.
+
+    Raises HeaderInjectionError.
+    """
+    if any(char in value for char in "\r\n\0"):
+        raise HeaderInjectionError(
+            f"the {protocol.value.upper()} {what} for {where} contains a CR, LF or NUL character",
+            hint=f"remove line breaks and NUL characters from the {what}",
+        )
+
+
+def preflight(
+    settings: ServerSettings, *, protocol: Protocol, secret: Callable[[], str] | None
+) -> None:
+    """Run every check that must pass before a socket is opened.
+
+    Raises HeaderInjectionError, CredentialError, PlaintextAuthRefusedError.
+    """
+    where = endpoint(settings)
+    if settings.username is None:
+        return
+    validate_credential("username", settings.username, protocol=protocol, where=where)
+    if settings.security is Security.NONE and not settings.allow_plaintext_auth:
+        raise PlaintextAuthRefusedError(
+            f"refusing to send the {protocol.value.upper()} password to {where} "
+            "without TLS (security = none)",
+            hint="use security tls or starttls, or set allow_plaintext_auth = true",
+        )
+    if secret is None:
+        raise CredentialError(
+            f"no password available for {protocol.value.upper()} user "
+            f"{settings.username!r} at {where}",
+            hint="set MAILCTL_PASSWORD, password_command, or store one in the keyring",
+        )
+
+
+class SecretBox:
+    """The password, asked for at most once and remembered so error paths can mask it."""
+
+    def __init__(self, secret: Callable[[], str] | None, *, protocol: Protocol, where: str):
+        self._secret = secret
+        self._protocol = protocol
+        self._where = where
+        self.value: str | None = None
+
+    def get(self) -> str:
+        """Call the provider once and validate the answer.
+
+        Raises CredentialError (no provider, or it failed with anything but a
+        MailctlError), HeaderInjectionError.
+        """
+        if self.value is not None:
+            return self.value
+        name = self._protocol.value.upper()
+        if self._secret is None:
+            raise CredentialError(f"no {name} password available for {self._where}")
+        try:
+            value = self._secret()
+        except MailctlError:
+            raise
+        except Exception as err:
+            raise CredentialError(
+                f"could not obtain the {name} password for {self._where}: {type(err).__name__}"
+            ) from err
+        self.value = value
+        validate_credential("password", value, protocol=self._protocol, where=self._where)
+        return value
+
+    def scrub(self, err: BaseException) -> None:
+        """Mask the password in the arguments of `err` and every exception chained to it.
+
+        Messages are built without it, but a library or server text quoted in a chained
+        exception could carry it into a traceback.
+        """
+        if not self.value:
+            return
+        secret = self.value
+        secret_bytes = secret.encode("utf-8", "replace")
+        pending: list[BaseException] = [err]
+        seen: set[int] = set()
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            masked = tuple(_mask(arg, secret, secret_bytes) for arg in current.args)
+            with contextlib.suppress(TypeError, AttributeError):
+                current.args = masked
+            pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _mask(arg: object, secret: str, secret_bytes: bytes) -> object:
+    if isinstance(arg, str):
+        return arg.replace(secret, "<redacted>")
+    if isinstance(arg, bytes):
+        return arg.replace(secret_bytes, b"<redacted>")
+    return arg
+
+
+def quote_server(text: str | bytes, *, secret: str | None = None) -> str:
+    """Make server text safe to put in a one-line message.
+
+    Control characters go, whitespace collapses, the length is capped, and the
+    secret is masked should a server (or library) ever echo it.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if secret:
+        text = text.replace(secret, "<redacted>")
+    text = "".join(char if char.isprintable() else " " for char in text)
+    text = " ".join(text.split())
+    if len(text) > _MAX_QUOTED:
+        text = text[: _MAX_QUOTED - 3] + "..."
+    return text
+
+
+def map_os_error(
+    err: BaseException, *, protocol: Protocol, settings: ServerSettings, phase: str
+) -> MailctlError:
+    """Turn a socket, ssl, OS or codec exception into the matching mailctl error.
+
+    Messages are built from the endpoint, the phase and the OS error text only.
+    """
+    where = endpoint(settings)
+    name = protocol.value.upper()
+    lost = f"{name} server {where} closed the connection during {phase}"
+    error: MailctlError
+    if isinstance(err, ssl.SSLError):
+        error = map_ssl_error(err, host=where)
+    elif isinstance(err, socket.gaierror):
+        error = HostNotFoundError(
+            f"cannot resolve {settings.host!r} ({name} server {where}): {err.strerror or err}",
+            hint="check the host name",
+        )
+    elif isinstance(err, UnicodeError) and phase == "connect":
+        # The IDNA codec rejects malformed names (empty or over-long labels).
+        error = HostNotFoundError(
+            f"invalid host name {settings.host!r} ({name} server {where})",
+            hint="check the host name",
+        )
+    elif isinstance(err, TimeoutError) and phase == "connect":
+        # errors.ExitCode: a connect timeout is "cannot connect" (IOERR), like a refusal.
+        error = ConnectError(
+            f"{name} server {where} did not connect and greet within "
+            f"{settings.timeouts.connect:g} s",
+            hint="check the host, port and firewall; a port that expects implicit TLS "
+            "needs security tls",
+        )
+    elif isinstance(err, TimeoutError):
+        error = TimeoutFailure(
+            f"{name} server {where} did not answer in time during {phase}",
+            hint="the server is slow or stuck; try again or raise the timeout",
+        )
+    elif isinstance(err, ConnectionResetError | BrokenPipeError | EOFError):
+        error = ConnectionLostError(lost)
+    elif isinstance(err, OSError) and phase == "connect":
+        error = ConnectError(
+            f"cannot connect to {name} server {where}: {err.strerror or type(err).__name__}",
+            hint="check the host, the port and that the server is running",
+        )
+    elif isinstance(err, OSError):
+        error = ConnectionLostError(f"{lost}: {err.strerror or type(err).__name__}")
+    else:
+        error = ProtocolError(
+            f"unexpected failure talking to {name} server {where} during {phase}: "
+            f"{type(err).__name__}"
+        )
+    return error

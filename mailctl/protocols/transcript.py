@@ -1,0 +1,76 @@
+"""A redacted, timestamped record of every protocol line sent and received."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    """Who produced a transcript line; INFO lines are mailctl's own notes."""
+
+    SENT = "sent"
+    RECEIVED = "received"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line of a session; `tls` says whether it travelled inside TLS."""
+
+    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
+    direction: Direction
+    tls: bool
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "elapsed": round(self.elapsed, 6),
+            "direction": self.direction.value,
+            "tls": self.tls,
+            "text": self.text,
+        }
+
+
+class Transcript:
+    """Collects lines in order and optionally streams each one to `on_line` as it happens.
+
+    The transcript never sees a secret: protocol code records AUTH payloads through
+    `redacted_sent`, which stores only a description of what was sent. That keeps the
+    guarantee in one obvious place instead of relying on pattern-based scrubbing later.
+    """
+
+    def __init__(self, on_line: Callable[[TranscriptLine], None] | None = None) -> None:
+        self._start = time.perf_counter()
+        self._on_line = on_line
+        self.lines: list[TranscriptLine] = []
+
+    def _add(self, direction: Direction, text: str, tls: bool) -> None:
+        line = TranscriptLine(
+            elapsed=time.perf_counter() - self._start, direction=direction, tls=tls, text=text
+        )
+        self.lines.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
+
+    def sent(self, text: str, *, tls: bool) -> None:
+        """Record a line mailctl wrote to the server (without its CRLF)."""
+        self._add(Direction.SENT, text, tls)
+
+    def received(self, text: str, *, tls: bool) -> None:
+        """Record a line the server sent (without its CRLF)."""
+        self._add(Direction.RECEIVED, text, tls)
+
+    def info(self, text: str) -> None:
+        """Record a note from mailctl itself (connecting, TLS established, ...)."""
+        self._add(Direction.INFO, text, False)
+
+    def redacted_sent(self, what: str, *, tls: bool) -> None:
+        """Record that a secret-bearing line was sent, naming only what it was."""
+        self._add(Direction.SENT, f"<redacted: {what}>", tls)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [line.to_json() for line in self.lines]
