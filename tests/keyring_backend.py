@@ -15,7 +15,7 @@ from keyring.errors import KeyringLocked, PasswordDeleteError
 class InMemoryKeyring(KeyringBackend):
     """A working keyring that keeps secrets in a dict: {(service, username): password}."""
 
-    priority = 10  # type: ignore[assignment]  # a plain number is what keyring's docs show
+    priority = 10  # a plain number, as keyring's docs show
     # Never chosen by keyring's own discovery (get_all_keyring), only through use_keyring():
     # a test elsewhere that lets keyring pick a backend must not get one of these.
     viable = False

@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from mailctl.cli.app import app
 from mailctl.credentials import SERVICE
+from mailctl.models import Protocol, Security
 
 SECRET = "Tr0ub4dor&3-not-shown"
 runner = CliRunner()
@@ -177,7 +178,7 @@ def test_global_config_option_wins(tmp_path: Path, config_file: Path) -> None:
     [
         (["--smtp-host", "h", "--smtp-port", "abc"], "--smtp-port: must be an integer"),
         (["--smtp-host", "h", "--smtp-port", "70000"], "got 70000"),
-        (["--imap-host", "h", "--imap-security", "ssl"], '--imap-security: must be one of'),
+        (["--imap-host", "h", "--imap-security", "ssl"], "--imap-security: must be one of"),
         (["--pop3-host", "h", "--pop3-auth", "oauth"], "--pop3-auth: must be one of"),
         (["--smtp-host", "a b"], "--smtp-host: is not a valid host name"),
         (["--smtp-port", "25"], "--smtp-host is required"),
@@ -222,13 +223,18 @@ def test_set_password_and_where_secrets_come_from(
     memory_keyring: InMemoryKeyring, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert add_work().exit_code == 0
-    stored = mailctl("account", "set-password", "work", "--protocol", "imap", "--stdin", "--json", input=SECRET)
+    stored = mailctl(
+        "account", "set-password", "work", "--protocol", "imap", "--stdin", "--json", input=SECRET
+    )
     assert stored.exit_code == 0, stored.stderr
     assert envelope(stored)["data"]["stored_in_keyring"] == ["imap"]
     assert memory_keyring.entries == {(SERVICE, "work:imap"): SECRET}
     stored = mailctl("account", "set-password", "work", "--stdin", input=f"{SECRET}\r\n")
     assert stored.exit_code == 0
-    assert memory_keyring.entries == {(SERVICE, "work:imap"): SECRET, (SERVICE, "work:smtp"): SECRET}
+    assert memory_keyring.entries == {
+        (SERVICE, "work:imap"): SECRET,
+        (SERVICE, "work:smtp"): SECRET,
+    }
     for args in (("show", "work"), ("show", "work", "--json"), ("list",), ("list", "--json")):
         mailctl("account", *args)  # mailctl() asserts the secret is never printed
     monkeypatch.setenv("MAILCTL_PASSWORD", "from-env")
@@ -240,7 +246,9 @@ def test_set_password_errors() -> None:
     assert add_work().exit_code == 0
     no_terminal = mailctl("account", "set-password", "work")
     assert no_terminal.exit_code == 64 and "--stdin" in no_terminal.stderr
-    missing_block = mailctl("account", "set-password", "work", "-p", "pop3", "--stdin", input=SECRET)
+    missing_block = mailctl(
+        "account", "set-password", "work", "-p", "pop3", "--stdin", input=SECRET
+    )
     assert missing_block.exit_code == 64 and "no pop3 server" in missing_block.stderr
     bad_protocol = mailctl("account", "set-password", "work", "-p", "ftp", "--stdin", input=SECRET)
     assert bad_protocol.exit_code == 64 and "--protocol" in bad_protocol.stderr
@@ -411,11 +419,13 @@ def smtp_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[tuple[str, str
     ca.issue_cert("127.0.0.1").configure_cert(context)
     logins: list[tuple[str, str]] = []
 
-    def authenticator(server: object, session: object, envelope: object, mechanism: str, data: object) -> AuthResult:
+    def authenticator(
+        server: object, session: object, envelope: object, mechanism: str, data: object
+    ) -> AuthResult:
         assert isinstance(data, LoginPassword)
         user, password = data.login.decode(), data.password.decode()
         logins.append((user, password))
-        return AuthResult(success=password == SECRET)
+        return AuthResult(success=password == SECRET, handled=False)  # False: answer 535
 
     class Sink:
         async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
@@ -480,7 +490,7 @@ def test_account_test_logs_in_with_the_stored_secret(
 def test_account_test_reports_each_block(
     smtp_server: tuple[int, Path, list[tuple[str, str]]], memory_keyring: InMemoryKeyring
 ) -> None:
-    port, ca_file, logins = smtp_server
+    port, ca_file, _logins = smtp_server
     add_tested(port, ca_file, "--imap-host", "127.0.0.1", "--imap-port", str(free_port()))
     memory_keyring.set_password(SERVICE, "t:smtp", SECRET)
     tested = mailctl("account", "test", "t", "--json")
@@ -494,7 +504,9 @@ def test_account_test_reports_each_block(
     only_smtp = mailctl("account", "test", "t", "--protocol", "smtp")
     assert only_smtp.exit_code == 0 and "imap" not in only_smtp.stdout
     human = mailctl("account", "test", "t")
-    assert human.exit_code == 74 and "FAILED" in human.stdout and "Some servers failed" in human.stdout
+    assert (
+        human.exit_code == 74 and "FAILED" in human.stdout and "Some servers failed" in human.stdout
+    )
 
 
 def test_account_test_wrong_or_missing_password(
@@ -524,3 +536,31 @@ def test_account_test_refuses_plaintext_auth(config_file: Path) -> None:
     tested = mailctl("account", "test", "p", "--json")
     assert tested.exit_code == 77
     assert envelope(tested)["errors"][0]["code"] == "plaintext_auth_refused"
+
+
+def test_account_test_imap_and_pop3(dovecot: Any, memory_keyring: InMemoryKeyring) -> None:
+    """IMAP over implicit TLS and POP3 over STLS against Dovecot, password from the keyring."""
+    imaps = dovecot.settings(Protocol.IMAP, Security.TLS)
+    pop3 = dovecot.settings(Protocol.POP3, Security.STARTTLS)
+    result = mailctl(
+        "account", "add", "d", "--ca-file", str(dovecot.ca_pem),
+        "--imap-host", imaps.host, "--imap-port", str(imaps.port), "--imap-security", "tls",
+        "--imap-user", dovecot.user,
+        "--pop3-host", pop3.host, "--pop3-port", str(pop3.port), "--pop3-security", "starttls",
+        "--pop3-user", dovecot.user,
+        "--password-stdin", input=dovecot.password,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert set(memory_keyring.entries) == {(SERVICE, "d:imap"), (SERVICE, "d:pop3")}
+    tested = mailctl("account", "test", "d", "--json")
+    assert dovecot.password not in tested.stdout + tested.stderr
+    assert tested.exit_code == 0, tested.stdout
+    imap, pop = envelope(tested)["data"]["checks"]
+    assert (imap["protocol"], pop["protocol"]) == ("imap", "pop3")
+    for check in (imap, pop):
+        assert check["ok"] and check["authenticated"] is True and check["tls"] is not None
+    assert "IMAP4REV1" in {c.upper() for c in imap["capabilities"]}
+    memory_keyring.set_password(SERVICE, "d:pop3", "wrong")
+    partial = mailctl("account", "test", "d", "--json")
+    assert partial.exit_code == 77 and envelope(partial)["status"] == "partial"
+    assert envelope(partial)["errors"][0]["protocol"] == "pop3"

@@ -13,7 +13,6 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailctl.config import store
 from mailctl.config.paths import config_path
 from mailctl.config.schema import dump_config, parse_config
 from mailctl.config.store import account_for_address, find_account, load_config, save_config
@@ -91,7 +90,10 @@ def test_minimal_account_gets_secure_defaults() -> None:
     assert work.smtp == ServerSettings(host="smtp.example.com", port=587)
     assert work.smtp.security is Security.STARTTLS and work.smtp.verify
     assert work.imap is not None and (work.imap.security, work.imap.port) == (Security.TLS, 993)
-    assert work.pop3 is not None and (work.pop3.security, work.pop3.port) == (Security.STARTTLS, 110)
+    assert work.pop3 is not None and (work.pop3.security, work.pop3.port) == (
+        Security.STARTTLS,
+        110,
+    )
 
 
 def test_every_key_is_read(tmp_path: Path) -> None:
@@ -142,7 +144,11 @@ def test_every_key_is_read(tmp_path: Path) -> None:
         ("[accounts.w.smtp]\nhost = 'h'\nprot = 25", "accounts.w.smtp.prot", "did you mean 'port'"),
         ("[accounts.w]\nfrm = 'a@b.c'", "accounts.w.frm", "did you mean 'from'"),
         ("defualt_account = 'w'\n[accounts.w]", "defualt_account", "default_account"),
-        ("[accounts.w.smtp]\nhost = 'h'\n[accounts.w.smtp.extra]\nx = 1", "accounts.w.smtp.extra", ""),
+        (
+            "[accounts.w.smtp]\nhost = 'h'\n[accounts.w.smtp.extra]\nx = 1",
+            "accounts.w.smtp.extra",
+            "",
+        ),
     ],
 )
 def test_unknown_keys_are_errors(snippet: str, key: str, hint: str) -> None:
@@ -316,7 +322,7 @@ def test_failed_replace_leaves_the_old_file_intact(
     def broken_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(CantCreateError) as caught:
         save_config(Config(accounts={}, path=path), path)
     assert str(path) in caught.value.message and "No space left" in caught.value.message
@@ -335,7 +341,7 @@ def test_failed_write_leaves_the_old_file_intact(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(store.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(CantCreateError):
         save_config(Config(accounts={}, path=path), path)
     assert path.read_bytes() == before
@@ -434,7 +440,9 @@ PATHS = st.lists(
 ).map(lambda parts: Path("/", *parts))
 SECONDS = st.floats(min_value=0.001, max_value=86_400, allow_nan=False, allow_infinity=False)
 ADDRESSES = st.builds(
-    lambda display, local, domain: f"{display} <{local}@{domain}>" if display else f"{local}@{domain}",
+    lambda display, local, domain: (
+        f"{display} <{local}@{domain}>" if display else f"{local}@{domain}"
+    ),
     st.sampled_from(["", "Me", "Jöe Q", '"Doe, J"']),
     st.text(alphabet="abz09.+_-", min_size=1, max_size=10).filter(lambda s: s[0] not in ".-"),
     st.sampled_from(["example.com", "xn--bcher-kva.example", "b.co"]),

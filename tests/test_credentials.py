@@ -141,7 +141,7 @@ def test_command_is_split_without_a_shell(tmp_path: Path) -> None:
 
 def test_command_with_shell_syntax_runs_under_sh(tmp_path: Path) -> None:
     command = f"echo {SECRET}-extra | cut -d- -f1 && true"
-    assert credentials.run_password_command(command) == SECRET.split("-")[0]
+    assert credentials.run_password_command(command) == SECRET.split("-", maxsplit=1)[0]
 
 
 def test_command_does_not_read_our_stdin() -> None:
@@ -181,7 +181,7 @@ def test_unbalanced_quotes() -> None:
 def test_command_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(credentials, "PASSWORD_COMMAND_TIMEOUT", 0.3)
     started = time.monotonic()
-    with pytest.raises(CredentialError, match="did not finish within 0.3 s"):
+    with pytest.raises(CredentialError, match=r"did not finish within 0\.3 s"):
         credentials.run_password_command("sleep 30")
     assert time.monotonic() - started < 5
 
@@ -208,7 +208,9 @@ def test_fail_backend_gives_the_clear_message() -> None:
         with pytest.raises(KeyringUnavailableError):
             store_secret("work", SMTP, SECRET)
         # With a prompt, an unusable keyring just means "nothing stored there".
-        assert resolve_secret("work", SMTP, server(), prompt=lambda _: "typed", env=NO_ENV) == "typed"
+        assert (
+            resolve_secret("work", SMTP, server(), prompt=lambda _: "typed", env=NO_ENV) == "typed"
+        )
         assert secret_source("work", SMTP, server(), env=NO_ENV) is SecretSource.NONE
 
 
@@ -220,7 +222,7 @@ PlaintextKeyring.__module__ = "keyrings.alt.file"
 
 
 class UnrecommendedKeyring(InMemoryKeyring):
-    priority = 0.5  # type: ignore[assignment]
+    priority = 0.5
 
 
 @pytest.mark.parametrize(
@@ -234,9 +236,8 @@ class UnrecommendedKeyring(InMemoryKeyring):
     ids=["fail", "null", "keyrings.alt", "low-priority"],
 )
 def test_unusable_backends_are_refused(backend: KeyringBackend, expected: str) -> None:
-    with use_keyring(backend):
-        with pytest.raises(KeyringUnavailableError) as caught:
-            usable_keyring()
+    with use_keyring(backend), pytest.raises(KeyringUnavailableError) as caught:
+        usable_keyring()
     assert expected in caught.value.message
     assert "password_command" in (caught.value.hint or "")
 
@@ -255,11 +256,8 @@ def chainer(children: list[KeyringBackend]) -> KeyringBackend:
 
 def test_chainer_backends() -> None:
     good = InMemoryKeyring()
-    with use_keyring(chainer([])):
-        with pytest.raises(KeyringUnavailableError, match="chain"):
-            usable_keyring()
-    with use_keyring(chainer([PlaintextKeyring(), fail.Keyring()])):
-        with pytest.raises(KeyringUnavailableError, match="chain"):
+    for unusable in ([], [PlaintextKeyring(), fail.Keyring()]):
+        with use_keyring(chainer(unusable)), pytest.raises(KeyringUnavailableError, match="chain"):
             usable_keyring()
     mixed = chainer([good, PlaintextKeyring()])
     with use_keyring(mixed):
@@ -282,9 +280,11 @@ def test_hanging_keyring_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(credentials, "KEYRING_TIMEOUT", 0.2)
     backend = SlowKeyring()
     backend.delay = 1.0
-    with use_keyring(backend):
-        with pytest.raises(CredentialError, match="did not answer within 0.2 s"):
-            resolve_secret("work", SMTP, server(), env=NO_ENV)
+    with (
+        use_keyring(backend),
+        pytest.raises(CredentialError, match=r"did not answer within 0\.2 s"),
+    ):
+        resolve_secret("work", SMTP, server(), env=NO_ENV)
 
 
 def test_keyring_is_imported_lazily() -> None:

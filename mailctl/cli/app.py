@@ -71,4 +71,12 @@ _register()
 
 
 def run() -> None:
+    import os
+
+    if "_MAILCTL_COMPLETE" in os.environ:
+        # add_completion=False keeps --install-completion out of --help, but then Typer does not
+        # register its shell classes; TAB completion (the scripts from `mailctl completion`) needs them.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app(prog_name="mailctl")

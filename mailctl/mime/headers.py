@@ -555,18 +555,34 @@ _MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and 
 
 
 def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 'B' encoded words for `text`, each holding whole characters (RFC 2047 5)."""
+    """RFC 2047 'B' encoded words for `text`, each holding whole characters (RFC 2047 5).
+
+    Decoders drop the blank between adjacent encoded words (RFC 2047 6.2), so every
+    character, spaces included, goes inside a word. Words end after a space where possible:
+    CPython's phrase parser wrongly puts a space between adjacent words, and a split after a
+    space costs it only a doubled blank instead of a space inside a word.
+    """
     words: list[str] = []
-    chunk = b""
+    chunk: list[str] = []
+    size = 0
     for char in text:
-        data = char.encode("utf-8")
-        if chunk and len(chunk) + len(data) > _EW_CHUNK:
-            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
-            chunk = b""
-        chunk += data
+        width = len(char.encode("utf-8"))
+        if chunk and size + width > _EW_CHUNK:
+            cut = len(chunk)
+            if " " in chunk[1:]:
+                cut = len(chunk) - chunk[::-1].index(" ")
+            words.append(_b_word("".join(chunk[:cut])))
+            chunk = chunk[cut:]
+            size = len("".join(chunk).encode("utf-8"))
+        chunk.append(char)
+        size += width
     if chunk:
-        words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=")
+        words.append(_b_word("".join(chunk)))
     return words
+
+
+def _b_word(text: str) -> str:
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
 
 
 def _encoded_words_separated(folded: str) -> bool:
@@ -591,6 +607,10 @@ else:  # EmailPolicy is generic only in typeshed
     _PolicyBase = EmailPolicy
 
 
+def _non_ascii_names(header: AddressHeader) -> bool:
+    return any(not a.display_name.isascii() for g in header.groups for a in g.addresses)
+
+
 class WirePolicy(_PolicyBase):
     """policy.SMTP with corrections of how the email package folds headers.
 
@@ -601,8 +621,9 @@ class WirePolicy(_PolicyBase):
     2. Without utf8, an address whose domain is non-ASCII gets the IDNA A-label (RFC 5890):
        CPython would put an encoded word inside the domain. A non-ASCII local part has no
        ASCII form and raises AddressError (RFC 6531).
-    3. If CPython's folding glues an encoded word to a neighbouring word (RFC 2047 5), the
-       value is written again as whole encoded words.
+    3. Non-ASCII display names are written by `_fold_addresses` (CPython loses spaces where
+       it splits a phrase into encoded words), and if CPython's folding glues an encoded word
+       to a neighbouring word (RFC 2047 5), the value is written again as encoded words.
     Source values of parsed messages (strings, not header objects) keep their bytes.
     """
 
@@ -624,12 +645,17 @@ class WirePolicy(_PolicyBase):
             if plain is not None:
                 return plain
         value = self._ascii_addresses(name, value)
+        if isinstance(value, AddressHeader) and not self.utf8 and _non_ascii_names(value):
+            # CPython's folder drops the space where it splits a phrase into two encoded
+            # words (RFC 2047 6.2 makes decoders ignore it): write the phrases ourselves.
+            rewritten = self._fold_addresses(name, value)
+            if rewritten is not None:
+                return rewritten
         folded = str(super().fold(name, value))
         if _encoded_words_separated(folded):
             return folded
         if isinstance(value, AddressHeader):
-            rewritten: str | None = self._fold_addresses(name, value)
-            return rewritten or folded
+            return self._fold_addresses(name, value) or folded
         if isinstance(value, UnstructuredHeader):
             return self._fold_tokens(name, [(" ", word) for word in _encoded_words(str(value))])
         return folded  # pragma: no cover - other structured headers hold no encoded words

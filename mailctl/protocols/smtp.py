@@ -80,6 +80,8 @@ AUTO_MECHANISMS: tuple[AuthMechanism, ...] = (
 
 # RFC 5321 4.5.3.1.6: a text line is at most 998 octets plus CRLF.
 MAX_LINE_OCTETS = 998
+# Seconds close() waits for a clean (TLS close_notify) shutdown before aborting.
+_CLOSE_WAIT = 2.0
 
 _TIMEOUT_TYPES = (SMTPTimeoutError, TimeoutError)
 # "Ok: queued as 4BvX2k1Qz" (Postfix), "queued as <id>" (many), "OK id=1rXyZ-000abc-Q1" (Exim).
@@ -193,12 +195,49 @@ class _Client(SMTP):
     lines except STARTTLS and the message data, which `starttls` and `data` cover.
     """
 
-    def __init__(self, *, transcript: Transcript | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, transcript: Transcript | None, sock: socket.socket, **kwargs: Any
+    ) -> None:
+        super().__init__(sock=sock, **kwargs)
         self._transcript = transcript
+        self._raw_sock = sock
+        self._closed_transports: list[asyncio.BaseTransport] = []
         self._redact_next: str | None = None  # describes the next line instead of logging it
         self._scrub: str | None = None  # a secret to blank out of replies during AUTH
         self.final_dot_sent = False
+
+    def close(self) -> None:
+        # aiosmtplib calls this from many places (421, timeouts, lost connections);
+        # remember what it closed so wait_closed() can make sure it really went away.
+        if self.transport is not None:
+            self._closed_transports.append(self.transport)
+        super().close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a TLS close_notify."""
+        self.close()
+        for transport in self._closed_transports:
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the socket is really closed, aborting after `timeout` seconds.
+
+        transport.close() only starts closing: over TLS it first exchanges close_notify
+        with the server. A caller that returns at once (a test, a short-lived command)
+        could otherwise leave the socket to the garbage collector and a ResourceWarning.
+        The raw socket is closed by asyncio as the very last step, so it is the signal.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await asyncio.sleep(0)
+        while self._raw_sock.fileno() != -1 and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+        if self._raw_sock.fileno() != -1:
+            self.abort()
+            await asyncio.sleep(0)
+        if self._raw_sock.fileno() != -1:  # no transport ever took the socket
+            self._raw_sock.close()
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
@@ -482,8 +521,8 @@ class SmtpSession:
             # for a session that would send it in clear text.
             raise PlaintextAuthRefusedError(
                 f"refusing to send the password for {settings.username} to {where} without TLS",
-                hint="use --security tls or starttls; allow_plaintext_auth only on a "
-                "trusted network",
+                hint="use --tls or --starttls (security = tls|starttls in the account); "
+                "on a trusted network only: --allow-plaintext-auth",
             )
         _check_command_text("server host", settings.host)
         if options.ehlo_name is not None:
@@ -531,10 +570,12 @@ class SmtpSession:
             raise
         try:
             return await cls._handshake(client, options, where, timings, context)
-        except BaseException:
-            # The transport owns the socket from connect() on (asyncio closes it even
-            # when the TLS handshake fails), so closing the client is enough.
+        except Exception:
             client.close()
+            await client.wait_closed(min(timeouts.command, _CLOSE_WAIT))
+            raise
+        except BaseException:  # cancelled: no time for a polite TLS shutdown
+            client.abort()
             raise
 
     @classmethod
@@ -636,6 +677,7 @@ class SmtpSession:
             pass
         finally:
             client.close()
+        await client.wait_closed(min(self._settings.timeouts.command, _CLOSE_WAIT))
 
     async def reset(self) -> None:
         """Send RSET, e.g. to probe an idle connection before reuse (as Postfix does).
