@@ -1,8 +1,18 @@
-"""Shared pytest configuration: fixture plugins live in tests/servers/."""
+"""Shared pytest configuration: fixture plugins live in tests/servers/ and tests/fixtures_keyring.py."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
 
 # tests/ has no __init__.py, so pytest puts tests/ itself on sys.path (rootdir-relative
 # "prepend" import mode): the plugins are importable as `servers.*` under both
 # `pytest` and `python -m pytest`.
-pytest_plugins = ["servers.smtp_server", "servers.dovecot"]
+pytest_plugins = ["servers.smtp_server", "servers.dovecot", "fixtures_keyring"]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_keyring(memory_keyring: object) -> Iterator[object]:
+    """Every test gets a fresh in-memory keyring: no test may touch a developer's real one."""
+    yield memory_keyring

@@ -564,3 +564,28 @@ def test_account_test_imap_and_pop3(dovecot: Any, memory_keyring: InMemoryKeyrin
     partial = mailctl("account", "test", "d", "--json")
     assert partial.exit_code == 77 and envelope(partial)["status"] == "partial"
     assert envelope(partial)["errors"][0]["protocol"] == "pop3"
+
+
+def test_interactive_remove_and_set_password(
+    config_file: Path, memory_keyring: InMemoryKeyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailctl.cli.output import Output
+
+    monkeypatch.setattr(Output, "interactive", property(lambda self: not self.json_mode))
+    # Prompts: SMTP security and port, IMAP security and port (defaults), no keyring now.
+    added = add_work("--smtp-password-command", "pass show x", input="\n\n\n\nn\n")
+    assert added.exit_code == 0, added.stderr
+    assert "No password stored for imap" in added.stdout
+    interrupted = mailctl("account", "add", "other", input="")  # Ctrl-D at the first prompt
+    assert interrupted.exit_code == 130 and "interrupted" in interrupted.stderr
+    stored = mailctl("account", "set-password", "work", "-p", "imap", input=f"{SECRET}\n{SECRET}\n")
+    assert stored.exit_code == 0, stored.stderr
+    assert memory_keyring.entries == {(SERVICE, "work:imap"): SECRET}
+    declined = mailctl("account", "remove", "work", input="n\n")
+    assert declined.exit_code == 0 and "Nothing removed" in declined.stdout
+    assert "work" in read(config_file)["accounts"]
+    missing = mailctl("account", "remove", "nope")
+    assert missing.exit_code == 78  # refused before asking anything
+    confirmed = mailctl("account", "remove", "work", input="y\n")
+    assert confirmed.exit_code == 0 and "Removed account work" in confirmed.stdout
+    assert memory_keyring.entries == {}

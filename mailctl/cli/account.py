@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,7 +31,9 @@ AUTH_HELP = "plain, login, cram-md5 or xoauth2 (default: one the server offers)"
 PROTOCOL_HELP = "smtp, imap, pop3 or all"
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the JSON result envelope.")]
-ProtocolOption = Annotated[str, typer.Option("--protocol", "-p", help=PROTOCOL_HELP)]
+ProtocolOption = Annotated[
+    str, typer.Option("--protocol", "-p", metavar="PROTOCOL", help=PROTOCOL_HELP)
+]
 
 
 def _path(ctx: typer.Context) -> Path:
@@ -52,97 +54,146 @@ def _warn_all(output: Output, warnings: tuple[str, ...]) -> None:
 @app.command("add")
 def add_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Account name (letters, digits, . _ @ + -).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Account name (letters, digits, . _ @ + -).")
+    ],
     from_address: Annotated[
-        str | None, typer.Option("--from", help='Default sender, "Name <addr@example.com>".')
+        str | None,
+        typer.Option(
+            "--from", metavar="ADDRESS", help='Default sender, "Name <addr@example.com>".'
+        ),
     ] = None,
-    ehlo: Annotated[str | None, typer.Option("--ehlo", help="Name sent in EHLO.")] = None,
+    ehlo: Annotated[
+        str | None, typer.Option("--ehlo", metavar="NAME", help="Name sent in EHLO.")
+    ] = None,
     smtp_host: Annotated[
-        str | None, typer.Option("--smtp-host", help="Host.", rich_help_panel=SMTP_PANEL)
+        str | None,
+        typer.Option("--smtp-host", metavar="HOST", help="Host.", rich_help_panel=SMTP_PANEL),
     ] = None,
     smtp_port: Annotated[
         str | None,
-        typer.Option("--smtp-port", help="Port (default by security).", rich_help_panel=SMTP_PANEL),
+        typer.Option(
+            "--smtp-port",
+            metavar="PORT",
+            help="Port (default by security).",
+            rich_help_panel=SMTP_PANEL,
+        ),
     ] = None,
     smtp_security: Annotated[
         str | None,
         typer.Option(
             "--smtp-security",
+            metavar="SECURITY",
             help=f"{SECURITY_HELP} (default starttls).",
             rich_help_panel=SMTP_PANEL,
         ),
     ] = None,
     smtp_user: Annotated[
-        str | None, typer.Option("--smtp-user", help="Login name.", rich_help_panel=SMTP_PANEL)
+        str | None,
+        typer.Option("--smtp-user", metavar="USER", help="Login name.", rich_help_panel=SMTP_PANEL),
     ] = None,
     smtp_auth: Annotated[
-        str | None, typer.Option("--smtp-auth", help=AUTH_HELP, rich_help_panel=SMTP_PANEL)
+        str | None,
+        typer.Option(
+            "--smtp-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=SMTP_PANEL
+        ),
     ] = None,
     smtp_password_command: Annotated[
         str | None,
         typer.Option(
             "--smtp-password-command",
+            metavar="COMMAND",
             help="Command printing the password.",
             rich_help_panel=SMTP_PANEL,
         ),
     ] = None,
     imap_host: Annotated[
-        str | None, typer.Option("--imap-host", help="Host.", rich_help_panel=IMAP_PANEL)
+        str | None,
+        typer.Option("--imap-host", metavar="HOST", help="Host.", rich_help_panel=IMAP_PANEL),
     ] = None,
     imap_port: Annotated[
         str | None,
-        typer.Option("--imap-port", help="Port (default by security).", rich_help_panel=IMAP_PANEL),
+        typer.Option(
+            "--imap-port",
+            metavar="PORT",
+            help="Port (default by security).",
+            rich_help_panel=IMAP_PANEL,
+        ),
     ] = None,
     imap_security: Annotated[
         str | None,
         typer.Option(
-            "--imap-security", help=f"{SECURITY_HELP} (default tls).", rich_help_panel=IMAP_PANEL
+            "--imap-security",
+            metavar="SECURITY",
+            help=f"{SECURITY_HELP} (default tls).",
+            rich_help_panel=IMAP_PANEL,
         ),
     ] = None,
     imap_user: Annotated[
-        str | None, typer.Option("--imap-user", help="Login name.", rich_help_panel=IMAP_PANEL)
+        str | None,
+        typer.Option("--imap-user", metavar="USER", help="Login name.", rich_help_panel=IMAP_PANEL),
     ] = None,
     imap_auth: Annotated[
-        str | None, typer.Option("--imap-auth", help=AUTH_HELP, rich_help_panel=IMAP_PANEL)
+        str | None,
+        typer.Option(
+            "--imap-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=IMAP_PANEL
+        ),
     ] = None,
     imap_password_command: Annotated[
         str | None,
         typer.Option(
             "--imap-password-command",
+            metavar="COMMAND",
             help="Command printing the password.",
             rich_help_panel=IMAP_PANEL,
         ),
     ] = None,
     pop3_host: Annotated[
-        str | None, typer.Option("--pop3-host", help="Host.", rich_help_panel=POP3_PANEL)
+        str | None,
+        typer.Option("--pop3-host", metavar="HOST", help="Host.", rich_help_panel=POP3_PANEL),
     ] = None,
     pop3_port: Annotated[
         str | None,
-        typer.Option("--pop3-port", help="Port (default by security).", rich_help_panel=POP3_PANEL),
+        typer.Option(
+            "--pop3-port",
+            metavar="PORT",
+            help="Port (default by security).",
+            rich_help_panel=POP3_PANEL,
+        ),
     ] = None,
     pop3_security: Annotated[
         str | None,
         typer.Option(
-            "--pop3-security", help=f"{SECURITY_HELP} (default tls).", rich_help_panel=POP3_PANEL
+            "--pop3-security",
+            metavar="SECURITY",
+            help=f"{SECURITY_HELP} (default tls).",
+            rich_help_panel=POP3_PANEL,
         ),
     ] = None,
     pop3_user: Annotated[
-        str | None, typer.Option("--pop3-user", help="Login name.", rich_help_panel=POP3_PANEL)
+        str | None,
+        typer.Option("--pop3-user", metavar="USER", help="Login name.", rich_help_panel=POP3_PANEL),
     ] = None,
     pop3_auth: Annotated[
-        str | None, typer.Option("--pop3-auth", help=AUTH_HELP, rich_help_panel=POP3_PANEL)
+        str | None,
+        typer.Option(
+            "--pop3-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=POP3_PANEL
+        ),
     ] = None,
     pop3_password_command: Annotated[
         str | None,
         typer.Option(
             "--pop3-password-command",
+            metavar="COMMAND",
             help="Command printing the password.",
             rich_help_panel=POP3_PANEL,
         ),
     ] = None,
     ca_file: Annotated[
         Path | None,
-        typer.Option("--ca-file", help="Trust only this CA bundle (PEM) for every server."),
+        typer.Option(
+            "--ca-file", metavar="FILE", help="Trust only this CA bundle (PEM) for every server."
+        ),
     ] = None,
     make_default: Annotated[
         bool, typer.Option("--default", help="Make this the default account.")
@@ -233,6 +284,12 @@ def add_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
             if result.stored_secrets:
                 stored = ", ".join(p.value for p in result.stored_secrets)
                 out.print(f"Password stored in the system keyring for: {stored}.")
+            if result.password_missing:
+                missing = ", ".join(p.value for p in result.password_missing)
+                out.print(
+                    f"No password stored for {missing}: run `mailctl account set-password "
+                    f"{result.name}`, or set password_command, or MAILCTL_PASSWORD."
+                )
             out.print(f"Check it with: mailctl account test {result.name}")
 
         return CommandResult(data=result.to_json(), render=render)
@@ -251,20 +308,20 @@ def _ask_missing(
     from mailctl.models import DEFAULT_PORTS, Protocol, Security
 
     if sender is None:
-        sender = typer.prompt(
+        sender = _ask(
             'From address ("Name <addr@example.com>", empty for none)',
             default="",
             show_default=False,
             err=True,
         ).strip()
     if all(given.empty for given in inputs.values()):
-        host = typer.prompt("SMTP server host (empty for none)", default="", err=True).strip()
+        host = _ask("SMTP server host (empty for none)", default="", err=True).strip()
         if host:
             inputs[Protocol.SMTP] = replace(inputs[Protocol.SMTP], host=host)
         for protocol in (Protocol.IMAP, Protocol.POP3):
             label = protocol.value.upper()
-            if typer.confirm(f"Add an {label} server?", default=False, err=True):
-                host = typer.prompt(f"{label} server host", err=True).strip()
+            if _confirm(f"Add an {label} server?", default=False, err=True):
+                host = _ask(f"{label} server host", err=True).strip()
                 inputs[protocol] = replace(inputs[protocol], host=host or None)
     address = parseaddr(sender or "")[1]
     choices = [s.value for s in Security]
@@ -274,14 +331,14 @@ def _ask_missing(
         label = protocol.value.upper()
         security = given.security
         while security is None or security.lower() not in choices:
-            security = typer.prompt(
+            security = _ask(
                 f"{label} security ({', '.join(choices)})",
                 default=DEFAULT_SECURITY[protocol].value,
                 err=True,
             ).strip()
         port = given.port
         if port is None:
-            port = typer.prompt(
+            port = _ask(
                 f"{label} port",
                 default=DEFAULT_PORTS[protocol][Security(security.lower())],
                 type=int,
@@ -289,7 +346,7 @@ def _ask_missing(
             )
         username = given.username
         if username is None and given.password_command is None:
-            answer = typer.prompt(
+            answer = _ask(
                 f"{label} username ('-' for no login)", default=address or "-", err=True
             ).strip()
             username = None if answer in ("", "-") else answer
@@ -310,10 +367,10 @@ def _offer_keyring(output: Output, name: str) -> str | None:
             "or MAILCTL_PASSWORD when running mailctl"
         )
         return None
-    if not typer.confirm("Store the password in the system keyring now?", default=True, err=True):
+    if not _confirm("Store the password in the system keyring now?", default=True, err=True):
         output.warn(f"no password stored; later: mailctl account set-password {name}")
         return None
-    secret: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    secret: str = _ask("Password", hide_input=True, confirmation_prompt=True, err=True)
     return secret or None
 
 
@@ -374,7 +431,8 @@ def list_command(ctx: typer.Context, json_mode: JsonOption = False) -> None:
 def show_command(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="Account name (default: the default account).")
+        str | None,
+        typer.Argument(metavar="NAME", help="Account name (default: the default account)."),
     ] = None,
     json_mode: JsonOption = False,
 ) -> None:
@@ -419,7 +477,7 @@ def show_command(
 @app.command("remove")
 def remove_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_mode: JsonOption = False,
 ) -> None:
@@ -436,14 +494,19 @@ def remove_command(
                     f"refusing to remove account {name!r} without confirmation",
                     hint="pass --yes",
                 )
-            core.show_account(path, name)  # fails early, before asking, if there is no such account
-            if not typer.confirm(f"Remove account {name} from {path}?", default=False, err=True):
-                raise UsageError("nothing removed", hint="pass --yes to skip the question")
+            core.get_account(path, name)  # fails before asking if there is no such account
+            if not _confirm(f"Remove account {name} from {path}?", default=False, err=True):
+                return CommandResult(
+                    data={"account": name, "removed": False},
+                    render=lambda out: out.print("Nothing removed."),
+                )
         result = core.remove_account(path, name)
         _warn_all(output, result.warnings)
 
         def render(out: Output) -> None:
             out.print(f"Removed account {result.name} from {result.path}.")
+            if result.new_default is not None and result.new_default != name:
+                out.print(f"The default account is {result.new_default}.")
             if result.deleted_secrets:
                 deleted = ", ".join(p.value for p in result.deleted_secrets)
                 out.print(f"Deleted its keyring entries: {deleted}.")
@@ -456,7 +519,7 @@ def remove_command(
 @app.command("set-password")
 def set_password_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     protocol: ProtocolOption = "all",
     stdin: Annotated[
         bool, typer.Option("--stdin", help="Read the password from the first line of stdin.")
@@ -474,8 +537,8 @@ def set_password_command(
         if stdin:
             secret = _read_stdin_secret("--stdin")
         elif output.interactive:
-            core.show_account(path, name)  # fails early if there is no such account
-            secret = typer.prompt(
+            core.get_account(path, name)  # fails before asking if there is no such account
+            secret = _ask(
                 f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True
             )
         else:
@@ -519,7 +582,8 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
 def test_command(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="Account name (default: the default account).")
+        str | None,
+        typer.Argument(metavar="NAME", help="Account name (default: the default account)."),
     ] = None,
     protocol: ProtocolOption = "all",
     json_mode: JsonOption = False,
@@ -582,5 +646,25 @@ def test_command(
 
 
 def _hidden_prompt(label: str) -> str:
-    secret: str = typer.prompt(label, hide_input=True, default="", show_default=False, err=True)
+    secret: str = _ask(label, hide_input=True, default="", show_default=False, err=True)
     return secret
+
+
+def _ask(text: str, **kwargs: Any) -> Any:
+    """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
+    from mailctl.errors import InterruptedByUser
+
+    try:
+        return typer.prompt(text, **kwargs)
+    except typer.Abort:
+        raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None
+
+
+def _confirm(text: str, **kwargs: Any) -> bool:
+    """typer.confirm, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
+    from mailctl.errors import InterruptedByUser
+
+    try:
+        return bool(typer.confirm(text, **kwargs))
+    except typer.Abort:
+        raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None

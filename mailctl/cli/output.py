@@ -127,15 +127,21 @@ def run_command(
         output.fail(error)
     except KeyboardInterrupt:
         output.fail(InterruptedByUser("interrupted"))
-    except SystemExit:
-        raise
-    except Exception as error:  # a bug: one line for the user, the traceback only when asked
-        if os.environ.get("MAILCTL_DEBUG"):
-            traceback.print_exc()
-        bug = MailctlError(
+    except Exception as error:
+        if type(error).__name__ == "Abort":  # typer.Abort: Ctrl-C or Ctrl-D at a prompt
+            output.fail(InterruptedByUser("interrupted at a prompt"))
+        _report_bug(output, error)
+    output.emit(result)
+    raise SystemExit(int(result.exit_code))
+
+
+def _report_bug(output: Output, error: Exception) -> NoReturn:
+    """A bug: one line for the user (exit 70), the traceback only when asked for."""
+    if os.environ.get("MAILCTL_DEBUG"):
+        traceback.print_exc()
+    output.fail(
+        MailctlError(
             f"internal error: {type(error).__name__}: {error}",
             hint="this is a bug in mailctl; rerun with MAILCTL_DEBUG=1 for a traceback and report it",
         )
-        output.fail(bug)
-    output.emit(result)
-    raise SystemExit(int(result.exit_code))
+    )

@@ -127,7 +127,7 @@ def send_command(
         if server is None:
             path = config_path(options.config_path)
             config = load_config(path)
-            for warning in getattr(config, "warnings", ()):
+            for warning in config.warnings:
                 output.warn(warning)
             if config.accounts or account is not None:
                 acct = find_account(config, account)

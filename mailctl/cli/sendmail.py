@@ -123,7 +123,7 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         args = parse_args(argv)
         path = config_path(Path(args.config) if args.config else config_override)
         config = load_config(path)
-        for warning in getattr(config, "warnings", ()):
+        for warning in config.warnings:
             output.warn(warning)
         data = read_message(sys.stdin.buffer, dot_terminates=args.dot_terminates)
         if not data.strip():

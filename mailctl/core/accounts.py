@@ -29,11 +29,12 @@ from mailctl.credentials import (
 from mailctl.errors import (
     CredentialError,
     ExitCode,
+    InterruptedByUser,
     KeyringUnavailableError,
     MailctlError,
     UsageError,
 )
-from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.models import Account, Config, Protocol, ServerSettings
 
 if TYPE_CHECKING:
     from mailctl.protocols.smtp import SessionInfo
@@ -125,6 +126,8 @@ class AccountAdded:
     is_default: bool
     replaced: bool
     stored_secrets: tuple[Protocol, ...]
+    # Blocks that log in but got no password now (none stored, no password_command).
+    password_missing: tuple[Protocol, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -134,6 +137,7 @@ class AccountAdded:
             "default": self.is_default,
             "replaced": self.replaced,
             "stored_in_keyring": [p.value for p in self.stored_secrets],
+            "password_missing": [p.value for p in self.password_missing],
             "warnings": list(self.warnings),
         }
 
@@ -209,6 +213,7 @@ class AccountRemoved:
     def to_json(self) -> dict[str, Any]:
         return {
             "account": self.name,
+            "removed": True,
             "config": str(self.path),
             "default_account": self.new_default,
             "deleted_from_keyring": [p.value for p in self.deleted_secrets],
@@ -394,7 +399,10 @@ def ensure_addable(path: Path, name: str, *, force: bool) -> None:
 
     Raises UsageError, or ConfigError when the existing file is invalid.
     """
-    config = load_config(path)
+    _refuse_existing(load_config(path), path, name, force=force)
+
+
+def _refuse_existing(config: Config, path: Path, name: str, *, force: bool) -> None:
     if name in config.accounts and not force:
         raise UsageError(
             f"account {name!r} already exists in {path}",
@@ -435,8 +443,8 @@ def add_account(
     except FieldError as err:
         flag = _ACCOUNT_FLAGS.get(err.field, err.field)
         raise UsageError(err.describe(flag), hint=err.hint) from None
-    ensure_addable(path, name, force=request.force)
     config = load_config(path)
+    _refuse_existing(config, path, name, force=request.force)
     replaced = name in config.accounts
     stored: tuple[Protocol, ...] = ()
     if secret is not None:
@@ -452,7 +460,7 @@ def add_account(
     accounts = dict(config.accounts)
     accounts[name] = account
     default = config.default_account
-    if request.make_default or default is None or default not in accounts:
+    if request.make_default or default is None:
         default = name
     save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
     return AccountAdded(
@@ -461,8 +469,14 @@ def add_account(
         is_default=default == name,
         replaced=replaced,
         stored_secrets=stored,
+        password_missing=tuple(p for p in blocks_needing_secret(blocks) if p not in stored),
         warnings=config.warnings,
     )
+
+
+def get_account(path: Path, name: str | None) -> Account:
+    """The named account (the default when None). Raises ConfigError."""
+    return find_account(load_config(path), name)
 
 
 def list_accounts(path: Path) -> AccountList:
@@ -661,6 +675,8 @@ def _check_block(
             from mailctl.protocols.pop3 import check_pop3
 
             login = check_pop3(settings, secret=secret)
+    except InterruptedByUser:
+        raise  # Ctrl-C at a password prompt stops the whole test, not just this block
     except MailctlError as err:
         return replace(base, error=err)
     except Exception as err:  # a bug below us: report it for this block, keep testing others

@@ -268,7 +268,8 @@ def _text_cte(text: str) -> str:
         return "7bit"
     data = text.encode("utf-8")
     high = len(data) - len(data.translate(None, _HIGH_BYTES))
-    return "base64" if high * 3 > len(data) else "quoted-printable"
+    # quoted-printable spends 3 octets on each of those, base64 4/3 on every octet.
+    return "base64" if high * 6 > len(data) else "quoted-printable"
 
 
 def guess_content_type(filename: str) -> str:
@@ -333,16 +334,18 @@ def _read_file(path: Path, budget: int) -> bytes:
         raise NoInputError(f"{label} is not readable") from err
     except OSError as err:
         raise NoInputError(f"{label} cannot be opened: {err.strerror}") from err
-    with open(fd, "rb", closefd=True) as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputDataError(f"{label} is not a regular file")
         if info.st_size > budget:
             raise _too_large(label)
-        try:
+        with open(fd, "rb", closefd=False) as handle:
             data = handle.read(budget + 1)
-        except OSError as err:
-            raise NoInputError(f"{label} cannot be read: {err.strerror}") from err
+    except OSError as err:
+        raise NoInputError(f"{label} cannot be read: {err.strerror}") from err
+    finally:
+        os.close(fd)
     if len(data) > budget:
         raise _too_large(label)
     return data

@@ -196,6 +196,7 @@ class Mailbox:
     def __post_init__(self) -> None:
         # A display name is a phrase (RFC 5322 3.2.5): runs of blanks mean one space and the
         # ends do not count, so normalise to what every parser reads back.
+        require_clean("address display name", self.display_name)
         object.__setattr__(self, "display_name", _BLANKS.sub(" ", self.display_name).strip())
         require_clean("address", self.addr_spec)
         try:
@@ -550,7 +551,7 @@ _PLAIN_UTF8: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*")
 _FOLD_TOKEN: Final = re.compile(r"[ \t]*[^ \t]+(?:[ \t]+$)?")
 _ENCODED_WORD: Final = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ADDRESS_HEADERS: Final = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to"})
-_EW_CHUNK: Final = 39  # octets per encoded word: 52 base64 characters, 64 with the wrapper
+_EW_CHUNK: Final = 45  # octets per encoded word: 60 base64 characters, 72 with the wrapper
 _MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and ": "
 
 
