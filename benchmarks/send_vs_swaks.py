@@ -31,7 +31,7 @@ def _time(cmd: list[str], runs: int, env: dict[str, str]) -> list[float]:
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=60)
+        proc = subprocess.run(cmd, capture_output=True, env=env, timeout=60, check=False)
         samples.append(time.perf_counter() - start)
         if proc.returncode != 0:
             raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.decode(errors='replace')}")
@@ -82,7 +82,15 @@ def main() -> None:
             ),
         ]:
             ours = _time(
-                [*mailctl, "send", f"--server=127.0.0.1:{port}", *ours_flags, *common, "--body", "hi"],
+                [
+                    *mailctl,
+                    "send",
+                    f"--server=127.0.0.1:{port}",
+                    *ours_flags,
+                    *common,
+                    "--body",
+                    "hi",
+                ],
                 args.runs,
                 env,
             )
@@ -100,7 +108,10 @@ def main() -> None:
         starttls.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{'what':<22} {'mailctl ms':>11} {'swaks ms':>9} {'ratio':>6}   (median of {args.runs} runs)")
+    print(
+        f"{'what':<22} {'mailctl ms':>11} {'swaks ms':>9} {'ratio':>6}"
+        f"   (median of {args.runs} runs)"
+    )
     for label, ours_s, theirs_s in rows:
         theirs_text = f"{theirs_s * 1000:9.1f}" if theirs_s is not None else f"{'-':>9}"
         ratio = f"{theirs_s / ours_s:6.2f}" if theirs_s else f"{'-':>6}"

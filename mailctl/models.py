@@ -10,7 +10,7 @@ from typing import Any
 
 
 class Security(StrEnum):
-    """How a connection is protected. STARTTLS is always required when chosen, never opportunistic."""
+    """How a connection is protected; STARTTLS is required when chosen, never opportunistic."""
 
     TLS = "tls"
     STARTTLS = "starttls"

@@ -13,7 +13,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mailctl"
 
 # Which top-level mailctl parts a part may import (besides itself and the stdlib/third parties).
 ALLOWED: dict[str, set[str]] = {
-    "cli": {"core", "protocols", "mime", "store", "config", "credentials", "models", "errors", "__init__"},
+    "cli": {
+        "core",
+        "protocols",
+        "mime",
+        "store",
+        "config",
+        "credentials",
+        "models",
+        "errors",
+        "__init__",
+    },
     "core": {"protocols", "mime", "store", "config", "credentials", "models", "errors"},
     "protocols": {"mime", "models", "errors"},
     "mime": {"models", "errors"},
@@ -62,14 +72,17 @@ def test_layer_rules(path: Path) -> None:
         if top in UI_LIBRARIES:
             assert part == "cli", f"{path} imports {name}: only mailctl/cli may use {top}"
         if top in SOCKET_LIBRARIES:
-            assert part in ("protocols", "sink"), f"{path} imports {name}: sockets live in protocols/"
+            assert part in ("protocols", "sink"), (
+                f"{path} imports {name}: sockets live in protocols/"
+            )
 
 
 def test_package_import_is_cheap() -> None:
     """TAB completion runs the program: importing mailctl must not pull in heavy libraries."""
     code = (
         "import sys, mailctl, mailctl.__main__; "
-        "heavy = {'rich', 'aiosmtplib', 'imapclient', 'keyring', 'jinja2', 'typer'} & set(sys.modules); "
+        "heavy = {'rich', 'aiosmtplib', 'imapclient', 'keyring', 'jinja2', 'typer'}; "
+        "heavy &= set(sys.modules); "
         "print(sorted(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""The committed completion scripts are what `mailctl completion SHELL` prints, and they complete."""
+"""Committed completion scripts equal what `mailctl completion SHELL` prints, and they work."""
 
 from __future__ import annotations
 
@@ -20,11 +20,18 @@ def test_committed_scripts_match(shell: str) -> None:
     result = CliRunner().invoke(app, ["completion", shell])
     assert result.exit_code == 0
     committed = (COMPLETIONS / f"mailctl.{shell}").read_text()
-    assert result.stdout == committed, f"regenerate: mailctl completion {shell} > completions/mailctl.{shell}"
+    assert result.stdout == committed, (
+        f"regenerate: mailctl completion {shell} > completions/mailctl.{shell}"
+    )
 
 
 def test_bash_completion_answers() -> None:
-    env = {**os.environ, "_MAILCTL_COMPLETE": "complete_bash", "COMP_WORDS": "mailctl send --st", "COMP_CWORD": "2"}
+    env = {
+        **os.environ,
+        "_MAILCTL_COMPLETE": "complete_bash",
+        "COMP_WORDS": "mailctl send --st",
+        "COMP_CWORD": "2",
+    }
     out = subprocess.run(
         [sys.executable, "-m", "mailctl"], env=env, capture_output=True, text=True, timeout=30
     )

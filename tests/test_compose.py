@@ -48,7 +48,7 @@ from mailctl.mime.headers import Mailbox, parse_mailbox
 
 SENDER = Mailbox("Alice", "alice@example.org")
 BOB = Mailbox("Bob", "bob@example.net")
-FAST = settings(max_examples=600, deadline=None)
+FAST = settings(max_examples=40, deadline=None)
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4
@@ -427,6 +427,21 @@ def test_unreadable_attachment_is_no_input(tmp_path: Path) -> None:
             compose(request(attachments=(AttachmentSpec(path),)))
     finally:
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_permission_denied_is_no_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs as root too: the open itself is made to fail the way a mode-000 file fails."""
+    path = write(tmp_path, "secret.pdf", PDF)
+    real_open = os.open
+
+    def refuse(target: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(target) == path:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_open(target, flags, *args, **kwargs)
+
+    monkeypatch.setattr(compose_module.os, "open", refuse)
+    with pytest.raises(NoInputError, match="not readable"):
+        compose(request(attachments=(AttachmentSpec(path),)))
 
 
 def test_attachments_have_a_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

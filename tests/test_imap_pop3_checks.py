@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
-
 from servers.dovecot import DovecotServer
 
 from mailctl.errors import (
@@ -74,7 +73,7 @@ def assert_secret_free(err: BaseException, password: str) -> None:
 @BOTH
 @SECURED
 def test_login_succeeds_with_the_ca_file(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
     security: Security,
 ) -> None:
@@ -104,7 +103,7 @@ def test_login_succeeds_with_the_ca_file(
 
 
 @BOTH
-def test_without_username_only_connects(dovecot: DovecotServer, protocol: Protocol) -> None:  # noqa: F811
+def test_without_username_only_connects(dovecot: DovecotServer, protocol: Protocol) -> None:
     secret = Secret("unused")
     settings = dovecot.settings(protocol, Security.STARTTLS, username=None)
     result = CHECKS[protocol](settings, secret=secret)
@@ -117,7 +116,7 @@ def test_without_username_only_connects(dovecot: DovecotServer, protocol: Protoc
 @BOTH
 @pytest.mark.parametrize("mechanism", [AuthMechanism.PLAIN, AuthMechanism.LOGIN])
 def test_each_supported_mechanism_logs_in(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
     mechanism: AuthMechanism,
 ) -> None:
@@ -130,13 +129,13 @@ def test_each_supported_mechanism_logs_in(
 
 
 @BOTH
-def test_non_ascii_password_logs_in(dovecot: DovecotServer, protocol: Protocol) -> None:  # noqa: F811
+def test_non_ascii_password_logs_in(dovecot: DovecotServer, protocol: Protocol) -> None:
     user = dovecot.add_user(password="pässwörd-ñ")
     settings = dovecot.settings(protocol, Security.TLS, user=user.name)
     assert CHECKS[protocol](settings, secret=Secret(user.password)).authenticated
 
 
-def test_imap_login_command_refuses_non_ascii_before_sending(dovecot: DovecotServer) -> None:  # noqa: F811
+def test_imap_login_command_refuses_non_ascii_before_sending(dovecot: DovecotServer) -> None:
     user = dovecot.add_user(password="pässwörd-ñ")
     settings = dovecot.settings(
         Protocol.IMAP, Security.TLS, user=user.name, auth=AuthMechanism.LOGIN
@@ -149,7 +148,7 @@ def test_imap_login_command_refuses_non_ascii_before_sending(dovecot: DovecotSer
 
 @BOTH
 def test_unsupported_mechanism_fails_before_asking_for_the_secret(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
 ) -> None:
     secret = Secret(dovecot.password)
@@ -165,7 +164,7 @@ def test_unsupported_mechanism_fails_before_asking_for_the_secret(
 @BOTH
 @SECURED
 def test_wrong_password_is_auth_error_without_the_password(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
     security: Security,
 ) -> None:
@@ -183,7 +182,7 @@ def test_wrong_password_is_auth_error_without_the_password(
 
 
 @BOTH
-def test_unknown_user_is_auth_error(dovecot: DovecotServer, protocol: Protocol) -> None:  # noqa: F811
+def test_unknown_user_is_auth_error(dovecot: DovecotServer, protocol: Protocol) -> None:
     settings = dovecot.settings(protocol, Security.TLS, user="nobody-here")
     with pytest.raises(AuthError):
         CHECKS[protocol](settings, secret=Secret("whatever-pw"))
@@ -195,7 +194,7 @@ def test_unknown_user_is_auth_error(dovecot: DovecotServer, protocol: Protocol) 
 @BOTH
 @SECURED
 def test_untrusted_certificate_is_refused_before_the_password(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
     security: Security,
 ) -> None:
@@ -210,7 +209,7 @@ def test_untrusted_certificate_is_refused_before_the_password(
 
 
 @BOTH
-def test_insecure_skips_verification(dovecot: DovecotServer, protocol: Protocol) -> None:  # noqa: F811
+def test_insecure_skips_verification(dovecot: DovecotServer, protocol: Protocol) -> None:
     settings = dovecot.settings(protocol, Security.TLS, ca_file=None, verify=False)
     result = CHECKS[protocol](settings, secret=Secret(dovecot.password))
     assert result.authenticated and result.tls is not None
@@ -218,7 +217,7 @@ def test_insecure_skips_verification(dovecot: DovecotServer, protocol: Protocol)
 
 @BOTH
 def test_implicit_tls_against_a_plain_port_is_tls_error(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
 ) -> None:
     settings = dovecot.settings(
@@ -231,7 +230,7 @@ def test_implicit_tls_against_a_plain_port_is_tls_error(
 
 @BOTH
 def test_starttls_not_offered_is_refused(
-    dovecot_plain: DovecotServer,  # noqa: F811
+    dovecot_plain: DovecotServer,
     protocol: Protocol,
 ) -> None:
     secret = Secret(dovecot_plain.password)
@@ -283,7 +282,7 @@ def test_plaintext_login_is_refused_before_connecting(
 
 @BOTH
 def test_plaintext_login_when_explicitly_allowed(
-    dovecot_plain: DovecotServer,  # noqa: F811
+    dovecot_plain: DovecotServer,
     protocol: Protocol,
 ) -> None:
     settings = dovecot_plain.settings(protocol, Security.NONE, allow_plaintext_auth=True)
@@ -308,7 +307,7 @@ def test_control_characters_in_username_refused_before_connecting(
 
 @BOTH
 def test_control_characters_in_password_never_sent(
-    dovecot: DovecotServer,  # noqa: F811
+    dovecot: DovecotServer,
     protocol: Protocol,
 ) -> None:
     bad = "pw\r\nA1 LOGOUT-injected"

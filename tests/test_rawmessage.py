@@ -46,7 +46,10 @@ def test_body_only_input_gets_a_header_block() -> None:
 
 
 def test_existing_headers_are_left_alone() -> None:
-    raw = b"From: A <a@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <1@x>\r\n\r\nb\r\n"
+    raw = (
+        b"From: A <a@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+        b"Message-ID: <1@x>\r\n\r\nb\r\n"
+    )
     assert add_missing_headers(raw, sender=SENDER) == raw
 
 

@@ -1,4 +1,4 @@
-"""`mailctl sendmail` as a real process, driven the way git send-email, cron and mutt drive sendmail."""
+"""`mailctl sendmail` as a real process, driven the way git send-email, cron and mutt drive it."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def sendmail(
     return proc
 
 
-def test_dash_t_strips_bcc_and_uses_header_recipients(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+def test_dash_t_strips_bcc_and_uses_header_recipients(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.toml", smtp_server)
     message = (
         b"From: Main User <main@example.org>\nTo: a@example.org\nCc: b@example.org\n"
@@ -106,7 +108,9 @@ def test_cron_style_body_only(smtp_server: SmtpTestServer, tmp_path: Path) -> No
     assert message.get_content().strip() == "backup ok"
 
 
-def test_without_dash_i_a_lone_dot_ends_the_message(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+def test_without_dash_i_a_lone_dot_ends_the_message(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.toml", smtp_server)
     proc = sendmail(["x@example.org"], b"Subject: s\n\nkept\n.\ndropped\n", config)
     assert proc.returncode == 0, proc.stderr
@@ -133,7 +137,9 @@ def test_account_chosen_by_from_and_by_dash_a(smtp_server: SmtpTestServer, tmp_p
         (["bad address"], b"Subject: s\n\nb\n", 65),
     ],
 )
-def test_sysexits(smtp_server: SmtpTestServer, tmp_path: Path, args: list[str], stdin: bytes, code: int) -> None:
+def test_sysexits(
+    smtp_server: SmtpTestServer, tmp_path: Path, args: list[str], stdin: bytes, code: int
+) -> None:
     config = write_config(tmp_path / "c.toml", smtp_server)
     proc = sendmail(args, stdin, config)
     assert proc.returncode == code, proc.stderr
@@ -141,7 +147,9 @@ def test_sysexits(smtp_server: SmtpTestServer, tmp_path: Path, args: list[str], 
     assert smtp_server.messages == []
 
 
-def test_refused_recipient_exit_code_for_the_caller(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+def test_refused_recipient_exit_code_for_the_caller(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.toml", smtp_server)
     smtp_server.reject("later@example.org", code=451)
     proc = sendmail(["later@example.org"], b"Subject: s\n\nb\n", config)
@@ -156,7 +164,11 @@ def test_sendmail_symlink(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
     link.chmod(0o755)
     env = {**os.environ, "MAILCTL_CONFIG": str(config), "MAILCTL_PASSWORD": TEST_PASSWORD}
     proc = subprocess.run(
-        [str(link), "-t"], input=b"To: z@example.org\n\nbody\n", capture_output=True, env=env, timeout=60
+        [str(link), "-t"],
+        input=b"To: z@example.org\n\nbody\n",
+        capture_output=True,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert smtp_server.messages[0].rcpt_tos == ["z@example.org"]

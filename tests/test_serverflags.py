@@ -22,18 +22,26 @@ def test_split_host_port(value: str, expected: tuple[str, int | None]) -> None:
     assert split_host_port(value) == expected
 
 
-@pytest.mark.parametrize("value", ["host:0", "host:99999", "host:x", "[::1", "", "a b:25", "h\r\n:25"])
+@pytest.mark.parametrize(
+    "value", ["host:0", "host:99999", "host:x", "[::1", "", "a b:25", "h\r\n:25"]
+)
 def test_bad_server_values(value: str) -> None:
     with pytest.raises(UsageError):
         split_host_port(value)
 
 
 def test_secure_defaults() -> None:
-    assert settings_from_flags(ServerFlags(server="h"), None, account_name=None).security is Security.STARTTLS
+    assert (
+        settings_from_flags(ServerFlags(server="h"), None, account_name=None).security
+        is Security.STARTTLS
+    )
     implicit = settings_from_flags(ServerFlags(server="h:465"), None, account_name=None)
     assert (implicit.security, implicit.port) == (Security.TLS, 465)
     assert settings_from_flags(ServerFlags(server="h"), None, account_name=None).port == 587
-    assert settings_from_flags(ServerFlags(server="h", no_tls=True), None, account_name=None).port == 25
+    assert (
+        settings_from_flags(ServerFlags(server="h", no_tls=True), None, account_name=None).port
+        == 25
+    )
 
 
 def test_flags_override_account() -> None:

@@ -52,7 +52,7 @@ def _warn_all(output: Output, warnings: tuple[str, ...]) -> None:
 
 
 @app.command("add")
-def add_command(  # noqa: PLR0917 (Typer passes every option as a parameter)
+def add_command(
     ctx: typer.Context,
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="Account name (letters, digits, . _ @ + -).")

@@ -39,7 +39,8 @@ def main(
         Path | None,
         typer.Option(
             "--config",
-            help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/config.toml).",
+            help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/"
+            "config.toml).",
             show_default=False,
         ),
     ] = None,
@@ -75,7 +76,7 @@ def run() -> None:
 
     if "_MAILCTL_COMPLETE" in os.environ:
         # add_completion=False keeps --install-completion out of --help, but then Typer does not
-        # register its shell classes; TAB completion (the scripts from `mailctl completion`) needs them.
+        # register its shell classes; TAB completion (`mailctl completion` scripts) needs them.
         from typer._completion_classes import completion_init
 
         completion_init()

@@ -1,4 +1,4 @@
-"""`mailctl completion SHELL`: print the completion script that is also committed in completions/."""
+"""`mailctl completion SHELL`: print the completion script also committed in completions/."""
 
 from __future__ import annotations
 
@@ -18,11 +18,16 @@ def completion_script(shell: Shell) -> str:
     """Typer's script for `shell`, bound to the `mailctl` program name."""
     from typer._completion_shared import get_completion_script
 
-    return get_completion_script(prog_name="mailctl", complete_var="_MAILCTL_COMPLETE", shell=shell.value)
+    return get_completion_script(
+        prog_name="mailctl", complete_var="_MAILCTL_COMPLETE", shell=shell.value
+    )
 
 
 def completion_command(
     shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")],
 ) -> None:
-    """Print a shell completion script (e.g. `mailctl completion bash > ~/.local/share/bash-completion/completions/mailctl`)."""
+    """Print a shell completion script.
+
+    Example: mailctl completion bash > ~/.local/share/bash-completion/completions/mailctl
+    """
     typer.echo(completion_script(shell), nl=False)

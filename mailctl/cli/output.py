@@ -1,4 +1,4 @@
-"""The one place results reach the terminal: rich for people, a versioned JSON envelope for scripts."""
+"""The one place results reach the terminal: rich for people, a versioned JSON envelope else."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class CommandResult:
 
 
 class Output:
-    """Holds the output mode for one invocation; consoles are created lazily to keep start-up fast."""
+    """The output mode of one invocation; consoles are made lazily to keep start-up fast."""
 
     def __init__(self, command: list[str], *, json_mode: bool = False) -> None:
         self.command = command
@@ -119,7 +119,7 @@ def _no_color() -> bool:
 def run_command(
     command: list[str], json_mode: bool, body: Callable[[Output], CommandResult]
 ) -> NoReturn:
-    """Run one command body under the error contract: every failure becomes a line and an exit code."""
+    """Run a command body under the error contract: every failure is one line and an exit code."""
     output = Output(command, json_mode=json_mode)
     try:
         result = body(output)
@@ -142,6 +142,6 @@ def _report_bug(output: Output, error: Exception) -> NoReturn:
     output.fail(
         MailctlError(
             f"internal error: {type(error).__name__}: {error}",
-            hint="this is a bug in mailctl; rerun with MAILCTL_DEBUG=1 for a traceback and report it",
+            hint="a bug in mailctl; rerun with MAILCTL_DEBUG=1 for a traceback and report it",
         )
     )

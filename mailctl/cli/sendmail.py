@@ -18,11 +18,30 @@ from mailctl.errors import UsageError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from mailctl.models import Account, Config, ServerSettings
+
 # Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
 _VALUE_OPTIONS = {"-f", "-r", "-F", "-a", "-C", "-B", "-N", "-R", "-V", "-X", "-L", "-O"}
 # Accepted and ignored, as msmtp does: delivery mode, error mode, old-style -o options.
-_IGNORED_PREFIXES = ("-od", "-oe", "-om", "-oo", "-ob", "-oem", "-oee", "-oep", "-oeq", "-oew", "-bm")
-_UNSUPPORTED_MODES = {"-bp": "mailq", "-bs": "SMTP on stdin", "-bd": "daemon mode", "-q": "queue runs"}
+_IGNORED_PREFIXES = (
+    "-od",
+    "-oe",
+    "-om",
+    "-oo",
+    "-ob",
+    "-oem",
+    "-oee",
+    "-oep",
+    "-oeq",
+    "-oew",
+    "-bm",
+)
+_UNSUPPORTED_MODES = {
+    "-bp": "mailq",
+    "-bs": "SMTP on stdin",
+    "-bd": "daemon mode",
+    "-q": "queue runs",
+}
 
 
 @dataclass
@@ -37,7 +56,7 @@ class SendmailArgs:
     recipients: list[str] = field(default_factory=list)
 
 
-def parse_args(argv: list[str]) -> SendmailArgs:
+def parse_args(argv: list[str]) -> SendmailArgs:  # noqa: PLR0912 - one branch per option
     """Parse sendmail's options; unknown options are a usage error naming the option."""
     args = SendmailArgs()
     i = 0
@@ -52,7 +71,10 @@ def parse_args(argv: list[str]) -> SendmailArgs:
             continue
         if arg in _UNSUPPORTED_MODES or arg.startswith("-q"):
             mode = _UNSUPPORTED_MODES.get(arg[:3], "queue runs")
-            raise UsageError(f"sendmail {arg}: {mode} is not supported", hint="mailctl sends at once and keeps no queue")
+            raise UsageError(
+                f"sendmail {arg}: {mode} is not supported",
+                hint="mailctl sends at once and keeps no queue",
+            )
         if arg in ("-i", "-oi"):
             args.dot_terminates = False
             continue
@@ -90,7 +112,7 @@ def parse_args(argv: list[str]) -> SendmailArgs:
 
 
 def read_message(stream: object, *, dot_terminates: bool) -> bytes:
-    """Read the message from stdin; without -i a line holding only '.' ends it (RFC 5321 4.5.2 style)."""
+    """Read the message from stdin; without -i a line holding only '.' ends it, as in sendmail."""
     raw: bytes = stream.read()  # type: ignore[attr-defined]
     if not dot_terminates:
         return raw
@@ -111,9 +133,8 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         from mailctl.cli.prompts import secret_provider
         from mailctl.cli.tracing import transcript_printer
         from mailctl.config.paths import config_path
-        from mailctl.config.store import account_for_address, find_account, load_config
+        from mailctl.config.store import load_config
         from mailctl.core import send as core
-        from mailctl.errors import ConfigError
         from mailctl.mime.headers import parse_mailbox, parse_mailbox_list
         from mailctl.mime.rawmessage import add_missing_headers, header_value
         from mailctl.models import Protocol
@@ -129,35 +150,12 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         if not data.strip():
             from mailctl.errors import InputDataError
 
-            raise InputDataError("sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail")
-
-        header_from = header_value(data, "From")
-        if args.account is not None:
-            account = find_account(config, args.account)
-        else:
-            candidates = [args.sender, header_from]
-            matched = None
-            for candidate in candidates:
-                if candidate:
-                    try:
-                        address = parse_mailbox("From", candidate).addr_spec
-                    except Exception:  # noqa: BLE001 - an odd From just means no match
-                        continue
-                    matched = account_for_address(config, address)
-                    if matched:
-                        break
-            if matched is None and not config.accounts:
-                raise ConfigError(
-                    f"sendmail: no account configured in {path}",
-                    hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
-                )
-            account = matched or find_account(config, None)
-        if account.smtp is None:
-            raise ConfigError(
-                f"sendmail: account {account.name!r} has no smtp block",
-                hint=f"add one with 'mailctl account add {account.name} --force --smtp-host ...'",
+            raise InputDataError(
+                "sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail"
             )
 
+        header_from = header_value(data, "From")
+        account, settings = _choose_account(config, path, args, header_from)
         sender_text = args.sender or account.from_address or header_from
         sender = parse_mailbox("-f", sender_text) if sender_text else None
         if sender is not None:
@@ -169,7 +167,6 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
             recipients=recipients,
             recipients_from_headers=args.read_recipients,
         )
-        settings = account.smtp
         options = SessionOptions(
             settings=settings,
             ehlo_name=account.ehlo,
@@ -184,6 +181,42 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
     run_command(["sendmail"], False, body)
 
 
+def _choose_account(
+    config: Config, path: Path, args: SendmailArgs, header_from: str | None
+) -> tuple[Account, ServerSettings]:
+    """-a NAME, else the account whose `from` matches -f or the From header, else the default."""
+    from mailctl.config.store import account_for_address, find_account
+    from mailctl.errors import ConfigError, InputDataError
+    from mailctl.mime.headers import parse_mailbox
+
+    if args.account is not None:
+        account = find_account(config, args.account)
+    else:
+        matched = None
+        for candidate in (args.sender, header_from):
+            if not candidate:
+                continue
+            try:
+                address = parse_mailbox("From", candidate).addr_spec
+            except InputDataError:  # an odd From only means no match; it is checked again later
+                continue
+            matched = account_for_address(config, address)
+            if matched:
+                break
+        if matched is None and not config.accounts:
+            raise ConfigError(
+                f"sendmail: no account configured in {path}",
+                hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
+            )
+        account = matched or find_account(config, None)
+    if account.smtp is None:
+        raise ConfigError(
+            f"sendmail: account {account.name!r} has no smtp block",
+            hint=f"add one with 'mailctl account add {account.name} --force --smtp-host ...'",
+        )
+    return account, account.smtp
+
+
 def register(app: typer.Typer) -> None:
     @app.command(
         "sendmail",
@@ -195,7 +228,9 @@ def register(app: typer.Typer) -> None:
     )
     def sendmail_command(
         ctx: typer.Context,
-        args: Annotated[list[str] | None, typer.Argument(help="sendmail options and recipients")] = None,
+        args: Annotated[
+            list[str] | None, typer.Argument(help="sendmail options and recipients")
+        ] = None,
     ) -> None:
         """Act as /usr/sbin/sendmail: message on stdin; -t, -f, -F, -i/-oi, -a ACCOUNT, -v.
 

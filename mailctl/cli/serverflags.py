@@ -1,4 +1,4 @@
-"""Turn --server/--tls/--user-style flags (alone, or over an account's block) into ServerSettings."""
+"""Turn --server/--tls/--user flags (alone, or over an account's block) into ServerSettings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mailctl.errors import ConfigError, UsageError
-from mailctl.models import DEFAULT_PORTS, AuthMechanism, Protocol, Security, ServerSettings, Timeouts
+from mailctl.models import (
+    DEFAULT_PORTS,
+    AuthMechanism,
+    Protocol,
+    Security,
+    ServerSettings,
+    Timeouts,
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,9 @@ def split_host_port(value: str) -> tuple[str, int | None]:
         host, rest = text[1:end], text[end + 1 :]
         if rest:
             if not rest.startswith(":"):
-                raise UsageError(f"--server {value!r}: expected ':PORT' after ']'", hint="write [::1]:2525")
+                raise UsageError(
+                    f"--server {value!r}: expected ':PORT' after ']'", hint="write [::1]:2525"
+                )
             port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
@@ -69,26 +78,35 @@ def settings_from_flags(
     protocol: Protocol = Protocol.SMTP,
 ) -> ServerSettings:
     """Flags win over the account's block; without either, say how to give a server."""
+    settings = _base_settings(flags, base, account_name=account_name, protocol=protocol)
+    changes = _overrides(flags, settings.timeouts)
+    return replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+
+
+def _base_settings(
+    flags: ServerFlags, base: ServerSettings | None, *, account_name: str | None, protocol: Protocol
+) -> ServerSettings:
     security = flags.security
     if flags.server is not None:
         host, port = split_host_port(flags.server)
         if security is None:
             # Secure by default: implicit TLS on the submissions port, required STARTTLS elsewhere.
-            security = Security.TLS if port == DEFAULT_PORTS[protocol][Security.TLS] else Security.STARTTLS
-        settings = ServerSettings(
-            host=host,
-            port=port or DEFAULT_PORTS[protocol][security],
-            security=security,
+            implicit = port == DEFAULT_PORTS[protocol][Security.TLS]
+            security = Security.TLS if implicit else Security.STARTTLS
+        return ServerSettings(
+            host=host, port=port or DEFAULT_PORTS[protocol][security], security=security
         )
-    elif base is not None:
-        settings = base
-        if security is not None and security != base.security:
-            settings = replace(settings, security=security)
-    else:
-        where = f"account {account_name!r} has no [{protocol.value}] block" if account_name else "no server"
-        raise ConfigError(
-            f"{where}", hint=f"pass --server HOST:PORT or add a {protocol.value} block to the account"
-        )
+    if base is not None:
+        return base if security in (None, base.security) else replace(base, security=security)
+    where = (
+        f"account {account_name!r} has no [{protocol.value}] block" if account_name else "no server"
+    )
+    raise ConfigError(
+        where, hint=f"pass --server HOST:PORT or add a {protocol.value} block to the account"
+    )
+
+
+def _overrides(flags: ServerFlags, timeouts: Timeouts) -> dict[str, object]:
     changes: dict[str, object] = {}
     if flags.user is not None:
         changes["username"] = flags.user
@@ -99,22 +117,23 @@ def settings_from_flags(
             changes["auth"] = AuthMechanism(flags.auth.lower())
         except ValueError:
             choices = ", ".join(m.value for m in AuthMechanism)
-            raise UsageError(f"--auth {flags.auth!r} is not supported", hint=f"use one of {choices}") from None
+            raise UsageError(
+                f"--auth {flags.auth!r} is not supported", hint=f"use one of {choices}"
+            ) from None
     if flags.ca_file is not None:
         changes["ca_file"] = flags.ca_file
     if flags.insecure:
         changes["verify"] = False
     if flags.allow_plaintext_auth:
         changes["allow_plaintext_auth"] = True
-    if flags.connect_timeout is not None or flags.command_timeout is not None:
-        old = settings.timeouts
-        changes["timeouts"] = Timeouts(
-            connect=flags.connect_timeout if flags.connect_timeout is not None else old.connect,
-            command=flags.command_timeout if flags.command_timeout is not None else old.command,
-            data=old.data,
-        )
     for name in ("connect_timeout", "command_timeout"):
         value = getattr(flags, name)
         if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive", hint="give seconds, e.g. 30")
-    return replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+            raise UsageError(f"--{name.replace('_', '-')} must be positive", hint="give seconds")
+    if flags.connect_timeout is not None or flags.command_timeout is not None:
+        changes["timeouts"] = Timeouts(
+            connect=flags.connect_timeout or timeouts.connect,
+            command=flags.command_timeout or timeouts.command,
+            data=timeouts.data,
+        )
+    return changes

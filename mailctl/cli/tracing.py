@@ -11,7 +11,12 @@ if TYPE_CHECKING:
     from mailctl.protocols.transcript import TranscriptLine
 
 # swaks' arrows: "->" sent, "<-" received; "~>" and "<~" inside TLS; "===" for events.
-_ARROWS = {("sent", False): "->", ("sent", True): "~>", ("received", False): "<-", ("received", True): "<~"}
+_ARROWS = {
+    ("sent", False): "->",
+    ("sent", True): "~>",
+    ("received", False): "<-",
+    ("received", True): "<~",
+}
 
 
 def format_line(line: TranscriptLine) -> str:

@@ -308,8 +308,9 @@ def _balanced_parens(value: str) -> bool:
 def _legacy_strict(value: str) -> list[tuple[str, str]]:
     """email.utils.getaddresses(strict=True), or the same checks where Python lacks them.
 
-    3.11 before 3.11.10 has no `strict=`: apply the checks CPython added for CVE-2023-27043
-    (balanced parentheses, one address per comma outside quotes, no '[' left in a result).
+    Older patch releases (3.11.7 here) have no `strict=`: apply the checks CPython added for
+    CVE-2023-27043 (balanced parentheses, one address per comma outside quotes, no '[' left
+    in a result), so the outcome does not depend on the interpreter's patch level.
     """
     call: Callable[..., list[tuple[str, str]]] = getaddresses
     if _HAS_STRICT:

@@ -134,7 +134,8 @@ def preflight(
         raise PlaintextAuthRefusedError(
             f"refusing to send the {protocol.value.upper()} password to {where} "
             "without TLS (security = none)",
-            hint="use security = tls or starttls; on a trusted network only: allow_plaintext_auth = true",
+            hint="use security = tls or starttls; "
+            "on a trusted network only: allow_plaintext_auth = true",
         )
     if secret is None:
         raise CredentialError(
