@@ -1,4 +1,4 @@
-"""Shared pytest configuration: fixture plugins from tests/servers/ and tests/fixtures_keyring.py."""
+"""Shared pytest configuration: fixtures from tests/servers/ and tests/fixtures_keyring.py."""
 
 from __future__ import annotations
 

@@ -253,6 +253,15 @@ def test_extra_headers_are_written_in_order() -> None:
     assert names == ["X-One", "X-Two"]
 
 
+def test_extra_content_headers_survive_set_content() -> None:
+    """EmailMessage.set_content clears Content-* headers; extra ones are added after it."""
+    for html in (None, "<p>x</p>"):
+        message = parse(
+            wire(request(text="x", html=html, extra_headers=(("Content-Language", "de"),)))
+        )
+        assert message["Content-Language"] == "de"
+
+
 def test_reply_headers() -> None:
     only_parent = parse(wire(request(text="x", in_reply_to="<p.1@example.org>")))
     assert only_parent["In-Reply-To"] == "<p.1@example.org>"

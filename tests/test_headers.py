@@ -276,6 +276,8 @@ def test_header_option_accepts(raw: str, expected: tuple[str, str]) -> None:
         ("To: x@example.org", InputDataError, "use --to instead"),
         ("Subject: x", InputDataError, "use --subject instead"),
         ("Resent-To: x@example.org", InputDataError, "cannot be set"),
+        ("Orig-Date: x", InputDataError, "cannot be set"),
+        ("Return-Path: <x@example.org>", InputDataError, "cannot be set"),
         ("Date: yesterday", InputDataError, "not an RFC 5322 date"),
         ("Message-ID: abc@example.org", InputDataError, "not a message id"),
         ("Message-ID: <a b@example.org>", InputDataError, "not a message id"),

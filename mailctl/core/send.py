@@ -73,11 +73,12 @@ class SendResult:
 
 
 def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
-    """Deduplicate case-insensitively, keeping order: one RCPT per mailbox."""
+    """One RCPT per mailbox, in order; RFC 5321 2.4: only the domain is case-insensitive."""
     seen: set[str] = set()
     out: list[str] = []
     for address in addresses:
-        key = address.lower()
+        local, at, domain = address.rpartition("@")
+        key = f"{local}{at}{domain.lower()}" if at else address
         if key not in seen:
             seen.add(key)
             out.append(address)

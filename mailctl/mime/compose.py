@@ -143,6 +143,8 @@ def compose(request: ComposeRequest) -> EmailMessage:
     for a missing or unreadable attachment, MessageTooLargeError past MAX_MESSAGE_BYTES.
     """
     headers = _headers(request)
+    late = [(n, v) for n, v in headers if n.lower().startswith("content-")]
+    headers = [(n, v) for n, v in headers if not n.lower().startswith("content-")]
     body = _body(request)
     message = EmailMessage(policy=_BUILD)
     for name, value in headers:
@@ -152,6 +154,9 @@ def compose(request: ComposeRequest) -> EmailMessage:
             raise InputDataError(f"--header {name}: {err}") from err
     message["MIME-Version"] = "1.0"
     _fill(message, body)
+    # set_content clears every Content-* header, so extra ones (Content-Language) go last.
+    for name, value in late:
+        message[name] = value
     if "Bcc" in message:  # pragma: no cover - defence in depth; nothing above sets it
         del message["Bcc"]
     return message

@@ -452,7 +452,8 @@ def check_extra_header(name: str, value: str) -> tuple[str, str]:
     Policy: names must be RFC 5322 field names; headers compose builds from the parts
     (Content-Type, Content-Transfer-Encoding, MIME-Version, Content-Disposition, Content-ID)
     and those with their own option (From, To, Cc, Bcc, Reply-To, Subject, In-Reply-To,
-    References) are refused, as are Resent-* and Return-Path (added by servers, RFC 5321 4.4).
+    References) are refused, as are Resent-*, Orig-Date and Return-Path (added by servers,
+    RFC 5321 4.4).
     Date and Message-ID may be given and then replace the generated ones, after validation;
     Sender must be exactly one mailbox.
     Raises HeaderInjectionError for line breaks and bad names, InputDataError otherwise.
@@ -477,7 +478,7 @@ def check_extra_header(name: str, value: str) -> tuple[str, str]:
             f"--header {name}: use {_DEDICATED[key]} instead",
             hint="Bcc is never written into the message" if key == "bcc" else None,
         )
-    if key.startswith("resent-") or key == "return-path":
+    if key.startswith("resent-") or key in {"return-path", "orig-date"}:
         raise InputDataError(f"--header {name}: this header cannot be set by mailctl")
     if key == "date":
         try:
