@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
 
@@ -70,12 +70,19 @@ class Output:
         return not self.json_mode and sys.stdin.isatty() and sys.stderr.isatty()
 
     def print(self, text: str, *, style: str | None = None) -> None:
-        """Print untrusted text for people: markup off, control characters stripped."""
-        self.out.print(clean(text), markup=False, style=style)
+        """Print untrusted text for people: control characters stripped, no markup.
+
+        Plain lines bypass rich: importing it costs ~40 ms, which a one-line report need not pay.
+        """
+        _write_line(sys.stdout, clean(text), style)
+
+    def note(self, text: str, *, style: str | None = None) -> None:
+        """A line for people on stderr (progress, envelopes, transcripts), never in JSON data."""
+        _write_line(sys.stderr, clean(text), style)
 
     def warn(self, text: str) -> None:
         """A warning on stderr (also in JSON mode, where stdout carries only the envelope)."""
-        self.err.print(f"warning: {clean(text)}", markup=False, style="yellow")
+        _write_line(sys.stderr, f"warning: {clean(text)}", "yellow")
 
     def emit(self, result: CommandResult) -> None:
         if self.json_mode:
@@ -83,7 +90,7 @@ class Output:
         elif result.render is not None:
             result.render(self)
         for error in result.errors if not self.json_mode else []:
-            self.err.print(f"mailctl: {clean(error.get('message', ''))}", markup=False, style="red")
+            _write_line(sys.stderr, f"mailctl: {clean(error.get('message', ''))}", "red")
 
     def write_json(
         self,
@@ -108,12 +115,24 @@ class Output:
         if self.json_mode:
             self.write_json("error", error.exit_code, {}, [error.to_json()])
         else:
-            self.err.print(f"mailctl: {clean(error.one_line())}", markup=False, style="red")
+            _write_line(sys.stderr, f"mailctl: {clean(error.one_line())}", "red")
         raise SystemExit(int(error.exit_code))
 
 
 def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
+
+
+_ANSI = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "dim": "2", "bold": "1"}
+
+
+def _write_line(stream: TextIO, text: str, style: str | None) -> None:
+    """One line, coloured only on a terminal and without NO_COLOR (https://no-color.org)."""
+    code = _ANSI.get(style or "")
+    if code and not _no_color() and stream.isatty():
+        text = f"\x1b[{code}m{text}\x1b[0m"
+    stream.write(text + "\n")
+    stream.flush()
 
 
 def run_command(

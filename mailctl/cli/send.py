@@ -435,15 +435,12 @@ def _dry_run_result(prepared: PreparedMessage, saved: Path | None) -> CommandRes
 
     def render(output: Output) -> None:
         envelope = prepared.envelope
-        output.err.print(f"MAIL FROM:<{clean(envelope.sender)}>", markup=False)
+        output.note(f"MAIL FROM:<{envelope.sender}>")
         for rcpt in envelope.recipients:
-            output.err.print(f"RCPT TO:<{clean(rcpt)}>", markup=False)
+            output.note(f"RCPT TO:<{rcpt}>")
         if saved is not None:
-            output.err.print(f"saved to {saved}", markup=False)
-        output.err.print(
-            f"--- {len(prepared.data)} bytes follow on stdout (dry run: nothing sent) ---",
-            markup=False,
-        )
+            output.note(f"saved to {saved}")
+        output.note(f"--- {len(prepared.data)} bytes follow on stdout (dry run: nothing sent) ---")
         sys.stdout.flush()
         sys.stdout.buffer.write(prepared.data)
         sys.stdout.buffer.flush()
@@ -475,8 +472,6 @@ def _send_result(result: SendResult) -> CommandResult:
             )
 
     def render(output: Output) -> None:
-        from rich.table import Table
-
         final = result.final_reply
         accepted = sum(1 for r in result.recipients if r.accepted)
         output.print(
@@ -491,6 +486,8 @@ def _send_result(result: SendResult) -> CommandResult:
         if result.queue_id:
             output.print(f"queue id: {result.queue_id}")
         if refused:
+            from rich.table import Table
+
             table = Table("recipient", "reply", title="refused recipients")
             for r in refused:
                 table.add_row(clean(r.address), clean(f"{r.reply.code} {r.reply.message}"))

@@ -29,6 +29,6 @@ def transcript_printer(output: Output) -> Callable[[TranscriptLine], None]:
 
     def on_line(line: TranscriptLine) -> None:
         style = {"sent": "cyan", "received": "green"}.get(line.direction.value, "yellow")
-        output.err.print(format_line(line), markup=False, style=style)
+        output.note(format_line(line), style=style)
 
     return on_line
