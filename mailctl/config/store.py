@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from mailctl.config.schema import dump_config, parse_config
 from mailctl.errors import CantCreateError, ConfigError
 from mailctl.models import Account, Config
+from mailctl.store.files import write_atomic
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -76,7 +76,7 @@ def save_config(config: Config, path: Path) -> None:
             hint="check the permissions of the parent directory, or choose another with --config",
             details={"file": str(path)},
         ) from err
-    _write_atomically(target, payload, shown=path)
+    write_atomic(target, payload, mode=FILE_MODE, shown=path, what="config file")
 
 
 def _make_dirs(directory: Path) -> None:
@@ -91,46 +91,6 @@ def _make_dirs(directory: Path) -> None:
         with contextlib.suppress(FileExistsError):
             created.mkdir(mode=DIR_MODE)
         os.chmod(created, DIR_MODE)  # mkdir's mode is filtered by the umask
-
-
-def _write_atomically(target: Path, payload: bytes, *, shown: Path) -> None:
-    tmp: str | None = None
-    try:
-        # mkstemp creates the file 0600 and O_EXCL in the target's directory, so the rename
-        # below stays on one file system and is atomic (POSIX rename(2)).
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as err:
-        raise CantCreateError(
-            f"{shown}: cannot write the config file: {err.strerror or type(err).__name__}",
-            hint="check the permissions and free space of its directory; the old file is unchanged",
-            details={"file": str(shown)},
-        ) from err
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable; best effort (not every file system allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def find_account(config: Config, name: str | None) -> Account:

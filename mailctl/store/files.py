@@ -10,34 +10,37 @@ from pathlib import Path
 from mailctl.errors import CantCreateError
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o600, shown: Path | None = None, what: str = "file"
+) -> None:
     """Write via a temp file in the same folder, fsync, then rename over the target.
 
+    mkstemp creates the temp file O_EXCL in the target's folder, so the rename stays on one
+    file system and is atomic (POSIX rename(2)). `shown`/`what` name the file in errors.
     Raises CantCreateError naming the path when any step fails; the target is untouched then.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    temp_name: str | None = None
     try:
         fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CantCreateError(
-            f"cannot write {path}: {err.strerror or err}",
-            hint="check that the folder exists and is writable",
-        ) from err
-    try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, mode)
         os.replace(temp_name, path)
+        temp_name = None
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
         raise CantCreateError(
-            f"cannot write {path}: {err.strerror or err}",
-            hint="check free space and permissions",
+            f"{shown or path}: cannot write the {what}: {err.strerror or type(err).__name__}",
+            hint="check the permissions and free space of its folder; the old file is unchanged",
+            details={"file": str(shown or path)},
         ) from err
+    finally:
+        if temp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
     _fsync_dir(folder)
 
 
