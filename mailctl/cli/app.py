@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mailctl import __version__
+from mailctl.errors import ExitCode
 
 app = typer.Typer(
     name="mailctl",
@@ -80,4 +81,25 @@ def run() -> None:
         from typer._completion_classes import completion_init
 
         completion_init()
-    app(prog_name="mailctl")
+    try:
+        app(prog_name="mailctl")
+    except SystemExit as done:
+        # Click reports bad flags with exit 2; mailctl's contract is sysexits: EX_USAGE is 64.
+        if done.code == 2:
+            _usage_envelope()
+            raise SystemExit(int(ExitCode.USAGE)) from None
+        raise
+
+
+def _usage_envelope() -> None:
+    """With --json, a flag error still yields the envelope (Click already printed the message)."""
+    import sys
+
+    argv = sys.argv[1:]
+    if "--json" not in argv:
+        return
+    from mailctl.cli.output import Output
+
+    command = [arg for arg in argv[:1] if not arg.startswith("-")]
+    error = {"code": "usage", "message": "invalid command-line usage (see the message on stderr)"}
+    Output(command, json_mode=True).write_json("error", ExitCode.USAGE, {}, [error])
