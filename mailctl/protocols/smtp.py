@@ -333,6 +333,10 @@ class _Client(SMTP):
         payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
         tls = self.tls_active
         if self._transcript is not None:
+            # Like swaks, show the header block; the body is summarised (it may be large or binary).
+            head, _, _ = payload.partition(b"\r\n\r\n")
+            for line in head.split(b"\r\n")[:200]:
+                self._transcript.sent(line.decode("utf-8", errors="replace"), tls=tls)
             self._transcript.info(f"message data: {len(payload) - 3} octets after dot-stuffing")
             self._transcript.sent(".", tls=tls)
         try:
