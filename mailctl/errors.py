@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     PROTOCOL = 76  # TLS failure or the server broke the protocol
     NOPERM = 77  # authentication failed or refused for safety
     CONFIG = 78  # bad or missing configuration or credentials
+    REGRESSION = 79  # bench --baseline: QPS or p99 regressed beyond --max-regression
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -170,6 +171,13 @@ class CredentialError(ConfigError):
 
 class KeyringUnavailableError(CredentialError):
     code = "keyring_unavailable"
+
+
+class RegressionError(MailctlError):
+    """A benchmark result is worse than its baseline allows; CI gates on exit code 79."""
+
+    exit_code = ExitCode.REGRESSION
+    code = "performance_regression"
 
 
 class InterruptedByUser(MailctlError):

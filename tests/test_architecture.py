@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mailctl"
 ALLOWED: dict[str, set[str]] = {
     "cli": {
         "core",
+        "sink",
         "protocols",
         "mime",
         "store",
@@ -24,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
         "errors",
         "__init__",
     },
-    "core": {"protocols", "mime", "store", "config", "credentials", "models", "errors"},
+    "core": {"protocols", "mime", "store", "config", "credentials", "models", "errors", "sink"},
     "protocols": {"mime", "models", "errors"},
     "mime": {"models", "errors"},
     "store": {"mime", "models", "errors"},

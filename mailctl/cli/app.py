@@ -61,12 +61,14 @@ def global_options(ctx: typer.Context) -> GlobalOptions:
 
 
 def _register() -> None:
-    from mailctl.cli import account, completion, send, sendmail
+    from mailctl.cli import account, bench, completion, send, sendmail, sink
 
     app.add_typer(account.app, name="account")
     app.command("send")(send.send_command)
     sendmail.register(app)
     app.command("completion")(completion.completion_command)
+    app.command("bench")(bench.bench_command)
+    app.command("sink")(sink.sink_command)
 
 
 _register()

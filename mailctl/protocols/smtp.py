@@ -8,7 +8,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -659,6 +659,41 @@ class SmtpSession:
     def supports(self, extension: str) -> bool:
         """Whether the (post-TLS) EHLO reply advertised `extension`; case-insensitive."""
         return extension.upper() in self.info.extensions
+
+    @property
+    def where(self) -> str:
+        """The "host:port" used in every message about this session."""
+        return self._where
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self._settings
+
+    @contextlib.asynccontextmanager
+    async def borrow_transport(self) -> AsyncIterator[asyncio.Transport]:
+        """Lend the established (TLS) transport to another protocol, under the session lock.
+
+        RFC 2920 pipelining (protocols/pipeline.py) writes several commands at once and
+        reads the replies in order, which aiosmtplib's one-reply-per-command protocol
+        cannot do. The borrower installs its own protocol with `transport.set_protocol()`
+        (which works over TLS too); on exit aiosmtplib's protocol is put back if the
+        connection is still open, else the session is marked closed.
+        Raises ConnectionLostError if the session is already closed.
+        """
+        async with self._lock:
+            self._ensure_connected("pipelined commands")
+            client = self._client
+            transport = client.transport
+            protocol = client.protocol
+            if not isinstance(transport, asyncio.Transport) or protocol is None:
+                raise ConnectionLostError(f"the connection to {self._where} is closed")
+            try:
+                yield transport
+            finally:
+                if transport.is_closing() or client.protocol is not protocol:
+                    client.close()
+                else:
+                    transport.set_protocol(protocol)
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,0 +1,634 @@
+"""`mailctl bench`: options -> a BenchRequest -> core.bench.run_bench -> tables and histogram."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mailctl.cli.app import global_options
+from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.serverflags import ServerFlags, settings_from_flags
+from mailctl.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailctl.core.bench import (
+        BenchMode,
+        BenchRequest,
+        BenchResult,
+        Progress,
+        RunResult,
+        Target,
+        Workload,
+    )
+    from mailctl.models import ServerSettings
+
+LOAD = "Load"
+SERVER = "Server (default: an embedded sink in a child process)"
+TLS = "Transport security"
+REPORT = "Report"
+
+DEFAULT_MESSAGES = 2000
+DEFAULT_SIZE = 2000
+DEFAULT_MAX_REGRESSION = "10%"
+
+
+@dataclass(frozen=True)
+class BenchFlags:
+    messages: int | None
+    duration: float | None
+    concurrency: int
+    size: int | None
+    message: Path | None
+    warmup: int
+    rate: float | None
+    mode: str
+    compare: bool
+    sender: str | None
+    to: tuple[str, ...]
+    account: str | None
+    ehlo: str | None
+    i_own_this_server: bool
+    csv: Path | None
+    baseline: Path | None
+    max_regression: str
+    profile: Path | None
+    json_mode: bool
+    server: ServerFlags
+
+
+def bench_command(
+    ctx: typer.Context,
+    messages: Annotated[
+        int | None,
+        typer.Option(
+            "--messages",
+            "-n",
+            help=f"Messages to send (default {DEFAULT_MESSAGES}).",
+            rich_help_panel=LOAD,
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration", help="Run for SECONDS instead of a count.", rich_help_panel=LOAD
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Connections.", rich_help_panel=LOAD)
+    ] = 10,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size", help=f"Message size in bytes (default {DEFAULT_SIZE}).", rich_help_panel=LOAD
+        ),
+    ] = None,
+    message: Annotated[
+        Path | None,
+        typer.Option("--message", help="Send this message file instead.", rich_help_panel=LOAD),
+    ] = None,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            "--warmup",
+            help="Messages sent first and left out of the statistics.",
+            rich_help_panel=LOAD,
+        ),
+    ] = 0,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate",
+            help="Open loop: offer R messages/s; latency counts from each intended send time.",
+            rich_help_panel=LOAD,
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="new (a connection per message), reuse (a pool, one message at a time), "
+            "pipeline (a pool with RFC 2920 pipelining).",
+            rich_help_panel=LOAD,
+        ),
+    ] = "pipeline",
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Run new, reuse and pipeline on the same workload.",
+            rich_help_panel=LOAD,
+        ),
+    ] = False,
+    sender: Annotated[
+        str | None, typer.Option("--from", help="Envelope sender.", rich_help_panel=LOAD)
+    ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", help="Envelope recipient (repeatable).", rich_help_panel=LOAD),
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account", "-A", help="Use this account's SMTP server.", rich_help_panel=SERVER
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="HOST[:PORT] of a running server.", rich_help_panel=SERVER),
+    ] = None,
+    i_own_this_server: Annotated[
+        bool,
+        typer.Option(
+            "--i-own-this-server",
+            help="Allow a server that is not on loopback (it will be flooded with mail).",
+            rich_help_panel=SERVER,
+        ),
+    ] = False,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", "-u", help="AUTH user.", rich_help_panel=SERVER),
+    ] = None,
+    password_command: Annotated[
+        str | None,
+        typer.Option(
+            "--password-command", help="Command printing the password.", rich_help_panel=SERVER
+        ),
+    ] = None,
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            "--auth",
+            help="AUTH mechanism (plain, login, ...); with the embedded sink: turn AUTH on.",
+            rich_help_panel=SERVER,
+        ),
+    ] = None,
+    ehlo: Annotated[
+        str | None, typer.Option("--ehlo", help="EHLO name.", rich_help_panel=SERVER)
+    ] = None,
+    use_tls: Annotated[
+        bool, typer.Option("--tls", help="Implicit TLS.", rich_help_panel=TLS)
+    ] = False,
+    use_starttls: Annotated[
+        bool, typer.Option("--starttls", help="Required STARTTLS.", rich_help_panel=TLS)
+    ] = False,
+    no_tls: Annotated[
+        bool, typer.Option("--no-tls", help="No encryption.", rich_help_panel=TLS)
+    ] = False,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="Trust this CA bundle.", rich_help_panel=TLS)
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Do not verify the certificate.", rich_help_panel=TLS),
+    ] = False,
+    allow_plaintext_auth: Annotated[
+        bool,
+        typer.Option("--allow-plaintext-auth", help="Allow AUTH without TLS.", rich_help_panel=TLS),
+    ] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per command.")] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write every raw sample to FILE.", rich_help_panel=REPORT),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with a saved --json result; exit 79 on a regression.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    max_regression: Annotated[
+        str,
+        typer.Option(
+            "--max-regression",
+            help="Allowed QPS drop / p99 rise against --baseline, in percent.",
+            rich_help_panel=REPORT,
+        ),
+    ] = DEFAULT_MAX_REGRESSION,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile",
+            help="Write a cProfile dump of the client to FILE.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Print the JSON result envelope.", rich_help_panel=REPORT)
+    ] = False,
+) -> None:
+    """Benchmark SMTP sending: QPS, latency percentiles, per-phase timings.
+
+    Without --server it starts its own sink (`mailctl sink`) in a child process.
+    """
+    flags = BenchFlags(
+        messages=messages, duration=duration, concurrency=concurrency, size=size,
+        message=message, warmup=warmup, rate=rate, mode=mode, compare=compare,
+        sender=sender, to=tuple(to or ()), account=account, ehlo=ehlo,
+        i_own_this_server=i_own_this_server, csv=csv, baseline=baseline,
+        max_regression=max_regression, profile=profile, json_mode=json_mode,
+        server=ServerFlags(
+            server=server, user=user, password_command=password_command, auth=auth,
+            tls=use_tls, starttls=use_starttls, no_tls=no_tls, ca_file=ca_file,
+            insecure=insecure, allow_plaintext_auth=allow_plaintext_auth,
+            command_timeout=timeout,
+        ),
+    )  # fmt: skip
+    config_override = global_options(ctx).config_path
+    run_command(["bench"], json_mode, lambda output: _bench(flags, config_override, output))
+
+
+def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> CommandResult:
+    from mailctl.core import bench as core
+
+    request = core.BenchRequest(
+        target=_target(flags, config_override, output),
+        workload=_workload(flags),
+        modes=_modes(flags),
+    )
+    max_regression = _percent(flags.max_regression)
+    baseline = core.load_baseline(flags.baseline) if flags.baseline is not None else None
+    progress = _progress_factory(output) if not flags.json_mode and sys.stderr.isatty() else None
+    result = _run(request, flags.profile, progress)
+    if flags.profile is not None:
+        output.note(f"profile of the client written to {flags.profile} (python -m pstats FILE)")
+    if flags.csv is not None:
+        _write_csv(flags.csv, result)
+    if baseline is not None and result.runs:
+        result.regression = core.check_regression(result, baseline, max_regression)
+        result.max_regression = max_regression
+    return _command_result(result)
+
+
+def _run(
+    request: BenchRequest,
+    profile: Path | None,
+    progress: Callable[[BenchMode], Progress | None] | None,
+) -> BenchResult:
+    from mailctl.core.bench import run_bench
+
+    if profile is None:
+        return run_bench(request, progress=progress)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return run_bench(request, progress=progress)
+    finally:
+        profiler.disable()
+        try:
+            profiler.dump_stats(str(profile))
+        except OSError as err:
+            from mailctl.errors import CantCreateError
+
+            raise CantCreateError(f"{profile}: cannot write the profile: {err.strerror}") from err
+
+
+def _modes(flags: BenchFlags) -> tuple[BenchMode, ...]:
+    from mailctl.core.bench import BenchMode
+
+    if flags.compare:
+        return (BenchMode.NEW, BenchMode.REUSE, BenchMode.PIPELINE)
+    try:
+        return (BenchMode(flags.mode.lower()),)
+    except ValueError:
+        raise UsageError(
+            f"--mode {flags.mode!r} is not a mode", hint="use new, reuse or pipeline"
+        ) from None
+
+
+def _percent(text: str) -> float:
+    """'10%' or '10' -> 0.10."""
+    value = text.strip().removesuffix("%").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(
+            f"--max-regression {text!r} is not a percentage", hint="write e.g. 10%"
+        ) from None
+    if not 0.0 <= number <= 1000.0:
+        raise UsageError(f"--max-regression {text!r} must be between 0% and 1000%")
+    return number / 100.0
+
+
+def _workload(flags: BenchFlags) -> Workload:
+    from mailctl.core.bench import (
+        DEFAULT_RECIPIENT,
+        DEFAULT_SENDER,
+        Workload,
+        build_message,
+        load_message,
+    )
+
+    if flags.message is not None and flags.size is not None:
+        raise UsageError("--size and --message exclude each other", hint="pick one")
+    if flags.size is not None and not 0 < flags.size <= 50_000_000:
+        raise UsageError(f"--size {flags.size}: must be 1 to 50,000,000 bytes")
+    if flags.messages is not None and flags.duration is not None:
+        raise UsageError("--messages and --duration exclude each other", hint="pick one")
+    data = (
+        load_message(flags.message)
+        if flags.message is not None
+        else build_message(flags.size or DEFAULT_SIZE)
+    )
+    return Workload(
+        message=data,
+        messages=None
+        if flags.duration is not None
+        else (DEFAULT_MESSAGES if flags.messages is None else flags.messages),
+        duration=flags.duration,
+        concurrency=flags.concurrency,
+        warmup=flags.warmup,
+        rate=flags.rate,
+        sender=flags.sender or DEFAULT_SENDER,
+        recipients=flags.to or (DEFAULT_RECIPIENT,),
+    )
+
+
+def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> Target:
+    from mailctl.core.bench import SinkSpec, Target
+    from mailctl.mime.headers import validate_ehlo_name
+    from mailctl.models import Security
+
+    server = flags.server
+    if sum([server.tls, server.starttls, server.no_tls]) > 1:
+        raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
+    ehlo = validate_ehlo_name(flags.ehlo) if flags.ehlo else None
+    if server.server is None and flags.account is None:
+        if server.user or server.password_command:
+            raise UsageError(
+                "--user and --password-command need --server or --account",
+                hint="the embedded sink has its own test credentials: pass --auth alone",
+            )
+        sink = SinkSpec(security=server.security or Security.NONE, auth=server.auth is not None)
+        return Target(sink=sink, ehlo_name=ehlo)
+    settings = _server_settings(flags, config_override, output)
+    secret = _cached_secret(flags.account, settings, output) if settings.username else None
+    return Target(
+        settings=settings, secret=secret, allow_remote=flags.i_own_this_server, ehlo_name=ehlo
+    )
+
+
+def _server_settings(
+    flags: BenchFlags, config_override: Path | None, output: Output
+) -> ServerSettings:
+    from mailctl.config.paths import config_path
+    from mailctl.config.store import find_account, load_config
+
+    base = None
+    name = None
+    if flags.server.server is None:
+        path = config_path(config_override)
+        config = load_config(path)
+        for warning in config.warnings:
+            output.warn(warning)
+        acct = find_account(config, flags.account)
+        base, name = acct.smtp, acct.name
+    settings = settings_from_flags(flags.server, base, account_name=name)
+    if not settings.verify:
+        output.warn(f"certificate verification is off for {settings.host}:{settings.port}")
+    return settings
+
+
+def _cached_secret(
+    account: str | None, settings: ServerSettings, output: Output
+) -> Callable[[], str]:
+    """Every connection authenticates: ask the keyring (or the user) once, not per session."""
+    from mailctl.cli.prompts import secret_provider
+    from mailctl.models import Protocol
+
+    provide = secret_provider(account, Protocol.SMTP, settings, output)
+    cache: list[str] = []
+
+    def secret() -> str:
+        if not cache:
+            cache.append(provide())
+        return cache[0]
+
+    return secret
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _progress_factory(output: Output) -> Callable[[BenchMode], Progress | None]:
+    """A rich progress bar per mode on stderr (only on a terminal, never with --json)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    def factory(mode: BenchMode) -> Progress:
+        bar = RichProgress(
+            TextColumn(f"{mode.value:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=output.err,
+            transient=True,
+        )
+        state: dict[str, Any] = {}
+
+        def update(done: int, total: int | None, elapsed: float, finished: bool) -> None:
+            if "task" not in state:
+                bar.start()
+                state["task"] = bar.add_task(mode.value, total=total)
+            bar.update(state["task"], completed=done)
+            if finished:
+                bar.stop()
+
+        return update
+
+    return factory
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _write_csv(path: Path, result: BenchResult) -> None:
+    import csv
+    import io
+    import math
+
+    from mailctl.store.files import write_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [
+            "mode", "index", "start_s", "latency_ms", "status", "reason",
+            "mail_rcpt_ms", "data_ms", "end_of_data_ms",
+        ]
+    )  # fmt: skip
+
+    def ms(value: float) -> str:
+        return "" if math.isnan(value) else f"{value * 1000.0:.3f}"
+
+    for run in result.runs:
+        for index, row in enumerate(run.samples.rows()):
+            start, latency, status, reason, mail_rcpt, data, end = row
+            writer.writerow(
+                [
+                    run.mode.value, index, f"{start:.6f}", ms(latency), status, reason,
+                    ms(mail_rcpt), ms(data), ms(end),
+                ]
+            )  # fmt: skip
+    write_atomic(path, buffer.getvalue().encode("utf-8"), mode=0o644, what="CSV file")
+
+
+def _command_result(result: BenchResult) -> CommandResult:
+    from mailctl.errors import RegressionError
+
+    errors: list[dict[str, Any]] = []
+    status: Any = "ok"
+    exit_code = ExitCode.OK
+    if result.interrupted:
+        status, exit_code = "partial", ExitCode.INTERRUPTED
+        errors.append({"code": "interrupted", "message": "interrupted: the report is partial"})
+    elif result.regressed:
+        worst = [c for c in result.regression or () if c.regressed]
+        listed = "; ".join(
+            f"{c.mode} {c.metric} {c.baseline:g} -> {c.current:g} ({c.change * 100:+.1f}%)"
+            for c in worst
+        )
+        error = RegressionError(
+            f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
+        )
+        status, exit_code = "error", error.exit_code
+        errors.append(error.to_json())
+    return CommandResult(
+        data=result.to_json(),
+        status=status,
+        exit_code=exit_code,
+        errors=errors,
+        render=lambda output: _render(output, result),
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000.0:.2f}"
+
+
+def _render(output: Output, result: BenchResult) -> None:
+    from rich import box
+    from rich.table import Table
+
+    console = output.out
+    target = result.target
+    where = "embedded sink" if target["embedded_sink"] else "server"
+    work = result.workload
+    amount = f"{work['messages']} messages" if work["messages"] else f"{work['duration_s']:g}s"
+    console.print(
+        f"mailctl bench: {amount}, {work['concurrency']} connections, "
+        f"{work['message_size']}-byte messages -> {where} {target['host']}:{target['port']} "
+        f"(security {target['security']}, auth {'on' if target['auth'] else 'off'})",
+        markup=False,
+    )
+    table = Table(
+        title=_loop_label(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    table.add_column("mode", no_wrap=True)
+    for name in ("sent", "fail", "msg/s", "p50", "p90", "p99", "p99.9", "max", "conns"):
+        table.add_column(name, justify="right", no_wrap=True)
+    compare = len(result.runs) > 1
+    if compare:
+        table.add_column("speedup", justify="right", no_wrap=True)
+    for run in result.runs:
+        lat = run.latency
+        cells = [
+            run.mode.value,
+            str(run.sent),
+            str(run.failed + run.unknown),
+            f"{run.qps:,.0f}",
+            *(
+                [_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.p999), _ms(lat.maximum)]
+                if lat
+                else ["-"] * 5
+            ),
+            str(run.connections_opened),
+        ]
+        if compare:
+            speedup = result.speedup(run)
+            cells.append(f"{speedup:.1f}x" if speedup is not None else "-")
+        table.add_row(*cells)
+    # Off a terminal rich assumes 80 columns and would squeeze the numbers; files get room.
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    console.print(table)
+    console.print(_phase_table(result))
+    for run in result.runs:
+        if run.errors:
+            listed = ", ".join(f"{code} x{count}" for code, count in run.errors.items())
+            console.print(f"errors ({run.mode.value}): {listed}", markup=False, style="red")
+    shown = result.runs[-1]
+    if shown.histogram is not None:
+        console.print(f"latency histogram ({shown.mode.value}):", markup=False)
+        for line in _histogram_lines(shown):
+            console.print(line, markup=False, highlight=False)
+    if result.regression is not None:
+        for check in result.regression:
+            mark = "REGRESSED" if check.regressed else "ok"
+            console.print(
+                f"baseline {check.mode} {check.metric}: {check.baseline:g} -> "
+                f"{check.current:g} ({check.change * 100:+.1f}% worse) {mark}",
+                markup=False,
+            )
+    if result.interrupted:
+        output.note("interrupted: the report above is partial", style="yellow")
+
+
+def _loop_label(result: BenchResult) -> str:
+    rate = result.workload["rate"]
+    if rate:
+        return f"open loop at {rate:g} msg/s; latency (ms) from each message's intended send time"
+    return "closed loop (next message when the last is done); latency (ms) from the actual send"
+
+
+def _phase_table(result: BenchResult) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    from mailctl.core.bench import PHASES
+
+    table = Table(
+        title="phases: p50 / p99 ms (count)", title_justify="left", box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )  # fmt: skip
+    table.add_column("phase")
+    for run in result.runs:
+        table.add_column(run.mode.value, justify="right")
+    for phase in PHASES:
+        cells = []
+        for run in result.runs:
+            summary = run.phases.get(phase)
+            cells.append(
+                f"{_ms(summary.p50)} / {_ms(summary.p99)} ({summary.count})" if summary else "-"
+            )
+            if run is not result.runs[-1]:
+                table.columns[len(cells)].no_wrap = True
+        if any(cell != "-" for cell in cells):
+            table.add_row(phase, *cells)
+    table.caption = (
+        "new/reuse: data = DATA to the final reply; pipeline: data = the 354 wait "
+        "(MAIL/RCPT/DATA share one write)"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def _histogram_lines(run: RunResult, width: int = 40) -> list[str]:
+    histogram = run.histogram
+    assert histogram is not None
+    peak = max(histogram.counts) or 1
+    lines = []
+    for index, count in enumerate(histogram.counts):
+        low, high = histogram.edges[index], histogram.edges[index + 1]
+        bar = "#" * max(1 if count else 0, round(width * count / peak))
+        lines.append(f"  {_ms(low):>9} - {_ms(high):>9} ms | {bar:<{width}} {count}")
+    return lines

@@ -1,0 +1,314 @@
+"""`mailctl sink`: flags -> SinkConfig -> run the server in the foreground -> render its stats."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from mailctl.sink.config import Phase, SinkConfig
+    from mailctl.sink.stats import SinkStats
+
+TLS = "TLS and AUTH"
+STORE = "Keeping messages (default: discard and count)"
+FAULTS = "Fault injection"
+STOP = "Stopping"
+
+
+def sink_command(
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            help="HOST:PORT to listen on (port 0: any free port). Only loopback unless an "
+            "address is named here; 0.0.0.0 or [::] must be written out.",
+        ),
+    ] = "127.0.0.1:2525",
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ready-file",
+            help="Once listening, write JSON {host, port, pid, security, cert_file, auth} here.",
+        ),
+    ] = None,
+    use_tls: Annotated[
+        bool, typer.Option("--tls", help="Implicit TLS on every connection.", rich_help_panel=TLS)
+    ] = False,
+    use_starttls: Annotated[
+        bool, typer.Option("--starttls", help="Offer STARTTLS.", rich_help_panel=TLS)
+    ] = False,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert", help="PEM certificate (default: a throwaway one).", rich_help_panel=TLS
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="PEM private key.", rich_help_panel=TLS)
+    ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Offer and require AUTH PLAIN/LOGIN with the test credentials mailctl/mailctl.",
+            rich_help_panel=TLS,
+        ),
+    ] = False,
+    maildir: Annotated[
+        Path | None,
+        typer.Option("--maildir", help="Deliver into this Maildir.", rich_help_panel=STORE),
+    ] = None,
+    mbox: Annotated[
+        Path | None,
+        typer.Option("--mbox", help="Append to this mbox file.", rich_help_panel=STORE),
+    ] = None,
+    max_size: Annotated[
+        int | None,
+        typer.Option("--max-size", help="Largest message in bytes (SIZE).", rich_help_panel=STORE),
+    ] = None,
+    latency: Annotated[
+        float,
+        typer.Option("--latency", help="Milliseconds before each reply.", rich_help_panel=FAULTS),
+    ] = 0.0,
+    latency_on: Annotated[
+        str | None,
+        typer.Option(
+            "--latency-on",
+            help="Delay only this reply: banner, ehlo, mail, rcpt, data, eod.",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    reject_rate: Annotated[
+        float,
+        typer.Option(
+            "--reject-rate", help="Probability (0-1) of a refusal.", rich_help_panel=FAULTS
+        ),
+    ] = 0.0,
+    reject_code: Annotated[
+        int | None,
+        typer.Option(
+            "--reject-code", help="Reply code of refusals (default 451).", rich_help_panel=FAULTS
+        ),
+    ] = None,
+    reject_on: Annotated[
+        str | None,
+        typer.Option(
+            "--reject-on",
+            help="Refuse this command: mail (default), rcpt, data, eod.",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    disconnect_rate: Annotated[
+        float,
+        typer.Option(
+            "--disconnect-rate",
+            help="Probability (0-1) of closing without a reply.",
+            rich_help_panel=FAULTS,
+        ),
+    ] = 0.0,
+    disconnect_on: Annotated[
+        str | None,
+        typer.Option(
+            "--disconnect-on",
+            help="Close at this command: mail (default), rcpt, data, eod (after the final dot).",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    close_after: Annotated[
+        int | None,
+        typer.Option(
+            "--421-after",
+            help="Answer 421 4.7.0 and close after N messages on one connection.",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            help="Answer 421 4.4.5 to connections beyond N.",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Make the random faults reproducible.", rich_help_panel=FAULTS),
+    ] = None,
+    max_messages: Annotated[
+        int | None,
+        typer.Option("--max-messages", help="Stop after N messages.", rich_help_panel=STOP),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Stop after SECONDS.", rich_help_panel=STOP),
+    ] = None,
+    loop: Annotated[
+        str,
+        typer.Option(
+            "--loop",
+            help="Event loop: auto (uvloop when installed), asyncio, uvloop.",
+        ),
+    ] = "auto",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No start line and no live counters.")
+    ] = False,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="Print the JSON result envelope at exit.")
+    ] = False,
+) -> None:
+    """Run a local SMTP sink: count (or keep) what arrives, inject faults, report stats at exit.
+
+    Stops on Ctrl-C or SIGTERM, after --max-messages, or after --duration.
+    """
+    flags: dict[str, Any] = dict(locals())
+    run_command(["sink"], json_mode, lambda output: _sink(flags, output))
+
+
+def _phase(flag: str, value: str | None) -> Phase | None:
+    from mailctl.sink.config import COMMAND_PHASES, Phase
+
+    if value is None:
+        return None
+    allowed = tuple(Phase) if flag == "--latency-on" else COMMAND_PHASES
+    try:
+        phase = Phase(value.lower())
+    except ValueError:
+        phase = None
+    if phase not in allowed:
+        choices = ", ".join(choice.value for choice in allowed)
+        raise UsageError(f"{flag} {value!r}: expected one of {choices}")
+    return phase
+
+
+def build_config(flags: dict[str, Any], output: Output | None = None) -> SinkConfig:
+    """Validate the flags into a SinkConfig (no socket yet); warn about exposed addresses."""
+    from mailctl.models import Security
+    from mailctl.sink.config import FaultConfig, Phase, SinkConfig, StoreKind, parse_listen
+
+    address = parse_listen(flags["listen"])
+    if output is not None and not address.loopback:
+        if address.wildcard:
+            output.warn(
+                f"listening on EVERY interface ({address.host}): anyone who can reach this "
+                "machine can talk to this test server"
+                + (" and log in with mailctl/mailctl" if flags["auth"] else "")
+            )
+        else:
+            output.warn(f"listening on {address.host}, which is not loopback")
+    if flags["use_tls"] and flags["use_starttls"]:
+        raise UsageError("--tls and --starttls exclude each other", hint="pick one")
+    if flags["maildir"] is not None and flags["mbox"] is not None:
+        raise UsageError("--maildir and --mbox exclude each other", hint="pick one")
+    rate_flags = (
+        ("--latency-on", "latency_on", "--latency", flags["latency"]),
+        ("--reject-code", "reject_code", "--reject-rate", flags["reject_rate"]),
+        ("--reject-on", "reject_on", "--reject-rate", flags["reject_rate"]),
+        ("--disconnect-on", "disconnect_on", "--disconnect-rate", flags["disconnect_rate"]),
+    )
+    for flag, name, needs, value in rate_flags:
+        if flags[name] is not None and not value:
+            raise UsageError(f"{flag} needs {needs}")
+    security = (
+        Security.TLS
+        if flags["use_tls"]
+        else Security.STARTTLS
+        if flags["use_starttls"]
+        else Security.NONE
+    )
+    store, store_path = StoreKind.DISCARD, None
+    if flags["maildir"] is not None:
+        store, store_path = StoreKind.MAILDIR, flags["maildir"]
+    elif flags["mbox"] is not None:
+        store, store_path = StoreKind.MBOX, flags["mbox"]
+    faults = FaultConfig(
+        latency=flags["latency"] / 1000.0,
+        latency_on=_phase("--latency-on", flags["latency_on"]),
+        reject_rate=flags["reject_rate"],
+        reject_code=flags["reject_code"] or 451,
+        reject_on=_phase("--reject-on", flags["reject_on"]) or Phase.MAIL,
+        disconnect_rate=flags["disconnect_rate"],
+        disconnect_on=_phase("--disconnect-on", flags["disconnect_on"]) or Phase.MAIL,
+        close_after=flags["close_after"],
+        seed=flags["seed"],
+    )
+    extra: dict[str, Any] = {}
+    if flags["max_size"] is not None:
+        extra["max_size"] = flags["max_size"]
+    return SinkConfig(
+        host=address.host,
+        port=address.port,
+        security=security,
+        cert_file=flags["cert"],
+        key_file=flags["key"],
+        auth=flags["auth"],
+        store=store,
+        store_path=store_path,
+        max_connections=flags["max_connections"],
+        max_messages=flags["max_messages"],
+        duration=flags["duration"],
+        faults=faults,
+        **extra,
+    )
+
+
+def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
+    from mailctl.sink.run import LoopKind, run_sink
+
+    config = build_config(flags, output)
+    try:
+        loop = LoopKind(flags["loop"])
+    except ValueError:
+        raise UsageError(f"--loop {flags['loop']!r}: expected auto, asyncio or uvloop") from None
+    chatty = not flags["quiet"] and not output.json_mode
+    live = chatty and sys.stderr.isatty()
+
+    def on_ready(info: dict[str, Any]) -> None:
+        if chatty:
+            store = config.store.value + (f" {config.store_path}" if config.store_path else "")
+            auth = "AUTH mailctl/mailctl" if config.auth else "no AUTH"
+            output.note(
+                f"mailctl sink: listening on {_hostport(info['host'], info['port'])} "
+                f"({info['security']}, {auth}, {store}); Ctrl-C stops",
+            )
+
+    def progress(stats: SinkStats) -> None:
+        line = (
+            f"\r{stats.messages:,} messages  {stats.rate:,.0f} msg/s  "
+            f"{stats.active} open / {stats.connections:,} connections  "
+            f"{sum(stats.errors.values()):,} errors\x1b[K"
+        )
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    result = run_sink(
+        config,
+        ready_file=flags["ready_file"],
+        on_ready=on_ready,
+        progress=progress if live else None,
+        loop=loop,
+    )
+    if live:
+        sys.stderr.write("\n")
+    data = result.to_dict()
+    return CommandResult(data=data, render=lambda out: _render(data, out))
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _render(data: dict[str, Any], output: Output) -> None:
+    """The human summary, on stderr like the rest of a server's chatter."""
+    errors = ", ".join(f"{code}x{count}" for code, count in data["errors"].items()) or "none"
+    output.note(
+        f"mailctl sink: {data['messages']:,} messages ({data['bytes']:,} bytes) in "
+        f"{data['elapsed']:.2f} s, {data['rate']:,.0f} msg/s; {data['connections']:,} "
+        f"connections; {data['rejected']:,} rejected, {data['disconnected']:,} disconnected "
+        f"(injected); error replies: {errors}; stopped by {data['stopped_by']}"
+    )

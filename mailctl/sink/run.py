@@ -1,0 +1,140 @@
+"""Run a sink in the foreground until a signal, --max-messages or --duration stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mailctl.sink.config import SinkConfig
+from mailctl.sink.server import SinkServer
+from mailctl.sink.stats import SinkStats
+from mailctl.store.files import write_atomic
+
+
+class LoopKind(StrEnum):
+    AUTO = "auto"  # uvloop when importable (the `mailctl[fast]` extra), else asyncio
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
+@dataclass(frozen=True)
+class SinkRun:
+    """What one foreground run reports: where it listened, what stopped it, the counters."""
+
+    stats: SinkStats
+    ready: dict[str, Any]
+    loop: str
+    stopped_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.stats.to_dict()
+        data.update(
+            listen=f"{self.ready['host']}:{self.ready['port']}",
+            security=self.ready["security"],
+            loop=self.loop,
+            stopped_by=self.stopped_by,
+        )
+        return data
+
+
+def run_sink(
+    config: SinkConfig,
+    *,
+    ready_file: Path | None = None,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[SinkStats], None] | None = None,
+    progress_interval: float = 0.5,
+    loop: LoopKind = LoopKind.AUTO,
+) -> SinkRun:
+    """Serve until SIGINT/SIGTERM, --max-messages or --duration; return the counters.
+
+    Raises ListenError (cannot bind), CantCreateError (store or ready file), UsageError
+    (uvloop asked for but not installed).
+    """
+    factory, loop_name = _loop_factory(loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(
+            _serve(
+                config,
+                ready_file=ready_file,
+                on_ready=on_ready,
+                progress=progress,
+                progress_interval=progress_interval,
+                loop_name=loop_name,
+            )
+        )
+
+
+def _loop_factory(kind: LoopKind) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    if kind is LoopKind.ASYNCIO:
+        return None, "asyncio"
+    try:
+        uvloop = importlib.import_module("uvloop")  # optional: the `mailctl[fast]` extra
+    except ImportError:
+        if kind is LoopKind.UVLOOP:
+            from mailctl.errors import UsageError
+
+            raise UsageError(
+                "--loop uvloop: uvloop is not installed", hint="pip install 'mailctl[fast]'"
+            ) from None
+        return None, "asyncio"
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory, "uvloop"
+
+
+async def _serve(
+    config: SinkConfig,
+    *,
+    ready_file: Path | None,
+    on_ready: Callable[[dict[str, Any]], None] | None,
+    progress: Callable[[SinkStats], None] | None,
+    progress_interval: float,
+    loop_name: str,
+) -> SinkRun:
+    loop = asyncio.get_running_loop()
+    server = SinkServer(config)
+    stopped_by = "max-messages or duration"
+    signalled = asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        nonlocal stopped_by
+        stopped_by = name
+        signalled.set()
+        server.stop_requested.set()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+    try:
+        await server.start()
+        try:
+            ready = server.ready_info()
+            if ready_file is not None:
+                write_atomic(ready_file, (json.dumps(ready) + "\n").encode(), mode=0o600)
+            if on_ready is not None:
+                on_ready(ready)
+            waiter = asyncio.ensure_future(server.stop_requested.wait())
+            while not waiter.done():
+                await asyncio.wait([waiter], timeout=progress_interval if progress else None)
+                if progress is not None:
+                    progress(server.stats)
+            if not signalled.is_set():
+                limit = config.max_messages
+                reached = limit is not None and server.stats.messages >= limit
+                stopped_by = "max-messages" if reached else "duration"
+        finally:
+            stats = await server.stop()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return SinkRun(stats=stats, ready=ready, loop=loop_name, stopped_by=stopped_by)
