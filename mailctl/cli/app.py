@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from mailctl import __version__
 from mailctl.errors import ExitCode
 
-app = typer.Typer(
+_app = typer.Typer(
     name="mailctl",
     help="A command-line mail toolkit: send mail, act as sendmail, manage accounts.",
     no_args_is_help=True,
@@ -33,7 +34,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def main(
     ctx: typer.Context,
     config: Annotated[
@@ -60,31 +61,98 @@ def global_options(ctx: typer.Context) -> GlobalOptions:
     return obj if isinstance(obj, GlobalOptions) else GlobalOptions(config_path=None)
 
 
-def _register() -> None:
-    from mailctl.cli import account, bench, completion, send, sendmail, sink
+def _register_account() -> None:
+    from mailctl.cli import account
 
-    app.add_typer(account.app, name="account")
-    app.command("send")(send.send_command)
-    sendmail.register(app)
-    app.command("completion")(completion.completion_command)
-    app.command("bench")(bench.bench_command)
-    app.command("sink")(sink.sink_command)
+    _app.add_typer(account.app, name="account")
 
 
-_register()
+def _register_send() -> None:
+    from mailctl.cli import send
+
+    _app.command("send")(send.send_command)
+
+
+def _register_sendmail() -> None:
+    from mailctl.cli import sendmail
+
+    sendmail.register(_app)
+
+
+def _register_sink() -> None:
+    from mailctl.cli import sink
+
+    _app.command("sink")(sink.sink_command)
+
+
+def _register_bench() -> None:
+    from mailctl.cli import bench
+
+    _app.command("bench")(bench.bench_command)
+
+
+def _register_completion() -> None:
+    from mailctl.cli import completion
+
+    _app.command("completion")(completion.completion_command)
+
+
+# In --help order. Each entry imports its module only when registered: Typer inspects every
+# registered command's signature at start-up, so `mailctl send` registers `send` alone (~50 ms).
+_COMMANDS: dict[str, Callable[[], None]] = {
+    "send": _register_send,
+    "sendmail": _register_sendmail,
+    "account": _register_account,
+    "sink": _register_sink,
+    "bench": _register_bench,
+    "completion": _register_completion,
+}
+_registered: set[str] = set()
+
+
+def _register(names: Iterable[str] = _COMMANDS) -> typer.Typer:
+    for name in names:
+        if name not in _registered:
+            _registered.add(name)
+            _COMMANDS[name]()
+    return _app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`from mailctl.cli.app import app` (tests, tools) gets every command (PEP 562)."""
+    if name == "app":
+        return _register()
+    raise AttributeError(name)
+
+
+def _invoked_command(argv: list[str]) -> str | None:
+    """The command name in argv, skipping global options; None when there is none (e.g. --help)."""
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == "--config":
+            skip_value = True
+        elif not arg.startswith("-"):
+            return arg if arg in _COMMANDS else None
+    return None
 
 
 def run() -> None:
     import os
+    import sys
 
-    if "_MAILCTL_COMPLETE" in os.environ:
+    completing = "_MAILCTL_COMPLETE" in os.environ
+    if completing:
         # add_completion=False keeps --install-completion out of --help, but then Typer does not
         # register its shell classes; TAB completion (`mailctl completion` scripts) needs them.
         from typer._completion_classes import completion_init
 
         completion_init()
+    command = None if completing else _invoked_command(sys.argv[1:])
+    application = _register([command] if command else _COMMANDS)
     try:
-        app(prog_name="mailctl")
+        application(prog_name="mailctl")
     except SystemExit as done:
         # Click reports bad flags with exit 2; mailctl's contract is sysexits: EX_USAGE is 64.
         if done.code == 2:

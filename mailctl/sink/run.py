@@ -20,7 +20,7 @@ from mailctl.store.files import write_atomic
 
 
 class LoopKind(StrEnum):
-    AUTO = "auto"  # uvloop when importable (the `mailctl[fast]` extra), else asyncio
+    AUTO = "auto"  # uvloop when importable (a dependency except on Windows), else asyncio
     ASYNCIO = "asyncio"
     UVLOOP = "uvloop"
 
@@ -77,13 +77,14 @@ def _loop_factory(kind: LoopKind) -> tuple[Callable[[], asyncio.AbstractEventLoo
     if kind is LoopKind.ASYNCIO:
         return None, "asyncio"
     try:
-        uvloop = importlib.import_module("uvloop")  # optional: the `mailctl[fast]` extra
+        uvloop = importlib.import_module("uvloop")  # absent on Windows
     except ImportError:
         if kind is LoopKind.UVLOOP:
             from mailctl.errors import UsageError
 
             raise UsageError(
-                "--loop uvloop: uvloop is not installed", hint="pip install 'mailctl[fast]'"
+                "--loop uvloop: uvloop is not installed",
+                hint="pip install uvloop, or use --loop asyncio",
             ) from None
         return None, "asyncio"
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
