@@ -10,6 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mailctl.cli.app import global_options
+from mailctl.cli.options import (
+    AccountOpt,
+    AllowPlaintextAuthOpt,
+    CaFileOpt,
+    EhloOpt,
+    InsecureOpt,
+    JsonOpt,
+    NoTlsOpt,
+    PasswordCommandOpt,
+    ServerOpt,
+    StartTlsOpt,
+    TlsOpt,
+    UserOpt,
+)
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import ExitCode, UsageError
@@ -30,7 +44,6 @@ if TYPE_CHECKING:
 
 LOAD = "Load"
 SERVER = "Server (default: an embedded sink in a child process)"
-TLS = "Transport security"
 REPORT = "Report"
 
 DEFAULT_MESSAGES = 2000
@@ -132,16 +145,8 @@ def bench_command(
         list[str] | None,
         typer.Option("--to", help="Envelope recipient (repeatable).", rich_help_panel=LOAD),
     ] = None,
-    account: Annotated[
-        str | None,
-        typer.Option(
-            "--account", "-A", help="Use this account's SMTP server.", rich_help_panel=SERVER
-        ),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option("--server", help="HOST[:PORT] of a running server.", rich_help_panel=SERVER),
-    ] = None,
+    account: AccountOpt = None,
+    server: ServerOpt = None,
     i_own_this_server: Annotated[
         bool,
         typer.Option(
@@ -150,16 +155,8 @@ def bench_command(
             rich_help_panel=SERVER,
         ),
     ] = False,
-    user: Annotated[
-        str | None,
-        typer.Option("--user", "-u", help="AUTH user.", rich_help_panel=SERVER),
-    ] = None,
-    password_command: Annotated[
-        str | None,
-        typer.Option(
-            "--password-command", help="Command printing the password.", rich_help_panel=SERVER
-        ),
-    ] = None,
+    user: UserOpt = None,
+    password_command: PasswordCommandOpt = None,
     auth: Annotated[
         str | None,
         typer.Option(
@@ -168,29 +165,13 @@ def bench_command(
             rich_help_panel=SERVER,
         ),
     ] = None,
-    ehlo: Annotated[
-        str | None, typer.Option("--ehlo", help="EHLO name.", rich_help_panel=SERVER)
-    ] = None,
-    use_tls: Annotated[
-        bool, typer.Option("--tls", help="Implicit TLS.", rich_help_panel=TLS)
-    ] = False,
-    use_starttls: Annotated[
-        bool, typer.Option("--starttls", help="Required STARTTLS.", rich_help_panel=TLS)
-    ] = False,
-    no_tls: Annotated[
-        bool, typer.Option("--no-tls", help="No encryption.", rich_help_panel=TLS)
-    ] = False,
-    ca_file: Annotated[
-        Path | None, typer.Option("--ca-file", help="Trust this CA bundle.", rich_help_panel=TLS)
-    ] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option("--insecure", help="Do not verify the certificate.", rich_help_panel=TLS),
-    ] = False,
-    allow_plaintext_auth: Annotated[
-        bool,
-        typer.Option("--allow-plaintext-auth", help="Allow AUTH without TLS.", rich_help_panel=TLS),
-    ] = False,
+    ehlo: EhloOpt = None,
+    use_tls: TlsOpt = False,
+    use_starttls: StartTlsOpt = False,
+    no_tls: NoTlsOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    allow_plaintext_auth: AllowPlaintextAuthOpt = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per command.")] = None,
     csv: Annotated[
         Path | None,
@@ -220,9 +201,7 @@ def bench_command(
             rich_help_panel=REPORT,
         ),
     ] = None,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="Print the JSON result envelope.", rich_help_panel=REPORT)
-    ] = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Benchmark SMTP sending: QPS, latency percentiles, per-phase timings.
 

@@ -10,6 +10,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mailctl.cli.app import global_options
+from mailctl.cli.options import (
+    AccountOpt,
+    AllowPlaintextAuthOpt,
+    AuthOpt,
+    CaFileOpt,
+    EhloOpt,
+    InsecureOpt,
+    JsonOpt,
+    NoTlsOpt,
+    PasswordCommandOpt,
+    ServerOpt,
+    StartTlsOpt,
+    TlsOpt,
+    UserOpt,
+)
 from mailctl.cli.output import CommandResult, Output, clean, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import ConfigError, UsageError
@@ -20,8 +35,6 @@ if TYPE_CHECKING:
     from mailctl.models import Account, ServerSettings
     from mailctl.protocols.smtp import SessionOptions
 
-SERVER = "Server (without an account)"
-TLS = "Transport security"
 CONTENT = "Message"
 
 
@@ -117,68 +130,18 @@ def send_command(
             rich_help_panel=CONTENT,
         ),
     ] = None,
-    account: Annotated[
-        str | None,
-        typer.Option("--account", "-A", help="Account name (default: the default account)."),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server", help="HOST[:PORT] to use without an account.", rich_help_panel=SERVER
-        ),
-    ] = None,
-    user: Annotated[
-        str | None,
-        typer.Option(
-            "--user",
-            "-u",
-            help="AUTH user (password from MAILCTL_PASSWORD, --password-command or a prompt).",
-            rich_help_panel=SERVER,
-        ),
-    ] = None,
-    password_command: Annotated[
-        str | None,
-        typer.Option(
-            "--password-command", help="Command printing the password.", rich_help_panel=SERVER
-        ),
-    ] = None,
-    auth: Annotated[
-        str | None,
-        typer.Option(
-            "--auth",
-            help="AUTH mechanism: plain, login, cram-md5, xoauth2.",
-            rich_help_panel=SERVER,
-        ),
-    ] = None,
-    ehlo: Annotated[
-        str | None, typer.Option("--ehlo", help="EHLO name.", rich_help_panel=SERVER)
-    ] = None,
-    use_tls: Annotated[
-        bool, typer.Option("--tls", help="Implicit TLS (port 465).", rich_help_panel=TLS)
-    ] = False,
-    use_starttls: Annotated[
-        bool, typer.Option("--starttls", help="Required STARTTLS (port 587).", rich_help_panel=TLS)
-    ] = False,
-    no_tls: Annotated[
-        bool, typer.Option("--no-tls", help="No encryption at all.", rich_help_panel=TLS)
-    ] = False,
-    ca_file: Annotated[
-        Path | None, typer.Option("--ca-file", help="Trust this CA bundle.", rich_help_panel=TLS)
-    ] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option(
-            "--insecure", help="Do not verify the certificate (warned).", rich_help_panel=TLS
-        ),
-    ] = False,
-    allow_plaintext_auth: Annotated[
-        bool,
-        typer.Option(
-            "--allow-plaintext-auth",
-            help="Allow AUTH on an unencrypted connection.",
-            rich_help_panel=TLS,
-        ),
-    ] = False,
+    account: AccountOpt = None,
+    server: ServerOpt = None,
+    user: UserOpt = None,
+    password_command: PasswordCommandOpt = None,
+    auth: AuthOpt = None,
+    ehlo: EhloOpt = None,
+    use_tls: TlsOpt = False,
+    use_starttls: StartTlsOpt = False,
+    no_tls: NoTlsOpt = False,
+    ca_file: CaFileOpt = None,
+    insecure: InsecureOpt = False,
+    allow_plaintext_auth: AllowPlaintextAuthOpt = False,
     connect_timeout: Annotated[
         float | None, typer.Option("--connect-timeout", help="Seconds.")
     ] = None,
@@ -201,9 +164,7 @@ def send_command(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the SMTP transcript on stderr.")
     ] = False,
-    json_mode: Annotated[
-        bool, typer.Option("--json", help="Print the JSON result envelope.")
-    ] = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Send one message: from flags, or an existing .eml as is."""
     flags = SendFlags(
