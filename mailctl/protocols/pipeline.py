@@ -34,12 +34,11 @@ from mailctl.errors import InputDataError, MessageTooLargeError, ProtocolError
 from mailctl.mime.compose import dot_stuff
 from mailctl.models import Envelope, RecipientResult, Reply, Timeouts
 from mailctl.protocols.smtp import (
-    MAX_LINE_OCTETS,
     SmtpSession,
     _envelope_path,
-    _long_line,
     _size_limit,
     parse_queue_id,
+    require_short_lines,
 )
 
 __all__ = [
@@ -170,14 +169,7 @@ def prepare_message(data: bytes) -> WireMessage:
     Raises InputDataError for a line over 998 octets (RFC 5321 4.5.3.1.6).
     """
     stuffed = dot_stuff(data)
-    long_line = _long_line(stuffed)
-    if long_line is not None:
-        number, length = long_line
-        raise InputDataError(
-            f"message line {number} is {length} octets; SMTP allows at most "
-            f"{MAX_LINE_OCTETS} (RFC 5321 4.5.3.1.6)",
-            hint="encode long lines with quoted-printable or base64",
-        )
+    require_short_lines(stuffed)
     # SIZE counts the unstuffed CRLF text: one octet less per stuffed dot.
     stuffed_dots = stuffed.count(b"\r\n..") + (1 if stuffed.startswith(b"..") else 0)
     return WireMessage(payload=stuffed + _LONE_DOT, size=len(stuffed) - stuffed_dots)

@@ -469,14 +469,17 @@ def _size_limit(parameter: str) -> int | None:
     return limit or None
 
 
-def _long_line(wire: bytes) -> tuple[int, int] | None:
-    """Return (line number, length) of the first line over 998 octets, if any."""
+def require_short_lines(wire: bytes) -> None:
+    """Refuse, before any I/O, a CRLF message with a line over 998 octets (RFC 5321 4.5.3.1.6)."""
     if len(wire) <= MAX_LINE_OCTETS:
-        return None
+        return
     for number, line in enumerate(wire.split(b"\r\n"), start=1):
         if len(line) > MAX_LINE_OCTETS:
-            return number, len(line)
-    return None
+            raise InputDataError(
+                f"message line {number} is {len(line)} octets; SMTP allows at most "
+                f"{MAX_LINE_OCTETS} (RFC 5321 4.5.3.1.6)",
+                hint="encode long lines with quoted-printable or base64",
+            )
 
 
 class SmtpSession:
@@ -776,14 +779,7 @@ class SmtpSession:
             for address in envelope.recipients
         ]
         wire = normalize_message_line_endings(data)
-        long_line = _long_line(wire)
-        if long_line is not None:
-            number, length = long_line
-            raise InputDataError(
-                f"message line {number} is {length} octets; SMTP allows at most "
-                f"{MAX_LINE_OCTETS} (RFC 5321 4.5.3.1.6)",
-                hint="encode long lines with quoted-printable or base64",
-            )
+        require_short_lines(wire)
         self._ensure_connected("MAIL FROM")
 
         options: list[bytes] = []
