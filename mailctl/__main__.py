@@ -9,6 +9,11 @@ import sys
 def main() -> None:
     """Run the CLI; sendmail mode skips Typer's parser, whose option syntax is not sendmail's."""
     argv = sys.argv[1:]
+    if argv == ["--version"]:
+        from mailctl import __version__
+
+        print(f"mailctl {__version__}")
+        return
     invoked_as = os.path.basename(sys.argv[0]) if sys.argv else ""
     if invoked_as == "sendmail" or (argv[:1] == ["sendmail"] and "--help" not in argv):
         from mailctl.cli.sendmail import run_sendmail

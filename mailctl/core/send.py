@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,4 +196,6 @@ def deliver(
     prepared: PreparedMessage, options: SessionOptions, *, allow_partial: bool = False
 ) -> SendResult:
     """Open one session, run one transaction, close. Raises the protocol layer's MailctlErrors."""
+    import asyncio  # here, not at the top: --dry-run and --save never pay for it (~30 ms)
+
     return asyncio.run(_deliver(prepared, options, allow_partial=allow_partial))
