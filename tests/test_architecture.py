@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "errors": set(),
     "__init__": set(),
-    "__main__": {"cli"},
+    "__main__": {"cli", "__init__"},
 }
 UI_LIBRARIES = {"typer", "rich", "click"}
 SOCKET_LIBRARIES = {"aiosmtplib", "imapclient", "poplib", "smtplib", "imaplib", "socket", "ssl"}
