@@ -320,7 +320,8 @@ def _ask_missing(
             inputs[Protocol.SMTP] = replace(inputs[Protocol.SMTP], host=host)
         for protocol in (Protocol.IMAP, Protocol.POP3):
             label = protocol.value.upper()
-            if _confirm(f"Add an {label} server?", default=False, err=True):
+            article = "an" if protocol is Protocol.IMAP else "a"
+            if _confirm(f"Add {article} {label} server?", default=False, err=True):
                 host = _ask(f"{label} server host", err=True).strip()
                 inputs[protocol] = replace(inputs[protocol], host=host or None)
     address = parseaddr(sender or "")[1]
