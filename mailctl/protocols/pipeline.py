@@ -33,13 +33,10 @@ from typing import Any
 from mailctl.errors import InputDataError, MessageTooLargeError, ProtocolError
 from mailctl.mime.compose import dot_stuff
 from mailctl.models import Envelope, RecipientResult, Reply, Timeouts
-from mailctl.protocols.smtp import (
-    SmtpSession,
-    _envelope_path,
-    _size_limit,
-    parse_queue_id,
-    require_short_lines,
-)
+from mailctl.protocols.smtp import SmtpSession
+from mailctl.protocols.smtp_envelope import envelope_path as _envelope_path
+from mailctl.protocols.smtp_envelope import parse_queue_id, require_short_lines
+from mailctl.protocols.smtp_envelope import size_limit as _size_limit
 
 __all__ = [
     "MAX_REPLY_LINE",

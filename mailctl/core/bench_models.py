@@ -1,0 +1,299 @@
+"""Bench requests (target, workload, modes), results and their JSON form; the test message."""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mailctl.core.stats import Histogram, LatencySummary
+from mailctl.errors import NoInputError
+from mailctl.models import Security, ServerSettings
+
+__all__ = [
+    "DEFAULT_RECIPIENT",
+    "DEFAULT_SENDER",
+    "PHASES",
+    "BenchMode",
+    "BenchRequest",
+    "BenchResult",
+    "Progress",
+    "RegressionCheck",
+    "RunResult",
+    "Samples",
+    "SinkSpec",
+    "Target",
+    "Workload",
+    "build_message",
+    "load_message",
+]
+
+PHASES = (
+    "connect",
+    "tls",
+    "banner",
+    "ehlo",
+    "auth",
+    "mail_rcpt",
+    "data",
+    "end_of_data",
+    "quit",
+)
+DEFAULT_SENDER = "bench@example.com"
+DEFAULT_RECIPIENT = "sink@example.com"
+
+# done, total (None with a duration), seconds, finished (the last call of the run)
+Progress = Callable[[int, int | None, float, bool], None]
+
+
+class BenchMode(StrEnum):
+    NEW = "new"
+    REUSE = "reuse"
+    PIPELINE = "pipeline"
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """How to start the embedded sink (`mailctl sink`) when no --server is given."""
+
+    security: Security = Security.NONE
+    auth: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send: `settings` of a real server, or None for the embedded sink."""
+
+    settings: ServerSettings | None = None
+    secret: Callable[[], str] | None = field(default=None, repr=False)
+    sink: SinkSpec = SinkSpec()
+    allow_remote: bool = False  # --i-own-this-server
+    ehlo_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    message: bytes
+    messages: int | None = 2000  # measured messages (warmup comes on top); None with duration
+    duration: float | None = None  # seconds, instead of a count
+    concurrency: int = 10
+    warmup: int = 0  # messages sent first and left out of every statistic
+    rate: float | None = None  # messages per second, open loop; None: closed loop
+    sender: str = DEFAULT_SENDER
+    recipients: tuple[str, ...] = (DEFAULT_RECIPIENT,)
+
+    @property
+    def loop(self) -> str:
+        return "open" if self.rate else "closed"
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    target: Target
+    workload: Workload
+    modes: tuple[BenchMode, ...] = (BenchMode.PIPELINE,)
+
+
+class Samples:
+    """Raw per-message samples in columns (for --csv): seconds, NaN where not measured."""
+
+    COLUMNS = ("start_s", "latency_s", "status", "reason", "mail_rcpt_s", "data_s", "end_of_data_s")
+
+    def __init__(self) -> None:
+        self.start = array("d")
+        self.latency = array("d")
+        self.mail_rcpt = array("d")
+        self.data = array("d")
+        self.end_of_data = array("d")
+        self.status = array("B")
+        self.reason = array("H")
+        self._labels: dict[str, int] = {}
+        self._names: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.latency)
+
+    def _label(self, text: str) -> int:
+        found = self._labels.get(text)
+        if found is None:
+            found = self._labels[text] = len(self._names)
+            self._names.append(text)
+        return found
+
+    def append(
+        self,
+        start: float,
+        latency: float,
+        status: str,
+        reason: str,
+        phases: tuple[float, float, float],
+    ) -> None:
+        self.start.append(start)
+        self.latency.append(latency)
+        self.status.append(_STATUS_CODES[status])
+        self.reason.append(self._label(reason) if len(self._names) < 65_000 else 0)
+        self.mail_rcpt.append(phases[0])
+        self.data.append(phases[1])
+        self.end_of_data.append(phases[2])
+
+    def rows(self) -> Iterator[tuple[float, float, str, str, float, float, float]]:
+        names = self._names
+        for i in range(len(self.latency)):
+            yield (
+                self.start[i],
+                self.latency[i],
+                _STATUS_NAMES[self.status[i]],
+                names[self.reason[i]] if names else "",
+                self.mail_rcpt[i],
+                self.data[i],
+                self.end_of_data[i],
+            )
+
+
+_STATUS_NAMES = ("sent", "failed", "unknown", "refused", "transient")
+_STATUS_CODES = {name: index for index, name in enumerate(_STATUS_NAMES)}
+
+
+@dataclass
+class RunResult:
+    """One mode's run. Times in seconds; latency only over messages that were sent."""
+
+    mode: BenchMode
+    loop: str
+    rate: float | None
+    concurrency: int
+    message_size: int
+    warmup: int
+    sent: int
+    failed: int
+    unknown: int
+    elapsed: float
+    qps: float
+    latency: LatencySummary | None
+    phases: dict[str, LatencySummary]
+    errors: dict[str, int]
+    connections_opened: int
+    histogram: Histogram | None
+    interrupted: bool
+    samples_dropped: int = 0
+    samples: Samples = field(default_factory=Samples, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "loop": self.loop,
+            "rate": self.rate,
+            "concurrency": self.concurrency,
+            "message_size": self.message_size,
+            "warmup": self.warmup,
+            "sent": self.sent,
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "elapsed_s": round(self.elapsed, 6),
+            "qps": round(self.qps, 1),
+            "latency": self.latency.to_json() if self.latency else None,
+            "phases": {name: summary.to_json() for name, summary in self.phases.items()},
+            "errors": dict(self.errors),
+            "connections_opened": self.connections_opened,
+            "histogram": self.histogram.to_json() if self.histogram else None,
+            "interrupted": self.interrupted,
+            "samples_dropped": self.samples_dropped,
+        }
+
+
+@dataclass
+class RegressionCheck:
+    mode: str
+    metric: str  # "qps" or "p99_ms"
+    baseline: float
+    current: float
+    change: float  # fraction, positive = worse
+    regressed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "current": self.current,
+            "change_pct": round(self.change * 100.0, 2),
+            "regressed": self.regressed,
+        }
+
+
+@dataclass
+class BenchResult:
+    target: dict[str, Any]
+    workload: dict[str, Any]
+    runs: list[RunResult]
+    interrupted: bool = False
+    regression: list[RegressionCheck] | None = None
+    max_regression: float | None = None
+
+    def run(self, mode: BenchMode) -> RunResult | None:
+        return next((run for run in self.runs if run.mode is mode), None)
+
+    def speedup(self, run: RunResult) -> float | None:
+        """QPS relative to `new` (one connection per message), when both ran."""
+        base = self.run(BenchMode.NEW)
+        if base is None or base.qps <= 0.0:
+            return None
+        return run.qps / base.qps
+
+    @property
+    def regressed(self) -> bool:
+        return any(check.regressed for check in self.regression or ())
+
+    def to_json(self) -> dict[str, Any]:
+        runs = []
+        for run in self.runs:
+            data = run.to_json()
+            speedup = self.speedup(run)
+            data["speedup_vs_new"] = round(speedup, 2) if speedup is not None else None
+            runs.append(data)
+        return {
+            "target": self.target,
+            "workload": self.workload,
+            "runs": runs,
+            "interrupted": self.interrupted,
+            "regression": (
+                None
+                if self.regression is None
+                else {
+                    "max_regression_pct": round((self.max_regression or 0.0) * 100.0, 2),
+                    "regressed": self.regressed,
+                    "checks": [check.to_json() for check in self.regression],
+                }
+            ),
+        }
+
+
+def build_message(size: int) -> bytes:
+    """A plain-text message of exactly `size` octets (CRLF, 76-octet lines), or the minimum."""
+    head = (
+        f"From: <{DEFAULT_SENDER}>\r\nTo: <{DEFAULT_RECIPIENT}>\r\n"
+        "Subject: mailctl bench\r\nMessage-ID: <bench@mailctl.invalid>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode("ascii")
+    room = max(size - len(head), 0)
+    line = b"x" * 74 + b"\r\n"
+    body = line * (room // len(line))
+    rest = room - len(body)
+    if rest >= 3:
+        body += b"y" * (rest - 2) + b"\r\n"
+    elif rest:
+        body = body[: len(body) - (len(line) - rest)] + b"z" * (len(line) - 2) + b"\r\n"
+    return head + body
+
+
+def load_message(path: Path) -> bytes:
+    """Read a message file for --message. Raises NoInputError."""
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise NoInputError(
+            f"{path}: cannot read the message: {err.strerror or type(err).__name__}"
+        ) from err

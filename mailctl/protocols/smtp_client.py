@@ -1,0 +1,262 @@
+"""The aiosmtplib client that feeds a Transcript, speaks AUTH once and tracks the final dot."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from typing import Any, Literal
+
+from aiosmtplib import SMTP
+from aiosmtplib.auth import (
+    auth_crammd5_verify,
+    auth_login_encode,
+    auth_plain_encode,
+    auth_xoauth2_encode,
+)
+from aiosmtplib.errors import (
+    SMTPDataError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default
+
+from mailctl.models import AuthMechanism, Reply
+from mailctl.protocols.smtp_errors import to_reply
+from mailctl.protocols.transcript import Transcript
+
+__all__ = ["Client"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def _reply_lines(reply: Reply) -> list[str]:
+    """Rebuild the wire form of a (possibly multi-line) reply for the transcript."""
+    parts = reply.message.split("\n") if reply.message else [""]
+    lines = []
+    for index, part in enumerate(parts):
+        separator = "-" if index < len(parts) - 1 else " "
+        lines.append(f"{reply.code}{separator}{part}".rstrip())
+    return lines
+
+
+class Client(SMTP):
+    """aiosmtplib.SMTP that feeds a Transcript and speaks AUTH exactly as mailctl wants.
+
+    aiosmtplib sends every command through `execute_command`, so overriding it sees all
+    lines except STARTTLS and the message data, which `starttls` and `data` cover.
+    """
+
+    def __init__(
+        self, *, transcript: Transcript | None, sock: socket.socket, **kwargs: Any
+    ) -> None:
+        super().__init__(sock=sock, **kwargs)
+        self._transcript = transcript
+        self._raw_sock = sock
+        self._closed_transports: list[asyncio.BaseTransport] = []
+        self._redact_next: str | None = None  # describes the next line instead of logging it
+        self._scrub: str | None = None  # a secret to blank out of replies during AUTH
+        self.final_dot_sent = False
+
+    def close(self) -> None:
+        # aiosmtplib calls this from many places (421, timeouts, lost connections);
+        # remember what it closed so wait_closed() can make sure it really went away.
+        if self.transport is not None:
+            self._closed_transports.append(self.transport)
+        super().close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a TLS close_notify."""
+        self.close()
+        for transport in self._closed_transports:
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until the socket is really closed, aborting after `timeout` seconds.
+
+        transport.close() only starts closing: over TLS it first exchanges close_notify
+        with the server. A caller that returns at once (a test, a short-lived command)
+        could otherwise leave the socket to the garbage collector and a ResourceWarning.
+        The raw socket is closed by asyncio as the very last step, so it is the signal.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await asyncio.sleep(0)
+        while self._raw_sock.fileno() != -1 and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+        if self._raw_sock.fileno() != -1:
+            self.abort()
+            await asyncio.sleep(0)
+        if self._raw_sock.fileno() != -1:  # no transport ever took the socket
+            self._raw_sock.close()
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS session, read from the transport directly: get_transport_info raises
+        once the transport is closing, and a describing helper must never raise."""
+        transport = self.transport
+        if transport is None:
+            return None
+        found = transport.get_extra_info("ssl_object")
+        return found if isinstance(found, ssl.SSLObject) else None
+
+    @property
+    def tls_active(self) -> bool:
+        return self.ssl_object is not None
+
+    def record_reply(self, reply: Reply, *, tls: bool) -> None:
+        if self._transcript is None:
+            return
+        for line in _reply_lines(reply):
+            text = line.replace(self._scrub, "<redacted>") if self._scrub else line
+            self._transcript.received(text, tls=tls)
+
+    async def execute_command(
+        self, *args: bytes, timeout: float | Literal[Default.token] | None = Default.token
+    ) -> SMTPResponse:
+        tls = self.tls_active
+        if self._transcript is not None:
+            if self._redact_next is not None:
+                self._transcript.redacted_sent(self._redact_next, tls=tls)
+            else:
+                text = b" ".join(args).decode("utf-8", "backslashreplace")
+                self._transcript.sent(_CONTROL.sub(_escape_control, text), tls=tls)
+        self._redact_next = None
+        response = await super().execute_command(*args, timeout=timeout)
+        self.record_reply(to_reply(response), tls=tls)
+        return response
+
+    async def starttls(
+        self,
+        *,
+        server_hostname: str | None = None,
+        validate_certs: bool | None = None,
+        client_cert: str | Literal[Default.token] | None = Default.token,
+        client_key: str | Literal[Default.token] | None = Default.token,
+        cert_bundle: str | Literal[Default.token] | None = Default.token,
+        tls_context: ssl.SSLContext | Literal[Default.token] | None = Default.token,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        # aiosmtplib writes STARTTLS from the protocol, bypassing execute_command.
+        if self._transcript is not None:
+            self._transcript.sent("STARTTLS", tls=False)
+        try:
+            response = await super().starttls(
+                server_hostname=server_hostname,
+                validate_certs=validate_certs,
+                client_cert=client_cert,
+                client_key=client_key,
+                cert_bundle=cert_bundle,
+                tls_context=tls_context,
+                timeout=timeout,
+            )
+        except SMTPResponseException as err:
+            self.record_reply(to_reply(err), tls=False)
+            raise
+        self.record_reply(to_reply(response), tls=False)
+        return response
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        """Send DATA and the message; `timeout` bounds only the wait after the final dot.
+
+        aiosmtplib's own `data` uses one timeout for both replies and cannot tell
+        whether a failure came before or after the final dot, which RFC 1047 makes
+        the difference between "not delivered" and "outcome unknown". `final_dot_sent`
+        records that, and the 354 wait uses the command timeout.
+        """
+        self.final_dot_sent = False
+        if isinstance(message, str):
+            message = message.encode("ascii")
+        start = await self.execute_command(b"DATA")
+        if start.code != 354:
+            raise SMTPDataError(start.code, start.message)
+        protocol = self.protocol
+        if protocol is None:
+            raise SMTPServerDisconnected("Connection lost")
+        # RFC 5321 4.5.2: CRLF line endings only (a bare CR or LF is what SMTP smuggling,
+        # CVE-2023-51764, relies on) and a leading dot doubled on every line.
+        payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+        tls = self.tls_active
+        if self._transcript is not None:
+            # Like swaks, show the header block; the body is summarised (it may be large or binary).
+            head, _, _ = payload.partition(b"\r\n\r\n")
+            for line in head.split(b"\r\n")[:200]:
+                self._transcript.sent(line.decode("utf-8", errors="replace"), tls=tls)
+            self._transcript.info(f"message data: {len(payload) - 3} octets after dot-stuffing")
+            self._transcript.sent(".", tls=tls)
+        try:
+            protocol.write(payload)
+            self.final_dot_sent = True
+            response = await protocol.read_response(
+                timeout=self.timeout if timeout is Default.token else timeout
+            )
+        except (SMTPServerDisconnected, SMTPTimeoutError):
+            # The protocol is out of step after a lost or late reply: never reuse it.
+            self.close()
+            raise
+        self.record_reply(to_reply(response), tls=tls)
+        if response.code == 421:
+            self.close()  # RFC 5321 3.8: the server is closing the channel
+        if response.code != 250:
+            raise SMTPDataError(response.code, response.message)
+        return response
+
+    async def authenticate(
+        self, mechanism: AuthMechanism, username: str, secret: str
+    ) -> SMTPResponse:
+        """Run one AUTH exchange (RFC 4954) and return the final reply, success or not.
+
+        Unlike aiosmtplib's `login`, this never moves on to another mechanism after a
+        failure: each extra attempt counts against account lockout limits.
+        """
+        self._scrub = secret
+        try:
+            if mechanism is AuthMechanism.PLAIN:
+                # RFC 4616: authzid NUL authcid NUL passwd, as an initial response.
+                self._redact_next = "AUTH PLAIN credentials"
+                return await self.execute_command(
+                    b"AUTH", b"PLAIN", auth_plain_encode(username, secret)
+                )
+            if mechanism is AuthMechanism.LOGIN:
+                encoded_user, encoded_secret = auth_login_encode(username, secret)
+                self._redact_next = "AUTH LOGIN user name"
+                response = await self.execute_command(b"AUTH", b"LOGIN", encoded_user)
+                if response.code != 334:
+                    return response
+                self._redact_next = "AUTH LOGIN password"
+                return await self.execute_command(encoded_secret)
+            if mechanism is AuthMechanism.CRAM_MD5:
+                # RFC 2195: the server's challenge is public, the HMAC answer is not.
+                response = await self.execute_command(b"AUTH", b"CRAM-MD5")
+                if response.code != 334:
+                    return response
+                answer = auth_crammd5_verify(username, secret, response.message)
+                self._redact_next = "CRAM-MD5 response"
+                return await self.execute_command(answer)
+            # XOAUTH2: on failure the server sends a 334 with a JSON error and waits for
+            # an empty line before the final reply.
+            self._redact_next = "AUTH XOAUTH2 token"
+            response = await self.execute_command(
+                b"AUTH", b"XOAUTH2", auth_xoauth2_encode(username, secret)
+            )
+            if response.code == 334:
+                response = await self.execute_command(b"")
+            return response
+        finally:
+            self._redact_next = None
+            self._scrub = None

@@ -1,0 +1,261 @@
+"""Session set-up steps: the TCP socket, the EHLO name, EHLO/HELO, STARTTLS and the one AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from collections.abc import Callable
+
+from aiosmtplib.errors import SMTPException, SMTPResponseException
+
+from mailctl.errors import (
+    AuthError,
+    AuthUnsupportedError,
+    ConnectError,
+    HostNotFoundError,
+    InputDataError,
+    ProtocolError,
+    SmtpTransientError,
+    StartTlsUnavailableError,
+)
+from mailctl.models import AuthMechanism, Reply, ServerSettings
+from mailctl.protocols.smtp_client import Client
+from mailctl.protocols.smtp_errors import reply_error, reply_text, to_reply, transport_error
+
+__all__ = [
+    "AUTO_MECHANISMS",
+    "authenticate",
+    "check_command_text",
+    "choose_mechanism",
+    "default_ehlo_name",
+    "ehlo",
+    "open_socket",
+    "starttls",
+    "valid_ehlo_name",
+]
+
+# Picked in this order when settings.auth is None. XOAUTH2 is never picked on its own:
+# its secret is a bearer token, so the user has to ask for it.
+AUTO_MECHANISMS: tuple[AuthMechanism, ...] = (
+    AuthMechanism.PLAIN,
+    AuthMechanism.LOGIN,
+    AuthMechanism.CRAM_MD5,
+)
+
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def check_command_text(what: str, value: str) -> None:
+    """Refuse CR, LF, NUL and other controls before they can become extra commands."""
+    if not value or re.search(r"[\s\x00-\x1f\x7f]", value):
+        raise InputDataError(f"{what} {value!r} is empty or contains spaces or control characters")
+
+
+def valid_ehlo_name(name: str) -> bool:
+    if name.startswith("[") and name.endswith("]"):
+        return True  # RFC 5321 4.1.3 address literal; checked by check_command_text
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    labels = name.rstrip(".").split(".")
+    return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def default_ehlo_name(sock: socket.socket) -> str:
+    """RFC 5321 4.1.4: our FQDN, or an address literal when the host has none.
+
+    socket.getfqdn() can block for seconds on a broken resolver; the host name plus a
+    dot check is instant and an address literal is always acceptable.
+    """
+    name = socket.gethostname()
+    if "." in name.strip(".") and valid_ehlo_name(name) and not name.endswith(".localdomain"):
+        return name
+    try:
+        local = str(sock.getsockname()[0])
+    except OSError:
+        return "localhost"  # the connection is already gone; EHLO will fail anyway
+    # RFC 5321 4.1.3: IPv6 literals carry an "IPv6:" tag.
+    return f"[IPv6:{local}]" if ":" in local else f"[{local}]"
+
+
+async def starttls(
+    client: Client, settings: ServerSettings, where: str, context: ssl.SSLContext | None
+) -> None:
+    """Upgrade with STARTTLS, which is required: never fall back to clear text."""
+    if not client.supports_extension("starttls"):
+        # RFC 3207 4: a client that requires TLS must not go on in clear text.
+        raise StartTlsUnavailableError(
+            f"{where} does not offer STARTTLS, and STARTTLS is required",
+            hint="use --security tls (port 465) if the server speaks implicit TLS",
+        )
+    timeout = settings.timeouts.connect
+    try:
+        await client.starttls(server_hostname=settings.host, tls_context=context, timeout=timeout)
+    except SMTPResponseException as err:
+        reply = to_reply(err)
+        if reply.code == 421:  # RFC 5321 3.8: closing, not a TLS problem
+            raise reply_error(reply, f"{where} is closing the connection") from err
+        raise StartTlsUnavailableError(
+            f"{where} refused STARTTLS: {reply_text(reply)}",
+            details={"reply": reply.to_json()},
+        ) from err
+    except (SMTPException, OSError) as err:
+        raise transport_error(err, where, "STARTTLS", timeout) from err
+
+
+async def ehlo(client: Client, where: str, timeout: float, *, helo_fallback: bool = False) -> None:
+    """Send EHLO; with `helo_fallback`, fall back to HELO for a pre-ESMTP server.
+
+    RFC 5321 3.2 and 4.1.4: a client may retry with HELO when EHLO is not recognised
+    (500/502). Only sessions that need no extension (no TLS, no AUTH) may do that.
+    """
+    try:
+        await client.ehlo()
+        return
+    except SMTPResponseException as err:
+        reply = to_reply(err)
+        if not (helo_fallback and reply.code in (500, 502) and client.is_connected):
+            raise reply_error(reply, f"{where} refused EHLO") from err
+    except (SMTPException, OSError) as err:
+        client.close()
+        raise transport_error(err, where, "EHLO", timeout) from err
+    try:
+        await client.helo()
+    except SMTPResponseException as err:
+        raise reply_error(to_reply(err), f"{where} refused HELO") from err
+    except (SMTPException, OSError) as err:
+        client.close()
+        raise transport_error(err, where, "HELO", timeout) from err
+
+
+def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> AuthMechanism:
+    """Pick the one mechanism to try: the configured one, else the first of AUTO_MECHANISMS."""
+    advertised = [name.lower() for name in client.server_auth_methods]
+    if not client.supports_extension("auth") or not advertised:
+        hint = None if client.tls_active else "many servers offer AUTH only over TLS or STARTTLS"
+        raise AuthUnsupportedError(f"{where} does not offer AUTH", hint=hint)
+    if settings.auth is not None:
+        if settings.auth.value not in advertised:
+            raise AuthUnsupportedError(
+                f"{where} does not offer AUTH {settings.auth.value.upper()} "
+                f"(it offers {' '.join(m.upper() for m in advertised)})",
+                hint="choose one of the offered mechanisms with --auth",
+            )
+        return settings.auth
+    for mechanism in AUTO_MECHANISMS:
+        if mechanism.value in advertised:
+            return mechanism
+    raise AuthUnsupportedError(
+        f"{where} offers no AUTH mechanism mailctl uses without being asked "
+        f"(it offers {' '.join(m.upper() for m in advertised)})",
+        hint="pass --auth xoauth2 with a bearer token if the server wants OAuth",
+    )
+
+
+async def authenticate(
+    client: Client,
+    mechanism: AuthMechanism,
+    username: str,
+    secret_source: Callable[[], str],
+    where: str,
+) -> None:
+    """Authenticate once; map every failure without ever putting the secret in a message."""
+    secret = secret_source()  # the only call: right before AUTH, never again
+    try:
+        response = await client.authenticate(mechanism, username, secret)
+    except SMTPException as err:
+        if isinstance(err, SMTPResponseException):  # e.g. a bad CRAM-MD5 challenge
+            raise ProtocolError(
+                f"{where} sent an unusable AUTH {mechanism.value.upper()} challenge"
+            ) from err
+        raise transport_error(err, where, "AUTH", client.timeout or 0.0) from err
+    except OSError as err:
+        raise transport_error(err, where, "AUTH", client.timeout or 0.0) from err
+    except ValueError as err:
+        raise InputDataError(
+            f"the user name for {where} contains characters that cannot be sent"
+        ) from err
+    reply = to_reply(response)
+    if reply.code == 235:
+        return
+    # Paranoia: a server echoing the password back must not put it into our message.
+    scrubbed = Reply(
+        reply.code, reply.message.replace(secret, "<redacted>") if secret else reply.message
+    )
+    text = reply_text(scrubbed)
+    details = {"reply": scrubbed.to_json(), "mechanism": mechanism.value.upper()}
+    if reply.code == 421 or reply.is_transient:
+        # RFC 4954 6: 454 4.7.0 is a temporary authentication failure.
+        client.close()
+        raise SmtpTransientError(
+            f"{where} could not authenticate {username} right now: {text}", details=details
+        )
+    raise AuthError(
+        f"{where} rejected the credentials for {username} (AUTH {mechanism.value.upper()}): {text}",
+        hint="check the user name and password; mailctl tried once and stops so "
+        "the account is not locked",
+        details=details,
+    )
+
+
+async def open_socket(
+    host: str,
+    port: int,
+    *,
+    timeout: float,
+    source_address: tuple[str, int] | None,
+    where: str,
+) -> socket.socket:
+    """Resolve and connect a TCP socket ourselves so DNS and connect errors stay distinct.
+
+    aiosmtplib folds both into SMTPConnectError; owning this step lets a DNS failure
+    become HostNotFoundError (EX_NOHOST) and a refusal ConnectError (EX_IOERR).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+        )
+    except socket.gaierror as err:
+        reason = err.strerror or str(err)
+        raise HostNotFoundError(
+            f"cannot resolve the host of {where}: {reason}", hint="check the server host name"
+        ) from err
+    except TimeoutError as err:
+        raise HostNotFoundError(
+            f"resolving the host of {where} took longer than {timeout:g}s"
+        ) from err
+    last_error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if source_address is not None:
+                sock.bind(source_address)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.wait_for(loop.sock_connect(sock, address), remaining)
+        except TimeoutError as err:
+            sock.close()
+            raise ConnectError(
+                f"timed out connecting to {where} after {timeout:g}s",
+                hint="check the host, the port and any firewall",
+            ) from err
+        except OSError as err:
+            sock.close()
+            last_error = err
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    reason = (last_error.strerror or str(last_error)) if last_error else "no address found"
+    raise ConnectError(
+        f"cannot connect to {where}: {reason}",
+        hint="check that the server is running and the port is right",
+    ) from last_error

@@ -1,0 +1,118 @@
+"""SMTP replies and aiosmtplib/ssl/socket failures mapped to mailctl.errors types."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected, SMTPTimeoutError
+from aiosmtplib.response import SMTPResponse
+
+from mailctl.errors import (
+    ConnectionLostError,
+    MailctlError,
+    ProtocolError,
+    SmtpPermanentError,
+    SmtpTransientError,
+    TimeoutFailure,
+)
+from mailctl.models import RecipientResult, Reply
+from mailctl.protocols.tls import map_ssl_error
+
+__all__ = [
+    "TIMEOUT_TYPES",
+    "refusal_error",
+    "reply_error",
+    "reply_text",
+    "to_reply",
+    "transport_error",
+]
+
+TIMEOUT_TYPES = (SMTPTimeoutError, TimeoutError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def reply_text(reply: Reply) -> str:
+    return _one_line(f"{reply.code} {reply.message}")
+
+
+def to_reply(response: SMTPResponse | SMTPResponseException) -> Reply:
+    return Reply(code=response.code, message=response.message)
+
+
+def reply_error(reply: Reply, context: str, details: dict[str, Any] | None = None) -> MailctlError:
+    """A server refusal as SmtpTransientError (4xx) or SmtpPermanentError (5xx)."""
+    merged: dict[str, Any] = dict(details or {})
+    merged["reply"] = reply.to_json()
+    message = f"{context}: {reply_text(reply)}"
+    if reply.is_transient:
+        return SmtpTransientError(message, hint="try again later", details=merged)
+    if reply.is_permanent:
+        return SmtpPermanentError(message, details=merged)
+    return ProtocolError(f"{context}: unexpected reply {reply_text(reply)}", details=merged)
+
+
+def refusal_error(
+    refused: Sequence[RecipientResult], results: Sequence[RecipientResult], where: str
+) -> MailctlError:
+    """RSET was sent; say which recipients were refused and whether retrying can help."""
+
+    # RFC 5321 4.5.3.1.10: 552 to RCPT means "too many recipients": treat it as 452.
+    def permanent(result: RecipientResult) -> bool:
+        return result.reply.is_permanent and result.reply.code != 552
+
+    details = {"recipients": [r.to_json() for r in results]}
+    listed = "; ".join(f"{r.address}: {reply_text(r.reply)}" for r in refused)
+    nothing = "nothing was sent"
+    if all(permanent(r) for r in refused):
+        return SmtpPermanentError(
+            f"{where} refused {len(refused)} of {len(results)} recipients, {nothing}: {listed}",
+            hint="fix or drop the refused addresses (or allow partial delivery)",
+            details=details,
+        )
+    return SmtpTransientError(
+        f"{where} deferred {len(refused)} of {len(results)} recipients, {nothing}: {listed}",
+        hint="try again later",
+        details=details,
+    )
+
+
+def transport_error(
+    err: BaseException,
+    where: str,
+    phase: str,
+    timeout: float,
+    details: dict[str, Any] | None = None,
+) -> MailctlError:
+    """Map aiosmtplib/ssl/socket failures after TCP connect to one-line mailctl errors."""
+    if isinstance(err, ssl.SSLError) or _has_ssl_cause(err):
+        return map_ssl_error(err, host=where)
+    if isinstance(err, TIMEOUT_TYPES):
+        return TimeoutFailure(
+            f"{where} did not answer {phase} within {timeout:g}s", details=details
+        )
+    if isinstance(err, (SMTPServerDisconnected, ConnectionError, EOFError)) or isinstance(
+        err.__cause__, ConnectionError
+    ):
+        return ConnectionLostError(f"{where} closed the connection during {phase}", details=details)
+    if isinstance(err, SMTPResponseException):
+        return reply_error(to_reply(err), f"{where} refused {phase}", details)
+    text = _one_line(str(err)) or type(err).__name__
+    if isinstance(err, OSError):
+        return ConnectionLostError(f"{where}: {phase} failed: {text}", details=details)
+    return ProtocolError(f"{where}: {phase} failed: {text}", details=details)
+
+
+def _has_ssl_cause(err: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = err.__cause__ or err.__context__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
