@@ -1,18 +1,36 @@
-"""`mailctl account ...`: add, list, show, remove, set-password and test accounts."""
+"""`mailctl account ...`: add, list, show, remove, set-password and test accounts.
+
+This module holds the Typer app and its commands (options -> request -> one core call);
+`account_prompts` asks the terminal questions and `account_render` prints the results.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mailctl.cli.account_prompts import (
+    ask,
+    ask_missing,
+    confirm,
+    hidden_prompt,
+    offer_keyring,
+    read_stdin_secret,
+)
+from mailctl.cli.account_render import (
+    render_added,
+    render_details,
+    render_list,
+    render_password_stored,
+    render_removed,
+    render_test,
+)
 from mailctl.cli.app import global_options
 from mailctl.cli.output import CommandResult, Output, run_command
 
 if TYPE_CHECKING:
-    from mailctl.core.accounts import ServerInput
     from mailctl.models import Protocol
 
 app = typer.Typer(
@@ -254,7 +272,7 @@ def add_command(
         sender = from_address
         interactive = output.interactive and not password_stdin
         if interactive:
-            sender, inputs = _ask_missing(sender, inputs)
+            sender, inputs = ask_missing(sender, inputs)
         blocks = {
             protocol: core.build_server(protocol, given) for protocol, given in inputs.items()
         }
@@ -270,121 +288,15 @@ def add_command(
         )
         secret: str | None = None
         if password_stdin:
-            secret = _read_stdin_secret("--password-stdin")
+            secret = read_stdin_secret("--password-stdin")
         elif interactive and core.blocks_needing_secret(request.blocks()):
-            secret = _offer_keyring(output, name)
+            secret = offer_keyring(output, name)
         result = core.add_account(path, request, secret=secret)
         _warn_all(output, result.warnings)
 
-        def render(out: Output) -> None:
-            verb = "Replaced" if result.replaced else "Added"
-            out.print(f"{verb} account {result.name} in {result.path}.")
-            if result.is_default:
-                out.print(f"{result.name} is the default account.")
-            if result.stored_secrets:
-                stored = ", ".join(p.value for p in result.stored_secrets)
-                out.print(f"Password stored in the system keyring for: {stored}.")
-            if result.password_missing:
-                missing = ", ".join(p.value for p in result.password_missing)
-                out.print(
-                    f"No password stored for {missing}: run `mailctl account set-password "
-                    f"{result.name}`, or set password_command, or MAILCTL_PASSWORD."
-                )
-            out.print(f"Check it with: mailctl account test {result.name}")
-
-        return CommandResult(data=result.to_json(), render=render)
+        return CommandResult(data=result.to_json(), render=lambda out: render_added(out, result))
 
     run_command(["account", "add"], json_mode, body)
-
-
-def _ask_missing(
-    sender: str | None, inputs: dict[Protocol, ServerInput]
-) -> tuple[str | None, dict[Protocol, ServerInput]]:
-    """Prompt (on stderr) for what the flags left out: From, a server, its security/port/user."""
-    from dataclasses import replace
-    from email.utils import parseaddr
-
-    from mailctl.config.schema import DEFAULT_SECURITY
-    from mailctl.models import DEFAULT_PORTS, Protocol, Security
-
-    if sender is None:
-        sender = _ask(
-            'From address ("Name <addr@example.com>", empty for none)',
-            default="",
-            show_default=False,
-            err=True,
-        ).strip()
-    if all(given.empty for given in inputs.values()):
-        host = _ask("SMTP server host (empty for none)", default="", err=True).strip()
-        if host:
-            inputs[Protocol.SMTP] = replace(inputs[Protocol.SMTP], host=host)
-        for protocol in (Protocol.IMAP, Protocol.POP3):
-            label = protocol.value.upper()
-            article = "an" if protocol is Protocol.IMAP else "a"
-            if _confirm(f"Add {article} {label} server?", default=False, err=True):
-                host = _ask(f"{label} server host", err=True).strip()
-                inputs[protocol] = replace(inputs[protocol], host=host or None)
-    address = parseaddr(sender or "")[1]
-    choices = [s.value for s in Security]
-    for protocol, given in inputs.items():
-        if given.host is None:
-            continue
-        label = protocol.value.upper()
-        security = given.security
-        while security is None or security.lower() not in choices:
-            security = _ask(
-                f"{label} security ({', '.join(choices)})",
-                default=DEFAULT_SECURITY[protocol].value,
-                err=True,
-            ).strip()
-        port = given.port
-        if port is None:
-            port = _ask(
-                f"{label} port",
-                default=DEFAULT_PORTS[protocol][Security(security.lower())],
-                type=int,
-                err=True,
-            )
-        username = given.username
-        if username is None and given.password_command is None:
-            answer = _ask(
-                f"{label} username ('-' for no login)", default=address or "-", err=True
-            ).strip()
-            username = None if answer in ("", "-") else answer
-        inputs[protocol] = replace(given, security=security, port=port, username=username)
-    return sender, inputs
-
-
-def _offer_keyring(output: Output, name: str) -> str | None:
-    """On a terminal, offer (not force) to store a password in the keyring now."""
-    from mailctl.credentials import usable_keyring
-    from mailctl.errors import KeyringUnavailableError
-
-    try:
-        usable_keyring()
-    except KeyringUnavailableError as err:
-        output.warn(
-            f"no password stored: {err.message}; set password_command in the config file "
-            "or MAILCTL_PASSWORD when running mailctl"
-        )
-        return None
-    if not _confirm("Store the password in the system keyring now?", default=True, err=True):
-        output.warn(f"no password stored; later: mailctl account set-password {name}")
-        return None
-    secret: str = _ask("Password", hide_input=True, confirmation_prompt=True, err=True)
-    return secret or None
-
-
-def _read_stdin_secret(flag: str) -> str:
-    """The first line of stdin, without its line end (what `--password-stdin` promises)."""
-    from mailctl.errors import UsageError
-
-    if sys.stdin is None or sys.stdin.isatty():
-        raise UsageError(f"{flag} reads the password from a pipe", hint="echo ... | mailctl ...")
-    secret = sys.stdin.readline().rstrip("\r\n")
-    if not secret:
-        raise UsageError(f"{flag}: stdin held no password", hint="nothing was stored")
-    return secret
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,29 +313,7 @@ def list_command(ctx: typer.Context, json_mode: JsonOption = False) -> None:
         result = core.list_accounts(_path(ctx))
         _warn_all(output, result.warnings)
 
-        def render(out: Output) -> None:
-            if not result.accounts:
-                out.print(f"No accounts in {result.path}.")
-                out.print("Add one with: mailctl account add NAME")
-                return
-            from rich.table import Table
-            from rich.text import Text
-
-            from mailctl.cli.output import clean
-
-            table = Table(box=None, pad_edge=False, header_style="bold")
-            for column in ("", "NAME", "FROM", "SERVERS"):
-                table.add_column(column)
-            for summary in result.accounts:
-                table.add_row(
-                    "*" if summary.is_default else "",
-                    Text(clean(summary.name)),
-                    Text(clean(summary.from_address or "-")),
-                    Text(", ".join(p.value for p in summary.blocks)),
-                )
-            out.out.print(table)
-
-        return CommandResult(data=result.to_json(), render=render)
+        return CommandResult(data=result.to_json(), render=lambda out: render_list(out, result))
 
     run_command(["account", "list"], json_mode, body)
 
@@ -446,27 +336,7 @@ def show_command(
         _warn_all(output, result.warnings)
         data = result.to_json()
 
-        def render(out: Output) -> None:
-            account = result.account
-            out.print(f"account    {account.name}{' (default)' if result.is_default else ''}")
-            out.print(f"config     {result.path}")
-            out.print(f"from       {account.from_address or '-'}")
-            if account.ehlo:
-                out.print(f"ehlo       {account.ehlo}")
-            for protocol, source in result.secret_sources.items():
-                block = data[protocol.value]
-                out.print("")
-                out.print(f"[{protocol.value}]")
-                for key, value in block.items():
-                    if key == "secret_source":
-                        continue
-                    shown = "-" if value is None else value
-                    if isinstance(value, bool):
-                        shown = "true" if value else "false"
-                    out.print(f"  {key:<21} {shown}")
-                out.print(f"  {'password from':<21} {source.value}")
-
-        return CommandResult(data=data, render=render)
+        return CommandResult(data=data, render=lambda out: render_details(out, result, data))
 
     run_command(["account", "show"], json_mode, body)
 
@@ -496,7 +366,7 @@ def remove_command(
                     hint="pass --yes",
                 )
             core.get_account(path, name)  # fails before asking if there is no such account
-            if not _confirm(f"Remove account {name} from {path}?", default=False, err=True):
+            if not confirm(f"Remove account {name} from {path}?", default=False, err=True):
                 return CommandResult(
                     data={"account": name, "removed": False},
                     render=lambda out: out.print("Nothing removed."),
@@ -504,15 +374,9 @@ def remove_command(
         result = core.remove_account(path, name)
         _warn_all(output, result.warnings)
 
-        def render(out: Output) -> None:
-            out.print(f"Removed account {result.name} from {result.path}.")
-            if result.new_default is not None and result.new_default != name:
-                out.print(f"The default account is {result.new_default}.")
-            if result.deleted_secrets:
-                deleted = ", ".join(p.value for p in result.deleted_secrets)
-                out.print(f"Deleted its keyring entries: {deleted}.")
-
-        return CommandResult(data=result.to_json(), render=render)
+        return CommandResult(
+            data=result.to_json(), render=lambda out: render_removed(out, result, name)
+        )
 
     run_command(["account", "remove"], json_mode, body)
 
@@ -536,10 +400,10 @@ def set_password_command(
         path = _path(ctx)
         protocols = _protocols(protocol)
         if stdin:
-            secret = _read_stdin_secret("--stdin")
+            secret = read_stdin_secret("--stdin")
         elif output.interactive:
             core.get_account(path, name)  # fails before asking if there is no such account
-            secret = _ask(
+            secret = ask(
                 f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True
             )
         else:
@@ -550,11 +414,9 @@ def set_password_command(
         result = core.set_password(path, name, protocols, secret)
         _warn_all(output, result.warnings)
 
-        def render(out: Output) -> None:
-            stored = ", ".join(p.value for p in result.protocols)
-            out.print(f"Stored the password for {result.name} ({stored}) in the system keyring.")
-
-        return CommandResult(data=result.to_json(), render=render)
+        return CommandResult(
+            data=result.to_json(), render=lambda out: render_password_stored(out, result)
+        )
 
     run_command(["account", "set-password"], json_mode, body)
 
@@ -595,10 +457,9 @@ def test_command(
     """
 
     def body(output: Output) -> CommandResult:
-        from mailctl.cli.output import clean
         from mailctl.core import accounts as core
 
-        prompt = _hidden_prompt if output.interactive else None
+        prompt = hidden_prompt if output.interactive else None
         result = core.check_account(_path(ctx), name, _protocols(protocol), prompt=prompt)
         _warn_all(output, result.warnings)
         errors = [
@@ -606,31 +467,6 @@ def test_command(
             for check in result.failures
             if check.error is not None
         ]
-
-        def render(out: Output) -> None:
-            for check in result.checks:
-                where = f"{check.host}:{check.port}"
-                head = f"{check.protocol.value:<5} {where} ({check.security})"
-                if check.error is not None:
-                    out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")
-                    out.print(f"      {check.error.one_line()}")
-                    continue
-                out.out.print(f"{clean(head)}  OK", markup=False, style="green")
-                if check.tls is not None:
-                    out.print(f"      tls: {check.tls.get('version')} {check.tls.get('cipher')}")
-                else:
-                    out.print("      tls: none")
-                if check.authenticated is None:
-                    out.print("      login: not attempted (no username)")
-                else:
-                    how = f" ({check.auth_mechanism})" if check.auth_mechanism else ""
-                    verdict = "OK" if check.authenticated else "not done"
-                    out.print(f"      login as {check.username}: {verdict}{how}")
-                if check.capabilities:
-                    out.print(f"      capabilities: {' '.join(check.capabilities)}")
-            if result.status == "partial":
-                failed = ", ".join(c.protocol.value for c in result.failures)
-                out.print(f"Some servers failed: {failed}.")
 
         return CommandResult(
             data=result.to_json(),
@@ -640,32 +476,7 @@ def test_command(
             exit_code=result.exit_code,
             # Human output already shows each failure under its server; the envelope lists them.
             errors=errors if output.json_mode else [],
-            render=render,
+            render=lambda out: render_test(out, result),
         )
 
     run_command(["account", "test"], json_mode, body)
-
-
-def _hidden_prompt(label: str) -> str:
-    secret: str = _ask(label, hide_input=True, default="", show_default=False, err=True)
-    return secret
-
-
-def _ask(text: str, **kwargs: Any) -> Any:
-    """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
-    from mailctl.errors import InterruptedByUser
-
-    try:
-        return typer.prompt(text, **kwargs)
-    except typer.Abort:
-        raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None
-
-
-def _confirm(text: str, **kwargs: Any) -> bool:
-    """typer.confirm, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
-    from mailctl.errors import InterruptedByUser
-
-    try:
-        return bool(typer.confirm(text, **kwargs))
-    except typer.Abort:
-        raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None

@@ -1,0 +1,116 @@
+"""Human output of the `mailctl account` commands: one renderer per result type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mailctl.cli.output import Output, clean
+
+if TYPE_CHECKING:
+    from mailctl.core.accounts import (
+        AccountAdded,
+        AccountDetails,
+        AccountList,
+        AccountRemoved,
+        AccountTest,
+        PasswordStored,
+    )
+
+
+def render_added(out: Output, result: AccountAdded) -> None:
+    verb = "Replaced" if result.replaced else "Added"
+    out.print(f"{verb} account {result.name} in {result.path}.")
+    if result.is_default:
+        out.print(f"{result.name} is the default account.")
+    if result.stored_secrets:
+        stored = ", ".join(p.value for p in result.stored_secrets)
+        out.print(f"Password stored in the system keyring for: {stored}.")
+    if result.password_missing:
+        missing = ", ".join(p.value for p in result.password_missing)
+        out.print(
+            f"No password stored for {missing}: run `mailctl account set-password "
+            f"{result.name}`, or set password_command, or MAILCTL_PASSWORD."
+        )
+    out.print(f"Check it with: mailctl account test {result.name}")
+
+
+def render_list(out: Output, result: AccountList) -> None:
+    if not result.accounts:
+        out.print(f"No accounts in {result.path}.")
+        out.print("Add one with: mailctl account add NAME")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("", "NAME", "FROM", "SERVERS"):
+        table.add_column(column)
+    for summary in result.accounts:
+        table.add_row(
+            "*" if summary.is_default else "",
+            Text(clean(summary.name)),
+            Text(clean(summary.from_address or "-")),
+            Text(", ".join(p.value for p in summary.blocks)),
+        )
+    out.out.print(table)
+
+
+def render_details(out: Output, result: AccountDetails, data: dict[str, Any]) -> None:
+    account = result.account
+    out.print(f"account    {account.name}{' (default)' if result.is_default else ''}")
+    out.print(f"config     {result.path}")
+    out.print(f"from       {account.from_address or '-'}")
+    if account.ehlo:
+        out.print(f"ehlo       {account.ehlo}")
+    for protocol, source in result.secret_sources.items():
+        block = data[protocol.value]
+        out.print("")
+        out.print(f"[{protocol.value}]")
+        for key, value in block.items():
+            if key == "secret_source":
+                continue
+            shown = "-" if value is None else value
+            if isinstance(value, bool):
+                shown = "true" if value else "false"
+            out.print(f"  {key:<21} {shown}")
+        out.print(f"  {'password from':<21} {source.value}")
+
+
+def render_removed(out: Output, result: AccountRemoved, name: str) -> None:
+    out.print(f"Removed account {result.name} from {result.path}.")
+    if result.new_default is not None and result.new_default != name:
+        out.print(f"The default account is {result.new_default}.")
+    if result.deleted_secrets:
+        deleted = ", ".join(p.value for p in result.deleted_secrets)
+        out.print(f"Deleted its keyring entries: {deleted}.")
+
+
+def render_password_stored(out: Output, result: PasswordStored) -> None:
+    stored = ", ".join(p.value for p in result.protocols)
+    out.print(f"Stored the password for {result.name} ({stored}) in the system keyring.")
+
+
+def render_test(out: Output, result: AccountTest) -> None:
+    for check in result.checks:
+        where = f"{check.host}:{check.port}"
+        head = f"{check.protocol.value:<5} {where} ({check.security})"
+        if check.error is not None:
+            out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")
+            out.print(f"      {check.error.one_line()}")
+            continue
+        out.out.print(f"{clean(head)}  OK", markup=False, style="green")
+        if check.tls is not None:
+            out.print(f"      tls: {check.tls.get('version')} {check.tls.get('cipher')}")
+        else:
+            out.print("      tls: none")
+        if check.authenticated is None:
+            out.print("      login: not attempted (no username)")
+        else:
+            how = f" ({check.auth_mechanism})" if check.auth_mechanism else ""
+            verdict = "OK" if check.authenticated else "not done"
+            out.print(f"      login as {check.username}: {verdict}{how}")
+        if check.capabilities:
+            out.print(f"      capabilities: {' '.join(check.capabilities)}")
+    if result.status == "partial":
+        failed = ", ".join(c.protocol.value for c in result.failures)
+        out.print(f"Some servers failed: {failed}.")

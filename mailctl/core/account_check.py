@@ -1,0 +1,225 @@
+"""`account test`: connect and log in to each server block; per-block results and the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from mailctl.config.store import find_account, load_config
+from mailctl.core.account_blocks import select_blocks
+from mailctl.credentials import resolve_secret
+from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
+from mailctl.models import Account, Protocol, ServerSettings
+
+if TYPE_CHECKING:
+    from mailctl.protocols.smtp import SessionInfo
+
+# Which failure of `account test` decides the exit code: the one least likely to go away by
+# itself (a bug, then things only the user can fix, then the network, then "try later").
+_SEVERITY: Final = (
+    ExitCode.SOFTWARE,
+    ExitCode.CONFIG,
+    ExitCode.NOPERM,
+    ExitCode.PROTOCOL,
+    ExitCode.UNAVAILABLE,
+    ExitCode.DATAERR,
+    ExitCode.NOINPUT,
+    ExitCode.NOHOST,
+    ExitCode.IOERR,
+    ExitCode.TEMPFAIL,
+)
+
+Prompt = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class BlockCheck:
+    """What testing one server block showed; `error` is set when it failed."""
+
+    protocol: Protocol
+    host: str
+    port: int
+    security: str
+    username: str | None
+    connected: bool = False
+    tls: dict[str, Any] | None = None
+    authenticated: bool | None = None  # None: no username configured, login not attempted
+    auth_mechanism: str | None = None
+    capabilities: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    error: MailctlError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol.value,
+            "host": self.host,
+            "port": self.port,
+            "security": self.security,
+            "username": self.username,
+            "ok": self.ok,
+            "connected": self.connected,
+            "tls": self.tls,
+            "authenticated": self.authenticated,
+            "auth_mechanism": self.auth_mechanism,
+            "capabilities": list(self.capabilities),
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+            "error": self.error.to_json() if self.error is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class AccountTest:
+    name: str
+    checks: tuple[BlockCheck, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def failures(self) -> tuple[BlockCheck, ...]:
+        return tuple(check for check in self.checks if not check.ok)
+
+    @property
+    def status(self) -> str:
+        """ "ok" when every block passed, "partial" when some did, "error" when none did."""
+        failed = len(self.failures)
+        if failed == 0:
+            return "ok"
+        return "partial" if failed < len(self.checks) else "error"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """OK, or the exit code of the most serious failure (see _SEVERITY)."""
+        codes = [check.error.exit_code for check in self.failures if check.error is not None]
+        if not codes:
+            return ExitCode.OK
+        return min(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.name,
+            "checks": [check.to_json() for check in self.checks],
+            "warnings": list(self.warnings),
+        }
+
+
+def check_account(
+    path: Path,
+    name: str | None,
+    protocols: Sequence[Protocol] | None = None,
+    *,
+    prompt: Prompt | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> AccountTest:
+    """Connect to (and, with a username, log in to) each selected block, one after another.
+
+    Failures are recorded per block, not raised. Secrets come from resolve_secret, with
+    `prompt` only when the caller can ask a person. Raises ConfigError/UsageError only for
+    the selection itself (no such account, a requested block not configured).
+    """
+    config = load_config(path)
+    account = find_account(config, name)
+    checks = [
+        _check_block(account, protocol, settings, prompt=prompt, env=env)
+        for protocol, settings in select_blocks(account, protocols).items()
+    ]
+    return AccountTest(name=account.name, checks=tuple(checks), warnings=config.warnings)
+
+
+def _check_block(
+    account: Account,
+    protocol: Protocol,
+    settings: ServerSettings,
+    *,
+    prompt: Prompt | None,
+    env: Mapping[str, str],
+) -> BlockCheck:
+    base = BlockCheck(
+        protocol=protocol,
+        host=settings.host,
+        port=settings.port,
+        security=settings.security.value,
+        username=settings.username,
+    )
+    secret: Callable[[], str] | None = None
+    if settings.username is not None:
+        secret = _secret_for(account.name, protocol, settings, prompt=prompt, env=env)
+    try:
+        if protocol is Protocol.SMTP:
+            info = asyncio.run(_open_smtp(settings, account.ehlo, secret))
+            return replace(
+                base,
+                connected=True,
+                tls=info.tls.to_json() if info.tls is not None else None,
+                authenticated=True if settings.username is not None else None,
+                auth_mechanism=info.auth_mechanism,
+                capabilities=tuple(
+                    f"{key} {value}".strip() for key, value in info.extensions.items()
+                ),
+                timings=dict(info.timings),
+            )
+        if protocol is Protocol.IMAP:
+            from mailctl.protocols.imap import check_imap
+
+            login = check_imap(settings, secret=secret)
+        else:
+            from mailctl.protocols.pop3 import check_pop3
+
+            login = check_pop3(settings, secret=secret)
+    except InterruptedByUser:
+        raise  # Ctrl-C at a password prompt stops the whole test, not just this block
+    except MailctlError as err:
+        return replace(base, error=err)
+    except Exception as err:  # a bug below us: report it for this block, keep testing others
+        return replace(
+            base,
+            error=MailctlError(
+                f"internal error testing {protocol.value}: {type(err).__name__}",
+                hint="this is a bug in mailctl; please report it",
+            ),
+        )
+    return replace(
+        base,
+        connected=True,
+        tls=login.tls.to_json() if login.tls is not None else None,
+        authenticated=login.authenticated if settings.username is not None else None,
+        auth_mechanism=(settings.auth.value if settings.auth and login.authenticated else None),
+        capabilities=login.capabilities,
+        timings=dict(login.timings),
+    )
+
+
+def _secret_for(
+    account: str,
+    protocol: Protocol,
+    settings: ServerSettings,
+    *,
+    prompt: Prompt | None,
+    env: Mapping[str, str],
+) -> Callable[[], str]:
+    """The secret callable the protocol layer calls once, right before AUTH."""
+
+    def secret() -> str:
+        return resolve_secret(account, protocol, settings, prompt=prompt, env=env)
+
+    return secret
+
+
+async def _open_smtp(
+    settings: ServerSettings, ehlo: str | None, secret: Callable[[], str] | None
+) -> SessionInfo:
+    from mailctl.protocols.smtp import SessionOptions, SmtpSession
+
+    session = await SmtpSession.open(
+        SessionOptions(settings=settings, ehlo_name=ehlo, secret=secret)
+    )
+    try:
+        return session.info
+    finally:
+        await session.close()

@@ -1,0 +1,219 @@
+"""Account use cases that change the config file or keyring: add, remove, set-password."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from mailctl.config.schema import FieldError, dump_account, parse_account
+from mailctl.config.store import find_account, load_config, save_config
+from mailctl.core.account_blocks import blocks_needing_secret, select_blocks
+from mailctl.core.account_requests import AddAccountRequest, validate_account_name
+from mailctl.credentials import delete_secret, store_secret, usable_keyring
+from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
+from mailctl.models import Account, Config, Protocol
+
+_ACCOUNT_FLAGS: Final = {"from": "--from", "ehlo": "--ehlo"}
+
+
+@dataclass(frozen=True)
+class AccountAdded:
+    name: str
+    path: Path
+    is_default: bool
+    replaced: bool
+    stored_secrets: tuple[Protocol, ...]
+    # Blocks that log in but got no password now (none stored, no password_command).
+    password_missing: tuple[Protocol, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.name,
+            "config": str(self.path),
+            "default": self.is_default,
+            "replaced": self.replaced,
+            "stored_in_keyring": [p.value for p in self.stored_secrets],
+            "password_missing": [p.value for p in self.password_missing],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class AccountRemoved:
+    name: str
+    path: Path
+    new_default: str | None
+    deleted_secrets: tuple[Protocol, ...]
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.name,
+            "removed": True,
+            "config": str(self.path),
+            "default_account": self.new_default,
+            "deleted_from_keyring": [p.value for p in self.deleted_secrets],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class PasswordStored:
+    name: str
+    protocols: tuple[Protocol, ...]
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.name,
+            "stored_in_keyring": [p.value for p in self.protocols],
+            "warnings": list(self.warnings),
+        }
+
+
+def ensure_addable(path: Path, name: str, *, force: bool) -> None:
+    """Fail before any question is asked when `name` exists and `force` is not given.
+
+    Raises UsageError, or ConfigError when the existing file is invalid.
+    """
+    _refuse_existing(load_config(path), path, name, force=force)
+
+
+def _refuse_existing(config: Config, path: Path, name: str, *, force: bool) -> None:
+    if name in config.accounts and not force:
+        raise UsageError(
+            f"account {name!r} already exists in {path}",
+            hint="pass --force to replace it, or choose another name",
+        )
+
+
+def add_account(
+    path: Path, request: AddAccountRequest, *, secret: str | None = None
+) -> AccountAdded:
+    """Add (or with `force`, replace) an account and save the config atomically.
+
+    The first account, or one added with `make_default`, becomes the default. `secret`, when
+    given, goes to the keyring for every block that logs in without a password_command; it
+    is stored before the file is written, so a keyring failure changes nothing.
+
+    Raises UsageError (bad name or values, no server block, the account exists without
+    `force`, a secret nobody needs), ConfigError (the existing file is invalid),
+    KeyringUnavailableError/CredentialError (storing the secret), CantCreateError (writing).
+    """
+    name = validate_account_name(request.name)
+    blocks = request.blocks()
+    if not blocks:
+        raise UsageError(
+            f"account {name!r} needs at least one server",
+            hint="give --smtp-host, --imap-host or --pop3-host",
+        )
+    account = Account(
+        name=name,
+        from_address=request.from_address,
+        smtp=request.smtp,
+        imap=request.imap,
+        pop3=request.pop3,
+        ehlo=request.ehlo,
+    )
+    try:
+        account = parse_account(name, dump_account(account))
+    except FieldError as err:
+        flag = _ACCOUNT_FLAGS.get(err.field, err.field)
+        raise UsageError(err.describe(flag), hint=err.hint) from None
+    config = load_config(path)
+    _refuse_existing(config, path, name, force=request.force)
+    replaced = name in config.accounts
+    stored: tuple[Protocol, ...] = ()
+    if secret is not None:
+        stored = blocks_needing_secret(blocks)
+        if not stored:
+            raise UsageError(
+                f"no server block of {name!r} needs a stored password",
+                hint="a password is stored only for blocks with a username and no password_command",
+            )
+        usable_keyring()
+        for protocol in stored:
+            store_secret(name, protocol, secret)
+    accounts = dict(config.accounts)
+    accounts[name] = account
+    default = config.default_account
+    if request.make_default or default is None:
+        default = name
+    save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
+    return AccountAdded(
+        name=name,
+        path=path,
+        is_default=default == name,
+        replaced=replaced,
+        stored_secrets=stored,
+        password_missing=tuple(p for p in blocks_needing_secret(blocks) if p not in stored),
+        warnings=config.warnings,
+    )
+
+
+def remove_account(path: Path, name: str) -> AccountRemoved:
+    """Remove an account from the file, then its keyring entries (for every protocol).
+
+    When it was the default, the first remaining account becomes the default. A keyring that
+    cannot be used does not stop the removal: it becomes a warning. Raises ConfigError (no
+    such account, invalid file), CantCreateError.
+    """
+    config = load_config(path)
+    find_account(config, name)
+    accounts = {key: value for key, value in config.accounts.items() if key != name}
+    default = config.default_account
+    warnings = list(config.warnings)
+    if default == name:
+        default = next(iter(accounts), None)
+        if default is not None:
+            warnings.append(f"{name!r} was the default account; the default is now {default!r}")
+    save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
+    deleted: list[Protocol] = []
+    for protocol in Protocol:
+        try:
+            if delete_secret(name, protocol):
+                deleted.append(protocol)
+        except KeyringUnavailableError:
+            break  # nothing can have been stored there by mailctl
+        except CredentialError as err:
+            warnings.append(f"keyring entry {name}:{protocol.value} not deleted: {err.message}")
+    return AccountRemoved(
+        name=name,
+        path=path,
+        new_default=default,
+        deleted_secrets=tuple(deleted),
+        warnings=tuple(warnings),
+    )
+
+
+def set_password(
+    path: Path, name: str, protocols: Sequence[Protocol] | None, secret: str
+) -> PasswordStored:
+    """Store `secret` in the keyring for the account's blocks (all configured when None).
+
+    Raises ConfigError (no such account), UsageError (a requested block is not configured,
+    an empty secret), KeyringUnavailableError/CredentialError.
+    """
+    if not secret:
+        raise UsageError("the password is empty", hint="nothing was stored")
+    config = load_config(path)
+    account = find_account(config, name)
+    blocks = select_blocks(account, protocols)
+    usable_keyring()
+    warnings = list(config.warnings)
+    for protocol, settings in blocks.items():
+        store_secret(account.name, protocol, secret)
+        if settings.password_command is not None:
+            warnings.append(
+                f"{account.name} {protocol.value}: password_command is set and comes first; "
+                "the stored password is used only once it is removed"
+            )
+        elif settings.username is None:
+            warnings.append(
+                f"{account.name} {protocol.value}: no username is configured, so no password "
+                "is sent until one is"
+            )
+    return PasswordStored(name=account.name, protocols=tuple(blocks), warnings=tuple(warnings))

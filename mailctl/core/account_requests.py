@@ -1,0 +1,115 @@
+"""`account add` input: command-line values validated (by the config rules) into a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from mailctl.config.schema import FieldError, account_name_problem, parse_server_block, show
+from mailctl.errors import UsageError
+from mailctl.models import Protocol, ServerSettings
+
+# Command-line flag for each server-block key, for error messages about flag values.
+_FLAG_SUFFIX: Final = {
+    "host": "host",
+    "port": "port",
+    "security": "security",
+    "username": "user",
+    "auth": "auth",
+    "password_command": "password-command",
+}
+
+
+@dataclass(frozen=True)
+class ServerInput:
+    """One server block as given on the command line: unvalidated text, None when not given."""
+
+    host: str | None = None
+    port: str | int | None = None
+    security: str | None = None
+    username: str | None = None
+    auth: str | None = None
+    password_command: str | None = None
+    ca_file: Path | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(
+            value is None
+            for value in (
+                self.host,
+                self.port,
+                self.security,
+                self.username,
+                self.auth,
+                self.password_command,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class AddAccountRequest:
+    name: str
+    from_address: str | None = None
+    ehlo: str | None = None
+    smtp: ServerSettings | None = None
+    imap: ServerSettings | None = None
+    pop3: ServerSettings | None = None
+    make_default: bool = False
+    force: bool = False
+
+    def blocks(self) -> dict[Protocol, ServerSettings]:
+        found = {Protocol.SMTP: self.smtp, Protocol.IMAP: self.imap, Protocol.POP3: self.pop3}
+        return {protocol: settings for protocol, settings in found.items() if settings}
+
+
+def build_server(protocol: Protocol, given: ServerInput) -> ServerSettings | None:
+    """Validate one block's command-line values (None when none were given).
+
+    Uses the config file's rules, so a value accepted here is accepted in the file. Raises
+    UsageError naming the flag (`--smtp-port`) and the bad value.
+    """
+    prefix = f"--{protocol.value}"
+    if given.host is None:
+        if given.empty:
+            return None
+        raise UsageError(
+            f"{prefix}-host is required when other {prefix}-* options are given",
+            hint=f"add {prefix}-host HOST",
+        )
+    raw: dict[str, Any] = {"host": given.host}
+    if given.port is not None:
+        raw["port"] = _port_value(given.port, flag=f"{prefix}-port")
+    for key in ("security", "username", "auth", "password_command"):
+        value = getattr(given, key)
+        if value is not None:
+            raw[key] = value
+    if given.ca_file is not None:
+        raw["ca_file"] = str(given.ca_file.expanduser().absolute())
+    try:
+        return parse_server_block(raw, protocol, key=(protocol.value,))
+    except FieldError as err:
+        suffix = _FLAG_SUFFIX.get(err.field)
+        flag = f"{prefix}-{suffix}" if suffix else "--ca-file"
+        raise UsageError(err.describe(flag), hint=err.hint) from None
+
+
+def _port_value(value: str | int, *, flag: str) -> int:
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    if not text.isdigit():
+        raise UsageError(
+            f"{flag}: must be an integer from 1 to 65535, got {show(value)}",
+            hint="leave it out to use the standard port for the security setting",
+        )
+    return int(text)
+
+
+def validate_account_name(name: str) -> str:
+    """Return `name` if it can name an account; UsageError otherwise."""
+    problem = account_name_problem(name)
+    if problem is not None:
+        raise UsageError(f"invalid account name {show(name)}", hint=problem)
+    return name
