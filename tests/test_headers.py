@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailctl.errors import AddressError, ExitCode, HeaderInjectionError, InputDataError
-from mailctl.mime import headers
+from mailctl.mime import addresses
 from mailctl.mime.headers import (
     Mailbox,
     check_extra_header,
@@ -182,10 +182,10 @@ def test_header_parsing_allows_groups_and_empty_values() -> None:
 
 def test_strict_fallback_matches_cpython_rules() -> None:
     """Python 3.11.7 has no getaddresses(strict=); the backport must refuse what it refuses."""
-    assert headers._legacy_strict("a@x.org, B <b@y.org>") == [("", "a@x.org"), ("B", "b@y.org")]
-    assert headers._legacy_strict('"x, y" <c@z.org>') == [("x, y", "c@z.org")]
+    assert addresses._legacy_strict("a@x.org, B <b@y.org>") == [("", "a@x.org"), ("B", "b@y.org")]
+    assert addresses._legacy_strict('"x, y" <c@z.org>') == [("x, y", "c@z.org")]
     for bad in ["alice@example.org)<bob@evil>", "a@x.org,", "a@x (b", "a@[1.2.3.4]"]:
-        assert headers._legacy_strict(bad) == [("", "")], bad
+        assert addresses._legacy_strict(bad) == [("", "")], bad
 
 
 def test_mailbox_normalises_display_name_blanks() -> None:

@@ -1,0 +1,224 @@
+"""WirePolicy: policy.SMTP with the email package's header folding corrected for the wire."""
+
+from __future__ import annotations
+
+import base64
+import re
+from email.headerregistry import (
+    Address,
+    AddressHeader,
+    Group,
+    MessageIDHeader,
+    UnstructuredHeader,
+)
+from email.policy import EmailPolicy
+from typing import TYPE_CHECKING, Final
+
+from mailctl.errors import AddressError
+from mailctl.mime.domains import to_ascii_domain
+from mailctl.mime.header_safety import shown
+
+__all__ = ["WirePolicy", "wire_policy"]
+
+_PLAIN_ASCII: Final = re.compile(r"[\x20-\x7e\t]*")
+_PLAIN_UTF8: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*")
+_FOLD_TOKEN: Final = re.compile(r"[ \t]*[^ \t]+(?:[ \t]+$)?")
+_ENCODED_WORD: Final = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_ADDRESS_HEADERS: Final = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to"})
+_EW_CHUNK: Final = 45  # octets per encoded word: 60 base64 characters, 72 with the wrapper
+_MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and ": "
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 'B' encoded words for `text`, each holding whole characters (RFC 2047 5).
+
+    Decoders drop the blank between adjacent encoded words (RFC 2047 6.2), so every
+    character, spaces included, goes inside a word. Words end after a space where possible:
+    CPython's phrase parser wrongly puts a space between adjacent words, and a split after a
+    space costs it only a doubled blank instead of a space inside a word.
+    """
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if chunk and size + width > _EW_CHUNK:
+            cut = len(chunk)
+            if " " in chunk[1:]:
+                cut = len(chunk) - chunk[::-1].index(" ")
+            words.append(_b_word("".join(chunk[:cut])))
+            chunk = chunk[cut:]
+            size = len("".join(chunk).encode("utf-8"))
+        chunk.append(char)
+        size += width
+    if chunk:
+        words.append(_b_word("".join(chunk)))
+    return words
+
+
+def _b_word(text: str) -> str:
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8')).decode('ascii')}?="
+
+
+def _encoded_words_separated(folded: str) -> bool:
+    """True if every encoded word stands between whitespace, as RFC 2047 5 requires.
+
+    CPython can glue one to the next word (`=?utf-8?b?MMKgIMKg?=0` for "0<NBSP> <NBSP>0"),
+    which strict decoders show as raw text.
+    """
+    for match in _ENCODED_WORD.finditer(folded):
+        before = folded[match.start() - 1] if match.start() else " "
+        after = folded[match.end()] if match.end() < len(folded) else " "
+        if not (before.isspace() and after.isspace()):
+            return False
+    return True
+
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    _PolicyBase = EmailPolicy[EmailMessage]
+else:  # EmailPolicy is generic only in typeshed
+    _PolicyBase = EmailPolicy
+
+
+def _non_ascii_names(header: AddressHeader) -> bool:
+    return any(not a.display_name.isascii() for g in header.groups for a in g.addresses)
+
+
+class WirePolicy(_PolicyBase):
+    """policy.SMTP with corrections of how the email package folds headers.
+
+    1. Unstructured and msg-id values that need no encoding (ASCII, or anything printable
+       with utf8) are folded only at whitespace (RFC 5322 2.2.3), never turned into RFC 2047
+       encoded words: CPython encodes any token longer than a line, which breaks
+       References, In-Reply-To, Message-ID, Content-ID and List-Unsubscribe.
+    2. Without utf8, an address whose domain is non-ASCII gets the IDNA A-label (RFC 5890):
+       CPython would put an encoded word inside the domain. A non-ASCII local part has no
+       ASCII form and raises AddressError (RFC 6531).
+    3. Non-ASCII display names are written by `_fold_addresses` (CPython loses spaces where
+       it splits a phrase into encoded words), and if CPython's folding glues an encoded word
+       to a neighbouring word (RFC 2047 5), the value is written again as encoded words.
+    Source values of parsed messages (strings, not header objects) keep their bytes.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        if not hasattr(value, "name"):
+            return str(super().fold(name, value))
+        return self._fold_header(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if not hasattr(value, "name"):
+            folded: bytes = super().fold_binary(name, value)
+            return folded
+        charset = "utf-8" if self.utf8 else "ascii"
+        return self._fold_header(name, value).encode(charset, "surrogateescape")
+
+    def _fold_header(self, name: str, value: str) -> str:
+        if isinstance(value, (UnstructuredHeader, MessageIDHeader)):
+            plain = self._plain_fold(name, str(value))
+            if plain is not None:
+                return plain
+        value = self._ascii_addresses(name, value)
+        if isinstance(value, AddressHeader) and not self.utf8 and _non_ascii_names(value):
+            # CPython's folder drops the space where it splits a phrase into two encoded
+            # words (RFC 2047 6.2 makes decoders ignore it): write the phrases ourselves.
+            rewritten = self._fold_addresses(name, value)
+            if rewritten is not None:
+                return rewritten
+        folded = str(super().fold(name, value))
+        if _encoded_words_separated(folded):
+            return folded
+        if isinstance(value, AddressHeader):
+            return self._fold_addresses(name, value) or folded
+        if isinstance(value, UnstructuredHeader):
+            return self._fold_tokens(name, [(" ", word) for word in _encoded_words(str(value))])
+        return folded  # pragma: no cover - other structured headers hold no encoded words
+
+    def _plain_fold(self, name: str, text: str) -> str | None:
+        pattern = _PLAIN_UTF8 if self.utf8 else _PLAIN_ASCII
+        # "=?" could be read as an encoded word on the way back: let the email package decide.
+        if "=?" in text or not pattern.fullmatch(text):
+            return None
+        tokens = _FOLD_TOKEN.findall(text)
+        if any(len(token) > _MAX_TOKEN - len(name) for token in tokens):
+            return None  # only encoded words can split a token this long
+        if not tokens:
+            return f"{name}: {self.linesep}"
+        pieces = [(" ", tokens[0].lstrip(" \t"))]
+        # Fold before a token's own leading whitespace: unfolding restores it exactly.
+        for token in tokens[1:]:
+            stripped = token.lstrip(" \t")
+            pieces.append((token[: len(token) - len(stripped)], stripped))
+        return self._fold_tokens(name, pieces)
+
+    def _fold_tokens(self, name: str, pieces: list[tuple[str, str]]) -> str:
+        """Join (glue, token) pairs after `name:`, breaking lines inside the glue's blanks.
+
+        The glue's last character must be a blank (or the glue empty); "," then " " folds
+        as "," CRLF " ".
+        """
+        limit = self.max_line_length or 0
+        lines: list[str] = []
+        current = f"{name}:"
+        for index, (glue, token) in enumerate(pieces):
+            if index and limit and glue and len(current) + len(glue) + len(token) > limit:
+                head, blank = glue[:-1], glue[-1]
+                lines.append(current + head)
+                current = blank + token
+            else:
+                current += glue + token
+        lines.append(current)
+        return self.linesep.join(lines) + self.linesep
+
+    def _fold_addresses(self, name: str, header: AddressHeader) -> str | None:
+        """Write an address list as `phrase <addr-spec>` items, phrases as encoded words."""
+        pieces: list[tuple[str, str]] = []
+        for group in header.groups:
+            if group.display_name is not None:
+                return None  # pragma: no cover - compose never writes groups
+            for address in group.addresses:
+                spec = Address(username=address.username, domain=address.domain).addr_spec
+                glue = ", " if pieces else " "
+                if not address.display_name:
+                    pieces.append((glue, spec))
+                    continue
+                for word in _encoded_words(address.display_name):
+                    pieces.append((glue, word))
+                    glue = " "
+                pieces.append((" ", f"<{spec}>"))
+        return self._fold_tokens(name, pieces)
+
+    def _ascii_addresses(self, name: str, value: str) -> str:
+        if (
+            self.utf8
+            or name.lower() not in _ADDRESS_HEADERS
+            or not isinstance(value, AddressHeader)
+        ):
+            return value
+        groups: tuple[Group, ...] = value.groups
+        if all(a.domain.isascii() and a.username.isascii() for g in groups for a in g.addresses):
+            return value
+        rebuilt: list[Group] = []
+        for group in groups:
+            members: list[Address] = []
+            for address in group.addresses:
+                if not address.username.isascii():
+                    raise AddressError(
+                        f"header {name}: {shown(address.addr_spec)} has a non-ASCII local part",
+                        hint="send with SMTPUTF8 (RFC 6531)",
+                    )
+                domain = to_ascii_domain(address.domain)
+                members.append(Address(address.display_name, address.username, domain))
+            rebuilt.append(Group(group.display_name, tuple(members)))
+        header: str = self.header_factory(name, rebuilt)
+        return header
+
+
+_WIRE: Final = WirePolicy(linesep="\r\n")
+_WIRE_UTF8: Final = _WIRE.clone(utf8=True)
+
+
+def wire_policy(*, utf8: bool = False) -> WirePolicy:
+    """The policy for wire bytes: CRLF, 78-column folding; `utf8` writes RFC 6532 headers."""
+    return _WIRE_UTF8 if utf8 else _WIRE
