@@ -1,7 +1,7 @@
 """RFC 2920 pipelined SMTP transactions on an established SmtpSession (the bulk/bench hot path).
 
 aiosmtplib opens the session (connect, EHLO, STARTTLS or TLS, AUTH) and then lends its
-transport (`SmtpSession.borrow_transport`) to `_ReplyReader`, a small asyncio.Protocol
+transport (`SmtpSession.borrow_transport`) to `ReplyReader`, a small asyncio.Protocol
 that lets one write carry MAIL, every RCPT and DATA, and reads the replies in order. After
 the 354 it writes the dot-stuffed body and the final dot, followed in the same write by the
 next transaction's MAIL/RCPT/DATA when one is ready (RFC 2920 3.1 allows commands after the
@@ -17,6 +17,12 @@ Usage (bulk-send and bench)::
 
 Per-transaction failures never raise: they are results (see TransactionStatus, which follows
 the table in FACTS.md). Only problems found before anything is written raise MailctlError.
+
+This module drives the session (`pipelined`, `Pipeline`) and is the import path for the
+whole pipeline API; its parts are `pipeline_prepare` (WireMessage, PreparedTransaction),
+`pipeline_results` (TransactionStatus, TransactionResult, reply classification),
+`pipeline_reader` (`ReplyReader`, the BufferedProtocol) and `pipeline_sources` (where the
+next transaction comes from).
 """
 
 from __future__ import annotations
@@ -24,19 +30,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 
-from mailctl.errors import InputDataError, MessageTooLargeError, ProtocolError
-from mailctl.mime.compose import dot_stuff
-from mailctl.models import Envelope, RecipientResult, Reply, Timeouts
+from mailctl.errors import ProtocolError
+from mailctl.models import RecipientResult, Reply, Timeouts
+from mailctl.protocols.pipeline_prepare import LONE_DOT as _LONE_DOT
+from mailctl.protocols.pipeline_prepare import (
+    PreparedTransaction,
+    WireMessage,
+    prepare_message,
+    prepare_transaction,
+)
+from mailctl.protocols.pipeline_reader import MAX_REPLY_LINE
+from mailctl.protocols.pipeline_reader import ReplyReader as _ReplyReader
+from mailctl.protocols.pipeline_reader import ReplyTuple as _ReplyTuple
+from mailctl.protocols.pipeline_results import TransactionResult, TransactionStatus
+from mailctl.protocols.pipeline_results import cached_reply as _reply
+from mailctl.protocols.pipeline_results import one_line as _text
+from mailctl.protocols.pipeline_results import refusal_status as _refusal_status
+from mailctl.protocols.pipeline_results import reply_status as _reply_status
+from mailctl.protocols.pipeline_sources import AsyncSource as _AsyncSource
+from mailctl.protocols.pipeline_sources import SyncSource as _SyncSource
 from mailctl.protocols.smtp import SmtpSession
-from mailctl.protocols.smtp_envelope import envelope_path as _envelope_path
-from mailctl.protocols.smtp_envelope import parse_queue_id, require_short_lines
-from mailctl.protocols.smtp_envelope import size_limit as _size_limit
 
 __all__ = [
     "MAX_REPLY_LINE",
@@ -50,425 +66,7 @@ __all__ = [
     "prepare_transaction",
 ]
 
-# RFC 5321 4.5.3.1.5 allows 512 octets per reply line; real servers send longer
-# enhanced texts, so be generous but bounded: a server cannot grow our memory.
-MAX_REPLY_LINE = 4096
-MAX_REPLY_LINES = 100  # lines of one multi-line reply
-# Replies waiting to be read; a well-behaved server never sends more than we asked for.
-MAX_QUEUED_REPLIES = 4096
-
-_READ_SIZE = 64 * 1024
 _RSET = b"RSET\r\n"
-_LONE_DOT = b".\r\n"
-
-_ReplyTuple = tuple[int, bytes, float]  # code, text (lines joined by \n), arrival time
-
-
-class TransactionStatus(StrEnum):
-    """What a bulk sender must record for a message (FACTS.md, "SMTP semantics")."""
-
-    SENT = "sent"  # 2xx after the final dot: delivered to the server; record durably
-    REFUSED = "refused"  # permanent (5xx): do not retry
-    TRANSIENT = "transient"  # 4xx, 552 to RCPT, 421, or lost before the final dot: retry later
-    UNKNOWN = "unknown"  # lost or timed out after the final dot (RFC 1047): do not resend silently
-
-
-@dataclass(frozen=True, slots=True)
-class WireMessage:
-    """A message as it goes on the wire after 354: CRLF-only, dot-stuffed, final dot added."""
-
-    payload: bytes
-    size: int  # RFC 1870 SIZE: CRLF line endings, before dot-stuffing, without the final dot
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedTransaction:
-    """MAIL/RCPT/DATA encoded once (reusable for any number of sends) plus the message."""
-
-    envelope: Envelope
-    commands: bytes  # "MAIL FROM:<..> ...\r\nRCPT TO:<..>\r\n...DATA\r\n"
-    message: WireMessage
-    tag: Hashable | None = None  # the caller's key (a bulk row id), copied into the result
-
-    @property
-    def reply_count(self) -> int:
-        return len(self.envelope.recipients) + 2
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionResult:
-    """The outcome of one transaction; timestamps are time.perf_counter() values."""
-
-    status: TransactionStatus
-    tag: Hashable | None
-    recipients: tuple[RecipientResult, ...]
-    mail_reply: Reply | None
-    data_reply: Reply | None
-    final_reply: Reply | None
-    # A stable short code for what decided a failure: the reply code ("550", "421") or
-    # "connection_lost", "timeout", "protocol_error", "partial_refusal"; None when sent.
-    reason: str | None = None
-    error: str | None = None  # one line for people
-    started: float = 0.0  # MAIL/RCPT/DATA written (with the previous final dot when chained)
-    envelope_done: float = 0.0  # last RCPT reply read
-    data_accepted: float = 0.0  # 354 read
-    dot_sent: float = 0.0  # body and final dot written
-    finished: float = 0.0  # final reply read (or the failure noticed)
-    chained: bool = field(default=False)  # its commands rode on the previous final dot
-
-    @property
-    def accepted(self) -> tuple[str, ...]:
-        return tuple(r.address for r in self.recipients if r.accepted)
-
-    @property
-    def refused(self) -> tuple[RecipientResult, ...]:
-        return tuple(r for r in self.recipients if not r.accepted)
-
-    @property
-    def queue_id(self) -> str | None:
-        if self.status is not TransactionStatus.SENT or self.final_reply is None:
-            return None
-        return parse_queue_id(self.final_reply.message)
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Seconds per phase: mail_rcpt, data (the 354), end_of_data, total; 0.0 if not reached."""
-        out = {"mail_rcpt": 0.0, "data": 0.0, "end_of_data": 0.0, "total": 0.0}
-        if self.envelope_done:
-            out["mail_rcpt"] = self.envelope_done - self.started
-        if self.data_accepted:
-            out["data"] = self.data_accepted - (self.envelope_done or self.started)
-        if self.dot_sent and self.finished:
-            out["end_of_data"] = self.finished - self.dot_sent
-        if self.finished:
-            out["total"] = self.finished - self.started
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "tag": self.tag if isinstance(self.tag, (str, int, float)) else None,
-            "recipients": [r.to_json() for r in self.recipients],
-            "mail_reply": self.mail_reply.to_json() if self.mail_reply else None,
-            "data_reply": self.data_reply.to_json() if self.data_reply else None,
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "reason": self.reason,
-            "error": self.error,
-            "timings": self.timings,
-        }
-
-
-def prepare_message(data: bytes) -> WireMessage:
-    """Normalise line endings to CRLF, dot-stuff (RFC 5321 4.5.2) and add the final dot, once.
-
-    A bare CR or LF never reaches the wire (SMTP smuggling, CVE-2023-51764).
-    Raises InputDataError for a line over 998 octets (RFC 5321 4.5.3.1.6).
-    """
-    stuffed = dot_stuff(data)
-    require_short_lines(stuffed)
-    # SIZE counts the unstuffed CRLF text: one octet less per stuffed dot.
-    stuffed_dots = stuffed.count(b"\r\n..") + (1 if stuffed.startswith(b"..") else 0)
-    return WireMessage(payload=stuffed + _LONE_DOT, size=len(stuffed) - stuffed_dots)
-
-
-def prepare_transaction(
-    envelope: Envelope,
-    message: WireMessage,
-    *,
-    extensions: Mapping[str, str],
-    smtputf8: bool = False,
-    eight_bit: bool = False,
-    tag: Hashable | None = None,
-) -> PreparedTransaction:
-    """Encode MAIL FROM (with SIZE/BODY/SMTPUTF8 as the server offers), RCPT TO and DATA.
-
-    `extensions` is the post-TLS EHLO reply (`session.info.extensions`). Addresses with
-    CR, LF, NUL, spaces or <> are refused here, before anything reaches the wire.
-    Raises AddressError, InputDataError (no recipients, SMTPUTF8 not offered) and
-    MessageTooLargeError (RFC 1870 SIZE limit).
-    """
-    if not envelope.recipients:
-        raise InputDataError("the envelope has no recipients")
-    sender = _envelope_path("sender", envelope.sender, smtputf8=smtputf8, allow_empty=True)
-    parts = [b"MAIL FROM:" + sender]
-    if "SIZE" in extensions:
-        limit = _size_limit(extensions["SIZE"])
-        if limit is not None and message.size > limit:
-            raise MessageTooLargeError(
-                f"the message is {message.size} octets; the server accepts at most {limit}",
-                details={"size": message.size, "limit": limit},
-            )
-        parts.append(b" SIZE=%d" % message.size)  # RFC 1870 6
-    if eight_bit and "8BITMIME" in extensions:
-        parts.append(b" BODY=8BITMIME")  # RFC 6152
-    if smtputf8:
-        if "SMTPUTF8" not in extensions:
-            raise InputDataError(
-                "the message needs SMTPUTF8, which the server does not offer (RFC 6531)",
-                hint="use ASCII addresses (IDNA domains) or another server",
-            )
-        parts.append(b" SMTPUTF8")
-    parts.append(b"\r\n")
-    for address in envelope.recipients:
-        path = _envelope_path("recipient", address, smtputf8=smtputf8, allow_empty=False)
-        parts.append(b"RCPT TO:" + path + b"\r\n")
-    parts.append(b"DATA\r\n")
-    return PreparedTransaction(
-        envelope=envelope, commands=b"".join(parts), message=message, tag=tag
-    )
-
-
-class _ReplyReader(asyncio.BufferedProtocol):
-    """Splits the server's byte stream into replies, in order, with bounded buffers.
-
-    A BufferedProtocol: asyncio reads into one preallocated buffer (recv_into) instead
-    of allocating a fresh 256 KiB bytes object per read, which on a busy connection
-    costs more than parsing the replies (malloc/mmap churn and page faults).
-
-    Replies are parsed in data_received with bytes operations and queued; `read(n)` waits
-    (with a timeout) until n are queued. A lost connection is forwarded to aiosmtplib's
-    protocol, so the session learns of it exactly as if it had owned the transport.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        transport: asyncio.Transport,
-        previous: asyncio.BaseProtocol,
-    ) -> None:
-        self._loop = loop
-        self.transport = transport
-        self._previous = previous
-        self._read_buffer = bytearray(_READ_SIZE)
-        self._read_view = memoryview(self._read_buffer)
-        self._pending = b""  # an incomplete line
-        self._lines: list[bytes] = []  # continuation lines of a multi-line reply
-        self.replies: deque[_ReplyTuple] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._need = 0
-        self.failure: str | None = None  # "connection_lost", "timeout", "protocol_error"
-        self.failure_text = ""
-        # One watchdog timer per connection instead of one timer per read: arming and
-        # cancelling a TimerHandle for every reply costs more than the reply itself.
-        self._deadline = 0.0  # loop.time() by which the awaited replies must be in; 0: none
-        self._timeout = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
-
-    # -- asyncio.BufferedProtocol -----------------------------------------------------
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._read_view[:nbytes].tobytes())
-
-    def data_received(self, data: bytes) -> None:
-        if self.failure is not None:
-            return
-        buffer = self._pending + data if self._pending else data
-        if b"\n" not in buffer:
-            if len(buffer) > MAX_REPLY_LINE:
-                self._fail("protocol_error", "a reply line is too long")
-            self._pending = buffer
-            return
-        lines = buffer.split(b"\n")
-        self._pending = lines.pop()
-        if len(self._pending) > MAX_REPLY_LINE:
-            self._fail("protocol_error", "a reply line is too long")
-            return
-        now = time.perf_counter()
-        replies = self.replies
-        for line in lines:
-            code = line[:3]
-            if len(line) > MAX_REPLY_LINE or not code.isdigit():
-                shown = line[:80].decode("ascii", "backslashreplace")
-                self._fail("protocol_error", f"malformed reply line {shown!r}")
-                return
-            if line[3:4] == b"-":
-                self._lines.append(line[4:].strip())
-                if len(self._lines) > MAX_REPLY_LINES:
-                    self._fail("protocol_error", "a multi-line reply is too long")
-                    return
-                continue
-            text = line[4:].strip()
-            if self._lines:
-                self._lines.append(text)
-                text = b"\n".join(self._lines)
-                self._lines.clear()
-            replies.append((int(code), text, now))
-        if len(replies) > MAX_QUEUED_REPLIES:
-            self._fail("protocol_error", "the server sent replies nobody asked for")
-            return
-        waiter = self._waiter
-        if waiter is not None and len(replies) >= self._need and not waiter.done():
-            waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.failure is None:
-            self.failure = "connection_lost"
-            self.failure_text = "the server closed the connection"
-        self.stop_watchdog()
-        self._wake()
-        # Tell aiosmtplib too, so SmtpSession.connected turns False.
-        self._previous.connection_lost(exc)
-
-    # -- reading and writing ----------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _fail(self, failure: str, text: str) -> None:
-        if self.failure is None:
-            self.failure = failure
-            self.failure_text = text
-        self.stop_watchdog()
-        self.transport.abort()
-        self._wake()
-
-    def _check_deadline(self) -> None:
-        """Watchdog tick: fail the connection when an awaited reply is overdue."""
-        self._watchdog = None
-        if self.failure is not None:
-            return
-        deadline = self._deadline
-        if deadline and self._loop.time() >= deadline:
-            self._fail("timeout", f"no reply within {self._timeout:g}s")
-            return
-        self._arm(deadline)
-
-    def _arm(self, deadline: float) -> None:
-        if self._watchdog is None and deadline:
-            # Tick at a tenth of the timeout: a late reply is noticed within 110% of it.
-            self._watchdog = self._loop.call_at(
-                min(deadline, self._loop.time() + max(self._timeout / 10, 0.01)),
-                self._check_deadline,
-            )
-
-    @property
-    def usable(self) -> bool:
-        return self.failure is None and not self.transport.is_closing()
-
-    def write(self, data: bytes) -> bool:
-        """Write unless the connection is gone; False if it is."""
-        if not self.usable:
-            return False
-        self.transport.write(data)
-        return True
-
-    async def read(self, count: int, timeout: float) -> list[_ReplyTuple]:
-        """Return the next `count` replies; fewer only when the connection failed."""
-        replies = self.replies
-        if len(replies) < count and self.failure is None:
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            self._need = count
-            self._timeout = timeout
-            self._deadline = self._loop.time() + timeout
-            self._arm(self._deadline)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                self._deadline = 0.0
-        take = min(count, len(replies))
-        return [replies.popleft() for _ in range(take)]
-
-    def stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-
-    def abort(self) -> None:
-        if self.failure is None:
-            self.failure = "aborted"
-            self.failure_text = "the connection was closed by mailctl"
-        self.stop_watchdog()
-        self.transport.abort()
-
-
-# Servers repeat the same few replies ("250 2.1.0 Ok"): reuse the immutable Reply objects.
-_REPLY_CACHE: dict[tuple[int, bytes], Reply] = {}
-_REPLY_CACHE_SIZE = 512
-
-
-def _reply(raw: _ReplyTuple) -> Reply:
-    key = (raw[0], raw[1])
-    found = _REPLY_CACHE.get(key)
-    if found is None:
-        found = Reply(raw[0], raw[1].decode("utf-8", "surrogateescape"))
-        if len(_REPLY_CACHE) < _REPLY_CACHE_SIZE:
-            _REPLY_CACHE[key] = found
-    return found
-
-
-def _text(reply: Reply) -> str:
-    return " ".join(f"{reply.code} {reply.message}".split())
-
-
-def _refusal_status(codes: Iterable[int]) -> TransactionStatus:
-    """Permanent only if every refusal is permanent; RFC 5321 4.5.3.1.10: 552 to RCPT is 452."""
-    if all(500 <= code <= 599 and code != 552 for code in codes):
-        return TransactionStatus.REFUSED
-    return TransactionStatus.TRANSIENT
-
-
-def _reply_status(code: int) -> TransactionStatus:
-    if 200 <= code <= 299:
-        return TransactionStatus.SENT
-    if 500 <= code <= 599:
-        return TransactionStatus.REFUSED
-    return TransactionStatus.TRANSIENT
-
-
-class _SyncSource:
-    def __init__(self, items: Iterable[PreparedTransaction]) -> None:
-        self._items: Iterator[PreparedTransaction] = iter(items)
-
-    def poll(self) -> PreparedTransaction | None:
-        return next(self._items, None)
-
-    async def next(self) -> PreparedTransaction | None:
-        return next(self._items, None)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class _AsyncSource:
-    """An async source; `poll` returns an item only if one is ready now (for chaining)."""
-
-    def __init__(self, items: AsyncIterable[PreparedTransaction]) -> None:
-        self._items = aiter(items)
-        self._task: asyncio.Future[PreparedTransaction | None] | None = None
-
-    def poll(self) -> PreparedTransaction | None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(anext(self._items, None))
-        if self._task.done():
-            task, self._task = self._task, None
-            return task.result()
-        return None
-
-    async def next(self) -> PreparedTransaction | None:
-        if self._task is None:
-            return await anext(self._items, None)
-        task, self._task = self._task, None
-        return await task
-
-    async def aclose(self) -> None:
-        """Cancel a prefetch in progress and wait for it: the caller's generator may then
-        be closed (closing it while the prefetch still runs it would fail)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 @dataclass(slots=True)
