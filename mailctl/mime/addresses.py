@@ -115,18 +115,7 @@ def _count_at_signs(value: str) -> int:
     A comment, a stray bracket or a second address hiding in a display name shows up as an
     extra '@' (CVE-2023-27043: `alice@example.org)<bob@evil>` read as alice by one parser).
     """
-    count = 0
-    quoted = escaped = False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "@" and not quoted:
-            count += 1
-    return count
+    return _strip_quoted(value).count("@")
 
 
 def _supports_strict() -> bool:
