@@ -109,23 +109,29 @@ async def _new_worker(ctx: _Context) -> None:
         failures = 0
         recorder.record_session(session.info.timings)
         try:
-            transaction = await session.send(ctx.envelope, ctx.message)
-        except MailctlError as err:
-            status, reason = _error_reason(err)
-            recorder.record(
-                index, origin, time.perf_counter(), status=status, reason=reason, phases=_NO_PHASES
-            )
-        else:
-            timings = transaction.timings
-            recorder.record(
-                index, origin, time.perf_counter(), status="sent", reason="",
-                phases=(timings["mail"] + timings["rcpt"], timings["data"], _NAN),
-            )  # fmt: skip
+            await _send_and_record(ctx, session, index, origin)
         finally:
             started = time.perf_counter()
             await session.close()
             if index >= recorder.warmup:
                 recorder.phases["quit"].append(time.perf_counter() - started)
+
+
+async def _send_and_record(ctx: _Context, session: SmtpSession, index: int, origin: float) -> None:
+    """One transaction through aiosmtplib (new and reuse modes), recorded as sent or failed."""
+    try:
+        transaction = await session.send(ctx.envelope, ctx.message)
+    except MailctlError as err:
+        status, reason = _error_reason(err)
+        ctx.recorder.record(
+            index, origin, time.perf_counter(), status=status, reason=reason, phases=_NO_PHASES
+        )
+        return
+    timings = transaction.timings
+    ctx.recorder.record(
+        index, origin, time.perf_counter(), status="sent", reason="",
+        phases=(timings["mail"] + timings["rcpt"], timings["data"], _NAN),
+    )  # fmt: skip
 
 
 async def _reuse_worker(ctx: _Context) -> None:
@@ -149,24 +155,7 @@ async def _reuse_worker(ctx: _Context) -> None:
             if index is None:
                 return
             origin = await recorder.wait_turn(index)
-            try:
-                transaction = await session.send(ctx.envelope, ctx.message)
-            except MailctlError as err:
-                status, reason = _error_reason(err)
-                recorder.record(
-                    index,
-                    origin,
-                    time.perf_counter(),
-                    status=status,
-                    reason=reason,
-                    phases=_NO_PHASES,
-                )
-                continue
-            timings = transaction.timings
-            recorder.record(
-                index, origin, time.perf_counter(), status="sent", reason="",
-                phases=(timings["mail"] + timings["rcpt"], timings["data"], _NAN),
-            )  # fmt: skip
+            await _send_and_record(ctx, session, index, origin)
     finally:
         if session is not None:
             await session.close()
