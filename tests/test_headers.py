@@ -132,7 +132,7 @@ def test_valid_addresses(value: str, expected: list[tuple[str, str]]) -> None:
         ("a@example.org (b@evil.example)", "ambiguous"),
         ("no-at-sign", "no '@'"),
         ("@example.org", "invalid address"),
-        ("a@", "cannot parse"),
+        ("a@", "cannot parse|invalid address"),  # the wording differs by Python version
         ("<a@example.org", "missing trailing '>'"),
         ("a@example.org>", "invalid address"),
         ('"Alice <a@example.org>', "invalid address"),
@@ -155,7 +155,7 @@ def test_invalid_or_ambiguous_addresses(value: str, reason: str) -> None:
         parse_mailbox_list("--to", [value])
     text = one_line(info.value)
     assert text.startswith("--to")
-    assert reason in text
+    assert any(part in text for part in reason.split("|")), text
     assert info.value.exit_code == ExitCode.DATAERR
 
 
