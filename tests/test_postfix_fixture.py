@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import smtplib
 
-from servers.postfix import REFUSED, PostfixServer
+import pytest
+from servers.postfix import DATA_REFUSED_SENDER, REFUSED, REJECT_HEADER, PostfixServer
 
 
 def test_refused_map_and_hard_error_limit_in_one_segment(postfix: PostfixServer) -> None:
@@ -29,3 +30,24 @@ def test_add_service_gives_a_fresh_connection_rate_limit(postfix: PostfixServer)
         codes.append(client.connect(postfix.host, port)[0])
         client.close()
     assert codes == [220, 220, 421]
+
+
+def test_refusals_at_data_and_after_the_dot(postfix: PostfixServer) -> None:
+    with smtplib.SMTP(postfix.host, postfix.plain_port, timeout=10) as client:
+        client.ehlo()
+        assert client.rcpt("any@refused.test")[0] == 503  # no MAIL yet: an error, not 554
+        client.rset()
+        client.mail("a@example.org")
+        assert client.rcpt("any@refused.test")[0] == 554
+    with smtplib.SMTP(postfix.host, postfix.plain_port, timeout=10) as client:
+        client.mail(DATA_REFUSED_SENDER)
+        assert client.rcpt("bob@example.org")[0] == 250
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.data(b"Subject: x\r\n\r\nx\r\n")
+        assert refused.value.smtp_code == 554
+    with smtplib.SMTP(postfix.host, postfix.plain_port, timeout=10) as client:
+        client.mail("a@example.org")
+        client.rcpt("bob@example.org")
+        # smtplib returns (not raises) the reply after the final dot.
+        code, text = client.data(f"{REJECT_HEADER}\r\nSubject: x\r\n\r\nx\r\n".encode())
+        assert code == 550 and text.startswith(b"5.7.1")

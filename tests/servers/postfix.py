@@ -23,7 +23,11 @@ Fixture ``postfix`` (session-scoped; a start takes ~1 s, a stop well under 10 s)
 
 Every service answers RCPT with the codes in :data:`REFUSED` (``check_recipient_access``
 on a texthash map): ``reject@refused.test`` gets ``554 5.7.1``, ``unknown@refused.test``
-``550 5.1.1``, ``later@refused.test`` ``450 4.2.0``. Any other recipient is accepted.
+``550 5.1.1``, ``later@refused.test`` ``450 4.2.0``, any other ``@refused.test`` address
+``554 5.7.1`` (the map's domain entry). Any other recipient is accepted. Refusals later on:
+the sender :data:`DATA_REFUSED_SENDER` gets ``554 5.7.1`` to DATA
+(``smtpd_data_restrictions``), and a message with the header :data:`REJECT_HEADER` gets
+``550 5.7.1`` after the final dot (``header_checks``).
 
 Every transport is ``discard:`` and master.cf has no smtp/lmtp/local service, so accepted
 mail is thrown away inside the machine. ``maillog()`` returns Postfix's log (``maillog_file``
@@ -80,6 +84,9 @@ REFUSED: dict[str, tuple[int, str]] = {
     "unknown@refused.test": (550, "5.1.1"),
     "later@refused.test": (450, "4.2.0"),
 }
+REFUSED_DOMAIN = "refused.test"  # every other address here: 554 5.7.1
+DATA_REFUSED_SENDER = "data-refused@example.org"  # MAIL FROM this: DATA gets 554 5.7.1
+REJECT_HEADER = "X-Mailctl-Test: reject"  # a message with this header: 550 5.7.1 after the dot
 
 
 def find_postfix() -> str | None:
@@ -243,6 +250,8 @@ maillog_file_prefixes = {root / "log"}
 
 smtpd_banner = $myhostname ESMTP mailctl test Postfix
 smtpd_recipient_restrictions = check_recipient_access texthash:{config / "recipient_access"}
+smtpd_data_restrictions = check_sender_access texthash:{config / "data_access"}
+header_checks = regexp:{config / "header_checks"}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 # Rate limits skip loopback unless the exceptions are emptied (FACTS.md).
 smtpd_client_event_limit_exceptions =
@@ -261,6 +270,7 @@ def _recipient_access() -> str:
         f"{address} {code} {enhanced} refused by the mailctl test policy\n"
         for address, (code, enhanced) in REFUSED.items()
     ]
+    lines.append(f"{REFUSED_DOMAIN} 554 5.7.1 refused by the mailctl test policy\n")
     return "".join(lines)
 
 
@@ -402,6 +412,15 @@ def start_postfix() -> PostfixServer:
     (config / "server.key").chmod(0o600)
     (config / "main.cf").write_text(_main_cf(config, sasl_socket=sasl_socket), encoding="utf-8")
     (config / "recipient_access").write_text(_recipient_access(), encoding="utf-8")
+    (config / "data_access").write_text(
+        f"{DATA_REFUSED_SENDER} 554 5.7.1 DATA refused by the mailctl test policy\n",
+        encoding="utf-8",
+    )
+    name, _, value = REJECT_HEADER.partition(": ")
+    (config / "header_checks").write_text(
+        f"/^{name}: {value}$/ REJECT message refused by the mailctl test policy\n",
+        encoding="utf-8",
+    )
     submission, plain, ratelimit = _free_ports(3)
     server = PostfixServer(
         host=HOST,
