@@ -13,6 +13,7 @@ pytest_plugins = [
     "servers.smtp_server",
     "servers.dovecot",
     "servers.postfix",
+    "servers.scripted_smtp",
     "fixtures_keyring",
 ]
 
