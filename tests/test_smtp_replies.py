@@ -71,7 +71,7 @@ def _closing_after(verb: str, reply: bytes) -> Any:
         ("EHLO", b"250-scripted.test\r\n250 8BITMIME\r\n", "MAIL"),
         ("MAIL", b"250 2.1.0 Ok\r\n", "RCPT"),
         ("RCPT TO:<B@", b"550 5.1.1 no such user\r\n", "RCPT"),
-        ("RCPT TO:<C@", b"250 2.1.5 Ok\r\n", "DATA"),
+        ("RCPT TO:<D@", b"250 2.1.5 Ok\r\n", "DATA"),
     ],
 )
 def test_421_in_the_same_segment_is_reported_with_its_text(
