@@ -417,6 +417,10 @@ class SmtpSession:
             client.close()
         await client.wait_closed(min(self._settings.timeouts.command, _CLOSE_WAIT))
 
+    def abort(self) -> None:
+        """Drop the connection at once, without QUIT (e.g. when cancelled mid-exchange)."""
+        self._client.abort()
+
     async def reset(self) -> None:
         """Send RSET, e.g. to probe an idle connection before reuse (as Postfix does).
 
