@@ -177,3 +177,23 @@ def test_quit_after_every_orderly_failure(
     log = _ends_with_quit(postfix, mark)
     if evidence:
         assert evidence in log
+
+
+def test_account_test_says_quit_after_a_refused_login(
+    postfix: PostfixServer, tmp_path: Path
+) -> None:
+    """`account test` opens sessions the same way: a 535 there ends with QUIT too."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[accounts.pf]\nfrom = 'a@example.org'\n"
+        f"[accounts.pf.smtp]\nhost = '{postfix.host}'\nport = {postfix.submission_port}\n"
+        f"security = 'starttls'\nusername = '{postfix.user}'\nca_file = '{postfix.ca_pem}'\n",
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    mark = postfix.log_mark()
+    env = {"MAILCTL_CONFIG": str(config), "NO_COLOR": "1", "MAILCTL_PASSWORD": "Wr0ng-pw!x"}
+    result = runner.invoke(app, ["account", "test", "pf", "--json"], env=env)
+    assert result.exit_code == 77, result.stdout
+    assert "Wr0ng-pw!x" not in result.stdout + result.stderr
+    _ends_with_quit(postfix, mark)
