@@ -35,7 +35,7 @@ __all__ = ["Client"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Unread server output kept to explain a disconnect: one short reply is all that matters.
 _UNREAD_LIMIT = 4096
-_REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*?)\r?$")
+_REPLY_LINE = re.compile(rb"^(\d{3})(?:([ -])(.*?))?\r?$")
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -59,8 +59,8 @@ def _closing_reply(data: bytes) -> Reply | None:
         match = _REPLY_LINE.match(raw)
         if match is None:
             return None  # not a reply: do not guess
-        lines.append(match.group(3).decode("utf-8", "replace").strip())
-        if match.group(2) == b" ":
+        lines.append((match.group(3) or b"").decode("utf-8", "replace").strip())
+        if match.group(2) != b"-":
             if match.group(1) == b"421":
                 return Reply(421, "\n".join(lines))
             lines = []

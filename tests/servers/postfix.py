@@ -361,23 +361,27 @@ def _wait_listening(ports: list[int], process: subprocess.Popen[bytes] | None) -
 
 
 def _stop(server: PostfixServer) -> None:
-    """`postfix stop` (bounded), then SIGKILL the master's process group if it is still there."""
+    """`postfix stop` (bounded); SIGKILL the master's process group if it is still there,
+    also when the stop itself is interrupted (a second Ctrl-C must not leave a Postfix)."""
     process = server.process
     if process is None or process.poll() is not None:
         return
-    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+    try:
         subprocess.run(
             [server.binary, "-c", str(server.config_directory), "stop"],
             capture_output=True,
             timeout=STOP_TIMEOUT,
         )
-    try:
         process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # start_new_session=True made the master a group leader: this group is ours.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
+    except (subprocess.TimeoutExpired, OSError):
+        pass
+    finally:
+        if process.poll() is None:
+            # start_new_session=True made postfix-script a group leader; the master and
+            # its daemons stay in that group: it is all ours.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT)
 
 
 def start_postfix() -> PostfixServer:
