@@ -50,7 +50,7 @@ def plain(server: PostfixServer, port: int | None = None) -> list[str]:
 
 
 def test_smoke_submission_starttls_auth(postfix: PostfixServer, tmp_path: Path) -> None:
-    mark = postfix.log_mark()
+    mark = postfix.quiet_mark()
     result = invoke(
         ["send", *MESSAGE, "--to", "bob@example.org", *submission(postfix), "--json"],
         tmp_path,
@@ -97,7 +97,7 @@ def test_hard_error_limit_421_is_reported_not_connection_lost(
     postfix: PostfixServer, tmp_path: Path
 ) -> None:
     """The third error comes with '421 4.7.0 ... too many errors' in the same segment."""
-    mark = postfix.log_mark()
+    mark = postfix.quiet_mark()
     rcpts = ["reject@refused.test", "unknown@refused.test", "other@refused.test", "bob@example.org"]
     to = [arg for rcpt in rcpts for arg in ("--to", rcpt)]
     result = invoke(
@@ -168,7 +168,7 @@ def test_quit_after_every_orderly_failure(
     message = ["--from", sender, "--subject", "quit test"]
     if "--body" not in extra:
         message += ["--body", "hello"]
-    mark = postfix.log_mark()
+    mark = postfix.quiet_mark()
     env_password = password or postfix.password
     result = invoke_with_password(
         ["send", *message, *extra, *server], tmp_path, postfix, env_password
@@ -191,7 +191,7 @@ def test_account_test_says_quit_after_a_refused_login(
         encoding="utf-8",
     )
     config.chmod(0o600)
-    mark = postfix.log_mark()
+    mark = postfix.quiet_mark()
     env = {"MAILCTL_CONFIG": str(config), "NO_COLOR": "1", "MAILCTL_PASSWORD": "Wr0ng-pw!x"}
     result = runner.invoke(app, ["account", "test", "pf", "--json"], env=env)
     assert result.exit_code == 77, result.stdout

@@ -32,7 +32,8 @@ the sender :data:`DATA_REFUSED_SENDER` gets ``554 5.7.1`` to DATA
 Every transport is ``discard:`` and master.cf has no smtp/lmtp/local service, so accepted
 mail is thrown away inside the machine. ``maillog()`` returns Postfix's log (``maillog_file``
 through postlogd); ``log_mark()`` / ``wait_log(pattern, since=mark)`` let a test look only at
-its own lines, e.g. assert that no ``lost connection after`` line follows a session.
+its own lines, e.g. assert that no ``lost connection after`` line follows a session;
+``quiet_mark()`` first waits until the sessions before have logged their end.
 
 ``add_service(**overrides) -> port`` appends an smtpd service (plain, with the plain port's
 restrictions, then ``-o name=value`` for each override) and reloads Postfix.
@@ -89,6 +90,9 @@ DATA_REFUSED_SENDER = "data-refused@example.org"  # MAIL FROM this: DATA gets 55
 REJECT_HEADER = "X-Mailctl-Test: reject"  # a message with this header: 550 5.7.1 after the dot
 
 
+_SESSION_LINE = re.compile(r"smtpd\[(\d+)\]: (connect|disconnect) from ")
+
+
 def find_postfix() -> str | None:
     """The postfix command: PATH first, then /usr/sbin (not on PATH for non-root users)."""
     found = shutil.which("postfix")
@@ -142,6 +146,22 @@ class PostfixServer:
             return self.maillog_path.stat().st_size
         except FileNotFoundError:
             return 0
+
+    def quiet_mark(self, timeout: float = LOG_TIMEOUT) -> int:
+        """``log_mark()`` once every smtpd session so far has logged its disconnect.
+
+        Postfix logs a session's end a moment after the client left; a test that looks
+        for "its" disconnect line must not see the one of the test before.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            open_sessions: dict[str, int] = {}
+            for pid, kind in _SESSION_LINE.findall(self.maillog()):
+                open_sessions[pid] = open_sessions.get(pid, 0) + (1 if kind == "connect" else -1)
+            if not any(open_sessions.values()):
+                break
+            time.sleep(0.05)
+        return self.log_mark()
 
     def log_since(self, mark: int) -> str:
         """Maillog text written after `mark` (from ``log_mark()``)."""
