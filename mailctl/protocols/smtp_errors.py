@@ -63,6 +63,8 @@ def reply_error(
 
     `closing`: the 421 the server sent after this refusal, named in the message too.
     """
+    if reply.code == 421:
+        closing = None  # the reply itself says it: do not repeat it
     merged: dict[str, Any] = dict(details or {})
     merged["reply"] = reply.to_json()
     if closing is not None:
