@@ -6,7 +6,7 @@ import pytest
 
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags, split_host_port
 from mailctl.errors import ConfigError, ExitCode, UsageError
-from mailctl.models import AuthMechanism, Security, ServerSettings
+from mailctl.models import AuthMechanism, Security, ServerSettings, Timeouts
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,30 @@ def test_no_server_anywhere_is_a_config_error() -> None:
 def test_unknown_auth_mechanism() -> None:
     with pytest.raises(UsageError, match="gssapi"):
         settings_from_flags(ServerFlags(server="h", auth="gssapi"), None, account_name=None)
+
+
+@pytest.mark.parametrize(
+    ("account_data", "flags", "expected"),
+    [
+        (None, {}, (30.0, 60.0, 300.0)),  # defaults unchanged
+        (None, {"command_timeout": 5}, (30.0, 5.0, 5.0)),  # --timeout is the ceiling
+        (None, {"command_timeout": 500}, (30.0, 500.0, 300.0)),  # ... not a floor
+        (None, {"command_timeout": 5, "data_timeout": 30}, (30.0, 5.0, 30.0)),  # by name
+        (None, {"data_timeout": 900}, (30.0, 60.0, 900.0)),
+        (600.0, {"command_timeout": 5}, (30.0, 5.0, 600.0)),  # the account asked by name
+    ],
+)
+def test_timeout_is_the_ceiling_of_the_data_wait_unless_asked_by_name(
+    account_data: float | None, flags: dict[str, float], expected: tuple[float, float, float]
+) -> None:
+    base = ServerSettings("h", 587)
+    if account_data is not None:
+        base = ServerSettings("h", 587, timeouts=Timeouts(data=account_data))
+    settings = settings_from_flags(ServerFlags(**flags), base, account_name="a")
+    timeouts = settings.timeouts
+    assert (timeouts.connect, timeouts.command, timeouts.data) == expected
+
+
+def test_data_timeout_must_be_positive() -> None:
+    with pytest.raises(UsageError, match="--data-timeout"):
+        settings_from_flags(ServerFlags(server="h", data_timeout=0), None, account_name=None)

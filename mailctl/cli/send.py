@@ -145,7 +145,22 @@ def send_command(
     connect_timeout: Annotated[
         float | None, typer.Option("--connect-timeout", help="Seconds.")
     ] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per command.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Seconds per command; also the longest wait after the final dot "
+            "unless --data-timeout (or data_timeout in the account) asks for more.",
+        ),
+    ] = None,
+    data_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--data-timeout",
+            help="Seconds to wait for the reply after the final dot (default 300, "
+            "or --timeout if shorter).",
+        ),
+    ] = None,
     allow_partial: Annotated[
         bool,
         typer.Option(
@@ -180,6 +195,7 @@ def send_command(
             tls=use_tls, starttls=use_starttls, no_tls=no_tls, ca_file=ca_file,
             insecure=insecure, allow_plaintext_auth=allow_plaintext_auth,
             connect_timeout=connect_timeout, command_timeout=timeout,
+            data_timeout=data_timeout,
         ),
     )  # fmt: skip
     config_override = global_options(ctx).config_path

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailctl.errors import AddressError, UsageError
+from mailctl.errors import AddressError, InterruptedByUser, UsageError
 from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
 
 if TYPE_CHECKING:
     from mailctl.mime.compose import ComposeRequest
     from mailctl.mime.headers import Mailbox
-    from mailctl.protocols.smtp import SessionOptions
+    from mailctl.protocols.smtp import SessionOptions, SmtpSession, Transaction
     from mailctl.protocols.tls import TlsInfo
 
 
@@ -160,14 +160,48 @@ def save_message(prepared: PreparedMessage, path: Path) -> Path:
     return path
 
 
+def _interrupted(
+    where: str, session: SmtpSession | None, transaction: Transaction | None
+) -> InterruptedByUser:
+    """Ctrl-C (asyncio.run turns SIGINT into a cancel): say what became of the message.
+
+    RFC 1047: after the final dot and before its reply the message may or may not have
+    been delivered, exactly as when the connection drops there (OutcomeUnknownError).
+    """
+    if transaction is not None and transaction.final_reply is not None:
+        final = transaction.final_reply
+        return InterruptedByUser(
+            f"interrupted after {where} accepted the message "
+            f"({final.code} {' '.join(final.message.split())}): it was sent",
+            hint="do not send it again",
+            details={"outcome": "sent", "queue_id": transaction.queue_id},
+        )
+    if session is not None and session.outcome_unknown:
+        return InterruptedByUser(
+            f"interrupted after the end of the message was sent to {where}, before its "
+            "reply: it may or may not have been delivered",
+            hint="check the recipient's mailbox or the server log before resending",
+            details={"outcome": "unknown"},
+        )
+    return InterruptedByUser(
+        "interrupted before the end of the message: nothing was sent",
+        details={"outcome": "not_sent"},
+    )
+
+
 async def _deliver(
     prepared: PreparedMessage, options: SessionOptions, *, allow_partial: bool
 ) -> SendResult:
+    import asyncio
+
     from mailctl.protocols.smtp import SmtpSession
 
     settings: ServerSettings = options.settings
-    session = await SmtpSession.open(options)
+    where = f"{settings.host}:{settings.port}"
+    session: SmtpSession | None = None
+    transaction: Transaction | None = None
     try:
+        session = await SmtpSession.open(options)
         transaction = await session.send(
             prepared.envelope,
             prepared.data,
@@ -175,12 +209,18 @@ async def _deliver(
             eight_bit=prepared.eight_bit,
             allow_partial=allow_partial,
         )
-    finally:
         await session.close()
+    except asyncio.CancelledError:
+        if session is not None:
+            session.abort()  # mid-exchange (maybe mid-QUIT): no more commands
+        raise _interrupted(where, session, transaction) from None
+    finally:
+        if session is not None:
+            await session.close()  # after a failure: QUIT if still in step; never raises
     info = session.info
     return SendResult(
         prepared=prepared,
-        server=f"{settings.host}:{settings.port}",
+        server=where,
         security=settings.security.value,
         banner=info.banner,
         tls=info.tls,

@@ -282,14 +282,18 @@ class Pipeline:
             else:
                 decided = data or refused[-1].reply
                 status = _refusal_status([decided.code])
+            error = f"{self._where} refused the transaction: {_text(decided)}"
+            reason = str(decided.code)
             if closing:  # RFC 5321 3.8: the server is closing the connection
                 reader.abort()
                 status = TransactionStatus.TRANSIENT
-            return flight.result(
-                status,
-                reason=str(decided.code),
-                error=f"{self._where} refused the transaction: {_text(decided)}",
-            )
+                if decided.code != 421:  # e.g. Postfix's 421 at its hard error limit
+                    bye = next(
+                        x for x in (data, *(x.reply for x in refused)) if x and x.code == 421
+                    )
+                    error += f"; then it closed the connection: {_text(bye)}"
+                    reason = "421"
+            return flight.result(status, reason=reason, error=error)
         if mail.code != 250 or not accepted:
             # RFC 2920 3.1: DATA accepted although MAIL or every RCPT failed; send a lone
             # dot (no body) and read its reply.

@@ -24,9 +24,13 @@ from mailctl.errors import (
     ConnectionLostError,
     CredentialError,
     InputDataError,
+    MailctlError,
     MessageTooLargeError,
     OutcomeUnknownError,
     PlaintextAuthRefusedError,
+    ProtocolError,
+    StartTlsUnavailableError,
+    TimeoutFailure,
 )
 from mailctl.models import (
     AuthMechanism,
@@ -77,6 +81,33 @@ __all__ = [
 
 # Seconds close() waits for a clean (TLS close_notify) shutdown before aborting.
 _CLOSE_WAIT = 2.0
+# Seconds to wait for the reply to QUIT at most: it decides nothing, so never wait long.
+_QUIT_WAIT = 5.0
+
+
+def _in_step(error: MailctlError) -> bool:
+    """Whether the connection is still in step after `error`, so QUIT can be said.
+
+    RFC 5321 4.1.1.10: a client ends a session with QUIT, also after a refusal (a
+    server logs anything else as a lost connection). Not after a timeout, a lost
+    connection or a 421 (the server is closing, RFC 5321 3.8), nor in the middle of a
+    TLS handshake or a garbled exchange, where QUIT would be read as something else.
+    """
+    if isinstance(error, StartTlsUnavailableError):
+        return True  # refused or not offered: the plain-text session is fine
+    if isinstance(error, (TimeoutFailure, ConnectionLostError, ProtocolError)):
+        return False
+    reply = error.details.get("reply")
+    return not (isinstance(reply, dict) and reply.get("code") == 421)
+
+
+async def _quit(client: Client, timeout: float) -> None:
+    """Say QUIT if the connection is open; never raises."""
+    try:
+        if client.is_connected:
+            await client.quit(timeout=min(timeout, _QUIT_WAIT))
+    except (SMTPException, OSError, ValueError):
+        pass
 
 
 @dataclass(frozen=True)
@@ -237,7 +268,9 @@ class SmtpSession:
             raise
         try:
             return await cls._handshake(client, options, where, timings, context)
-        except Exception:
+        except Exception as err:
+            if isinstance(err, MailctlError) and _in_step(err):
+                await _quit(client, timeouts.command)
             client.close()
             await client.wait_closed(min(timeouts.command, _CLOSE_WAIT))
             raise
@@ -324,6 +357,12 @@ class SmtpSession:
         return extension.upper() in self.info.extensions
 
     @property
+    def outcome_unknown(self) -> bool:
+        """True when the last final dot was sent but its reply never read (RFC 1047):
+        whatever ended the transaction there, the message may have been delivered."""
+        return self._client.awaiting_final_reply
+
+    @property
     def where(self) -> str:
         """The "host:port" used in every message about this session."""
         return self._where
@@ -373,13 +412,14 @@ class SmtpSession:
         """Send QUIT and close the connection; never raises."""
         client = self._client
         try:
-            if client.is_connected:
-                await client.quit(timeout=self._settings.timeouts.command)
-        except (SMTPException, OSError, ValueError):
-            pass
+            await _quit(client, self._settings.timeouts.command)
         finally:
             client.close()
         await client.wait_closed(min(self._settings.timeouts.command, _CLOSE_WAIT))
+
+    def abort(self) -> None:
+        """Drop the connection at once, without QUIT (e.g. when cancelled mid-exchange)."""
+        self._client.abort()
 
     async def reset(self) -> None:
         """Send RSET, e.g. to probe an idle connection before reuse (as Postfix does).
@@ -472,8 +512,8 @@ class SmtpSession:
         reply = await self._command("MAIL FROM", b"MAIL", b"FROM:" + sender, *options)
         timings["mail"] = time.perf_counter() - started
         if reply.code != 250:
-            await self._abort()
-            raise reply_error(reply, f"{where} refused sender {envelope.sender!r}")
+            closing = await self._abort()
+            raise reply_error(reply, f"{where} refused sender {envelope.sender!r}", closing=closing)
 
         results: list[RecipientResult] = []
         started = time.perf_counter()
@@ -485,8 +525,8 @@ class SmtpSession:
 
         refused = [r for r in results if not r.accepted]
         if refused and (not allow_partial or len(refused) == len(results)):
-            await self._abort()
-            raise refusal_error(refused, results, where)
+            closing = await self._abort()
+            raise refusal_error(refused, results, where, closing=closing)
 
         started = time.perf_counter()
         final = await self._data(data, results)
@@ -507,8 +547,8 @@ class SmtpSession:
         except SMTPDataError as err:
             reply = to_reply(err)
             if not client.final_dot_sent:
-                await self._abort()  # DATA itself refused: clear the envelope
-                raise reply_error(reply, f"{where} refused DATA", details) from err
+                closing = await self._abort()  # DATA itself refused: clear the envelope
+                raise reply_error(reply, f"{where} refused DATA", details, closing=closing) from err
             raise reply_error(reply, f"{where} refused the message", details) from err
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
             client.close()
@@ -532,7 +572,11 @@ class SmtpSession:
     # -- helpers ---------------------------------------------------------------------
 
     def _ensure_connected(self, phase: str) -> None:
+        """Raise unless connected: the server's parting 421 if it sent one, else lost."""
         if not self._client.is_connected:
+            parting = self._client.parting_reply()
+            if parting is not None:
+                raise reply_error(parting, f"{self._where} closed the connection before {phase}")
             raise ConnectionLostError(
                 f"the connection to {self._where} is closed; cannot send {phase}",
                 hint="open a new session",
@@ -554,18 +598,23 @@ class SmtpSession:
             raise reply_error(reply, f"{self._where} is closing the connection at {phase}")
         return reply
 
-    async def _abort(self) -> None:
-        """RSET after a failed transaction so the connection can be reused; never raises."""
+    async def _abort(self) -> Reply | None:
+        """RSET after a failed transaction so the connection can be reused; never raises.
+
+        Returns the 421 if the server is closing the connection (answering RSET with it,
+        or having sent it with its last refusal), so the caller can name it.
+        """
         client = self._client
         if not client.is_connected:
-            return
+            return client.parting_reply()
         try:
             response = await client.execute_command(b"RSET")
         except (SMTPException, OSError, ValueError):
             client.close()
-            return
+            return None
         if response.code != 250:
             client.close()  # the server's state is unclear: do not reuse it
+        return to_reply(response) if response.code == 421 else None
 
 
 def _describe_tls(client: Client) -> str:

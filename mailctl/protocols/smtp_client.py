@@ -1,4 +1,5 @@
-"""The aiosmtplib client that feeds a Transcript, speaks AUTH once and tracks the final dot."""
+"""The aiosmtplib client that feeds a Transcript, speaks AUTH once, tracks the final dot and
+keeps the reply a server sent just before it hung up."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from aiosmtplib.errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default
 
@@ -32,6 +33,9 @@ from mailctl.protocols.transcript import Transcript
 __all__ = ["Client"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Unread server output kept to explain a disconnect: one short reply is all that matters.
+_UNREAD_LIMIT = 4096
+_REPLY_LINE = re.compile(rb"^(\d{3})(?:([ -])(.*?))?\r?$")
 
 
 def _escape_control(match: re.Match[str]) -> str:
@@ -46,6 +50,21 @@ def _reply_lines(reply: Reply) -> list[str]:
         separator = "-" if index < len(parts) - 1 else " "
         lines.append(f"{reply.code}{separator}{part}".rstrip())
     return lines
+
+
+def _closing_reply(data: bytes) -> Reply | None:
+    """The first complete 421 reply in `data` (bytes no command has read), if any."""
+    lines: list[str] = []
+    for raw in data.split(b"\n")[:-1]:  # the last piece has no line end: incomplete
+        match = _REPLY_LINE.match(raw)
+        if match is None:
+            return None  # not a reply: do not guess
+        lines.append((match.group(3) or b"").decode("utf-8", "replace").strip())
+        if match.group(2) != b"-":
+            if match.group(1) == b"421":
+                return Reply(421, "\n".join(lines))
+            lines = []
+    return None
 
 
 class Client(SMTP):
@@ -65,6 +84,12 @@ class Client(SMTP):
         self._redact_next: str | None = None  # describes the next line instead of logging it
         self._scrub: str | None = None  # a secret to blank out of replies during AUTH
         self.final_dot_sent = False
+        # True from the final dot until its reply is read: if the session ends in
+        # between (lost, timed out, interrupted), the message may have been delivered.
+        self.awaiting_final_reply = False
+        self._watched: SMTPProtocol | None = None
+        self._unsolicited = bytearray()
+        self._parting_taken = False
 
     def close(self) -> None:
         # aiosmtplib calls this from many places (421, timeouts, lost connections);
@@ -99,6 +124,66 @@ class Client(SMTP):
         if self._raw_sock.fileno() != -1:  # no transport ever took the socket
             self._raw_sock.close()
 
+    # -- the reply that came with the disconnect ------------------------------------------
+
+    async def connect(self, *args: Any, **kwargs: Any) -> SMTPResponse:
+        response = await super().connect(*args, **kwargs)
+        self._watch(self.protocol)
+        return response
+
+    def _watch(self, protocol: SMTPProtocol | None) -> None:
+        """Keep (bounded) the server output aiosmtplib drops because no command awaits it.
+
+        aiosmtplib discards bytes that arrive while no reply is expected, so that they can
+        never be taken for a later command's reply. A server that is closing may send
+        exactly such bytes: RFC 5321 3.8 lets it send 421 at any time and hang up, e.g.
+        on an idle timeout. They are kept aside, never used as a reply to a command,
+        only to explain the disconnect that follows (`parting_reply`).
+        """
+        if protocol is None:
+            return
+        self._watched = protocol
+        deliver = protocol.data_received
+        unsolicited = self._unsolicited
+
+        def data_received(data: bytes) -> None:
+            waiter = getattr(protocol, "_response_waiter", None)
+            if not getattr(protocol, "_response_pending", True) or (
+                waiter is not None and waiter.done()
+            ):
+                unsolicited.extend(data[: max(0, _UNREAD_LIMIT - len(unsolicited))])
+            deliver(data)
+
+        protocol.data_received = data_received  # type: ignore[method-assign]
+
+    def parting_reply(self) -> Reply | None:
+        """The 421 a server sent before closing that no command has read, else None.
+
+        Postfix at smtpd_hard_error_limit writes its last error and ``421 4.7.0 Error:
+        too many errors`` in one segment and closes: aiosmtplib hands out the first reply
+        and leaves the 421 unread in its buffer, so the next command only sees the
+        connection gone. The 421 says why, with the server's own text.
+        """
+        protocol = self._watched
+        buffered = bytes(getattr(protocol, "_buffer", b"")) if protocol is not None else b""
+        return _closing_reply(buffered) or _closing_reply(bytes(self._unsolicited))
+
+    def _take_parting_reply(self) -> SMTPResponse | None:
+        """The parting 421 as the answer to a command that found the connection closed.
+
+        Given out once: after it the connection is simply gone.
+        """
+        if self._parting_taken:
+            return None
+        reply = self.parting_reply()
+        if reply is None:
+            return None
+        self._parting_taken = True
+        if self._transcript is not None:
+            self._transcript.info("the server closed the connection after sending:")
+        self.record_reply(reply, tls=False)
+        return SMTPResponse(reply.code, reply.message)
+
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
         """The TLS session, read from the transport directly: get_transport_info raises
@@ -131,7 +216,14 @@ class Client(SMTP):
                 text = b" ".join(args).decode("utf-8", "backslashreplace")
                 self._transcript.sent(_CONTROL.sub(_escape_control, text), tls=tls)
         self._redact_next = None
-        response = await super().execute_command(*args, timeout=timeout)
+        try:
+            response = await super().execute_command(*args, timeout=timeout)
+        except SMTPServerDisconnected:
+            # aiosmtplib closed the client; a 421 it left unread answers for the server.
+            parting = self._take_parting_reply()
+            if parting is None:
+                raise
+            return parting
         self.record_reply(to_reply(response), tls=tls)
         return response
 
@@ -159,10 +251,18 @@ class Client(SMTP):
                 tls_context=tls_context,
                 timeout=timeout,
             )
+        except SMTPServerDisconnected:
+            parting = self._take_parting_reply()
+            if parting is None:
+                raise
+            raise SMTPResponseException(parting.code, parting.message) from None
         except SMTPResponseException as err:
             self.record_reply(to_reply(err), tls=False)
             raise
         self.record_reply(to_reply(response), tls=False)
+        # RFC 3207 4.2 (and aiosmtplib's own defence): nothing the server sent in clear
+        # text before the handshake may be believed afterwards.
+        self._unsolicited.clear()
         return response
 
     async def data(
@@ -180,6 +280,7 @@ class Client(SMTP):
         records that, and the 354 wait uses the command timeout.
         """
         self.final_dot_sent = False
+        self.awaiting_final_reply = False
         if isinstance(message, str):
             message = message.encode("ascii")
         start = await self.execute_command(b"DATA")
@@ -202,14 +303,23 @@ class Client(SMTP):
         try:
             protocol.write(payload)
             self.final_dot_sent = True
+            self.awaiting_final_reply = True
             response = await protocol.read_response(
                 timeout=self.timeout if timeout is Default.token else timeout
             )
-        except (SMTPServerDisconnected, SMTPTimeoutError):
-            # The protocol is out of step after a lost or late reply: never reuse it.
-            self.close()
+        except SMTPServerDisconnected:
+            self.close()  # out of step after a lost reply: never reuse it
+            parting = self._take_parting_reply()
+            if parting is None:
+                raise
+            # A 421 the server sent and then closed: it did not take the message.
+            response = parting
+        except SMTPTimeoutError:
+            self.close()  # a late reply would answer the next command: never reuse it
             raise
-        self.record_reply(to_reply(response), tls=tls)
+        else:
+            self.record_reply(to_reply(response), tls=tls)
+        self.awaiting_final_reply = False
         if response.code == 421:
             self.close()  # RFC 5321 3.8: the server is closing the channel
         if response.code != 250:

@@ -97,6 +97,7 @@ async def starttls(
     except SMTPResponseException as err:
         reply = to_reply(err)
         if reply.code == 421:  # RFC 5321 3.8: closing, not a TLS problem
+            client.close()
             raise reply_error(reply, f"{where} is closing the connection") from err
         raise StartTlsUnavailableError(
             f"{where} refused STARTTLS: {reply_text(reply)}",
@@ -188,8 +189,10 @@ async def authenticate(
     text = reply_text(scrubbed)
     details = {"reply": scrubbed.to_json(), "mechanism": mechanism.value.upper()}
     if reply.code == 421 or reply.is_transient:
-        # RFC 4954 6: 454 4.7.0 is a temporary authentication failure.
-        client.close()
+        # RFC 4954 6: 454 4.7.0 is a temporary authentication failure; after 421 the
+        # server is closing (RFC 5321 3.8), after 454 the session can still say QUIT.
+        if reply.code == 421:
+            client.close()
         raise SmtpTransientError(
             f"{where} could not authenticate {username} right now: {text}", details=details
         )

@@ -22,6 +22,7 @@ from mailctl.protocols.tls import map_ssl_error
 
 __all__ = [
     "TIMEOUT_TYPES",
+    "closing_note",
     "refusal_error",
     "reply_error",
     "reply_text",
@@ -44,11 +45,31 @@ def to_reply(response: SMTPResponse | SMTPResponseException) -> Reply:
     return Reply(code=response.code, message=response.message)
 
 
-def reply_error(reply: Reply, context: str, details: dict[str, Any] | None = None) -> MailctlError:
-    """A server refusal as SmtpTransientError (4xx) or SmtpPermanentError (5xx)."""
+def closing_note(closing: Reply | None) -> str:
+    """What to add to an error when the server then closed with a 421 (RFC 5321 3.8)."""
+    if closing is None:
+        return ""
+    return f"; then it closed the connection: {reply_text(closing)}"
+
+
+def reply_error(
+    reply: Reply,
+    context: str,
+    details: dict[str, Any] | None = None,
+    *,
+    closing: Reply | None = None,
+) -> MailctlError:
+    """A server refusal as SmtpTransientError (4xx) or SmtpPermanentError (5xx).
+
+    `closing`: the 421 the server sent after this refusal, named in the message too.
+    """
+    if reply.code == 421:
+        closing = None  # the reply itself says it: do not repeat it
     merged: dict[str, Any] = dict(details or {})
     merged["reply"] = reply.to_json()
-    message = f"{context}: {reply_text(reply)}"
+    if closing is not None:
+        merged["closing_reply"] = closing.to_json()
+    message = f"{context}: {reply_text(reply)}{closing_note(closing)}"
     if reply.is_transient:
         return SmtpTransientError(message, hint="try again later", details=merged)
     if reply.is_permanent:
@@ -57,16 +78,27 @@ def reply_error(reply: Reply, context: str, details: dict[str, Any] | None = Non
 
 
 def refusal_error(
-    refused: Sequence[RecipientResult], results: Sequence[RecipientResult], where: str
+    refused: Sequence[RecipientResult],
+    results: Sequence[RecipientResult],
+    where: str,
+    *,
+    closing: Reply | None = None,
 ) -> MailctlError:
-    """RSET was sent; say which recipients were refused and whether retrying can help."""
+    """RSET was sent; say which recipients were refused and whether retrying can help.
+
+    `closing`: the 421 the server sent after the refusals (Postfix at its hard error
+    limit); it is named, but the refusals decide permanent or transient.
+    """
 
     # RFC 5321 4.5.3.1.10: 552 to RCPT means "too many recipients": treat it as 452.
     def permanent(result: RecipientResult) -> bool:
         return result.reply.is_permanent and result.reply.code != 552
 
-    details = {"recipients": [r.to_json() for r in results]}
+    details: dict[str, Any] = {"recipients": [r.to_json() for r in results]}
+    if closing is not None:
+        details["closing_reply"] = closing.to_json()
     listed = "; ".join(f"{r.address}: {reply_text(r.reply)}" for r in refused)
+    listed += closing_note(closing)
     nothing = "nothing was sent"
     if all(permanent(r) for r in refused):
         return SmtpPermanentError(
