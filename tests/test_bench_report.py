@@ -8,6 +8,7 @@ reported with what the server stored or saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -119,10 +120,8 @@ class Hostile:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self._lifetime)
-        except TimeoutError:
-            pass
         server.close()
         for task in list(tasks):
             task.cancel()
@@ -367,7 +366,7 @@ def _limited(soft: int, hard: int) -> Callable[[], None]:
 def test_too_few_descriptors_is_one_clear_line() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "mailctl", "bench", "-c", "1000", "-n", "2000"],
-        capture_output=True, timeout=60, preexec_fn=_limited(256, 256),  # noqa: PLW1509
+        capture_output=True, timeout=60, preexec_fn=_limited(256, 256),
     )  # fmt: skip
     stderr = process.stderr.decode()
     assert process.returncode == ExitCode.USAGE, stderr
@@ -381,7 +380,7 @@ def test_too_few_descriptors_is_one_clear_line() -> None:
 def test_too_few_descriptors_in_json() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "mailctl", "bench", "-c", "1000", "-n", "2000", "--json"],
-        capture_output=True, timeout=60, preexec_fn=_limited(256, 256),  # noqa: PLW1509
+        capture_output=True, timeout=60, preexec_fn=_limited(256, 256),
     )  # fmt: skip
     assert process.returncode == ExitCode.USAGE
     data = json.loads(process.stdout)
@@ -391,7 +390,7 @@ def test_too_few_descriptors_in_json() -> None:
 def test_the_soft_descriptor_limit_is_raised_when_the_hard_one_allows() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "mailctl", "bench", "-c", "300", "-n", "600", "--json"],
-        capture_output=True, timeout=120, preexec_fn=_limited(256, 4096),  # noqa: PLW1509
+        capture_output=True, timeout=120, preexec_fn=_limited(256, 4096),
     )  # fmt: skip
     assert process.returncode == 0, process.stderr.decode()
     run = json.loads(process.stdout)["data"]["runs"][0]
