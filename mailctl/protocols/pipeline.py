@@ -106,6 +106,7 @@ class _Flight:
         reason: str | None = None,
         error: str | None = None,
         finished: float | None = None,
+        failure_reply: Reply | None = None,
     ) -> TransactionResult:
         return TransactionResult(
             status,
@@ -122,6 +123,7 @@ class _Flight:
             dot_sent=self.dot_sent,
             finished=time.perf_counter() if finished is None else finished,
             chained=self.chained,
+            failure_reply=failure_reply,
         )
 
 
@@ -289,6 +291,7 @@ class Pipeline:
                 status,
                 reason=str(decided.code),
                 error=f"{self._where} refused the transaction: {_text(decided)}",
+                failure_reply=decided,
             )
         if mail.code != 250 or not accepted:
             # RFC 2920 3.1: DATA accepted although MAIL or every RCPT failed; send a lone
@@ -304,6 +307,7 @@ class Pipeline:
                 final=_reply(final[0]),
                 reason=str(decided.code),
                 error=f"{self._where} refused the transaction: {_text(decided)}",
+                failure_reply=decided,
             )
         if refused and not self._allow_partial:
             # After 354 the only way not to deliver to the accepted recipients is to close
@@ -316,6 +320,7 @@ class Pipeline:
                 error=f"{self._where} refused {len(refused)} of {len(flight.recipients)} "
                 f"recipients ({listed}); the connection was closed before the final dot, "
                 "so nothing was sent",
+                failure_reply=refused[0].reply,
             )
         return None
 
@@ -352,6 +357,7 @@ class Pipeline:
             reason=str(final.code),
             error=f"{self._where} refused the message: {_text(final)}",
             finished=final_raw[0][2],
+            failure_reply=final,
         ), follow
 
     # -- failures ---------------------------------------------------------------------
@@ -367,6 +373,7 @@ class Pipeline:
             TransactionStatus.TRANSIENT,
             reason=reason,
             error=f"{self._where}: {text} before the end of the message; nothing was sent",
+            failure_reply=_reply(closing) if closing else None,
         )
 
     def _not_sent(self, item: PreparedTransaction) -> TransactionResult:
