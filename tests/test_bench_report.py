@@ -395,3 +395,49 @@ def test_the_soft_descriptor_limit_is_raised_when_the_hard_one_allows() -> None:
     assert process.returncode == 0, process.stderr.decode()
     run = json.loads(process.stdout)["data"]["runs"][0]
     assert run["sent"] == 600 and run["connections_opened"] == 300
+
+
+# -- the pipeline reader never takes an unsolicited reply for the final one -----------------
+
+
+class Chatty:
+    """Speaks SMTP with PIPELINING but sends one reply too many after 354; counts final dots."""
+
+    def __init__(self) -> None:
+        self.dots = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 chatty.test ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    self.dots += 1
+                    writer.write(b"250 2.0.0 Ok: queued\r\n")
+                continue
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-chatty.test\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go ahead\r\n250 2.0.0 nobody asked for this\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                return
+            else:
+                writer.write(b"250 2.1.0 Ok\r\n")
+
+
+def test_an_unsolicited_reply_is_not_taken_for_the_final_one(
+    hostile: Callable[[Handler], Hostile],
+) -> None:
+    chatty = Chatty()
+    server = hostile(chatty)
+    code, data, _ = bench(server.port, "--mode", "pipeline", "-n", "3", "-c", "1", "--timeout", "2")
+    # The reply after 354 came before the body was written: the server is out of step, so
+    # the message is not sent (nothing was written after 354), never counted as sent.
+    assert chatty.dots == 0
+    if data["data"]:
+        assert the_run(data)["sent"] == 0
+    assert data["status"] == "error" and code in (ExitCode.TEMPFAIL, ExitCode.PROTOCOL)
