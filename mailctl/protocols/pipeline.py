@@ -207,8 +207,10 @@ class Pipeline:
             if raw is None:
                 return self._lost(flight), None
         else:
-            if not chained_at and not reader.write(
-                (_RSET if self._rset_pending else b"") + item.commands
+            # Unless the commands rode on the previous final dot, no reply may be pending.
+            if not chained_at and (
+                reader.out_of_step()
+                or not reader.write((_RSET if self._rset_pending else b"") + item.commands)
             ):
                 return self._lost(flight), None
             if self._rset_pending and not await self._rset_reply():
@@ -245,7 +247,7 @@ class Pipeline:
         commands = flight.item.commands.split(b"\r\n")[:-1]  # MAIL, RCPT..., DATA
         raw: list[_ReplyTuple] = []
         for index, command in enumerate(commands):
-            if not reader.write(command + b"\r\n"):
+            if reader.out_of_step() or not reader.write(command + b"\r\n"):
                 return None
             got = await reader.read(1, timeout)
             if not got:
@@ -329,6 +331,8 @@ class Pipeline:
     ) -> tuple[TransactionResult, PreparedTransaction | None]:
         """Write the body and final dot (plus the next item's commands) and read the reply."""
         reader = self._reader
+        if reader.out_of_step():  # a reply after the 354 would pass for the final one
+            return self._lost(flight), None
         follow = source.poll() if self.pipelining else None
         payload = flight.item.message.payload
         if follow is not None:
