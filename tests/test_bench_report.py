@@ -441,3 +441,25 @@ def test_an_unsolicited_reply_is_not_taken_for_the_final_one(
     if data["data"]:
         assert the_run(data)["sent"] == 0
     assert data["status"] == "error" and code in (ExitCode.TEMPFAIL, ExitCode.PROTOCOL)
+
+
+async def refuses_at_greeting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"421 4.3.2 busy.test Service not available, closing\r\n")
+    await writer.drain()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_connections_refused_in_a_row_trip_the_breaker(
+    hostile: Callable[[Handler], Hostile], mode: str
+) -> None:
+    server = hostile(refuses_at_greeting)
+    result = runner.invoke(
+        app, ["bench", "--server", f"127.0.0.1:{server.port}", "--no-tls", "--mode", mode,
+              "-n", "1000", "-c", "10"],
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.TEMPFAIL
+    assert "Traceback" not in result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "in a row" in line and "421 4.3.2" in line
+    assert 50 <= server.accepted < 100  # not one attempt per message
