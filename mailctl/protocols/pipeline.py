@@ -108,6 +108,11 @@ class _Flight:
         finished: float | None = None,
         failure_reply: Reply | None = None,
     ) -> TransactionResult:
+        if failure_reply is None and reason is not None and reason.isdigit():
+            # The reply whose code decided the failure, in the order of the exchange.
+            code = int(reason)
+            replies = (self.mail, *(r.reply for r in self.recipients), self.data, final)
+            failure_reply = next((r for r in replies if r is not None and r.code == code), None)
         return TransactionResult(
             status,
             self.item.tag,
@@ -293,7 +298,6 @@ class Pipeline:
                 status,
                 reason=str(decided.code),
                 error=f"{self._where} refused the transaction: {_text(decided)}",
-                failure_reply=decided,
             )
         if mail.code != 250 or not accepted:
             # RFC 2920 3.1: DATA accepted although MAIL or every RCPT failed; send a lone
@@ -309,7 +313,6 @@ class Pipeline:
                 final=_reply(final[0]),
                 reason=str(decided.code),
                 error=f"{self._where} refused the transaction: {_text(decided)}",
-                failure_reply=decided,
             )
         if refused and not self._allow_partial:
             # After 354 the only way not to deliver to the accepted recipients is to close
@@ -361,7 +364,6 @@ class Pipeline:
             reason=str(final.code),
             error=f"{self._where} refused the message: {_text(final)}",
             finished=final_raw[0][2],
-            failure_reply=final,
         ), follow
 
     # -- failures ---------------------------------------------------------------------
