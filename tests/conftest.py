@@ -9,7 +9,13 @@ import pytest
 # tests/ has no __init__.py, so pytest puts tests/ itself on sys.path (rootdir-relative
 # "prepend" import mode): the plugins are importable as `servers.*` under both
 # `pytest` and `python -m pytest`.
-pytest_plugins = ["servers.smtp_server", "servers.dovecot", "fixtures_keyring"]
+pytest_plugins = [
+    "servers.smtp_server",
+    "servers.dovecot",
+    "servers.postfix",
+    "servers.scripted_smtp",
+    "fixtures_keyring",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,10 @@ Fixtures (session-scoped; a start takes ~0.1 s, a clean stop ~1 s):
 - ``dovecot_plain``: a second instance with ``ssl = no``: plain IMAP and POP3 only, so
   neither STARTTLS nor STLS is offered.
 
+``start_dovecot(auth_socket=PATH, auth_socket_user=NAME)`` starts an auth-only instance
+(``protocols = none``) whose only listener is that UNIX socket: the SASL backend of the
+Postfix fixture (tests/servers/postfix.py, ``smtpd_sasl_type = dovecot``).
+
 The server is shared by the whole session: a test that needs an empty or private
 mailbox calls ``server.add_user()`` and uses that user.
 
@@ -276,7 +280,26 @@ def _accounts() -> dict[str, str]:
     }
 
 
-def _config(root: Path, *, tls: bool, ports: dict[str, int], accounts: dict[str, str]) -> str:
+def _auth_listener(path: Path, user: str) -> str:
+    """The auth service's UNIX listener for an SMTP server's SASL (Postfix smtpd_sasl_path)."""
+    group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    return (
+        "service auth {\n"
+        f"  unix_listener {path} {{\n"
+        f"    mode = 0660\n    user = {user}\n    group = {group}\n"
+        "  }\n}\n"
+    )
+
+
+def _config(
+    root: Path,
+    *,
+    tls: bool,
+    ports: dict[str, int],
+    accounts: dict[str, str],
+    auth_socket: Path | None = None,
+    auth_socket_user: str = "",
+) -> str:
     non_root = os.geteuid() != 0
     imap_listeners = f"  inet_listener imap {{\n    port = {ports['imap']}\n  }}\n"
     pop3_listeners = f"  inet_listener pop3 {{\n    port = {ports['pop3']}\n  }}\n"
@@ -295,8 +318,18 @@ def _config(root: Path, *, tls: bool, ports: dict[str, int], accounts: dict[str,
         if tls
         else "ssl = no\n"
     )
+    protocols = "imap pop3"
+    services = f"""service imap-login {{
+{imap_listeners}{chroot}}}
+service pop3-login {{
+{pop3_listeners}{chroot}}}
+"""
+    if auth_socket is not None:
+        # Auth only: no IMAP/POP3 listener, the SASL socket is the whole server.
+        protocols = "none"
+        services = _auth_listener(auth_socket, auth_socket_user)
     return f"""# Written by tests/servers/dovecot.py for one test run.
-protocols = imap pop3
+protocols = {protocols}
 listen = {HOST}
 base_dir = {root / "run"}
 state_dir = {root / "state"}
@@ -331,11 +364,7 @@ userdb {{
 mail_location = maildir:~/Maildir
 mail_fsync = never
 
-service imap-login {{
-{imap_listeners}{chroot}}}
-service pop3-login {{
-{pop3_listeners}{chroot}}}
-service anvil {{
+{services}service anvil {{
 {chroot}  # Dovecot delays every login from an IP that failed before (up to 15 s); the
   # auth process skips that when it cannot open this socket. Tests fail logins on purpose.
   unix_listener anvil-auth-penalty {{
@@ -375,11 +404,27 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT)
 
 
-def start_dovecot(*, tls: bool = True) -> DovecotServer:
+def _wait_socket(process: subprocess.Popen[bytes], path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not path.is_socket():
+        if process.poll() is not None:
+            raise RuntimeError(f"dovecot exited with {process.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dovecot socket {path} not there after {START_TIMEOUT} s")
+        time.sleep(0.02)
+
+
+def start_dovecot(
+    *, tls: bool = True, auth_socket: Path | None = None, auth_socket_user: str | None = None
+) -> DovecotServer:
     """Start a Dovecot in a fresh temp dir and wait until it listens; stop it with stop_dovecot.
 
+    With `auth_socket`, an auth-only instance (no IMAP/POP3 ports; `tls` ignored) serving
+    SASL on that UNIX socket, owned by `auth_socket_user` (default: the current user).
     Raises RuntimeError (with the Dovecot log) if it does not come up.
     """
+    if auth_socket is not None:
+        tls = False
     binary = find_dovecot()
     if binary is None:
         raise FileNotFoundError("dovecot")
@@ -420,7 +465,16 @@ def start_dovecot(*, tls: bool = True) -> DovecotServer:
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
         server.imap_port, server.pop3_port = ports["imap"], ports["pop3"]
         server.imaps_port, server.pop3s_port = ports.get("imaps"), ports.get("pop3s")
-        config_path.write_text(_config(root, tls=tls, ports=ports, accounts=accounts))
+        config_path.write_text(
+            _config(
+                root,
+                tls=tls,
+                ports=ports,
+                accounts=accounts,
+                auth_socket=auth_socket,
+                auth_socket_user=auth_socket_user or pwd.getpwuid(os.getuid()).pw_name,
+            )
+        )
         with (root / "dovecot.stderr").open("ab") as stderr:
             process = subprocess.Popen(
                 [binary, "-F", "-c", str(config_path)],
@@ -430,7 +484,10 @@ def start_dovecot(*, tls: bool = True) -> DovecotServer:
                 start_new_session=True,
             )
         try:
-            _wait_ready(process, list(ports.values()))
+            if auth_socket is not None:
+                _wait_socket(process, auth_socket)
+            else:
+                _wait_ready(process, list(ports.values()))
         except RuntimeError as err:
             _stop(process)
             last_error = err
