@@ -175,3 +175,49 @@ async def test_nul_or_control_bytes_in_any_command_are_refused(
     reply = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert reply[:1] == b"5", reply
+
+
+# -- out of descriptors: one warning, never a traceback per refused accept -----------------
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_out_of_descriptors_is_one_line_not_a_traceback_storm(tmp_path: Path, loop: str) -> None:
+    import json
+    import resource
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailctl", "sink", "--listen", "127.0.0.1:0", "--ready-file",
+         str(ready), "--quiet", "--loop", loop],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit,
+    )  # fmt: skip
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no sink"
+            time.sleep(0.02)
+        port = json.loads(ready.read_text())["port"]
+        for _ in range(150):  # more than 64 descriptors' worth, bounded
+            client = socket.create_connection(("127.0.0.1", port), timeout=2)
+            clients.append(client)
+        time.sleep(1.5)
+    finally:
+        for client in clients:
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    text = err.decode()
+    assert process.returncode == 0, text
+    assert "Traceback" not in text
+    assert len(text.splitlines()) <= 5, text[:2000]
+    if loop == "asyncio":  # uvloop retries accept() quietly
+        assert "ulimit -n" in text
