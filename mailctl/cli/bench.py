@@ -535,7 +535,7 @@ def _failure_summary(run: RunResult) -> dict[str, Any] | None:
         for count, label in (
             (run.permanent, "refused (5xx)"),
             (run.transient, "failed temporarily (4xx, timeout or cut before the final dot)"),
-            (run.unknown, "cut after the final dot (may or may not have been delivered)"),
+            (run.unknown, "got no reply after the final dot (may or may not have been delivered)"),
         )
         if count
     ]
