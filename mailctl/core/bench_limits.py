@@ -42,10 +42,9 @@ def ensure_descriptors(concurrency: int) -> None:
     ceiling = soft if hard == resource.RLIM_INFINITY else max(soft, hard)
     fits = max(ceiling - DESCRIPTOR_RESERVE, 0)
     raise UsageError(
-        f"--concurrency {concurrency} needs about {need} open files, but this process may "
-        f"open at most {ceiling} (ulimit -n)",
-        hint=f"use -c {fits} or less, or raise the limit (ulimit -n {need}; the hard limit "
-        "may need root or /etc/security/limits.conf)"
-        if fits
-        else f"raise the limit (ulimit -n {need})",
+        f"--concurrency {concurrency} needs about {need} open files, but ulimit -n allows "
+        f"{ceiling} here",
+        hint=(f"use -c {fits} or less, or " if fits else "")
+        + f"raise the limit with ulimit -n {need}; above the hard limit ({ceiling}) that "
+        "needs root or /etc/security/limits.conf",
     )
