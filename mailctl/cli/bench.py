@@ -26,7 +26,7 @@ from mailctl.cli.options import (
 )
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
-from mailctl.errors import ExitCode, UsageError
+from mailctl.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -172,7 +172,16 @@ def bench_command(
     ca_file: CaFileOpt = None,
     insecure: InsecureOpt = False,
     allow_plaintext_auth: AllowPlaintextAuthOpt = False,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds per command.")] = None,
+    connect_timeout: Annotated[
+        float | None,
+        typer.Option("--connect-timeout", help="Seconds to connect and get the greeting."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", help="Seconds: the longest any wait may last (connect, reply, data)."
+        ),
+    ] = None,
     csv: Annotated[
         Path | None,
         typer.Option("--csv", help="Write every raw sample to FILE.", rich_help_panel=REPORT),
@@ -217,7 +226,7 @@ def bench_command(
             server=server, user=user, password_command=password_command, auth=auth,
             tls=use_tls, starttls=use_starttls, no_tls=no_tls, ca_file=ca_file,
             insecure=insecure, allow_plaintext_auth=allow_plaintext_auth,
-            command_timeout=timeout,
+            connect_timeout=connect_timeout, command_timeout=timeout,
         ),
     )  # fmt: skip
     config_override = global_options(ctx).config_path
@@ -340,7 +349,14 @@ def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> 
     server = flags.server
     if sum([server.tls, server.starttls, server.no_tls]) > 1:
         raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
+    for name, value in (
+        ("--timeout", server.command_timeout),
+        ("--connect-timeout", server.connect_timeout),
+    ):
+        if value is not None and not 0 < value <= 86_400:
+            raise UsageError(f"{name} {value:g}: must be between 0 and 86400 seconds")
     ehlo = validate_ehlo_name(flags.ehlo) if flags.ehlo else None
+    timeout, connect_timeout = server.command_timeout, server.connect_timeout
     if server.server is None and flags.account is None:
         if server.user or server.password_command:
             raise UsageError(
@@ -348,11 +364,16 @@ def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> 
                 hint="the embedded sink has its own test credentials: pass --auth alone",
             )
         sink = SinkSpec(security=server.security or Security.NONE, auth=server.auth is not None)
-        return Target(sink=sink, ehlo_name=ehlo)
+        return Target(sink=sink, ehlo_name=ehlo, timeout=timeout, connect_timeout=connect_timeout)
     settings = _server_settings(flags, config_override, output)
     secret = _cached_secret(flags.account, settings, output) if settings.username else None
     return Target(
-        settings=settings, secret=secret, allow_remote=flags.i_own_this_server, ehlo_name=ehlo
+        settings=settings,
+        secret=secret,
+        allow_remote=flags.i_own_this_server,
+        ehlo_name=ehlo,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
     )
 
 
@@ -462,32 +483,77 @@ def _write_csv(path: Path, result: BenchResult) -> None:
 
 
 def _command_result(result: BenchResult) -> CommandResult:
+    """Status and exit code as the result decides them (bench_models.BenchResult), with one
+    error per cause: Ctrl-C, what stopped a run, the failed messages of each run, and a
+    regression (reported also when failures decide the exit code)."""
     from mailctl.errors import RegressionError
 
     errors: list[dict[str, Any]] = []
-    status: Any = "ok"
-    exit_code = ExitCode.OK
     if result.interrupted:
-        status, exit_code = "partial", ExitCode.INTERRUPTED
         errors.append({"code": "interrupted", "message": "interrupted: the report is partial"})
-    elif result.regressed:
+    for run in result.runs:
+        if run.stopped_by is not None:
+            errors.append(run.stopped_by.to_json())
+    for run in result.runs:
+        summary = _failure_summary(run)
+        if summary is not None:
+            errors.append(summary)
+    if result.regressed:
         worst = [c for c in result.regression or () if c.regressed]
         listed = "; ".join(
             f"{c.mode} {c.metric} {c.baseline:g} -> {c.current:g} ({c.change * 100:+.1f}%)"
             for c in worst
         )
-        error = RegressionError(
-            f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
+        errors.append(
+            RegressionError(
+                f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
+            ).to_json()
         )
-        status, exit_code = "error", error.exit_code
-        errors.append(error.to_json())
     return CommandResult(
         data=result.to_json(),
-        status=status,
-        exit_code=exit_code,
+        status=result.status,  # type: ignore[arg-type]
+        exit_code=result.exit_code,
         errors=errors,
         render=lambda output: _render(output, result),
     )
+
+
+def _failure_summary(run: RunResult) -> dict[str, Any] | None:
+    """One error entry for the messages of `run` that were not sent, naming the replies."""
+    failed = run.failed + run.unknown
+    if not failed:
+        return None
+    if run.permanent:
+        code = "smtp_permanent"
+    elif run.unknown and not run.transient:
+        code = "outcome_unknown"
+    else:
+        code = "temporary_failure"
+    tried = run.sent + failed
+    parts = [
+        f"{count} {label}"
+        for count, label in (
+            (run.permanent, "refused (5xx)"),
+            (run.transient, "failed temporarily (4xx, timeout or cut before the final dot)"),
+            (run.unknown, "got no reply after the final dot (may or may not have been delivered)"),
+        )
+        if count
+    ]
+    top = run.error_details[0] if run.error_details else None
+    most = f"; most often: {top.count} x {top.text}" if top is not None else ""
+    message = (
+        f"{run.mode.value}: {failed} of {tried} messages were not sent: {', '.join(parts)}{most}"
+    )
+    return {
+        "code": code,
+        "message": message,
+        "details": {
+            "mode": run.mode.value,
+            "permanent": run.permanent,
+            "transient": run.transient,
+            "unknown": run.unknown,
+        },
+    }
 
 
 def _ms(seconds: float) -> str:
@@ -513,8 +579,9 @@ def _render(output: Output, result: BenchResult) -> None:
         title=_loop_label(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
     )
     table.add_column("mode", no_wrap=True)
-    for name in ("sent", "fail", "msg/s", "p50", "p90", "p99", "p99.9", "max", "conns"):
+    for name in ("sent", "failed", "unknown", "msg/s", "p50", "p90", "p99", "p99.9", "max"):
         table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("conns", justify="right", no_wrap=True)
     compare = len(result.runs) > 1
     if compare:
         table.add_column("speedup", justify="right", no_wrap=True)
@@ -523,14 +590,18 @@ def _render(output: Output, result: BenchResult) -> None:
         cells = [
             run.mode.value,
             str(run.sent),
-            str(run.failed + run.unknown),
+            str(run.failed),
+            str(run.unknown),
             f"{run.qps:,.0f}",
             *(
                 [_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.p999), _ms(lat.maximum)]
                 if lat
                 else ["-"] * 5
             ),
-            str(run.connections_opened),
+            # opened of attempted when some attempts failed (refused, 421 at the greeting)
+            f"{run.connections_opened}/{run.connections_attempted}"
+            if run.connections_failed
+            else str(run.connections_opened),
         ]
         if compare:
             speedup = result.speedup(run)
@@ -542,9 +613,7 @@ def _render(output: Output, result: BenchResult) -> None:
     console.print(table)
     console.print(_phase_table(result))
     for run in result.runs:
-        if run.errors:
-            listed = ", ".join(f"{code} x{count}" for code, count in run.errors.items())
-            console.print(f"errors ({run.mode.value}): {listed}", markup=False, style="red")
+        _render_failures(console, run)
     shown = result.runs[-1]
     if shown.histogram is not None:
         console.print(f"latency histogram ({shown.mode.value}):", markup=False)
@@ -560,6 +629,34 @@ def _render(output: Output, result: BenchResult) -> None:
             )
     if result.interrupted:
         output.note("interrupted: the report above is partial", style="yellow")
+
+
+def _render_failures(console: Any, run: RunResult) -> None:
+    """Errors by reply code and text, connection attempts, and what stopped the run."""
+    from mailctl.cli.output import clean
+
+    mode = run.mode.value
+    if run.error_details:
+        console.print(f"errors ({mode}), by reply code and text:", markup=False, style="red")
+        for group in run.error_details:
+            console.print(
+                f"  {group.count:>7} x {clean(group.text)} ({group.status})",
+                markup=False,
+                style="red",
+            )
+    if run.connections_failed:
+        console.print(
+            f"connections ({mode}): {run.connections_attempted} attempted, "
+            f"{run.connections_opened} opened, {run.connections_failed} failed",
+            markup=False,
+        )
+    if run.stopped_by is not None:
+        untried = f"; {run.not_tried} messages not tried" if run.not_tried else ""
+        console.print(
+            f"stopped ({mode}): {clean(run.stopped_by.one_line())}{untried}",
+            markup=False,
+            style="red",
+        )
 
 
 def _loop_label(result: BenchResult) -> str:

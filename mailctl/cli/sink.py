@@ -292,6 +292,7 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
         on_ready=on_ready,
         progress=progress if live else None,
         loop=loop,
+        on_warning=output.warn,
     )
     if live:
         sys.stderr.write("\n")

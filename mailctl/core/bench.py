@@ -9,17 +9,23 @@ open loop and latency is measured from each message's intended send time, so a s
 server shows up in the percentiles instead of silently lowering the offered load
 (coordinated omission).
 
+Every wait is bounded by the timeouts (`--timeout` is the ceiling of all of them), and a
+circuit breaker stops a run that can only wait or fail (bench_workers, bench_recorder).
+
 This module validates the request and runs the modes in turn; the parts live in
 `bench_models` (request and result types), `bench_target` (loopback rule, embedded sink),
-`bench_recorder` (schedule and samples), `bench_workers` (the modes) and `bench_baseline`.
+`bench_limits` (the descriptor budget), `bench_recorder` (schedule, samples, breaker),
+`bench_workers` (the modes) and `bench_baseline`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 from mailctl.core.bench_baseline import check_regression, load_baseline
+from mailctl.core.bench_limits import ensure_descriptors
 from mailctl.core.bench_models import (
     DEFAULT_RECIPIENT,
     DEFAULT_SENDER,
@@ -40,6 +46,7 @@ from mailctl.core.bench_models import (
 from mailctl.core.bench_target import EmbeddedSink, check_target
 from mailctl.core.bench_workers import run_mode
 from mailctl.errors import InterruptedByUser, UsageError
+from mailctl.models import ServerSettings, Timeouts
 from mailctl.protocols.smtp import SessionOptions
 
 __all__ = [
@@ -84,6 +91,21 @@ def _validate(request: BenchRequest) -> None:
         raise UsageError("no mode to run")
 
 
+def _bounded(settings: ServerSettings, target: Target) -> ServerSettings:
+    """Apply --timeout as the ceiling of every wait (greeting and data included) and
+    --connect-timeout to the connect and greeting waits."""
+    timeouts = settings.timeouts
+    if target.timeout is not None:
+        timeouts = Timeouts(
+            connect=min(timeouts.connect, target.timeout),
+            command=target.timeout,
+            data=min(timeouts.data, target.timeout),
+        )
+    if target.connect_timeout is not None:
+        timeouts = replace(timeouts, connect=target.connect_timeout)
+    return settings if timeouts == settings.timeouts else replace(settings, timeouts=timeouts)
+
+
 async def _run_all(
     request: BenchRequest,
     options: SessionOptions,
@@ -92,9 +114,16 @@ async def _run_all(
     runs: list[RunResult] = []
     for mode in request.modes:
         run = await run_mode(mode, options, request.workload, progress(mode) if progress else None)
+        fatal = run.stopped_by
+        if fatal is not None and not runs and not run.sent and not run.connections_opened:
+            # The run never got going (refused, silent, TLS or AUTH failure): one error
+            # line says more than a report of zeros.
+            raise fatal
         runs.append(run)
         if run.interrupted:
             return runs, True
+        if fatal is not None:
+            break  # the next mode would meet the same condition
     return runs, False
 
 
@@ -107,11 +136,14 @@ def run_bench(
 
     The loopback check happens before any socket is opened; the embedded sink is always
     stopped, also on Ctrl-C (the report is then partial: `interrupted`). Raises
-    UsageError, HostNotFoundError, InterruptedByUser (before any result), and the
-    session errors that make a run impossible (ConnectError before anything was sent,
-    AuthError, TlsError, ConfigError, ProtocolError, InputDataError).
+    UsageError (also when the descriptor limit is too low for the concurrency),
+    HostNotFoundError, InterruptedByUser (before any result), and the session-fatal
+    error of a run that never got going: no session set up and nothing sent (ConnectError,
+    TimeoutFailure for a server that never greets, AuthError, TlsError, ConfigError,
+    ProtocolError, InputDataError, or the error of the circuit breaker).
     """
     _validate(request)
+    ensure_descriptors(request.workload.concurrency)
     check_target(request.target)
     target = request.target
     sink: EmbeddedSink | None = None
@@ -120,6 +152,7 @@ def run_bench(
             sink, settings, secret = EmbeddedSink.start(target.sink)
         else:
             settings, secret = target.settings, target.secret
+        settings = _bounded(settings, target)
         options = SessionOptions(settings=settings, secret=secret, ehlo_name=target.ehlo_name)
         runs, interrupted = asyncio.run(_run_all(request, options, progress))
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.core.stats import Histogram, LatencySummary
-from mailctl.errors import NoInputError
+from mailctl.errors import ExitCode, MailctlError, NoInputError
 from mailctl.models import Security, ServerSettings
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "BenchMode",
     "BenchRequest",
     "BenchResult",
+    "ErrorGroup",
     "Progress",
     "RegressionCheck",
     "RunResult",
@@ -72,6 +73,8 @@ class Target:
     sink: SinkSpec = SinkSpec()
     allow_remote: bool = False  # --i-own-this-server
     ehlo_name: str | None = None
+    timeout: float | None = None  # --timeout: the ceiling of every wait
+    connect_timeout: float | None = None  # --connect-timeout: connect and greeting
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,35 @@ _STATUS_NAMES = ("sent", "failed", "unknown", "refused", "transient")
 _STATUS_CODES = {name: index for index, name in enumerate(_STATUS_NAMES)}
 
 
+# What a message that was not sent counts as (FACTS.md, "SMTP semantics"): "refused" is
+# permanent (5xx), "transient" is 4xx, 421, a timeout or a cut before the final dot, and
+# "unknown" a cut or a timeout after the final dot (RFC 1047: it may have been delivered).
+FAILURE_STATUSES = ("refused", "transient", "unknown")
+
+
+@dataclass
+class ErrorGroup:
+    """Messages that failed the same way: the reply code (or failure name) and its text."""
+
+    reason: str  # "421", "550", "timeout", "outcome_unknown", "connection_lost", ...
+    text: str  # the server's reply on one line ("421 4.7.0 Error: too many ..."), or ours
+    status: str  # one of FAILURE_STATUSES
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "text": self.text, "class": self.status, "count": self.count}
+
+
 @dataclass
 class RunResult:
-    """One mode's run. Times in seconds; latency only over messages that were sent."""
+    """One mode's run. Times in seconds; latency only over messages that were sent.
+
+    A message counts as sent only when the server's reply to its final dot was read and
+    was 2xx. `failed` = `permanent` + `transient`; `unknown` is apart. Every connection
+    attempt is counted, refused ones included (`connections_opened` are the sessions that
+    got through greeting, EHLO, TLS and AUTH). `stopped_by` is the session-fatal error that
+    ended the run early (circuit breaker), if any.
+    """
 
     mode: BenchMode
     loop: str
@@ -180,6 +209,25 @@ class RunResult:
     interrupted: bool
     samples_dropped: int = 0
     samples: Samples = field(default_factory=Samples, repr=False)
+    permanent: int = 0
+    transient: int = 0
+    connections_attempted: int = 0
+    error_details: list[ErrorGroup] = field(default_factory=list)
+    stopped_by: MailctlError | None = None
+    not_tried: int = 0  # messages of a count workload never tried because the run stopped
+
+    @property
+    def connections_failed(self) -> int:
+        return max(self.connections_attempted - self.connections_opened, 0)
+
+    @property
+    def exit_class(self) -> ExitCode:
+        """69 if a message was refused permanently, 75 if one failed otherwise, else 0."""
+        if self.permanent:
+            return ExitCode.UNAVAILABLE
+        if self.transient or self.unknown:
+            return ExitCode.TEMPFAIL
+        return ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,13 +239,20 @@ class RunResult:
             "warmup": self.warmup,
             "sent": self.sent,
             "failed": self.failed,
+            "permanent": self.permanent,
+            "transient": self.transient,
             "unknown": self.unknown,
+            "not_tried": self.not_tried,
             "elapsed_s": round(self.elapsed, 6),
             "qps": round(self.qps, 1),
             "latency": self.latency.to_json() if self.latency else None,
             "phases": {name: summary.to_json() for name, summary in self.phases.items()},
             "errors": dict(self.errors),
+            "error_details": [group.to_json() for group in self.error_details],
+            "connections_attempted": self.connections_attempted,
             "connections_opened": self.connections_opened,
+            "connections_failed": self.connections_failed,
+            "stopped_by": self.stopped_by.to_json() if self.stopped_by else None,
             "histogram": self.histogram.to_json() if self.histogram else None,
             "interrupted": self.interrupted,
             "samples_dropped": self.samples_dropped,
@@ -247,6 +302,43 @@ class BenchResult:
     def regressed(self) -> bool:
         return any(check.regressed for check in self.regression or ())
 
+    @property
+    def stopped_by(self) -> MailctlError | None:
+        """The session-fatal error that stopped a run early, if one did."""
+        return next((run.stopped_by for run in self.runs if run.stopped_by), None)
+
+    @property
+    def status(self) -> str:
+        """ok; partial when some messages failed and others were sent (or on Ctrl-C);
+        error when none was sent but some were tried, or on a regression."""
+        if self.interrupted:
+            return "partial"
+        sent = sum(run.sent for run in self.runs)
+        if self.stopped_by is not None or any(run.exit_class for run in self.runs):
+            return "partial" if sent else "error"
+        return "error" if self.regressed else "ok"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """130 on Ctrl-C; else the code of a session-fatal error that stopped the run (auth,
+        TLS, connect, configuration...), unless it is a mere 75 and a message was refused
+        permanently; else the worst failure class among the messages (69 permanent over 75
+        transient, timeout or unknown); else 79 on a regression; else 0. Failures win over
+        79: throughput measured against a failing server says nothing about a regression."""
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        worst = max(
+            (run.exit_class for run in self.runs), key=_SEVERITY.__getitem__, default=ExitCode.OK
+        )
+        fatal = self.stopped_by
+        if fatal is not None and not (
+            fatal.exit_code is ExitCode.TEMPFAIL and worst is ExitCode.UNAVAILABLE
+        ):
+            return fatal.exit_code
+        if worst is not ExitCode.OK:
+            return worst
+        return ExitCode.REGRESSION if self.regressed else ExitCode.OK
+
     def to_json(self) -> dict[str, Any]:
         runs = []
         for run in self.runs:
@@ -269,6 +361,9 @@ class BenchResult:
                 }
             ),
         }
+
+
+_SEVERITY = {ExitCode.OK: 0, ExitCode.TEMPFAIL: 1, ExitCode.UNAVAILABLE: 2}
 
 
 def build_message(size: int) -> bytes:

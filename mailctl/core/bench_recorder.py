@@ -1,4 +1,5 @@
-"""The bench schedule (which message is next, and when it is due) and the per-message recording."""
+"""The bench schedule (which message is next, and when it is due), the per-message recording
+and the circuit breaker that stops a run which can only wait or fail."""
 
 from __future__ import annotations
 
@@ -8,15 +9,26 @@ import time
 from array import array
 from collections import Counter
 
-from mailctl.core.bench_models import PHASES, BenchMode, RunResult, Samples, Workload
+from mailctl.core.bench_models import PHASES, BenchMode, ErrorGroup, RunResult, Samples, Workload
 from mailctl.core.stats import histogram, qps, summarize
-from mailctl.errors import MailctlError
+from mailctl.errors import MailctlError, TimeoutFailure
 
-__all__ = ["MAX_SAMPLES", "Recorder"]
+__all__ = ["MAX_ERROR_GROUPS", "MAX_SAMPLES", "TIMEOUTS_IN_A_ROW", "Recorder"]
 
 # Exact samples are kept for percentiles (8 floats each); beyond this many they are
 # counted but not stored, so a long --duration run cannot exhaust memory.
 MAX_SAMPLES = 5_000_000
+# Distinct (reason, text) error groups kept; beyond that they are counted under "other", so
+# a server that puts a queue id or a counter in every refusal cannot grow the report.
+MAX_ERROR_GROUPS = 50
+_MAX_TEXT = 300
+# Circuit breaker: this many waits in a row that ran out (--timeout) with nothing sent in
+# between mean the server stopped answering; waiting once more per message would only
+# multiply the timeout by the message count.
+TIMEOUTS_IN_A_ROW = 3
+# ...and this many failed connection attempts in a row (421 at the greeting, closed at
+# once) mean it refuses us; at least twice the concurrency, so a pool can ride out a burst.
+OPEN_FAILURES_IN_A_ROW = 50
 
 
 class Recorder:
@@ -35,7 +47,8 @@ class Recorder:
         self.samples = Samples()
         self.dropped = 0
         self.sent = 0
-        self.failed = 0
+        self.permanent = 0
+        self.transient = 0
         self.unknown = 0
         self.done = 0
         # Columns of floats (array), not lists of tuples: millions of small tracked
@@ -43,9 +56,25 @@ class Recorder:
         self.latencies = array("d")
         self.phases: dict[str, array[float]] = {name: array("d") for name in PHASES}
         self.errors: Counter[str] = Counter()
-        self.connections = 0
+        self._groups: dict[tuple[str, str], ErrorGroup] = {}
+        self.attempts = 0  # every connection attempt
+        self.connections = 0  # sessions that got through greeting, EHLO, TLS and AUTH
         self.stopped = False
-        self.fatal: MailctlError | None = None
+        self.fatal: MailctlError | None = None  # what stopped the run early
+        self.crash: BaseException | None = None  # a bug in a worker (reported once)
+        self._timeouts_in_a_row = 0
+        self._open_failures_in_a_row = 0
+        self._open_failure_limit = max(OPEN_FAILURES_IN_A_ROW, 2 * work.concurrency)
+
+    @property
+    def failed(self) -> int:
+        return self.permanent + self.transient
+
+    def stop(self, error: MailctlError) -> None:
+        """Stop handing out messages because of `error` (the first one is reported)."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stopped = True
 
     def take(self) -> int | None:
         """The next message index, or None when the count or the duration is used up."""
@@ -90,8 +119,16 @@ class Recorder:
         status: str,
         reason: str,
         phases: tuple[float, float, float],
+        text: str = "",
+        timed_out: bool = False,
     ) -> None:
+        """Record message `index`: "sent" (its final reply read, 2xx), or "refused",
+        "transient" or "unknown" with the reason (reply code or failure name) and its text."""
         self.done += 1
+        if status == "sent":
+            self._timeouts_in_a_row = 0
+        elif timed_out:
+            self._timed_out(text or reason)
         if index < self.warmup:
             return
         self.last_end = max(self.last_end, end)
@@ -105,16 +142,61 @@ class Recorder:
         else:
             if status == "unknown":
                 self.unknown += 1
+            elif status == "refused":
+                self.permanent += 1
             else:
-                self.failed += 1
-            self.errors[reason or status] += 1
+                self.transient += 1
+            reason = reason or status
+            self.errors[reason] += 1
+            self._group(reason, text or reason, status)
         if len(self.samples) < MAX_SAMPLES:
             self.samples.append(origin - self.t0, latency, status, reason, phases)
         else:
             self.dropped += 1
 
+    def _group(self, reason: str, text: str, status: str) -> None:
+        text = " ".join(text.split())[:_MAX_TEXT]
+        key = (reason, text)
+        group = self._groups.get(key)
+        if group is None:
+            if len(self._groups) >= MAX_ERROR_GROUPS:
+                key = ("other", "other errors")
+                group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = ErrorGroup(key[0], key[1], status, 0)
+        group.count += 1
+
+    def _timed_out(self, text: str) -> None:
+        self._timeouts_in_a_row += 1
+        if self._timeouts_in_a_row >= TIMEOUTS_IN_A_ROW:
+            self.stop(
+                TimeoutFailure(
+                    f"the run was stopped: {self._timeouts_in_a_row} waits in a row ran out "
+                    f"with nothing sent in between (last: {text})",
+                    hint="check that the server is healthy, or give it more time with --timeout",
+                )
+            )
+
+    def attempt(self) -> None:
+        """A connection attempt is about to start."""
+        self.attempts += 1
+
+    def open_failed(self, error: MailctlError) -> None:
+        """A connection attempt failed without being fatal (421 at the greeting, a cut)."""
+        self._open_failures_in_a_row += 1
+        if self._open_failures_in_a_row >= self._open_failure_limit:
+            self.stop(
+                type(error)(
+                    f"the run was stopped: {self._open_failures_in_a_row} connections in a row "
+                    f"failed (last: {error.message})",
+                    hint=error.hint,
+                    details=error.details,
+                )
+            )
+
     def record_session(self, timings: dict[str, float]) -> None:
         self.connections += 1
+        self._open_failures_in_a_row = 0
         for key, name in (
             ("connect", "connect"),
             ("starttls", "tls"),
@@ -124,6 +206,12 @@ class Recorder:
         ):
             if key in timings:
                 self.phases[name].append(timings[key])
+
+    def _not_tried(self) -> int:
+        messages = self.work.messages
+        if messages is None:
+            return 0
+        return max(messages - self.sent - self.failed - self.unknown, 0)
 
     def result(self, mode: BenchMode, message_size: int, interrupted: bool) -> RunResult:
         start = self.t_measure if self.t_measure is not None else self.t0
@@ -138,6 +226,8 @@ class Recorder:
             warmup=self.warmup,
             sent=self.sent,
             failed=self.failed,
+            permanent=self.permanent,
+            transient=self.transient,
             unknown=self.unknown,
             elapsed=elapsed,
             qps=qps(self.sent, elapsed),
@@ -148,7 +238,11 @@ class Recorder:
                 if (summary := summarize(values)) is not None
             },
             errors=dict(self.errors.most_common()),
+            error_details=sorted(self._groups.values(), key=lambda group: -group.count),
+            connections_attempted=self.attempts,
             connections_opened=self.connections,
+            stopped_by=self.fatal,
+            not_tried=self._not_tried(),
             histogram=histogram(ordered) if ordered else None,
             interrupted=interrupted,
             samples_dropped=self.dropped,

@@ -106,7 +106,13 @@ class _Flight:
         reason: str | None = None,
         error: str | None = None,
         finished: float | None = None,
+        failure_reply: Reply | None = None,
     ) -> TransactionResult:
+        if failure_reply is None and reason is not None and reason.isdigit():
+            # The reply whose code decided the failure, in the order of the exchange.
+            code = int(reason)
+            replies = (self.mail, *(r.reply for r in self.recipients), self.data, final)
+            failure_reply = next((r for r in replies if r is not None and r.code == code), None)
         return TransactionResult(
             status,
             self.item.tag,
@@ -122,6 +128,7 @@ class _Flight:
             dot_sent=self.dot_sent,
             finished=time.perf_counter() if finished is None else finished,
             chained=self.chained,
+            failure_reply=failure_reply,
         )
 
 
@@ -205,8 +212,10 @@ class Pipeline:
             if raw is None:
                 return self._lost(flight), None
         else:
-            if not chained_at and not reader.write(
-                (_RSET if self._rset_pending else b"") + item.commands
+            # Unless the commands rode on the previous final dot, no reply may be pending.
+            if not chained_at and (
+                reader.out_of_step()
+                or not reader.write((_RSET if self._rset_pending else b"") + item.commands)
             ):
                 return self._lost(flight), None
             if self._rset_pending and not await self._rset_reply():
@@ -243,7 +252,7 @@ class Pipeline:
         commands = flight.item.commands.split(b"\r\n")[:-1]  # MAIL, RCPT..., DATA
         raw: list[_ReplyTuple] = []
         for index, command in enumerate(commands):
-            if not reader.write(command + b"\r\n"):
+            if reader.out_of_step() or not reader.write(command + b"\r\n"):
                 return None
             got = await reader.read(1, timeout)
             if not got:
@@ -320,6 +329,7 @@ class Pipeline:
                 error=f"{self._where} refused {len(refused)} of {len(flight.recipients)} "
                 f"recipients ({listed}); the connection was closed before the final dot, "
                 "so nothing was sent",
+                failure_reply=refused[0].reply,
             )
         return None
 
@@ -328,6 +338,8 @@ class Pipeline:
     ) -> tuple[TransactionResult, PreparedTransaction | None]:
         """Write the body and final dot (plus the next item's commands) and read the reply."""
         reader = self._reader
+        if reader.out_of_step():  # a reply after the 354 would pass for the final one
+            return self._lost(flight), None
         follow = source.poll() if self.pipelining else None
         payload = flight.item.message.payload
         if follow is not None:
@@ -371,6 +383,7 @@ class Pipeline:
             TransactionStatus.TRANSIENT,
             reason=reason,
             error=f"{self._where}: {text} before the end of the message; nothing was sent",
+            failure_reply=_reply(closing) if closing else None,
         )
 
     def _not_sent(self, item: PreparedTransaction) -> TransactionResult:

@@ -186,6 +186,21 @@ class ReplyReader(asyncio.BufferedProtocol):
         take = min(count, len(replies))
         return [replies.popleft() for _ in range(take)]
 
+    def out_of_step(self) -> bool:
+        """True, and the connection failed as a protocol error, when replies are queued
+        where every reply asked for has been read: the server answered something nobody
+        sent, so each later reply would be taken for the one before it (a MAIL's 250 for
+        the final dot's). Call it where nothing may be pending: before new commands that
+        do not ride on a final dot, and before the body after the 354."""
+        if not self.replies:
+            return False
+        shown = self.replies[0][1][:80].decode("ascii", "backslashreplace")
+        self._fail(
+            "protocol_error",
+            f"the server sent a reply nobody asked for ({self.replies[0][0]} {shown})",
+        )
+        return True
+
     def stop_watchdog(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()

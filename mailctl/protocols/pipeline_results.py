@@ -50,6 +50,9 @@ class TransactionResult:
     dot_sent: float = 0.0  # body and final dot written
     finished: float = 0.0  # final reply read (or the failure noticed)
     chained: bool = field(default=False)  # its commands rode on the previous final dot
+    # The reply that decided a failure (the refusal, or the 421 that closed the connection);
+    # None when sent or when no reply decided it (a cut, a timeout).
+    failure_reply: Reply | None = None
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -90,6 +93,7 @@ class TransactionResult:
             "queue_id": self.queue_id,
             "reason": self.reason,
             "error": self.error,
+            "failure_reply": self.failure_reply.to_json() if self.failure_reply else None,
             "timings": self.timings,
         }
 

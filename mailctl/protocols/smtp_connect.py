@@ -234,7 +234,13 @@ async def open_socket(
         ) from err
     last_error: OSError | None = None
     for family, kind, proto, _, address in infos:
-        sock = socket.socket(family, kind, proto)
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError as err:  # EMFILE/ENFILE: out of descriptors here, not the server's fault
+            raise ConnectError(
+                f"cannot open a socket to connect to {where}: {err.strerror or err}",
+                hint="too many open files: raise the limit (ulimit -n) or use fewer connections",
+            ) from err
         try:
             sock.setblocking(False)
             if source_address is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import json
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,10 @@ from mailctl.sink.config import SinkConfig
 from mailctl.sink.server import SinkServer
 from mailctl.sink.stats import SinkStats
 from mailctl.store.files import write_atomic
+
+# Seconds between two "out of descriptors" warnings: asyncio retries accept() every second
+# while connections wait in the listen queue, and would log a traceback each time.
+_EXHAUSTED_WARNING_INTERVAL = 10.0
 
 
 class LoopKind(StrEnum):
@@ -53,14 +59,19 @@ def run_sink(
     progress: Callable[[SinkStats], None] | None = None,
     progress_interval: float = 0.5,
     loop: LoopKind = LoopKind.AUTO,
+    on_warning: Callable[[str], None] | None = None,
 ) -> SinkRun:
     """Serve until SIGINT/SIGTERM, --max-messages or --duration; return the counters.
 
-    Raises ListenError (cannot bind), CantCreateError (store or ready file), UsageError
-    (uvloop asked for but not installed).
+    The soft descriptor limit is raised to the hard one first (each connection is one);
+    running out anyway is one `on_warning` line every few seconds, never a traceback per
+    refused accept(). Raises ListenError (cannot bind), CantCreateError (store or ready
+    file), UsageError (uvloop asked for but not installed).
     """
+    _raise_descriptor_limit()
     factory, loop_name = _loop_factory(loop)
     with asyncio.Runner(loop_factory=factory) as runner:
+        runner.get_loop().set_exception_handler(_exhaustion_handler(on_warning))
         return runner.run(
             _serve(
                 config,
@@ -71,6 +82,53 @@ def run_sink(
                 loop_name=loop_name,
             )
         )
+
+
+def _raise_descriptor_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as servers do; never raises."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if resource.RLIM_INFINITY not in (hard, soft) and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _descriptor_limit() -> str:
+    try:
+        import resource
+
+        return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return "?"
+
+
+def _exhaustion_handler(
+    on_warning: Callable[[str], None] | None,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """A loop exception handler: EMFILE/ENFILE on accept() become one warning now and then
+    (the connection waits in the listen queue and asyncio retries); the rest as usual."""
+    last = -math.inf
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            now = loop.time()
+            if now - last >= _EXHAUSTED_WARNING_INTERVAL:
+                last = now
+                if on_warning is not None:
+                    on_warning(
+                        f"out of file descriptors (ulimit -n {_descriptor_limit()}): new "
+                        "connections wait until others close; raise the limit or cap them "
+                        "with --max-connections"
+                    )
+            return
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 def _loop_factory(kind: LoopKind) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:

@@ -14,6 +14,12 @@ Correctness rules, each decided here:
   "550 5.5.2" instead of being normalised: SMTP smuggling (CVE-2023-51764/5/6) relies on
   servers that accept "\\n.\\r\\n" as an end of data, so the sink never guesses where a
   line ends. The end of data is "\\r\\n.\\r\\n" only.
+* NUL anywhere in a command is refused (500 5.5.2), and a control byte in an address or an
+  EHLO/HELO name makes it invalid (501): RFC 5321 4.1.2 allows none, and addresses reach
+  the stored message's trace headers.
+* Faults and 421 at the final dot close the connection without answering anything the
+  client pipelined after the dot: a chained MAIL must not get a 250 that a client could
+  take for the reply to the message (RFC 1047, RFC 2920 3.1).
 * Limits: command lines 512 octets (RFC 5321 4.5.3.1.4; AUTH lines 12288, RFC 4954 4),
   text lines 1000 octets (4.5.3.1.6), SIZE (RFC 1870, 552 5.3.4 beyond), 1000 recipients
   (4.5.3.1.8 asks for at least 100; 452 4.5.3 beyond), 20 protocol errors per connection
@@ -49,6 +55,7 @@ from mailctl.sink.replies import (
     NEED_SMTPUTF8,
     NESTED_MAIL,
     NO_RECIPIENTS,
+    NUL_COMMAND,
     QUEUE_HIGH_WATER,
     QUEUED,
     RCPT_OK,
@@ -65,6 +72,7 @@ from mailctl.sink.replies import (
 )
 from mailctl.sink.session_commands import (
     auth_continue,
+    has_control,
     line_too_long,
     protocol_error,
     smtp_auth,
@@ -229,7 +237,10 @@ class SmtpSession(asyncio.BufferedProtocol):
         self.active = True
         if self._in_data:
             rest = self._body(data)
-            if not rest:  # None (the body goes on) or nothing after the final dot
+            # None: the body goes on; b"": nothing after the final dot; stopped: a fault
+            # or a 421 at the final dot closes the connection, and nothing pipelined after
+            # the dot may be answered (RFC 1047: the client must see no reply at all).
+            if not rest or self._stopped:
                 self._flush()
                 return
             data = rest
@@ -248,6 +259,8 @@ class SmtpSession(asyncio.BufferedProtocol):
             # The dispatch is inlined: a call costs ~0.4 us here, a third of a command.
             if 10 in line or 13 in line:  # LF, CR; an int test is 5x faster than b"\n" in
                 protocol_error(self, BARE_EOL_COMMAND)  # RFC 5321 2.3.8
+            elif 0 in line:  # NUL: no SMTP command or argument may hold one (RFC 5321 4.1.2)
+                protocol_error(self, NUL_COMMAND)
             elif self._auth_step:
                 auth_continue(self, line)
             else:
@@ -266,6 +279,8 @@ class SmtpSession(asyncio.BufferedProtocol):
                 rest = self._body(buf[start:])
                 if rest is None:
                     start = len(buf)
+                    break
+                if self._stopped:  # closed at the final dot: the rest is never answered
                     break
                 buf, start, find = rest, 0, rest.find
         if self._stopped:
@@ -654,14 +669,22 @@ class SmtpSession(asyncio.BufferedProtocol):
 
 
 def _path(rest: bytes) -> tuple[bytes | None, bytes]:
-    """Split "<address> params" (RFC 5321 4.1.2); (None, b"") when there are no brackets."""
+    """Split "<address> params" (RFC 5321 4.1.2); (None, b"") when there are no brackets.
+
+    An address holding a control byte (NUL, TAB, ESC, DEL, ...) is no address: RFC 5321
+    4.1.2 allows none in a path, not even quoted, and the address would reach the stored
+    message's trace headers (storage.py) and the mbox From_ line.
+    """
     rest = rest.lstrip(b" ")
     if rest[:1] != b"<":
         return None, b""
     end = rest.find(b">")
     if end < 0:
         return None, b""
-    return rest[1:end], rest[end + 1 :]
+    address = rest[1:end]
+    if has_control(address):
+        return None, b""
+    return address, rest[end + 1 :]
 
 
 _COMMANDS: Final[dict[bytes, Callable[[SmtpSession, bytes], None]]] = {

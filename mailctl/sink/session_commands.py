@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import re
 import ssl
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,9 @@ from mailctl.sink.replies import (
 
 if TYPE_CHECKING:
     from mailctl.sink.session import SmtpSession
+
+# C0 controls and DEL: never part of a domain or an address (RFC 5321 4.1.2, 4.1.3).
+has_control = re.compile(rb"[\x00-\x1f\x7f]").search
 
 # ------------------------------------------------------------------ errors
 
@@ -73,7 +77,7 @@ def reset_transaction(session: SmtpSession) -> None:
 
 
 def smtp_helo(session: SmtpSession, line: bytes) -> None:
-    if not line[5:].strip():
+    if not line[5:].strip() or has_control(line[5:].strip()):
         protocol_error(session, b"501 5.5.4 Syntax: HELO hostname\r\n")
         return
     session._greeted = True
@@ -82,7 +86,7 @@ def smtp_helo(session: SmtpSession, line: bytes) -> None:
 
 
 def smtp_ehlo(session: SmtpSession, line: bytes) -> None:
-    if not line[5:].strip():
+    if not line[5:].strip() or has_control(line[5:].strip()):
         protocol_error(session, b"501 5.5.4 Syntax: EHLO hostname\r\n")
         return
     session._greeted = True
