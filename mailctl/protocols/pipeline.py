@@ -252,6 +252,11 @@ class Pipeline:
         commands = flight.item.commands.split(b"\r\n")[:-1]  # MAIL, RCPT..., DATA
         raw: list[_ReplyTuple] = []
         for index, command in enumerate(commands):
+            if reader.replies and reader.replies[0][0] == 421:
+                # Postfix sends its 421 in the same segment as the error that reached its
+                # hard limit: it answers every command not yet sent (RFC 5321 3.8).
+                raw.append(reader.replies.popleft())
+                break
             if reader.out_of_step() or not reader.write(command + b"\r\n"):
                 return None
             got = await reader.read(1, timeout)

@@ -194,11 +194,14 @@ class ReplyReader(asyncio.BufferedProtocol):
         do not ride on a final dot, and before the body after the 354."""
         if not self.replies:
             return False
-        shown = self.replies[0][1][:80].decode("ascii", "backslashreplace")
-        self._fail(
-            "protocol_error",
-            f"the server sent a reply nobody asked for ({self.replies[0][0]} {shown})",
-        )
+        code, text, _ = self.replies[0]
+        shown = text[:80].decode("ascii", "backslashreplace")
+        if code == 421:  # RFC 5321 3.8: the server may say 421 unasked before it closes
+            self._fail("421", f"the server is closing the connection: 421 {shown}")
+        else:
+            self._fail(
+                "protocol_error", f"the server sent a reply nobody asked for ({code} {shown})"
+            )
         return True
 
     def stop_watchdog(self) -> None:
