@@ -51,7 +51,9 @@ class Peer:
             raise PeerGone("budget used up")
         try:
             self._conn.sendall(data)
-        except TimeoutError as err:  # the client stopped reading but did not close
+        except TimeoutError as err:  # the client stopped reading: did it hang up (FIN)?
+            if self._fin_received():
+                server.mark_closed()
             raise PeerGone("client stopped reading") from err
         except OSError as err:
             server.mark_closed()
@@ -100,6 +102,20 @@ class Peer:
             if chunk == b"":
                 self._server.mark_closed()
                 return
+
+    def _fin_received(self) -> bool:
+        if isinstance(self._conn, ssl.SSLSocket):
+            return False  # no MSG_PEEK through TLS
+        try:
+            return self._conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.close()
 
     def start_tls(self, context: ssl.SSLContext) -> None:
         """Switch this connection to TLS (the server side of STARTTLS/STLS)."""
@@ -164,7 +180,9 @@ class HostileServer:
                 if self._tls is not None:
                     conn = self._tls.wrap_socket(conn, server_side=True)
                     stack.callback(conn.close)
-                self._script(Peer(conn, self))
+                peer = Peer(conn, self)
+                stack.callback(peer.close)  # the socket it ends with (TLS after STARTTLS)
+                self._script(peer)
             except PeerGone:
                 pass
             except (OSError, ssl.SSLError):
