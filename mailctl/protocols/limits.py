@@ -29,8 +29,9 @@ class ReadLimits:
     - `max_response`: all lines and literals of one response together.
     - `max_response_lines`: lines in one response: IMAP untagged responses and
       continuation requests, or the lines of a POP3 multi-line answer (CAPA, LIST, UIDL).
-    - `max_message`: one message body (IMAP FETCH BODY[] literal, POP3 RETR); a
-      message command may read `max_message + max_response` octets, lines uncounted.
+    - `max_message`: one message (the IMAP FETCH BODY[] literal, the lines of a POP3
+      RETR answer), counted apart from the caps above, which still bound the rest of
+      the answer.
     - `session_seconds`: the whole session from connect to close, on top of the
       per-response deadlines (greeting: connect_timeout; each command: command_timeout;
       a message command: data_timeout). None: no session-wide limit.

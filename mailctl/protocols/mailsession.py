@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import ClassVar, Self
 
-from mailctl.errors import MailctlError
+from mailctl.errors import MailctlError, ProtocolError
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
@@ -30,6 +30,11 @@ from mailctl.protocols.checks import (
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.tls import TlsInfo, client_context
 from mailctl.protocols.wire import Wire
+
+# The libraries parse server answers with few checks: a malformed one can surface as these
+# (imapclient: CAPABILITY answered OK with nothing listed -> AttributeError on None). From
+# a server they are a protocol error, not "a bug in mailctl"; the chain keeps the detail.
+_PARSE_FAILURES = (AttributeError, TypeError, LookupError)
 
 
 class MailSession(ABC):
@@ -140,6 +145,12 @@ class MailSession(ABC):
                 if mapped is None and isinstance(err, OSError | EOFError | ValueError):
                     mapped = map_os_error(
                         err, protocol=self.protocol, settings=self.settings, phase=self.clock.phase
+                    )
+                if mapped is None and isinstance(err, _PARSE_FAILURES):
+                    mapped = ProtocolError(
+                        f"{self.protocol.value.upper()} server {self.where} sent an answer "
+                        f"mailctl cannot use during {self.clock.phase} ({type(err).__name__})",
+                        hint="the server is broken or hostile; if it is yours, check its logs",
                     )
                 if mapped is None:
                     raise

@@ -86,15 +86,19 @@ class BoundedPOP3(poplib.POP3):
     def message(self, command: str) -> bytes:
         """Send RETR (or TOP) and return the message with CRLF line ends, un-stuffed.
 
-        The body is collected in one buffer, not one object per line; the wire applies
-        `max_message` and `data_timeout`. Raises poplib.error_proto for -ERR or EOF.
+        The body is collected in one buffer, not one object per line; its lines count
+        against `max_message` and the answer has `data_timeout`. Raises poplib.error_proto
+        for -ERR or EOF.
         """
         with self._wire.message_command(command.split(" ", 1)[0].upper()):
             self._putcmd(command)
         self._getresp()
         body = bytearray()
         while True:
-            line, _octets = self._getline()
+            line = self._wire.readline(self.sock, message=True)
+            if not line.endswith(b"\n"):
+                raise poplib.error_proto(EOF_TEXT)  # cut off: a partial message is no message
+            line = line[:-2] if line.endswith(CRLF) else line[:-1]
             if line == b".":
                 return bytes(body)
             if line.startswith(b".."):

@@ -70,6 +70,7 @@ class Wire:
         self._next_message: str | None = None
         self._lines = 0
         self._octets = 0
+        self._message_octets = 0
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._failure: MailctlError | None = None
@@ -105,7 +106,7 @@ class Wire:
         self._message = command == self._next_message
         if self._message:
             self._next_message = None
-        self._lines = self._octets = 0
+        self._lines = self._octets = self._message_octets = 0
         seconds = self._timeouts.data if self._message else self._timeouts.command
         self._end = time.monotonic() + seconds
         sock.settimeout(self._left())  # bounds the send as well
@@ -125,14 +126,18 @@ class Wire:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def readline(self, sock: socket.socket) -> bytes:
+    def readline(self, sock: socket.socket, *, message: bool = False) -> bytes:
         """One line, LF included; at EOF whatever is left (b"" when nothing).
+
+        `message`: the line is part of a message body (POP3 RETR) during a message
+        command; it counts against `max_message`, not the response's line and size caps.
 
         Raises ResponseLimitError, TimeoutFailure, ConnectError (greeting), ProtocolError.
         """
         self._check()
         self._bind(sock)
-        limit = self._limits.max_message if self._message else self._limits.max_line
+        message = message and self._message
+        limit = self._limits.max_message if message else self._limits.max_line
         scanned = 0
         while (end := self._buffer.find(b"\n", scanned)) < 0:
             if len(self._buffer) > limit:
@@ -145,7 +150,10 @@ class Wire:
         size = end + 1
         if size > limit:
             raise self._over("max_line", limit, f"sent a line longer than {octets(limit)}")
-        self._charge(size, lines=1)
+        if message:
+            self._charge_message(size)
+        else:
+            self._charge(size, lines=1)
         line = bytes(self._buffer[:size])
         del self._buffer[:size]  # bytearray drops a prefix in O(1)
         return line
@@ -157,14 +165,18 @@ class Wire:
         """
         self._check()
         self._bind(sock)
-        name, limit = (
-            ("max_message", self._limits.max_message)
-            if self._message
-            else ("max_literal", self._limits.max_literal)
-        )
-        if size > limit:
-            raise self._over(name, limit, f"announced a literal of {size} octets")
-        self._charge(size, lines=0)
+        if self._message:
+            if size > self._limits.max_message:
+                raise self._over(
+                    "max_message", self._limits.max_message, f"announced a {size}-octet message"
+                )
+            self._charge_message(size)
+        else:
+            if size > self._limits.max_literal:
+                raise self._over(
+                    "max_literal", self._limits.max_literal, f"announced a {size}-octet literal"
+                )
+            self._charge(size, lines=0)
         data = bytearray()
         while len(data) < size:
             if not self._buffer and not self._fill():
@@ -223,9 +235,10 @@ class Wire:
         return left
 
     def _charge(self, size: int, *, lines: int) -> None:
+        """Count protocol lines and octets of the response (a message's body aside)."""
         limits = self._limits
         self._lines += lines
-        if not self._message and self._lines > limits.max_response_lines:
+        if self._lines > limits.max_response_lines:
             raise self._over(
                 "max_response_lines",
                 limits.max_response_lines,
@@ -233,9 +246,17 @@ class Wire:
                 unit="lines",
             )
         self._octets += size
-        budget = limits.max_response + (limits.max_message if self._message else 0)
-        if self._octets > budget:
-            raise self._over("max_response", budget, f"sent more than {octets(budget)}")
+        if self._octets > limits.max_response:
+            raise self._over(
+                "max_response", limits.max_response, f"sent more than {octets(limits.max_response)}"
+            )
+
+    def _charge_message(self, size: int) -> None:
+        """Count a message body's octets (literals or POP3 lines) against `max_message`."""
+        limit = self._limits.max_message
+        self._message_octets += size
+        if self._message_octets > limit:
+            raise self._over("max_message", limit, f"sent a message larger than {octets(limit)}")
 
     def _answering(self) -> str:
         return "its greeting" if self._command is None else f"its answer to {self._command}"
