@@ -7,16 +7,22 @@ FETCH; STAT, LIST, UIDL, RETR) and the limits that only they reach.
 
 from __future__ import annotations
 
+import base64
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import trustme
 from servers.dovecot import DovecotServer
 from servers.hostile import HostileServer, Peer, hostile
 
 from mailctl.errors import (
+    ConnectionLostError,
     HeaderInjectionError,
+    MailctlError,
     ProtocolError,
     ResponseLimitError,
     TimeoutFailure,
@@ -269,18 +275,10 @@ def test_session_deadline_covers_the_whole_exchange() -> None:
     ids=["imap", "pop3"],
 )
 def test_data_sent_before_the_starttls_handshake_is_refused(
-    protocol: Protocol, tmp_path_factory: pytest.TempPathFactory
+    protocol: Protocol, server_tls: tuple[ssl.SSLContext, Path]
 ) -> None:
     """Plaintext answers queued behind the STARTTLS reply must not pass as TLS-protected."""
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+    context, ca_file = server_tls
 
     def imap(peer: Peer) -> None:
         peer.send(b"* OK ready\r\n")
@@ -310,3 +308,121 @@ def test_data_sent_before_the_starttls_handshake_is_refused(
         with pytest.raises(ProtocolError, match="response injection"):
             session_type.open(settings, secret=None)
         assert server.wait_closed(2)
+
+
+# -- TLS handshakes run under the deadline, not a per-read timeout ---------------------------
+
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context, ca_file
+
+
+@BOTH
+@pytest.mark.parametrize("security", [Security.TLS, Security.STARTTLS], ids=["tls", "starttls"])
+def test_a_trickled_tls_handshake_ends_at_the_deadline(
+    server_tls: tuple[ssl.SSLContext, Path], protocol: Protocol, security: Security
+) -> None:
+    context, ca_file = server_tls
+
+    def script(peer: Peer) -> None:
+        if security is Security.STARTTLS and protocol is Protocol.IMAP:
+            peer.send(b"* OK ready\r\n")
+            tag, _ = peer.command()
+            peer.send(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n" + tag + b" OK done\r\n")
+            tag, _ = peer.command()
+            peer.send(tag + b" OK go\r\n")
+        elif security is Security.STARTTLS:
+            peer.send(b"+OK ready\r\n")
+            assert peer.line() == b"CAPA"
+            peer.send(b"+OK\r\nSTLS\r\n.\r\n")
+            assert peer.line() == b"STLS"
+            peer.send(b"+OK go\r\n")
+        # Each byte comes long before any per-read timeout; the whole takes minutes.
+        peer.trickle_tls_handshake(context, interval=0.05)
+
+    with hostile(script) as server:
+        settings = ServerSettings(
+            host="127.0.0.1", port=server.port, security=security, ca_file=ca_file,
+            timeouts=Timeouts(connect=1.0, command=1.0),
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(TimeoutFailure) as caught:
+            CHECKS[protocol](settings, secret=None)
+        assert time.monotonic() - started < 2.5
+        key = "connect_timeout" if security is Security.TLS else "command_timeout"
+        assert key in caught.value.message and "during tls" in caught.value.message
+
+
+# -- the login exchange with a broken or hostile server --------------------------------------
+
+
+def test_pop3_connection_closed_during_capa_is_connection_lost() -> None:
+    """poplib's capa() reported a cut-off CAPA as "CAPA not supported": the check passed."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"+OK ready\r\n")
+        assert peer.line() == b"CAPA"
+        peer.send(b"+OK\r\nUSER\r\n")  # and hang up before the final dot
+
+    with hostile(script) as server, pytest.raises(ConnectionLostError, match="capability"):
+        check_pop3(plain(server, username=None), secret=None)
+
+
+def test_pop3_capa_with_empty_and_non_ascii_lines() -> None:
+    """poplib's capa() failed with IndexError (exit 70) on an empty line."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"+OK ready\r\n")
+        assert peer.line() == b"CAPA"
+        peer.send(b"+OK\r\nUSER\r\n\r\nX-\xc3\x9cNI arg\r\n.\r\n")
+        assert peer.line() == b"QUIT"
+        peer.send(b"+OK bye\r\n")
+
+    with hostile(script) as server:
+        result = check_pop3(plain(server, username=None), secret=None)
+    assert result.capabilities == ("USER", "X-\u00dcNI arg")
+
+
+def test_pop3_login_needs_plus_ok_not_any_plus() -> None:
+    """RFC 1939 3: success is "+OK"; a bare "+" (a SASL continuation) is not a login."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"+OK ready\r\n")
+        assert peer.line() == b"CAPA"
+        peer.send(b"+OK\r\nSASL PLAIN\r\n.\r\n")
+        assert peer.line().startswith(b"AUTH PLAIN ")
+        peer.send(b"+ \r\n")
+        peer.stall()
+
+    with hostile(script) as server, pytest.raises(ProtocolError):
+        check_pop3(plain(server), secret=lambda: "pw")
+
+
+def test_imap_authenticate_sends_the_credentials_once() -> None:
+    """imapclient answers every continuation with the password again; we cancel instead."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK ready\r\n")
+        tag, _ = peer.command()
+        peer.send(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+        tag, command = peer.command()
+        assert command == b"AUTHENTICATE", command
+        for _ in range(5):
+            peer.send(b"+ \r\n")
+            if peer.line() == b"*":  # RFC 3501 6.2.2: the client cancels
+                break
+        peer.send(tag + b" BAD cancelled\r\n")
+        peer.stall()
+
+    with hostile(script) as server:
+        with pytest.raises(MailctlError):
+            check_imap(plain(server), secret=lambda: "pw")
+        credentials = base64.b64encode(b"\0alice\0pw")
+        assert server.received.count(credentials) == 1, server.received
+        assert server.received[-1] == b"*"

@@ -103,6 +103,23 @@ class Peer:
                 self._server.mark_closed()
                 return
 
+    def trickle_tls_handshake(self, context: ssl.SSLContext, *, interval: float) -> None:
+        """Be the server side of a TLS handshake, sending our half one byte per `interval`."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.do_handshake()
+            for value in outgoing.read():
+                self.send(bytes([value]))
+                time.sleep(interval)
+            chunk = self._recv()
+            if chunk == b"":
+                self._server.mark_closed()
+                return
+            if chunk:
+                incoming.write(chunk)
+
     def _fin_received(self) -> bool:
         if isinstance(self._conn, ssl.SSLSocket):
             return False  # no MSG_PEEK through TLS
