@@ -173,7 +173,11 @@ class ImapSession(MailSession):
         username = self.settings.username or ""
         try:
             if method == "plain":
-                self._client.plain_login(username, password)
+                # RFC 4616 PLAIN is one message. imapclient's plain_login sends it again for
+                # every continuation a server asks; once answered, return None: imaplib then
+                # sends "*", which cancels the exchange (RFC 3501 6.2.2).
+                answers = [f"\0{username}\0{password}"]
+                self._client.sasl_login("PLAIN", lambda _: answers.pop() if answers else None)
             else:
                 if not (username.isascii() and password.isascii()):
                     raise AuthUnsupportedError(

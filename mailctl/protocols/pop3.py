@@ -23,7 +23,7 @@ from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import LoginCheck, quote_server
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.pop3_wire import EOF_TEXT, BoundedPOP3
+from mailctl.protocols.pop3_wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
 
 # RFC 2449 8 / RFC 3206: response codes that mean "try again later", not "wrong password".
@@ -146,7 +146,7 @@ class PopSession(MailSession):
         try:
             _response, lines = self.client.multiline("CAPA")
         except poplib.error_proto as err:
-            if _reply_text(err) == EOF_TEXT:
+            if _reply_text(err) == EOF_TEXT or isinstance(err, NotOkError):
                 raise
             self._capability_map = {}
             return self._capability_map
@@ -211,8 +211,8 @@ class PopSession(MailSession):
                 client.pass_(password)
         except poplib.error_proto as err:
             text = quote_server(_reply_text(err), secret=password)
-            if text == EOF_TEXT:
-                raise
+            if text == EOF_TEXT or isinstance(err, NotOkError):
+                raise  # not a refusal: the guard maps it (connection lost, protocol error)
             match = _RESPONSE_CODE.search(text)
             message = f"POP3 login as {username!r} at {self.where} failed: {text}"
             if match and match.group(1).upper() in _TRANSIENT_CODES:

@@ -22,6 +22,10 @@ CRLF = b"\r\n"
 EOF_TEXT = "-ERR EOF"
 
 
+class NotOkError(poplib.error_proto):
+    """An answer that is neither +OK nor -ERR (RFC 1939 3), such as a SASL "+ " continuation."""
+
+
 class BoundedPOP3(poplib.POP3):
     """poplib.POP3 reading only through `wire`; implicit TLS when `context` is given."""
 
@@ -41,7 +45,6 @@ class BoundedPOP3(poplib.POP3):
 
         def _shortcmd(self, line: str) -> bytes: ...
         def _longcmd(self, line: str) -> tuple[bytes, list[bytes], int]: ...
-        def _getresp(self) -> bytes: ...
 
     def _putcmd(self, line: str) -> None:
         """Every command goes through here: fresh budgets and deadline for its answer."""
@@ -58,6 +61,15 @@ class BoundedPOP3(poplib.POP3):
         if line.endswith(CRLF):
             return line[:-2], octets
         return line[:-1], octets
+
+    def _getresp(self) -> bytes:
+        # poplib takes any line starting with "+" as success; RFC 1939 3 says "+OK".
+        response, _octets = self._getline()
+        if response.startswith(b"-"):
+            raise poplib.error_proto(response)
+        if response[:3] != b"+OK" or response[3:4] not in (b"", b" "):
+            raise NotOkError(response)
+        return response
 
     def command(self, command: str) -> bytes:
         """Send `command`, return its +OK line. Raises poplib.error_proto for -ERR or EOF."""
