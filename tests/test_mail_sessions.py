@@ -1,4 +1,4 @@
-"""ImapSession / PopSession: real mail through the bounded reads (Dovecot), hostile answers cut.
+"""ImapSession / Pop3Session: real mail through the bounded reads (Dovecot), hostile answers cut.
 
 The login check is covered by test_imap_pop3_checks.py and, from the CLI, by
 test_hostile_mail_servers.py; here are the operations `fetch` will use (SELECT, UID SEARCH,
@@ -31,7 +31,7 @@ from mailctl.models import Protocol, Security, ServerSettings, Timeouts
 from mailctl.protocols.checks import LoginCheck
 from mailctl.protocols.imap import ImapSession, check_imap
 from mailctl.protocols.limits import KIB, ReadLimits
-from mailctl.protocols.pop3 import PopSession, check_pop3
+from mailctl.protocols.pop3 import Pop3Session, check_pop3
 
 BOTH = pytest.mark.parametrize("protocol", [Protocol.IMAP, Protocol.POP3], ids=["imap", "pop3"])
 CHECKS: dict[Protocol, Callable[..., LoginCheck]] = {
@@ -69,7 +69,7 @@ def test_pop3_session_reads_a_message(dovecot: DovecotServer, security: Security
     raw = message(300 * KIB)
     dovecot.seed(raw, user=user.name)
     settings = dovecot.settings(Protocol.POP3, security, user=user.name)
-    with PopSession.open(settings, secret=lambda: user.password) as session:
+    with Pop3Session.open(settings, secret=lambda: user.password) as session:
         count, size = session.stat()
         assert count == 1 and size == len(raw)
         assert session.list_sizes() == {1: len(raw)}
@@ -100,7 +100,7 @@ def test_a_message_over_max_message_is_refused(dovecot: DovecotServer, protocol:
                 imap.select("INBOX")
                 imap.fetch_message(imap.uids()[0])
         else:
-            with PopSession.open(settings, secret=lambda: user.password, limits=limits) as pop:
+            with Pop3Session.open(settings, secret=lambda: user.password, limits=limits) as pop:
                 pop.retr(1)
     text = caught.value.one_line()
     assert "max_message = 64 KiB" in text and f"{dovecot.host}:{settings.port}" in text
@@ -169,7 +169,7 @@ def test_pop3_list_with_endless_lines(monkeypatch: pytest.MonkeyPatch) -> None:
         peer.flood(b"1 100\r\n")
 
     with hostile(script) as server:
-        session = PopSession.open(plain(server), secret=lambda: "pw")
+        session = Pop3Session.open(plain(server), secret=lambda: "pw")
         started = time.monotonic()
         with pytest.raises(ResponseLimitError, match="max_response_lines") as caught:
             session.list_sizes()
@@ -185,7 +185,7 @@ def test_pop3_retr_trickle_stops_at_the_data_timeout() -> None:
         peer.send(b"+OK message follows\r\n")
         peer.trickle(b"Subject: slow\r\n", interval=0.1, repeat=True)
 
-    with hostile(script) as server, PopSession.open(plain(server), secret=lambda: "pw") as session:
+    with hostile(script) as server, Pop3Session.open(plain(server), secret=lambda: "pw") as session:
         started = time.monotonic()
         with pytest.raises(TimeoutFailure, match=r"RETR within 1 s .*data_timeout"):
             session.retr(1)
@@ -300,7 +300,7 @@ def test_data_sent_before_the_starttls_handshake_is_refused(
         peer.stall()
 
     script = imap if protocol is Protocol.IMAP else pop3
-    session_type = ImapSession if protocol is Protocol.IMAP else PopSession
+    session_type = ImapSession if protocol is Protocol.IMAP else Pop3Session
     with hostile(script) as server:
         settings = replace(
             plain(server, username=None), security=Security.STARTTLS, ca_file=ca_file

@@ -21,7 +21,7 @@ from mailctl.errors import (
     TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, quote_server
+from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
@@ -55,8 +55,8 @@ class ImapSession(MailSession):
 
     protocol = Protocol.IMAP
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
+        super().__init__(settings, box, limits)
         self._client: Any = None  # a BoundedIMAPClient once connected
         self._capability_list: tuple[str, ...] = ()
 

@@ -3,7 +3,7 @@
 Opening runs the same steps for both protocols: preflight checks before any socket, the
 connection with implicit TLS or required STARTTLS, capabilities asked again after TLS, one
 authentication attempt with the password asked for only then, and a `LoginCheck` of what
-was seen. Subclasses (`ImapSession`, `PopSession`) supply the protocol's steps and its
+was seen. Subclasses (`ImapSession`, `Pop3Session`) supply the protocol's steps and its
 operations; every read goes through the session's `Wire` under its `ReadLimits`. Errors
 are `mailctl.errors` types only, with the password masked in every chained exception.
 """

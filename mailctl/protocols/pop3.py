@@ -1,4 +1,4 @@
-"""POP3 sessions over poplib (`PopSession`) and the login check `account test` runs."""
+"""POP3 sessions over poplib (`Pop3Session`) and the login check `account test` runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import poplib
 import re
 import ssl
 from collections.abc import Callable
-from typing import Any
 
 from mailctl.errors import (
     AuthError,
@@ -20,7 +19,7 @@ from mailctl.errors import (
     TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, quote_server
+from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3_wire import EOF_TEXT, BoundedPOP3, NotOkError
@@ -43,16 +42,16 @@ def check_pop3(
 
     `secret` is called at most once, after TLS is up, right before PASS/AUTH. Nothing is
     deleted: QUIT after a login only ends the session (RFC 1939 6). Default limits:
-    `login_check_limits`. Raises what `PopSession.open` raises.
+    `login_check_limits`. Raises what `Pop3Session.open` raises.
     """
-    session = PopSession.open(
+    session = Pop3Session.open(
         settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
     )
     session.close()
     return session.info
 
 
-class PopSession(MailSession):
+class Pop3Session(MailSession):
     """A POP3 session: `open()` (TLS, CAPA, login), operations, `close()` (QUIT).
 
     Nothing here deletes mail: QUIT only ends the session (RFC 1939 6).
@@ -60,8 +59,8 @@ class PopSession(MailSession):
 
     protocol = Protocol.POP3
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
+        super().__init__(settings, box, limits)
         self._client: BoundedPOP3 | None = None
         self._capability_map: dict[str, list[str]] = {}
 
