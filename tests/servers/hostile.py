@@ -8,14 +8,14 @@ when the client goes away, whichever comes first.
 
 `run_mailctl` runs `python -m mailctl` in a child process under an address-space limit (so a
 regression cannot take the machine's memory with it) and reports its exit code, output,
-wall time and peak RSS (from wait4, for that child alone).
+wall time and peak RSS (from wait4 in a small wrapper process, for mailctl alone).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import resource
+import signal
 import socket
 import ssl
 import subprocess
@@ -233,12 +233,22 @@ class Run:
     max_rss_mib: float
 
 
-_LIMITED_EXEC = (
-    "import os, resource, sys\n"
-    "limit = int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'mailctl', *sys.argv[2:]])\n"
-)
+# The wrapper forks mailctl and reports the child's own peak RSS. Measured from pytest
+# directly, ru_maxrss would include pytest's: Linux carries the high-water mark of the
+# address space a child was (v)forked from across exec.
+_LIMITED_EXEC = """
+import os, resource, sys
+limit, report, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(sys.executable, [sys.executable, "-m", "mailctl", *args])
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as out:
+    out.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
 
 
 def run_mailctl(*args: str, env: dict[str, str], timeout: float = 60.0) -> Run:
@@ -246,42 +256,37 @@ def run_mailctl(*args: str, env: dict[str, str], timeout: float = 60.0) -> Run:
     # No secret from the environment: a test decides where a password could come from.
     inherited = {key: value for key, value in os.environ.items() if key != "MAILCTL_PASSWORD"}
     full_env = {**inherited, "NO_COLOR": "1", **env}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        report = Path(scratch) / "maxrss"
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-c", _LIMITED_EXEC, str(CHILD_ADDRESS_SPACE), *args],
+            [sys.executable, "-c", _LIMITED_EXEC, str(CHILD_ADDRESS_SPACE), str(report), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             env=full_env,
+            start_new_session=True,  # one process group: a timeout kills mailctl too
         )
-        status, usage = _wait(process, timeout)
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise AssertionError(f"mailctl did not finish within {timeout} s") from None
         seconds = time.monotonic() - started
         out.seek(0)
         err.seek(0)
         return Run(
-            returncode=os.waitstatus_to_exitcode(status),
+            returncode=returncode,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
             seconds=seconds,
-            max_rss_mib=usage.ru_maxrss / 1024,  # Linux: KiB
+            max_rss_mib=int(report.read_text()) / 1024,  # Linux: KiB
         )
-
-
-def _wait(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource.struct_rusage]:
-    """wait4 the child (its own rusage, not every child's); kill it after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid == process.pid:
-            process.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
-            return status, usage
-        if time.monotonic() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            raise AssertionError(f"mailctl did not finish within {timeout} s")
-        time.sleep(0.02)
 
 
 def write_config(path: Path, protocol: str, **block: object) -> Path:
