@@ -135,6 +135,12 @@ class ProtocolError(MailctlError):
     code = "protocol_error"
 
 
+class ResponseLimitError(ProtocolError):
+    """An IMAP/POP3 server sent more than a `ReadLimits` cap allows (size, count)."""
+
+    code = "response_limit"
+
+
 class TlsError(ProtocolError):
     code = "tls_failed"
 

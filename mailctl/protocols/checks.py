@@ -1,4 +1,4 @@
-"""The login-check result shared by IMAP and POP3, and the guards both checks run."""
+"""The login-check result shared by IMAP and POP3, the phase clock, and the guards both run."""
 
 from __future__ import annotations
 
@@ -77,24 +77,6 @@ class PhaseClock:
         now = time.perf_counter()
         self.timings[self.phase] = self.timings.get(self.phase, 0.0) + (now - self._mark)
         self._mark = now
-
-    def time_handshakes(self, context: ssl.SSLContext) -> None:
-        """Count the TLS handshake of an implicit-TLS connect as phase `tls`, not `connect`.
-
-        The libraries connect and wrap the socket in one call; the context is the only
-        object of ours they touch in between, so its `wrap_socket` marks the boundary.
-        """
-        original = context.wrap_socket
-
-        def wrap_socket(sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-            self.start("tls")
-            try:
-                return original(sock, *args, **kwargs)
-            finally:
-                self.start("connect")  # the greeting that follows belongs to connecting
-
-        # An instance attribute shadows the method for this one context only.
-        setattr(context, "wrap_socket", wrap_socket)  # noqa: B010
 
 
 def endpoint(settings: ServerSettings) -> str:
@@ -258,9 +240,16 @@ def map_os_error(
             "needs security tls",
         )
     elif isinstance(err, TimeoutError):
+        # A TLS handshake runs under what is left of the greeting's (implicit TLS) or the
+        # STARTTLS command's deadline (protocols.wire).
+        key, seconds = (
+            ("connect_timeout", settings.timeouts.connect)
+            if phase == "tls" and settings.security is Security.TLS
+            else ("command_timeout", settings.timeouts.command)
+        )
         error = TimeoutFailure(
-            f"{name} server {where} did not answer in time during {phase}",
-            hint="the server is slow or stuck; try again or raise the timeout",
+            f"{name} server {where} did not answer within {seconds:g} s during {phase} ({key})",
+            hint=f"the server is slow or stuck; try again later or raise {key}",
         )
     elif isinstance(err, ConnectionResetError | BrokenPipeError | EOFError):
         error = ConnectionLostError(lost)

@@ -1,9 +1,8 @@
-"""POP3 sessions over poplib: the login check (connect, TLS, capabilities, login, quit)."""
+"""POP3 sessions over poplib (`Pop3Session`) and the login check `account test` runs."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import poplib
 import re
 import ssl
@@ -20,244 +19,227 @@ from mailctl.errors import (
     TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import (
-    LoginCheck,
-    PhaseClock,
-    SecretBox,
-    endpoint,
-    map_os_error,
-    preflight,
-    quote_server,
-)
-from mailctl.protocols.tls import client_context, tls_info
+from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
+from mailctl.protocols.limits import ReadLimits, login_check_limits
+from mailctl.protocols.mailsession import MailSession
+from mailctl.protocols.pop3_wire import EOF_TEXT, BoundedPOP3, NotOkError
+from mailctl.protocols.tls import TlsInfo, tls_info
 
 # RFC 2449 8 / RFC 3206: response codes that mean "try again later", not "wrong password".
 _TRANSIENT_CODES = {"SYS/TEMP", "IN-USE", "LOGIN-DELAY"}
 _RESPONSE_CODE = re.compile(r"\[([A-Za-z/-]+)")
-# poplib raises this text when the server closes the connection mid-reply.
-_POPLIB_EOF = "-ERR EOF"
+# RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
+_UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
 
 
-def check_pop3(settings: ServerSettings, *, secret: Callable[[], str] | None) -> LoginCheck:
+def check_pop3(
+    settings: ServerSettings,
+    *,
+    secret: Callable[[], str] | None,
+    limits: ReadLimits | None = None,
+) -> LoginCheck:
     """Connect to a POP3 server, read its capabilities, log in if a username is set, quit.
 
     `secret` is called at most once, after TLS is up, right before PASS/AUTH. Nothing is
-    deleted: QUIT after a login only ends the session (RFC 1939 6).
-
-    Raises (before connecting) HeaderInjectionError, PlaintextAuthRefusedError,
-    CredentialError; then HostNotFoundError, ConnectError, TimeoutFailure,
-    CertificateError, TlsError, StartTlsUnavailableError, AuthUnsupportedError,
-    AuthError, TemporaryError, ConnectionLostError, ProtocolError.
+    deleted: QUIT after a login only ends the session (RFC 1939 6). Default limits:
+    `login_check_limits`. Raises what `Pop3Session.open` raises.
     """
-    preflight(settings, protocol=Protocol.POP3, secret=secret)
-    box = SecretBox(secret, protocol=Protocol.POP3, where=endpoint(settings))
-    try:
-        return _check(settings, box)
-    except MailctlError as err:
-        box.scrub(err)
-        raise
+    session = Pop3Session.open(
+        settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
+    )
+    session.close()
+    return session.info
 
 
-def _check(settings: ServerSettings, box: SecretBox) -> LoginCheck:
-    where = endpoint(settings)
-    context: ssl.SSLContext | None = None
-    if settings.security is not Security.NONE:
-        context = client_context(verify=settings.verify, ca_file=settings.ca_file)
-    clock = PhaseClock()
-    client: poplib.POP3 | None = None
-    result: LoginCheck | None = None
-    try:
-        client = _connect(settings, context, clock)
-        clock.start("capability")
-        # RFC 2595 4: what CAPA said before STLS is discarded and asked again.
-        capabilities = _capa(client)
-        sock = client.sock
-        tls = tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None
-        authenticated = False
-        if settings.username is not None:
-            method = _choose_method(settings, capabilities)
-            clock.start("login")
-            _login(client, method, settings, box.get())
-            authenticated = True
-        clock.lap()
-        result = LoginCheck(
-            protocol=Protocol.POP3,
-            host=settings.host,
-            port=settings.port,
-            security=settings.security,
-            tls=tls,
-            capabilities=_render(capabilities),
-            authenticated=authenticated,
-            timings=dict(clock.timings),
+class Pop3Session(MailSession):
+    """A POP3 session: `open()` (TLS, CAPA, login), operations, `close()` (QUIT).
+
+    Nothing here deletes mail: QUIT only ends the session (RFC 1939 6).
+    """
+
+    protocol = Protocol.POP3
+
+    def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
+        super().__init__(settings, box, limits)
+        self._client: BoundedPOP3 | None = None
+        self._capability_map: dict[str, list[str]] = {}
+
+    @property
+    def client(self) -> BoundedPOP3:
+        if self._client is None:
+            raise ProtocolError(f"the POP3 session with {self.where} is not connected")
+        return self._client
+
+    # -- operations (fetch) ------------------------------------------------------------
+
+    def stat(self) -> tuple[int, int]:
+        """(message count, mailbox size in octets) from STAT (RFC 1939 5)."""
+        with self.guard("stat"):
+            response = self.client.command("STAT")
+        fields = response.split()
+        if len(fields) < 3 or not (fields[1].isdigit() and fields[2].isdigit()):
+            raise self._malformed("STAT", response)
+        return int(fields[1]), int(fields[2])
+
+    def list_sizes(self) -> dict[int, int]:
+        """Message number -> size in octets, from LIST (RFC 1939 5).
+
+        One line per message, bounded by `max_response_lines`.
+        """
+        with self.guard("list"):
+            _response, lines = self.client.multiline("LIST")
+        sizes: dict[int, int] = {}
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 2 or not (fields[0].isdigit() and fields[1].isdigit()):
+                raise self._malformed("LIST", line)
+            sizes[int(fields[0])] = int(fields[1])
+        return sizes
+
+    def list_uids(self) -> dict[int, str]:
+        """Message number -> unique id, from UIDL (RFC 1939 7)."""
+        with self.guard("uidl"):
+            _response, lines = self.client.multiline("UIDL")
+        uids: dict[int, str] = {}
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 2 or not fields[0].isdigit() or not _UNIQUE_ID.fullmatch(fields[1]):
+                raise self._malformed("UIDL", line)
+            uids[int(fields[0])] = fields[1].decode("ascii")
+        return uids
+
+    def retr(self, number: int) -> bytes:
+        """Message `number` with CRLF line ends (RETR, RFC 1939 7), without deleting it.
+
+        Bounded by `max_message` and `data_timeout`. Raises ResponseLimitError,
+        ProtocolError (-ERR: no such message), and the session's I/O errors.
+        """
+        with self.guard("retr"):
+            return self.client.message(f"RETR {int(number)}")
+
+    def _malformed(self, command: str, line: bytes) -> ProtocolError:
+        return ProtocolError(
+            f"POP3 server {self.where} answered {command} with a malformed line: "
+            f"{quote_server(line)}"
         )
-    except MailctlError:
-        raise
-    except poplib.error_proto as err:
-        raise _map_reply_error(err, where=where, phase=clock.phase, password=box.value) from err
-    except (OSError, EOFError, ValueError) as err:
-        raise map_os_error(
-            err, protocol=Protocol.POP3, settings=settings, phase=clock.phase
-        ) from err
-    finally:
-        if client is not None and result is None:
-            _close(client)
-    _quit(client)
-    return result
 
+    # -- the skeleton's steps ----------------------------------------------------------
 
-def _connect(
-    settings: ServerSettings, context: ssl.SSLContext | None, clock: PhaseClock
-) -> poplib.POP3:
-    """Open the connection, read the greeting and, for STARTTLS, switch to TLS.
-
-    Raises StartTlsUnavailableError; library exceptions pass through to the caller's map.
-    """
-    # poplib has no certificate checks without a context (FACTS.md): always pass ours.
-    client: poplib.POP3
-    if context is not None and settings.security is Security.TLS:
-        clock.time_handshakes(context)
-        client = _Pop3Tls(settings.host, settings.port, settings.timeouts.connect, context)
-    else:
-        client = _Pop3(settings.host, settings.port, settings.timeouts.connect)
-    try:
-        client.sock.settimeout(settings.timeouts.command)
+    def _connect(self, context: ssl.SSLContext | None) -> None:
+        # poplib has no certificate checks without a context (FACTS.md): always pass ours.
+        settings = self.settings
+        implicit = context if settings.security is Security.TLS else None
+        self._client = BoundedPOP3(settings.host, settings.port, wire=self.wire, context=implicit)
         if context is not None and settings.security is Security.STARTTLS:
-            clock.start("tls")
+            self.clock.start("tls")
             # RFC 2595 4: STLS only when CAPA lists it; never fall back to plaintext.
-            if "STLS" not in _capa(client):
+            if "STLS" not in self._capa():
                 raise StartTlsUnavailableError(
-                    f"POP3 server {endpoint(settings)} does not offer STLS (STARTTLS)",
+                    f"POP3 server {self.where} does not offer STLS (STARTTLS)",
                     hint="use security tls (port 995) if the server supports it",
                 )
-            client.stls(context)
-    except BaseException:
-        _close(client)
-        raise
-    return client
+            self._client.start_tls(context)
 
-
-class _Pop3(poplib.POP3):
-    """poplib.POP3 that closes its socket when the greeting fails (poplib leaves it open)."""
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def _capa(self) -> dict[str, list[str]]:
+        """CAPA (RFC 2449); an RFC 1939-only server answers -ERR, which means "none listed"."""
         try:
-            super().__init__(host, port, timeout)
-        except BaseException:
-            _close_partial(self)
-            raise
+            _response, lines = self.client.multiline("CAPA")
+        except poplib.error_proto as err:
+            if _reply_text(err) == EOF_TEXT or isinstance(err, NotOkError):
+                raise
+            self._capability_map = {}
+            return self._capability_map
+        capabilities: dict[str, list[str]] = {}
+        for line in lines:
+            words = line.decode("utf-8", "replace").split()
+            if words:
+                capabilities[words[0].upper()] = words[1:]
+        self._capability_map = capabilities
+        return capabilities
 
+    def _capabilities(self) -> tuple[str, ...]:
+        return tuple(" ".join([name, *args]) for name, args in self._capa().items())
 
-class _Pop3Tls(poplib.POP3_SSL):
-    """poplib.POP3_SSL that closes its socket when the greeting fails."""
+    def _tls_info(self) -> TlsInfo | None:
+        sock = self.client.sock
+        return tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None
 
-    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
-        try:
-            super().__init__(host, port, timeout=timeout, context=context)
-        except BaseException:
-            _close_partial(self)
-            raise
-
-
-def _close_partial(client: poplib.POP3) -> None:
-    """Close what a half-constructed poplib object opened (attributes may be missing)."""
-    for name in ("file", "sock"):
-        handle = getattr(client, name, None)
-        if handle is not None:
-            with contextlib.suppress(OSError):
-                handle.close()
-
-
-def _map_reply_error(
-    err: poplib.error_proto, *, where: str, phase: str, password: str | None
-) -> MailctlError:
-    """An unexpected -ERR (or poplib's own complaint) outside the login exchange."""
-    text = quote_server(_reply_text(err), secret=password)
-    if text == _POPLIB_EOF:
-        return ConnectionLostError(f"POP3 server {where} closed the connection during {phase}")
-    if phase == "tls":
-        return TlsError(f"POP3 STLS with {where} failed: {text}")
-    return ProtocolError(f"POP3 server {where} answered unexpectedly during {phase}: {text}")
-
-
-def _capa(client: poplib.POP3) -> dict[str, list[str]]:
-    """CAPA (RFC 2449); an RFC 1939-only server answers -ERR, which means "none listed"."""
-    try:
-        capabilities = client.capa()
-    except poplib.error_proto as err:
-        if _reply_text(err) == _POPLIB_EOF:
-            raise
-        return {}
-    return {name.upper(): args for name, args in capabilities.items()}
-
-
-def _render(capabilities: dict[str, list[str]]) -> tuple[str, ...]:
-    return tuple(" ".join([name, *args]) for name, args in capabilities.items())
-
-
-def _sasl(capabilities: dict[str, list[str]]) -> set[str]:
-    return {mechanism.upper() for mechanism in capabilities.get("SASL", [])}
-
-
-def _choose_method(settings: ServerSettings, capabilities: dict[str, list[str]]) -> str:
-    """Pick the one way to authenticate; it is tried once (retrying locks accounts).
-
-    Raises AuthUnsupportedError.
-    """
-    where = endpoint(settings)
-    # Without CAPA we cannot know; USER/PASS is the RFC 1939 baseline worth one try.
-    user_pass = "USER" in capabilities or not capabilities
-    plain = "PLAIN" in _sasl(capabilities)
-    if settings.auth is None:
-        if user_pass:
-            return "user"
-        if plain:
-            return "plain"
-    elif settings.auth is AuthMechanism.PLAIN:
-        if plain:
-            return "plain"
-    elif settings.auth is AuthMechanism.LOGIN:
-        # For POP3, "login" means USER/PASS (RFC 1939 7), the plain-password login.
-        if user_pass:
-            return "user"
-    else:
-        raise AuthUnsupportedError(
-            f"mailctl cannot authenticate to POP3 server {where} with {settings.auth.value}",
-            hint="use auth = plain or auth = login",
-        )
-    wanted = settings.auth.value if settings.auth else "USER/PASS or SASL PLAIN"
-    raise AuthUnsupportedError(
-        f"POP3 server {where} does not allow {wanted} authentication here "
-        f"(capabilities: {', '.join(_render(capabilities))})",
-        hint="use TLS, or choose another auth mechanism",
-    )
-
-
-def _login(client: poplib.POP3, method: str, settings: ServerSettings, password: str) -> None:
-    """Authenticate once with `method`. poplib's debug output is never enabled: it prints PASS.
-
-    Raises AuthError, TemporaryError.
-    """
-    username = settings.username or ""
-    try:
-        if method == "plain":
-            # RFC 5034 4 with an RFC 4616 initial response: one round trip, UTF-8 safe.
-            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
-            # poplib has no AUTH command; _shortcmd is how its own commands send a line.
-            send = getattr(client, "_shortcmd")  # noqa: B009
-            send(f"AUTH PLAIN {token}")
+    def _choose_method(self) -> str:
+        settings = self.settings
+        capabilities = self._capability_map
+        # Without CAPA we cannot know; USER/PASS is the RFC 1939 baseline worth one try.
+        user_pass = "USER" in capabilities or not capabilities
+        plain = "PLAIN" in {m.upper() for m in capabilities.get("SASL", [])}
+        if settings.auth is None:
+            if user_pass:
+                return "user"
+            if plain:
+                return "plain"
+        elif settings.auth is AuthMechanism.PLAIN:
+            if plain:
+                return "plain"
+        elif settings.auth is AuthMechanism.LOGIN:
+            # For POP3, "login" means USER/PASS (RFC 1939 7), the plain-password login.
+            if user_pass:
+                return "user"
         else:
-            client.user(username)
-            client.pass_(password)
-    except poplib.error_proto as err:
-        text = quote_server(_reply_text(err), secret=password)
-        if text == _POPLIB_EOF:
-            raise
-        where = endpoint(settings)
-        match = _RESPONSE_CODE.search(text)
-        message = f"POP3 login as {username!r} at {where} failed: {text}"
-        if match and match.group(1).upper() in _TRANSIENT_CODES:
-            raise TemporaryError(message, hint="try again later") from err
-        raise AuthError(message, hint="check the user name and password") from err
+            raise AuthUnsupportedError(
+                f"mailctl cannot authenticate to POP3 server {self.where} "
+                f"with {settings.auth.value}",
+                hint="use auth = plain or auth = login",
+            )
+        wanted = settings.auth.value if settings.auth else "USER/PASS or SASL PLAIN"
+        shown = ", ".join(" ".join([name, *args]) for name, args in capabilities.items())
+        raise AuthUnsupportedError(
+            f"POP3 server {self.where} does not allow {wanted} authentication here "
+            f"(capabilities: {shown})",
+            hint="use TLS, or choose another auth mechanism",
+        )
+
+    def _login(self, method: str, password: str) -> None:
+        """poplib's debug output is never enabled: it prints PASS."""
+        username = self.settings.username or ""
+        client = self.client
+        try:
+            if method == "plain":
+                # RFC 5034 4 with an RFC 4616 initial response: one round trip, UTF-8 safe.
+                token = base64.b64encode(f"\0{username}\0{password}".encode()).decode("ascii")
+                client.command(f"AUTH PLAIN {token}")
+            else:
+                client.user(username)
+                client.pass_(password)
+        except poplib.error_proto as err:
+            text = quote_server(_reply_text(err), secret=password)
+            if text == EOF_TEXT or isinstance(err, NotOkError):
+                raise  # not a refusal: the guard maps it (connection lost, protocol error)
+            match = _RESPONSE_CODE.search(text)
+            message = f"POP3 login as {username!r} at {self.where} failed: {text}"
+            if match and match.group(1).upper() in _TRANSIENT_CODES:
+                raise TemporaryError(message, hint="try again later") from err
+            raise AuthError(message, hint="check the user name and password") from err
+
+    def _map_error(self, err: Exception) -> MailctlError | None:
+        """An unexpected -ERR (or poplib's own complaint) outside the login exchange."""
+        if not isinstance(err, poplib.error_proto):
+            return None
+        phase = self.clock.phase
+        text = quote_server(_reply_text(err), secret=self.secret_shown)
+        if text == EOF_TEXT:
+            return ConnectionLostError(
+                f"POP3 server {self.where} closed the connection during {phase}"
+            )
+        if phase == "tls":
+            return TlsError(f"POP3 STLS with {self.where} failed: {text}")
+        return ProtocolError(
+            f"POP3 server {self.where} answered unexpectedly during {phase}: {text}"
+        )
+
+    def _goodbye(self) -> None:
+        self.client.quit()
+
+    def _shutdown(self) -> None:
+        if self._client is not None:
+            self._client.close_quietly()
 
 
 def _reply_text(err: poplib.error_proto) -> str:
@@ -266,17 +248,3 @@ def _reply_text(err: poplib.error_proto) -> str:
     if isinstance(first, bytes):
         return first.decode("utf-8", "replace")
     return str(first)
-
-
-def _quit(client: poplib.POP3) -> None:
-    """Say QUIT after a successful check; a failure here changes nothing the check found."""
-    try:
-        client.quit()
-    except (poplib.error_proto, OSError, EOFError):
-        _close(client)
-
-
-def _close(client: poplib.POP3) -> None:
-    """Close the socket without a QUIT exchange (after a failure the peer may not answer)."""
-    with contextlib.suppress(poplib.error_proto, OSError, EOFError):
-        client.close()

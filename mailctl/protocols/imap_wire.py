@@ -1,0 +1,103 @@
+"""imaplib/imapclient bound to a `Wire`: every byte the IMAP session reads goes through it.
+
+imaplib reads through three overridable methods (`open`'s socket, `readline`, `read` for
+literals); imapclient builds its imaplib object in `_create_IMAP4`. Overriding those is
+the whole binding: parsing, tags and state stay the libraries' own. Imported only when an
+IMAP session opens (imapclient is slow to import).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from imapclient import IMAPClient, SocketTimeout
+
+from mailctl.models import Timeouts
+from mailctl.protocols.wire import Wire
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+# The command name after a tag: "A001 CAPABILITY", "A002 UID FETCH ...". Only the name is
+# kept for messages; arguments (LOGIN's password) never are.
+_COMMAND = re.compile(rb"(?:UID )?[A-Za-z]{1,32}")
+
+
+class BoundedIMAP4(imaplib.IMAP4):
+    """imaplib.IMAP4 reading only through `wire`; implicit TLS when `context` is given."""
+
+    def __init__(self, host: str, port: int, *, wire: Wire, context: ssl.SSLContext | None) -> None:
+        self._wire = wire
+        self._implicit_tls = context
+        self._pending_tag: bytes | None = None
+        super().__init__(host, port)
+
+    # imapclient sets debug = 5, and at 4 and above imaplib formats the repr of every
+    # response it stores (a message literal's repr is up to 4x its size) for a logger that
+    # discards it. The debug level stays 0.
+    @property
+    def debug(self) -> int:
+        return 0
+
+    @debug.setter
+    def debug(self, value: int) -> None:
+        pass
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self._wire.open_socket(self.host, self.port, context=self._implicit_tls)
+
+    def readline(self) -> bytes:
+        return self._wire.readline(self.sock)
+
+    def read(self, size: int) -> bytes:
+        return self._wire.read(self.sock, size)
+
+    def _new_tag(self) -> bytes:
+        tag: bytes = getattr(super(), "_new_tag")()  # noqa: B009  # private, not in typeshed
+        self._pending_tag = tag
+        return tag
+
+    def send(self, data: ReadableBuffer) -> None:
+        # The first write after a new tag starts that command (imaplib and imapclient both
+        # send "TAG NAME ..." first): its response gets fresh budgets and deadline.
+        tag = self._pending_tag
+        if tag is not None:
+            head = bytes(memoryview(data)[: len(tag) + 40])
+            if head.startswith(tag + b" "):
+                self._pending_tag = None
+                match = _COMMAND.match(head, len(tag) + 1)
+                name = match.group(0).decode("ascii").upper() if match else "a command"
+                self._wire.begin(self.sock, name)
+        super().send(data)
+
+
+class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no type hints
+    """IMAPClient whose imaplib object is a `BoundedIMAP4` on `wire`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        wire: Wire,
+        context: ssl.SSLContext | None,
+        implicit_tls: bool,
+        timeouts: Timeouts,
+    ) -> None:
+        self._mailctl_wire = wire
+        super().__init__(
+            host,
+            port=port,
+            ssl=implicit_tls,
+            ssl_context=context,
+            # The wire sets the socket timeout before every read; these only seed it.
+            timeout=SocketTimeout(connect=timeouts.connect, read=timeouts.command),
+        )
+
+    def _create_IMAP4(self) -> BoundedIMAP4:  # imapclient's name
+        context = self.ssl_context if self.ssl else None
+        return BoundedIMAP4(self.host, self.port, wire=self._mailctl_wire, context=context)

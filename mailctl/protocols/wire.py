@@ -1,0 +1,309 @@
+"""The read side of one IMAP/POP3 connection: every byte in, under `ReadLimits` and deadlines.
+
+imaplib and poplib read from a socket file with no limit on counts, literal sizes or total
+time (see `protocols.limits`). Their bounded subclasses (`imap_wire`, `pop3_wire`) read
+through a `Wire` instead, so the login check and every later operation share one set of
+rules:
+
+- a response's deadline covers the whole response, not each read: before every recv the
+  socket timeout is set to what is left, so a server trickling a byte a second is cut off
+  at the deadline. The greeting (with the TCP connect and an implicit TLS handshake) has
+  `connect_timeout`; each command's response `command_timeout` (`data_timeout` for a
+  message); `ReadLimits.session_seconds` caps the whole session.
+- A TLS handshake inherits the socket timeout, which CPython applies to the whole
+  handshake; for STARTTLS that is what is left of the STARTTLS command's deadline.
+- Sizes and counts are checked before the bytes are kept (a literal's announced size
+  before reading it).
+
+A limit that trips shuts the socket down at once and is raised as a `mailctl.errors`
+error naming the server and the limit; the wire stays failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+from mailctl.errors import (
+    ConnectError,
+    MailctlError,
+    ProtocolError,
+    ResponseLimitError,
+    TimeoutFailure,
+)
+from mailctl.models import Protocol, Timeouts
+from mailctl.protocols.checks import PhaseClock
+from mailctl.protocols.limits import ReadLimits, octets
+
+# Octets asked of the kernel per recv.
+_CHUNK = 64 * 1024
+_CLOSED = "; mailctl closed the connection"
+
+
+class Wire:
+    """Bounded, deadline-aware reads for one connection (and its socket after STARTTLS)."""
+
+    def __init__(
+        self,
+        *,
+        protocol: Protocol,
+        where: str,
+        limits: ReadLimits,
+        timeouts: Timeouts,
+        clock: PhaseClock,
+    ) -> None:
+        self._name = protocol.value.upper()
+        self._where = where
+        self._limits = limits
+        self._timeouts = timeouts
+        self._clock = clock
+        now = time.monotonic()
+        seconds = limits.session_seconds
+        self._session_end = now + seconds if seconds is not None else math.inf
+        self._command: str | None = None  # None: the greeting
+        self._end = now + timeouts.connect
+        self._message = False
+        self._next_message: str | None = None
+        self._lines = 0
+        self._octets = 0
+        self._message_octets = 0
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray()
+        self._failure: MailctlError | None = None
+
+    # -- connecting and commands ---------------------------------------------------------
+
+    def open_socket(self, host: str, port: int, *, context: ssl.SSLContext | None) -> socket.socket:
+        """Connect (and for implicit TLS, handshake) within the greeting's deadline.
+
+        Library exceptions (OSError, ssl.SSLError, TimeoutError) pass to the caller's map.
+        """
+        sock = socket.create_connection((host, port), timeout=self._left())
+        try:
+            if context is not None:
+                self._clock.start("tls")
+                sock.settimeout(self._left())
+                sock = context.wrap_socket(sock, server_hostname=host)
+                self._clock.start("connect")  # the greeting belongs to connecting
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        return sock
+
+    def begin(self, sock: socket.socket, command: str) -> None:
+        """A command is about to be sent on `sock`: fresh budgets and a fresh deadline.
+
+        `command` is the command's name only (never its arguments: PASS carries a password).
+        """
+        self._check()
+        self._bind(sock)
+        self._command = command
+        self._message = command == self._next_message
+        if self._message:
+            self._next_message = None
+        self._lines = self._octets = self._message_octets = 0
+        seconds = self._timeouts.data if self._message else self._timeouts.command
+        self._end = time.monotonic() + seconds
+        sock.settimeout(self._left())  # bounds the send as well
+
+    @contextlib.contextmanager
+    def message_command(self, command: str) -> Iterator[None]:
+        """The next `command` sent fetches a message: `max_message` and `data_timeout` apply.
+
+        Named, so that a command the library slips in first (imapclient may ask
+        CAPABILITY before FETCH) keeps the ordinary limits.
+        """
+        self._next_message = command
+        try:
+            yield
+        finally:
+            self._next_message = None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def readline(self, sock: socket.socket, *, message: bool = False) -> bytes:
+        """One line, LF included; at EOF whatever is left (b"" when nothing).
+
+        `message`: the line is part of a message body (POP3 RETR) during a message
+        command; it counts against `max_message`, not the response's line and size caps.
+
+        Raises ResponseLimitError, TimeoutFailure, ConnectError (greeting), ProtocolError.
+        """
+        self._check()
+        self._bind(sock)
+        message = message and self._message
+        limit = self._limits.max_message if message else self._limits.max_line
+        scanned = 0
+        while (end := self._buffer.find(b"\n", scanned)) < 0:
+            if len(self._buffer) > limit:
+                raise self._over("max_line", limit, f"sent a line longer than {octets(limit)}")
+            scanned = len(self._buffer)
+            if not self._fill():
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+        size = end + 1
+        if size > limit:
+            raise self._over("max_line", limit, f"sent a line longer than {octets(limit)}")
+        if message:
+            self._charge_message(size)
+        else:
+            self._charge(size, lines=1)
+        line = bytes(self._buffer[:size])
+        del self._buffer[:size]  # bytearray drops a prefix in O(1)
+        return line
+
+    def read(self, sock: socket.socket, size: int) -> bytes:
+        """An IMAP literal of `size` octets, refused before reading when it is too big.
+
+        Raises ResponseLimitError, TimeoutFailure, ProtocolError.
+        """
+        self._check()
+        self._bind(sock)
+        if self._message:
+            if size > self._limits.max_message:
+                raise self._over(
+                    "max_message", self._limits.max_message, f"announced a {size}-octet message"
+                )
+            self._charge_message(size)
+        else:
+            if size > self._limits.max_literal:
+                raise self._over(
+                    "max_literal", self._limits.max_literal, f"announced a {size}-octet literal"
+                )
+            self._charge(size, lines=0)
+        data = bytearray()
+        while len(data) < size:
+            if not self._buffer and not self._fill():
+                break  # EOF: the caller sees a short literal and then the EOF
+            take = min(size - len(data), len(self._buffer))
+            data += self._buffer[:take]
+            del self._buffer[:take]
+        return bytes(data)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _bind(self, sock: socket.socket) -> None:
+        """Follow the library to a new socket (after STARTTLS); nothing may be left over.
+
+        Bytes buffered before the switch were sent in plaintext after the STARTTLS answer:
+        taking them as TLS-protected answers is the response injection of CVE-2011-0411
+        (RFC 3207 5, RFC 2595 3.1: the client discards such data; mailctl refuses).
+        """
+        if sock is self._sock:
+            return
+        leftover = bool(self._buffer) and self._sock is not None
+        self._sock = sock
+        if leftover:
+            raise self._fail(
+                ProtocolError(
+                    f"{self._name} server {self._where} sent data after its STARTTLS answer, "
+                    "before the TLS handshake (a response injection attempt?)" + _CLOSED,
+                    hint="check for a man in the middle between you and the server",
+                )
+            )
+
+    def _fill(self) -> bool:
+        """Receive once into the buffer within the deadline; False at EOF."""
+        sock = self._sock
+        if sock is None:
+            raise ProtocolError(f"{self._name} session with {self._where} is not connected")
+        sock.settimeout(self._left())
+        try:
+            chunk = sock.recv(_CHUNK)
+        except TimeoutError as err:
+            raise self._late() from err
+        if not chunk:
+            return False
+        self._buffer += chunk
+        return True
+
+    def _left(self) -> float:
+        """Seconds left before the nearest deadline; raises when none are left."""
+        left = min(self._end, self._session_end) - time.monotonic()
+        if left <= 0:
+            raise self._late()
+        return left
+
+    def _charge(self, size: int, *, lines: int) -> None:
+        """Count protocol lines and octets of the response (a message's body aside)."""
+        limits = self._limits
+        self._lines += lines
+        if self._lines > limits.max_response_lines:
+            raise self._over(
+                "max_response_lines",
+                limits.max_response_lines,
+                f"sent more than {limits.max_response_lines} lines",
+                unit="lines",
+            )
+        self._octets += size
+        if self._octets > limits.max_response:
+            raise self._over(
+                "max_response", limits.max_response, f"sent more than {octets(limits.max_response)}"
+            )
+
+    def _charge_message(self, size: int) -> None:
+        """Count a message body's octets (literals or POP3 lines) against `max_message`."""
+        limit = self._limits.max_message
+        self._message_octets += size
+        if self._message_octets > limit:
+            raise self._over("max_message", limit, f"sent a message larger than {octets(limit)}")
+
+    def _answering(self) -> str:
+        return "its greeting" if self._command is None else f"its answer to {self._command}"
+
+    def _over(self, name: str, limit: int, what: str, *, unit: str | None = None) -> MailctlError:
+        shown = f"{limit} {unit}" if unit else octets(limit)
+        return self._fail(
+            ResponseLimitError(
+                f"{self._name} server {self._where} {what} in {self._answering()} "
+                f"(limit {name} = {shown}){_CLOSED}",
+                hint="the server is broken or hostile; if it is yours, check its logs",
+            )
+        )
+
+    def _late(self) -> MailctlError:
+        error: MailctlError
+        if self._session_end <= self._end:
+            seconds = self._limits.session_seconds or 0.0
+            error = TimeoutFailure(
+                f"{self._name} server {self._where} did not finish the session within "
+                f"{seconds:g} s (limit session_seconds){_CLOSED}",
+                hint="the server is slow, stuck or trickling; try again later",
+            )
+        elif self._command is None:
+            error = ConnectError(
+                f"{self._name} server {self._where} did not connect and greet within "
+                f"{self._timeouts.connect:g} s (connect_timeout){_CLOSED}",
+                hint="check the host, port and firewall; a port that expects implicit TLS "
+                "needs security tls",
+            )
+        else:
+            name, seconds = (
+                ("data_timeout", self._timeouts.data)
+                if self._message
+                else ("command_timeout", self._timeouts.command)
+            )
+            error = TimeoutFailure(
+                f"{self._name} server {self._where} did not complete {self._answering()} "
+                f"within {seconds:g} s during {self._clock.phase} ({name}){_CLOSED}",
+                hint=f"the server is slow, stuck or trickling; try again later or raise {name}",
+            )
+        return self._fail(error)
+
+    def _fail(self, error: MailctlError) -> MailctlError:
+        """Remember the failure and hang up now: nothing more is read from this server."""
+        self._failure = error
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        return error
