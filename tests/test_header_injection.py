@@ -425,3 +425,54 @@ def test_sendmail_added_from_never_escapes(name: str) -> None:
 def test_header_injection_error_is_what_compose_raises() -> None:
     with pytest.raises(HeaderInjectionError, match="--subject"):
         compose(ComposeRequest(sender=SENDER, to=(BOB,), subject=INJECT))
+
+
+# --------------------------------------------------------------------------- the last guard
+
+
+def _composed() -> tuple[EmailMessage, bytes]:
+    message = compose(
+        ComposeRequest(
+            sender=Mailbox("Doe, John", "j@example.org"), to=(BOB,), subject="hi", text="x"
+        )
+    )
+    return message, serialize(message)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"Subject: hi\r\n", b"Subject: hi\r\nBcc: x@evil.test\r\n"),  # an added field
+        (b"Subject: hi\r\n", b"Subject: a\r\n\r\nX: hi\r\n"),  # the block ends early
+        (b"Subject: hi\r\n", b"Subject: hi\r\n \r\n"),  # a blank continuation line
+        (b"Subject: hi\r\n", b"Subject: hi\rBcc: x@evil.test\r\n"),  # a bare CR
+        (b"Subject: hi\r\n", b"Subject: ho\r\n"),  # another meaning
+        (b'From: "Doe, John" <j@example.org>', b"From: Doe, John <j@example.org>"),  # two boxes
+        (b"Content-Type: text/plain", b"Content-Type: text/html"),
+    ],
+)
+def test_the_wire_check_refuses_bytes_that_differ_from_the_message(old: bytes, new: bytes) -> None:
+    from mailctl.mime.wire_check import check_wire_headers
+
+    message, data = _composed()
+    check_wire_headers(message, data, utf8=False)  # the untouched bytes pass
+    assert old in data
+    with pytest.raises(HeaderInjectionError):
+        check_wire_headers(message, data.replace(old, new, 1), utf8=False)
+
+
+@pytest.mark.parametrize("payload", [INJECT, INJECT_B, ENDS_BLOCK])
+@pytest.mark.parametrize("header", ["Subject", "X-Note", "Content-Disposition"])
+def test_the_wire_policy_refuses_decoded_breaks_even_past_the_input_checks(
+    payload: str, header: str
+) -> None:
+    """A header set directly (no require_clean) still cannot put a line break on the wire."""
+    from mailctl.mime.headers import wire_policy
+
+    message = EmailMessage(policy=wire_policy())
+    if header == "Content-Disposition":
+        message.set_content(b"x", "application", "octet-stream", filename=payload)
+    else:
+        message[header] = payload
+    with pytest.raises(HeaderInjectionError, match=header):
+        message.as_bytes(policy=wire_policy())
