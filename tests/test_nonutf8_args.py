@@ -110,7 +110,7 @@ def test_non_utf8_file_name_is_read_but_needs_a_name(tmp_path: Path) -> None:
     message = email.message_from_bytes(named.stdout, policy=email.policy.default)
     (part,) = list(message.iter_attachments())  # type: ignore[attr-defined]
     assert part.get_filename() == "cafe.txt"
-    assert part.get_content() == b"file content\n"
+    assert part.get_payload(decode=True) == b"file content\n"
 
 
 def test_non_utf8_body_file_and_save_paths_work(tmp_path: Path) -> None:
