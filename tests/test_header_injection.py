@@ -476,3 +476,29 @@ def test_the_wire_policy_refuses_decoded_breaks_even_past_the_input_checks(
         message[header] = payload
     with pytest.raises(HeaderInjectionError, match=header):
         message.as_bytes(policy=wire_policy())
+
+
+# --------------------------------------------------------------------------- other members
+
+
+def test_inline_name_with_a_clean_encoded_word_is_refused(tmp_path: Path) -> None:
+    """The part's filename would be decoded while the HTML's cid: URL names the literal."""
+    image = tmp_path / "=?utf-8?q?logo?=.png"
+    image.write_bytes(b"GIF89a")
+    html = f"<img src='cid:{image.name}'>"
+    result = _cli([*BASE, "--html", html, "--inline", str(image)], tmp_path)
+    assert result.exit_code == 65
+    assert "cid: URL" in json.loads(result.stdout)["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("value", ["https://example.org/u?id=?42", "a =? b", "50% ?= maybe"])
+def test_text_with_a_bare_marker_is_written_as_is(value: str) -> None:
+    """Only text a reader would decode is encoded; a lone '=?' or '?=' stays readable."""
+    message = compose(
+        ComposeRequest(
+            sender=SENDER, to=(BOB,), subject=value, extra_headers=(("X-Url", value),), text="x"
+        )
+    )
+    data = serialize(message)
+    assert f"Subject: {value}\r\n".encode() in data
+    assert f"X-Url: {value}\r\n".encode() in data
