@@ -43,6 +43,9 @@ def unfolded(data: bytes, name: str) -> str:
     return match.group(1).replace("\r\n", "").strip()
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
 def _rfc2047_phrase(raw: str) -> str:
     """Decode a display name the way RFC 2047 6.2 says (blanks between encoded words vanish).
 
@@ -102,7 +105,7 @@ def assert_mailboxes(data: bytes, header: str, boxes: list[Mailbox]) -> None:
     items = _split_top(raw)
     assert len(items) == len(boxes), raw
     for item, box in zip(items, boxes, strict=True):
-        if "=?" in item:
+        if _ENCODED_WORD.search(item):
             name = _rfc2047_phrase(item)
         else:
             name = email.policy.default.header_factory("To", item).addresses[0].display_name

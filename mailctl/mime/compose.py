@@ -66,8 +66,9 @@ MAX_LINE: Final = 998  # RFC 5322 2.1.1, octets without CRLF
 # 8bit for a body: composed messages need neither 8BITMIME nor SMTPUTF8 for their bodies.
 _BUILD: Final = wire_policy().clone(cte_type="7bit")
 
-# RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name.
-_CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.@-]+")
+# RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name. No '?':
+# it starts a URL query, and "=?" would be decoded as an RFC 2047 word in the headers.
+_CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=^_`{|}~.@-]+")
 _PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
 _HIGH_BYTES: Final = bytes(range(128, 256))
 _COMPRESSED: Final = {

@@ -7,7 +7,7 @@ import contextlib
 import re
 from typing import Final
 
-__all__ = ["decoded_texts"]
+__all__ = ["decoded_texts", "looks_encoded"]
 
 # `=?charset?encoding?` (RFC 2047 2; RFC 2231 5 adds `*language` to the charset). The text
 # runs to the next `?=`: where CPython first finds `?=` at `?q?=0D`, it reads on to the next
@@ -16,6 +16,17 @@ _HEAD: Final = re.compile(r"=\?([^?]*)\?([bBqQ])\?")
 _Q_ESCAPE: Final = re.compile(rb"=([0-9A-Fa-f]{2})")
 _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]")
 _MAX_DEPTH: Final = 3  # an encoded word whose text is again an encoded word, and so on
+
+
+def looks_encoded(value: str) -> bool:
+    """True if some reader may decode part of `value` as an encoded word (see decoded_texts)."""
+    start = value.find("=?")
+    while start >= 0:
+        head = _HEAD.match(value, start)
+        if head is not None and value.find("?=", head.end()) >= 0:
+            return True
+        start = value.find("=?", start + 2)
+    return False
 
 
 def decoded_texts(value: str) -> list[str]:

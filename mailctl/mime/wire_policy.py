@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from mailctl.errors import AddressError, HeaderInjectionError
 from mailctl.mime.domains import to_ascii_domain
+from mailctl.mime.encoded_words import looks_encoded
 from mailctl.mime.header_safety import line_problem, shown
 
 __all__ = ["WirePolicy", "wire_policy"]
@@ -91,7 +92,8 @@ class WirePolicy(_PolicyBase):
        with utf8) are folded only at whitespace (RFC 5322 2.2.3), never turned into RFC 2047
        encoded words: CPython encodes any token longer than a line, which breaks
        References, In-Reply-To, Message-ID, Content-ID and List-Unsubscribe. Unstructured
-       text holding "=?" is written as encoded words, so a reader decodes it exactly once.
+       text a reader would decode (`=?x?q?...?=`) is written as encoded words, so a reader
+       decodes it exactly once and sees the text; a bare "=?" stays as it is.
     2. Without utf8, an address whose domain is non-ASCII gets the IDNA A-label (RFC 5890):
        CPython would put an encoded word inside the domain. A non-ASCII local part has no
        ASCII form and raises AddressError (RFC 6531).
@@ -127,12 +129,12 @@ class WirePolicy(_PolicyBase):
     def _fold_value(self, name: str, value: str) -> str:
         if isinstance(value, (UnstructuredHeader, MessageIDHeader)):
             text = str(value)
+            if isinstance(value, UnstructuredHeader) and looks_encoded(text):
+                # Text a reader would decode is encoded itself, so it is read literally.
+                return self._fold_tokens(name, [(" ", word) for word in _encoded_words(text)])
             plain = self._plain_fold(name, text)
             if plain is not None:
                 return plain
-            if isinstance(value, UnstructuredHeader) and "=?" in text:
-                # Text that looks like an encoded word is encoded, so it is read literally.
-                return self._fold_tokens(name, [(" ", word) for word in _encoded_words(text)])
         value = self._ascii_addresses(name, value)
         if isinstance(value, AddressHeader):
             rewritten = self._fold_addresses(name, value)
@@ -163,8 +165,8 @@ class WirePolicy(_PolicyBase):
 
     def _plain_fold(self, name: str, text: str) -> str | None:
         pattern = _PLAIN_UTF8 if self.utf8 else _PLAIN_ASCII
-        # "=?" could be read as an encoded word on the way back: encode (see _fold_value).
-        if "=?" in text or not pattern.fullmatch(text):
+        # Text that could be read as an encoded word on the way back is encoded (_fold_value).
+        if looks_encoded(text) or not pattern.fullmatch(text):
             return None
         tokens = _FOLD_TOKEN.findall(text)
         if any(len(token) > _MAX_TOKEN - len(name) for token in tokens):
@@ -226,10 +228,10 @@ class WirePolicy(_PolicyBase):
 
         Atoms stay bare; anything else is one quoted-string split at its spaces; text that
         cannot be written as is (non-ASCII without utf8, controls, Unicode blanks, a blank
-        run, or "=?", which readers would decode) becomes RFC 2047 encoded words.
+        run, or text that readers would decode as an encoded word) becomes encoded words.
         """
         words = display_name.split(" ")
-        raw_ok = "=?" not in display_name and all(words) and all(map(self._writable, words))
+        raw_ok = not looks_encoded(display_name) and all(words) and all(map(self._writable, words))
         if raw_ok:
             if all(self._atom(word) for word in words):
                 return words
