@@ -55,8 +55,8 @@ def add_missing_headers(data: bytes, *, sender: Mailbox, full_name: str | None =
 
     -F NAME only sets the display name of a From header that mailctl adds itself; like any
     display name, its RFC 2047 encoded words mean their decoded text. The added From is
-    folded by the wire policy and read back: the new header block must hold exactly the
-    fields it had plus the added ones, and the From exactly this one mailbox.
+    folded by the wire policy and read back as exactly this one mailbox, and the added lines
+    must be exactly the added fields; the input's own lines follow unchanged.
     Raises HeaderInjectionError for a -F that holds (or decodes to) a control character,
     InputDataError for one that is not UTF-8.
     """
@@ -97,11 +97,17 @@ def _from_field(sender: Mailbox, full_name: str | None) -> bytes:
         require_clean("-F", full_name)
         # Decode encoded words as a reader would, so -F means what --from's name means.
         box = Mailbox(str(default.header_factory("X-Full-Name", full_name)), sender.addr_spec)
-    policy = wire_policy(utf8=box.needs_smtputf8)
+    utf8 = box.needs_smtputf8
+    policy = wire_policy(utf8=utf8)
     field = policy.fold("From", policy.header_factory("From", [box.address()]))
     value = field.partition(":")[2].replace("\r\n", "")
-    (back,) = parse_address_header("-F", value) or (None,)
-    if back is None or back.addr_spec != box.addr_spec or _squash(back) != _squash(box):
+    found = parse_address_header("-F", value)
+    # Without SMTPUTF8 the domain is written as its A-label: compare envelope forms.
+    same = len(found) == 1 and (
+        found[0].envelope_address(smtputf8=utf8) == box.envelope_address(smtputf8=utf8)
+        and _squash(found[0]) == _squash(box)
+    )
+    if not same:
         raise HeaderInjectionError(
             f"-F {shown(full_name or box.display_name)} would not read back as one mailbox",
             hint="mailctl refuses to send what it cannot write faithfully; please report it",
