@@ -381,7 +381,12 @@ CLEAN_TEXT = st.text(
 def clean_encoded_words(draw: st.DrawFn) -> tuple[str, str]:
     """An encoded word for printable text in a charset that can hold it: (word, text)."""
     text = draw(CLEAN_TEXT)
-    charset = draw(st.sampled_from(["utf-8", "UTF-8", "utf-8", "iso-8859-1", "utf-7"]))
+    charset = draw(
+        st.sampled_from(
+            ["utf-8", "UTF-8", "iso-8859-1", "utf-7", "iso-2022-jp", "shift_jis", "euc-kr",
+             "gb2312", "big5", "koi8-r", "windows-1251"]
+        )
+    )  # fmt: skip
     try:
         data = text.encode(charset)
     except UnicodeEncodeError:
@@ -502,3 +507,32 @@ def test_text_with_a_bare_marker_is_written_as_is(value: str) -> None:
     data = serialize(message)
     assert f"Subject: {value}\r\n".encode() in data
     assert f"X-Url: {value}\r\n".encode() in data
+
+
+# ISO-2022-JP switches character sets with ESC sequences: its bytes hold 0x1B, its text not.
+JAPANESE = "=?ISO-2022-JP?B?GyRCRnxLXDhsJE4lRiU5JUgbKEI=?="
+JAPANESE_NAME = "=?ISO-2022-JP?B?GyRCOzNFRBsoQiAbJEJCQE86GyhC?="
+
+
+def test_iso_2022_jp_encoded_words_are_not_controls(tmp_path: Path) -> None:
+    result = _cli(
+        [*BASE[:-4], "--to", f"{JAPANESE_NAME} <b@example.org>", "--body", "x",
+         "--subject", JAPANESE],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout
+    envelope = json.loads(result.stdout)
+    assert envelope["status"] == "ok"
+
+
+def test_sendmail_t_with_iso_2022_jp_display_names(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    config = _sendmail_config(tmp_path / "c.toml", smtp_server, "main@example.org")
+    message = (
+        f"From: {JAPANESE_NAME} <main@example.org>\nTo: {JAPANESE_NAME} <x@example.org>\n"
+        f"Subject: {JAPANESE}\n\nbody\n"
+    ).encode()
+    proc = _sendmail(["-t", "-i"], message, config)
+    assert proc.returncode == 0, proc.stderr
+    assert smtp_server.messages[0].rcpt_tos == ["x@example.org"]
