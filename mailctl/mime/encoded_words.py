@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import contextlib
 import re
 from typing import Final
 
@@ -34,9 +33,10 @@ def decoded_texts(value: str) -> list[str]:
 
     A superset of what the email package decodes on any supported Python: words glued to
     other text, whitespace inside a word (CPython accepts it with a defect), `?q?=0D` (a Q
-    escape right after the marker), bad base64 padding, unknown charsets (read as ASCII by
-    CPython; here also byte by byte), and encoded words inside decoded text, to a depth of
-    three. Used to refuse values whose meaning holds a line break, so over-reading is safe.
+    escape right after the marker), bad base64 padding, unknown charsets (read as ASCII, as
+    CPython does), the CR, LF and NUL bytes of any charset, and encoded words inside decoded
+    text, to a depth of three. Used to refuse values whose meaning holds a line break, so
+    over-reading is safe as long as clean text in a real charset is not refused.
     """
     found: dict[str, None] = {}  # insertion-ordered set
     pending = [(value, 0)]
@@ -66,18 +66,23 @@ def _decode_spans(text: str) -> list[str]:
 
 
 def _decode_word(charset: str, encoding: str, payload: str) -> list[str]:
-    """The word's text in its charset, and its bytes read as ASCII (unknown charsets)."""
+    """What readers may see of one word: its text, and line breaks its bytes hold."""
     raw = payload.encode("utf-8", "surrogateescape")
     if encoding == "q":
         # RFC 2047 4.2: '_' is a space, =XX an octet (either case of hex digits).
         data = _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"_", b" "))
     else:
         data = _base64(raw)
-    texts = [data.decode("ascii", "replace")]
-    # A charset Python does not know as text: readers fall back to ASCII, covered above.
-    with contextlib.suppress(LookupError, ValueError):
-        texts.append(data.decode(charset.partition("*")[0], "replace"))
-    return texts
+    try:
+        text = data.decode(charset.partition("*")[0], "replace")
+    except (LookupError, ValueError):
+        # A charset Python does not know as text: CPython reads the bytes as ASCII.
+        return [data.decode("ascii", "replace")]
+    # A reader that does not know the charset shows the bytes, so CR, LF and NUL among them
+    # (UTF-16, EBCDIC) count too. Other control bytes do not: ISO-2022-JP is made of ESC
+    # sequences whose text holds no control character.
+    breaks = bytes(byte for byte in data if byte in b"\r\n\x00").decode("ascii")
+    return [text, breaks] if breaks else [text]
 
 
 def _base64(raw: bytes) -> bytes:
