@@ -65,3 +65,19 @@ def test_body_bytes_survive(body: bytes) -> None:
     raw = b"Subject: s\r\n\r\n" + body
     out = add_missing_headers(raw, sender=SENDER)
     assert out.endswith(raw)
+
+
+def test_idn_sender_gets_a_label_from_and_ascii_message_id() -> None:
+    sender = Mailbox(display_name="", addr_spec="cron@bücher.example")
+    out = add_missing_headers(b"Subject: x\n\nb\n", sender=sender, full_name="Cron, Daily")
+    assert out.isascii()
+    message = email.message_from_bytes(out, policy=email.policy.default)
+    (box,) = message["From"].addresses
+    assert (box.display_name, box.addr_spec) == ("Cron, Daily", "cron@xn--bcher-kva.example")
+    assert str(message["Message-ID"]).endswith("@xn--bcher-kva.example>")
+
+
+def test_full_name_encoded_word_means_its_text() -> None:
+    out = add_missing_headers(b"Subject: x\n\nb\n", sender=SENDER, full_name="=?utf-8?q?Zo=C3=AB?=")
+    message = email.message_from_bytes(out, policy=email.policy.default)
+    assert message["From"].addresses[0].display_name == "Zoë"

@@ -23,9 +23,26 @@ Status = Literal["ok", "partial", "error"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+# PEP 383 surrogate escapes: bytes of a path or argument that are not UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean(text: str) -> str:
-    """Strip control characters from text that came from a server or a user before printing it."""
-    return _CONTROL.sub("", text)
+    """Strip control characters from text that came from a server or a user before printing it.
+
+    Undecodable bytes (a non-UTF-8 file name) are shown as \\xNN so that writing the text
+    to a strict UTF-8 stream cannot fail.
+    """
+    return _printable(_CONTROL.sub("", text))
+
+
+def _printable(text: str) -> str:
+    return _SURROGATE.sub(_escape_surrogate, text)
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 @dataclass
@@ -107,7 +124,10 @@ class Output:
             "data": data,
             "errors": errors,
         }
-        sys.stdout.write(json.dumps(envelope, indent=2, ensure_ascii=False, default=str) + "\n")
+        text = json.dumps(envelope, indent=2, ensure_ascii=False, default=str)
+        # A lone surrogate (a non-UTF-8 path) becomes the JSON escape \udcXX: valid UTF-8 out.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def fail(self, error: MailctlError) -> NoReturn:

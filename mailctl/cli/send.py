@@ -237,6 +237,7 @@ def _send(flags: SendFlags, config_override: Path | None, output: Output) -> Com
 
     if sum([flags.server.tls, flags.server.starttls, flags.server.no_tls]) > 1:
         raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
+    _require_utf8_flags(flags)
     acct = _account(flags, config_override, output)
     prepared = _prepare(flags, acct)
     saved = core.save_message(prepared, flags.save) if flags.save is not None else None
@@ -254,6 +255,33 @@ def _send(flags: SendFlags, config_override: Path | None, output: Output) -> Com
         prepared, _session_options(flags, settings, acct, output), allow_partial=flags.allow_partial
     )
     return _send_result(replace(result, saved_to=saved))
+
+
+def _require_utf8_flags(flags: SendFlags) -> None:
+    """Refuse option values that are not UTF-8 text, naming the option (exit 65, not 70).
+
+    Python hands argv bytes that are not UTF-8 over as surrogate escapes (PEP 383), which no
+    header, body or SMTP command can carry. Paths are exempt: the kernel opens them by their
+    bytes, and --password-command is a shell command that may name such a file.
+    """
+    from mailctl.mime.headers import require_utf8
+
+    single = {
+        "--from": flags.sender, "--subject": flags.subject, "--body": flags.body,
+        "--html": flags.html, "--in-reply-to": flags.in_reply_to,
+        "--references": flags.references, "--account": flags.account, "--ehlo": flags.ehlo,
+        "--server": flags.server.server, "--user": flags.server.user, "--auth": flags.server.auth,
+    }  # fmt: skip
+    repeated = {
+        "--to": flags.to, "--cc": flags.cc, "--bcc": flags.bcc, "--reply-to": flags.reply_to,
+        "--attach-name": flags.attach_name, "--header": flags.header,
+    }  # fmt: skip
+    for option, value in single.items():
+        if value is not None:
+            require_utf8(option, value)
+    for option, values in repeated.items():
+        for value in values:
+            require_utf8(option, value)
 
 
 def _account(flags: SendFlags, config_override: Path | None, output: Output) -> Account | None:
@@ -285,7 +313,8 @@ def _prepare(flags: SendFlags, acct: Account | None) -> PreparedMessage:
         from_value = flags.sender or (acct.from_address if acct else None)
         if not from_value:
             raise UsageError("no sender", hint="pass --from ADDRESS or set 'from' in the account")
-        return core.prepare_composed(_compose_request(flags, from_value))
+        from_field = "--from" if flags.sender or acct is None else f"account {acct.name} from"
+        return core.prepare_composed(_compose_request(flags, from_value, from_field))
     content = [flags.subject, flags.body, flags.body_file, flags.html, flags.html_file]
     if any(content) or flags.attach or flags.inline or flags.header:
         raise UsageError(
@@ -306,7 +335,7 @@ def _prepare(flags: SendFlags, acct: Account | None) -> PreparedMessage:
     )
 
 
-def _compose_request(flags: SendFlags, from_value: str) -> ComposeRequest:
+def _compose_request(flags: SendFlags, from_value: str, from_field: str) -> ComposeRequest:
     from mailctl.mime.compose import AttachmentSpec, ComposeRequest
     from mailctl.mime.headers import (
         parse_header_option,
@@ -336,7 +365,7 @@ def _compose_request(flags: SendFlags, from_value: str) -> ComposeRequest:
     ]
     attachments += [AttachmentSpec(path=path, inline=True) for path in flags.inline]
     return ComposeRequest(
-        sender=parse_mailbox("--from", from_value),
+        sender=parse_mailbox(from_field, from_value),
         to=parse_mailbox_list("--to", flags.to),
         cc=parse_mailbox_list("--cc", flags.cc),
         bcc=parse_mailbox_list("--bcc", flags.bcc),

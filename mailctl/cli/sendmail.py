@@ -142,6 +142,7 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         from mailctl.protocols.transcript import Transcript
 
         args = parse_args(argv)
+        _require_utf8_args(args)
         path = config_path(Path(args.config) if args.config else config_override)
         config = load_config(path)
         for warning in config.warnings:
@@ -157,7 +158,11 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         header_from = header_value(data, "From")
         account, settings = _choose_account(config, path, args, header_from)
         sender_text = args.sender or account.from_address or header_from
-        sender = parse_mailbox("-f", sender_text) if sender_text else None
+        sender_field = (
+            "-f" if args.sender else "From header" if not account.from_address
+            else f"account {account.name} from"
+        )  # fmt: skip
+        sender = parse_mailbox(sender_field, sender_text) if sender_text else None
         if sender is not None:
             data = add_missing_headers(data, sender=sender, full_name=args.full_name)
         recipients = parse_mailbox_list("recipient", args.recipients)
@@ -179,6 +184,17 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
         return CommandResult(data=result.to_json())
 
     run_command(["sendmail"], False, body)
+
+
+def _require_utf8_args(args: SendmailArgs) -> None:
+    """Refuse -f, -F, -a and recipients that are not UTF-8 (exit 65); -C is a path, opened as is."""
+    from mailctl.mime.headers import require_utf8
+
+    for option, value in (("-f", args.sender), ("-F", args.full_name), ("-a", args.account)):
+        if value is not None:
+            require_utf8(option, value)
+    for recipient in args.recipients:
+        require_utf8("recipient", recipient)
 
 
 def _choose_account(

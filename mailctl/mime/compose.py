@@ -29,10 +29,12 @@ from mailctl.mime.headers import (
     parse_address_header,
     parse_msg_ids,
     require_clean,
+    require_utf8,
     shown,
     validate_domain,
     wire_policy,
 )
+from mailctl.mime.wire_check import check_wire_headers
 from mailctl.models import Envelope
 
 __all__ = [
@@ -64,8 +66,9 @@ MAX_LINE: Final = 998  # RFC 5322 2.1.1, octets without CRLF
 # 8bit for a body: composed messages need neither 8BITMIME nor SMTPUTF8 for their bodies.
 _BUILD: Final = wire_policy().clone(cte_type="7bit")
 
-# RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name.
-_CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.@-]+")
+# RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name. No '?':
+# it starts a URL query, and "=?" would be decoded as an RFC 2047 word in the headers.
+_CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=^_`{|}~.@-]+")
 _PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
 _HIGH_BYTES: Final = bytes(range(128, 256))
 _COMPRESSED: Final = {
@@ -209,6 +212,10 @@ def _normalise_text(text: str) -> str:
 
 
 def _body(request: ComposeRequest) -> _Text | _File | _Multi:
+    # Bodies are declared charset=utf-8: text that is not UTF-8 cannot be written as such.
+    for label, text in (("the text body", request.text), ("the HTML body", request.html)):
+        if text is not None:
+            require_utf8(label, text)
     inline = tuple(spec for spec in request.attachments if spec.inline)
     if inline and request.html is None:
         raise InputDataError(
@@ -294,6 +301,8 @@ def guess_content_type(filename: str) -> str:
 
 def _attachment_name(spec: AttachmentSpec) -> str:
     name = spec.filename if spec.filename is not None else spec.path.name
+    # A file name on disk is bytes; one that is not UTF-8 opens, but cannot name the part.
+    require_utf8("attachment file name", name, hint="name it with --attach-name NAME")
     require_clean("attachment file name", name)
     if not name or name in {".", ".."} or "/" in name or "\\" in name:
         raise InputDataError(
@@ -412,7 +421,9 @@ def serialize(message: EmailMessage, *, utf8: bool = False) -> bytes:
 
     Without utf8, non-ASCII display names and subjects become RFC 2047 encoded words and
     IDN domains become A-labels. Raises InputDataError if the message needs SMTPUTF8 and
-    `utf8` is false, or if a line would break RFC 5322 2.1.1 or hold a bare CR/LF.
+    `utf8` is false, or if a line would break RFC 5322 2.1.1 or hold a bare CR/LF;
+    HeaderInjectionError if the bytes, read back, do not hold exactly the composed header
+    fields with the same meaning (wire_check): what passes is what is sent, saved or printed.
     """
     if not utf8 and message_needs_smtputf8(message):
         raise InputDataError(
@@ -427,6 +438,7 @@ def serialize(message: EmailMessage, *, utf8: bool = False) -> bytes:
         raise InputDataError("the message contains a bare CR or LF")  # FACTS: SMTP smuggling
     if max(map(len, lines)) > MAX_LINE:
         raise InputDataError(f"the message has a line longer than {MAX_LINE} octets")
+    check_wire_headers(message, data, utf8=utf8)
     return data
 
 

@@ -14,7 +14,7 @@ from mailctl.mime.addresses import (
     parse_mailbox_list,
 )
 from mailctl.mime.domains import to_ascii_domain, validate_domain, validate_ehlo_name
-from mailctl.mime.header_safety import require_clean, shown
+from mailctl.mime.header_safety import line_problem, require_clean, require_utf8, shown
 from mailctl.mime.wire_policy import WirePolicy, wire_policy
 
 # The public header-safety API keeps its import path here; each name lives in its owner module.
@@ -23,12 +23,14 @@ __all__ = [
     "WirePolicy",
     "check_extra_header",
     "is_msg_id",
+    "line_problem",
     "parse_address_header",
     "parse_header_option",
     "parse_mailbox",
     "parse_mailbox_list",
     "parse_msg_ids",
     "require_clean",
+    "require_utf8",
     "shown",
     "to_ascii_domain",
     "validate_domain",
@@ -70,8 +72,16 @@ _DEDICATED: Final = {
 
 
 def is_msg_id(value: str) -> bool:
-    """True if `value` is one msg-id, `<left@right>` (RFC 5322 3.6.4)."""
-    return len(value) <= MAX_MSG_ID_LENGTH and _MSG_ID.fullmatch(value) is not None
+    """True if `value` is one msg-id, `<left@right>` (RFC 5322 3.6.4).
+
+    "=?" is refused although atext allows it: the email package decodes an RFC 2047 encoded
+    word inside In-Reply-To and References, so the id sent would not be the one given.
+    """
+    return (
+        len(value) <= MAX_MSG_ID_LENGTH
+        and "=?" not in value
+        and _MSG_ID.fullmatch(value) is not None
+    )
 
 
 def parse_msg_ids(field: str, value: str) -> str:
@@ -84,6 +94,10 @@ def parse_msg_ids(field: str, value: str) -> str:
         raise InputDataError(
             f"{field}: {shown(value)} is not a list of message ids",
             hint="each id looks like <id@host>, angle brackets included",
+        )
+    if "=?" in value:  # see is_msg_id
+        raise InputDataError(
+            f"{field}: {shown(value)} holds '=?', which readers decode as an RFC 2047 word"
         )
     ids = _MSG_ID.findall(value)
     if any(len(item) > MAX_MSG_ID_LENGTH for item in ids):
@@ -149,9 +163,9 @@ def parse_header_option(raw: str) -> tuple[str, str]:
     Raises HeaderInjectionError for line breaks or a bad field name, InputDataError for a
     missing colon or a header mailctl manages itself (see check_extra_header).
     """
-    require_clean("--header", raw)
     name, colon, value = raw.partition(":")
     if not colon:
+        require_clean("--header", raw)
         raise InputDataError(
             f"--header {shown(raw)} has no ':'", hint="write it as --header 'Name: value'"
         )

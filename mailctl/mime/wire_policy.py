@@ -14,9 +14,10 @@ from email.headerregistry import (
 from email.policy import EmailPolicy
 from typing import TYPE_CHECKING, Final
 
-from mailctl.errors import AddressError
+from mailctl.errors import AddressError, HeaderInjectionError
 from mailctl.mime.domains import to_ascii_domain
-from mailctl.mime.header_safety import shown
+from mailctl.mime.encoded_words import looks_encoded
+from mailctl.mime.header_safety import line_problem, shown
 
 __all__ = ["WirePolicy", "wire_policy"]
 
@@ -25,6 +26,8 @@ _PLAIN_UTF8: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]*")
 _FOLD_TOKEN: Final = re.compile(r"[ \t]*[^ \t]+(?:[ \t]+$)?")
 _ENCODED_WORD: Final = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ADDRESS_HEADERS: Final = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to"})
+# RFC 5322 3.2.3 atext: a display-name word made only of these needs no quotes.
+_ATEXT: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _EW_CHUNK: Final = 45  # octets per encoded word: 60 base64 characters, 72 with the wrapper
 _MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and ": "
 
@@ -82,23 +85,26 @@ else:  # EmailPolicy is generic only in typeshed
     _PolicyBase = EmailPolicy
 
 
-def _non_ascii_names(header: AddressHeader) -> bool:
-    return any(not a.display_name.isascii() for g in header.groups for a in g.addresses)
-
-
 class WirePolicy(_PolicyBase):
     """policy.SMTP with corrections of how the email package folds headers.
 
     1. Unstructured and msg-id values that need no encoding (ASCII, or anything printable
        with utf8) are folded only at whitespace (RFC 5322 2.2.3), never turned into RFC 2047
        encoded words: CPython encodes any token longer than a line, which breaks
-       References, In-Reply-To, Message-ID, Content-ID and List-Unsubscribe.
+       References, In-Reply-To, Message-ID, Content-ID and List-Unsubscribe. Unstructured
+       text a reader would decode (`=?x?q?...?=`) is written as encoded words, so a reader
+       decodes it exactly once and sees the text; a bare "=?" stays as it is.
     2. Without utf8, an address whose domain is non-ASCII gets the IDNA A-label (RFC 5890):
        CPython would put an encoded word inside the domain. A non-ASCII local part has no
        ASCII form and raises AddressError (RFC 6531).
-    3. Non-ASCII display names are written by `_fold_addresses` (CPython loses spaces where
-       it splits a phrase into encoded words), and if CPython's folding glues an encoded word
-       to a neighbouring word (RFC 2047 5), the value is written again as encoded words.
+    3. Address lists are written by `_fold_addresses`: CPython loses spaces where it splits a
+       phrase into encoded words, and drops the quotes of a long quoted display name when
+       it folds it, so `"Doe, John" <j@x>` came back as two mailboxes.
+    4. If CPython's folding glues an encoded word to a neighbouring word (RFC 2047 5), the
+       value is written again as encoded words.
+    5. A header whose decoded value holds CR, LF, NUL or another control character raises
+       HeaderInjectionError instead of being written (CPython writes decoded line breaks of
+       encoded words as real ones), and every folded header must be header lines.
     Source values of parsed messages (strings, not header objects) keep their bytes.
     """
 
@@ -115,30 +121,52 @@ class WirePolicy(_PolicyBase):
         return self._fold_header(name, value).encode(charset, "surrogateescape")
 
     def _fold_header(self, name: str, value: str) -> str:
+        _refuse_breaks(name, value)
+        folded = self._fold_value(name, value)
+        self._check_lines(name, folded)
+        return folded
+
+    def _fold_value(self, name: str, value: str) -> str:
         if isinstance(value, (UnstructuredHeader, MessageIDHeader)):
-            plain = self._plain_fold(name, str(value))
+            text = str(value)
+            if isinstance(value, UnstructuredHeader) and looks_encoded(text):
+                # Text a reader would decode is encoded itself, so it is read literally.
+                return self._fold_tokens(name, [(" ", word) for word in _encoded_words(text)])
+            plain = self._plain_fold(name, text)
             if plain is not None:
                 return plain
         value = self._ascii_addresses(name, value)
-        if isinstance(value, AddressHeader) and not self.utf8 and _non_ascii_names(value):
-            # CPython's folder drops the space where it splits a phrase into two encoded
-            # words (RFC 2047 6.2 makes decoders ignore it): write the phrases ourselves.
+        if isinstance(value, AddressHeader):
             rewritten = self._fold_addresses(name, value)
             if rewritten is not None:
                 return rewritten
         folded = str(super().fold(name, value))
         if _encoded_words_separated(folded):
             return folded
-        if isinstance(value, AddressHeader):
-            return self._fold_addresses(name, value) or folded
         if isinstance(value, UnstructuredHeader):
             return self._fold_tokens(name, [(" ", word) for word in _encoded_words(str(value))])
         return folded  # pragma: no cover - other structured headers hold no encoded words
 
+    def _check_lines(self, name: str, folded: str) -> None:
+        """Every line of a folded header is the field or a continuation (RFC 5322 2.2.3)."""
+        lines = folded.split(self.linesep)
+        body, last = lines[:-1], lines[-1]
+        broken = (
+            last != ""
+            or not body
+            or any("\r" in line or "\n" in line for line in body)
+            or any(line[:1] not in (" ", "\t") or not line.strip(" \t") for line in body[1:])
+        )
+        if broken:
+            raise HeaderInjectionError(
+                f"header {name} does not fold into header lines",
+                hint="a value must not end a header line or the header block",
+            )
+
     def _plain_fold(self, name: str, text: str) -> str | None:
         pattern = _PLAIN_UTF8 if self.utf8 else _PLAIN_ASCII
-        # "=?" could be read as an encoded word on the way back: let the email package decide.
-        if "=?" in text or not pattern.fullmatch(text):
+        # Text that could be read as an encoded word on the way back is encoded (_fold_value).
+        if looks_encoded(text) or not pattern.fullmatch(text):
             return None
         tokens = _FOLD_TOKEN.findall(text)
         if any(len(token) > _MAX_TOKEN - len(name) for token in tokens):
@@ -172,7 +200,12 @@ class WirePolicy(_PolicyBase):
         return self.linesep.join(lines) + self.linesep
 
     def _fold_addresses(self, name: str, header: AddressHeader) -> str | None:
-        """Write an address list as `phrase <addr-spec>` items, phrases as encoded words."""
+        """Write an address list as `phrase <addr-spec>` items, folding only between words.
+
+        Folding is allowed only at blanks between tokens; a quoted display name is split at
+        its own spaces, which RFC 5322 3.2.4 allows inside a quoted-string (FWS), so the
+        quotes and the comma inside them stay where they were.
+        """
         pieces: list[tuple[str, str]] = []
         for group in header.groups:
             if group.display_name is not None:
@@ -183,11 +216,44 @@ class WirePolicy(_PolicyBase):
                 if not address.display_name:
                     pieces.append((glue, spec))
                     continue
-                for word in _encoded_words(address.display_name):
+                limit = _MAX_TOKEN - len(name)
+                for word in self._phrase(address.display_name, limit):
                     pieces.append((glue, word))
                     glue = " "
                 pieces.append((" ", f"<{spec}>"))
         return self._fold_tokens(name, pieces)
+
+    def _phrase(self, display_name: str, limit: int) -> list[str]:
+        """The words of a display name (RFC 5322 3.2.5 phrase); blanks separate them.
+
+        Atoms stay bare; anything else is one quoted-string split at its spaces; text that
+        cannot be written as is (non-ASCII without utf8, controls, Unicode blanks, a blank
+        run, or text that readers would decode as an encoded word) becomes encoded words.
+        """
+        words = display_name.split(" ")
+        raw_ok = not looks_encoded(display_name) and all(words) and all(map(self._writable, words))
+        if raw_ok:
+            if all(self._atom(word) for word in words):
+                return words
+            quoted = [w.replace("\\", "\\\\").replace('"', '\\"') for w in words]
+            quoted[0] = '"' + quoted[0]
+            quoted[-1] = quoted[-1] + '"'
+            if all(len(word) <= limit for word in quoted):
+                return quoted
+        return _encoded_words(display_name)
+
+    def _writable(self, word: str) -> bool:
+        """Visible ASCII, or with utf8 also printable non-blank Unicode (RFC 6532 3.2)."""
+        return all(
+            "\x21" <= c <= "\x7e"
+            if c.isascii()
+            else self.utf8 and c.isprintable() and not c.isspace()
+            for c in word
+        )
+
+    def _atom(self, word: str) -> bool:
+        ascii_part = "".join(c for c in word if c.isascii())
+        return not ascii_part or _ATEXT.fullmatch(ascii_part) is not None
 
     def _ascii_addresses(self, name: str, value: str) -> str:
         if (
@@ -222,3 +288,19 @@ _WIRE_UTF8: Final = _WIRE.clone(utf8=True)
 def wire_policy(*, utf8: bool = False) -> WirePolicy:
     """The policy for wire bytes: CRLF, 78-column folding; `utf8` writes RFC 6532 headers."""
     return _WIRE_UTF8 if utf8 else _WIRE
+
+
+def _refuse_breaks(name: str, value: str) -> None:
+    """Refuse a header object whose decoded value (or a parameter) holds a control character.
+
+    CPython decodes RFC 2047 words when it builds a header object and writes a decoded
+    CR/LF of a parameter or (on 3.11) of unstructured text as a real line break.
+    """
+    texts = [str(value)]
+    params = getattr(value, "params", None)
+    if params:
+        texts += [str(v) for v in params.values()]
+    for text in texts:
+        problem = line_problem(text)
+        if problem is not None:
+            raise HeaderInjectionError(f"header {name} holds {problem} after decoding")
