@@ -1,4 +1,4 @@
-"""Run `python -m mailctl` as a child with an address-space cap and a deadline; report its peak RSS.
+"""Run mailctl (or python code) as a child with a memory cap and a deadline; report its peak RSS.
 
 Hostile-input tests feed gigabytes (sparse files, /dev/zero, endless pipes). A child process
 keeps a failure from exhausting the test runner: RLIMIT_AS turns runaway growth into a quick
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -59,7 +60,12 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return apply
 
 
-def run_mailctl(
+def run_mailctl(args: Sequence[str], **kwargs: Any) -> Run:
+    """Run `python -m mailctl ARGS` (see run_python for the keywords)."""
+    return run_python(["-m", "mailctl", *args], **kwargs)
+
+
+def run_python(
     args: Sequence[str],
     *,
     stdin: Path | Iterable[bytes] | None = None,
@@ -68,7 +74,7 @@ def run_mailctl(
     address_space: int = ADDRESS_SPACE,
     keep_stdout: bool = False,
 ) -> Run:
-    """Run mailctl with `args`; stdin from a file, from chunks written by a thread, or empty.
+    """Run the test interpreter with `args`; stdin from a file, from a writer thread, or empty.
 
     Fails the test (AssertionError) if the child is still running after `timeout` seconds;
     the child is killed first. stdout goes to /dev/null unless `keep_stdout`.
@@ -90,7 +96,7 @@ def run_mailctl(
             stdin_arg = subprocess.PIPE
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "mailctl", *args],
+            [sys.executable, *args],
             stdin=stdin_arg,  # type: ignore[arg-type]
             stdout=out_file if out_file is not None else subprocess.DEVNULL,
             stderr=err_file,
@@ -111,7 +117,7 @@ def run_mailctl(
         if out_file is not None:
             out_file.seek(0)
             stdout = out_file.read()
-    assert not timed_out, f"mailctl {' '.join(args)} still ran after {timeout} s: {stderr[-500:]}"
+    assert not timed_out, f"python {' '.join(args)} still ran after {timeout} s: {stderr[-500:]}"
     return Run(code=code, stdout=stdout, stderr=stderr, peak_rss=rss, seconds=seconds)
 
 
