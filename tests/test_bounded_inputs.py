@@ -147,8 +147,12 @@ def test_limit_is_configurable(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-5", "1.5M", "99999999999999999999999P"])
-def test_bad_limit_setting_is_a_config_error(value: str, env: dict[str, str]) -> None:
-    run = run_mailctl([*SEND, "--body", "x"], env={**env, "MAILCTL_MAX_INPUT": value})
+def test_bad_limit_setting_is_a_config_error(
+    value: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    body = tmp_path / "body.txt"
+    body.write_text("x\n")
+    run = run_mailctl([*SEND, "--body-file", str(body)], env={**env, "MAILCTL_MAX_INPUT": value})
     one_line_error(run, 78, "MAILCTL_MAX_INPUT")
 
 
@@ -272,3 +276,9 @@ def test_account_add_password_stdin_line_is_bounded(tmp_path: Path) -> None:
     )
     one_line_error(run, 65, "--password-stdin", "8 KiB")
     assert run.peak_rss < BOUNDED_RSS
+
+
+def test_dev_null_config_is_an_empty_config() -> None:
+    """`--config /dev/null` means no config, as `ssh -F /dev/null` does (a device, not read)."""
+    run = run_mailctl(["--config", "/dev/null", "account", "list"], timeout=30)
+    assert run.code == 0, run.stderr
