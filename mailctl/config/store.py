@@ -18,14 +18,16 @@ DIR_MODE = 0o700
 def load_config(path: Path) -> Config:
     """Read and validate the config file; a missing file (or /dev/null) is an empty Config.
 
-    The file must be a regular file of at most CONFIG_LIMIT bytes, checked on the open file
-    before it is read. Raises ConfigError (unreadable, not a
+    The file must be a regular file of at most CONFIG_LIMIT bytes that only the user (or
+    root) can change (config/trust.py), checked on the open file before it is read.
+    Raises ConfigInsecureError when others could change it; ConfigError (unreadable, not a
     regular file, too large, not UTF-8, invalid TOML, invalid values), naming the file and,
     for values, the key path. Warnings (a password in the file) are in `Config.warnings`
     for the caller to show.
     """
     import tomllib
 
+    from mailctl.config.trust import check_trusted
     from mailctl.inputs import CONFIG_LIMIT, read_optional_file
 
     if _is_devnull(path):
@@ -36,6 +38,7 @@ def load_config(path: Path) -> Config:
             what="config file",
             limit=CONFIG_LIMIT,
             hint="a mailctl config is a few KiB: check the path, or choose another with --config",
+            check=lambda info: check_trusted(path, info),
         )
     except (InputDataError, NoInputError) as err:
         # A config problem whatever the reason (sysexits EX_CONFIG), with the reader's words.
