@@ -282,3 +282,55 @@ def test_dev_null_config_is_an_empty_config() -> None:
     """`--config /dev/null` means no config, as `ssh -F /dev/null` does (a device, not read)."""
     run = run_mailctl(["--config", "/dev/null", "account", "list"], timeout=30)
     assert run.code == 0, run.stderr
+
+
+# --- other members of the class: files OpenSSL opens by name, nested documents -----------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "huge"])
+def test_ca_file_is_checked_before_openssl_reads_it(
+    kind: str, fifo: Path, sparse: Path, env: dict[str, str]
+) -> None:
+    """--ca-file FIFO hung before any connection (the TLS context is built first)."""
+    source = {"fifo": fifo, "dev_zero": Path("/dev/zero"), "huge": sparse}[kind]
+    run = run_mailctl(
+        [
+            *SEND[:1],
+            "--server",
+            "127.0.0.1:1",
+            "--starttls",
+            "--ca-file",
+            str(source),
+            *SEND[2:],
+            "--body",
+            "x",
+        ],
+        env=env,
+        timeout=30,
+    )
+    words = ["16 MiB"] if kind == "huge" else ["not a regular file"]
+    one_line_error(run, 65, "CA file", str(source), *words)
+
+
+def test_sink_certificate_fifo_does_not_hang(fifo: Path) -> None:
+    """OpenSSL blocked opening a FIFO given as --cert, and even SIGTERM could not stop it."""
+    run = run_mailctl(
+        ["sink", "--starttls", "--listen", "127.0.0.1:0", "--cert", str(fifo), "--key", str(fifo)],
+        timeout=30,
+    )
+    one_line_error(run, 65, "--cert", str(fifo), "not a regular file")
+
+
+def test_deeply_nested_config_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "deep.toml"
+    config.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    config.chmod(0o600)
+    run = run_mailctl(["--config", str(config), "account", "list"], timeout=30)
+    one_line_error(run, 78, str(config))
+
+
+def test_deeply_nested_baseline_is_a_data_error(tmp_path: Path, env: dict[str, str]) -> None:
+    baseline = tmp_path / "deep.json"
+    baseline.write_text("[" * 300_000 + "]" * 300_000)
+    run = run_mailctl([*BENCH, "--baseline", str(baseline)], env=env, timeout=30)
+    one_line_error(run, 65, str(baseline))
