@@ -24,6 +24,29 @@ from mailctl.errors import (
     NotRegularFileError,
 )
 
+__all__ = [
+    "BASELINE_LIMIT",
+    "CONFIG_LIMIT",
+    "DEFAULT_MAX_INPUT",
+    "ENV_MAX_INPUT",
+    "GIB",
+    "KIB",
+    "MAX_INPUT_HINT",
+    "MIB",
+    "PEM_LIMIT",
+    "SECRET_LIMIT",
+    "check_regular_file",
+    "describe",
+    "max_input_bytes",
+    "read_file",
+    "read_input",
+    "read_line",
+    "read_optional_file",
+    "read_stream",
+    "stdin_label",
+    "too_large",
+]
+
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
 GIB: Final = 1024 * MIB
@@ -153,6 +176,7 @@ def read_input(
 
 
 def stdin_label(what: str) -> str:
+    """How errors name stdin read for `what`: "--eml (stdin)", or plain "stdin"."""
     return what if what == "stdin" else f"{what} (stdin)"
 
 
@@ -231,6 +255,8 @@ def _read_file(
         if missing_ok:
             return None
         raise _open_error(label, err) from err
+    except IsADirectoryError:  # where open(2) refuses directories outright
+        raise NotRegularFileError(f"{label} is not a regular file (a directory)") from None
     except OSError as err:
         raise _open_error(label, err) from err
     try:
@@ -302,23 +328,3 @@ def _regular_remaining(stream: BinaryIO) -> int | None:
         return max(info.st_size - stream.tell(), 0)
     except (OSError, ValueError):
         return None
-
-
-__all__ = [
-    "BASELINE_LIMIT",
-    "CONFIG_LIMIT",
-    "DEFAULT_MAX_INPUT",
-    "ENV_MAX_INPUT",
-    "MAX_INPUT_HINT",
-    "PEM_LIMIT",
-    "SECRET_LIMIT",
-    "check_regular_file",
-    "describe",
-    "max_input_bytes",
-    "read_file",
-    "read_input",
-    "read_line",
-    "read_optional_file",
-    "read_stream",
-    "too_large",
-]

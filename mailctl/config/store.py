@@ -65,6 +65,11 @@ def load_config(path: Path) -> Config:
             hint="see https://toml.io for the syntax",
             details={"file": str(path)},
         ) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(
+            f"{path}: invalid TOML: arrays or tables nested too deeply",
+            details={"file": str(path)},
+        ) from None
     return parse_config(document, path=path)
 
 

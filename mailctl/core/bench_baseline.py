@@ -24,7 +24,7 @@ def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
     )
     try:
         loaded = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise InputDataError(f"{path}: the baseline is not JSON: {err}") from err
     data = loaded.get("data", loaded) if isinstance(loaded, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
