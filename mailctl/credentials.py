@@ -6,21 +6,28 @@ returns a secret in an error, and imports keyring only when a keyring is actuall
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import selectors
 import shlex
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 from mailctl.errors import CredentialError, KeyringUnavailableError
+from mailctl.inputs import SECRET_LIMIT, describe
 from mailctl.models import Protocol, ServerSettings
 
 SERVICE: Final = "mailctl"
 ENV_PASSWORD: Final = "MAILCTL_PASSWORD"  # noqa: S105 (a variable name)
 PASSWORD_COMMAND_TIMEOUT: Final = 30.0
+# All of a password command's output (a secret is its first line; an OAuth2 token fits too).
+PASSWORD_OUTPUT_LIMIT: Final = SECRET_LIMIT
 # Unlocking a Secret Service collection may show a dialog; a headless session may never answer.
 KEYRING_TIMEOUT: float = 60.0
 
@@ -125,17 +132,26 @@ def run_password_command(command: str, *, label: str = "password_command") -> st
 
     The command runs directly (split with shlex) unless it contains shell syntax, then with
     `/bin/sh -c`. Its stdin is /dev/null (sendmail mode reads the message from our stdin), its
-    stderr goes to ours so gpg or pass can explain themselves. Raises CredentialError on a
-    non-zero exit (naming the status, never the output), after PASSWORD_COMMAND_TIMEOUT
-    seconds, or when it prints nothing. Messages name the program, not the whole command
-    line, which could itself hold a secret.
+    stderr goes to ours, uncaptured, so gpg or pass can explain themselves. It runs in a
+    session of its own: at most PASSWORD_OUTPUT_LIMIT bytes of its output are read, and on a
+    timeout, too much output or any other failure its whole process group is killed (a shell
+    pipeline's children too). Raises CredentialError on a non-zero exit (naming the status,
+    never the output), after PASSWORD_COMMAND_TIMEOUT seconds, past the output limit, or when
+    it prints nothing. Messages name the program, not the whole command line, which could
+    itself hold a secret.
     """
     argv = _command_argv(command, label=label)
     program = os.path.basename(argv[0]) if argv[0] != "/bin/sh" else "sh -c"
     what = f"password_command for {label} (program {program!r})"
     try:
+        # start_new_session: its own process group to kill as a whole, and no controlling
+        # terminal (a prompt on /dev/tty fails at once instead of hanging in the background).
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
         )
     except OSError as err:
         raise CredentialError(
@@ -143,34 +159,86 @@ def run_password_command(command: str, *, label: str = "password_command") -> st
             hint="check that the program is installed and on PATH",
         ) from None
     try:
-        output, _ = process.communicate(timeout=PASSWORD_COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        raise CredentialError(
-            f"{what} did not finish within {PASSWORD_COMMAND_TIMEOUT:g} s",
-            hint="run the command by hand to see what it waits for",
-        ) from None
-    if process.returncode != 0:
-        status = (
-            f"was killed by signal {-process.returncode}"
-            if process.returncode < 0
-            else f"exited with status {process.returncode}"
-        )
-        raise CredentialError(f"{what} {status}", hint="run the command by hand to see why")
-    try:
-        text = output.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CredentialError(f"{what} printed something that is not UTF-8") from None
-    first = text.splitlines()[0] if text else ""
-    if not first:
-        raise CredentialError(
-            f"{what} printed nothing on its first line",
-            hint="the first line of its output must be the password",
-        )
+        output = _collect_output(process, what)
+        if process.returncode != 0:
+            status = (
+                f"was killed by signal {-process.returncode}"
+                if process.returncode < 0
+                else f"exited with status {process.returncode}"
+            )
+            raise CredentialError(f"{what} {status}", hint="run the command by hand to see why")
+        try:
+            text = output.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CredentialError(f"{what} printed something that is not UTF-8") from None
+        first = text.splitlines()[0] if text else ""
+        if not first:
+            raise CredentialError(
+                f"{what} printed nothing on its first line",
+                hint="the first line of its output must be the password",
+            )
+    except BaseException:
+        _kill_group(process)
+        raise
     return first
+
+
+def _collect_output(process: subprocess.Popen[bytes], what: str) -> bytes:
+    """Read the command's stdout to its end and wait for it, within the deadline and limit.
+
+    Raises CredentialError on timeout or past PASSWORD_OUTPUT_LIMIT; the caller kills.
+    """
+    assert process.stdout is not None
+    deadline = time.monotonic() + PASSWORD_COMMAND_TIMEOUT
+    chunks: list[bytes] = []
+    total = 0
+    with process.stdout, selectors.DefaultSelector() as selector:
+        fd = process.stdout.fileno()
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timed_out(what)
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > PASSWORD_OUTPUT_LIMIT:
+                raise CredentialError(
+                    f"{what} printed more than {describe(PASSWORD_OUTPUT_LIMIT)}; "
+                    "a password is one short line",
+                    hint="make it print only the secret, e.g. 'pass show NAME | head -n 1'",
+                )
+            chunks.append(chunk)
+    try:  # it closed its output; it may still be running
+        process.wait(max(deadline - time.monotonic(), 0.001))
+    except subprocess.TimeoutExpired:
+        raise _timed_out(what) from None
+    return b"".join(chunks)
+
+
+def _timed_out(what: str) -> CredentialError:
+    return CredentialError(
+        f"{what} did not finish within {PASSWORD_COMMAND_TIMEOUT:g} s",
+        hint="run the command by hand to see what it waits for",
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's process group (its own session) and reap the command.
+
+    The group outlives a reaped leader while any member lives, so its id cannot have been
+    reused by then; ProcessLookupError means nobody was left.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        process.kill()
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _command_argv(command: str, *, label: str) -> list[str]:

@@ -80,6 +80,18 @@ class MessageTooLargeError(InputDataError):
     code = "message_too_large"
 
 
+class InputTooLargeError(InputDataError):
+    """A local input (file or stdin) over its size limit; refused before it is all read."""
+
+    code = "input_too_large"
+
+
+class NotRegularFileError(InputDataError):
+    """A directory, FIFO, device or socket where a file with a size is needed."""
+
+    code = "not_regular_file"
+
+
 class NoInputError(MailctlError):
     exit_code = ExitCode.NOINPUT
     code = "no_input"
@@ -169,6 +181,12 @@ class AuthUnsupportedError(AuthError):
 class ConfigError(MailctlError):
     exit_code = ExitCode.CONFIG
     code = "config_error"
+
+
+class ConfigInsecureError(ConfigError):
+    """The config file, or a folder above it, can be changed by someone else: not trusted."""
+
+    code = "config_insecure"
 
 
 class CredentialError(ConfigError):

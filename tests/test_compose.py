@@ -448,13 +448,13 @@ def test_permission_denied_is_no_input(tmp_path: Path, monkeypatch: pytest.Monke
             raise PermissionError(13, "Permission denied", str(target))
         return real_open(target, flags, *args, **kwargs)
 
-    monkeypatch.setattr(compose_module.os, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)  # mailctl.inputs opens attachments
     with pytest.raises(NoInputError, match="not readable"):
         compose(request(attachments=(AttachmentSpec(path),)))
 
 
 def test_attachments_have_a_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compose_module, "MAX_MESSAGE_BYTES", 1000)
+    monkeypatch.setenv("MAILCTL_MAX_INPUT", "1000")
     small = write(tmp_path, "a.bin", b"x" * 600)
     with pytest.raises(MessageTooLargeError):
         compose(request(attachments=(AttachmentSpec(small), AttachmentSpec(small, filename="b"))))

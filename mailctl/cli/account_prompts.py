@@ -92,12 +92,20 @@ def offer_keyring(output: Output, name: str) -> str | None:
 
 
 def read_stdin_secret(flag: str) -> str:
-    """The first line of stdin, without its line end (what `--password-stdin` promises)."""
-    from mailctl.errors import UsageError
+    """The first line of stdin, without its line end (what `--password-stdin` promises).
+
+    At most SECRET_LIMIT bytes are read (mailctl.inputs): a password is one short line.
+    """
+    from mailctl.errors import InputDataError, UsageError
+    from mailctl.inputs import SECRET_LIMIT, read_line
 
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError(f"{flag} reads the password from a pipe", hint="echo ... | mailctl ...")
-    secret = sys.stdin.readline().rstrip("\r\n")
+    line = read_line(sys.stdin.buffer, what=flag, limit=SECRET_LIMIT)
+    try:
+        secret = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputDataError(f"{flag}: the password on stdin is not UTF-8") from None
     if not secret:
         raise UsageError(f"{flag}: stdin held no password", hint="nothing was stored")
     return secret

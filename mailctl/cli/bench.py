@@ -242,7 +242,11 @@ def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> C
         modes=_modes(flags),
     )
     max_regression = _percent(flags.max_regression)
-    baseline = core.load_baseline(flags.baseline) if flags.baseline is not None else None
+    baseline = (
+        core.load_baseline(flags.baseline, what="--baseline")
+        if flags.baseline is not None
+        else None
+    )
     progress = _progress_factory(output) if not flags.json_mode and sys.stderr.isatty() else None
     result = _run(request, flags.profile, progress)
     if flags.profile is not None:
@@ -323,7 +327,7 @@ def _workload(flags: BenchFlags) -> Workload:
     if flags.messages is not None and flags.duration is not None:
         raise UsageError("--messages and --duration exclude each other", hint="pick one")
     data = (
-        load_message(flags.message)
+        load_message(flags.message, what="--message")
         if flags.message is not None
         else build_message(flags.size or DEFAULT_SIZE)
     )

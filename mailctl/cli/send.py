@@ -355,7 +355,7 @@ def _compose_request(flags: SendFlags, from_value: str, from_field: str) -> Comp
             raise UsageError(
                 "no message body", hint="give --body, --body-file, --html, or pipe it on stdin"
             )
-        text = _decode(sys.stdin.buffer.read(), "stdin")
+        text = _decode(_read_input("-", "stdin"), "stdin")
     names = flags.attach_name
     if len(names) > len(flags.attach):
         raise UsageError("more --attach-name than --attach options", hint="one name per --attach")
@@ -402,20 +402,10 @@ def _session_options(
 
 
 def _read_input(source: str, field: str) -> bytes:
-    """Read a whole input file (or stdin for '-'); the message must be complete before any I/O."""
-    from mailctl.errors import InputDataError, NoInputError
+    """Read a whole input file (or stdin for '-'), bounded: mailctl.inputs' rules and limit."""
+    from mailctl.inputs import read_input
 
-    if source == "-":
-        return sys.stdin.buffer.read()
-    path = Path(source)
-    if not path.exists():
-        raise NoInputError(f"{field} {source}: no such file", hint="check the path")
-    if not path.is_file():
-        raise InputDataError(f"{field} {source}: not a regular file", hint="give a file")
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise NoInputError(f"{field} {source}: {err.strerror}", hint="check permissions") from err
+    return read_input(source, what=field)
 
 
 def _decode(data: bytes, field: str) -> str:

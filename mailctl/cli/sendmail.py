@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from mailctl.models import Account, Config, ServerSettings
 
+_LINE_CHUNK = 64 * 1024
 # Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
 _VALUE_OPTIONS = {"-f", "-r", "-F", "-a", "-C", "-B", "-N", "-R", "-V", "-X", "-L", "-O"}
 # Accepted and ignored, as msmtp does: delivery mode, error mode, old-style -o options.
@@ -111,17 +112,27 @@ def parse_args(argv: list[str]) -> SendmailArgs:  # noqa: PLR0912 - one branch p
     return args
 
 
-def read_message(stream: object, *, dot_terminates: bool) -> bytes:
-    """Read the message from stdin; without -i a line holding only '.' ends it, as in sendmail."""
-    raw: bytes = stream.read()  # type: ignore[attr-defined]
+def read_message(stream: BinaryIO, *, dot_terminates: bool) -> bytes:
+    """Read the message from stdin within the input limit (mailctl.inputs).
+
+    Without -i a line holding only '.' ends it, as in sendmail, and nothing after it is read.
+    Raises InputTooLargeError past the limit, without reading the rest.
+    """
+    from mailctl.inputs import MAX_INPUT_HINT, max_input_bytes, read_stream, too_large
+
     if not dot_terminates:
-        return raw
-    out: list[bytes] = []
-    for line in raw.splitlines(keepends=True):
-        if line.rstrip(b"\r\n") == b".":
+        return read_stream(stream, what="stdin")
+    limit = max_input_bytes()
+    out = bytearray()
+    at_line_start = True
+    while piece := stream.readline(_LINE_CHUNK):  # a bounded piece of a line, even a huge one
+        if at_line_start and piece.rstrip(b"\r\n") == b".":
             break
-        out.append(line)
-    return b"".join(out)
+        out += piece
+        if len(out) > limit:
+            raise too_large("stdin", limit, hint=MAX_INPUT_HINT)
+        at_line_start = piece.endswith(b"\n")
+    return bytes(out)
 
 
 def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mailctl.config.schema import dump_config, parse_config
-from mailctl.errors import CantCreateError, ConfigError
+from mailctl.errors import CantCreateError, ConfigError, InputDataError, NoInputError
 from mailctl.models import Account, Config
 from mailctl.store.files import write_atomic
 
@@ -16,24 +16,39 @@ DIR_MODE = 0o700
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the config file; a missing file is an empty Config.
+    """Read and validate the config file; a missing file (or /dev/null) is an empty Config.
 
-    Raises ConfigError (unreadable file, not UTF-8, invalid TOML, invalid values), naming the
-    file and, for values, the key path. Warnings (a password in the file) are in
-    `Config.warnings` for the caller to show.
+    The file must be a regular file of at most CONFIG_LIMIT bytes that only the user (or
+    root) can change (config/trust.py), checked on the open file before it is read.
+    Raises ConfigInsecureError when others could change it; ConfigError (unreadable, not a
+    regular file, too large, not UTF-8, invalid TOML, invalid values), naming the file and,
+    for values, the key path. Warnings (a password in the file) are in `Config.warnings`
+    for the caller to show.
     """
     import tomllib
 
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    from mailctl.config.trust import check_trusted
+    from mailctl.inputs import CONFIG_LIMIT, read_optional_file
+
+    if _is_devnull(path):
         return Config(accounts={}, path=path)
-    except OSError as err:
+    try:
+        raw = read_optional_file(
+            path,
+            what="config file",
+            limit=CONFIG_LIMIT,
+            hint="a mailctl config is a few KiB: check the path, or choose another with --config",
+            check=lambda info: check_trusted(path, info),
+        )
+    except (InputDataError, NoInputError) as err:
+        # A config problem whatever the reason (sysexits EX_CONFIG), with the reader's words.
         raise ConfigError(
-            f"{path}: cannot read the config file: {err.strerror or type(err).__name__}",
-            hint="check the path and its permissions, or choose another with --config",
+            err.message,
+            hint=err.hint or "check the path and its permissions, or choose another with --config",
             details={"file": str(path)},
         ) from err
+    if raw is None:
+        return Config(accounts={}, path=path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -50,7 +65,20 @@ def load_config(path: Path) -> Config:
             hint="see https://toml.io for the syntax",
             details={"file": str(path)},
         ) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(
+            f"{path}: invalid TOML: arrays or tables nested too deeply",
+            details={"file": str(path)},
+        ) from None
     return parse_config(document, path=path)
+
+
+def _is_devnull(path: Path) -> bool:
+    """`--config /dev/null` means "no config", as `ssh -F /dev/null` does."""
+    try:
+        return os.path.samefile(path, os.devnull)
+    except OSError:
+        return False
 
 
 def save_config(config: Config, path: Path) -> None:

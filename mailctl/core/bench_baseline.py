@@ -7,21 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.core.bench_models import BenchResult, RegressionCheck
-from mailctl.errors import InputDataError, NoInputError
+from mailctl.errors import InputDataError
+from mailctl.inputs import BASELINE_LIMIT, read_file
 
 __all__ = ["check_regression", "load_baseline"]
 
 
-def load_baseline(path: Path) -> dict[str, Any]:
-    """Read a saved `mailctl bench --json` result (the envelope or its data). Raises
-    NoInputError, InputDataError."""
+def load_baseline(path: Path, *, what: str = "baseline") -> dict[str, Any]:
+    """Read a saved `mailctl bench --json` result (the envelope or its data), at most
+    BASELINE_LIMIT bytes of a regular file. Raises NoInputError, InputDataError."""
+    raw = read_file(
+        path,
+        what=what,
+        limit=BASELINE_LIMIT,
+        hint="a 'mailctl bench --json' result is a few KiB: check the path",
+    )
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise NoInputError(
-            f"{path}: cannot read the baseline: {err.strerror or type(err).__name__}"
-        ) from err
-    except (ValueError, UnicodeDecodeError) as err:
+        loaded = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise InputDataError(f"{path}: the baseline is not JSON: {err}") from err
     data = loaded.get("data", loaded) if isinstance(loaded, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):

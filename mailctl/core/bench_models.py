@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.core.stats import Histogram, LatencySummary
-from mailctl.errors import ExitCode, MailctlError, NoInputError
+from mailctl.errors import ExitCode, MailctlError
 from mailctl.models import Security, ServerSettings
 
 __all__ = [
@@ -384,11 +384,9 @@ def build_message(size: int) -> bytes:
     return head + body
 
 
-def load_message(path: Path) -> bytes:
-    """Read a message file for --message. Raises NoInputError."""
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise NoInputError(
-            f"{path}: cannot read the message: {err.strerror or type(err).__name__}"
-        ) from err
+def load_message(path: Path, *, what: str = "message file") -> bytes:
+    """Read a message file for --message, by send's rules: a regular file within the input
+    limit ($MAILCTL_MAX_INPUT). Raises NoInputError, NotRegularFileError, InputTooLargeError."""
+    from mailctl.inputs import read_file
+
+    return read_file(path, what=what)

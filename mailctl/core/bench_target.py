@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.core.bench_models import SinkSpec, Target
-from mailctl.errors import ConnectError, ProtocolError, UsageError
+from mailctl.errors import ConnectError, MailctlError, ProtocolError, UsageError
+from mailctl.inputs import KIB, read_file
 from mailctl.models import Security, ServerSettings, Timeouts
 from mailctl.protocols.resolve import is_loopback_only
 
@@ -23,6 +25,8 @@ __all__ = ["SINK_READY_TIMEOUT", "SINK_STOP_TIMEOUT", "EmbeddedSink", "check_tar
 
 SINK_READY_TIMEOUT = 15.0
 SINK_STOP_TIMEOUT = 5.0
+_READY_LIMIT = 64 * KIB  # {host, port, pid, security, cert_file, auth}: a few hundred bytes
+_LOG_TAIL = 4 * KIB
 
 
 def check_target(target: Target) -> None:
@@ -96,8 +100,9 @@ class EmbeddedSink:
         deadline = time.monotonic() + SINK_READY_TIMEOUT
         while time.monotonic() < deadline:
             if ready.exists():
-                with contextlib.suppress(ValueError, OSError):
-                    info = json.loads(ready.read_text(encoding="utf-8"))
+                with contextlib.suppress(ValueError, OSError, MailctlError):
+                    raw = read_file(ready, what="the sink's ready file", limit=_READY_LIMIT)
+                    info = json.loads(raw.decode("utf-8"))
                     if isinstance(info, dict):
                         return info
             if self.process.poll() is not None:
@@ -113,8 +118,10 @@ class EmbeddedSink:
         )
 
     def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            text = (self.folder / "sink.log").read_text(encoding="utf-8", errors="replace")
+        with contextlib.suppress(OSError), (self.folder / "sink.log").open("rb") as log:
+            # Only the end matters, and the log has no size limit of its own.
+            log.seek(max(os.fstat(log.fileno()).st_size - _LOG_TAIL, 0))
+            text = log.read(_LOG_TAIL).decode("utf-8", errors="replace")
             return " ".join(text.strip().splitlines()[-3:])[-300:] or "no output"
         return "no output"
 
@@ -140,7 +147,8 @@ class EmbeddedSink:
         return settings, ((lambda: password) if password is not None else None)
 
     def stop(self) -> None:
-        """SIGTERM, wait, then SIGKILL; never raises."""
+        """SIGTERM, wait, then SIGKILL to its whole process group (its own session); never
+        raises."""
         process = self.process
         if process.poll() is None:
             with contextlib.suppress(OSError):
@@ -148,6 +156,8 @@ class EmbeddedSink:
             try:
                 process.wait(SINK_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)  # start_new_session: pgid == pid
                 with contextlib.suppress(OSError):
                     process.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
-import os
 import re
-import stat
 from dataclasses import dataclass
 from datetime import datetime
 from email.feedparser import BytesFeedParser
@@ -20,9 +18,10 @@ from typing import Any, Final
 from mailctl.errors import (
     AddressError,
     InputDataError,
+    InputTooLargeError,
     MessageTooLargeError,
-    NoInputError,
 )
+from mailctl.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_HINT, describe, max_input_bytes, read_file
 from mailctl.mime.headers import (
     Mailbox,
     check_extra_header,
@@ -57,7 +56,8 @@ __all__ = [
     "strip_bcc",
 ]
 
-MAX_MESSAGE_BYTES: Final = 50 * 1024 * 1024  # .eml input, and the sum of attachments
+# .eml input, and the sum of attachments: the default; $MAILCTL_MAX_INPUT changes it.
+MAX_MESSAGE_BYTES: Final = DEFAULT_MAX_INPUT
 MAX_PARTS: Final = 1000  # MIME parts in one parsed message
 MAX_DEPTH: Final = 50  # nesting levels of multiparts and message/rfc822 in one parsed message
 MAX_LINE: Final = 998  # RFC 5322 2.1.1, octets without CRLF
@@ -322,53 +322,24 @@ def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
     inline_names = [name for name, spec in zip(names, specs, strict=True) if spec.inline]
     if len(set(inline_names)) != len(inline_names):
         raise InputDataError("two inline attachments have the same name; cid: URLs would clash")
-    budget = MAX_MESSAGE_BYTES
+    if not specs:
+        return []
+    limit = max_input_bytes()
+    budget = limit
     files: list[_File] = []
     for name, spec in zip(names, specs, strict=True):
-        data = _read_file(spec.path, budget)
+        label = f"attachment {shown(str(spec.path))}"
+        try:
+            # mailctl.inputs: regular files only, judged by their size before reading.
+            data = read_file(spec.path, what="attachment", limit=budget)
+        except InputTooLargeError:
+            raise MessageTooLargeError(
+                f"{label} makes the attachments larger than the {describe(limit)} limit",
+                hint=MAX_INPUT_HINT,
+            ) from None
         budget -= len(data)
         files.append(_File(data, guess_content_type(name), name, spec.inline))
     return files
-
-
-def _read_file(path: Path, budget: int) -> bytes:
-    """Read a regular file once, checking its type on the open descriptor (no TOCTOU).
-
-    O_NONBLOCK keeps a FIFO from blocking the open; it does not affect regular files.
-    """
-    label = f"attachment {shown(str(path))}"
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError) as err:
-        raise NoInputError(f"{label} does not exist") from err
-    except IsADirectoryError as err:
-        raise InputDataError(f"{label} is not a regular file") from err
-    except PermissionError as err:
-        raise NoInputError(f"{label} is not readable") from err
-    except OSError as err:
-        raise NoInputError(f"{label} cannot be opened: {err.strerror}") from err
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputDataError(f"{label} is not a regular file")
-        if info.st_size > budget:
-            raise _too_large(label)
-        with open(fd, "rb", closefd=False) as handle:
-            data = handle.read(budget + 1)
-    except OSError as err:
-        raise NoInputError(f"{label} cannot be read: {err.strerror}") from err
-    finally:
-        os.close(fd)
-    if len(data) > budget:
-        raise _too_large(label)
-    return data
-
-
-def _too_large(label: str) -> MessageTooLargeError:
-    return MessageTooLargeError(
-        f"{label} makes the attachments larger than {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB"
-    )
 
 
 # --------------------------------------------------------------------------- envelope
@@ -481,12 +452,14 @@ def read_eml(data: bytes) -> EmailMessage:
 
     The limits are enforced while parsing (the email package's parser costs ~0.5 ms per
     part, so a post-parse check would come too late): MessageTooLargeError above
-    MAX_MESSAGE_BYTES; InputDataError for more than MAX_PARTS parts, more than MAX_DEPTH
-    levels of nesting, or no header block at all.
+    the input limit ($MAILCTL_MAX_INPUT, default MAX_MESSAGE_BYTES); InputDataError for more
+    than MAX_PARTS parts, more than MAX_DEPTH levels of nesting, or no header block at all.
     """
-    if len(data) > MAX_MESSAGE_BYTES:
+    limit = max_input_bytes()
+    if len(data) > limit:
         raise MessageTooLargeError(
-            f"the message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES} bytes"
+            f"the message is {len(data)} bytes, over the {describe(limit)} limit",
+            hint=MAX_INPUT_HINT,
         )
     policy = wire_policy().clone(linesep="\n")  # policy.default semantics, our folding fixes
     parser: BytesFeedParser[EmailMessage] | None = None

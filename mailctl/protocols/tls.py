@@ -15,6 +15,7 @@ from mailctl.errors import (
     NoInputError,
     TlsError,
 )
+from mailctl.inputs import PEM_LIMIT, check_regular_file
 
 # What a user can do about a certificate mailctl refused; names the real flags.
 CERT_HINT = (
@@ -51,7 +52,8 @@ def client_context(*, verify: bool = True, ca_file: Path | None = None) -> ssl.S
     for current TLS). With `verify`, the hostname is checked and either the system CAs
     or only `ca_file` are trusted. `verify=False` exists solely for --insecure.
 
-    Raises NoInputError if `ca_file` cannot be read, ConfigError if it holds no
+    Raises NoInputError if `ca_file` cannot be read, NotRegularFileError/InputTooLargeError
+    if it is not a regular file of at most PEM_LIMIT bytes, ConfigError if it holds no
     usable PEM certificate.
     """
     if not verify:
@@ -76,6 +78,8 @@ def _context_with_ca_file(ca_file: Path) -> ssl.SSLContext:
     """Return a verifying context that trusts only the certificates in `ca_file`."""
     # PROTOCOL_TLS_CLIENT: check_hostname and CERT_REQUIRED, and no system CAs loaded.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # OpenSSL opens the file by name: a FIFO would block it, /dev/zero or a huge file be parsed.
+    check_regular_file(ca_file, what="CA file", limit=PEM_LIMIT)
     try:
         context.load_verify_locations(cafile=str(ca_file))
     except FileNotFoundError as err:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.errors import ConnectError
+from mailctl.inputs import PEM_LIMIT, check_regular_file
 from mailctl.models import Security
 from mailctl.sink.config import TEST_PASSWORD, TEST_USERNAME, SinkConfig
 from mailctl.sink.faults import Faults
@@ -164,6 +165,10 @@ class SinkServer:
             self._temp_dir = Path(tempfile.mkdtemp(prefix="mailctl-sink-"))
             cert, key = write_self_signed(self._temp_dir)
             self.cert_file = cert
+        else:
+            # OpenSSL opens them by name: a FIFO would block it (SIGTERM included).
+            check_regular_file(cert, what="--cert", limit=PEM_LIMIT)
+            check_regular_file(key, what="--key", limit=PEM_LIMIT)
         try:
             context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as err:
