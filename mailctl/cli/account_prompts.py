@@ -118,12 +118,17 @@ def hidden_prompt(label: str) -> str:
 
 def ask(text: str, **kwargs: Any) -> Any:
     """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
-    from mailctl.errors import InterruptedByUser
+    from mailctl.errors import InputDataError, InterruptedByUser
 
     try:
         return typer.prompt(text, **kwargs)
     except typer.Abort:
         raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None
+    except UnicodeDecodeError:  # typed on a terminal in another encoding; never echo it
+        raise InputDataError(
+            f"the answer to {text!r} is not valid UTF-8 text",
+            hint="set the terminal to UTF-8; nothing was changed",
+        ) from None
 
 
 def confirm(text: str, **kwargs: Any) -> bool:

@@ -235,7 +235,15 @@ def bench_command(
 
 def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> CommandResult:
     from mailctl.core import bench as core
+    from mailctl.mime.headers import require_utf8
 
+    # PEP 383: argv bytes that are not UTF-8 arrive as surrogate escapes, which no SMTP
+    # command can carry (not even with SMTPUTF8): name the flag before anything connects.
+    given = {"--from": (flags.sender,), "--to": flags.to, "--account": (flags.account,)}
+    for flag, values in given.items():
+        for value in values:
+            if value is not None:
+                require_utf8(flag, value)
     request = core.BenchRequest(
         target=_target(flags, config_override, output),
         workload=_workload(flags),
