@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from keyring_backend import InMemoryKeyring
@@ -31,6 +32,7 @@ from typer.testing import CliRunner
 from mailctl.cli.app import app
 from mailctl.credentials import SERVICE
 from mailctl.errors import AddressError, ExitCode
+from mailctl.models import Protocol, Security
 from mailctl.protocols.smtp_envelope import envelope_path
 
 # Distinctive pieces, none of which may show up in any output, whole or escaped.
@@ -389,3 +391,55 @@ def test_sendmail_envelope_not_utf8(
     line = one_error_line(proc)
     assert named in line and "UTF-8" in line and "SMTPUTF8" not in line, line
     assert smtp_server.connections == 0
+
+
+# --------------------------------------------------------------------------- IMAP and POP3
+
+
+def _imap_pop3_config(path: Path, dovecot: Any, user: str, pop3_auth: str) -> Path:
+    imaps = dovecot.settings(Protocol.IMAP, Security.TLS)
+    pop3 = dovecot.settings(Protocol.POP3, Security.STARTTLS)
+    path.write_text(
+        "\n".join(
+            [
+                "[accounts.d.imap]",
+                f'host = "{imaps.host}"',
+                f"port = {imaps.port}",
+                'security = "tls"',
+                f'username = "{user}"',
+                f'ca_file = "{dovecot.ca_pem}"',
+                "[accounts.d.pop3]",
+                f'host = "{pop3.host}"',
+                f"port = {pop3.port}",
+                'security = "starttls"',
+                f'username = "{user}"',
+                f'auth = "{pop3_auth}"',
+                f'ca_file = "{dovecot.ca_pem}"',
+            ]
+        )
+        + "\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("pop3_auth", ["plain", "login"])
+def test_imap_pop3_non_ascii_password_and_one_not_utf8(
+    dovecot: Any, tmp_path: Path, pop3_auth: str
+) -> None:
+    """`account test` logs in with a UTF-8 password (IMAP AUTHENTICATE PLAIN; POP3 AUTH PLAIN
+    and USER/PASS); MAILCTL_PASSWORD holding other bytes is refused for both, never shown."""
+    user = f"utf8-{pop3_auth}"
+    dovecot.add_user(user, UTF8_SECRET)
+    config = _imap_pop3_config(tmp_path / "c.toml", dovecot, user, pop3_auth)
+    env = {b"MAILCTL_CONFIG": os.fsencode(config), b"MAILCTL_PASSWORD": UTF8_SECRET.encode()}
+    good = run(["account", "test", "d", "--json"], tmp_path, env=env)
+    assert UTF8_SECRET.encode() not in good.stdout + good.stderr
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.count(b'"authenticated": true') == 2
+
+    env[b"MAILCTL_PASSWORD"] = BAD_SECRET
+    bad = run(["account", "test", "d", "--json"], tmp_path, env=env)
+    assert_no_secret(bad.stdout, bad.stderr)
+    assert bad.returncode == ExitCode.CONFIG, bad.stdout
+    assert bad.stdout.count(b"MAILCTL_PASSWORD is not valid UTF-8 text") >= 2, bad.stdout
