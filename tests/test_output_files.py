@@ -398,3 +398,27 @@ def test_account_add_keeps_a_symlinked_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert "smtp.example.org" in target.read_text()
+
+
+# --------------------------------------------------------------------------- the atomic writer
+
+
+def test_write_atomic_never_replaces_anything_but_a_regular_file(tmp_path: Path) -> None:
+    """The low-level writer (config saves use it directly) refuses what rename would replace."""
+    from mailctl.errors import CantCreateError
+    from mailctl.store.files import write_atomic
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    for target, kind in ((fifo, "FIFO"), (link, "symbolic link"), (tmp_path, "directory")):
+        with pytest.raises(CantCreateError, match=kind):
+            write_atomic(target, b"data", what="test file")
+    assert_fifo(fifo)
+    assert link.is_symlink() and not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link"]
+    regular = tmp_path / "regular"
+    write_atomic(regular, b"one")
+    write_atomic(regular, b"two")
+    assert regular.read_bytes() == b"two"
