@@ -202,22 +202,22 @@ def test_keyring_value_not_utf8(
     assert smtp_server.auth_attempts == []
 
 
-def test_prompt_answer_not_utf8(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
-    """A password typed on a Latin-1 terminal: exit 78 naming the prompt, not a traceback."""
+def run_in_pty(
+    args: Sequence[str], env: dict[str, str], answers: Sequence[tuple[bytes, bytes]]
+) -> tuple[int, bytes]:
+    """Run `python -m mailctl ARGS` on a pseudo-terminal; answer each prompt as it appears.
+
+    `answers` pairs a prompt's text with the bytes typed after it. Returns the exit code and
+    everything the terminal showed. Bounded: the child is killed after 60 s.
+    """
     import pty
 
-    args = [*SEND, "--body", "x", *server_args(smtp_server)]
-    env = {key: value for key, value in os.environ.items() if key != "MAILCTL_PASSWORD"}
-    env.update(
-        MAILCTL_CONFIG=str(tmp_path / "none.toml"),
-        NO_COLOR="1",
-        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
-    )
     pid, fd = pty.fork()
     if pid == 0:  # the child: its controlling terminal is the pty
         os.execve(sys.executable, [sys.executable, "-m", "mailctl", *args], env)
     output = b""
-    answered = False
+    pending = list(answers)
+    seen = 0  # where to look for the next prompt
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -231,20 +231,59 @@ def test_prompt_answer_not_utf8(smtp_server: SmtpTestServer, tmp_path: Path) -> 
             if not chunk:
                 break
             output += chunk
-            if not answered and b"Password" in output:
-                os.write(fd, BAD_SECRET + b"\n")
-                answered = True
+            if pending and pending[0][0] in output[seen:]:
+                seen = output.index(pending[0][0], seen) + len(pending[0][0])
+                os.write(fd, pending.pop(0)[1])
         else:
+            os.kill(pid, 9)
             pytest.fail(f"mailctl still ran after 60 s: {output[-500:]!r}")
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)
-    assert answered, output
+    assert not pending, f"never asked {pending[0][0]!r}: {output!r}"
+    return os.waitstatus_to_exitcode(status), output
+
+
+def pty_env(tmp_path: Path, config: Path | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "MAILCTL_PASSWORD"}
+    env.update(
+        MAILCTL_CONFIG=str(config or tmp_path / "none.toml"),
+        NO_COLOR="1",
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    return env
+
+
+def test_prompt_answer_not_utf8(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+    """A password typed on a Latin-1 terminal: exit 78 naming the prompt, not a traceback."""
+    code, output = run_in_pty(
+        [*SEND, "--body", "x", *server_args(smtp_server)],
+        pty_env(tmp_path),
+        [(b"Password", BAD_SECRET + b"\n")],
+    )
     after_prompt = output.split(b"Password", 1)[1]
     assert_no_secret(after_prompt)
-    assert os.waitstatus_to_exitcode(status) == ExitCode.CONFIG, output
+    assert code == ExitCode.CONFIG, output
     assert b"UTF-8" in after_prompt and b"Traceback" not in after_prompt, output
     assert smtp_server.auth_attempts == []
+
+
+@pytest.mark.parametrize("errors", ["surrogateescape", "strict"])
+def test_account_add_answer_not_utf8(tmp_path: Path, errors: str) -> None:
+    """`account add` asks on a terminal; a Latin-1 answer is 65 naming the question.
+
+    Python reads a terminal with surrogateescape in the C locales and strictly elsewhere
+    (PEP 538/540): both ways end the same.
+    """
+    config = tmp_path / "cfg" / "config.toml"
+    env = pty_env(tmp_path, config)
+    env["PYTHONIOENCODING"] = f"utf-8:{errors}"
+    code, output = run_in_pty(
+        ["account", "add", "work"], env, [(b"From address", b"J\xfcrgen <j@example.org>\n")]
+    )
+    assert code == ExitCode.DATAERR, output
+    assert b"From address" in output and b"not valid UTF-8" in output, output
+    assert b"Traceback" not in output and not config.exists()
 
 
 @pytest.mark.parametrize("mechanism", ["plain", "login", "cram-md5"])
