@@ -295,6 +295,15 @@ def test_bench_csv_to_a_directory(tmp_path: Path) -> None:
     assert "directory" in error_line(proc)
 
 
+def test_bench_outputs_are_checked_before_the_run(tmp_path: Path) -> None:
+    """A long benchmark must not end in a write that was bound to fail."""
+    for flag in ("--csv", "--profile"):
+        proc = run([*BENCH, flag, str(tmp_path / "missing" / "out")], tmp_path)
+        assert proc.returncode == 73, proc.stderr
+        assert "does not exist" in error_line(proc)
+        assert proc.stdout == b""  # no table: nothing ran
+
+
 # --------------------------------------------------------------------------- sink
 
 

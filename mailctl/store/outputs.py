@@ -75,15 +75,26 @@ def own_descriptor(path: str | os.PathLike[str]) -> int | None:
 def check_output(path: Path, *, what: str) -> None:
     """Refuse, before any work, a path that can never take the output (CantCreateError).
 
-    A directory, block device or socket is refused now, so a long benchmark does not end
-    in a write that was bound to fail; a FIFO's reader is only needed when writing.
+    A directory, block device, socket or a missing folder is refused now, so a long benchmark
+    does not end in a write that was bound to fail; a FIFO's reader is only needed when
+    writing.
     """
     if own_descriptor(path) is not None:
         return
     try:
         info = os.stat(path)
+    except FileNotFoundError:
+        folder = os.path.dirname(os.path.realpath(path)) or "."
+        if not os.path.isdir(folder):
+            raise CantCreateError(
+                f"{_shown(path)}: cannot write the {what}: its folder {_shown(folder)} "
+                "does not exist",
+                hint="create the folder first, or name another path",
+                details={"file": _shown(path)},
+            ) from None
+        return
     except OSError:
-        return  # missing (created later) or unreachable: the write says why, naming the path
+        return  # unreachable: the write says why, naming the path
     _require_writable_kind(path, info.st_mode, what=what)
 
 
