@@ -35,6 +35,8 @@ KEYRING_TIMEOUT: float = 60.0
 # split with shlex and run directly; one that has any (a pipe, $VAR, ~, a glob, ...) runs under
 # /bin/sh -c, exactly as written.
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~\n]")
+# PEP 383: bytes that are not UTF-8 arrive from the environment as lone surrogates.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _T = TypeVar("_T")
 
 THREE_WAYS: Final = (
@@ -71,12 +73,13 @@ def resolve_secret(
     for a named account), `prompt` (cli passes one only on a terminal).
 
     Raises CredentialError when a source fails (the command exits non-zero, times out or prints
-    nothing; the keyring errors) or none has a secret; KeyringUnavailableError when nothing
+    nothing; the keyring errors), when its secret is not UTF-8 text (see require_text) or none
+    has a secret; KeyringUnavailableError when nothing
     else applies and the keyring is unusable. No message ever contains the secret.
     """
     from_env = env.get(ENV_PASSWORD, "")
     if from_env:
-        return from_env
+        return require_text(from_env, source=ENV_PASSWORD)
     label = _label(account, protocol)
     if settings.password_command is not None:
         return run_password_command(settings.password_command, label=label)
@@ -88,11 +91,12 @@ def resolve_secret(
             keyring_problem = err
         else:
             if stored is not None:
-                return stored
+                key = keyring_key(account, protocol)
+                return require_text(stored, source=f"the keyring entry {key}")
     if prompt is not None:
         secret = prompt(_prompt_text(account, protocol, settings))
         if secret:
-            return secret
+            return require_text(secret, source="the password typed at the prompt")
         raise CredentialError(f"no password entered for {label}", hint=THREE_WAYS)
     if keyring_problem is not None:
         raise KeyringUnavailableError(
@@ -100,6 +104,24 @@ def resolve_secret(
             hint="set password_command in the account's config block or MAILCTL_PASSWORD",
         )
     raise CredentialError(f"no password found for {label}", hint=THREE_WAYS)
+
+
+def require_text(secret: str, *, source: str) -> str:
+    """Return `secret` if it is text that UTF-8 can carry; raise CredentialError otherwise.
+
+    Python hands environment bytes that are not UTF-8 over as surrogate escapes (PEP 383). AUTH
+    PLAIN carries UTF-8 (RFC 4616), and so do LOGIN, CRAM-MD5's HMAC key and IMAP/POP3 in
+    practice: no server could check such a password, and encoding it would fail later under a
+    misleading name. The message names the source only: a byte or its position would tell
+    part of the secret.
+    """
+    if _SURROGATE.search(secret):
+        raise CredentialError(
+            f"{source} is not valid UTF-8 text",
+            hint="a password is sent as UTF-8 (RFC 4616); set it from UTF-8 text "
+            "(iconv -f LATIN1 -t UTF-8 converts it)",
+        )
+    return secret
 
 
 def secret_source(
@@ -167,10 +189,16 @@ def run_password_command(command: str, *, label: str = "password_command") -> st
                 else f"exited with status {process.returncode}"
             )
             raise CredentialError(f"{what} {status}", hint="run the command by hand to see why")
+        # Only the first line is the secret: `pass show` prints notes after it, which may be
+        # in any encoding, so only that line is decoded.
+        first_line = output.splitlines()[0] if output else b""
         try:
-            text = output.decode("utf-8")
+            text = first_line.decode("utf-8")
         except UnicodeDecodeError:
-            raise CredentialError(f"{what} printed something that is not UTF-8") from None
+            raise CredentialError(
+                f"{what} printed a first line that is not valid UTF-8 text",
+                hint="a password is sent as UTF-8 (RFC 4616); make the command print UTF-8",
+            ) from None
         first = text.splitlines()[0] if text else ""
         if not first:
             raise CredentialError(

@@ -273,6 +273,7 @@ def add_command(
         interactive = output.interactive and not password_stdin
         if interactive:
             sender, inputs = ask_missing(sender, inputs)
+        _require_utf8_text({"--from": sender, "--ehlo": ehlo})
         blocks = {
             protocol: core.build_server(protocol, given) for protocol, given in inputs.items()
         }
@@ -297,6 +298,15 @@ def add_command(
         return CommandResult(data=result.to_json(), render=lambda out: render_added(out, result))
 
     run_command(["account", "add"], json_mode, body)
+
+
+def _require_utf8_text(values: dict[str, str | None]) -> None:
+    """Refuse values that are not UTF-8 (exit 65 naming the flag): TOML is UTF-8 only."""
+    from mailctl.mime.headers import require_utf8
+
+    for flag, value in values.items():
+        if value is not None:
+            require_utf8(flag, value)
 
 
 # ---------------------------------------------------------------------------------------------

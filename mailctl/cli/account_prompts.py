@@ -118,12 +118,22 @@ def hidden_prompt(label: str) -> str:
 
 def ask(text: str, **kwargs: Any) -> Any:
     """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
-    from mailctl.errors import InterruptedByUser
+    from mailctl.errors import InputDataError, InterruptedByUser
 
+    not_utf8 = InputDataError(
+        f"the answer to {text!r} is not valid UTF-8 text",
+        hint="set the terminal to UTF-8; nothing was changed",
+    )
     try:
-        return typer.prompt(text, **kwargs)
+        answer = typer.prompt(text, **kwargs)
     except typer.Abort:
         raise InterruptedByUser("interrupted at a prompt", hint="nothing was changed") from None
+    except UnicodeDecodeError:  # typed on a terminal in another encoding; never echo it
+        raise not_utf8 from None
+    # In the C locale Python reads the terminal with surrogateescape (PEP 538/540) instead.
+    if isinstance(answer, str) and any("\ud800" <= char <= "\udfff" for char in answer):
+        raise not_utf8
+    return answer
 
 
 def confirm(text: str, **kwargs: Any) -> bool:

@@ -235,7 +235,19 @@ def bench_command(
 
 def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> CommandResult:
     from mailctl.core import bench as core
+    from mailctl.mime.headers import require_utf8
+    from mailctl.store.outputs import check_output
 
+    # PEP 383: argv bytes that are not UTF-8 arrive as surrogate escapes, which no SMTP
+    # command can carry (not even with SMTPUTF8): name the flag before anything connects.
+    given = {"--from": (flags.sender,), "--to": flags.to, "--account": (flags.account,)}
+    for flag, values in given.items():
+        for value in values:
+            if value is not None:
+                require_utf8(flag, value)
+    for flag, path in (("--csv", flags.csv), ("--profile", flags.profile)):
+        if path is not None:  # a directory or socket fails now, not after the whole run
+            check_output(path, what=f"{flag} file")
     request = core.BenchRequest(
         target=_target(flags, config_override, output),
         workload=_workload(flags),
@@ -269,6 +281,9 @@ def _run(
     if profile is None:
         return run_bench(request, progress=progress)
     import cProfile
+    import marshal
+
+    from mailctl.store.outputs import write_output
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -276,12 +291,11 @@ def _run(
         return run_bench(request, progress=progress)
     finally:
         profiler.disable()
-        try:
-            profiler.dump_stats(str(profile))
-        except OSError as err:
-            from mailctl.errors import CantCreateError
-
-            raise CantCreateError(f"{profile}: cannot write the profile: {err.strerror}") from err
+        # What Profile.dump_stats writes (pstats reads it), but through the output-file rule:
+        # dump_stats' plain open() blocks forever on a FIFO nobody reads.
+        profiler.create_stats()
+        stats = marshal.dumps(profiler.stats)
+        write_output(profile, stats, mode=0o644, what="profile")
 
 
 def _modes(flags: BenchFlags) -> tuple[BenchMode, ...]:
@@ -460,7 +474,7 @@ def _write_csv(path: Path, result: BenchResult) -> None:
     import io
     import math
 
-    from mailctl.store.files import write_atomic
+    from mailctl.store.outputs import write_output
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -483,7 +497,7 @@ def _write_csv(path: Path, result: BenchResult) -> None:
                     ms(mail_rcpt), ms(data), ms(end),
                 ]
             )  # fmt: skip
-    write_atomic(path, buffer.getvalue().encode("utf-8"), mode=0o644, what="CSV file")
+    write_output(path, buffer.getvalue().encode("utf-8"), mode=0o644, what="CSV file")
 
 
 def _command_result(result: BenchResult) -> CommandResult:

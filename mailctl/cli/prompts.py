@@ -16,7 +16,15 @@ def secret_provider(
     def prompt(label: str) -> str:
         import getpass
 
-        return getpass.getpass(f"{label}: ")
+        from mailctl.errors import CredentialError
+
+        try:
+            return getpass.getpass(f"{label}: ")
+        except UnicodeDecodeError:  # typed on a terminal in another encoding (Latin-1, ...)
+            raise CredentialError(
+                "the password typed at the prompt is not valid UTF-8 text",
+                hint="set the terminal to UTF-8, or use MAILCTL_PASSWORD or password_command",
+            ) from None
 
     def provide() -> str:
         from mailctl.credentials import resolve_secret

@@ -80,7 +80,16 @@ def settings_from_flags(
     account_name: str | None,
     protocol: Protocol = Protocol.SMTP,
 ) -> ServerSettings:
-    """Flags win over the account's block; without either, say how to give a server."""
+    """Flags win over the account's block; without either, say how to give a server.
+
+    Raises InputDataError for --server, --user or --auth values that are not UTF-8 text (PEP
+    383 surrogate escapes of argv bytes), naming the flag, before anything connects.
+    """
+    from mailctl.mime.headers import require_utf8
+
+    for flag, value in (("--server", flags.server), ("--user", flags.user), ("--auth", flags.auth)):
+        if value is not None:
+            require_utf8(flag, value)
     settings = _base_settings(flags, base, account_name=account_name, protocol=protocol)
     changes = _overrides(flags, settings.timeouts)
     return replace(settings, **changes) if changes else settings  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -68,9 +69,11 @@ def build_server(protocol: Protocol, given: ServerInput) -> ServerSettings | Non
     """Validate one block's command-line values (None when none were given).
 
     Uses the config file's rules, so a value accepted here is accepted in the file. Raises
-    UsageError naming the flag (`--smtp-port`) and the bad value.
+    UsageError naming the flag (`--smtp-port`) and the bad value, InputDataError naming it
+    for a value that is not UTF-8 text.
     """
     prefix = f"--{protocol.value}"
+    _require_utf8_values(prefix, given)
     if given.host is None:
         if given.empty:
             return None
@@ -93,6 +96,23 @@ def build_server(protocol: Protocol, given: ServerInput) -> ServerSettings | Non
         suffix = _FLAG_SUFFIX.get(err.field)
         flag = f"{prefix}-{suffix}" if suffix else "--ca-file"
         raise UsageError(err.describe(flag), hint=err.hint) from None
+
+
+def _require_utf8_values(prefix: str, given: ServerInput) -> None:
+    """Refuse values the UTF-8 config file cannot hold (InputDataError naming the flag).
+
+    Argv bytes that are not UTF-8 arrive as surrogate escapes (PEP 383); TOML is UTF-8 only,
+    so such a value could never be written. A password command or CA path naming a
+    non-UTF-8 file has to be given another way (a UTF-8 name, a symlink, a script).
+    """
+    from mailctl.mime.headers import require_utf8
+
+    for key, suffix in _FLAG_SUFFIX.items():
+        value = getattr(given, key)
+        if isinstance(value, str):
+            require_utf8(f"{prefix}-{suffix}", value)
+    if given.ca_file is not None:
+        require_utf8("--ca-file", os.fsdecode(given.ca_file), hint="use a path in UTF-8")
 
 
 def _port_value(value: str | int, *, flag: str) -> int:

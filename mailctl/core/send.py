@@ -153,10 +153,14 @@ def prepare_raw(
 
 
 def save_message(prepared: PreparedMessage, path: Path) -> Path:
-    """Keep a copy as .eml before sending, so a failed send still leaves the exact bytes."""
-    from mailctl.store.files import write_atomic
+    """Keep a copy as .eml before sending, so a failed send still leaves the exact bytes.
 
-    write_atomic(path, prepared.data)
+    Written by the output-file rule (store.outputs): a regular file atomically, /dev/null, a
+    FIFO or /dev/stdout in place. Raises CantCreateError.
+    """
+    from mailctl.store.outputs import write_output
+
+    write_output(path, prepared.data, mode=0o600, what="message copy")
     return path
 
 

@@ -31,7 +31,11 @@ def split_header_block(data: bytes) -> tuple[bytes, bytes]:
 
 
 def header_value(data: bytes, name: str) -> str | None:
-    """The first header `name` (unfolded, decoded as UTF-8 with replacement), or None."""
+    """The first header `name` (unfolded, decoded as UTF-8), or None.
+
+    Bytes that are not UTF-8 become surrogate escapes (PEP 383), never U+FFFD: a value used as
+    an address must be refused by the address parser (require_utf8), not sent mangled.
+    """
     headers, _ = split_header_block(data)
     wanted = name.lower().encode("ascii")
     current: list[bytes] | None = None
@@ -47,7 +51,7 @@ def header_value(data: bytes, name: str) -> str | None:
             current = [value]
     if current is None:
         return None
-    return b" ".join(part.strip() for part in current).decode("utf-8", errors="replace")
+    return b" ".join(part.strip() for part in current).decode("utf-8", "surrogateescape")
 
 
 def add_missing_headers(data: bytes, *, sender: Mailbox, full_name: str | None = None) -> bytes:

@@ -16,6 +16,7 @@ from mailctl.errors import (
     CredentialError,
     HeaderInjectionError,
     HostNotFoundError,
+    InputDataError,
     MailctlError,
     PlaintextAuthRefusedError,
     ProtocolError,
@@ -92,8 +93,16 @@ def validate_credential(what: str, value: str, *, protocol: Protocol, where: str
     become a second command (the imapclient issue #657 class of bug). The value
     itself is never quoted: it may be a password.
 
-    Raises HeaderInjectionError.
+    Raises HeaderInjectionError; InputDataError (username) or CredentialError (password) for
+    a value that is not UTF-8 text (PEP 383 surrogate escapes of argv/environment bytes): no
+    SASL mechanism or command line can carry it.
     """
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        error = CredentialError if what == "password" else InputDataError
+        raise error(
+            f"the {protocol.value.upper()} {what} for {where} is not valid UTF-8 text",
+            hint=f"give the {what} as UTF-8 text",
+        )
     if any(char in value for char in "\r\n\0"):
         raise HeaderInjectionError(
             f"the {protocol.value.upper()} {what} for {where} contains a CR, LF or NUL character",

@@ -14,6 +14,7 @@ from mailctl.errors import (
     AuthError,
     AuthUnsupportedError,
     ConnectError,
+    CredentialError,
     HostNotFoundError,
     InputDataError,
     ProtocolError,
@@ -44,6 +45,8 @@ AUTO_MECHANISMS: tuple[AuthMechanism, ...] = (
     AuthMechanism.CRAM_MD5,
 )
 
+# PEP 383: bytes that are not UTF-8 arrive from argv and the environment as lone surrogates.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -163,8 +166,22 @@ async def authenticate(
     secret_source: Callable[[], str],
     where: str,
 ) -> None:
-    """Authenticate once; map every failure without ever putting the secret in a message."""
+    """Authenticate once; map every failure without ever putting the secret in a message.
+
+    Raises InputDataError for a user name and CredentialError for a secret that UTF-8 cannot
+    carry (RFC 4616: PLAIN is UTF-8; LOGIN and CRAM-MD5 send the same bytes), before AUTH.
+    """
+    if _SURROGATE.search(username):
+        raise InputDataError(
+            f"the user name for {where} is not valid UTF-8 text",
+            hint="give the user name as UTF-8 (iconv -t UTF-8 converts it)",
+        )
     secret = secret_source()  # the only call: right before AUTH, never again
+    if _SURROGATE.search(secret):  # the sources check this too; never show a byte of it
+        raise CredentialError(
+            f"the password for {where} is not valid UTF-8 text",
+            hint="a password is sent as UTF-8 (RFC 4616); set it from UTF-8 text",
+        )
     try:
         response = await client.authenticate(mechanism, username, secret)
     except SMTPException as err:
@@ -175,10 +192,6 @@ async def authenticate(
         raise transport_error(err, where, "AUTH", client.timeout or 0.0) from err
     except OSError as err:
         raise transport_error(err, where, "AUTH", client.timeout or 0.0) from err
-    except ValueError as err:
-        raise InputDataError(
-            f"the user name for {where} contains characters that cannot be sent"
-        ) from err
     reply = to_reply(response)
     if reply.code == 235:
         return

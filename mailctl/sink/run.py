@@ -18,7 +18,7 @@ from typing import Any
 from mailctl.sink.config import SinkConfig
 from mailctl.sink.server import SinkServer
 from mailctl.sink.stats import SinkStats
-from mailctl.store.files import write_atomic
+from mailctl.store.outputs import write_output
 
 # Seconds between two "out of descriptors" warnings: asyncio retries accept() every second
 # while connections wait in the listen queue, and would log a traceback each time.
@@ -179,7 +179,9 @@ async def _serve(
         try:
             ready = server.ready_info()
             if ready_file is not None:
-                write_atomic(ready_file, (json.dumps(ready) + "\n").encode(), mode=0o600)
+                write_output(
+                    ready_file, (json.dumps(ready) + "\n").encode(), mode=0o600, what="ready file"
+                )
             if on_ready is not None:
                 on_ready(ready)
             waiter = asyncio.ensure_future(server.stop_requested.wait())

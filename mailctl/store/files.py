@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Final
 
 from mailctl.errors import CantCreateError
+
+_KINDS: Final = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """Name the kind of file a stat mode describes ("a FIFO"), for one-line errors."""
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
 def write_atomic(
@@ -17,9 +34,22 @@ def write_atomic(
 
     mkstemp creates the temp file O_EXCL in the target's folder, so the rename stays on one
     file system and is atomic (POSIX rename(2)). `shown`/`what` name the file in errors.
-    Raises CantCreateError naming the path when any step fails; the target is untouched then.
+    Only a regular file (or nothing) is ever replaced: rename(2) would put a regular file in
+    place of a FIFO, a device (as root, /dev/null) or a symlink, so those are refused here;
+    `outputs.write_output` decides how to write to them. Raises CantCreateError naming the
+    path when any step fails or the target is not a regular file; it is untouched then.
     """
     path = Path(path)
+    try:
+        existing = os.lstat(path).st_mode
+    except OSError:
+        existing = None  # missing (created now), or the steps below fail and say why
+    if existing is not None and not stat.S_ISREG(existing):
+        raise CantCreateError(
+            f"{shown or path}: will not replace {file_kind(existing)} with the {what}",
+            hint="name a regular file, or a path that does not exist yet",
+            details={"file": str(shown or path)},
+        )
     folder = path.parent if str(path.parent) else Path(".")
     temp_name: str | None = None
     try:

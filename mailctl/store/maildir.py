@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import stat
 import time
 from pathlib import Path
 
 from mailctl.errors import CantCreateError
+from mailctl.store.files import file_kind
 
 _SUBDIRS = ("tmp", "new", "cur")
 
@@ -24,11 +26,15 @@ class Maildir:
     def __init__(self, path: Path) -> None:
         """Create the folder and tmp/new/cur (mode 0700) when missing; raise CantCreateError."""
         self.path = Path(path)
+        folders = (self.path, *(self.path / sub for sub in _SUBDIRS))
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for sub in _SUBDIRS:
-                (self.path / sub).mkdir(mode=0o700, exist_ok=True)
+            for folder in folders:
+                # mkdir(exist_ok) says only "File exists" for a FIFO or file in the way.
+                _require_directory(folder)
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as err:
+            for folder in folders:  # something appeared since we looked: name it
+                _require_directory(folder)
             raise CantCreateError(
                 f"cannot create maildir {self.path}: {err.strerror or err}",
                 hint="check that the parent folder exists and is writable",
@@ -69,6 +75,19 @@ class Maildir:
             ) from err
         _fsync_dir(self.path / "new")
         return final
+
+
+def _require_directory(folder: Path) -> None:
+    """Raise CantCreateError if `folder` exists (through symlinks) and is not a directory."""
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return  # missing: mkdir makes it, or says why it cannot
+    if not stat.S_ISDIR(mode):
+        raise CantCreateError(
+            f"maildir folder {folder} is not a directory (it is {file_kind(mode)})",
+            hint="a Maildir is a folder with tmp/, new/ and cur/; name a new path or a Maildir",
+        )
 
 
 def _fsync_dir(folder: Path) -> None:

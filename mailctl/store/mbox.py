@@ -6,11 +6,13 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
 
 from mailctl.errors import CantCreateError
+from mailctl.store.files import file_kind
 
 # mboxrd: any line that is "From " after zero or more ">" gets one more ">", so reading
 # back removes exactly one and the body round-trips (unlike mboxo).
@@ -33,15 +35,40 @@ class Mbox:
     """
 
     def __init__(self, path: Path) -> None:
-        """Open (create 0600) the file for appending; raise CantCreateError."""
+        """Open (create 0600) the file for appending; raise CantCreateError.
+
+        The mbox must be a regular file (or not exist yet): appending under a lock, seeking
+        back over the last byte and truncating a failed write mean nothing on a FIFO or a
+        device, where every delivery would fail later (the sink answered 451 to each).
+        """
         self.path = Path(path)
+        self._fd = -1
+        with contextlib.suppress(OSError):  # refuse before open(): a FIFO's open has effects
+            self._require_regular(os.stat(self.path).st_mode)
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            # O_NONBLOCK: should a FIFO appear after the check, open() must not wait for it.
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(self.path, flags, 0o600)
         except OSError as err:
             raise CantCreateError(
                 f"cannot open mbox {self.path}: {err.strerror or err}",
                 hint="check that the folder exists and is writable",
             ) from err
+        try:
+            self._require_regular(os.fstat(fd).st_mode)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _require_regular(self, mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise CantCreateError(
+                f"mbox {self.path} is not a regular file (it is {file_kind(mode)})",
+                hint="name a regular file or a new path; without --mbox/--maildir the sink "
+                "discards messages",
+            )
 
     def deliver(self, data: bytes, *, sender: str) -> None:
         """Append one message (CRLF or LF lines) from envelope `sender`; raise CantCreateError."""

@@ -19,7 +19,8 @@ Fixtures
     ``security`` uses mailctl's enum: STARTTLS (offered unless ``starttls_offered=False``,
     which makes a plain server), TLS (implicit TLS, like port 465) or NONE (plain).
     ``auth`` offers AUTH (``mechanisms``, any of PLAIN LOGIN CRAM-MD5 XOAUTH2) for
-    ``TEST_USER`` / ``TEST_PASSWORD`` (XOAUTH2: bearer token ``TEST_TOKEN``); with
+    ``TEST_USER`` / ``password`` (XOAUTH2: bearer token ``TEST_TOKEN``); the password is
+    compared as UTF-8 (RFC 4616 for PLAIN, RFC 2195's shared secret for CRAM-MD5); with
     STARTTLS it is offered only after STARTTLS, like real submission servers.
     ``require_auth`` answers MAIL with 530 until the client authenticated.
     Every server started by the factory is stopped when the test ends.
@@ -146,9 +147,10 @@ class ServerCertificates:
 class RecordingHandler:
     """aiosmtpd handler hooks that record everything and apply the configured faults."""
 
-    def __init__(self, *, auth: bool, require_auth: bool) -> None:
+    def __init__(self, *, auth: bool, require_auth: bool, password: str = TEST_PASSWORD) -> None:
         self.auth = auth
         self.require_auth = require_auth
+        self.password = password
         self.messages: list[ReceivedMessage] = []
         # Not "auth_attempts": aiosmtpd treats every handler attribute named auth_* as
         # an AUTH mechanism and would advertise "AUTH ... ATTEMPTS".
@@ -229,7 +231,7 @@ class RecordingHandler:
         assert isinstance(data, LoginPassword)
         login = data.login.decode("utf-8", "replace")
         password = data.password.decode("utf-8", "replace")
-        success = login == TEST_USER and password == TEST_PASSWORD
+        success = login == TEST_USER and password == self.password
         self._note(login, password, success)
         # handled=False: aiosmtpd sends "535 5.7.8 Authentication credentials invalid".
         return AuthResult(success=success, handled=False, auth_data=login if success else None)
@@ -242,7 +244,7 @@ class RecordingHandler:
         if not isinstance(response, bytes):  # "*" or bad base64: already answered
             return AuthResult(success=False, handled=True)
         login, _, digest = response.decode("utf-8", "replace").rpartition(" ")
-        expected = hmac.new(TEST_PASSWORD.encode(), challenge, "md5").hexdigest()
+        expected = hmac.new(self.password.encode(), challenge, "md5").hexdigest()
         success = login == TEST_USER and hmac.compare_digest(digest, expected)
         self._note(login, None, success)
         return AuthResult(success=success, handled=False, auth_data=login if success else None)
@@ -428,9 +430,10 @@ def start_smtp_server(
     data_size_limit: int | None = DATA_SIZE_LIMIT,
     smtputf8: bool = True,
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
+    password: str = TEST_PASSWORD,
 ) -> SmtpTestServer:
     """Start a server (prefer the smtp_server_factory fixture, which also stops it)."""
-    handler = RecordingHandler(auth=auth, require_auth=require_auth)
+    handler = RecordingHandler(auth=auth, require_auth=require_auth, password=password)
     context = certificates.server_context(cert)
     starttls = security is Security.STARTTLS and starttls_offered
     kwargs: dict[str, Any] = {
