@@ -520,3 +520,27 @@ def test_plain_text_injected_after_starttls_is_refused(
     assert "STARTTLS" in error["message"]
     time.sleep(0.2)
     assert not any(line.startswith("AUTH") for line in server.lines), server.lines
+
+
+@pytest.mark.parametrize("mode", ["new", "reuse", "pipeline"])
+def test_bench_refuses_a_session_with_a_reply_too_many(
+    scripted_smtp: ScriptedFactory, tmp_path: Path, mode: str
+) -> None:
+    """Surplus after the last set-up reply: aiosmtplib keeps it in its buffer, where the
+    next command (or, after the pipeline lends the connection back, QUIT) would read it."""
+
+    def respond(line: str) -> Reply:
+        if line.startswith("EHLO"):
+            return b"250-scripted.test\r\n250 PIPELINING\r\n" + FAKE
+        return standard_reply(line)
+
+    server = scripted_smtp(respond)
+    result = invoke(
+        ["bench", *plain(server), "--mode", mode, "-n", "2", "-c", "1", "--timeout", "2",
+         "--json"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 76, result.stdout
+    assert envelope_json(result)["status"] == "error"
+    time.sleep(0.2)
+    assert [line for line in server.lines if not line.startswith("EHLO")] == [], server.lines
