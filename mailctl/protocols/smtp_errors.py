@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 TIMEOUT_TYPES = (SMTPTimeoutError, TimeoutError)
+_OUT_OF_STEP_HINT = (
+    "the server (or something on the path) is out of step with its replies; "
+    "mailctl sent nothing more on that connection"
+)
 
 
 class RepliesOutOfStep(SMTPException):
@@ -148,17 +152,14 @@ def transport_error(
         return ConnectionLostError(f"{where} closed the connection during {phase}", details=details)
     if isinstance(err, SMTPResponseException):
         return reply_error(to_reply(err), f"{where} refused {phase}", details)
-    if isinstance(err, RepliesOutOfStep):
-        return ProtocolError(
-            f"{where} {err}",
-            hint="the server (or something on the path) is out of step with its replies; "
-            "mailctl sent nothing more on that connection",
-            details=details,
-        )
     text = _one_line(str(err)) or type(err).__name__
     if isinstance(err, OSError):
         return ConnectionLostError(f"{where}: {phase} failed: {text}", details=details)
-    return ProtocolError(f"{where}: {phase} failed: {text}", details=details)
+    if isinstance(err, RepliesOutOfStep):  # its text says when: "sent a reply nobody..."
+        message, hint = f"{where} {text}", _OUT_OF_STEP_HINT
+    else:
+        message, hint = f"{where}: {phase} failed: {text}", None
+    return ProtocolError(message, hint=hint, details=details)
 
 
 def _has_ssl_cause(err: BaseException) -> bool:
