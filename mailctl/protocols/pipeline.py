@@ -303,7 +303,7 @@ class Pipeline:
                 # refusals stay its answers for this transaction (as `send` reports them):
                 # Postfix at smtpd_hard_error_limit refuses for good, then says 421.
                 reader.abort()
-                if bye is not decided:
+                if decided.code != 421:  # else the refusal itself says it
                     error += f"; then it closed the connection: {_text(bye)}"
             return flight.result(
                 _refusal_status(codes),
@@ -320,11 +320,17 @@ class Pipeline:
                 return self._lost(flight)
             decided = mail if mail.code != 250 else refused[0].reply
             codes = [mail.code] if mail.code != 250 else [r.reply.code for r in refused]
+            error = f"{self._where} refused the transaction: {_text(decided)}"
+            bye = self._closing(_reply(final[0]))
+            if bye is not None:  # RFC 5321 3.8: as above, named and never reused
+                reader.abort()
+                error += f"; then it closed the connection: {_text(bye)}"
             return flight.result(
                 _refusal_status(codes),
                 final=_reply(final[0]),
                 reason=str(decided.code),
-                error=f"{self._where} refused the transaction: {_text(decided)}",
+                error=error,
+                failure_reply=decided,
             )
         if refused and not self._allow_partial:
             # After 354 the only way not to deliver to the accepted recipients is to close
