@@ -463,3 +463,19 @@ def test_connections_refused_in_a_row_trip_the_breaker(
     assert len(line.splitlines()) == 1
     assert "in a row" in line and "421 4.3.2" in line
     assert 50 <= server.accepted < 100  # not one attempt per message
+
+
+@pytest.mark.parametrize("mode", ["new", "reuse"])
+def test_a_reply_after_354_is_not_taken_for_the_final_one_in_lock_step(
+    hostile: Callable[[Handler], Hostile], mode: str
+) -> None:
+    """The aiosmtplib path (one reply per command) must refuse the same server: the reply
+    waiting after the 354 would otherwise pass for the final reply to a body it never read."""
+    chatty = Chatty()
+    server = hostile(chatty)
+    code, data, _ = bench(server.port, "--mode", mode, "-n", "3", "-c", "1", "--timeout", "2")
+    assert chatty.dots == 0
+    run = the_run(data)
+    assert run["sent"] == 0
+    assert data["status"] == "error" and code == ExitCode.PROTOCOL, data
+    assert any("nobody asked for" in text for text in texts(run)), run["error_details"]

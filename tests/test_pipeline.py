@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from postfix_tools import SinkFactory, smtp_sink_factory_fixture  # noqa: F401
+from servers.scripted_smtp import Reply, ScriptedFactory, standard_reply
 from servers.smtp_server import SmtpServerFactory, SmtpTestServer
 
 from mailctl.errors import AddressError, InputDataError, MessageTooLargeError, ProtocolError
@@ -280,3 +281,34 @@ async def test_without_pipelining(smtp_server_factory: SmtpServerFactory) -> Non
         ]
         assert session.connected
     assert len(server.messages) == 2
+
+
+@pytest.mark.parametrize("closing", ["after the lone dot", "queued"])
+async def test_a_421_after_the_refusals_past_354_is_named(
+    scripted_smtp: ScriptedFactory, closing: str
+) -> None:
+    """RFC 2920 3.1: a server may answer 354 although every RCPT failed; mailctl sends a
+    lone dot. If it then closes with 421, the refusal still decides and the 421 is named."""
+
+    def respond(line: str) -> Reply:
+        if line.startswith("EHLO"):
+            return b"250-scripted.test\r\n250 PIPELINING\r\n"
+        if line.startswith("RCPT"):
+            return b"550 5.1.1 no such user\r\n"
+        if line == "." and closing == "after the lone dot":
+            return b"421 4.3.2 scripted.test closing\r\n"
+        if line == ".":
+            return b"554 5.5.1 no valid recipients\r\n421 4.3.2 scripted.test closing\r\n"
+        return standard_reply(line)
+
+    server = scripted_smtp(respond)
+    session = await sink_session(server.port)
+    try:
+        async with pipelined(session) as pipe:
+            result = await pipe.send(item(session))
+            assert not pipe.usable
+    finally:
+        await session.close()
+    assert (result.status, result.reason) == (TransactionStatus.REFUSED, "550"), result.error
+    assert result.error is not None and "550 5.1.1 no such user" in result.error
+    assert "then it closed the connection: 421 4.3.2 scripted.test closing" in result.error

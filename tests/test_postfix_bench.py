@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from servers.postfix import PostfixServer
 from typer.testing import CliRunner
 
@@ -46,3 +47,26 @@ def test_connection_rate_limit_is_partial_with_codes_and_every_attempt(
         since=mark,
         count=50 - RATE,
     )
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "reuse"])
+def test_refusals_at_the_hard_error_limit_count_as_refused(
+    postfix: PostfixServer, mode: str
+) -> None:
+    """Every message refused (554); Postfix's third error comes with its 421 and it closes.
+
+    The 421 ends the connection but does not decide the message: it was refused for good,
+    in pipeline mode as in reuse mode (aiosmtplib), so retrying will not help (69).
+    """
+    result = CliRunner().invoke(
+        app,
+        ["bench", "--server", f"{postfix.host}:{postfix.plain_port}", "--no-tls", "--mode",
+         mode, "-n", "6", "-c", "1", "--to", "reject@refused.test", "--json"],
+    )  # fmt: skip
+    assert "Traceback" not in result.output
+    data = json.loads(result.stdout)
+    run = data["data"]["runs"][0]
+    assert (run["sent"], run["failed"]) == (0, 6)
+    assert run["errors"] == {"554": 6}, run["error_details"]
+    assert run["connections_opened"] > 1  # each 421 closed one
+    assert (data["status"], result.exit_code) == ("error", ExitCode.UNAVAILABLE)

@@ -27,8 +27,26 @@ def lockstep_port(postfix: PostfixServer) -> int:
 
 
 @pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(
+    ("rcpts", "status", "reason"),
+    [
+        # bob@ gets no answer but the 421: nothing decided for him, so it may work later.
+        (RCPTS, TransactionStatus.TRANSIENT, "421"),
+        # Every recipient refused for good: those are the server's answers; the 421 that
+        # came with the third only closes the connection (as `mailctl send` reports: 69).
+        (RCPTS[:3], TransactionStatus.REFUSED, "554"),
+        # One of the refusals is 450: retrying can help, as for `send` (75).
+        (("later@refused.test", *RCPTS[:2]), TransactionStatus.TRANSIENT, "450"),
+    ],
+    ids=["unanswered", "all-permanent", "one-transient"],
+)
 async def test_hard_error_limit_421_is_named(
-    postfix: PostfixServer, lockstep_port: int, pipelining: bool
+    postfix: PostfixServer,
+    lockstep_port: int,
+    pipelining: bool,
+    rcpts: tuple[str, ...],
+    status: TransactionStatus,
+    reason: str,
 ) -> None:
     port = postfix.plain_port if pipelining else lockstep_port
     settings = ServerSettings(postfix.host, port, Security.NONE, timeouts=FAST)
@@ -36,15 +54,15 @@ async def test_hard_error_limit_421_is_named(
     try:
         assert session.supports("PIPELINING") is pipelining
         transaction = prepare_transaction(
-            Envelope("a@example.org", RCPTS),
+            Envelope("a@example.org", rcpts),
             prepare_message(MESSAGE),
             extensions=session.info.extensions,
         )
         async with pipelined(session, lockstep_fallback=True, allow_partial=True) as pipe:
             result = await pipe.send(transaction)
+            assert not pipe.usable  # the server closed: the connection is never reused
     finally:
         await session.close()
-    assert result.status is TransactionStatus.TRANSIENT
-    assert result.reason == "421"
+    assert (result.status, result.reason) == (status, reason), result.error
     assert result.error is not None and "421 4.7.0" in result.error
     assert "too many errors" in result.error

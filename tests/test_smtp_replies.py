@@ -414,3 +414,133 @@ def test_ctrl_c_after_the_server_accepted_says_it_was_accepted(
     assert error["code"] == "interrupted"
     assert "accepted" in error["message"] and "SCRIPTED1" in error["message"]
     assert error["details"]["outcome"] == "sent"
+
+
+# -- a reply nobody asked for is never read as the answer to the next command ---------------
+
+FAKE = b"250 2.0.0 Ok: queued as FAKE\r\n"
+
+
+def _extra_after(verb: str, reply: bytes, extra: bytes) -> Any:
+    """Answer `verb` with `reply` and one reply too many in the same write."""
+
+    def respond(line: str) -> Reply:
+        if line.upper().startswith(verb):
+            return reply + extra
+        if line == ".":
+            return b"554 5.7.1 the real answer: rejected\r\n"
+        return standard_reply(line)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("verb", "reply", "never_sent"),
+    [
+        ("DATA", b"354 go ahead\r\n", "."),  # the fake would pass for the final reply
+        ("RCPT", b"250 2.1.5 Ok\r\n", "DATA"),  # DATA would read the fake
+        ("MAIL", b"250 2.1.0 Ok\r\n", "RCPT TO:<b@example.org>"),
+        ("EHLO", b"250-scripted.test\r\n250 8BITMIME\r\n", "MAIL FROM:<a@example.org>"),
+    ],
+)
+def test_a_reply_too_many_is_a_protocol_error(
+    scripted_smtp: ScriptedFactory, tmp_path: Path, verb: str, reply: bytes, never_sent: str
+) -> None:
+    """No reply may be waiting when a command (or the body, after 354) is written: each
+    later reply would be taken for the one before it, up to a fake 250 for the final dot."""
+    server = scripted_smtp(_extra_after(verb, reply, FAKE))
+    result = invoke(["send", *MESSAGE, "--to", "b@example.org", *plain(server), "--json"], tmp_path)
+    assert result.exit_code == 76, result.stdout
+    envelope = envelope_json(result)
+    [error] = envelope["errors"]
+    assert error["code"] == "protocol_error", error
+    assert "250 2.0.0 Ok: queued as FAKE" in error["message"]
+    assert "FAKE" not in json.dumps(envelope["data"])
+    time.sleep(0.2)
+    assert not any(line.startswith(never_sent) for line in server.lines), server.lines
+
+
+def test_extra_lines_after_the_banner_are_a_protocol_error(
+    scripted_smtp: ScriptedFactory, tmp_path: Path
+) -> None:
+    server = scripted_smtp(banner=b"220 scripted.test ESMTP\r\n" + FAKE)
+    result = invoke(["send", *MESSAGE, "--to", "b@example.org", *plain(server), "--json"], tmp_path)
+    assert result.exit_code == 76, result.stdout
+    [error] = envelope_json(result)["errors"]
+    assert error["code"] == "protocol_error"
+    assert "250 2.0.0 Ok: queued as FAKE" in error["message"]
+    time.sleep(0.2)
+    assert server.lines == [], server.lines  # not even EHLO: it would read the extra reply
+
+
+@pytest.mark.parametrize("verb", ["BANNER", "DATA"])
+def test_a_pending_421_is_the_server_closing(
+    scripted_smtp: ScriptedFactory, tmp_path: Path, verb: str
+) -> None:
+    closing = b"421 4.3.2 scripted.test shutting down\r\n"
+    if verb == "BANNER":
+        server = scripted_smtp(banner=b"220 scripted.test ESMTP\r\n" + closing)
+    else:
+        server = scripted_smtp(_extra_after(verb, b"354 go ahead\r\n", closing))
+    result = invoke(["send", *MESSAGE, "--to", "b@example.org", *plain(server), "--json"], tmp_path)
+    assert result.exit_code == 75, result.stdout
+    [error] = envelope_json(result)["errors"]
+    assert error["code"] == "smtp_transient", error
+    assert "421 4.3.2 scripted.test shutting down" in error["message"]
+    assert "." not in server.lines, server.lines
+
+
+def test_plain_text_injected_after_starttls_is_refused(
+    scripted_smtp: ScriptedFactory, tmp_path: Path, smtp_certificates: Any, smtp_ca_file: Path
+) -> None:
+    """RFC 3207 4.2: whatever came in clear text after the 220 is never believed.
+
+    The injection offers AUTH PLAIN; the server's real post-TLS EHLO answer does not, so a
+    client that believed the injected lines would try AUTH (and send the password).
+    """
+
+    def respond(line: str) -> Reply:
+        if line.startswith("EHLO"):
+            return b"250-scripted.test\r\n250 STARTTLS\r\n"
+        if line == "STARTTLS":
+            return b"220 2.0.0 go ahead\r\n250-injected.test\r\n250 AUTH PLAIN\r\n"
+        return standard_reply(line)
+
+    from servers.smtp_server import CertKind
+
+    server = scripted_smtp(respond, tls=smtp_certificates.server_context(CertKind.TRUSTED))
+    result = invoke(
+        ["send", *MESSAGE, "--to", "b@example.org", f"--server=127.0.0.1:{server.port}",
+         "--starttls", "--ca-file", str(smtp_ca_file), "--user", "u", "--json"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 76, result.stdout
+    [error] = envelope_json(result)["errors"]
+    assert error["code"] == "protocol_error", error
+    assert "STARTTLS" in error["message"]
+    time.sleep(0.2)
+    assert not any(line.startswith("AUTH") for line in server.lines), server.lines
+
+
+@pytest.mark.parametrize("mode", ["new", "reuse", "pipeline"])
+def test_bench_refuses_a_session_with_a_reply_too_many(
+    scripted_smtp: ScriptedFactory, tmp_path: Path, mode: str
+) -> None:
+    """Surplus after the last set-up reply: aiosmtplib keeps it in its buffer, where the
+    next command (or, after the pipeline lends the connection back, QUIT) would read it."""
+
+    def respond(line: str) -> Reply:
+        if line.startswith("EHLO"):
+            return b"250-scripted.test\r\n250 PIPELINING\r\n" + FAKE
+        return standard_reply(line)
+
+    server = scripted_smtp(respond)
+    result = invoke(
+        ["bench", *plain(server), "--mode", mode, "-n", "2", "-c", "1", "--timeout", "2",
+         "--json"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 76, result.stdout
+    assert envelope_json(result)["status"] == "error"
+    time.sleep(0.2)
+    assert [line for line in server.lines if not line.startswith("EHLO")] == [], server.lines

@@ -141,7 +141,8 @@ def find_account(config: Config, name: str | None) -> Account:
         else:
             raise ConfigError(
                 f"no account given and no default_account set in {where}",
-                hint="pass --account NAME, or set default_account in the file",
+                hint="pass --account NAME (-a NAME in sendmail mode), or set default_account "
+                "in the file",
             )
     account = config.accounts.get(name)
     if account is None:

@@ -137,7 +137,9 @@ def prepare_raw(
         everyone.extend(header_recipients(message))
     if not everyone:
         raise UsageError(
-            "no recipients", hint="give recipients as arguments or read them from headers (-t)"
+            "no recipients",
+            hint="give --to, --cc or --bcc (send --eml), or recipients as arguments or -t "
+            "to read them from the headers (sendmail mode)",
         )
     smtputf8 = any(m.needs_smtputf8 for m in (sender, *everyone))
     message_id = message.get("Message-ID")

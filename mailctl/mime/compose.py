@@ -179,8 +179,10 @@ def _headers(request: ComposeRequest) -> list[tuple[str, Any]]:
     if "message-id" in given:
         message_id = given["message-id"]
     else:
+        # Named after where the domain came from: the request's own, or --from's.
+        field = "the Message-ID domain" if request.message_id_domain else "--from"
         domain = request.message_id_domain or request.sender.domain
-        message_id = make_msgid(domain=validate_domain("--message-id-domain", domain))
+        message_id = make_msgid(domain=validate_domain(field, domain))
 
     out: list[tuple[str, Any]] = [("Date", date), ("From", [request.sender.address()])]
     out += [(n, v) for n, v in extras if n.lower() == "sender"]

@@ -130,7 +130,7 @@ def check_extra_header(name: str, value: str) -> tuple[str, str]:
     if key in _STRUCTURAL:
         raise InputDataError(
             f"--header {name}: this header is set by mailctl from the message parts",
-            hint="use --text, --html and attachments instead",
+            hint="use --body, --html and attachments instead",
         )
     if key in _DEDICATED:
         raise InputDataError(

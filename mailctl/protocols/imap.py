@@ -114,6 +114,7 @@ class ImapSession(MailSession):
             implicit_tls=settings.security is Security.TLS,
             timeouts=settings.timeouts,
         )
+        self._greeted()
         if settings.security is Security.STARTTLS:
             self.clock.start("tls")
             # RFC 3501 6.2.1: STARTTLS only when advertised; never fall back to plaintext.
@@ -187,11 +188,10 @@ class ImapSession(MailSession):
                     )
                 self._client.login(_quoted(username), password)
         except LoginError as err:
-            if isinstance(err.__context__, imaplib.IMAP4.abort):
+            dropped = err.__context__
+            if isinstance(dropped, imaplib.IMAP4.abort):
                 # imapclient turns every failure inside LOGIN into LoginError, drops included.
-                raise ConnectionLostError(
-                    f"IMAP server {self.where} dropped the connection during login"
-                ) from err
+                raise self._dropped(dropped) from err
             text = quote_server(_error_text(err), secret=password)
             match = _RESPONSE_CODE.search(text)
             message = f"IMAP login as {username!r} at {self.where} failed: {text}"
@@ -199,13 +199,25 @@ class ImapSession(MailSession):
                 raise TemporaryError(message, hint="try again later") from err
             raise AuthError(message, hint="check the user name and password") from err
 
+    def _dropped(self, err: imaplib.IMAP4.abort) -> ConnectionLostError:
+        """The connection ended: say why with the server's BYE if it sent one.
+
+        RFC 3501 7.1.5: a server sends BYE with its reason before it closes. imaplib keeps
+        the BYE among the untagged responses and raises with its own text ("socket error:
+        EOF") when the close comes first, as it does inside AUTHENTICATE.
+        """
+        imap = getattr(self._client, "_imap", None)
+        byes = getattr(imap, "untagged_responses", {}).get("BYE") or []
+        text = f"BYE {_server_text(byes[-1])}" if byes else _error_text(err)
+        return ConnectionLostError(
+            f"IMAP server {self.where} dropped the connection during {self.clock.phase}: "
+            f"{quote_server(text, secret=self.secret_shown)}"
+        )
+
     def _map_error(self, err: Exception) -> MailctlError | None:
         phase = self.clock.phase
         if isinstance(err, imaplib.IMAP4.abort):
-            return ConnectionLostError(
-                f"IMAP server {self.where} dropped the connection during {phase}: "
-                f"{quote_server(_error_text(err), secret=self.secret_shown)}"
-            )
+            return self._dropped(err)
         if isinstance(err, imaplib.IMAP4.error):
             text = quote_server(_error_text(err), secret=self.secret_shown)
             if phase == "tls":
@@ -214,6 +226,11 @@ class ImapSession(MailSession):
                 f"IMAP server {self.where} answered unexpectedly during {phase}: {text}"
             )
         return None
+
+    def _refusal(self, cause: BaseException) -> bool:
+        # imaplib raises `error` for a tagged NO/BAD and `abort` (a subclass) for a drop
+        # or an answer it cannot parse.
+        return isinstance(cause, imaplib.IMAP4.error) and not isinstance(cause, imaplib.IMAP4.abort)
 
     def _goodbye(self) -> None:
         self._client.logout()
@@ -229,11 +246,15 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _server_text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _error_text(err: BaseException) -> str:
     """The server text in an imaplib/imapclient error, without a bytes repr around it."""
     first = err.args[0] if err.args else ""
     if isinstance(first, bytes):
-        return first.decode("utf-8", "replace")
+        return _server_text(first)
     text = str(first)
     # imapclient re-raises login failures as LoginError(str(imaplib_error)): "b'...'".
     if len(text) >= 3 and text[0] == "b" and text[1] in "'\"" and text[-1] == text[1]:

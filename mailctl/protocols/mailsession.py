@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import ClassVar, Self
 
-from mailctl.errors import MailctlError, ProtocolError
+from mailctl.errors import (
+    ConnectError,
+    ConnectionLostError,
+    HostNotFoundError,
+    MailctlError,
+    ProtocolError,
+    StartTlsUnavailableError,
+    TimeoutFailure,
+)
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
@@ -81,8 +89,8 @@ class MailSession(ABC):
         try:
             with session.guard():
                 session._info = session._establish()
-        except BaseException:
-            session.abort()
+        except BaseException as err:
+            session._end_after(err)
             raise
         return session
 
@@ -104,7 +112,7 @@ class MailSession(ABC):
         if settings.security is not Security.NONE:
             context = client_context(verify=settings.verify, ca_file=settings.ca_file)
         self._connect(context)
-        self._open = True
+        self._greeted()
         self.clock.start("capability")
         # RFC 3501 6.2.1, RFC 2595 4: what was learned before STARTTLS is asked again.
         capabilities = self._capabilities()
@@ -162,6 +170,41 @@ class MailSession(ABC):
             if phase is not None:
                 self.clock.lap()
 
+    def _greeted(self) -> None:
+        """The server greeted us (`_connect` calls this): from now on a goodbye can be said."""
+        self._open = True
+
+    def in_step(self, error: BaseException) -> bool:
+        """Whether the session can still say LOGOUT/QUIT after `error`.
+
+        RFC 3501 6.1.3 and RFC 1939 6: a client ends a session with LOGOUT or QUIT, also
+        after a refusal: a refused login, STARTTLS not offered or refused, no usable
+        mechanism, a command answered NO or -ERR, a check of ours that stopped before
+        sending. Never after a timeout, a read limit, a lost connection, a TLS failure or
+        a garbled answer: the peer may not be listening, or would read the goodbye as part
+        of something else. A protocol error is in step only when it is the server's own
+        refusal (the library exception it came from says so).
+        """
+        if not self._open or self.wire.failed or not isinstance(error, MailctlError):
+            return False
+        if isinstance(
+            error, TimeoutFailure | ConnectionLostError | ConnectError | HostNotFoundError
+        ):
+            return False
+        if isinstance(error, StartTlsUnavailableError):
+            return True  # not offered: the plain-text session is fine
+        if isinstance(error, ProtocolError):
+            cause = error.__cause__
+            return cause is not None and self._refusal(cause)
+        return True
+
+    def _end_after(self, error: BaseException) -> None:
+        """End the session after `error`: goodbye when still in step, else just hang up."""
+        if self.in_step(error):
+            self.close()
+        else:
+            self.abort()
+
     def close(self) -> None:
         """Say goodbye (LOGOUT/QUIT), then close the socket. Never raises: a failure here
         changes nothing the session already did."""
@@ -189,7 +232,7 @@ class MailSession(ABC):
         if exc is None:
             self.close()
         else:
-            self.abort()
+            self._end_after(exc)
 
     # -- the protocol's steps -------------------------------------------------------------
 
@@ -216,6 +259,11 @@ class MailSession(ABC):
     @abstractmethod
     def _map_error(self, err: Exception) -> MailctlError | None:
         """The mailctl error for a library exception (None: not a library exception)."""
+
+    @abstractmethod
+    def _refusal(self, cause: BaseException) -> bool:
+        """Whether a library exception is the server refusing in step (IMAP NO/BAD,
+        POP3 -ERR), as opposed to a dropped connection or an answer it could not parse."""
 
     @abstractmethod
     def _goodbye(self) -> None:

@@ -284,30 +284,33 @@ class Pipeline:
             # Nothing was sent. RFC 2920 3.1: the transaction may still be open on the
             # server, so RSET goes in front of the next MAIL.
             self._rset_pending = True
-            closing = any(
-                r is not None and r.code == 421 for r in (mail, data, *(x.reply for x in refused))
-            )
             if mail.code != 250:
-                decided = mail
-                status = _refusal_status([mail.code])
+                decided, codes = mail, [mail.code]
             elif refused and not accepted:
-                decided = refused[0].reply
-                status = _refusal_status(r.reply.code for r in refused)
+                codes = [r.reply.code for r in refused]
+                # The reply that decides is the first one of the transaction's own class.
+                wanted = _refusal_status(codes)
+                decided = next(
+                    r.reply for r in refused if _refusal_status([r.reply.code]) is wanted
+                )
             else:
                 decided = data or refused[-1].reply
-                status = _refusal_status([decided.code])
+                codes = [decided.code]
             error = f"{self._where} refused the transaction: {_text(decided)}"
-            reason = str(decided.code)
-            if closing:  # RFC 5321 3.8: the server is closing the connection
+            bye = self._closing(mail, data, *(r.reply for r in refused))
+            if bye is not None:
+                # RFC 5321 3.8: the server is closing the connection: never reuse it. The
+                # refusals stay its answers for this transaction (as `send` reports them):
+                # Postfix at smtpd_hard_error_limit refuses for good, then says 421.
                 reader.abort()
-                status = TransactionStatus.TRANSIENT
-                if decided.code != 421:  # e.g. Postfix's 421 at its hard error limit
-                    bye = next(
-                        x for x in (data, *(x.reply for x in refused)) if x and x.code == 421
-                    )
+                if decided.code != 421:  # else the refusal itself says it
                     error += f"; then it closed the connection: {_text(bye)}"
-                    reason = "421"
-            return flight.result(status, reason=reason, error=error)
+            return flight.result(
+                _refusal_status(codes),
+                reason=str(decided.code),
+                error=error,
+                failure_reply=decided,
+            )
         if mail.code != 250 or not accepted:
             # RFC 2920 3.1: DATA accepted although MAIL or every RCPT failed; send a lone
             # dot (no body) and read its reply.
@@ -317,11 +320,17 @@ class Pipeline:
                 return self._lost(flight)
             decided = mail if mail.code != 250 else refused[0].reply
             codes = [mail.code] if mail.code != 250 else [r.reply.code for r in refused]
+            error = f"{self._where} refused the transaction: {_text(decided)}"
+            bye = self._closing(_reply(final[0]))
+            if bye is not None:  # RFC 5321 3.8: as above, named and never reused
+                reader.abort()
+                error += f"; then it closed the connection: {_text(bye)}"
             return flight.result(
                 _refusal_status(codes),
                 final=_reply(final[0]),
                 reason=str(decided.code),
-                error=f"{self._where} refused the transaction: {_text(decided)}",
+                error=error,
+                failure_reply=decided,
             )
         if refused and not self._allow_partial:
             # After 354 the only way not to deliver to the accepted recipients is to close
@@ -337,6 +346,19 @@ class Pipeline:
                 failure_reply=refused[0].reply,
             )
         return None
+
+    def _closing(self, *replies: Reply | None) -> Reply | None:
+        """The 421 among `replies`, or one already waiting unread; None if neither.
+
+        Postfix sends its 421 in the same segment as the error that reached its hard
+        limit; the lock-step exchange stops before DATA when every RCPT was refused, so
+        that 421 is still queued and would only be noticed by the next transaction.
+        """
+        found = next((r for r in replies if r is not None and r.code == 421), None)
+        queued = self._reader.replies
+        if found is None and queued and queued[0][0] == 421:
+            found = _reply(queued[0])
+        return found
 
     async def _body(
         self, flight: _Flight, source: _SyncSource | _AsyncSource

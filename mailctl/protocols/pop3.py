@@ -130,6 +130,7 @@ class Pop3Session(MailSession):
         settings = self.settings
         implicit = context if settings.security is Security.TLS else None
         self._client = BoundedPOP3(settings.host, settings.port, wire=self.wire, context=implicit)
+        self._greeted()
         if context is not None and settings.security is Security.STARTTLS:
             self.clock.start("tls")
             # RFC 2595 4: STLS only when CAPA lists it; never fall back to plaintext.
@@ -232,6 +233,16 @@ class Pop3Session(MailSession):
             return TlsError(f"POP3 STLS with {self.where} failed: {text}")
         return ProtocolError(
             f"POP3 server {self.where} answered unexpectedly during {phase}: {text}"
+        )
+
+    def _refusal(self, cause: BaseException) -> bool:
+        # RFC 1939 3: -ERR is a refusal in step; EOF or a line that is neither +OK nor
+        # -ERR is not.
+        return (
+            isinstance(cause, poplib.error_proto)
+            and not isinstance(cause, NotOkError)
+            and _reply_text(cause).startswith("-ERR")
+            and _reply_text(cause) != EOF_TEXT
         )
 
     def _goodbye(self) -> None:

@@ -62,6 +62,7 @@ from mailctl.protocols.smtp_envelope import (
 )
 from mailctl.protocols.smtp_errors import (
     TIMEOUT_TYPES,
+    RepliesOutOfStep,
     refusal_error,
     reply_error,
     to_reply,
@@ -380,9 +381,11 @@ class SmtpSession:
         cannot do. The borrower installs its own protocol with `transport.set_protocol()`
         (which works over TLS too); on exit aiosmtplib's protocol is put back if the
         connection is still open, else the session is marked closed.
-        Raises ConnectionLostError if the session is already closed.
+        Raises ConnectionLostError if the session is already closed, ProtocolError if
+        the server sent a reply nobody asked for, SmtpTransientError if that was a 421.
         """
         async with self._lock:
+            self._ensure_in_step("pipelined commands")
             self._ensure_connected("pipelined commands")
             client = self._client
             transport = client.transport
@@ -550,6 +553,8 @@ class SmtpSession:
                 closing = await self._abort()  # DATA itself refused: clear the envelope
                 raise reply_error(reply, f"{where} refused DATA", details, closing=closing) from err
             raise reply_error(reply, f"{where} refused the message", details) from err
+        except RepliesOutOfStep as err:  # found before the body was written: not sent
+            raise transport_error(err, where, "DATA", 0.0, details) from err
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
             client.close()
             if client.final_dot_sent:
@@ -570,6 +575,15 @@ class SmtpSession:
         return to_reply(response)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _ensure_in_step(self, phase: str) -> None:
+        """Raise if the server sent something nobody asked for (see Client.ensure_in_step)."""
+        try:
+            closing = self._client.ensure_in_step(phase)
+        except RepliesOutOfStep as err:
+            raise transport_error(err, self._where, phase, 0.0) from err
+        if closing is not None:
+            raise reply_error(to_reply(closing), f"{self._where} is closing the connection")
 
     def _ensure_connected(self, phase: str) -> None:
         """Raise unless connected: the server's parting 421 if it sent one, else lost."""

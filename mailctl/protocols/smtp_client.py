@@ -1,5 +1,6 @@
-"""The aiosmtplib client that feeds a Transcript, speaks AUTH once, tracks the final dot and
-keeps the reply a server sent just before it hung up."""
+"""The aiosmtplib client that feeds a Transcript, speaks AUTH once, tracks the final dot,
+refuses to go on when the server sent a reply nobody asked for, and keeps the reply a
+server sent just before it hung up."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default
 
 from mailctl.models import AuthMechanism, Reply
-from mailctl.protocols.smtp_errors import to_reply
+from mailctl.protocols.smtp_errors import RepliesOutOfStep, to_reply
 from mailctl.protocols.transcript import Transcript
 
 __all__ = ["Client"]
@@ -40,6 +41,12 @@ _REPLY_LINE = re.compile(rb"^(\d{3})(?:([ -])(.*?))?\r?$")
 
 def _escape_control(match: re.Match[str]) -> str:
     return f"\\x{ord(match.group()):02x}"
+
+
+def _shown(data: bytes) -> str:
+    """The first line of unasked-for server output, short and with controls escaped."""
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")[:200]
+    return _CONTROL.sub(_escape_control, line.decode("utf-8", "replace"))
 
 
 def _reply_lines(reply: Reply) -> list[str]:
@@ -90,6 +97,7 @@ class Client(SMTP):
         self._watched: SMTPProtocol | None = None
         self._unsolicited = bytearray()
         self._parting_taken = False
+        self._surplus_reported = False
 
     def close(self) -> None:
         # aiosmtplib calls this from many places (421, timeouts, lost connections);
@@ -146,13 +154,24 @@ class Client(SMTP):
         deliver = protocol.data_received
         unsolicited = self._unsolicited
 
+        def keep(data: bytes) -> None:
+            unsolicited.extend(data[: max(0, _UNREAD_LIMIT - len(unsolicited))])
+
         def data_received(data: bytes) -> None:
             waiter = getattr(protocol, "_response_waiter", None)
             if not getattr(protocol, "_response_pending", True) or (
                 waiter is not None and waiter.done()
             ):
-                unsolicited.extend(data[: max(0, _UNREAD_LIMIT - len(unsolicited))])
+                keep(data)
+                deliver(data)
+                return
             deliver(data)
+            # One command, one reply (no PIPELINING here): bytes that came in the same read
+            # after the reply are a reply nobody asked for. aiosmtplib leaves them in its
+            # buffer, where they would answer the next command.
+            leftover = getattr(protocol, "_buffer", b"")
+            if leftover and waiter is not None and waiter.done():
+                keep(bytes(leftover))
 
         protocol.data_received = data_received  # type: ignore[method-assign]
 
@@ -168,7 +187,9 @@ class Client(SMTP):
         buffered = bytes(getattr(protocol, "_buffer", b"")) if protocol is not None else b""
         return _closing_reply(buffered) or _closing_reply(bytes(self._unsolicited))
 
-    def _take_parting_reply(self) -> SMTPResponse | None:
+    def _take_parting_reply(
+        self, note: str = "the server closed the connection after sending:"
+    ) -> SMTPResponse | None:
         """The parting 421 as the answer to a command that found the connection closed.
 
         Given out once: after it the connection is simply gone.
@@ -180,9 +201,42 @@ class Client(SMTP):
             return None
         self._parting_taken = True
         if self._transcript is not None:
-            self._transcript.info("the server closed the connection after sending:")
+            self._transcript.info(note)
         self.record_reply(reply, tls=False)
         return SMTPResponse(reply.code, reply.message)
+
+    def _surplus(self) -> bytes:
+        """Server output beyond the replies read so far (bounded), oldest first."""
+        if self._unsolicited:
+            return bytes(self._unsolicited)
+        protocol = self._watched
+        return bytes(getattr(protocol, "_buffer", b"")) if protocol is not None else b""
+
+    def ensure_in_step(self, before: str) -> SMTPResponse | None:
+        """Check that nothing the server sent is waiting to be read, before `before` is sent.
+
+        Without PIPELINING a server sends exactly one reply per command (RFC 5321 4.2;
+        RFC 2920 3.1 for the pipelined path). Output nobody asked for (extra lines after
+        the banner, a second reply after any reply, a reply after the 354) would be taken
+        for the answer to the next command, and so on down the session, up to a 250 for
+        a final dot whose real answer was a refusal: so the connection is closed and
+        RepliesOutOfStep raised, before anything more is written. The one exception is
+        a 421 (RFC 5321 3.8: a server may say it unasked before it closes): it is
+        returned as the answer to `before`, the connection closed. Either is reported
+        once; None when the connection is in step (or the surplus was already reported).
+        """
+        surplus = self._surplus()
+        if not surplus or self._surplus_reported:
+            return None
+        self._surplus_reported = True
+        self.close()
+        if surplus.startswith(b"421"):
+            parting = self._take_parting_reply("the server is closing the connection:")
+            if parting is not None:
+                return parting
+        if self._transcript is not None:
+            self._transcript.info(f"unasked-for server output before {before}: {_shown(surplus)}")
+        raise RepliesOutOfStep(f"sent a reply nobody asked for before {before} ({_shown(surplus)})")
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
@@ -208,6 +262,9 @@ class Client(SMTP):
     async def execute_command(
         self, *args: bytes, timeout: float | Literal[Default.token] | None = Default.token
     ) -> SMTPResponse:
+        closing = self.ensure_in_step(args[0].decode("ascii", "replace") if args else "")
+        if closing is not None:
+            return closing
         tls = self.tls_active
         if self._transcript is not None:
             if self._redact_next is not None:
@@ -239,6 +296,9 @@ class Client(SMTP):
         timeout: float | Literal[Default.token] | None = Default.token,
     ) -> SMTPResponse:
         # aiosmtplib writes STARTTLS from the protocol, bypassing execute_command.
+        closing = self.ensure_in_step("STARTTLS")
+        if closing is not None:
+            raise SMTPResponseException(closing.code, closing.message)
         if self._transcript is not None:
             self._transcript.sent("STARTTLS", tls=False)
         try:
@@ -260,9 +320,18 @@ class Client(SMTP):
             self.record_reply(to_reply(err), tls=False)
             raise
         self.record_reply(to_reply(response), tls=False)
-        # RFC 3207 4.2 (and aiosmtplib's own defence): nothing the server sent in clear
-        # text before the handshake may be believed afterwards.
-        self._unsolicited.clear()
+        # RFC 3207 4.2: a server sends nothing after its 220 until TLS is up. aiosmtplib
+        # drops what came (it is never believed); anything there was injected on the
+        # path or the server is broken, so the session stops before a word goes over TLS.
+        if self._unsolicited:
+            injected = _shown(bytes(self._unsolicited))
+            self.close()
+            if self._transcript is not None:
+                self._transcript.info(f"clear text after the 220 to STARTTLS: {injected}")
+            raise RepliesOutOfStep(
+                f"sent more in clear text after its 220 reply to STARTTLS ({injected}); "
+                "refusing the session (RFC 3207 4.2: possible injection on the path)"
+            )
         return response
 
     async def data(
@@ -286,9 +355,13 @@ class Client(SMTP):
         start = await self.execute_command(b"DATA")
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
+        # A reply waiting now would pass for the final reply to a body it never read.
+        closing = self.ensure_in_step("the message body")
+        if closing is not None:
+            raise SMTPDataError(closing.code, closing.message)
         protocol = self.protocol
-        if protocol is None:
-            raise SMTPServerDisconnected("Connection lost")
+        if protocol is None or not protocol.is_connected:
+            raise SMTPServerDisconnected("Connection lost")  # before the body: not sent
         # RFC 5321 4.5.2: CRLF line endings only (a bare CR or LF is what SMTP smuggling,
         # CVE-2023-51764, relies on) and a leading dot doubled on every line.
         payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"

@@ -92,7 +92,8 @@ async def starttls(
         # RFC 3207 4: a client that requires TLS must not go on in clear text.
         raise StartTlsUnavailableError(
             f"{where} does not offer STARTTLS, and STARTTLS is required",
-            hint="use --security tls (port 465) if the server speaks implicit TLS",
+            hint='if the server speaks implicit TLS (port 465): --tls, or security = "tls" '
+            "in the account",
         )
     timeout = settings.timeouts.connect
     try:
@@ -146,7 +147,7 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
             raise AuthUnsupportedError(
                 f"{where} does not offer AUTH {settings.auth.value.upper()} "
                 f"(it offers {' '.join(m.upper() for m in advertised)})",
-                hint="choose one of the offered mechanisms with --auth",
+                hint="choose one of the offered mechanisms with --auth (auth in the account)",
             )
         return settings.auth
     for mechanism in AUTO_MECHANISMS:
@@ -155,7 +156,8 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
     raise AuthUnsupportedError(
         f"{where} offers no AUTH mechanism mailctl uses without being asked "
         f"(it offers {' '.join(m.upper() for m in advertised)})",
-        hint="pass --auth xoauth2 with a bearer token if the server wants OAuth",
+        hint='if the server wants OAuth: --auth xoauth2 (auth = "xoauth2" in the account) '
+        "with a bearer token",
     )
 
 

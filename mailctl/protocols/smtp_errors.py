@@ -6,7 +6,12 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected, SMTPTimeoutError
+from aiosmtplib.errors import (
+    SMTPException,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
 from aiosmtplib.response import SMTPResponse
 
 from mailctl.errors import (
@@ -22,6 +27,7 @@ from mailctl.protocols.tls import map_ssl_error
 
 __all__ = [
     "TIMEOUT_TYPES",
+    "RepliesOutOfStep",
     "closing_note",
     "refusal_error",
     "reply_error",
@@ -31,6 +37,19 @@ __all__ = [
 ]
 
 TIMEOUT_TYPES = (SMTPTimeoutError, TimeoutError)
+_OUT_OF_STEP_HINT = (
+    "the server (or something on the path) is out of step with its replies; "
+    "mailctl sent nothing more on that connection"
+)
+
+
+class RepliesOutOfStep(SMTPException):
+    """The server sent output nobody asked for, so the next reply would answer the wrong
+    command; the client has closed the connection. The text completes "<host:port> ...".
+
+    An aiosmtplib exception, so every place that already contains aiosmtplib failures
+    (QUIT, RSET after a refusal) contains this one too.
+    """
 
 
 def _one_line(text: str) -> str:
@@ -136,7 +155,11 @@ def transport_error(
     text = _one_line(str(err)) or type(err).__name__
     if isinstance(err, OSError):
         return ConnectionLostError(f"{where}: {phase} failed: {text}", details=details)
-    return ProtocolError(f"{where}: {phase} failed: {text}", details=details)
+    if isinstance(err, RepliesOutOfStep):  # its text says when: "sent a reply nobody..."
+        message, hint = f"{where} {text}", _OUT_OF_STEP_HINT
+    else:
+        message, hint = f"{where}: {phase} failed: {text}", None
+    return ProtocolError(message, hint=hint, details=details)
 
 
 def _has_ssl_cause(err: BaseException) -> bool:

@@ -19,8 +19,8 @@ from mailctl.inputs import PEM_LIMIT, check_regular_file
 
 # What a user can do about a certificate mailctl refused; names the real flags.
 CERT_HINT = (
-    "if the server uses a private CA, pass its certificate with --ca-file; "
-    "--insecure skips verification (only for testing)"
+    "if the server uses a private CA, pass its certificate with --ca-file (ca_file in the "
+    "account); --insecure (verify = false) skips verification (only for testing)"
 )
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) we explain in words.
@@ -223,7 +223,8 @@ def map_ssl_error(err: BaseException, *, host: str) -> MailctlError:
         reason = (found.reason or type(found).__name__).replace("_", " ").lower()
         return TlsError(
             f"TLS handshake with {host} failed: {reason}",
-            hint="check that the port and --security match (465: tls, 587: starttls)",
+            hint='check that the port matches the security: implicit TLS (--tls, security = "tls") '
+            'on 465, 993, 995; STARTTLS (--starttls, security = "starttls") on 587, 143, 110',
         )
     text = " ".join(str(err).split()) or type(err).__name__
     return TlsError(f"TLS with {host} failed: {text}")

@@ -36,7 +36,7 @@ from mailctl.errors import (
     TimeoutFailure,
 )
 from mailctl.models import Protocol, Timeouts
-from mailctl.protocols.checks import PhaseClock
+from mailctl.protocols.checks import PhaseClock, quote_server
 from mailctl.protocols.limits import ReadLimits, octets
 
 # Octets asked of the kernel per recv.
@@ -57,6 +57,9 @@ class Wire:
         clock: PhaseClock,
     ) -> None:
         self._name = protocol.value.upper()
+        # RFC 1939 3: one POP3 reply per command. IMAP servers may send untagged data at
+        # any time (RFC 3501 7), and tags pair the rest, so only POP3 checks this.
+        self._one_reply_each = protocol is Protocol.POP3
         self._where = where
         self._limits = limits
         self._timeouts = timeouts
@@ -74,6 +77,11 @@ class Wire:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._failure: MailctlError | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True once a limit, a deadline or an injection check failed the connection."""
+        return self._failure is not None
 
     # -- connecting and commands ---------------------------------------------------------
 
@@ -99,9 +107,21 @@ class Wire:
         """A command is about to be sent on `sock`: fresh budgets and a fresh deadline.
 
         `command` is the command's name only (never its arguments: PASS carries a password).
+        Raises ProtocolError, before anything is sent, when a POP3 reply nobody asked for
+        is waiting: the command would read it as its own answer (a second +OK to USER
+        would pass for PASS's, whatever the password).
         """
         self._check()
         self._bind(sock)
+        if self._one_reply_each and self._buffer:
+            text = quote_server(bytes(self._buffer[:200]).split(b"\n", 1)[0])
+            raise self._fail(
+                ProtocolError(
+                    f"{self._name} server {self._where} sent a reply nobody asked for before "
+                    f"{command} ({text}){_CLOSED}",
+                    hint="the server (or something on the path) is out of step with its replies",
+                )
+            )
         self._command = command
         self._message = command == self._next_message
         if self._message:

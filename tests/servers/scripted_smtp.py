@@ -11,7 +11,10 @@ back after the final dot. One thread, one connection at a time, every wait bound
 them, e.g. ``(b"250 Ok\r\n", 0.3, b"421 4.4.2 idle\r\n")`` for an unsolicited 421. Replies
 containing a ``421`` line close the connection after the write, as RFC 5321 3.8 says,
 unless ``linger_after_421`` (then the server keeps reading, to see what the client sends
-after a 421). :func:`standard_reply` answers everything like a plain server.
+after a 421). With ``tls`` (a server ``ssl.SSLContext``), a reply to STARTTLS that starts
+with ``220`` is followed by the TLS handshake (whatever else that write held went out in
+clear text first, like an injection on the path); the plain-text input is discarded.
+:func:`standard_reply` answers everything like a plain server.
 
 Attributes: ``port``, ``lines`` (every command line received, all connections), ``events``
 (``threading.Event`` per command verb, set on receipt, plus ``"."`` for the end of data),
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -58,8 +62,10 @@ class ScriptedSmtpServer:
         *,
         banner: bytes = b"220 scripted.test ESMTP\r\n",
         linger_after_421: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.respond = respond
+        self.tls = tls
         self.banner = banner
         self.linger_after_421 = linger_after_421
         self.lines: list[str] = []
@@ -87,12 +93,13 @@ class ScriptedSmtpServer:
                 continue
             except OSError:
                 return
-            with conn, contextlib.suppress(OSError):
-                self._session(conn, deadline)
+            with conn, contextlib.suppress(OSError, ssl.SSLError):
+                self._converse(conn, deadline, greet=True)
 
-    def _session(self, conn: socket.socket, deadline: float) -> None:
+    def _converse(self, conn: socket.socket, deadline: float, *, greet: bool) -> None:
         conn.settimeout(0.2)
-        conn.sendall(self.banner)
+        if greet:
+            conn.sendall(self.banner)
         buffer = b""
         in_data = False
         idle_since = time.monotonic()
@@ -133,6 +140,15 @@ class ScriptedSmtpServer:
                     sent += chunk
             if verb == "DATA" and sent.startswith(b"354"):
                 in_data = True
+            if verb == "STARTTLS" and sent.startswith(b"220") and self.tls is not None:
+                # RFC 3207 4.2: the server discards plain-text input; go on over TLS.
+                conn.settimeout(5)
+                tls_conn = self.tls.wrap_socket(conn, server_side=True)
+                try:
+                    self._converse(tls_conn, deadline, greet=False)
+                finally:
+                    tls_conn.close()
+                return
             if b"\n421 " in b"\n" + sent and not self.linger_after_421:
                 return
 
