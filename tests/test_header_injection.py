@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
+from servers.smtp_server import TEST_PASSWORD, SmtpTestServer, write_account_config
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
@@ -147,24 +147,7 @@ def test_account_from_encoded_line_break_is_refused(tmp_path: Path) -> None:
 
 
 def _sendmail_config(path: Path, server: SmtpTestServer, from_value: str) -> Path:
-    path.write_text(
-        "\n".join(
-            [
-                'default_account = "main"',
-                "[accounts.main]",
-                f"from = {json.dumps(from_value)}",
-                "[accounts.main.smtp]",
-                'host = "127.0.0.1"',
-                f"port = {server.port}",
-                'security = "starttls"',
-                f'username = "{TEST_USER}"',
-                f'ca_file = "{server.ca_file}"',
-            ]
-        )
-        + "\n"
-    )
-    path.chmod(0o600)
-    return path
+    return write_account_config(path, server, from_value=from_value)
 
 
 def _sendmail(args: list[str], message: bytes, config: Path) -> subprocess.CompletedProcess[bytes]:

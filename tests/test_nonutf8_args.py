@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
+from servers.smtp_server import TEST_PASSWORD, SmtpTestServer, write_account_config
 
 BASE = [b"send", b"-n", b"--from", b"a@example.org", b"--to", b"b@example.org"]
 
@@ -146,24 +146,7 @@ def test_non_utf8_save_path_in_human_output(tmp_path: Path) -> None:
 
 
 def _config(path: Path, server: SmtpTestServer) -> Path:
-    path.write_text(
-        "\n".join(
-            [
-                'default_account = "main"',
-                "[accounts.main]",
-                'from = "main@example.org"',
-                "[accounts.main.smtp]",
-                'host = "127.0.0.1"',
-                f"port = {server.port}",
-                'security = "starttls"',
-                f'username = "{TEST_USER}"',
-                f'ca_file = "{server.ca_file}"',
-            ]
-        )
-        + "\n"
-    )
-    path.chmod(0o600)
-    return path
+    return write_account_config(path, server)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from keyring_backend import InMemoryKeyring
-from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
+from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer, write_account_config
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
@@ -97,24 +97,7 @@ SEND = ["send", "--from", "a@example.org", "--to", "b@example.org", "--subject",
 
 
 def write_config(path: Path, server: SmtpTestServer, *, sender: bool = True) -> Path:
-    path.write_text(
-        "\n".join(
-            [
-                'default_account = "main"',
-                "[accounts.main]",
-                'from = "main@example.org"' if sender else "",
-                "[accounts.main.smtp]",
-                'host = "127.0.0.1"',
-                f"port = {server.port}",
-                'security = "starttls"',
-                f'username = "{TEST_USER}"',
-                f'ca_file = "{server.ca_file}"',
-            ]
-        )
-        + "\n"
-    )
-    path.chmod(0o600)
-    return path
+    return write_account_config(path, server, from_value="main@example.org" if sender else None)
 
 
 # --------------------------------------------------------------------------- the secret

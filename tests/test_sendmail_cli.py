@@ -10,35 +10,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
+from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer, write_account_config
 
 
 def write_config(path: Path, server: SmtpTestServer, *, extra_account: bool = False) -> Path:
-    lines = [
-        'default_account = "main"',
-        "[accounts.main]",
-        'from = "Main User <main@example.org>"',
-        "[accounts.main.smtp]",
+    other = (
+        "[accounts.other]",
+        'from = "other@example.net"',
+        "[accounts.other.smtp]",
         'host = "127.0.0.1"',
         f"port = {server.port}",
         'security = "starttls"',
         f'username = "{TEST_USER}"',
         f'ca_file = "{server.ca_file}"',
-    ]
-    if extra_account:
-        lines += [
-            "[accounts.other]",
-            'from = "other@example.net"',
-            "[accounts.other.smtp]",
-            'host = "127.0.0.1"',
-            f"port = {server.port}",
-            'security = "starttls"',
-            f'username = "{TEST_USER}"',
-            f'ca_file = "{server.ca_file}"',
-        ]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
+    )
+    return write_account_config(
+        path,
+        server,
+        from_value="Main User <main@example.org>",
+        extra_lines=other if extra_account else (),
+    )
 
 
 def sendmail(

@@ -7,7 +7,7 @@ from typing import Final
 
 from mailctl.errors import HeaderInjectionError, InputDataError
 
-__all__ = ["line_problem", "require_clean", "require_utf8", "shown"]
+__all__ = ["line_problem", "non_utf8", "require_clean", "require_utf8", "shown"]
 
 # Characters that end a line for someone: CR and LF for SMTP and RFC 5322, and the extra
 # separators str.splitlines() honours, which the email package itself splits on
@@ -35,15 +35,27 @@ def require_utf8(field: str, value: str, *, hint: str | None = None) -> str:
     Raises InputDataError naming `field` for the surrogate escapes Python makes of bytes that
     are not UTF-8 (an argument typed in Latin-1, a file name from an old disk).
     """
-    found = _SURROGATE.search(value)
-    if found:
-        code = ord(found.group())
-        what = f"byte 0x{code - 0xDC00:02X}" if code >= 0xDC80 else f"U+{code:04X}"
+    what = non_utf8(value)
+    if what:
         raise InputDataError(
-            f"{field} is not valid UTF-8 text ({what} at position {found.start()})",
+            f"{field} is not valid UTF-8 text ({what})",
             hint=hint or "give it as UTF-8 (iconv -t UTF-8 converts it)",
         )
     return value
+
+
+def non_utf8(value: str) -> str | None:
+    """Name the first byte of `value` that was not UTF-8 ("byte 0xFF at position 3"), or None.
+
+    PEP 383 turns such bytes into lone surrogates; naming the byte, not the surrogate, is
+    what the user can find in their input.
+    """
+    found = _SURROGATE.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    what = f"byte 0x{code - 0xDC00:02X}" if code >= 0xDC80 else f"U+{code:04X}"
+    return f"{what} at position {found.start()}"
 
 
 def line_problem(value: str) -> str | None:

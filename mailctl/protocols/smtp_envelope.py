@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from mailctl.errors import AddressError, InputDataError
+from mailctl.mime.header_safety import non_utf8
 
 __all__ = [
     "MAX_LINE_OCTETS",
@@ -23,7 +24,6 @@ _QUEUE_ID = re.compile(
 _QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
 _ADDRESS_FORBIDDEN = re.compile(r'[\s<>"\x00-\x1f\x7f]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_queue_id(text: str) -> str | None:
@@ -43,14 +43,12 @@ def envelope_path(role: str, address: str, *, smtputf8: bool, allow_empty: bool)
     """
     if address == "" and allow_empty:
         return b"<>"  # RFC 5321 4.5.5: the null reverse-path for bounces
-    found = _SURROGATE.search(address)
-    if found:
+    what = non_utf8(address)
+    if what:
         # PEP 383 escapes of bytes that are not UTF-8: no encoding, SMTPUTF8 included
-        # (RFC 6531 3.3: UTF-8 only), can send them. Name the byte, not the surrogate.
-        code = ord(found.group())
-        what = f"byte 0x{code - 0xDC00:02X}" if code >= 0xDC80 else f"U+{code:04X}"
+        # (RFC 6531 3.3: UTF-8 only), can send them.
         raise AddressError(
-            f"envelope {role} is not valid UTF-8 text ({what} at position {found.start()})",
+            f"envelope {role} is not valid UTF-8 text ({what})",
             hint="give the address as UTF-8 (iconv -t UTF-8 converts it)",
         )
     unquoted = _QUOTED_LOCAL_PART.sub("", address, count=1)

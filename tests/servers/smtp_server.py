@@ -528,3 +528,32 @@ __all__ = [
     "SmtpTestServer",
     "start_smtp_server",
 ]
+
+
+def write_account_config(
+    path: Path,
+    server: SmtpTestServer,
+    *,
+    from_value: str | None = "main@example.org",
+    extra_lines: tuple[str, ...] = (),
+) -> Path:
+    """A config whose default account `main` submits to `server` (STARTTLS, AUTH as TEST_USER).
+
+    `from_value` None leaves the account without `from`; `extra_lines` append more TOML.
+    The file is 0600, as mailctl refuses a config that others can change.
+    """
+    lines = ['default_account = "main"', "[accounts.main]"]
+    if from_value is not None:
+        lines.append(f"from = {json.dumps(from_value)}")
+    lines += [
+        "[accounts.main.smtp]",
+        'host = "127.0.0.1"',
+        f"port = {server.port}",
+        'security = "starttls"',
+        f'username = "{TEST_USER}"',
+        f"ca_file = {json.dumps(str(server.ca_file))}",
+        *extra_lines,
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
