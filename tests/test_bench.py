@@ -208,7 +208,7 @@ def test_csv_and_profile(smtp_sink_factory: SinkFactory, tmp_path: Path) -> None
 
 
 def test_non_loopback_is_refused_before_any_connect(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mailctl.protocols.smtp as smtp
+    import mailctl.protocols.smtp.session as smtp
 
     async def no_connect(*args: object, **kwargs: object) -> None:
         raise AssertionError("a socket was opened")

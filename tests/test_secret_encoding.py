@@ -33,7 +33,7 @@ from mailctl.cli.app import app
 from mailctl.credentials import SERVICE
 from mailctl.errors import AddressError, ExitCode
 from mailctl.models import Protocol, Security
-from mailctl.protocols.smtp_envelope import envelope_path
+from mailctl.protocols.smtp.envelope import envelope_path
 
 # Distinctive pieces, none of which may show up in any output, whole or escaped.
 BAD_SECRET = b"Sekr\xe9t-pa55-Zq9"

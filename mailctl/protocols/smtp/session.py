@@ -40,8 +40,8 @@ from mailctl.models import (
     Security,
     ServerSettings,
 )
-from mailctl.protocols.smtp_client import Client
-from mailctl.protocols.smtp_connect import (
+from mailctl.protocols.smtp.client import Client
+from mailctl.protocols.smtp.connect import (
     AUTO_MECHANISMS,
     authenticate,
     check_command_text,
@@ -53,14 +53,14 @@ from mailctl.protocols.smtp_connect import (
 )
 
 # Bound under its old private name: tests replace `smtp._open_socket` to prove no socket is opened.
-from mailctl.protocols.smtp_connect import open_socket as _open_socket
-from mailctl.protocols.smtp_envelope import (
+from mailctl.protocols.smtp.connect import open_socket as _open_socket
+from mailctl.protocols.smtp.envelope import (
     envelope_path,
     parse_queue_id,
     require_short_lines,
     size_limit,
 )
-from mailctl.protocols.smtp_errors import (
+from mailctl.protocols.smtp.errors import (
     TIMEOUT_TYPES,
     RepliesOutOfStep,
     refusal_error,

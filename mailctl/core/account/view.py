@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.config.store import find_account, load_config
-from mailctl.core.account_blocks import configured_blocks
+from mailctl.core.account.blocks import configured_blocks
 from mailctl.credentials import SecretSource, secret_source
 from mailctl.models import Account, Protocol, ServerSettings
 

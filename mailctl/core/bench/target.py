@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mailctl.core.bench_models import SinkSpec, Target
+from mailctl.core.bench.models import SinkSpec, Target
 from mailctl.errors import ConnectError, MailctlError, ProtocolError, UsageError
 from mailctl.inputs import KIB, read_file
 from mailctl.models import Security, ServerSettings, Timeouts

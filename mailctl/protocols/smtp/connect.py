@@ -22,8 +22,8 @@ from mailctl.errors import (
     StartTlsUnavailableError,
 )
 from mailctl.models import AuthMechanism, Reply, ServerSettings
-from mailctl.protocols.smtp_client import Client
-from mailctl.protocols.smtp_errors import reply_error, reply_text, to_reply, transport_error
+from mailctl.protocols.smtp.client import Client
+from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
 
 __all__ = [
     "AUTO_MECHANISMS",

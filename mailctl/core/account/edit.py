@@ -9,8 +9,8 @@ from typing import Any, Final
 
 from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
-from mailctl.core.account_blocks import blocks_needing_secret, select_blocks
-from mailctl.core.account_requests import AddAccountRequest, validate_account_name
+from mailctl.core.account.blocks import blocks_needing_secret, select_blocks
+from mailctl.core.account.requests import AddAccountRequest, validate_account_name
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol

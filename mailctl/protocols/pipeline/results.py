@@ -8,8 +8,8 @@ from enum import StrEnum
 from typing import Any
 
 from mailctl.models import RecipientResult, Reply
-from mailctl.protocols.pipeline_reader import ReplyTuple
-from mailctl.protocols.smtp_envelope import parse_queue_id
+from mailctl.protocols.pipeline.reader import ReplyTuple
+from mailctl.protocols.smtp import parse_queue_id
 
 __all__ = [
     "TransactionResult",

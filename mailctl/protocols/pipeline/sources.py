@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterable, Iterable, Iterator
 
-from mailctl.protocols.pipeline_prepare import PreparedTransaction
+from mailctl.protocols.pipeline.prepare import PreparedTransaction
 
 __all__ = ["AsyncSource", "SyncSource"]
 

@@ -35,36 +35,22 @@ from dataclasses import dataclass
 
 from mailctl.errors import ProtocolError
 from mailctl.models import RecipientResult, Reply, Timeouts
-from mailctl.protocols.pipeline_prepare import LONE_DOT as _LONE_DOT
-from mailctl.protocols.pipeline_prepare import (
+from mailctl.protocols.pipeline.prepare import LONE_DOT as _LONE_DOT
+from mailctl.protocols.pipeline.prepare import (
     PreparedTransaction,
-    WireMessage,
-    prepare_message,
-    prepare_transaction,
 )
-from mailctl.protocols.pipeline_reader import MAX_REPLY_LINE
-from mailctl.protocols.pipeline_reader import ReplyReader as _ReplyReader
-from mailctl.protocols.pipeline_reader import ReplyTuple as _ReplyTuple
-from mailctl.protocols.pipeline_results import TransactionResult, TransactionStatus
-from mailctl.protocols.pipeline_results import cached_reply as _reply
-from mailctl.protocols.pipeline_results import one_line as _text
-from mailctl.protocols.pipeline_results import refusal_status as _refusal_status
-from mailctl.protocols.pipeline_results import reply_status as _reply_status
-from mailctl.protocols.pipeline_sources import AsyncSource as _AsyncSource
-from mailctl.protocols.pipeline_sources import SyncSource as _SyncSource
+from mailctl.protocols.pipeline.reader import ReplyReader as _ReplyReader
+from mailctl.protocols.pipeline.reader import ReplyTuple as _ReplyTuple
+from mailctl.protocols.pipeline.results import TransactionResult, TransactionStatus
+from mailctl.protocols.pipeline.results import cached_reply as _reply
+from mailctl.protocols.pipeline.results import one_line as _text
+from mailctl.protocols.pipeline.results import refusal_status as _refusal_status
+from mailctl.protocols.pipeline.results import reply_status as _reply_status
+from mailctl.protocols.pipeline.sources import AsyncSource as _AsyncSource
+from mailctl.protocols.pipeline.sources import SyncSource as _SyncSource
 from mailctl.protocols.smtp import SmtpSession
 
-__all__ = [
-    "MAX_REPLY_LINE",
-    "Pipeline",
-    "PreparedTransaction",
-    "TransactionResult",
-    "TransactionStatus",
-    "WireMessage",
-    "pipelined",
-    "prepare_message",
-    "prepare_transaction",
-]
+__all__ = ["Pipeline", "pipelined"]
 
 _RSET = b"RSET\r\n"
 

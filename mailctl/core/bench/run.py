@@ -24,51 +24,22 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 
-from mailctl.core.bench_baseline import check_regression, load_baseline
-from mailctl.core.bench_limits import ensure_descriptors
-from mailctl.core.bench_models import (
-    DEFAULT_RECIPIENT,
-    DEFAULT_SENDER,
-    PHASES,
+from mailctl.core.bench.limits import ensure_descriptors
+from mailctl.core.bench.models import (
     BenchMode,
     BenchRequest,
     BenchResult,
     Progress,
-    RegressionCheck,
     RunResult,
-    Samples,
-    SinkSpec,
     Target,
-    Workload,
-    build_message,
-    load_message,
 )
-from mailctl.core.bench_target import EmbeddedSink, check_target
-from mailctl.core.bench_workers import run_mode
+from mailctl.core.bench.target import EmbeddedSink, check_target
+from mailctl.core.bench.workers import run_mode
 from mailctl.errors import InterruptedByUser, UsageError
 from mailctl.models import ServerSettings, Timeouts
 from mailctl.protocols.smtp import SessionOptions
 
-__all__ = [
-    "DEFAULT_RECIPIENT",
-    "DEFAULT_SENDER",
-    "PHASES",
-    "BenchMode",
-    "BenchRequest",
-    "BenchResult",
-    "Progress",
-    "RegressionCheck",
-    "RunResult",
-    "Samples",
-    "SinkSpec",
-    "Target",
-    "Workload",
-    "build_message",
-    "check_regression",
-    "load_baseline",
-    "load_message",
-    "run_bench",
-]
+__all__ = ["run_bench"]
 
 MAX_CONCURRENCY = 1000
 

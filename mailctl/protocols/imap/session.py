@@ -103,7 +103,7 @@ class ImapSession(MailSession):
     # -- the skeleton's steps ----------------------------------------------------------
 
     def _connect(self, context: ssl.SSLContext | None) -> None:
-        from mailctl.protocols.imap_wire import BoundedIMAPClient  # imapclient is slow to import
+        from mailctl.protocols.imap.wire import BoundedIMAPClient  # imapclient is slow to import
 
         settings = self.settings
         self._client = BoundedIMAPClient(

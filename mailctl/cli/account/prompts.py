@@ -9,7 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     from mailctl.cli.output import Output
-    from mailctl.core.accounts import ServerInput
+    from mailctl.core.account import ServerInput
     from mailctl.models import Protocol
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailctl.core.bench_models import BenchResult, RegressionCheck
+from mailctl.core.bench.models import BenchResult, RegressionCheck
 from mailctl.errors import InputDataError
 from mailctl.inputs import BASELINE_LIMIT, read_file
 

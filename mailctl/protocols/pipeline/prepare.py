@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from mailctl.errors import InputDataError, MessageTooLargeError
 from mailctl.mime.compose import dot_stuff
 from mailctl.models import Envelope
-from mailctl.protocols.smtp_envelope import envelope_path as _envelope_path
-from mailctl.protocols.smtp_envelope import require_short_lines
-from mailctl.protocols.smtp_envelope import size_limit as _size_limit
+from mailctl.protocols.smtp.envelope import envelope_path as _envelope_path
+from mailctl.protocols.smtp.envelope import require_short_lines
+from mailctl.protocols.smtp.envelope import size_limit as _size_limit
 
 __all__ = [
     "LONE_DOT",

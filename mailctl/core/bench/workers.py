@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from mailctl.core.bench_models import BenchMode, Progress, RunResult, Workload
-from mailctl.core.bench_recorder import Recorder
+from mailctl.core.bench.models import BenchMode, Progress, RunResult, Workload
+from mailctl.core.bench.recorder import Recorder
 from mailctl.errors import (
     AuthError,
     ConfigError,

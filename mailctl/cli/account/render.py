@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from mailctl.cli.output import Output, clean
 
 if TYPE_CHECKING:
-    from mailctl.core.accounts import (
+    from mailctl.core.account import (
         AccountAdded,
         AccountDetails,
         AccountList,

@@ -9,7 +9,7 @@ import time
 from array import array
 from collections import Counter
 
-from mailctl.core.bench_models import PHASES, BenchMode, ErrorGroup, RunResult, Samples, Workload
+from mailctl.core.bench.models import PHASES, BenchMode, ErrorGroup, RunResult, Samples, Workload
 from mailctl.core.stats import histogram, qps, summarize
 from mailctl.errors import MailctlError, TimeoutFailure
 

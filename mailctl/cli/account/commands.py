@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailctl.cli.account_prompts import (
+from mailctl.cli.account.prompts import (
     ask,
     ask_missing,
     confirm,
@@ -19,7 +19,7 @@ from mailctl.cli.account_prompts import (
     offer_keyring,
     read_stdin_secret,
 )
-from mailctl.cli.account_render import (
+from mailctl.cli.account.render import (
     render_added,
     render_details,
     render_list,
@@ -234,7 +234,7 @@ def add_command(
     """
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
         from mailctl.models import Protocol
 
         path = _path(ctx)
@@ -318,7 +318,7 @@ def list_command(ctx: typer.Context, json_mode: JsonOption = False) -> None:
     """List the accounts (* marks the default)."""
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
 
         result = core.list_accounts(_path(ctx))
         _warn_all(output, result.warnings)
@@ -340,7 +340,7 @@ def show_command(
     """Show every setting of an account and where its password comes from (never the password)."""
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
 
         result = core.show_account(_path(ctx), name)
         _warn_all(output, result.warnings)
@@ -365,7 +365,7 @@ def remove_command(
     """Remove an account from the config file and its passwords from the keyring."""
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
         from mailctl.errors import UsageError
 
         path = _path(ctx)
@@ -404,7 +404,7 @@ def set_password_command(
     """Store an account's password in the system keyring (for one block or all of them)."""
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
         from mailctl.errors import UsageError
 
         path = _path(ctx)
@@ -467,7 +467,7 @@ def test_command(
     """
 
     def body(output: Output) -> CommandResult:
-        from mailctl.core import accounts as core
+        from mailctl.core import account as core
 
         prompt = hidden_prompt if output.interactive else None
         result = core.check_account(_path(ctx), name, _protocols(protocol), prompt=prompt)

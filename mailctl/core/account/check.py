@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mailctl.config.store import find_account, load_config
-from mailctl.core.account_blocks import select_blocks
+from mailctl.core.account.blocks import select_blocks
 from mailctl.credentials import resolve_secret
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
 from mailctl.models import Account, Protocol, ServerSettings

@@ -22,7 +22,7 @@ from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.pop3_wire import EOF_TEXT, BoundedPOP3, NotOkError
+from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
 
 # RFC 2449 8 / RFC 3206: response codes that mean "try again later", not "wrong password".

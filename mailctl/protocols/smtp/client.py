@@ -28,7 +28,7 @@ from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default
 
 from mailctl.models import AuthMechanism, Reply
-from mailctl.protocols.smtp_errors import RepliesOutOfStep, to_reply
+from mailctl.protocols.smtp.errors import RepliesOutOfStep, to_reply
 from mailctl.protocols.transcript import Transcript
 
 __all__ = ["Client"]

@@ -8,9 +8,9 @@ acts on), `account_view` (get, list, show), `account_edit` (add, remove, set-pas
 
 from __future__ import annotations
 
-from mailctl.core.account_blocks import blocks_needing_secret
-from mailctl.core.account_check import AccountTest, BlockCheck, Prompt, check_account
-from mailctl.core.account_edit import (
+from mailctl.core.account.blocks import blocks_needing_secret
+from mailctl.core.account.check import AccountTest, BlockCheck, Prompt, check_account
+from mailctl.core.account.edit import (
     AccountAdded,
     AccountRemoved,
     PasswordStored,
@@ -19,13 +19,13 @@ from mailctl.core.account_edit import (
     remove_account,
     set_password,
 )
-from mailctl.core.account_requests import (
+from mailctl.core.account.requests import (
     AddAccountRequest,
     ServerInput,
     build_server,
     validate_account_name,
 )
-from mailctl.core.account_view import (
+from mailctl.core.account.view import (
     AccountDetails,
     AccountList,
     AccountSummary,
