@@ -75,7 +75,7 @@ class Job:
     payload: Payload
     tag: Hashable | None = None
     origin: float = 0.0  # the caller's latency origin (perf_counter), 0.0: none
-    attempts: int = 0  # transactions tried and counted (free reconnects not included)
+    attempts: int = 0  # transactions tried, sent or not (free reconnects not included)
     reconnects: int = 0  # resends after a reused connection was found gone
     due: float = 0.0  # monotonic time before which a retry must not start
 

@@ -182,6 +182,8 @@ class SessionPool:
         self._active = aimd.current if aimd is not None else config.concurrency
         self._working = 0  # workers not parked under the concurrency limit
         self._changed: asyncio.Event | None = None
+        self._first_open: asyncio.Event | None = None  # set when the first attempt ended
+        self._probing = False
         self._abandoned: list[Job] = []
         self._in_doubt: list[Job] = []
         self.crash: BaseException | None = None
@@ -215,6 +217,7 @@ class SessionPool:
         self._feed = feed
         self._feed_take = feed.take
         self._changed = asyncio.Event()
+        self._first_open = asyncio.Event()
         self._working = self.config.concurrency
         tasks = [asyncio.create_task(self._guarded()) for _ in range(self.config.concurrency)]
         try:
@@ -352,7 +355,30 @@ class SessionPool:
 
     async def _open(self, slot: _Slot, job: Job | None) -> SmtpSession | None:
         """Open one session, counting the attempt; a failure is charged to `job` (or to the
-        next job that is ready, so a run against a server that refuses us ends)."""
+        next job that is ready, so a run against a server that refuses us ends).
+
+        The run's first attempt goes alone: the other workers wait for its end, so a
+        session-fatal answer (535 to AUTH, a TLS failure) is met once, not by every worker
+        at the same moment (FACTS.md: retrying AUTH locks accounts).
+        """
+        first = self._first_open
+        assert first is not None
+        if not first.is_set():
+            if self._probing:
+                await first.wait()  # bounded by the first attempt's own timeouts
+                if self._tripped():
+                    if job is not None:
+                        self._abandon(job)
+                    return None
+            else:
+                self._probing = True
+                try:
+                    return await self._attempt(slot, job)
+                finally:
+                    first.set()
+        return await self._attempt(slot, job)
+
+    async def _attempt(self, slot: _Slot, job: Job | None) -> SmtpSession | None:
         counts = self.counts
         counts.attempted += 1
         started = time.perf_counter()
@@ -581,6 +607,7 @@ class SessionPool:
 
     def _settle(self, job: Job, outcome: TransactionOutcome, reused: bool = False) -> None:
         """Report a transaction's outcome and decide the job's fate (the hot path for SENT)."""
+        job.attempts += 1
         if outcome.status is _SENT:
             breaker = self.breaker
             if breaker.timeouts:
@@ -589,7 +616,6 @@ class SessionPool:
                 self._grew()
             self._outcome(job, outcome, True)
             return
-        job.attempts += 1
         self.breaker.failed(outcome)
         stale = reused and outcome.closed_before_mail
         if self.aimd is not None and not stale and is_throttling(outcome.failure_reply):
