@@ -334,6 +334,7 @@ async def test_sessions_are_replaced_by_count_and_age(sink: Callable[..., Sink])
     pool, journal = await run_pool(options(server.port), config, jobs(10))
     assert journal.statuses() == {"sent": 10}
     assert pool.counts.opened == 3 == journal.closed  # 4 + 4 + 2, each closed with QUIT
+    assert pool.counts.open_now == 0
     aged = PoolConfig(concurrency=1, max_age=0.05, pipelining=Pipelining.OFF)
     pool, journal = await run_pool(options(server.port), aged, jobs(10))
     assert journal.statuses() == {"sent": 10}
@@ -614,3 +615,32 @@ async def test_no_retry_tries_each_message_once(sink: Callable[..., Sink]) -> No
     assert statuses["sent"] + statuses["transient"] == 20 and statuses["transient"] > 0
     assert pool.counts.opened == 20 == journal.closed  # a session per message, QUIT each
     assert server.stored() == sent_ids(journal)
+
+
+@pytest.mark.parametrize("pipelining", [Pipelining.OFF, Pipelining.AUTO])
+async def test_a_cancelled_run_says_which_jobs_are_in_doubt(
+    sink: Callable[..., Sink], pipelining: Pipelining
+) -> None:
+    server = sink("--latency", "300", "--latency-on", "eod")
+    journal = Journal()
+    config = PoolConfig(concurrency=3, pipelining=pipelining, retry=QUICK_RETRIES)
+    pool = SessionPool(options(server.port), config, observer=journal)
+    feed = ListFeed(jobs(10))
+    task = asyncio.create_task(pool.run(feed))
+    await asyncio.sleep(0.5)  # the first messages went, the next ones wait for their reply
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 5  # sessions closed without waiting for replies
+    finals = set(journal.final())
+    doubt = {job.tag for job in pool.in_doubt()}
+    left = {job.tag for job in pool.leftover()}
+    untaken = {job.tag for job in iter(feed.take, None)}
+    assert doubt, "a transaction was waiting for its reply"
+    for one, other in itertools.combinations((finals, doubt, left, untaken), 2):
+        assert one.isdisjoint(other)
+    assert finals | doubt | left | untaken == set(range(10))
+    assert pool.counts.open_now == 0
+    stored = server.stored()
+    assert set(stored) <= {f"{tag}@pool.test" for tag in finals | doubt}

@@ -107,6 +107,7 @@ class ConnectionCounts:
     opened: int = 0
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)  # failures by reply or error code
+    open_now: int = 0  # sessions open at this moment (a gauge for progress and metrics)
 
 
 class Feed(Protocol):
@@ -209,7 +210,8 @@ class SessionPool:
         return [*self._abandoned, *self._retries.drain()]
 
     def in_doubt(self) -> list[Job]:
-        """Jobs on the wire when the run was cancelled: their outcome is not known."""
+        """Jobs in a transaction when the run was cancelled: written or not, delivered or
+        not, nobody knows (a journal records them as unknown, RFC 1047)."""
         return list(self._in_doubt)
 
     async def run(self, feed: Feed) -> None:
@@ -302,7 +304,12 @@ class SessionPool:
                     break
             elif self._drained():
                 break
-            session = await self._open(slot, job)
+            try:
+                session = await self._open(slot, job)
+            except asyncio.CancelledError:
+                if job is not None:
+                    self._abandon(job)  # taken, never written
+                raise
             if session is not None:
                 if self._pipelines(session):
                     return session, job
@@ -399,6 +406,7 @@ class SessionPool:
                 self._settle(job, outcome)
             return None
         counts.opened += 1
+        counts.open_now += 1
         self.breaker.opened()
         slot.session, slot.opened_at = session, time.perf_counter()
         slot.taken = slot.done = slot.failures = 0
@@ -419,6 +427,7 @@ class SessionPool:
         session, slot.session = slot.session, None
         if session is None:
             return
+        self.counts.open_now -= 1
         started = time.perf_counter()
         await session.close()
         self._observer.session_closed(time.perf_counter() - started, slot.last)
@@ -507,6 +516,9 @@ class SessionPool:
         except MailctlError as err:  # the message cannot be sent (to this server)
             self._bad_message(job, err)
             return
+        except asyncio.CancelledError:
+            self._in_doubt.append(job)  # maybe written, maybe not: see in_doubt()
+            raise
         finally:
             slot.done += 1
         self._settle(job, outcome, reused)
