@@ -198,16 +198,23 @@ def sent_ids(journal: Journal) -> Counter[str]:
     return Counter(f"{tag}@pool.test" for tag, o in journal.final().items() if o.status is S.SENT)
 
 
-@pytest.mark.parametrize("pipelining", [Pipelining.OFF, Pipelining.AUTO])
+@pytest.mark.parametrize(
+    ("pipelining", "paced"),
+    [(Pipelining.OFF, False), (Pipelining.AUTO, False), (Pipelining.AUTO, True)],
+    ids=["lock-step", "pipelined", "pipelined-paced"],
+)
 async def test_421_on_a_reused_connection_reconnects_without_spending_a_retry(
-    sink: Callable[..., Sink], pipelining: Pipelining
+    sink: Callable[..., Sink], pipelining: Pipelining, paced: bool
 ) -> None:
     server = sink("--421-after", "3")
     # One attempt per message: a reconnect that spent one would leave a message failed.
     config = PoolConfig(
         concurrency=1, pipelining=pipelining, retry=Backoff(max_attempts=1, base=0.01)
     )
-    pool, journal = await run_pool(options(server.port), config, items := jobs(10))
+    # Paced, the next message is fetched while the current one is on the wire: the one
+    # fetched when the 421 comes was never written and goes back in line, not lost.
+    hooks = {"limiter": TokenBucket(2000.0, burst=5)} if paced else {}
+    pool, journal = await run_pool(options(server.port), config, items := jobs(10), **hooks)
     assert journal.statuses() == {"sent": 10}
     assert server.stored() == Counter(f"{n}@pool.test" for n in range(10))  # once each
     # The 4th, 7th and 10th MAIL got "421 4.7.0 too many messages on this connection".
@@ -270,6 +277,25 @@ async def test_an_unknown_outcome_is_never_resent(sink: Callable[..., Sink]) -> 
     assert sum(1 for o in final.values() if o.status is S.SENT) + len(unknown) == 40
     stats = server.stop()
     assert pool.counts.attempted == pool.counts.opened == stats["connections"]
+
+
+async def test_a_paced_message_fetched_for_a_connection_that_died_is_not_lost(
+    sink: Callable[..., Sink],
+) -> None:
+    """Paced, the next message is fetched while the current one waits for its reply; when
+    the connection dies after the dot, that message was never written: it goes back in
+    line (before the pool, bench's open loop lost it), and the unknown one is not resent."""
+    server = sink("--disconnect-rate", "0.4", "--disconnect-on", "eod", "--seed", "3")
+    config = PoolConfig(concurrency=1, pipelining=Pipelining.AUTO, retry=QUICK_RETRIES)
+    journal = Journal()
+    pool = SessionPool(options(server.port), config, observer=journal,
+                       limiter=TokenBucket(300.0))  # fmt: skip
+    feed = ListFeed(jobs(30))
+    await asyncio.wait_for(pool.run(feed), RUN_TIMEOUT)
+    assert_none_lost(pool, journal, feed, 30)
+    statuses = journal.statuses()
+    assert statuses["unknown"] > 0 and statuses["sent"] + statuses["unknown"] == 30
+    assert server.stored() == sent_ids(journal)
 
 
 async def test_a_cut_before_the_dot_is_retried_on_a_new_connection(
