@@ -11,6 +11,7 @@ not a retry of the message: it is sent again at once, without spending an attemp
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,10 +20,6 @@ from mailctl.errors import UsageError
 from mailctl.protocols.smtp import TransactionOutcome, TransactionStatus
 
 __all__ = ["Backoff", "NoRetry", "Retry", "RetryPolicy"]
-
-# 2 ** 64 seconds is beyond any cap: the exponent stops growing there (no float overflow).
-_MAX_EXPONENT = 64
-
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -83,7 +80,10 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait after `attempt` failed attempts (attempt >= 1)."""
-        exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
+        exponent = max(attempt - 1, 0)
+        # Past the cap without computing factor ** exponent, which overflows a float.
+        if self.factor > 1 and exponent > math.log(self.cap / self.base, self.factor):
+            return self.cap
         return float(min(self.cap, self.base * self.factor**exponent))
 
     def delay(self, attempt: int, draw: float) -> float:
