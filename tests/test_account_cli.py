@@ -331,7 +331,7 @@ def test_bad_value_in_file(config_file: Path) -> None:
     config_file.write_text("[accounts.w.smtp]\nhost = 'h'\nsecurity = 'ssl'\n", encoding="utf-8")
     result = mailctl("account", "list")
     assert result.exit_code == 78
-    assert 'accounts.w.smtp.security: must be one of "tls", "starttls", "none", got "ssl"' in (
+    assert "accounts.w.smtp.security: must be one of 'tls', 'starttls', 'none', got 'ssl'" in (
         " ".join(result.stderr.split())
     )
 

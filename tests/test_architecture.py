@@ -39,9 +39,15 @@ ALLOWED: dict[str, set[str]] = {
 }
 # mailctl/inputs.py (bounded reads of local files and stdin) is a leaf beside models and errors:
 # every layer reads its inputs through it.
-ALLOWED["inputs"] = {"errors"}
+ALLOWED["inputs"] = {"errors", "text"}
 for _part in ("cli", "core", "protocols", "mime", "store", "sink", "credentials", "config"):
     ALLOWED[_part].add("inputs")
+# mailctl/text.py (how text mailctl did not write is shown) and mailctl/serialize.py (results ->
+# JSON data) are stdlib-only leaves every layer may use.
+ALLOWED["text"] = set()
+ALLOWED["serialize"] = set()
+for _part in ("cli", "core", "protocols", "mime", "store", "sink", "credentials", "config"):
+    ALLOWED[_part] |= {"text", "serialize"}
 UI_LIBRARIES = {"typer", "rich", "click"}
 SOCKET_LIBRARIES = {"aiosmtplib", "imapclient", "poplib", "smtplib", "imaplib", "socket", "ssl"}
 

@@ -651,7 +651,7 @@ def _render(output: Output, result: BenchResult) -> None:
 
 def _render_failures(console: Any, run: RunResult) -> None:
     """Errors by reply code and text, connection attempts, and what stopped the run."""
-    from mailctl.cli.output import clean
+    from mailctl.text import clean
 
     mode = run.mode.value
     if run.error_details:

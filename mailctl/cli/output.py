@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -12,37 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 RESULT_VERSION = "1"
 Status = Literal["ok", "partial", "error"]
-
-# C0 and C1 controls except tab and newline: server banners and CSV fields must not move the cursor.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-# PEP 383 surrogate escapes: bytes of a path or argument that are not UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean(text: str) -> str:
-    """Strip control characters from text that came from a server or a user before printing it.
-
-    Undecodable bytes (a non-UTF-8 file name) are shown as \\xNN so that writing the text
-    to a strict UTF-8 stream cannot fail.
-    """
-    return _printable(_CONTROL.sub("", text))
-
-
-def _printable(text: str) -> str:
-    return _SURROGATE.sub(_escape_surrogate, text)
-
-
-def _escape_surrogate(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 @dataclass
@@ -68,17 +43,13 @@ class Output:
     @property
     def out(self) -> Console:
         if self._out is None:
-            from rich.console import Console
-
-            self._out = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+            self._out = make_console()
         return self._out
 
     @property
     def err(self) -> Console:
         if self._err is None:
-            from rich.console import Console
-
-            self._err = Console(stderr=True, highlight=False, no_color=_no_color(), soft_wrap=True)
+            self._err = make_console(stderr=True)
         return self._err
 
     @property
@@ -137,6 +108,23 @@ class Output:
         else:
             _write_line(sys.stderr, f"mailctl: {clean(error.one_line())}", "red")
         raise SystemExit(int(error.exit_code))
+
+
+def make_console(*, stderr: bool = False, file: TextIO | None = None) -> Console:
+    """A rich console that prints strings as they are: no markup, no :emoji: codes, no
+    highlighting. Server and user text reaches tables and lines, and `[/x]` in a reply must
+    neither change the style nor raise MarkupError."""
+    from rich.console import Console
+
+    return Console(
+        stderr=stderr,
+        file=file,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        no_color=_no_color(),
+        soft_wrap=True,
+    )
 
 
 def _no_color() -> bool:

@@ -25,9 +25,10 @@ from mailctl.cli.options import (
     TlsOpt,
     UserOpt,
 )
-from mailctl.cli.output import CommandResult, Output, clean, run_command
+from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import ConfigError, UsageError
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.core.send import PreparedMessage, SendResult

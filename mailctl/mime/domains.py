@@ -7,7 +7,8 @@ import re
 from typing import Final
 
 from mailctl.errors import AddressError, InputDataError
-from mailctl.mime.header_safety import require_clean, shown
+from mailctl.mime.header_safety import require_clean
+from mailctl.text import quote
 
 __all__ = ["to_ascii_domain", "validate_domain", "validate_ehlo_name"]
 
@@ -38,16 +39,16 @@ def validate_domain(field: str, domain: str) -> str:
         raise AddressError(f"{field} has an empty domain")
     if domain.startswith("["):
         raise AddressError(
-            f"{field}: domain literals such as {shown(domain)} are not supported",
+            f"{field}: domain literals such as {quote(domain)} are not supported",
             hint="use a host name",
         )
     try:
         ascii_domain = to_ascii_domain(domain)
     except UnicodeError as err:
-        raise AddressError(f"{field}: domain {shown(domain)} is not a valid host name") from err
+        raise AddressError(f"{field}: domain {quote(domain)} is not a valid host name") from err
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LDH_LABEL.fullmatch(label) for label in labels):
-        raise AddressError(f"{field}: domain {shown(domain)} is not a valid host name")
+        raise AddressError(f"{field}: domain {quote(domain)} is not a valid host name")
     return ascii_domain
 
 
@@ -68,17 +69,17 @@ def validate_ehlo_name(value: str) -> str:
                 ipaddress.IPv4Address(inner)
         except ValueError as err:
             raise InputDataError(
-                f"EHLO name {shown(value)} is not a valid address literal"
+                f"EHLO name {quote(value)} is not a valid address literal"
             ) from err
         return value
     try:
         ascii_name = to_ascii_domain(value)
     except UnicodeError as err:
-        raise InputDataError(f"EHLO name {shown(value)} is not a valid host name") from err
+        raise InputDataError(f"EHLO name {quote(value)} is not a valid host name") from err
     labels = ascii_name.split(".")
     if not value or len(ascii_name) > 253 or not all(_EHLO_LABEL.fullmatch(x) for x in labels):
         raise InputDataError(
-            f"EHLO name {shown(value)} is not a valid host name",
+            f"EHLO name {quote(value)} is not a valid host name",
             hint="letters, digits, '-' and '.' only",
         )
     return ascii_name

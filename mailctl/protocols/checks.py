@@ -25,9 +25,6 @@ from mailctl.errors import (
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.tls import TlsInfo, map_ssl_error
 
-# Server text quoted in an error message is cut to this many characters.
-_MAX_QUOTED = 200
-
 
 @dataclass(frozen=True)
 class LoginCheck:
@@ -197,23 +194,6 @@ def _mask(arg: object, secret: str, secret_bytes: bytes) -> object:
     if isinstance(arg, bytes):
         return arg.replace(secret_bytes, b"<redacted>")
     return arg
-
-
-def quote_server(text: str | bytes, *, secret: str | None = None) -> str:
-    """Make server text safe to put in a one-line message.
-
-    Control characters go, whitespace collapses, the length is capped, and the
-    secret is masked should a server (or library) ever echo it.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    if secret:
-        text = text.replace(secret, "<redacted>")
-    text = "".join(char if char.isprintable() else " " for char in text)
-    text = " ".join(text.split())
-    if len(text) > _MAX_QUOTED:
-        text = text[: _MAX_QUOTED - 3] + "..."
-    return text
 
 
 def map_os_error(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mailctl.cli.output import Output, clean
+from mailctl.cli.output import Output
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.core.account import (

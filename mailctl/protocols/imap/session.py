@@ -21,10 +21,11 @@ from mailctl.errors import (
     TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
+from mailctl.protocols.checks import LoginCheck, SecretBox
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
+from mailctl.text import excerpt
 
 # RFC 5530 response codes that mean "try again later", not "wrong credentials".
 _TRANSIENT_CODES = {"UNAVAILABLE", "INUSE", "LIMIT"}
@@ -192,7 +193,7 @@ class ImapSession(MailSession):
             if isinstance(dropped, imaplib.IMAP4.abort):
                 # imapclient turns every failure inside LOGIN into LoginError, drops included.
                 raise self._dropped(dropped) from err
-            text = quote_server(_error_text(err), secret=password)
+            text = excerpt(_error_text(err), secret=password)
             match = _RESPONSE_CODE.search(text)
             message = f"IMAP login as {username!r} at {self.where} failed: {text}"
             if match and match.group(1).upper() in _TRANSIENT_CODES:
@@ -211,7 +212,7 @@ class ImapSession(MailSession):
         text = f"BYE {_server_text(byes[-1])}" if byes else _error_text(err)
         return ConnectionLostError(
             f"IMAP server {self.where} dropped the connection during {self.clock.phase}: "
-            f"{quote_server(text, secret=self.secret_shown)}"
+            f"{excerpt(text, secret=self.secret_shown)}"
         )
 
     def _map_error(self, err: Exception) -> MailctlError | None:
@@ -219,7 +220,7 @@ class ImapSession(MailSession):
         if isinstance(err, imaplib.IMAP4.abort):
             return self._dropped(err)
         if isinstance(err, imaplib.IMAP4.error):
-            text = quote_server(_error_text(err), secret=self.secret_shown)
+            text = excerpt(_error_text(err), secret=self.secret_shown)
             if phase == "tls":
                 return TlsError(f"IMAP STARTTLS with {self.where} failed: {text}")
             return ProtocolError(

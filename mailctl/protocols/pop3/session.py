@@ -19,11 +19,12 @@ from mailctl.errors import (
     TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
+from mailctl.protocols.checks import LoginCheck, SecretBox
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
+from mailctl.text import excerpt
 
 # RFC 2449 8 / RFC 3206: response codes that mean "try again later", not "wrong password".
 _TRANSIENT_CODES = {"SYS/TEMP", "IN-USE", "LOGIN-DELAY"}
@@ -119,8 +120,7 @@ class Pop3Session(MailSession):
 
     def _malformed(self, command: str, line: bytes) -> ProtocolError:
         return ProtocolError(
-            f"POP3 server {self.where} answered {command} with a malformed line: "
-            f"{quote_server(line)}"
+            f"POP3 server {self.where} answered {command} with a malformed line: {excerpt(line)}"
         )
 
     # -- the skeleton's steps ----------------------------------------------------------
@@ -210,7 +210,7 @@ class Pop3Session(MailSession):
                 client.user(username)
                 client.pass_(password)
         except poplib.error_proto as err:
-            text = quote_server(_reply_text(err), secret=password)
+            text = excerpt(_reply_text(err), secret=password)
             if text == EOF_TEXT or isinstance(err, NotOkError):
                 raise  # not a refusal: the guard maps it (connection lost, protocol error)
             match = _RESPONSE_CODE.search(text)
@@ -224,7 +224,7 @@ class Pop3Session(MailSession):
         if not isinstance(err, poplib.error_proto):
             return None
         phase = self.clock.phase
-        text = quote_server(_reply_text(err), secret=self.secret_shown)
+        text = excerpt(_reply_text(err), secret=self.secret_shown)
         if text == EOF_TEXT:
             return ConnectionLostError(
                 f"POP3 server {self.where} closed the connection during {phase}"

@@ -24,6 +24,7 @@ from mailctl.errors import (
 )
 from mailctl.models import RecipientResult, Reply
 from mailctl.protocols.tls import map_ssl_error
+from mailctl.text import excerpt
 
 __all__ = [
     "TIMEOUT_TYPES",
@@ -52,12 +53,14 @@ class RepliesOutOfStep(SMTPException):
     """
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# A reply quoted in a message is cut here: Gmail's four-line 550 is ~250 characters; a hostile
+# server's hundred lines are not worth repeating.
+_REPLY_LIMIT = 1000
 
 
 def reply_text(reply: Reply) -> str:
-    return _one_line(f"{reply.code} {reply.message}")
+    """The reply on one line, for an error message (mailctl.text.excerpt)."""
+    return excerpt(f"{reply.code} {reply.message}", limit=_REPLY_LIMIT)
 
 
 def to_reply(response: SMTPResponse | SMTPResponseException) -> Reply:
@@ -152,7 +155,7 @@ def transport_error(
         return ConnectionLostError(f"{where} closed the connection during {phase}", details=details)
     if isinstance(err, SMTPResponseException):
         return reply_error(to_reply(err), f"{where} refused {phase}", details)
-    text = _one_line(str(err)) or type(err).__name__
+    text = excerpt(str(err)) or type(err).__name__
     if isinstance(err, OSError):
         return ConnectionLostError(f"{where}: {phase} failed: {text}", details=details)
     if isinstance(err, RepliesOutOfStep):  # its text says when: "sent a reply nobody..."
