@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, Final
 
 
 class Security(StrEnum):
@@ -37,13 +37,18 @@ DEFAULT_PORTS: dict[Protocol, dict[Security, int]] = {
 }
 
 
+# mailctl.serialize metadata: a duration held in seconds, written as `<key>_ms` (this module is a
+# stdlib-only leaf, so it spells the metadata out instead of importing serialize.SECONDS).
+_SECONDS: Final = {"json_unit": "s"}
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds; every network wait in mailctl is bounded by one of these."""
 
-    connect: float = 30.0
-    command: float = 60.0
-    data: float = 300.0
+    connect: float = field(default=30.0, metadata=_SECONDS)
+    command: float = field(default=60.0, metadata=_SECONDS)
+    data: float = field(default=300.0, metadata=_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class Reply:
     code: int
     message: str
 
+    JSON_ATTRS: ClassVar[tuple[str, ...]] = ("enhanced",)  # computed, written by serialize
+
     @property
     def enhanced(self) -> str | None:
         """The RFC 3463 enhanced status code at the start of the text, if any."""
@@ -108,9 +115,6 @@ class Reply:
     @property
     def is_transient(self) -> bool:
         return 400 <= self.code <= 499
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "enhanced": self.enhanced, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,3 @@ class RecipientResult:
     address: str
     accepted: bool
     reply: Reply
-
-    def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "accepted": self.accepted, "reply": self.reply.to_json()}

@@ -115,7 +115,7 @@ def test_cli_starttls_and_auth(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = envelope(result)
-    assert data["mailctl_result_version"] == "1"
+    assert data["mailctl_result_version"] == "2"
     assert data["command"] == ["bench"]
     assert (data["status"], data["exit_code"], data["errors"]) == ("ok", 0, [])
     run = data["data"]["runs"][0]

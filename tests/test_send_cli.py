@@ -97,7 +97,7 @@ def test_text_html_attachment_over_starttls_with_auth(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     envelope = json.loads(result.stdout)
-    assert envelope["mailctl_result_version"] == "1"
+    assert envelope["mailctl_result_version"] == "2"
     assert envelope["status"] == "ok" and envelope["exit_code"] == 0
     data = envelope["data"]
     assert data["final_reply"]["code"] == 250

@@ -24,7 +24,7 @@ from mailctl.cli.options import (
     TlsOpt,
     UserOpt,
 )
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.output import CommandResult, ErrorEntry, Output, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import UsageError
 
@@ -504,14 +504,14 @@ def _command_result(result: BenchResult) -> CommandResult:
     """Status and exit code as the result decides them (bench_models.BenchResult), with one
     error per cause: Ctrl-C, what stopped a run, the failed messages of each run, and a
     regression (reported also when failures decide the exit code)."""
-    from mailctl.errors import RegressionError
+    from mailctl.errors import InterruptedByUser, RegressionError
 
-    errors: list[dict[str, Any]] = []
+    errors: list[ErrorEntry] = []
     if result.interrupted:
-        errors.append({"code": "interrupted", "message": "interrupted: the report is partial"})
+        errors.append(InterruptedByUser("interrupted: the report is partial"))
     for run in result.runs:
         if run.stopped_by is not None:
-            errors.append(run.stopped_by.to_json())
+            errors.append(run.stopped_by)
     for run in result.runs:
         summary = _failure_summary(run)
         if summary is not None:
@@ -525,7 +525,7 @@ def _command_result(result: BenchResult) -> CommandResult:
         errors.append(
             RegressionError(
                 f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
-            ).to_json()
+            )
         )
     return CommandResult(
         data=result.to_json(),

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
@@ -16,18 +16,24 @@ from mailctl.text import clean
 if TYPE_CHECKING:
     from rich.console import Console
 
-RESULT_VERSION = "1"
+# "2": keys renamed by one convention (mailctl.serialize; README "JSON version 2").
+RESULT_VERSION = "2"
 Status = Literal["ok", "partial", "error"]
+
+
+# One entry of the envelope's `errors`: an error, or a mapping with at least code and message.
+ErrorEntry = MailctlError | Mapping[str, Any]
 
 
 @dataclass
 class CommandResult:
-    """What a command hands to the renderer: data for JSON, a callable that draws it for people."""
+    """What a command hands to the renderer: the result for JSON (a result dataclass, written
+    by mailctl.serialize's convention), a callable that draws it for people."""
 
-    data: dict[str, Any] = field(default_factory=dict)
+    data: object = None
     status: Status = "ok"
     exit_code: ExitCode = ExitCode.OK
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: Sequence[ErrorEntry] = ()
     render: Callable[[Output], None] | None = None
 
 
@@ -78,24 +84,33 @@ class Output:
         elif result.render is not None:
             result.render(self)
         for error in result.errors if not self.json_mode else []:
-            _write_line(sys.stderr, f"mailctl: {clean(error.get('message', ''))}", "red")
+            message = error.message if isinstance(error, MailctlError) else error.get("message")
+            _write_line(sys.stderr, f"mailctl: {clean(str(message or ''))}", "red")
 
     def write_json(
         self,
         status: Status,
         exit_code: ExitCode,
-        data: dict[str, Any],
-        errors: list[dict[str, Any]],
+        data: object,
+        errors: Sequence[ErrorEntry],
     ) -> None:
+        """Print the envelope. `data` is written by mailctl.serialize and must be an object;
+        every `errors` entry has code, message, hint and details (and may add keys)."""
+        from mailctl.serialize import to_data
+
+        written = to_data(data) if data is not None else {}
+        if not isinstance(written, dict):
+            raise TypeError(f"the envelope's data must be an object, not {type(data).__name__}")
         envelope = {
             "mailctl_result_version": RESULT_VERSION,
             "command": self.command,
             "status": status,
             "exit_code": int(exit_code),
-            "data": data,
-            "errors": errors,
+            "data": written,
+            "errors": [{"hint": None, "details": {}, **to_data(error)} for error in errors],
         }
-        text = json.dumps(envelope, indent=2, ensure_ascii=False, default=str)
+        # allow_nan=False: NaN is not JSON; the serialiser already wrote it as null.
+        text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False)
         # A lone surrogate (a non-UTF-8 path) becomes the JSON escape \udcXX: valid UTF-8 out.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         sys.stdout.write(text + "\n")
@@ -104,7 +119,7 @@ class Output:
     def fail(self, error: MailctlError) -> NoReturn:
         """Report an error as one line (or the JSON envelope) and exit with its code."""
         if self.json_mode:
-            self.write_json("error", error.exit_code, {}, [error.to_json()])
+            self.write_json("error", error.exit_code, None, [error])
         else:
             _write_line(sys.stderr, f"mailctl: {clean(error.one_line())}", "red")
         raise SystemExit(int(error.exit_code))
@@ -150,6 +165,9 @@ def run_command(
     output = Output(command, json_mode=json_mode)
     try:
         result = body(output)
+        # Inside the contract too: a result the serialiser cannot write is a bug (70), and
+        # Ctrl-C while a report prints is still 130.
+        output.emit(result)
     except MailctlError as error:
         output.fail(error)
     except KeyboardInterrupt:
@@ -158,7 +176,6 @@ def run_command(
         if type(error).__name__ == "Abort":  # typer.Abort: Ctrl-C or Ctrl-D at a prompt
             output.fail(InterruptedByUser("interrupted at a prompt"))
         _report_bug(output, error)
-    output.emit(result)
     raise SystemExit(int(result.exit_code))
 
 

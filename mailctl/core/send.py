@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailctl.errors import AddressError, InterruptedByUser, UsageError
 from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
+from mailctl.serialize import to_data
 
 if TYPE_CHECKING:
     from mailctl.mime.compose import ComposeRequest
@@ -60,11 +61,11 @@ class SendResult:
             "smtputf8": self.prepared.smtputf8,
             "server": self.server,
             "security": self.security,
-            "banner": self.banner.to_json() if self.banner else None,
-            "tls": self.tls.to_json() if self.tls else None,
+            "banner": to_data(self.banner),
+            "tls": to_data(self.tls),
             "auth_mechanism": self.auth_mechanism,
-            "recipients": [r.to_json() for r in self.recipients],
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
+            "recipients": to_data(self.recipients),
+            "final_reply": to_data(self.final_reply),
             "queue_id": self.queue_id,
             "timings": {name: round(value, 6) for name, value in self.timings.items()},
             "saved_to": str(self.saved_to) if self.saved_to else None,

@@ -7,8 +7,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from mailctl.errors import (
     ConnectError,
@@ -24,6 +23,7 @@ from mailctl.errors import (
 )
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.tls import TlsInfo, map_ssl_error
+from mailctl.serialize import SECONDS
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,7 @@ class LoginCheck:
     tls: TlsInfo | None
     capabilities: tuple[str, ...]
     authenticated: bool
-    timings: dict[str, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol.value,
-            "host": self.host,
-            "port": self.port,
-            "security": self.security.value,
-            "tls": self.tls.to_json() if self.tls is not None else None,
-            "capabilities": list(self.capabilities),
-            "authenticated": self.authenticated,
-            "timings": dict(self.timings),
-        }
+    timings: dict[str, float] = field(metadata=SECONDS)
 
 
 class PhaseClock:

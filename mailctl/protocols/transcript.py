@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+
+from mailctl.serialize import SECONDS
 
 
 class Direction(StrEnum):
@@ -21,18 +22,11 @@ class Direction(StrEnum):
 class TranscriptLine:
     """One line of a session; `tls` says whether it travelled inside TLS."""
 
-    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
+    # seconds since the Transcript was created (time.perf_counter)
+    elapsed: float = field(metadata=SECONDS)
     direction: Direction
     tls: bool
     text: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "elapsed": round(self.elapsed, 6),
-            "direction": self.direction.value,
-            "tls": self.tls,
-            "text": self.text,
-        }
 
 
 class Transcript:
@@ -71,6 +65,3 @@ class Transcript:
     def redacted_sent(self, what: str, *, tls: bool) -> None:
         """Record that a secret-bearing line was sent, naming only what it was."""
         self._add(Direction.SENT, f"<redacted: {what}>", tls)
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [line.to_json() for line in self.lines]

@@ -295,7 +295,7 @@ def add_command(
         result = core.add_account(path, request, secret=secret)
         _warn_all(output, result.warnings)
 
-        return CommandResult(data=result.to_json(), render=lambda out: render_added(out, result))
+        return CommandResult(data=result, render=lambda out: render_added(out, result))
 
     run_command(["account", "add"], json_mode, body)
 
@@ -323,7 +323,7 @@ def list_command(ctx: typer.Context, json_mode: JsonOption = False) -> None:
         result = core.list_accounts(_path(ctx))
         _warn_all(output, result.warnings)
 
-        return CommandResult(data=result.to_json(), render=lambda out: render_list(out, result))
+        return CommandResult(data=result, render=lambda out: render_list(out, result))
 
     run_command(["account", "list"], json_mode, body)
 
@@ -344,9 +344,7 @@ def show_command(
 
         result = core.show_account(_path(ctx), name)
         _warn_all(output, result.warnings)
-        data = result.to_json()
-
-        return CommandResult(data=data, render=lambda out: render_details(out, result, data))
+        return CommandResult(data=result, render=lambda out: render_details(out, result))
 
     run_command(["account", "show"], json_mode, body)
 
@@ -378,15 +376,13 @@ def remove_command(
             core.get_account(path, name)  # fails before asking if there is no such account
             if not confirm(f"Remove account {name} from {path}?", default=False, err=True):
                 return CommandResult(
-                    data={"account": name, "removed": False},
+                    data=core.removal_declined(path, name),
                     render=lambda out: out.print("Nothing removed."),
                 )
         result = core.remove_account(path, name)
         _warn_all(output, result.warnings)
 
-        return CommandResult(
-            data=result.to_json(), render=lambda out: render_removed(out, result, name)
-        )
+        return CommandResult(data=result, render=lambda out: render_removed(out, result, name))
 
     run_command(["account", "remove"], json_mode, body)
 
@@ -424,9 +420,7 @@ def set_password_command(
         result = core.set_password(path, name, protocols, secret)
         _warn_all(output, result.warnings)
 
-        return CommandResult(
-            data=result.to_json(), render=lambda out: render_password_stored(out, result)
-        )
+        return CommandResult(data=result, render=lambda out: render_password_stored(out, result))
 
     run_command(["account", "set-password"], json_mode, body)
 
@@ -468,18 +462,19 @@ def test_command(
 
     def body(output: Output) -> CommandResult:
         from mailctl.core import account as core
+        from mailctl.serialize import to_data
 
         prompt = hidden_prompt if output.interactive else None
         result = core.check_account(_path(ctx), name, _protocols(protocol), prompt=prompt)
         _warn_all(output, result.warnings)
         errors = [
-            {"protocol": check.protocol.value, **check.error.to_json()}
+            {**to_data(check.error), "protocol": check.protocol.value}
             for check in result.failures
             if check.error is not None
         ]
 
         return CommandResult(
-            data=result.to_json(),
+            data=result,
             status="ok"
             if result.status == "ok"
             else ("partial" if result.status == "partial" else "error"),

@@ -16,6 +16,7 @@ from mailctl.core.account.edit import (
     PasswordStored,
     add_account,
     ensure_addable,
+    removal_declined,
     remove_account,
     set_password,
 )
@@ -29,9 +30,9 @@ from mailctl.core.account.view import (
     AccountDetails,
     AccountList,
     AccountSummary,
+    BlockDetails,
     get_account,
     list_accounts,
-    settings_json,
     show_account,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "AccountTest",
     "AddAccountRequest",
     "BlockCheck",
+    "BlockDetails",
     "PasswordStored",
     "Prompt",
     "ServerInput",
@@ -54,9 +56,9 @@ __all__ = [
     "ensure_addable",
     "get_account",
     "list_accounts",
+    "removal_declined",
     "remove_account",
     "set_password",
-    "settings_json",
     "show_account",
     "validate_account_name",
 ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
@@ -14,64 +14,38 @@ from mailctl.core.account.requests import AddAccountRequest, validate_account_na
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol
+from mailctl.serialize import meta
 
 _ACCOUNT_FLAGS: Final = {"from": "--from", "ehlo": "--ehlo"}
 
 
 @dataclass(frozen=True)
 class AccountAdded:
-    name: str
-    path: Path
-    is_default: bool
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    is_default: bool = field(metadata=meta(key="default"))
     replaced: bool
-    stored_secrets: tuple[Protocol, ...]
+    stored_secrets: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     # Blocks that log in but got no password now (none stored, no password_command).
     password_missing: tuple[Protocol, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "config": str(self.path),
-            "default": self.is_default,
-            "replaced": self.replaced,
-            "stored_in_keyring": [p.value for p in self.stored_secrets],
-            "password_missing": [p.value for p in self.password_missing],
-            "warnings": list(self.warnings),
-        }
-
 
 @dataclass(frozen=True)
 class AccountRemoved:
-    name: str
-    path: Path
-    new_default: str | None
-    deleted_secrets: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    new_default: str | None = field(metadata=meta(key="default_account"))
+    deleted_secrets: tuple[Protocol, ...] = field(metadata=meta(key="deleted_from_keyring"))
     warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "removed": True,
-            "config": str(self.path),
-            "default_account": self.new_default,
-            "deleted_from_keyring": [p.value for p in self.deleted_secrets],
-            "warnings": list(self.warnings),
-        }
+    removed: bool = True  # False when the user said no at the confirmation
 
 
 @dataclass(frozen=True)
 class PasswordStored:
-    name: str
-    protocols: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    protocols: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "stored_in_keyring": [p.value for p in self.protocols],
-            "warnings": list(self.warnings),
-        }
 
 
 def ensure_addable(path: Path, name: str, *, force: bool) -> None:
@@ -186,6 +160,19 @@ def remove_account(path: Path, name: str) -> AccountRemoved:
         new_default=default,
         deleted_secrets=tuple(deleted),
         warnings=tuple(warnings),
+    )
+
+
+def removal_declined(path: Path, name: str) -> AccountRemoved:
+    """What `remove` reports when the user declined: nothing changed. Raises ConfigError."""
+    config = load_config(path)
+    find_account(config, name)
+    return AccountRemoved(
+        name=name,
+        path=path,
+        new_default=config.default_account,
+        deleted_secrets=(),
+        removed=False,
     )
 
 

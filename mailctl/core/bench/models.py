@@ -12,6 +12,7 @@ from typing import Any
 from mailctl.core.stats import Histogram, LatencySummary
 from mailctl.errors import ExitCode, MailctlError
 from mailctl.models import Security, ServerSettings
+from mailctl.serialize import to_data
 
 __all__ = [
     "DEFAULT_RECIPIENT",
@@ -245,15 +246,15 @@ class RunResult:
             "not_tried": self.not_tried,
             "elapsed_s": round(self.elapsed, 6),
             "qps": round(self.qps, 1),
-            "latency": self.latency.to_json() if self.latency else None,
-            "phases": {name: summary.to_json() for name, summary in self.phases.items()},
+            "latency": to_data(self.latency),
+            "phases": to_data(self.phases),
             "errors": dict(self.errors),
             "error_details": [group.to_json() for group in self.error_details],
             "connections_attempted": self.connections_attempted,
             "connections_opened": self.connections_opened,
             "connections_failed": self.connections_failed,
-            "stopped_by": self.stopped_by.to_json() if self.stopped_by else None,
-            "histogram": self.histogram.to_json() if self.histogram else None,
+            "stopped_by": to_data(self.stopped_by),
+            "histogram": to_data(self.histogram),
             "interrupted": self.interrupted,
             "samples_dropped": self.samples_dropped,
         }

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import ClassVar
 
 from mailctl.models import RecipientResult, Reply
 from mailctl.protocols.pipeline.reader import ReplyTuple
 from mailctl.protocols.smtp import parse_queue_id
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs
 
 __all__ = [
     "TransactionResult",
@@ -44,15 +45,21 @@ class TransactionResult:
     # "connection_lost", "timeout", "protocol_error", "partial_refusal"; None when sent.
     reason: str | None = None
     error: str | None = None  # one line for people
-    started: float = 0.0  # MAIL/RCPT/DATA written (with the previous final dot when chained)
-    envelope_done: float = 0.0  # last RCPT reply read
-    data_accepted: float = 0.0  # 354 read
-    dot_sent: float = 0.0  # body and final dot written
-    finished: float = 0.0  # final reply read (or the failure noticed)
+    # Clock readings, not durations: the JSON form has `timings` computed from them instead.
+    started: float = field(default=0.0, metadata=SKIP)  # commands written (maybe with a dot)
+    envelope_done: float = field(default=0.0, metadata=SKIP)  # last RCPT reply read
+    data_accepted: float = field(default=0.0, metadata=SKIP)  # 354 read
+    dot_sent: float = field(default=0.0, metadata=SKIP)  # body and final dot written
+    finished: float = field(default=0.0, metadata=SKIP)  # final reply read (or failure noticed)
     chained: bool = field(default=False)  # its commands rode on the previous final dot
     # The reply that decided a failure (the refusal, or the 421 that closed the connection);
     # None when sent or when no reply decided it (a cut, a timeout).
     failure_reply: Reply | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = (
+        "queue_id",
+        ("timings", SECONDS),
+    )
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -81,21 +88,6 @@ class TransactionResult:
         if self.finished:
             out["total"] = self.finished - self.started
         return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "tag": self.tag if isinstance(self.tag, (str, int, float)) else None,
-            "recipients": [r.to_json() for r in self.recipients],
-            "mail_reply": self.mail_reply.to_json() if self.mail_reply else None,
-            "data_reply": self.data_reply.to_json() if self.data_reply else None,
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "reason": self.reason,
-            "error": self.error,
-            "failure_reply": self.failure_reply.to_json() if self.failure_reply else None,
-            "timings": self.timings,
-        }
 
 
 # Servers repeat the same few replies ("250 2.1.0 Ok"): reuse the immutable Reply objects.

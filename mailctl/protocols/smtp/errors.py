@@ -24,6 +24,7 @@ from mailctl.errors import (
 )
 from mailctl.models import RecipientResult, Reply
 from mailctl.protocols.tls import map_ssl_error
+from mailctl.serialize import to_data
 from mailctl.text import excerpt
 
 __all__ = [
@@ -88,9 +89,9 @@ def reply_error(
     if reply.code == 421:
         closing = None  # the reply itself says it: do not repeat it
     merged: dict[str, Any] = dict(details or {})
-    merged["reply"] = reply.to_json()
+    merged["reply"] = to_data(reply)
     if closing is not None:
-        merged["closing_reply"] = closing.to_json()
+        merged["closing_reply"] = to_data(closing)
     message = f"{context}: {reply_text(reply)}{closing_note(closing)}"
     if reply.is_transient:
         return SmtpTransientError(message, hint="try again later", details=merged)
@@ -116,9 +117,9 @@ def refusal_error(
     def permanent(result: RecipientResult) -> bool:
         return result.reply.is_permanent and result.reply.code != 552
 
-    details: dict[str, Any] = {"recipients": [r.to_json() for r in results]}
+    details: dict[str, Any] = {"recipients": to_data(results)}
     if closing is not None:
-        details["closing_reply"] = closing.to_json()
+        details["closing_reply"] = to_data(closing)
     listed = "; ".join(f"{r.address}: {reply_text(r.reply)}" for r in refused)
     listed += closing_note(closing)
     nothing = "nothing was sent"

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiosmtplib.errors import (
     SMTPDataError,
@@ -70,6 +70,7 @@ from mailctl.protocols.smtp.errors import (
 )
 from mailctl.protocols.tls import TlsInfo, client_context, tls_info
 from mailctl.protocols.transcript import Transcript
+from mailctl.serialize import SECONDS, to_data
 
 __all__ = [
     "AUTO_MECHANISMS",
@@ -132,16 +133,8 @@ class SessionInfo:
     extensions: dict[str, str]  # EHLO keyword (upper case) -> parameters
     tls: TlsInfo | None
     auth_mechanism: str | None
-    timings: dict[str, float]  # seconds: connect, banner, ehlo, starttls, auth
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "banner": self.banner.to_json(),
-            "extensions": dict(self.extensions),
-            "tls": self.tls.to_json() if self.tls else None,
-            "auth_mechanism": self.auth_mechanism,
-            "timings": dict(self.timings),
-        }
+    # seconds: connect, banner, ehlo, starttls, auth
+    timings: dict[str, float] = field(metadata=SECONDS)
 
 
 @dataclass(frozen=True)
@@ -151,7 +144,7 @@ class Transaction:
     recipients: tuple[RecipientResult, ...]
     final_reply: Reply | None
     queue_id: str | None
-    timings: dict[str, float]  # seconds: mail, rcpt, data
+    timings: dict[str, float] = field(metadata=SECONDS)  # seconds: mail, rcpt, data
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -160,14 +153,6 @@ class Transaction:
     @property
     def refused(self) -> tuple[RecipientResult, ...]:
         return tuple(r for r in self.recipients if not r.accepted)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "recipients": [r.to_json() for r in self.recipients],
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "timings": dict(self.timings),
-        }
 
 
 def _where(host: str, port: int) -> str:
@@ -544,7 +529,7 @@ class SmtpSession:
     async def _data(self, data: bytes, results: list[RecipientResult]) -> Reply:
         where = self._where
         client = self._client
-        details = {"recipients": [r.to_json() for r in results]}
+        details = {"recipients": to_data(results)}
         try:
             response = await client.data(data, timeout=self._settings.timeouts.data)
         except SMTPDataError as err:
