@@ -121,8 +121,8 @@ class Reply:
 class Envelope:
     """SMTP envelope: what MAIL FROM and RCPT TO carry, independent of the headers."""
 
-    sender: str  # may be "" for the null reverse-path
-    recipients: tuple[str, ...]
+    sender: str = field(metadata={"json": "from"})  # may be "" for the null reverse-path
+    recipients: tuple[str, ...] = field(metadata={"json": "to"})
 
 
 @dataclass(frozen=True)

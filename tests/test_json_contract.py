@@ -10,6 +10,7 @@ for a rename, `mailctl_result_version`.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from servers.smtp_server import SmtpTestServer
+import pytest
+from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
@@ -171,28 +173,45 @@ SINK = {
 }  # fmt: skip
 
 
-def test_sink(tmp_path: Path) -> None:
-    ready = tmp_path / "ready.json"
+def start_sink(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """`mailctl sink --json` on a free loopback port (bounded by --duration); its ready info."""
+    ready = tmp_path / f"ready-{time.monotonic_ns()}.json"
     process = subprocess.Popen(
         [
             sys.executable, "-m", "mailctl", "sink", "--listen", "127.0.0.1:0", "--ready-file",
-            str(ready), "--max-messages", "2", "--reject-rate", "0.5", "--reject-on", "rcpt",
-            "--seed", "1", "--duration", "20", "--json",
+            str(ready), "--duration", "60", "--json", *args,
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"sink did not start: {process.communicate()[1].decode()}")
+        time.sleep(0.02)
+    return process, json.loads(ready.read_text())
+
+
+def stop(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "sink did not start"
-            time.sleep(0.02)
-        info = json.loads(ready.read_text())
-        _send_until_stopped(info["port"], tries=20)
-        out, _err = process.communicate(timeout=20)
+        return process.communicate(timeout=20)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_sink(tmp_path: Path) -> None:
+    process, info = start_sink(
+        tmp_path, "--max-messages", "2", "--reject-rate", "0.5", "--reject-on", "rcpt",
+        "--seed", "1",
+    )  # fmt: skip
+    try:
+        _send_until_stopped(info["port"], tries=20)
+    finally:
+        out, _err = stop(process)
     parsed = envelope(out.decode(), process.returncode, ["sink"])
     assert parsed["data"]["error_replies"], "the run should have refused some RCPTs"
     assert key_paths(parsed["data"], maps=["error_replies"]) == SINK
@@ -214,3 +233,108 @@ def _send_until_stopped(port: int, *, tries: int) -> None:
             return  # --max-messages reached: the sink says 421 and stops
 
     asyncio.run(go())
+
+
+# -- send ----------------------------------------------------------------------------------
+
+REPLY = {"code", "message", "enhanced"}
+# The phases of one send, named as bench names them (STARTTLS and AUTH here).
+PHASES = ("connect", "banner", "ehlo", "starttls", "auth", "mail_rcpt", "data", "end_of_data")
+SEND = {
+    "dry_run", "envelope", "envelope.from", "envelope.to", "size", "message_id", "smtputf8",
+    "message", "server", "security", "banner", *(f"banner.{key}" for key in REPLY), "tls",
+    *(f"tls.{key}" for key in TLS), "auth_mechanism", "recipients", "recipients[].address",
+    "recipients[].accepted", "recipients[].reply",
+    *(f"recipients[].reply.{key}" for key in REPLY), "final_reply",
+    *(f"final_reply.{key}" for key in REPLY), "queue_id", "timings_ms",
+    *(f"timings_ms.{phase}" for phase in PHASES), "saved_to",
+}  # fmt: skip
+
+
+def test_send(tmp_path: Path, smtp_server: SmtpTestServer) -> None:
+    env = {"MAILCTL_CONFIG": str(tmp_path / "none.toml"), "MAILCTL_PASSWORD": TEST_PASSWORD}
+    base = [
+        "send", "--from", "a@example.org", "--to", "b@example.org", "--subject", "contract",
+        "--body", "x", "--json",
+    ]  # fmt: skip
+    server = [
+        f"--server=127.0.0.1:{smtp_server.port}", "--starttls", "--ca-file",
+        str(smtp_server.ca_file), "--user", TEST_USER,
+    ]  # fmt: skip
+    sent = run([*base, *server], env, ["send"])
+    assert sent["status"] == "ok"
+    assert key_paths(sent["data"]) == SEND
+
+    smtp_server.reject("gone@example.org", code=550)
+    gone = ["--to", "gone@example.org"]
+    partial = run([*base, *gone, *server, "--allow-partial"], env, ["send"])
+    assert (partial["status"], partial["exit_code"]) == ("partial", 69)
+    assert key_paths(partial["data"]) == SEND
+
+    refused = run([*base, *gone, *server], env, ["send"])
+    assert (refused["status"], refused["exit_code"], refused["data"]) == ("error", 69, {})
+    assert {key for key in key_paths(refused["errors"][0]) if "." not in key} == ERROR_ENTRY
+
+    dry = run([*base, "--dry-run"], env, ["send"])
+    assert dry["status"] == "ok" and "\r\nFrom: a@example.org\r\n" in dry["data"]["message"]
+    top = {key for key in SEND if "." not in key and "[]" not in key}
+    assert set(dry["data"]) == top
+
+
+# -- bench ---------------------------------------------------------------------------------
+
+SUMMARY = ("count", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms")
+RUN = {
+    "mode", "loop", "target_qps", "concurrency", "message_size", "warmup", "sent", "failed",
+    "permanent", "transient", "unknown", "not_tried", "elapsed_ms", "qps", "latency",
+    *(f"latency.{key}" for key in SUMMARY), "phases", "phases.*",
+    *(f"phases.*.{key}" for key in SUMMARY), "failures_by_reason", "failures_by_reason.*",
+    "failure_groups", *(f"failure_groups[].{key}" for key in ("reason", "text", "class", "count")),
+    "connections_attempted", "connections_opened", "connections_failed", "stopped_by",
+    "histogram", "histogram.edges_ms", "histogram.counts", "interrupted", "samples_dropped",
+    "speedup_vs_new",
+}  # fmt: skip
+BENCH = {
+    "target", *(f"target.{key}" for key in ("embedded_sink", "host", "port", "security", "auth")),
+    "workload", *(f"workload.{key}" for key in (
+        "messages", "duration_ms", "concurrency", "warmup", "target_qps", "message_size", "loop",
+    )),
+    "runs", *(f"runs[].{key}" for key in RUN), "interrupted", "regression",
+}  # fmt: skip
+REGRESSION = {
+    "regression.max_regression_pct", "regression.regressed", "regression.checks",
+    *(f"regression.checks[].{key}" for key in (
+        "mode", "metric", "baseline", "current", "change_pct", "regressed",
+    )),
+}  # fmt: skip
+MAPS = ("runs[].phases", "runs[].failures_by_reason")
+
+
+def test_bench(tmp_path: Path) -> None:
+    from mailctl.core.bench import PHASES as BENCH_PHASES
+
+    process, info = start_sink(
+        tmp_path, "--reject-rate", "0.2", "--reject-code", "550", "--reject-on", "rcpt",
+        "--seed", "5",
+    )  # fmt: skip
+    try:
+        args = ["bench", "--server", f"127.0.0.1:{info['port']}", "--no-tls", "-n", "30"]
+        compared = run([*args, "-c", "2", "--compare", "--json"], {}, ["bench"])
+        baseline = tmp_path / "baseline.json"
+        baseline.write_text(json.dumps(compared))
+        checked = run(
+            [*args, "--mode", "pipeline", "--json", "--baseline", str(baseline),
+             "--max-regression", "1000%"],
+            {}, ["bench"],
+        )  # fmt: skip
+    finally:
+        stop(process)
+    assert compared["status"] == "partial" and compared["exit_code"] == 69
+    assert [r["mode"] for r in compared["data"]["runs"]] == ["new", "reuse", "pipeline"]
+    assert compared["data"]["runs"][1]["speedup_vs_new"] is not None
+    assert compared["data"]["regression"] is None
+    assert key_paths(compared["data"], maps=MAPS) == BENCH
+    assert key_paths(checked["data"], maps=MAPS) == BENCH | REGRESSION
+    for report in (compared, checked):
+        for each in report["data"]["runs"]:
+            assert set(each["phases"]) <= set(BENCH_PHASES)  # send's names, plus quit

@@ -115,7 +115,7 @@ async def test_send_over_starttls_with_auth(smtp_server: SmtpTestServer) -> None
     assert tx.final_reply is not None and tx.final_reply.code == 250
     assert tx.queue_id == "Q000001"
     assert [r.accepted for r in tx.recipients] == [True]
-    assert set(tx.timings) == {"mail", "rcpt", "data"}
+    assert set(tx.timings) == {"mail_rcpt", "data", "end_of_data"}
     assert all(t >= 0 for t in tx.timings.values())
 
     [received] = smtp_server.messages

@@ -528,7 +528,7 @@ def _command_result(result: BenchResult) -> CommandResult:
             )
         )
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status=result.status,  # type: ignore[arg-type]
         exit_code=result.exit_code,
         errors=errors,
@@ -584,13 +584,13 @@ def _render(output: Output, result: BenchResult) -> None:
 
     console = output.out
     target = result.target
-    where = "embedded sink" if target["embedded_sink"] else "server"
+    where = "embedded sink" if target.embedded_sink else "server"
     work = result.workload
-    amount = f"{work['messages']} messages" if work["messages"] else f"{work['duration_s']:g}s"
+    amount = f"{work.messages} messages" if work.messages else f"{work.duration or 0:g}s"
     console.print(
-        f"mailctl bench: {amount}, {work['concurrency']} connections, "
-        f"{work['message_size']}-byte messages -> {where} {target['host']}:{target['port']} "
-        f"(security {target['security']}, auth {'on' if target['auth'] else 'off'})",
+        f"mailctl bench: {amount}, {work.concurrency} connections, "
+        f"{work.message_size}-byte messages -> {where} {target.host}:{target.port} "
+        f"(security {target.security.value}, auth {'on' if target.auth else 'off'})",
         markup=False,
     )
     table = Table(
@@ -678,7 +678,7 @@ def _render_failures(console: Any, run: RunResult) -> None:
 
 
 def _loop_label(result: BenchResult) -> str:
-    rate = result.workload["rate"]
+    rate = result.workload.rate
     if rate:
         return f"open loop at {rate:g} msg/s; latency (ms) from each message's intended send time"
     return "closed loop (next message when the last is done); latency (ms) from the actual send"
@@ -709,8 +709,8 @@ def _phase_table(result: BenchResult) -> Any:
         if any(cell != "-" for cell in cells):
             table.add_row(phase, *cells)
     table.caption = (
-        "new/reuse: data = DATA to the final reply; pipeline: data = the 354 wait "
-        "(MAIL/RCPT/DATA share one write)"
+        "data = DATA to the 354; end_of_data = body and dot to the final reply; "
+        "pipeline: MAIL/RCPT/DATA share one write"
     )
     table.caption_justify = "left"
     return table

@@ -442,9 +442,7 @@ def _dry_run_result(prepared: PreparedMessage, saved: Path | None) -> CommandRes
         sys.stdout.buffer.write(prepared.data)
         sys.stdout.buffer.flush()
 
-    data = result.to_json()
-    data["message"] = prepared.data.decode("utf-8", errors="replace")
-    return CommandResult(data=data, render=render)
+    return CommandResult(data=result, render=render)
 
 
 def _send_result(result: SendResult) -> CommandResult:
@@ -491,7 +489,7 @@ def _send_result(result: SendResult) -> CommandResult:
             output.err.print(table)
 
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status=status,  # type: ignore[arg-type]
         exit_code=exit_code,
         errors=errors,

@@ -192,7 +192,7 @@ def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> Non
             transcript=Transcript(on_line=transcript_printer(output)) if args.verbose else None,
         )
         result = core.deliver(prepared, options)
-        return CommandResult(data=result.to_json())
+        return CommandResult(data=result)
 
     run_command(["sendmail"], False, body)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 from mailctl.errors import AddressError, InterruptedByUser, UsageError
 from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
-from mailctl.serialize import to_data
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs
 
 if TYPE_CHECKING:
     from mailctl.mime.compose import ComposeRequest
@@ -34,7 +34,10 @@ class PreparedMessage:
 
 @dataclass(frozen=True)
 class SendResult:
-    prepared: PreparedMessage
+    """One send (or dry run). JSON (mailctl.serialize): these fields, the message's
+    envelope, size, Message-ID and SMTPUTF8 need, and on a dry run its text."""
+
+    prepared: PreparedMessage = field(metadata=SKIP)  # holds the bytes: never in JSON
     server: str | None = None
     security: str | None = None
     banner: Reply | None = None
@@ -43,33 +46,37 @@ class SendResult:
     recipients: tuple[RecipientResult, ...] = ()
     final_reply: Reply | None = None
     queue_id: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    # Seconds per phase: connect, banner, ehlo, starttls, auth, mail_rcpt, data, end_of_data.
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS)
     dry_run: bool = False
     saved_to: Path | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("envelope", "size", "message_id", "smtputf8", "message")
 
     @property
     def refused(self) -> tuple[RecipientResult, ...]:
         return tuple(r for r in self.recipients if not r.accepted)
 
-    def to_json(self) -> dict[str, Any]:
-        envelope = self.prepared.envelope
-        return {
-            "dry_run": self.dry_run,
-            "envelope": {"from": envelope.sender, "to": list(envelope.recipients)},
-            "size": len(self.prepared.data),
-            "message_id": self.prepared.message_id,
-            "smtputf8": self.prepared.smtputf8,
-            "server": self.server,
-            "security": self.security,
-            "banner": to_data(self.banner),
-            "tls": to_data(self.tls),
-            "auth_mechanism": self.auth_mechanism,
-            "recipients": to_data(self.recipients),
-            "final_reply": to_data(self.final_reply),
-            "queue_id": self.queue_id,
-            "timings": {name: round(value, 6) for name, value in self.timings.items()},
-            "saved_to": str(self.saved_to) if self.saved_to else None,
-        }
+    @property
+    def envelope(self) -> Envelope:
+        return self.prepared.envelope
+
+    @property
+    def size(self) -> int:
+        return len(self.prepared.data)
+
+    @property
+    def message_id(self) -> str | None:
+        return self.prepared.message_id
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.prepared.smtputf8
+
+    @property
+    def message(self) -> str | None:
+        """The message as text on a dry run (what --dry-run prints), else None."""
+        return self.prepared.data.decode("utf-8", errors="replace") if self.dry_run else None
 
 
 def _unique(addresses: Iterable[str]) -> tuple[str, ...]:

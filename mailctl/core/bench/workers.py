@@ -86,7 +86,7 @@ class _Failure:
 
 
 def _reply_line(reply: object) -> tuple[str, str] | None:
-    """(code, "code text") of a Reply.to_json() dict, or None."""
+    """(code, "code text") of a Reply as mailctl.serialize writes it, or None."""
     if isinstance(reply, dict) and isinstance(reply.get("code"), int):
         code = reply["code"]
         return str(code), " ".join(f"{code} {reply.get('message') or ''}".split())
@@ -185,7 +185,7 @@ async def _send_and_record(ctx: _Context, session: SmtpSession, index: int, orig
     timings = transaction.timings
     ctx.recorder.record(
         index, origin, time.perf_counter(), status="sent", reason="",
-        phases=(timings["mail"] + timings["rcpt"], timings["data"], _NAN),
+        phases=(timings["mail_rcpt"], timings["data"], timings["end_of_data"]),
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ import asyncio
 import re
 import socket
 import ssl
+import time
 from typing import Any, Literal
 
 from aiosmtplib import SMTP
@@ -91,6 +92,10 @@ class Client(SMTP):
         self._redact_next: str | None = None  # describes the next line instead of logging it
         self._scrub: str | None = None  # a secret to blank out of replies during AUTH
         self.final_dot_sent = False
+        # time.perf_counter() when the 354 was read and when the body and dot were written:
+        # the split of a transaction into the phases `data` and `end_of_data` (as pipelined).
+        self.data_accepted_at = 0.0
+        self.dot_sent_at = 0.0
         # True from the final dot until its reply is read: if the session ends in
         # between (lost, timed out, interrupted), the message may have been delivered.
         self.awaiting_final_reply = False
@@ -350,11 +355,13 @@ class Client(SMTP):
         """
         self.final_dot_sent = False
         self.awaiting_final_reply = False
+        self.data_accepted_at = self.dot_sent_at = 0.0
         if isinstance(message, str):
             message = message.encode("ascii")
         start = await self.execute_command(b"DATA")
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
+        self.data_accepted_at = time.perf_counter()
         # A reply waiting now would pass for the final reply to a body it never read.
         closing = self.ensure_in_step("the message body")
         if closing is not None:
@@ -376,6 +383,7 @@ class Client(SMTP):
         try:
             protocol.write(payload)
             self.final_dot_sent = True
+            self.dot_sent_at = time.perf_counter()
             self.awaiting_final_reply = True
             response = await protocol.read_response(
                 timeout=self.timeout if timeout is Default.token else timeout

@@ -144,7 +144,7 @@ class Transaction:
     recipients: tuple[RecipientResult, ...]
     final_reply: Reply | None
     queue_id: str | None
-    timings: dict[str, float] = field(metadata=SECONDS)  # seconds: mail, rcpt, data
+    timings: dict[str, float] = field(metadata=SECONDS)  # seconds: mail_rcpt, data, end_of_data
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -495,21 +495,21 @@ class SmtpSession:
                 )
             options.append(b"SMTPUTF8")
 
+        # Phase names as the pipelined path and bench use them: mail_rcpt (MAIL and every
+        # RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
         timings: dict[str, float] = {}
         started = time.perf_counter()
         reply = await self._command("MAIL FROM", b"MAIL", b"FROM:" + sender, *options)
-        timings["mail"] = time.perf_counter() - started
         if reply.code != 250:
             closing = await self._abort()
             raise reply_error(reply, f"{where} refused sender {envelope.sender!r}", closing=closing)
 
         results: list[RecipientResult] = []
-        started = time.perf_counter()
         for address, path in recipients:
             reply = await self._command(f"RCPT TO {address}", b"RCPT", b"TO:" + path)
             # RFC 5321 4.2.5: 250 accepted, 251 will forward.
             results.append(RecipientResult(address, reply.code in (250, 251), reply))
-        timings["rcpt"] = time.perf_counter() - started
+        timings["mail_rcpt"] = time.perf_counter() - started
 
         refused = [r for r in results if not r.accepted]
         if refused and (not allow_partial or len(refused) == len(results)):
@@ -518,7 +518,10 @@ class SmtpSession:
 
         started = time.perf_counter()
         final = await self._data(data, results)
-        timings["data"] = time.perf_counter() - started
+        finished = time.perf_counter()
+        client = self._client
+        timings["data"] = max(client.data_accepted_at - started, 0.0)
+        timings["end_of_data"] = max(finished - client.dot_sent_at, 0.0)
         return Transaction(
             recipients=tuple(results),
             final_reply=final,
