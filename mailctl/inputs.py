@@ -89,7 +89,7 @@ def max_input_bytes(env: Mapping[str, str] = os.environ) -> int:
     value = int(match.group(1)) * _UNITS[(match.group(2) or "").lower() or None] if match else 0
     if value < 1:
         raise ConfigError(
-            f"{ENV_MAX_INPUT}={raw[:40]!r} is not a size",
+            f"{ENV_MAX_INPUT}={quote(raw[:40])} is not a size",
             hint="write a whole number of bytes, or with K, M or G, e.g. 100M",
         )
     return value

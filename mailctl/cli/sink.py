@@ -10,6 +10,7 @@ import typer
 
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.errors import UsageError
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.sink.config import Phase, SinkConfig
@@ -183,7 +184,7 @@ def _phase(flag: str, value: str | None) -> Phase | None:
         phase = None
     if phase not in allowed:
         choices = ", ".join(choice.value for choice in allowed)
-        raise UsageError(f"{flag} {value!r}: expected one of {choices}")
+        raise UsageError(f"{flag} {quote(value)}: expected one of {choices}")
     return phase
 
 
@@ -265,7 +266,9 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     try:
         loop = LoopKind(flags["loop"])
     except ValueError:
-        raise UsageError(f"--loop {flags['loop']!r}: expected auto, asyncio or uvloop") from None
+        raise UsageError(
+            f"--loop {quote(flags['loop'])}: expected auto, asyncio or uvloop"
+        ) from None
     chatty = not flags["quiet"] and not output.json_mode
     live = chatty and sys.stderr.isatty()
 

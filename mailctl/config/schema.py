@@ -298,7 +298,7 @@ def _check_keys(
             secret_keys.append((*key, name))
             continue
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {quote(close[0])}? " if close else ""
         # The value is not shown: a misspelt key may well hold a password.
         raise FieldError(
             (*key, name), "unknown key", hint=f"{hint}allowed here: {', '.join(allowed)}"

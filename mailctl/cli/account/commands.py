@@ -29,6 +29,7 @@ from mailctl.cli.account.render import (
 )
 from mailctl.cli.app import global_options
 from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.models import Protocol
@@ -370,7 +371,7 @@ def remove_command(
         if not yes:
             if not output.interactive:
                 raise UsageError(
-                    f"refusing to remove account {name!r} without confirmation",
+                    f"refusing to remove account {quote(name)} without confirmation",
                     hint="pass --yes",
                 )
             core.get_account(path, name)  # fails before asking if there is no such account
@@ -437,7 +438,7 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
         return (Protocol(text),)
     except ValueError:
         raise UsageError(
-            f"--protocol: must be one of smtp, imap, pop3, all, got {value!r}"
+            f"--protocol: must be one of smtp, imap, pop3, all, got {quote(value)}"
         ) from None
 
 

@@ -15,6 +15,7 @@ from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol
 from mailctl.serialize import meta
+from mailctl.text import quote
 
 _ACCOUNT_FLAGS: Final = {"from": "--from", "ehlo": "--ehlo"}
 
@@ -59,7 +60,7 @@ def ensure_addable(path: Path, name: str, *, force: bool) -> None:
 def _refuse_existing(config: Config, path: Path, name: str, *, force: bool) -> None:
     if name in config.accounts and not force:
         raise UsageError(
-            f"account {name!r} already exists in {path}",
+            f"account {quote(name)} already exists in {path}",
             hint="pass --force to replace it, or choose another name",
         )
 
@@ -81,7 +82,7 @@ def add_account(
     blocks = request.blocks()
     if not blocks:
         raise UsageError(
-            f"account {name!r} needs at least one server",
+            f"account {quote(name)} needs at least one server",
             hint="give --smtp-host, --imap-host or --pop3-host",
         )
     account = Account(
@@ -105,7 +106,7 @@ def add_account(
         stored = blocks_needing_secret(blocks)
         if not stored:
             raise UsageError(
-                f"no server block of {name!r} needs a stored password",
+                f"no server block of {quote(name)} needs a stored password",
                 hint="a password is stored only for blocks with a username and no password_command",
             )
         usable_keyring()
@@ -143,7 +144,9 @@ def remove_account(path: Path, name: str) -> AccountRemoved:
     if default == name:
         default = next(iter(accounts), None)
         if default is not None:
-            warnings.append(f"{name!r} was the default account; the default is now {default!r}")
+            warnings.append(
+                f"{quote(name)} was the default account; the default is now {quote(default)}"
+            )
     save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
     deleted: list[Protocol] = []
     for protocol in Protocol:
