@@ -501,7 +501,7 @@ def _write_csv(path: Path, result: BenchResult) -> None:
 
 
 def _command_result(result: BenchResult) -> CommandResult:
-    """Status and exit code as the result decides them (bench_models.BenchResult), with one
+    """Status and exit code as the result decides them (core.bench.models.BenchResult), with one
     error per cause: Ctrl-C, what stopped a run, the failed messages of each run, and a
     regression (reported also when failures decide the exit code)."""
     from mailctl.errors import InterruptedByUser, RegressionError

@@ -1,7 +1,7 @@
 """The read side of one IMAP/POP3 connection: every byte in, under `ReadLimits` and deadlines.
 
 imaplib and poplib read from a socket file with no limit on counts, literal sizes or total
-time (see `protocols.limits`). Their bounded subclasses (`imap_wire`, `pop3_wire`) read
+time (see `protocols.limits`). Their bounded subclasses (`imap.wire`, `pop3.wire`) read
 through a `Wire` instead, so the login check and every later operation share one set of
 rules:
 

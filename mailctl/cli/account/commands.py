@@ -1,7 +1,7 @@
 """`mailctl account ...`: add, list, show, remove, set-password and test accounts.
 
 This module holds the Typer app and its commands (options -> request -> one core call);
-`account_prompts` asks the terminal questions and `account_render` prints the results.
+`prompts` asks the terminal questions and `render` prints the results.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Account use cases: add, list, show, remove, set-password and test (no printing, no prompts).
 
-This module is the import path for the account API; the parts live in `account_requests`
-(command-line values -> AddAccountRequest), `account_blocks` (which server blocks a use case
-acts on), `account_view` (get, list, show), `account_edit` (add, remove, set-password) and
-`account_check` (test: logging in to each block).
+This package face is the import path for the account API; the parts are `requests`
+(command-line values -> AddAccountRequest), `blocks` (which server blocks a use case acts
+on), `view` (get, list, show), `edit` (add, remove, set-password) and `check` (test:
+logging in to each block).
 """
 
 from __future__ import annotations

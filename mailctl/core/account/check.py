@@ -127,13 +127,13 @@ def _check_block(
                 timings=dict(info.timings),
             )
         if protocol is Protocol.IMAP:
-            from mailctl.protocols.imap import check_imap
+            from mailctl.protocols.imap import ImapSession
 
-            login = check_imap(settings, secret=secret)
+            login = ImapSession.check(settings, secret=secret)
         else:
-            from mailctl.protocols.pop3 import check_pop3
+            from mailctl.protocols.pop3 import Pop3Session
 
-            login = check_pop3(settings, secret=secret)
+            login = Pop3Session.check(settings, secret=secret)
     except InterruptedByUser:
         raise  # Ctrl-C at a password prompt stops the whole test, not just this block
     except MailctlError as err:

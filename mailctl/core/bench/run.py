@@ -3,19 +3,19 @@
 Modes: `new` opens one session per message (connect, EHLO, STARTTLS, AUTH, one message,
 QUIT: what mail-merge scripts do), `reuse` keeps `concurrency` authenticated sessions and
 sends one message at a time through aiosmtplib, `pipeline` keeps the same sessions and
-runs RFC 2920 pipelined transactions (protocols/pipeline.py). Closed loop by default (each
+runs RFC 2920 pipelined transactions (protocols/pipeline/). Closed loop by default (each
 connection sends its next message when the previous one is done); with `rate` the load is
 open loop and latency is measured from each message's intended send time, so a stalled
 server shows up in the percentiles instead of silently lowering the offered load
 (coordinated omission).
 
 Every wait is bounded by the timeouts (`--timeout` is the ceiling of all of them), and a
-circuit breaker stops a run that can only wait or fail (bench_workers, bench_recorder).
+circuit breaker stops a run that can only wait or fail (`workers`, `recorder`).
 
-This module validates the request and runs the modes in turn; the parts live in
-`bench_models` (request and result types), `bench_target` (loopback rule, embedded sink),
-`bench_limits` (the descriptor budget), `bench_recorder` (schedule, samples, breaker),
-`bench_workers` (the modes) and `bench_baseline`.
+This module validates the request and runs the modes in turn; its siblings are `models`
+(request and result types), `target` (loopback rule, embedded sink), `limits` (the
+descriptor budget), `recorder` (schedule, samples, breaker), `workers` (the modes) and
+`baseline`.
 """
 
 from __future__ import annotations

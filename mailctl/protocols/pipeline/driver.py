@@ -18,11 +18,10 @@ Usage (bulk-send and bench)::
 Per-transaction failures never raise: they are results (see TransactionStatus, which follows
 the table in FACTS.md). Only problems found before anything is written raise MailctlError.
 
-This module drives the session (`pipelined`, `Pipeline`) and is the import path for the
-whole pipeline API; its parts are `pipeline_prepare` (WireMessage, PreparedTransaction),
-`pipeline_results` (TransactionStatus, TransactionResult, reply classification),
-`pipeline_reader` (`ReplyReader`, the BufferedProtocol) and `pipeline_sources` (where the
-next transaction comes from).
+This module drives the session (`pipelined`, `Pipeline`); its siblings are `prepare`
+(WireMessage, PreparedTransaction), `results` (TransactionStatus, TransactionResult, reply
+classification), `reader` (`ReplyReader`, the BufferedProtocol) and `sources` (where the
+next transaction comes from); the package's `__init__` is the import path for all of it.
 """
 
 from __future__ import annotations

@@ -361,7 +361,7 @@ class SmtpSession:
     async def borrow_transport(self) -> AsyncIterator[asyncio.Transport]:
         """Lend the established (TLS) transport to another protocol, under the session lock.
 
-        RFC 2920 pipelining (protocols/pipeline.py) writes several commands at once and
+        RFC 2920 pipelining (protocols/pipeline/) writes several commands at once and
         reads the replies in order, which aiosmtplib's one-reply-per-command protocol
         cannot do. The borrower installs its own protocol with `transport.set_protocol()`
         (which works over TLS too); on exit aiosmtplib's protocol is put back if the
