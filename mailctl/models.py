@@ -30,13 +30,6 @@ class Protocol(StrEnum):
     POP3 = "pop3"
 
 
-DEFAULT_PORTS: dict[Protocol, dict[Security, int]] = {
-    Protocol.SMTP: {Security.TLS: 465, Security.STARTTLS: 587, Security.NONE: 25},
-    Protocol.IMAP: {Security.TLS: 993, Security.STARTTLS: 143, Security.NONE: 143},
-    Protocol.POP3: {Security.TLS: 995, Security.STARTTLS: 110, Security.NONE: 110},
-}
-
-
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds; every network wait in mailctl is bounded by one of these."""

@@ -40,8 +40,11 @@ ALLOWED: dict[str, set[str]] = {
 # mailctl/inputs.py (bounded reads of local files and stdin) is a leaf beside models and errors:
 # every layer reads its inputs through it.
 ALLOWED["inputs"] = {"errors"}
+# mailctl/hosts.py (the EHLO name, host:port text, the security of a port) sits beside them
+# too: config checks its values with the same rules as flags and the protocol layer.
+ALLOWED["hosts"] = {"models", "errors"}
 for _part in ("cli", "core", "protocols", "mime", "store", "sink", "credentials", "config"):
-    ALLOWED[_part].add("inputs")
+    ALLOWED[_part] |= {"inputs", "hosts"}
 UI_LIBRARIES = {"typer", "rich", "click"}
 SOCKET_LIBRARIES = {"aiosmtplib", "imapclient", "poplib", "smtplib", "imaplib", "socket", "ssl"}
 

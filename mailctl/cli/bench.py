@@ -27,6 +27,7 @@ from mailctl.cli.options import (
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import UsageError
+from mailctl.hosts import endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -361,7 +362,7 @@ def _workload(flags: BenchFlags) -> Workload:
 
 def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> Target:
     from mailctl.core.bench import SinkSpec, Target
-    from mailctl.mime.headers import validate_ehlo_name
+    from mailctl.hosts import ehlo_name
     from mailctl.models import Security
 
     server = flags.server
@@ -373,7 +374,7 @@ def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> 
     ):
         if value is not None and not 0 < value <= 86_400:
             raise UsageError(f"{name} {value:g}: must be between 0 and 86400 seconds")
-    ehlo = validate_ehlo_name(flags.ehlo) if flags.ehlo else None
+    ehlo = ehlo_name(flags.ehlo, field="--ehlo") if flags.ehlo is not None else None
     timeout, connect_timeout = server.command_timeout, server.connect_timeout
     if server.server is None and flags.account is None:
         if server.user or server.password_command:
@@ -412,7 +413,7 @@ def _server_settings(
         base, name = acct.smtp, acct.name
     settings = settings_from_flags(flags.server, base, account_name=name)
     if not settings.verify:
-        output.warn(f"certificate verification is off for {settings.host}:{settings.port}")
+        output.warn(f"certificate verification is off for {endpoint(settings.host, settings.port)}")
     return settings
 
 
@@ -589,7 +590,8 @@ def _render(output: Output, result: BenchResult) -> None:
     amount = f"{work['messages']} messages" if work["messages"] else f"{work['duration_s']:g}s"
     console.print(
         f"mailctl bench: {amount}, {work['concurrency']} connections, "
-        f"{work['message_size']}-byte messages -> {where} {target['host']}:{target['port']} "
+        f"{work['message_size']}-byte messages -> {where} "
+        f"{endpoint(target['host'], target['port'])} "
         f"(security {target['security']}, auth {'on' if target['auth'] else 'off'})",
         markup=False,
     )

@@ -28,6 +28,7 @@ from mailctl.cli.options import (
 from mailctl.cli.output import CommandResult, Output, clean, run_command
 from mailctl.cli.serverflags import ServerFlags, settings_from_flags
 from mailctl.errors import ConfigError, UsageError
+from mailctl.hosts import ehlo_name, endpoint
 
 if TYPE_CHECKING:
     from mailctl.core.send import PreparedMessage, SendResult
@@ -238,6 +239,8 @@ def _send(flags: SendFlags, config_override: Path | None, output: Output) -> Com
     if sum([flags.server.tls, flags.server.starttls, flags.server.no_tls]) > 1:
         raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
     _require_utf8_flags(flags)
+    if flags.ehlo is not None:  # at the edge, even for --dry-run: the one EHLO rule
+        ehlo_name(flags.ehlo, field="--ehlo")
     acct = _account(flags, config_override, output)
     prepared = _prepare(flags, acct)
     saved = core.save_message(prepared, flags.save) if flags.save is not None else None
@@ -248,7 +251,8 @@ def _send(flags: SendFlags, config_override: Path | None, output: Output) -> Com
     )
     if not settings.verify:
         output.warn(
-            f"certificate verification is off for {settings.host}:{settings.port} (--insecure): "
+            f"certificate verification is off for {endpoint(settings.host, settings.port)} "
+            "(--insecure): "
             "anyone on the path can read and change this session"
         )
     result = core.deliver(
@@ -385,15 +389,16 @@ def _session_options(
 ) -> SessionOptions:
     from mailctl.cli.prompts import secret_provider
     from mailctl.cli.tracing import transcript_printer
-    from mailctl.mime.headers import validate_ehlo_name
     from mailctl.models import Protocol
     from mailctl.protocols.smtp import SessionOptions
     from mailctl.protocols.transcript import Transcript
 
-    ehlo_name = flags.ehlo or (acct.ehlo if acct else None)
     return SessionOptions(
         settings=settings,
-        ehlo_name=validate_ehlo_name(ehlo_name) if ehlo_name else None,
+        # --ehlo is checked here; an account's `ehlo` was when the config file was loaded.
+        ehlo_name=ehlo_name(flags.ehlo, field="--ehlo")
+        if flags.ehlo is not None
+        else (acct.ehlo if acct else None),
         secret=secret_provider(acct.name if acct else None, Protocol.SMTP, settings, output)
         if settings.username
         else None,

@@ -10,6 +10,7 @@ import typer
 
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.errors import UsageError
+from mailctl.hosts import endpoint
 
 if TYPE_CHECKING:
     from mailctl.sink.config import Phase, SinkConfig
@@ -273,7 +274,7 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
             store = config.store.value + (f" {config.store_path}" if config.store_path else "")
             auth = "AUTH mailctl/mailctl" if config.auth else "no AUTH"
             output.note(
-                f"mailctl sink: listening on {_hostport(info['host'], info['port'])} "
+                f"mailctl sink: listening on {endpoint(info['host'], info['port'])} "
                 f"({info['security']}, {auth}, {store}); Ctrl-C stops",
             )
 
@@ -298,10 +299,6 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
         sys.stderr.write("\n")
     data = result.to_dict()
     return CommandResult(data=data, render=lambda out: _render(data, out))
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _render(data: dict[str, Any], output: Output) -> None:

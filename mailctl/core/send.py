@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailctl.errors import AddressError, InterruptedByUser, UsageError
+from mailctl.hosts import endpoint
 from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ async def _deliver(
     from mailctl.protocols.smtp import SmtpSession
 
     settings: ServerSettings = options.settings
-    where = f"{settings.host}:{settings.port}"
+    where = endpoint(settings.host, settings.port)
     session: SmtpSession | None = None
     transaction: Transaction | None = None
     try:

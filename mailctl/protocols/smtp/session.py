@@ -32,6 +32,7 @@ from mailctl.errors import (
     StartTlsUnavailableError,
     TimeoutFailure,
 )
+from mailctl.hosts import ehlo_name, endpoint
 from mailctl.models import (
     AuthMechanism,
     Envelope,
@@ -49,7 +50,6 @@ from mailctl.protocols.smtp.connect import (
     default_ehlo_name,
     ehlo,
     starttls,
-    valid_ehlo_name,
 )
 
 # Bound under its old private name: tests replace `smtp._open_socket` to prove no socket is opened.
@@ -170,10 +170,6 @@ class Transaction:
         }
 
 
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class SmtpSession:
     """One authenticated (or anonymous) SMTP connection that runs transactions in turn.
 
@@ -209,7 +205,7 @@ class SmtpSession:
         refused) and InputDataError (bad EHLO name).
         """
         settings = options.settings
-        where = _where(settings.host, settings.port)
+        where = endpoint(settings.host, settings.port)
         transcript = options.transcript
         if (
             settings.username
@@ -224,12 +220,8 @@ class SmtpSession:
                 "on a trusted network only: --allow-plaintext-auth",
             )
         check_command_text("server host", settings.host)
-        if options.ehlo_name is not None:
-            check_command_text("EHLO name", options.ehlo_name)
-            if not valid_ehlo_name(options.ehlo_name):
-                raise InputDataError(
-                    f"EHLO name {options.ehlo_name!r} is not a host name or address literal"
-                )
+        # The one EHLO rule (mailctl.hosts), which flags and the config file were checked by.
+        ehlo = ehlo_name(options.ehlo_name) if options.ehlo_name is not None else None
         context = (
             None
             if settings.security is Security.NONE
@@ -258,7 +250,7 @@ class SmtpSession:
                 transcript=transcript,
                 hostname=settings.host,
                 sock=sock,
-                local_hostname=options.ehlo_name or default_ehlo_name(sock),
+                local_hostname=ehlo or default_ehlo_name(sock),
                 timeout=timeouts.command,
                 use_tls=settings.security is Security.TLS,
                 start_tls=False,  # never aiosmtplib's opportunistic default (None)
