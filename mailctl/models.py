@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -53,6 +54,21 @@ class ServerSettings:
     verify: bool = True  # False only through --insecure, with a warning
     allow_plaintext_auth: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class ResolvedServer:
+    """A server to use, as the command line and the config file settled it (cli's context).
+
+    `account` names the account the block came from (None for --server alone); `ehlo_name`
+    was checked by mailctl.hosts' rule; `secret` is called at most once per session, right
+    before AUTH (None when there is no username).
+    """
+
+    settings: ServerSettings
+    account: str | None = None
+    ehlo_name: str | None = None
+    secret: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

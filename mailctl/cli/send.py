@@ -9,38 +9,25 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailctl.cli.app import global_options
-from mailctl.cli.options import (
-    AccountOpt,
-    AllowPlaintextAuthOpt,
-    AuthOpt,
-    CaFileOpt,
-    EhloOpt,
-    InsecureOpt,
-    JsonOpt,
-    NoTlsOpt,
-    PasswordCommandOpt,
-    ServerOpt,
-    StartTlsOpt,
-    TlsOpt,
-    UserOpt,
-)
-from mailctl.cli.output import CommandResult, Output, clean, run_command
-from mailctl.cli.serverflags import ServerFlags, settings_from_flags
-from mailctl.errors import ConfigError, UsageError
-from mailctl.hosts import ehlo_name, endpoint
+from mailctl.cli.context import AppContext, check_server_flags, command
+from mailctl.cli.options import DataTimeoutOpt
+from mailctl.cli.output import CommandResult, Output, clean
+from mailctl.cli.serverflags import ServerFlags
+from mailctl.errors import UsageError
 
 if TYPE_CHECKING:
     from mailctl.core.send import PreparedMessage, SendResult
     from mailctl.mime.compose import ComposeRequest
-    from mailctl.models import Account, ServerSettings
+    from mailctl.models import Account, ResolvedServer
     from mailctl.protocols.smtp import SessionOptions
 
 CONTENT = "Message"
 
 
+@command("send")
 def send_command(
-    ctx: typer.Context,
+    app: AppContext,
+    server: ServerFlags,
     sender: Annotated[
         str | None, typer.Option("--from", "-f", help="From address.", rich_help_panel=CONTENT)
     ] = None,
@@ -131,37 +118,7 @@ def send_command(
             rich_help_panel=CONTENT,
         ),
     ] = None,
-    account: AccountOpt = None,
-    server: ServerOpt = None,
-    user: UserOpt = None,
-    password_command: PasswordCommandOpt = None,
-    auth: AuthOpt = None,
-    ehlo: EhloOpt = None,
-    use_tls: TlsOpt = False,
-    use_starttls: StartTlsOpt = False,
-    no_tls: NoTlsOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    allow_plaintext_auth: AllowPlaintextAuthOpt = False,
-    connect_timeout: Annotated[
-        float | None, typer.Option("--connect-timeout", help="Seconds.")
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Seconds per command; also the longest wait after the final dot "
-            "unless --data-timeout (or data_timeout in the account) asks for more.",
-        ),
-    ] = None,
-    data_timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--data-timeout",
-            help="Seconds to wait for the reply after the final dot (default 300, "
-            "or --timeout if shorter).",
-        ),
-    ] = None,
+    data_timeout: DataTimeoutOpt = None,
     allow_partial: Annotated[
         bool,
         typer.Option(
@@ -180,8 +137,7 @@ def send_command(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the SMTP transcript on stderr.")
     ] = False,
-    json_mode: JsonOpt = False,
-) -> None:
+) -> CommandResult:
     """Send one message: from flags, or an existing .eml as is."""
     flags = SendFlags(
         sender=sender, to=tuple(to or ()), cc=tuple(cc or ()), bcc=tuple(bcc or ()),
@@ -189,18 +145,10 @@ def send_command(
         html=html, html_file=html_file, attach=tuple(attach or ()),
         attach_name=tuple(attach_name or ()), inline=tuple(inline or ()),
         header=tuple(header or ()), in_reply_to=in_reply_to, references=references, eml=eml,
-        account=account, ehlo=ehlo, allow_partial=allow_partial, dry_run=dry_run, save=save,
-        trace=trace,
-        server=ServerFlags(
-            server=server, user=user, password_command=password_command, auth=auth,
-            tls=use_tls, starttls=use_starttls, no_tls=no_tls, ca_file=ca_file,
-            insecure=insecure, allow_plaintext_auth=allow_plaintext_auth,
-            connect_timeout=connect_timeout, command_timeout=timeout,
-            data_timeout=data_timeout,
-        ),
+        account=app.options.account, allow_partial=allow_partial, dry_run=dry_run,
+        save=save, trace=trace, server=server,
     )  # fmt: skip
-    config_override = global_options(ctx).config_path
-    run_command(["send"], json_mode, lambda output: _send(flags, config_override, output))
+    return _send(flags, app)
 
 
 @dataclass(frozen=True)
@@ -225,7 +173,6 @@ class SendFlags:
     references: str | None
     eml: str | None
     account: str | None
-    ehlo: str | None
     allow_partial: bool
     dry_run: bool
     save: Path | None
@@ -233,30 +180,20 @@ class SendFlags:
     server: ServerFlags
 
 
-def _send(flags: SendFlags, config_override: Path | None, output: Output) -> CommandResult:
+def _send(flags: SendFlags, app: AppContext) -> CommandResult:
     from mailctl.core import send as core
+    from mailctl.models import Protocol
 
-    if sum([flags.server.tls, flags.server.starttls, flags.server.no_tls]) > 1:
-        raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
     _require_utf8_flags(flags)
-    if flags.ehlo is not None:  # at the edge, even for --dry-run: the one EHLO rule
-        ehlo_name(flags.ehlo, field="--ehlo")
-    acct = _account(flags, config_override, output)
+    check_server_flags(flags.server)  # also for --dry-run, which resolves no server
+    acct = app.server_account(flags.server, required=not flags.dry_run)
     prepared = _prepare(flags, acct)
     saved = core.save_message(prepared, flags.save) if flags.save is not None else None
     if flags.dry_run:
         return _dry_run_result(prepared, saved)
-    settings = settings_from_flags(
-        flags.server, acct.smtp if acct else None, account_name=acct.name if acct else None
-    )
-    if not settings.verify:
-        output.warn(
-            f"certificate verification is off for {endpoint(settings.host, settings.port)} "
-            "(--insecure): "
-            "anyone on the path can read and change this session"
-        )
+    target = app.resolve_server(flags.server, Protocol.SMTP, account=acct)
     result = core.deliver(
-        prepared, _session_options(flags, settings, acct, output), allow_partial=flags.allow_partial
+        prepared, _session_options(flags, target, app.output), allow_partial=flags.allow_partial
     )
     return _send_result(replace(result, saved_to=saved))
 
@@ -273,7 +210,8 @@ def _require_utf8_flags(flags: SendFlags) -> None:
     single = {
         "--from": flags.sender, "--subject": flags.subject, "--body": flags.body,
         "--html": flags.html, "--in-reply-to": flags.in_reply_to,
-        "--references": flags.references, "--account": flags.account, "--ehlo": flags.ehlo,
+        "--references": flags.references, "--account": flags.account,
+        "--ehlo": flags.server.ehlo,
         "--server": flags.server.server, "--user": flags.server.user, "--auth": flags.server.auth,
     }  # fmt: skip
     repeated = {
@@ -286,27 +224,6 @@ def _require_utf8_flags(flags: SendFlags) -> None:
     for option, values in repeated.items():
         for value in values:
             require_utf8(option, value)
-
-
-def _account(flags: SendFlags, config_override: Path | None, output: Output) -> Account | None:
-    """The account to use, or None when --server (or a dry run without any config) stands alone."""
-    from mailctl.config.paths import config_path
-    from mailctl.config.store import find_account, load_config
-
-    if flags.server.server is not None:
-        return None
-    path = config_path(config_override)
-    config = load_config(path)
-    for warning in config.warnings:
-        output.warn(warning)
-    if config.accounts or flags.account is not None:
-        return find_account(config, flags.account)
-    if flags.dry_run:
-        return None
-    raise ConfigError(
-        f"no account configured in {path} and no --server given",
-        hint="run 'mailctl account add NAME' or pass --server HOST:PORT",
-    )
 
 
 def _prepare(flags: SendFlags, acct: Account | None) -> PreparedMessage:
@@ -384,24 +301,15 @@ def _compose_request(flags: SendFlags, from_value: str, from_field: str) -> Comp
     )
 
 
-def _session_options(
-    flags: SendFlags, settings: ServerSettings, acct: Account | None, output: Output
-) -> SessionOptions:
-    from mailctl.cli.prompts import secret_provider
+def _session_options(flags: SendFlags, target: ResolvedServer, output: Output) -> SessionOptions:
     from mailctl.cli.tracing import transcript_printer
-    from mailctl.models import Protocol
     from mailctl.protocols.smtp import SessionOptions
     from mailctl.protocols.transcript import Transcript
 
     return SessionOptions(
-        settings=settings,
-        # --ehlo is checked here; an account's `ehlo` was when the config file was loaded.
-        ehlo_name=ehlo_name(flags.ehlo, field="--ehlo")
-        if flags.ehlo is not None
-        else (acct.ehlo if acct else None),
-        secret=secret_provider(acct.name if acct else None, Protocol.SMTP, settings, output)
-        if settings.username
-        else None,
+        settings=target.settings,
+        ehlo_name=target.ehlo_name,
+        secret=target.secret,
         transcript=Transcript(on_line=transcript_printer(output)) if flags.trace else None,
     )
 

@@ -1,4 +1,8 @@
-"""Turn --server/--tls/--user flags (alone, or over an account's block) into ServerSettings."""
+"""Turn --server/--tls/--user flags (alone, or over an account's block) into ServerSettings.
+
+`ServerFlags` is what cli/options.SERVER_OPTIONS collect (cli/context builds it); the
+context's `resolve_server` calls `settings_from_flags` with the account's block.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ _DEFAULT_TIMEOUTS = Timeouts()
 @dataclass(frozen=True)
 class ServerFlags:
     server: str | None = None
+    ehlo: str | None = None
     user: str | None = None
     password_command: str | None = None
     auth: str | None = None

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.context import AppContext, command
+from mailctl.cli.output import CommandResult, Output
 from mailctl.errors import UsageError
 from mailctl.hosts import endpoint
 
@@ -22,7 +23,9 @@ FAULTS = "Fault injection"
 STOP = "Stopping"
 
 
+@command("sink")
 def sink_command(
+    app: AppContext,
     listen: Annotated[
         str,
         typer.Option(
@@ -162,13 +165,13 @@ def sink_command(
     json_mode: Annotated[
         bool, typer.Option("--json", help="Print the JSON result envelope at exit.")
     ] = False,
-) -> None:
+) -> CommandResult:
     """Run a local SMTP sink: count (or keep) what arrives, inject faults, report stats at exit.
 
     Stops on Ctrl-C or SIGTERM, after --max-messages, or after --duration.
     """
-    flags: dict[str, Any] = dict(locals())
-    run_command(["sink"], json_mode, lambda output: _sink(flags, output))
+    flags: dict[str, Any] = {key: value for key, value in locals().items() if key != "app"}
+    return _sink(flags, app.output)
 
 
 def _phase(flag: str, value: str | None) -> Phase | None:

@@ -118,11 +118,6 @@ def read_stdin_secret(flag: str) -> str:
     return secret
 
 
-def hidden_prompt(label: str) -> str:
-    secret: str = ask(label, hide_input=True, default="", show_default=False, err=True)
-    return secret
-
-
 def ask(text: str, **kwargs: Any) -> Any:
     """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
     from mailctl.errors import InputDataError, InterruptedByUser
