@@ -95,6 +95,7 @@ ENTRY_POINTS = [
     "account-test",
     "account-add",
     "bench",
+    "bench-config",
 ]
 
 
@@ -124,6 +125,8 @@ def _through(entry: str, value: str, server: SmtpTestServer, tmp_path: Path) -> 
     write_config(config, f"ehlo = {json.dumps(value)}", *smtp_block(server))
     if entry == "send-config":
         return mailctl(SEND, config)
+    if entry == "bench-config":  # bench --account used to leave the account's ehlo out
+        return mailctl(["bench", "-n", "1", "-c", "1", "--mode", "reuse", "-A", "main"], config)
     if entry == "sendmail-config":
         return mailctl(["sendmail", "-i", "bob@example.org"], config, stdin=MESSAGE)
     assert entry == "account-test"
