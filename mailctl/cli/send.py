@@ -367,15 +367,15 @@ def _send_result(result: SendResult) -> CommandResult:
     exit_code = ExitCode.OK
     errors: list[dict[str, object]] = []
     if refused:
+        from mailctl.protocols.smtp import TransactionStatus, rcpt_status, refusal_status
+
         status = "partial"
-        permanent = all(r.reply.is_permanent and r.reply.code != 552 for r in refused)
-        exit_code = ExitCode.UNAVAILABLE if permanent else ExitCode.TEMPFAIL
+        exit_code = refusal_status(r.reply.code for r in refused).exit_code
         for r in refused:
+            permanent = rcpt_status(r.reply.code) is TransactionStatus.REFUSED
             errors.append(
                 {
-                    "code": "smtp_permanent"
-                    if r.reply.is_permanent and r.reply.code != 552
-                    else "smtp_transient",
+                    "code": "smtp_permanent" if permanent else "smtp_transient",
                     "message": f"recipient {r.address} refused: {r.reply.code} {r.reply.message}",
                 }
             )

@@ -14,7 +14,7 @@ from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
 if TYPE_CHECKING:
     from mailctl.mime.compose import ComposeRequest
     from mailctl.mime.headers import Mailbox
-    from mailctl.protocols.smtp import SessionOptions, SmtpSession, Transaction
+    from mailctl.protocols.smtp import SessionOptions, SmtpSession, TransactionOutcome
     from mailctl.protocols.tls import TlsInfo
 
 
@@ -168,7 +168,7 @@ def save_message(prepared: PreparedMessage, path: Path) -> Path:
 
 
 def _interrupted(
-    where: str, session: SmtpSession | None, transaction: Transaction | None
+    where: str, session: SmtpSession | None, transaction: TransactionOutcome | None
 ) -> InterruptedByUser:
     """Ctrl-C (asyncio.run turns SIGINT into a cancel): say what became of the message.
 
@@ -196,6 +196,15 @@ def _interrupted(
     )
 
 
+def _send_timings(outcome: TransactionOutcome) -> dict[str, float]:
+    """Seconds per step as send reports them: mail, rcpt, data (DATA to the final reply)."""
+    return {
+        "mail": outcome.mail_done - outcome.started,
+        "rcpt": outcome.envelope_done - outcome.mail_done,
+        "data": outcome.finished - outcome.envelope_done,
+    }
+
+
 async def _deliver(
     prepared: PreparedMessage, options: SessionOptions, *, allow_partial: bool
 ) -> SendResult:
@@ -206,7 +215,7 @@ async def _deliver(
     settings: ServerSettings = options.settings
     where = endpoint(settings.host, settings.port)
     session: SmtpSession | None = None
-    transaction: Transaction | None = None
+    transaction: TransactionOutcome | None = None
     try:
         session = await SmtpSession.open(options)
         transaction = await session.send(
@@ -235,7 +244,7 @@ async def _deliver(
         recipients=transaction.recipients,
         final_reply=transaction.final_reply,
         queue_id=transaction.queue_id,
-        timings={**info.timings, **transaction.timings},
+        timings={**info.timings, **_send_timings(transaction)},
     )
 
 
