@@ -138,3 +138,34 @@ class RecipientResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "accepted": self.accepted, "reply": self.reply.to_json()}
+
+
+class Direction(StrEnum):
+    """Who produced a transcript line; INFO lines are mailctl's own notes."""
+
+    SENT = "sent"
+    RECEIVED = "received"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line of a protocol session (protocols/transcript.py records them, redacted);
+    `tls` says whether it travelled inside TLS."""
+
+    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
+    direction: Direction
+    tls: bool
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "elapsed": round(self.elapsed, 6),
+            "direction": self.direction.value,
+            "tls": self.tls,
+            "text": self.text,
+        }
+
+
+# Called with each line as it happens (send --trace, sendmail -v): a hang shows where it hangs.
+TranscriptCallback = Callable[[TranscriptLine], None]

@@ -13,10 +13,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mailctl"
 
 # Which top-level mailctl parts a part may import (besides itself and the stdlib/third parties).
 ALLOWED: dict[str, set[str]] = {
+    # Not protocols: commands hand core plain values (ResolvedServer, a transcript callback
+    # taking models.TranscriptLine) and never build sessions themselves.
     "cli": {
         "core",
         "sink",
-        "protocols",
         "mime",
         "store",
         "config",

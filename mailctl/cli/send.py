@@ -1,9 +1,8 @@
-"""`mailctl send`: options -> a prepared message and session options -> core.send -> render."""
+"""`mailctl send`: options -> a SendRequest -> core.send.send -> render the SendResult."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,13 +12,12 @@ from mailctl.cli.context import AppContext, check_server_flags, command
 from mailctl.cli.options import DataTimeoutOpt
 from mailctl.cli.output import CommandResult, Output, clean
 from mailctl.cli.serverflags import ServerFlags
+from mailctl.cli.tracing import transcript_printer
 from mailctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from mailctl.core.send import PreparedMessage, SendResult
-    from mailctl.mime.compose import ComposeRequest
-    from mailctl.models import Account, ResolvedServer
-    from mailctl.protocols.smtp import SessionOptions
+    from mailctl.core.send import ComposedMessage, Given, RawMessage, SendResult
+    from mailctl.models import Account
 
 CONTENT = "Message"
 
@@ -139,66 +137,47 @@ def send_command(
     ] = False,
 ) -> CommandResult:
     """Send one message: from flags, or an existing .eml as is."""
-    flags = SendFlags(
-        sender=sender, to=tuple(to or ()), cc=tuple(cc or ()), bcc=tuple(bcc or ()),
-        reply_to=tuple(reply_to or ()), subject=subject, body=body, body_file=body_file,
-        html=html, html_file=html_file, attach=tuple(attach or ()),
-        attach_name=tuple(attach_name or ()), inline=tuple(inline or ()),
-        header=tuple(header or ()), in_reply_to=in_reply_to, references=references, eml=eml,
-        account=app.options.account, allow_partial=allow_partial, dry_run=dry_run,
-        save=save, trace=trace, server=server,
-    )  # fmt: skip
-    return _send(flags, app)
-
-
-@dataclass(frozen=True)
-class SendFlags:
-    """Everything `send` was given, so the steps below take one value instead of 40."""
-
-    sender: str | None
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
-    bcc: tuple[str, ...]
-    reply_to: tuple[str, ...]
-    subject: str
-    body: str | None
-    body_file: Path | None
-    html: str | None
-    html_file: Path | None
-    attach: tuple[Path, ...]
-    attach_name: tuple[str, ...]
-    inline: tuple[Path, ...]
-    header: tuple[str, ...]
-    in_reply_to: str | None
-    references: str | None
-    eml: str | None
-    account: str | None
-    allow_partial: bool
-    dry_run: bool
-    save: Path | None
-    trace: bool
-    server: ServerFlags
-
-
-def _send(flags: SendFlags, app: AppContext) -> CommandResult:
-    from mailctl.core import send as core
+    from mailctl.core.send import SendRequest, send
     from mailctl.models import Protocol
 
-    _require_utf8_flags(flags)
-    check_server_flags(flags.server)  # also for --dry-run, which resolves no server
-    acct = app.server_account(flags.server, required=not flags.dry_run)
-    prepared = _prepare(flags, acct)
-    saved = core.save_message(prepared, flags.save) if flags.save is not None else None
-    if flags.dry_run:
-        return _dry_run_result(prepared, saved)
-    target = app.resolve_server(flags.server, Protocol.SMTP, account=acct)
-    result = core.deliver(
-        prepared, _session_options(flags, target, app.output), allow_partial=flags.allow_partial
+    _require_utf8_flags(
+        {
+            "--from": (sender,), "--subject": (subject,), "--body": (body,), "--html": (html,),
+            "--in-reply-to": (in_reply_to,), "--references": (references,),
+            "--account": (app.options.account,), "--ehlo": (server.ehlo,),
+            "--server": (server.server,), "--user": (server.user,), "--auth": (server.auth,),
+            "--to": to or (), "--cc": cc or (), "--bcc": bcc or (), "--reply-to": reply_to or (),
+            "--attach-name": attach_name or (), "--header": header or (),
+        }
+    )  # fmt: skip
+    check_server_flags(server)  # also for --dry-run, which resolves no server
+    account = app.server_account(server, required=not dry_run)
+    if eml is None:
+        message: ComposedMessage | RawMessage = _composed(
+            _given(sender, "--from", account), to, cc, bcc, reply_to, subject, body, body_file,
+            html, html_file, attach, attach_name, inline, header, in_reply_to, references,
+        )  # fmt: skip
+    else:
+        if any([subject, body, body_file, html, html_file, attach, inline, header]):
+            raise UsageError(
+                "--eml sends a message as is and cannot be combined with subject, body, HTML, "
+                "attachment or header options",
+                hint="edit the file, or drop --eml",
+            )
+        message = _raw(eml, sender, to, cc, bcc)
+    request = SendRequest(
+        message=message,
+        server=None if dry_run else app.resolve_server(server, Protocol.SMTP, account=account),
+        dry_run=dry_run,
+        allow_partial=allow_partial,
+        save=save,
+        on_transcript=transcript_printer(app.output) if trace else None,
     )
-    return _send_result(replace(result, saved_to=saved))
+    result = send(request)
+    return _dry_run_result(result) if dry_run else _send_result(result)
 
 
-def _require_utf8_flags(flags: SendFlags) -> None:
+def _require_utf8_flags(values: dict[str, tuple[str | None, ...] | list[str]]) -> None:
     """Refuse option values that are not UTF-8 text, naming the option (exit 65, not 70).
 
     Python hands argv bytes that are not UTF-8 over as surrogate escapes (PEP 383), which no
@@ -207,140 +186,118 @@ def _require_utf8_flags(flags: SendFlags) -> None:
     """
     from mailctl.mime.headers import require_utf8
 
-    single = {
-        "--from": flags.sender, "--subject": flags.subject, "--body": flags.body,
-        "--html": flags.html, "--in-reply-to": flags.in_reply_to,
-        "--references": flags.references, "--account": flags.account,
-        "--ehlo": flags.server.ehlo,
-        "--server": flags.server.server, "--user": flags.server.user, "--auth": flags.server.auth,
-    }  # fmt: skip
-    repeated = {
-        "--to": flags.to, "--cc": flags.cc, "--bcc": flags.bcc, "--reply-to": flags.reply_to,
-        "--attach-name": flags.attach_name, "--header": flags.header,
-    }  # fmt: skip
-    for option, value in single.items():
-        if value is not None:
-            require_utf8(option, value)
-    for option, values in repeated.items():
-        for value in values:
-            require_utf8(option, value)
+    for option, given in values.items():
+        for value in given:
+            if value is not None:
+                require_utf8(option, value)
 
 
-def _prepare(flags: SendFlags, acct: Account | None) -> PreparedMessage:
-    from mailctl.core import send as core
-    from mailctl.mime.headers import parse_mailbox, parse_mailbox_list
+def _given(value: str | None, flag: str, account: Account | None) -> Given | None:
+    """--from, else the account's `from` (with --eml: else the message's own, so None)."""
+    from mailctl.core.send import Given
 
-    if flags.eml is None:
-        from_value = flags.sender or (acct.from_address if acct else None)
-        if not from_value:
-            raise UsageError("no sender", hint="pass --from ADDRESS or set 'from' in the account")
-        from_field = "--from" if flags.sender or acct is None else f"account {acct.name} from"
-        return core.prepare_composed(_compose_request(flags, from_value, from_field))
-    content = [flags.subject, flags.body, flags.body_file, flags.html, flags.html_file]
-    if any(content) or flags.attach or flags.inline or flags.header:
-        raise UsageError(
-            "--eml sends a message as is and cannot be combined with subject, body, HTML, "
-            "attachment or header options",
-            hint="edit the file, or drop --eml",
-        )
-    # With --eml an explicit --from wins; else the message's own From (not the account's).
-    return core.prepare_raw(
-        _read_input(flags.eml, "--eml"),
-        sender=parse_mailbox("--from", flags.sender) if flags.sender else None,
-        recipients=(
-            *parse_mailbox_list("--to", flags.to),
-            *parse_mailbox_list("--cc", flags.cc),
-            *parse_mailbox_list("--bcc", flags.bcc),
-        ),
-        recipients_from_headers=not (flags.to or flags.cc or flags.bcc),
-    )
+    if value:
+        return Given(value, flag)
+    if account is not None and account.from_address:
+        return Given(account.from_address, f"account {account.name} from")
+    return None
 
 
-def _compose_request(flags: SendFlags, from_value: str, from_field: str) -> ComposeRequest:
-    from mailctl.mime.compose import AttachmentSpec, ComposeRequest
-    from mailctl.mime.headers import (
-        parse_header_option,
-        parse_mailbox,
-        parse_mailbox_list,
-        require_clean,
-    )
+def _all(values: list[str] | None, flag: str) -> tuple[Given, ...]:
+    from mailctl.core.send import Given
 
-    if flags.body is not None and flags.body_file is not None:
-        raise UsageError("--body and --body-file exclude each other", hint="pick one")
-    if flags.html is not None and flags.html_file is not None:
-        raise UsageError("--html and --html-file exclude each other", hint="pick one")
-    text = flags.body if flags.body_file is None else _read_text(flags.body_file, "--body-file")
-    html = flags.html if flags.html_file is None else _read_text(flags.html_file, "--html-file")
-    if text is None and html is None:
-        if sys.stdin.isatty():
-            raise UsageError(
-                "no message body", hint="give --body, --body-file, --html, or pipe it on stdin"
-            )
-        text = _decode(_read_input("-", "stdin"), "stdin")
-    names = flags.attach_name
-    if len(names) > len(flags.attach):
+    return tuple(Given(value, flag) for value in values or ())
+
+
+def _composed(
+    sender: Given | None,
+    to: list[str] | None,
+    cc: list[str] | None,
+    bcc: list[str] | None,
+    reply_to: list[str] | None,
+    subject: str,
+    body: str | None,
+    body_file: Path | None,
+    html: str | None,
+    html_file: Path | None,
+    attach: list[Path] | None,
+    attach_name: list[str] | None,
+    inline: list[Path] | None,
+    header: list[str] | None,
+    in_reply_to: str | None,
+    references: str | None,
+) -> ComposedMessage:
+    from mailctl.core.send import Attachment, ComposedMessage
+
+    names = attach_name or []
+    files = attach or []
+    if len(names) > len(files):
         raise UsageError("more --attach-name than --attach options", hint="one name per --attach")
     attachments = [
-        AttachmentSpec(path=path, filename=names[i] if i < len(names) else None)
-        for i, path in enumerate(flags.attach)
+        Attachment(path, names[i] if i < len(names) else None) for i, path in enumerate(files)
     ]
-    attachments += [AttachmentSpec(path=path, inline=True) for path in flags.inline]
-    return ComposeRequest(
-        sender=parse_mailbox(from_field, from_value),
-        to=parse_mailbox_list("--to", flags.to),
-        cc=parse_mailbox_list("--cc", flags.cc),
-        bcc=parse_mailbox_list("--bcc", flags.bcc),
-        reply_to=parse_mailbox_list("--reply-to", flags.reply_to),
-        subject=require_clean("--subject", flags.subject),
-        text=text,
+    attachments += [Attachment(path, inline=True) for path in inline or ()]
+    if sender is not None and all(v is None for v in (body, body_file, html, html_file)):
+        body = _stdin_body()
+    return ComposedMessage(
+        sender=sender,
+        to=_all(to, "--to"),
+        cc=_all(cc, "--cc"),
+        bcc=_all(bcc, "--bcc"),
+        reply_to=_all(reply_to, "--reply-to"),
+        subject=subject,
+        text=body,
+        text_file=body_file,
         html=html,
+        html_file=html_file,
         attachments=tuple(attachments),
-        extra_headers=tuple(parse_header_option(raw) for raw in flags.header),
-        in_reply_to=flags.in_reply_to,
-        references=flags.references,
+        headers=tuple(header or ()),
+        in_reply_to=in_reply_to,
+        references=references,
     )
 
 
-def _session_options(flags: SendFlags, target: ResolvedServer, output: Output) -> SessionOptions:
-    from mailctl.cli.tracing import transcript_printer
-    from mailctl.protocols.smtp import SessionOptions
-    from mailctl.protocols.transcript import Transcript
-
-    return SessionOptions(
-        settings=target.settings,
-        ehlo_name=target.ehlo_name,
-        secret=target.secret,
-        transcript=Transcript(on_line=transcript_printer(output)) if flags.trace else None,
-    )
-
-
-def _read_input(source: str, field: str) -> bytes:
-    """Read a whole input file (or stdin for '-'), bounded: mailctl.inputs' rules and limit."""
+def _stdin_body() -> str:
+    """No body given: read it from stdin (bounded), unless stdin is a terminal."""
+    from mailctl.errors import InputDataError
     from mailctl.inputs import read_input
 
-    return read_input(source, what=field)
-
-
-def _decode(data: bytes, field: str) -> str:
-    from mailctl.errors import InputDataError
-
+    if sys.stdin.isatty():
+        raise UsageError(
+            "no message body", hint="give --body, --body-file, --html, or pipe it on stdin"
+        )
+    data = read_input("-", what="stdin")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InputDataError(
-            f"{field} is not UTF-8 text (byte {err.start})",
+            f"stdin is not UTF-8 text (byte {err.start})",
             hint="convert it with iconv, or attach it with --attach",
         ) from err
 
 
-def _read_text(path: Path, field: str) -> str:
-    return _decode(_read_input(str(path), f"{field}"), f"{field} {path}")
+def _raw(
+    eml: str,
+    sender: str | None,
+    to: list[str] | None,
+    cc: list[str] | None,
+    bcc: list[str] | None,
+) -> RawMessage:
+    """--eml FILE (or '-'): an explicit --from wins, else the message's own From (never the
+    account's); --to/--cc/--bcc, else the message's To/Cc/Bcc."""
+    from mailctl.core.send import Given, RawMessage
+    from mailctl.inputs import read_input
+
+    return RawMessage(
+        data=read_input(eml, what="--eml"),
+        sender=Given(sender, "--from") if sender else None,
+        recipients=(*_all(to, "--to"), *_all(cc, "--cc"), *_all(bcc, "--bcc")),
+        recipients_from_headers=not (to or cc or bcc),
+    )
 
 
-def _dry_run_result(prepared: PreparedMessage, saved: Path | None) -> CommandResult:
-    from mailctl.core.send import SendResult
-
-    result = SendResult(prepared=prepared, dry_run=True, saved_to=saved)
+def _dry_run_result(result: SendResult) -> CommandResult:
+    prepared, saved = result.prepared, result.saved_to
 
     def render(output: Output) -> None:
         envelope = prepared.envelope
@@ -360,25 +317,7 @@ def _dry_run_result(prepared: PreparedMessage, saved: Path | None) -> CommandRes
 
 
 def _send_result(result: SendResult) -> CommandResult:
-    from mailctl.errors import ExitCode
-
     refused = result.refused
-    status: str = "ok"
-    exit_code = ExitCode.OK
-    errors: list[dict[str, object]] = []
-    if refused:
-        from mailctl.protocols.smtp import TransactionStatus, rcpt_status, refusal_status
-
-        status = "partial"
-        exit_code = refusal_status(r.reply.code for r in refused).exit_code
-        for r in refused:
-            permanent = rcpt_status(r.reply.code) is TransactionStatus.REFUSED
-            errors.append(
-                {
-                    "code": "smtp_permanent" if permanent else "smtp_transient",
-                    "message": f"recipient {r.address} refused: {r.reply.code} {r.reply.message}",
-                }
-            )
 
     def render(output: Output) -> None:
         final = result.final_reply
@@ -404,8 +343,8 @@ def _send_result(result: SendResult) -> CommandResult:
 
     return CommandResult(
         data=result.to_json(),
-        status=status,  # type: ignore[arg-type]
-        exit_code=exit_code,
-        errors=errors,
+        status=result.status,
+        exit_code=result.exit_code,
+        errors=result.errors,
         render=render,
     )

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, BinaryIO, NoReturn
+from typing import Annotated, BinaryIO, NoReturn
 
 import typer
 
 from mailctl.cli.context import AppContext, GlobalOptions, root_options
 from mailctl.cli.output import CommandResult
 from mailctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from mailctl.models import Account, Config
 
 _LINE_CHUNK = 64 * 1024
 # Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
@@ -152,52 +147,41 @@ def _sendmail(argv: list[str], app: AppContext) -> CommandResult:
 
     from mailctl.cli.serverflags import ServerFlags
     from mailctl.cli.tracing import transcript_printer
-    from mailctl.core import send as core
-    from mailctl.mime.headers import parse_mailbox, parse_mailbox_list
-    from mailctl.mime.rawmessage import add_missing_headers, header_value
+    from mailctl.core.send import Given, RawMessage, SendRequest, account_for_message, send
+    from mailctl.errors import InputDataError
     from mailctl.models import Protocol
-    from mailctl.protocols.smtp import SessionOptions
-    from mailctl.protocols.transcript import Transcript
 
     args = parse_args(argv)
     _require_utf8_args(args)
     if args.config:
         app.options = replace(app.options, config=Path(args.config))
-    config = app.config
+    config = app.config  # a config problem is reported before stdin is read
     data = read_message(sys.stdin.buffer, dot_terminates=args.dot_terminates)
     if not data.strip():
-        from mailctl.errors import InputDataError
-
         raise InputDataError(
             "sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail"
         )
-
-    header_from = header_value(data, "From")
-    account = _choose_account(config, app.config_path, args, header_from)
-    target = app.resolve_server(ServerFlags(), Protocol.SMTP, account=account)
-    sender_text = args.sender or account.from_address or header_from
-    sender_field = (
-        "-f" if args.sender else "From header" if not account.from_address
-        else f"account {account.name} from"
-    )  # fmt: skip
-    sender = parse_mailbox(sender_field, sender_text) if sender_text else None
-    if sender is not None:
-        data = add_missing_headers(data, sender=sender, full_name=args.full_name)
-    recipients = parse_mailbox_list("recipient", args.recipients)
-    prepared = core.prepare_raw(
-        data,
-        sender=sender,
-        recipients=recipients,
-        recipients_from_headers=args.read_recipients,
+    account = account_for_message(config, account=args.account, sender=args.sender, data=data)
+    # -f, else the account's from, else (complete_headers) the message's From header.
+    sender = None
+    if args.sender:
+        sender = Given(args.sender, "-f")
+    elif account.from_address:
+        sender = Given(account.from_address, f"account {account.name} from")
+    request = SendRequest(
+        message=RawMessage(
+            data=data,
+            sender=sender,
+            recipients=tuple(Given(r, "recipient") for r in args.recipients),
+            recipients_from_headers=args.read_recipients,
+            complete_headers=True,
+            full_name=args.full_name,
+        ),
+        server=app.resolve_server(ServerFlags(), Protocol.SMTP, account=account),
+        on_transcript=transcript_printer(app.output) if args.verbose else None,
     )
-    options = SessionOptions(
-        settings=target.settings,
-        ehlo_name=target.ehlo_name,
-        secret=target.secret,
-        transcript=Transcript(on_line=transcript_printer(app.output)) if args.verbose else None,
-    )
-    result = core.deliver(prepared, options)
-    return CommandResult(data=result.to_json())
+    result = send(request)
+    return CommandResult(data=result.to_json(), status=result.status, exit_code=result.exit_code)
 
 
 def _require_utf8_args(args: SendmailArgs) -> None:
@@ -209,42 +193,6 @@ def _require_utf8_args(args: SendmailArgs) -> None:
             require_utf8(option, value)
     for recipient in args.recipients:
         require_utf8("recipient", recipient)
-
-
-def _choose_account(
-    config: Config, path: Path, args: SendmailArgs, header_from: str | None
-) -> Account:
-    """-a NAME, else the account whose `from` matches -f or the From header, else the default."""
-    from mailctl.config.store import account_for_address, find_account
-    from mailctl.errors import ConfigError, InputDataError
-    from mailctl.mime.headers import parse_mailbox
-
-    if args.account is not None:
-        account = find_account(config, args.account)
-    else:
-        matched = None
-        for candidate in (args.sender, header_from):
-            if not candidate:
-                continue
-            try:
-                address = parse_mailbox("From", candidate).addr_spec
-            except InputDataError:  # an odd From only means no match; it is checked again later
-                continue
-            matched = account_for_address(config, address)
-            if matched:
-                break
-        if matched is None and not config.accounts:
-            raise ConfigError(
-                f"sendmail: no account configured in {path}",
-                hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
-            )
-        account = matched or find_account(config, None)
-    if account.smtp is None:
-        raise ConfigError(
-            f"sendmail: account {account.name!r} has no smtp block",
-            hint=f"add one with 'mailctl account add {account.name} --force --smtp-host ...'",
-        )
-    return account
 
 
 def register(app: typer.Typer) -> None:

@@ -149,8 +149,6 @@ class SessionInfo:
         }
 
 
-
-
 class SmtpSession:
     """One authenticated (or anonymous) SMTP connection that runs transactions in turn.
 
