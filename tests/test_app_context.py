@@ -49,13 +49,17 @@ def two_accounts(path: Path, server: SmtpTestServer) -> Path:
 # --------------------------------------------------------------------------- global options
 
 
-@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("where", ["before", "between", "after"])
 def test_account_list_takes_config_and_json_before_or_after(
     smtp_server: SmtpTestServer, tmp_path: Path, where: str
 ) -> None:
     config = two_accounts(tmp_path / "c.toml", smtp_server)
     options = ["--config", str(config), "--json"]
-    args = [*options, "account", "list"] if where == "before" else ["account", "list", *options]
+    args = {
+        "before": [*options, "account", "list"],
+        "between": ["account", *options, "list"],
+        "after": ["account", "list", *options],
+    }[where]
     proc = mailctl(args)
     assert proc.returncode == 0, proc.stderr
     envelope = json.loads(proc.stdout)

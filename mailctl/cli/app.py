@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mailctl import __version__
-from mailctl.cli.context import VALUE_OPTIONS, GlobalOptions
+from mailctl.cli.context import VALUE_OPTIONS, remember_options
 from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
 from mailctl.errors import ExitCode
 
@@ -45,7 +45,7 @@ def main(
     ] = False,
 ) -> None:
     # Read by cli/context.root_options; the same options after the command name win.
-    ctx.obj = GlobalOptions(config=config, account=account, json_mode=json_mode)
+    remember_options(ctx, config=config, account=account, json_mode=json_mode)
 
 
 def _register_account() -> None:

@@ -47,9 +47,19 @@ class GlobalOptions:
 
 
 def root_options(ctx: typer.Context) -> GlobalOptions:
-    """The global options given before the command name (none when a command runs alone)."""
-    obj = ctx.find_root().obj
+    """The global options given before the command name: after `mailctl` or after a group's
+    name (`mailctl account --config F list`); none when a command runs alone."""
+    obj = ctx.obj  # Click hands a parent's obj down to the contexts below it
     return obj if isinstance(obj, GlobalOptions) else GlobalOptions()
+
+
+def remember_options(
+    ctx: typer.Context, *, config: Path | None, account: str | None, json_mode: bool
+) -> None:
+    """For the callback of the root and of each group: keep the global options given there,
+    over those given before it, for the commands below (root_options)."""
+    given = GlobalOptions(config=config, account=account, json_mode=json_mode)
+    ctx.obj = given.over(root_options(ctx))
 
 
 class AppContext:

@@ -27,7 +27,8 @@ from mailctl.cli.account.render import (
     render_removed,
     render_test,
 )
-from mailctl.cli.context import AppContext, command
+from mailctl.cli.context import AppContext, command, remember_options
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
 from mailctl.cli.output import CommandResult
 
 if TYPE_CHECKING:
@@ -40,6 +41,18 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # a traceback must never print a password
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def account_group(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    account: AccountOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Manage accounts: servers, the default account, passwords in the keyring."""
+    remember_options(ctx, config=config, account=account, json_mode=json_mode)
+
 
 SMTP_PANEL = "SMTP server (sending)"
 IMAP_PANEL = "IMAP server"
