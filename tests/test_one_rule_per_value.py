@@ -232,10 +232,8 @@ def test_flags_config_and_sendmail_connect_a_port_with_the_same_security(
     assert line in by_sendmail.stderr, by_sendmail.stderr
 
 
-def test_prompts_offer_the_security_of_the_port_given(tmp_path: Path) -> None:
-    """`account add` on a terminal asks for the security only when none was given; the
-    default it offers follows the port given, by the same rule (checked without a terminal
-    through the function the prompt uses)."""
+def test_default_security_of_a_port() -> None:
+    """The rule itself, which account add's terminal prompt also offers as its default."""
     from mailctl.hosts import default_security
     from mailctl.models import Protocol
 

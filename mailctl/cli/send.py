@@ -193,7 +193,7 @@ def _require_utf8_flags(values: dict[str, tuple[str | None, ...] | list[str]]) -
 
 
 def _given(value: str | None, flag: str, account: Account | None) -> Given | None:
-    """--from, else the account's `from` (with --eml: else the message's own, so None)."""
+    """--from, else the account's `from`; None when neither gives a sender."""
     from mailctl.core.send import Given
 
     if value:
