@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -30,13 +31,6 @@ class Protocol(StrEnum):
     POP3 = "pop3"
 
 
-DEFAULT_PORTS: dict[Protocol, dict[Security, int]] = {
-    Protocol.SMTP: {Security.TLS: 465, Security.STARTTLS: 587, Security.NONE: 25},
-    Protocol.IMAP: {Security.TLS: 993, Security.STARTTLS: 143, Security.NONE: 143},
-    Protocol.POP3: {Security.TLS: 995, Security.STARTTLS: 110, Security.NONE: 110},
-}
-
-
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds; every network wait in mailctl is bounded by one of these."""
@@ -60,6 +54,21 @@ class ServerSettings:
     verify: bool = True  # False only through --insecure, with a warning
     allow_plaintext_auth: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class ResolvedServer:
+    """A server to use, as the command line and the config file settled it (cli's context).
+
+    `account` names the account the block came from (None for --server alone); `ehlo_name`
+    was checked by mailctl.hosts' rule; `secret` is called at most once per session, right
+    before AUTH (None when there is no username).
+    """
+
+    settings: ServerSettings
+    account: str | None = None
+    ehlo_name: str | None = None
+    secret: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -129,3 +138,34 @@ class RecipientResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "accepted": self.accepted, "reply": self.reply.to_json()}
+
+
+class Direction(StrEnum):
+    """Who produced a transcript line; INFO lines are mailctl's own notes."""
+
+    SENT = "sent"
+    RECEIVED = "received"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line of a protocol session (protocols/transcript.py records them, redacted);
+    `tls` says whether it travelled inside TLS."""
+
+    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
+    direction: Direction
+    tls: bool
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "elapsed": round(self.elapsed, 6),
+            "direction": self.direction.value,
+            "tls": self.tls,
+            "text": self.text,
+        }
+
+
+# Called with each line as it happens (send --trace, sendmail -v): a hang shows where it hangs.
+TranscriptCallback = Callable[[TranscriptLine], None]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mailctl.cli.output import Output, clean
 
 if TYPE_CHECKING:
-    from mailctl.protocols.transcript import TranscriptLine
+    from mailctl.models import TranscriptLine
 
 # swaks' arrows: "->" sent, "<-" received; "~>" and "<~" inside TLS; "===" for events.
 _ARROWS = {

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from mailctl.hosts import endpoint
 from mailctl.sink.config import SinkConfig
 from mailctl.sink.server import SinkServer
 from mailctl.sink.stats import SinkStats
@@ -43,7 +44,7 @@ class SinkRun:
     def to_dict(self) -> dict[str, Any]:
         data = self.stats.to_dict()
         data.update(
-            listen=f"{self.ready['host']}:{self.ready['port']}",
+            listen=endpoint(self.ready["host"], self.ready["port"]),
             security=self.ready["security"],
             loop=self.loop,
             stopped_by=self.stopped_by,

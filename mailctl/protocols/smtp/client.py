@@ -8,6 +8,7 @@ import asyncio
 import re
 import socket
 import ssl
+import time
 from typing import Any, Literal
 
 from aiosmtplib import SMTP
@@ -94,6 +95,11 @@ class Client(SMTP):
         # True from the final dot until its reply is read: if the session ends in
         # between (lost, timed out, interrupted), the message may have been delivered.
         self.awaiting_final_reply = False
+        # The last `data` call: the reply to DATA, when it came and when the dot went
+        # (time.perf_counter(); 0.0 if not reached), for the transaction's outcome.
+        self.data_reply: SMTPResponse | None = None
+        self.data_accepted_at = 0.0
+        self.dot_sent_at = 0.0
         self._watched: SMTPProtocol | None = None
         self._unsolicited = bytearray()
         self._parting_taken = False
@@ -350,11 +356,15 @@ class Client(SMTP):
         """
         self.final_dot_sent = False
         self.awaiting_final_reply = False
+        self.data_reply = None
+        self.data_accepted_at = self.dot_sent_at = 0.0
         if isinstance(message, str):
             message = message.encode("ascii")
         start = await self.execute_command(b"DATA")
+        self.data_reply = start
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
+        self.data_accepted_at = time.perf_counter()
         # A reply waiting now would pass for the final reply to a body it never read.
         closing = self.ensure_in_step("the message body")
         if closing is not None:
@@ -375,6 +385,7 @@ class Client(SMTP):
             self._transcript.sent(".", tls=tls)
         try:
             protocol.write(payload)
+            self.dot_sent_at = time.perf_counter()
             self.final_dot_sent = True
             self.awaiting_final_reply = True
             response = await protocol.read_response(
