@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -28,13 +29,6 @@ class Protocol(StrEnum):
     SMTP = "smtp"
     IMAP = "imap"
     POP3 = "pop3"
-
-
-DEFAULT_PORTS: dict[Protocol, dict[Security, int]] = {
-    Protocol.SMTP: {Security.TLS: 465, Security.STARTTLS: 587, Security.NONE: 25},
-    Protocol.IMAP: {Security.TLS: 993, Security.STARTTLS: 143, Security.NONE: 143},
-    Protocol.POP3: {Security.TLS: 995, Security.STARTTLS: 110, Security.NONE: 110},
-}
 
 
 # mailctl.serialize metadata: a duration held in seconds, written as `<key>_ms` (this module is a
@@ -65,6 +59,21 @@ class ServerSettings:
     verify: bool = True  # False only through --insecure, with a warning
     allow_plaintext_auth: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class ResolvedServer:
+    """A server to use, as the command line and the config file settled it (cli's context).
+
+    `account` names the account the block came from (None for --server alone); `ehlo_name`
+    was checked by mailctl.hosts' rule; `secret` is called at most once per session, right
+    before AUTH (None when there is no username).
+    """
+
+    settings: ServerSettings
+    account: str | None = None
+    ehlo_name: str | None = None
+    secret: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -130,3 +139,27 @@ class RecipientResult:
     address: str
     accepted: bool
     reply: Reply
+
+
+class Direction(StrEnum):
+    """Who produced a transcript line; INFO lines are mailctl's own notes."""
+
+    SENT = "sent"
+    RECEIVED = "received"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line of a protocol session (protocols/transcript.py records them, redacted);
+    `tls` says whether it travelled inside TLS."""
+
+    # seconds since the Transcript was created (time.perf_counter)
+    elapsed: float = field(metadata=_SECONDS)
+    direction: Direction
+    tls: bool
+    text: str
+
+
+# Called with each line as it happens (send --trace, sendmail -v): a hang shows where it hangs.
+TranscriptCallback = Callable[[TranscriptLine], None]

@@ -463,7 +463,13 @@ SERVERS = st.builds(
 
 MAYBE_ADDRESS = st.none() | ADDRESSES
 MAYBE_SERVER = st.none() | SERVERS
-MAYBE_HOST = st.none() | HOSTS
+# The `ehlo` key holds what EHLO may send (mailctl.hosts' rule): host names, U-labels, literals.
+EHLO_NAMES = st.lists(
+    st.from_regex(r"[a-z0-9_](?:[a-z0-9_-]{0,6}[a-z0-9_])?", fullmatch=True),
+    min_size=1,
+    max_size=3,
+).map(".".join) | st.sampled_from(["bücher.example", "[192.0.2.1]", "[IPv6:2001:db8::1]"])
+MAYBE_EHLO = st.none() | EHLO_NAMES
 
 
 @st.composite
@@ -476,7 +482,7 @@ def configs(draw: st.DrawFn) -> Config:
             smtp=draw(MAYBE_SERVER),
             imap=draw(MAYBE_SERVER),
             pop3=draw(MAYBE_SERVER),
-            ehlo=draw(MAYBE_HOST),
+            ehlo=draw(MAYBE_EHLO),
         )
         for name in names
     }

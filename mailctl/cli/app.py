@@ -1,15 +1,19 @@
-"""The Typer application: global options and the command table."""
+"""The Typer application: the root callback (global options) and the command table.
+
+Commands are imported only when registered (lazily), and import nothing from here: the global
+options they share live in cli/context.py and cli/options.py.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mailctl import __version__
+from mailctl.cli.context import VALUE_OPTIONS, remember_options
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
 from mailctl.errors import ExitCode
 
 _app = typer.Typer(
@@ -23,11 +27,6 @@ _app = typer.Typer(
 )
 
 
-@dataclass(frozen=True)
-class GlobalOptions:
-    config_path: Path | None
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mailctl {__version__}")
@@ -37,28 +36,16 @@ def _version(value: bool) -> None:
 @_app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/"
-            "config.toml).",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOpt = None,
+    account: AccountOpt = None,
+    json_mode: JsonOpt = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    ctx.obj = GlobalOptions(config_path=config)
-
-
-def global_options(ctx: typer.Context) -> GlobalOptions:
-    """The options given before the command name (defaults when a command runs standalone)."""
-    root = ctx.find_root()
-    obj = root.obj
-    return obj if isinstance(obj, GlobalOptions) else GlobalOptions(config_path=None)
+    # Read by cli/context.root_options; the same options after the command name win.
+    remember_options(ctx, config=config, account=account, json_mode=json_mode)
 
 
 def _register_account() -> None:
@@ -131,7 +118,7 @@ def _invoked_command(argv: list[str]) -> str | None:
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg == "--config":
+        elif arg in VALUE_OPTIONS:
             skip_value = True
         elif not arg.startswith("-"):
             return arg if arg in _COMMANDS else None
@@ -170,6 +157,7 @@ def _usage_envelope() -> None:
         return
     from mailctl.cli.output import Output
 
-    command = [arg for arg in argv[:1] if not arg.startswith("-")]
+    name = _invoked_command(argv)
+    command = [name] if name else []
     error = {"code": "usage", "message": "invalid command-line usage (see the message on stderr)"}
     Output(command, json_mode=True).write_json("error", ExitCode.USAGE, {}, [error])

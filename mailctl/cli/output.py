@@ -158,13 +158,10 @@ def _write_line(stream: TextIO, text: str, style: str | None) -> None:
     stream.flush()
 
 
-def run_command(
-    command: list[str], json_mode: bool, body: Callable[[Output], CommandResult]
-) -> NoReturn:
+def run_command(output: Output, body: Callable[[], CommandResult]) -> NoReturn:
     """Run a command body under the error contract: every failure is one line and an exit code."""
-    output = Output(command, json_mode=json_mode)
     try:
-        result = body(output)
+        result = body()
         # Inside the contract too: a result the serialiser cannot write is a bug (70), and
         # Ctrl-C while a report prints is still 130.
         output.emit(result)

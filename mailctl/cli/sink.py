@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.context import AppContext, command
+from mailctl.cli.output import CommandResult, Output
 from mailctl.errors import UsageError
+from mailctl.hosts import endpoint
 from mailctl.text import quote
 
 if TYPE_CHECKING:
@@ -23,7 +25,9 @@ FAULTS = "Fault injection"
 STOP = "Stopping"
 
 
+@command("sink")
 def sink_command(
+    app: AppContext,
     listen: Annotated[
         str,
         typer.Option(
@@ -163,13 +167,13 @@ def sink_command(
     json_mode: Annotated[
         bool, typer.Option("--json", help="Print the JSON result envelope at exit.")
     ] = False,
-) -> None:
+) -> CommandResult:
     """Run a local SMTP sink: count (or keep) what arrives, inject faults, report stats at exit.
 
     Stops on Ctrl-C or SIGTERM, after --max-messages, or after --duration.
     """
-    flags: dict[str, Any] = dict(locals())
-    run_command(["sink"], json_mode, lambda output: _sink(flags, output))
+    flags: dict[str, Any] = {key: value for key, value in locals().items() if key != "app"}
+    return _sink(flags, app.output)
 
 
 def _phase(flag: str, value: str | None) -> Phase | None:
@@ -277,7 +281,7 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
             store = config.store.value + (f" {config.store_path}" if config.store_path else "")
             auth = "AUTH mailctl/mailctl" if config.auth else "no AUTH"
             output.note(
-                f"mailctl sink: listening on {_hostport(info['host'], info['port'])} "
+                f"mailctl sink: listening on {endpoint(info['host'], info['port'])} "
                 f"({info['security']}, {auth}, {store}); Ctrl-C stops",
             )
 
@@ -301,10 +305,6 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     if live:
         sys.stderr.write("\n")
     return CommandResult(data=result, render=lambda out: _render(result, out))
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _render(run: SinkRun, output: Output) -> None:

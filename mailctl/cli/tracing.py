@@ -9,7 +9,7 @@ from mailctl.cli.output import Output
 from mailctl.text import clean
 
 if TYPE_CHECKING:
-    from mailctl.protocols.transcript import TranscriptLine
+    from mailctl.models import TranscriptLine
 
 # swaks' arrows: "->" sent, "<-" received; "~>" and "<~" inside TLS; "===" for events.
 _ARROWS = {

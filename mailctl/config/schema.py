@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mailctl.errors import ConfigError
+from mailctl.hosts import default_port, default_security, ehlo_problem
 from mailctl.models import (
-    DEFAULT_PORTS,
     Account,
     AuthMechanism,
     Config,
@@ -42,13 +42,6 @@ SERVER_KEYS: Final = (
     "command_timeout",
     "data_timeout",
 )
-# Used when a block names no security: RFC 8314 prefers implicit TLS for IMAP and POP3;
-# submission on 587 with STARTTLS is what most SMTP providers document first.
-DEFAULT_SECURITY: Final = {
-    Protocol.SMTP: Security.STARTTLS,
-    Protocol.IMAP: Security.TLS,
-    Protocol.POP3: Security.TLS,
-}
 MAX_TIMEOUT: Final = 86_400.0
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -247,8 +240,9 @@ def parse_server_block(
 ) -> ServerSettings:
     """Validate one `[accounts.NAME.smtp|imap|pop3]` table. Raises FieldError.
 
-    A missing port defaults from DEFAULT_PORTS by security; a relative ca_file is taken
-    relative to `base_dir` (the config file's directory).
+    A missing security follows the port (mailctl.hosts.default_security: 465 is implicit
+    TLS), a missing port the security (default_port); a relative ca_file is taken relative
+    to `base_dir` (the config file's directory).
     """
     if not isinstance(raw, dict):
         raise FieldError(key, "must be a table", value=raw, hint=f"write it as [{key_path(key)}]")
@@ -256,8 +250,8 @@ def parse_server_block(
     if "host" not in raw:
         raise FieldError((*key, "host"), "is required", hint="the server's host name")
     host = _host((*key, "host"), raw["host"])
-    security = _optional(raw, key, "security", _security) or DEFAULT_SECURITY[protocol]
     port = _optional(raw, key, "port", _port)
+    security = _optional(raw, key, "security", _security) or default_security(protocol, port)
     username = _optional(raw, key, "username", _username)
     auth = _optional(raw, key, "auth", _auth)
     password_command = _optional(raw, key, "password_command", _password_command)
@@ -273,7 +267,7 @@ def parse_server_block(
     )
     return ServerSettings(
         host=host,
-        port=port if port is not None else DEFAULT_PORTS[protocol][security],
+        port=port if port is not None else default_port(protocol, security),
         security=security,
         username=username,
         auth=auth,
@@ -431,9 +425,17 @@ def _from_address(key: tuple[str, ...], value: object) -> str:
 
 
 def _ehlo(key: tuple[str, ...], value: object) -> str:
+    """The name as written (shown back as is); EHLO sends its ASCII form (hosts.ehlo_name)."""
     text = _string(key, value, "the name sent in EHLO")
-    if _SPACE_OR_CONTROL.search(text) or len(text) > 255:
-        raise FieldError(key, "must be a host name or address literal without spaces", value=value)
+    problem = ehlo_problem(text)
+    if problem is not None:
+        raise FieldError(
+            key,
+            f"{problem} (the name sent in EHLO)",
+            value=value,
+            hint="a host name (letters, digits, '-', '_' and '.') or an address literal "
+            "such as [192.0.2.1]",
+        )
     return text
 
 

@@ -13,7 +13,8 @@ from email.utils import getaddresses
 from typing import Any, Final
 
 from mailctl.errors import AddressError
-from mailctl.mime.domains import to_ascii_domain, validate_domain
+from mailctl.hosts import to_ascii_domain
+from mailctl.mime.domains import validate_domain
 from mailctl.mime.header_safety import require_clean
 from mailctl.text import quote
 

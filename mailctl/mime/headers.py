@@ -13,7 +13,7 @@ from mailctl.mime.addresses import (
     parse_mailbox,
     parse_mailbox_list,
 )
-from mailctl.mime.domains import to_ascii_domain, validate_domain, validate_ehlo_name
+from mailctl.mime.domains import validate_domain
 from mailctl.mime.header_safety import line_problem, require_clean, require_utf8
 from mailctl.mime.wire_policy import WirePolicy, wire_policy
 from mailctl.text import quote
@@ -32,9 +32,7 @@ __all__ = [
     "parse_msg_ids",
     "require_clean",
     "require_utf8",
-    "to_ascii_domain",
     "validate_domain",
-    "validate_ehlo_name",
     "wire_policy",
 ]
 

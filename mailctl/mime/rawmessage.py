@@ -66,7 +66,7 @@ def add_missing_headers(data: bytes, *, sender: Mailbox, full_name: str | None =
     """
     import email.utils
 
-    from mailctl.mime.domains import to_ascii_domain
+    from mailctl.hosts import to_ascii_domain
 
     headers, rest = split_header_block(data)
     newline = b"\r\n" if b"\r\n" in data[:2000] else b"\n"

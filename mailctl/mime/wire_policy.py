@@ -15,7 +15,7 @@ from email.policy import EmailPolicy
 from typing import TYPE_CHECKING, Final
 
 from mailctl.errors import AddressError, HeaderInjectionError
-from mailctl.mime.domains import to_ascii_domain
+from mailctl.hosts import to_ascii_domain
 from mailctl.mime.encoded_words import looks_encoded
 from mailctl.mime.header_safety import line_problem
 from mailctl.text import quote

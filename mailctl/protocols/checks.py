@@ -21,6 +21,7 @@ from mailctl.errors import (
     ProtocolError,
     TimeoutFailure,
 )
+from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.tls import TlsInfo, map_ssl_error
 from mailctl.serialize import SECONDS
@@ -66,9 +67,8 @@ class PhaseClock:
 
 
 def endpoint(settings: ServerSettings) -> str:
-    """`host:port` as messages show it (IPv6 literals in brackets)."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
+    """`host:port` of a server block as messages show it (mailctl.hosts.endpoint's rule)."""
+    return _endpoint(settings.host, settings.port)
 
 
 def validate_credential(what: str, value: str, *, protocol: Protocol, where: str) -> None:

@@ -35,7 +35,8 @@ from mailctl.errors import (
     TimeoutFailure,
     TlsError,
 )
-from mailctl.models import DEFAULT_PORTS, AuthMechanism, Protocol, Security, ServerSettings
+from mailctl.hosts import DEFAULT_PORTS
+from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
     PhaseClock,

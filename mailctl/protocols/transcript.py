@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 
-from mailctl.serialize import SECONDS
+# The line type is a model (models.py), so that a caller above core (cli's --trace printer)
+# can take lines through core's callback without importing this package.
+from mailctl.models import Direction, TranscriptCallback, TranscriptLine
 
-
-class Direction(StrEnum):
-    """Who produced a transcript line; INFO lines are mailctl's own notes."""
-
-    SENT = "sent"
-    RECEIVED = "received"
-    INFO = "info"
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    """One line of a session; `tls` says whether it travelled inside TLS."""
-
-    # seconds since the Transcript was created (time.perf_counter)
-    elapsed: float = field(metadata=SECONDS)
-    direction: Direction
-    tls: bool
-    text: str
+__all__ = ["Direction", "Transcript", "TranscriptLine"]
 
 
 class Transcript:
@@ -37,7 +19,7 @@ class Transcript:
     guarantee in one obvious place instead of relying on pattern-based scrubbing later.
     """
 
-    def __init__(self, on_line: Callable[[TranscriptLine], None] | None = None) -> None:
+    def __init__(self, on_line: TranscriptCallback | None = None) -> None:
         self._start = time.perf_counter()
         self._on_line = on_line
         self.lines: list[TranscriptLine] = []

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mailctl.hosts import endpoint
 from mailctl.serialize import SKIP, JsonAttrs, meta
 from mailctl.sink.config import SinkConfig
 from mailctl.sink.server import SinkServer
@@ -46,7 +47,7 @@ class SinkRun:
 
     @property
     def listen(self) -> str:
-        return f"{self.ready['host']}:{self.ready['port']}"
+        return endpoint(self.ready["host"], self.ready["port"])
 
     @property
     def security(self) -> str:

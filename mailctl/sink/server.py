@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.errors import ConnectError
+from mailctl.hosts import endpoint
 from mailctl.inputs import PEM_LIMIT, check_regular_file
 from mailctl.models import Security
 from mailctl.sink.config import TEST_PASSWORD, TEST_USERNAME, SinkConfig
@@ -101,7 +102,7 @@ class SinkServer:
                 )
             except OSError as err:
                 raise ListenError(
-                    f"cannot listen on {config.host}:{config.port}: {err.strerror or err}",
+                    f"cannot listen on {endpoint(config.host, config.port)}: {err.strerror or err}",
                     hint="pick another port with --listen HOST:PORT (port 0: any free port)",
                 ) from err
         except BaseException:

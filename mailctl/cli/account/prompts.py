@@ -22,8 +22,8 @@ def ask_missing(
     from dataclasses import replace
     from email.utils import parseaddr
 
-    from mailctl.config.schema import DEFAULT_SECURITY
-    from mailctl.models import DEFAULT_PORTS, Protocol, Security
+    from mailctl.hosts import default_port, default_security
+    from mailctl.models import Protocol, Security
 
     if sender is None:
         sender = ask(
@@ -52,14 +52,14 @@ def ask_missing(
         while security is None or security.lower() not in choices:
             security = ask(
                 f"{label} security ({', '.join(choices)})",
-                default=DEFAULT_SECURITY[protocol].value,
+                default=default_security(protocol, _port_number(given.port)).value,
                 err=True,
             ).strip()
         port = given.port
         if port is None:
             port = ask(
                 f"{label} port",
-                default=DEFAULT_PORTS[protocol][Security(security.lower())],
+                default=default_port(protocol, Security(security.lower())),
                 type=int,
                 err=True,
             )
@@ -71,6 +71,13 @@ def ask_missing(
             username = None if answer in ("", "-") else answer
         inputs[protocol] = replace(given, security=security, port=port, username=username)
     return sender, inputs
+
+
+def _port_number(port: str | int | None) -> int | None:
+    """The port typed so far, if it is a number (a bad one is refused later, naming the flag)."""
+    if isinstance(port, int):
+        return port
+    return int(port) if port is not None and port.strip().isdigit() else None
 
 
 def offer_keyring(output: Output, name: str) -> str | None:
@@ -110,11 +117,6 @@ def read_stdin_secret(flag: str) -> str:
         raise InputDataError(f"{flag}: the password on stdin is not UTF-8") from None
     if not secret:
         raise UsageError(f"{flag}: stdin held no password", hint="nothing was stored")
-    return secret
-
-
-def hidden_prompt(label: str) -> str:
-    secret: str = ask(label, hide_input=True, default="", show_default=False, err=True)
     return secret
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailctl.cli.output import Output
+from mailctl.hosts import endpoint
 from mailctl.text import clean
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def render_password_stored(out: Output, result: PasswordStored) -> None:
 
 def render_test(out: Output, result: AccountTest) -> None:
     for check in result.checks:
-        where = f"{check.host}:{check.port}"
+        where = endpoint(check.host, check.port)
         head = f"{check.protocol.value:<5} {where} ({check.security})"
         if check.error is not None:
             out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")

@@ -1,15 +1,15 @@
 """Account use cases: add, list, show, remove, set-password and test (no printing, no prompts).
 
-This package face is the import path for the account API; the parts are `requests`
-(command-line values -> AddAccountRequest), `blocks` (which server blocks a use case acts
-on), `view` (get, list, show), `edit` (add, remove, set-password) and `check` (test:
-logging in to each block).
+This package's public face; the parts live in `requests` (command-line values ->
+AddAccountRequest), `blocks` (which server blocks a use case acts on), `view` (get, list,
+show), `edit` (add, remove, set-password) and `check` (test: logging in to each block). Every
+use case takes the Config the caller loaded (cli's context), never a path to load.
 """
 
 from __future__ import annotations
 
 from mailctl.core.account.blocks import blocks_needing_secret
-from mailctl.core.account.check import AccountTest, BlockCheck, Prompt, check_account
+from mailctl.core.account.check import AccountTest, BlockCheck, check_account
 from mailctl.core.account.edit import (
     AccountAdded,
     AccountRemoved,
@@ -31,6 +31,7 @@ from mailctl.core.account.view import (
     AccountList,
     AccountSummary,
     BlockDetails,
+    config_file,
     get_account,
     list_accounts,
     show_account,
@@ -47,12 +48,12 @@ __all__ = [
     "BlockCheck",
     "BlockDetails",
     "PasswordStored",
-    "Prompt",
     "ServerInput",
     "add_account",
     "blocks_needing_secret",
     "build_server",
     "check_account",
+    "config_file",
     "ensure_addable",
     "get_account",
     "list_accounts",

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from mailctl.config.store import find_account, load_config
+from mailctl.config.store import find_account
 from mailctl.core.account.blocks import select_blocks
-from mailctl.credentials import resolve_secret
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError, worst_exit_code
-from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.models import Account, Config, Protocol, ServerSettings
 from mailctl.serialize import SECONDS, JsonAttrs, meta
 
 if TYPE_CHECKING:
+    from mailctl.credentials import Secrets
     from mailctl.protocols.smtp import SessionInfo
     from mailctl.protocols.tls import TlsInfo
-
-Prompt = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -72,23 +68,22 @@ class AccountTest:
 
 
 def check_account(
-    path: Path,
+    config: Config,
     name: str | None,
     protocols: Sequence[Protocol] | None = None,
     *,
-    prompt: Prompt | None = None,
-    env: Mapping[str, str] = os.environ,
+    secrets: Secrets,
 ) -> AccountTest:
     """Connect to (and, with a username, log in to) each selected block, one after another.
 
-    Failures are recorded per block, not raised. Secrets come from resolve_secret, with
-    `prompt` only when the caller can ask a person. Raises ConfigError/UsageError only for
-    the selection itself (no such account, a requested block not configured).
+    Failures are recorded per block, not raised. Secrets come from `secrets` (the run's
+    source, which prompts only when the caller can ask a person). Raises
+    ConfigError/UsageError only for the selection itself (no such account, a requested block
+    not configured).
     """
-    config = load_config(path)
     account = find_account(config, name)
     checks = [
-        _check_block(account, protocol, settings, prompt=prompt, env=env)
+        _check_block(account, protocol, settings, secrets=secrets)
         for protocol, settings in select_blocks(account, protocols).items()
     ]
     return AccountTest(name=account.name, checks=tuple(checks), warnings=config.warnings)
@@ -99,8 +94,7 @@ def _check_block(
     protocol: Protocol,
     settings: ServerSettings,
     *,
-    prompt: Prompt | None,
-    env: Mapping[str, str],
+    secrets: Secrets,
 ) -> BlockCheck:
     base = BlockCheck(
         protocol=protocol,
@@ -111,7 +105,7 @@ def _check_block(
     )
     secret: Callable[[], str] | None = None
     if settings.username is not None:
-        secret = _secret_for(account.name, protocol, settings, prompt=prompt, env=env)
+        secret = secrets.for_server(account.name, protocol, settings)
     try:
         if protocol is Protocol.SMTP:
             info = asyncio.run(_open_smtp(settings, account.ehlo, secret))
@@ -155,22 +149,6 @@ def _check_block(
         capabilities=login.capabilities,
         timings=dict(login.timings),
     )
-
-
-def _secret_for(
-    account: str,
-    protocol: Protocol,
-    settings: ServerSettings,
-    *,
-    prompt: Prompt | None,
-    env: Mapping[str, str],
-) -> Callable[[], str]:
-    """The secret callable the protocol layer calls once, right before AUTH."""
-
-    def secret() -> str:
-        return resolve_secret(account, protocol, settings, prompt=prompt, env=env)
-
-    return secret
 
 
 async def _open_smtp(

@@ -11,6 +11,7 @@ from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
 from mailctl.core.account.blocks import blocks_needing_secret, select_blocks
 from mailctl.core.account.requests import AddAccountRequest, validate_account_name
+from mailctl.core.account.view import config_file
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol
@@ -49,34 +50,30 @@ class PasswordStored:
     warnings: tuple[str, ...] = ()
 
 
-def ensure_addable(path: Path, name: str, *, force: bool) -> None:
+def ensure_addable(config: Config, name: str, *, force: bool) -> None:
     """Fail before any question is asked when `name` exists and `force` is not given.
 
-    Raises UsageError, or ConfigError when the existing file is invalid.
+    Raises UsageError.
     """
-    _refuse_existing(load_config(path), path, name, force=force)
-
-
-def _refuse_existing(config: Config, path: Path, name: str, *, force: bool) -> None:
     if name in config.accounts and not force:
         raise UsageError(
-            f"account {quote(name)} already exists in {path}",
+            f"account {quote(name)} already exists in {config_file(config)}",
             hint="pass --force to replace it, or choose another name",
         )
 
 
 def add_account(
-    path: Path, request: AddAccountRequest, *, secret: str | None = None
+    config: Config, request: AddAccountRequest, *, secret: str | None = None
 ) -> AccountAdded:
-    """Add (or with `force`, replace) an account and save the config atomically.
+    """Add (or with `force`, replace) an account to `config` and save its file atomically.
 
     The first account, or one added with `make_default`, becomes the default. `secret`, when
     given, goes to the keyring for every block that logs in without a password_command; it
     is stored before the file is written, so a keyring failure changes nothing.
 
     Raises UsageError (bad name or values, no server block, the account exists without
-    `force`, a secret nobody needs), ConfigError (the existing file is invalid),
-    KeyringUnavailableError/CredentialError (storing the secret), CantCreateError (writing).
+    `force`, a secret nobody needs), KeyringUnavailableError/CredentialError (storing the
+    secret), CantCreateError (writing).
     """
     name = validate_account_name(request.name)
     blocks = request.blocks()
@@ -98,8 +95,10 @@ def add_account(
     except FieldError as err:
         flag = _ACCOUNT_FLAGS.get(err.field, err.field)
         raise UsageError(err.describe(flag), hint=err.hint) from None
+    path = config_file(config)
+    # Read again right before writing: the questions asked since may have taken minutes.
     config = load_config(path)
-    _refuse_existing(config, path, name, force=request.force)
+    ensure_addable(config, name, force=request.force)
     replaced = name in config.accounts
     stored: tuple[Protocol, ...] = ()
     if secret is not None:
@@ -129,14 +128,15 @@ def add_account(
     )
 
 
-def remove_account(path: Path, name: str) -> AccountRemoved:
+def remove_account(config: Config, name: str) -> AccountRemoved:
     """Remove an account from the file, then its keyring entries (for every protocol).
 
     When it was the default, the first remaining account becomes the default. A keyring that
     cannot be used does not stop the removal: it becomes a warning. Raises ConfigError (no
-    such account, invalid file), CantCreateError.
+    such account), CantCreateError.
     """
-    config = load_config(path)
+    path = config_file(config)
+    config = load_config(path)  # again, right before writing: a confirmation came between
     find_account(config, name)
     accounts = {key: value for key, value in config.accounts.items() if key != name}
     default = config.default_account
@@ -166,13 +166,12 @@ def remove_account(path: Path, name: str) -> AccountRemoved:
     )
 
 
-def removal_declined(path: Path, name: str) -> AccountRemoved:
+def removal_declined(config: Config, name: str) -> AccountRemoved:
     """What `remove` reports when the user declined: nothing changed. Raises ConfigError."""
-    config = load_config(path)
     find_account(config, name)
     return AccountRemoved(
         name=name,
-        path=path,
+        path=config_file(config),
         new_default=config.default_account,
         deleted_secrets=(),
         removed=False,
@@ -180,7 +179,7 @@ def removal_declined(path: Path, name: str) -> AccountRemoved:
 
 
 def set_password(
-    path: Path, name: str, protocols: Sequence[Protocol] | None, secret: str
+    config: Config, name: str, protocols: Sequence[Protocol] | None, secret: str
 ) -> PasswordStored:
     """Store `secret` in the keyring for the account's blocks (all configured when None).
 
@@ -189,7 +188,6 @@ def set_password(
     """
     if not secret:
         raise UsageError("the password is empty", hint="nothing was stored")
-    config = load_config(path)
     account = find_account(config, name)
     blocks = select_blocks(account, protocols)
     usable_keyring()

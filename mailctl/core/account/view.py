@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from mailctl.config.store import find_account, load_config
+from mailctl.config.store import find_account
 from mailctl.core.account.blocks import configured_blocks
 from mailctl.credentials import SecretSource, secret_source
-from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.models import Account, Config, Protocol, ServerSettings
 from mailctl.serialize import SKIP, JsonAttrs, meta
 
 
@@ -89,14 +89,20 @@ class AccountDetails:
         return BlockDetails(settings=settings, secret_source=self.secret_sources[protocol])
 
 
-def get_account(path: Path, name: str | None) -> Account:
+def config_file(config: Config) -> Path:
+    """The file `config` was loaded from (every Config the context hands in has one)."""
+    if config.path is None:
+        raise ValueError("a Config loaded from a file was expected")
+    return config.path
+
+
+def get_account(config: Config, name: str | None) -> Account:
     """The named account (the default when None). Raises ConfigError."""
-    return find_account(load_config(path), name)
+    return find_account(config, name)
 
 
-def list_accounts(path: Path) -> AccountList:
+def list_accounts(config: Config) -> AccountList:
     """Summarise every account in the config file. Raises ConfigError."""
-    config = load_config(path)
     summaries = tuple(
         AccountSummary(
             name=account.name,
@@ -107,7 +113,7 @@ def list_accounts(path: Path) -> AccountList:
         for account in config.accounts.values()
     )
     return AccountList(
-        path=path,
+        path=config_file(config),
         default_account=config.default_account,
         accounts=summaries,
         warnings=config.warnings,
@@ -115,11 +121,10 @@ def list_accounts(path: Path) -> AccountList:
 
 
 def show_account(
-    path: Path, name: str | None, *, env: Mapping[str, str] = os.environ
+    config: Config, name: str | None, *, env: Mapping[str, str] = os.environ
 ) -> AccountDetails:
     """Every setting of one account (the default when `name` is None) and, per block, where
     its secret would come from — never the secret. Raises ConfigError."""
-    config = load_config(path)
     account = find_account(config, name)
     sources = {
         protocol: secret_source(account.name, protocol, settings, env=env)
@@ -127,7 +132,7 @@ def show_account(
     }
     return AccountDetails(
         account=account,
-        path=path,
+        path=config_file(config),
         is_default=account.name == config.default_account,
         secret_sources=sources,
         warnings=config.warnings,

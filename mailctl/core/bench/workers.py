@@ -34,7 +34,7 @@ from mailctl.errors import (
 from mailctl.models import Envelope
 from mailctl.protocols.pipeline import (
     PreparedTransaction,
-    TransactionResult,
+    TransactionOutcome,
     TransactionStatus,
     pipelined,
     prepare_message,
@@ -176,17 +176,14 @@ async def _new_worker(ctx: _Context) -> None:
 async def _send_and_record(ctx: _Context, session: SmtpSession, index: int, origin: float) -> None:
     """One transaction through aiosmtplib (new and reuse modes), recorded as sent or failed."""
     try:
-        transaction = await session.send(ctx.envelope, ctx.message)
-    except MailctlError as err:
+        outcome = await session.transact(ctx.envelope, ctx.message)
+    except MailctlError as err:  # the message cannot be sent at all: nor can any other
         _record_failure(ctx.recorder, index, origin, err)
-        if isinstance(err, _FATAL_SEND):
-            ctx.recorder.stop(err)
+        ctx.recorder.stop(err)
         return
-    timings = transaction.timings
-    ctx.recorder.record(
-        index, origin, time.perf_counter(), status="sent", reason="",
-        phases=(timings["mail_rcpt"], timings["data"], timings["end_of_data"]),
-    )  # fmt: skip
+    _record_result(ctx.recorder, index, origin, outcome)
+    if isinstance(outcome.exception, _FATAL_SEND):
+        ctx.recorder.stop(outcome.exception)
 
 
 async def _reuse_worker(ctx: _Context) -> None:
@@ -249,22 +246,26 @@ async def _pipeline_worker(ctx: _Context) -> None:
 
 
 def _record_result(
-    recorder: Recorder, index: int, origin: float, result: TransactionResult
+    recorder: Recorder,
+    index: int,
+    origin: float,
+    result: TransactionOutcome,
 ) -> None:
-    """Record one pipelined transaction: sent only with its final reply read (2xx)."""
+    """Record one transaction: sent only with its final reply read (2xx).
+
+    Phases, the same on both paths (the names send's timings_ms uses): mail_rcpt (MAIL and
+    every RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
+    """
     if result.status is TransactionStatus.SENT:
-        recorder.record(
-            index,
-            origin or result.started,
-            result.finished,
-            status="sent",
-            reason="",
-            phases=(
-                result.envelope_done - result.started,
-                result.data_accepted - result.envelope_done,
-                result.finished - result.dot_sent,
-            ),
+        phases = (
+            result.envelope_done - result.started,
+            result.data_accepted - result.envelope_done,
+            result.finished - result.dot_sent,
         )
+        recorder.record(
+            index, origin or result.started, result.finished, status="sent", reason="",
+            phases=phases,
+        )  # fmt: skip
         return
     end = result.finished or time.perf_counter()
     # The pipeline says what ended a cut transaction ("connection_lost", "timeout"); bench

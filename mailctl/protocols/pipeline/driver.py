@@ -15,13 +15,14 @@ Usage (bulk-send and bench)::
         async for result in pipe.send_all(items):         # one result per item taken, in order
             journal.mark(result.tag, result.status)       # SENT / REFUSED / TRANSIENT / UNKNOWN
 
-Per-transaction failures never raise: they are results (see TransactionStatus, which follows
-the table in FACTS.md). Only problems found before anything is written raise MailctlError.
+Per-transaction failures never raise: they are outcomes (`TransactionOutcome`, the same type
+`SmtpSession.transact` returns; its status follows the table in FACTS.md, by the reply rules
+of protocols/smtp/outcome.py). Only problems found before anything is written raise
+MailctlError.
 
 This module drives the session (`pipelined`, `Pipeline`); its siblings are `prepare`
-(WireMessage, PreparedTransaction), `results` (TransactionStatus, TransactionResult, reply
-classification), `reader` (`ReplyReader`, the BufferedProtocol) and `sources` (where the
-next transaction comes from); the package's `__init__` is the import path for all of it.
+(WireMessage, PreparedTransaction), `replies` (the Reply cache), `reader` (`ReplyReader`,
+the BufferedProtocol) and `sources` (where the next transaction comes from).
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ from mailctl.protocols.pipeline.prepare import (
 )
 from mailctl.protocols.pipeline.reader import ReplyReader as _ReplyReader
 from mailctl.protocols.pipeline.reader import ReplyTuple as _ReplyTuple
-from mailctl.protocols.pipeline.results import TransactionResult, TransactionStatus
-from mailctl.protocols.pipeline.results import cached_reply as _reply
-from mailctl.protocols.pipeline.results import one_line as _text
-from mailctl.protocols.pipeline.results import refusal_status as _refusal_status
-from mailctl.protocols.pipeline.results import reply_status as _reply_status
+from mailctl.protocols.pipeline.replies import cached_reply as _reply
+from mailctl.protocols.pipeline.replies import one_line as _text
 from mailctl.protocols.pipeline.sources import AsyncSource as _AsyncSource
 from mailctl.protocols.pipeline.sources import SyncSource as _SyncSource
-from mailctl.protocols.smtp import SmtpSession
+from mailctl.protocols.smtp import (
+    SmtpSession,
+    TransactionOutcome,
+    TransactionStatus,
+    deciding_refusal,
+    refusal_status,
+    reply_status,
+)
 
 __all__ = ["Pipeline", "pipelined"]
 
@@ -64,6 +69,7 @@ class _Flight:
     mail: Reply | None = None
     recipients: tuple[RecipientResult, ...] = ()
     data: Reply | None = None
+    mail_done: float = 0.0
     envelope_done: float = 0.0
     data_accepted: float = 0.0
     dot_sent: float = 0.0
@@ -72,6 +78,7 @@ class _Flight:
         """Take MAIL, RCPT... and DATA replies (a lock-step exchange may stop early)."""
         addresses = self.item.envelope.recipients
         self.mail = _reply(raw[0])
+        self.mail_done = raw[0][2]
         rcpts = raw[1 : 1 + len(addresses)]
         self.recipients = tuple(
             RecipientResult(address, reply[0] in (250, 251), _reply(reply))
@@ -92,13 +99,14 @@ class _Flight:
         error: str | None = None,
         finished: float | None = None,
         failure_reply: Reply | None = None,
-    ) -> TransactionResult:
+        closing_reply: Reply | None = None,
+    ) -> TransactionOutcome:
         if failure_reply is None and reason is not None and reason.isdigit():
             # The reply whose code decided the failure, in the order of the exchange.
             code = int(reason)
             replies = (self.mail, *(r.reply for r in self.recipients), self.data, final)
             failure_reply = next((r for r in replies if r is not None and r.code == code), None)
-        return TransactionResult(
+        return TransactionOutcome(
             status,
             self.item.tag,
             self.recipients,
@@ -107,7 +115,9 @@ class _Flight:
             final,
             reason=reason,
             error=error,
+            closing_reply=closing_reply,
             started=self.started,
+            mail_done=self.mail_done,
             envelope_done=self.envelope_done,
             data_accepted=self.data_accepted,
             dot_sent=self.dot_sent,
@@ -115,6 +125,24 @@ class _Flight:
             chained=self.chained,
             failure_reply=failure_reply,
         )
+
+
+def _refusal(refused: list[RecipientResult]) -> tuple[TransactionStatus, Reply]:
+    """A transaction's status from its refused recipients, and the reply that decides it."""
+    return refusal_status(r.reply.code for r in refused), deciding_refusal(refused).reply
+
+
+def _unsent(
+    mail: Reply, data: Reply | None, refused: list[RecipientResult], accepted: int
+) -> tuple[TransactionStatus, Reply]:
+    """The status of a transaction that never got its 354, and the reply that decides it."""
+    if mail.code != 250:
+        return reply_status(mail.code), mail
+    if refused and not accepted:
+        return _refusal(refused)
+    if data is not None:
+        return reply_status(data.code), data
+    return _refusal(refused)  # a lock-step exchange that stopped at a 421 to RCPT
 
 
 class Pipeline:
@@ -142,21 +170,21 @@ class Pipeline:
         """False once the connection is closed or out of step: open a new session then."""
         return self._reader.usable
 
-    async def send(self, item: PreparedTransaction) -> TransactionResult:
+    async def send(self, item: PreparedTransaction) -> TransactionOutcome:
         """Run one transaction (MAIL/RCPT/DATA in one write when pipelining)."""
         results = [result async for result in self.send_all((item,))]
         return results[0]
 
     async def send_all(
         self, items: Iterable[PreparedTransaction] | AsyncIterable[PreparedTransaction]
-    ) -> AsyncIterator[TransactionResult]:
+    ) -> AsyncIterator[TransactionOutcome]:
         """Send every item in turn; yield exactly one result per item taken, in order.
 
         With PIPELINING the next item's commands are written together with the final
         dot of the current one when the next item is ready (RFC 2920 3.1). Iteration ends
         when `items` is exhausted or the connection becomes unusable (421, lost, timeout);
         items not yet taken from `items` stay untouched. Never raises for a failed
-        transaction: see TransactionResult.status.
+        transaction: see TransactionOutcome.status.
         """
         source: _SyncSource | _AsyncSource = (
             _AsyncSource(items) if isinstance(items, AsyncIterable) else _SyncSource(items)
@@ -188,7 +216,7 @@ class Pipeline:
         item: PreparedTransaction,
         chained_at: float,
         source: _SyncSource | _AsyncSource,
-    ) -> tuple[TransactionResult, PreparedTransaction | None]:
+    ) -> tuple[TransactionOutcome, PreparedTransaction | None]:
         """Run `item`; return its result and the next item if its commands were chained."""
         reader = self._reader
         flight = _Flight(item, chained_at or time.perf_counter(), chained=bool(chained_at))
@@ -258,8 +286,8 @@ class Pipeline:
                 break
         return raw
 
-    async def _envelope_refusal(self, flight: _Flight) -> TransactionResult | None:
-        """The result when MAIL, the recipients or DATA were refused; None to go on."""
+    async def _envelope_refusal(self, flight: _Flight) -> TransactionOutcome | None:
+        """The outcome when MAIL, the recipients or DATA were refused; None to go on."""
         reader = self._reader
         mail, data = flight.mail, flight.data
         assert mail is not None
@@ -269,18 +297,7 @@ class Pipeline:
             # Nothing was sent. RFC 2920 3.1: the transaction may still be open on the
             # server, so RSET goes in front of the next MAIL.
             self._rset_pending = True
-            if mail.code != 250:
-                decided, codes = mail, [mail.code]
-            elif refused and not accepted:
-                codes = [r.reply.code for r in refused]
-                # The reply that decides is the first one of the transaction's own class.
-                wanted = _refusal_status(codes)
-                decided = next(
-                    r.reply for r in refused if _refusal_status([r.reply.code]) is wanted
-                )
-            else:
-                decided = data or refused[-1].reply
-                codes = [decided.code]
+            status, decided = _unsent(mail, data, refused, accepted)
             error = f"{self._where} refused the transaction: {_text(decided)}"
             bye = self._closing(mail, data, *(r.reply for r in refused))
             if bye is not None:
@@ -291,10 +308,11 @@ class Pipeline:
                 if decided.code != 421:  # else the refusal itself says it
                     error += f"; then it closed the connection: {_text(bye)}"
             return flight.result(
-                _refusal_status(codes),
+                status,
                 reason=str(decided.code),
                 error=error,
                 failure_reply=decided,
+                closing_reply=bye if bye is not decided else None,
             )
         if mail.code != 250 or not accepted:
             # RFC 2920 3.1: DATA accepted although MAIL or every RCPT failed; send a lone
@@ -303,32 +321,36 @@ class Pipeline:
             final = await reader.read(1, self._timeouts.data)
             if not final:
                 return self._lost(flight)
-            decided = mail if mail.code != 250 else refused[0].reply
-            codes = [mail.code] if mail.code != 250 else [r.reply.code for r in refused]
+            if mail.code != 250:
+                status, decided = reply_status(mail.code), mail
+            else:
+                status, decided = _refusal(refused)
             error = f"{self._where} refused the transaction: {_text(decided)}"
             bye = self._closing(_reply(final[0]))
             if bye is not None:  # RFC 5321 3.8: as above, named and never reused
                 reader.abort()
                 error += f"; then it closed the connection: {_text(bye)}"
             return flight.result(
-                _refusal_status(codes),
+                status,
                 final=_reply(final[0]),
                 reason=str(decided.code),
                 error=error,
                 failure_reply=decided,
+                closing_reply=bye,
             )
         if refused and not self._allow_partial:
             # After 354 the only way not to deliver to the accepted recipients is to close
             # the connection before the final dot (RFC 5321 4.1.1.4): nothing is delivered.
             reader.abort()
             listed = "; ".join(f"{r.address}: {_text(r.reply)}" for r in refused)
+            status, decided = _refusal(refused)
             return flight.result(
-                _refusal_status(r.reply.code for r in refused),
+                status,
                 reason="partial_refusal",
                 error=f"{self._where} refused {len(refused)} of {len(flight.recipients)} "
                 f"recipients ({listed}); the connection was closed before the final dot, "
                 "so nothing was sent",
-                failure_reply=refused[0].reply,
+                failure_reply=decided,
             )
         return None
 
@@ -347,7 +369,7 @@ class Pipeline:
 
     async def _body(
         self, flight: _Flight, source: _SyncSource | _AsyncSource
-    ) -> tuple[TransactionResult, PreparedTransaction | None]:
+    ) -> tuple[TransactionOutcome, PreparedTransaction | None]:
         """Write the body and final dot (plus the next item's commands) and read the reply."""
         reader = self._reader
         if reader.out_of_step():  # a reply after the 354 would pass for the final one
@@ -369,7 +391,7 @@ class Pipeline:
                 "it may or may not have been delivered",
             ), follow
         final = _reply(final_raw[0])
-        status = _reply_status(final.code)
+        status = reply_status(final.code)
         if final.code == 421:
             reader.abort()  # RFC 5321 3.8: closing; a chained transaction is not sent
         if status is TransactionStatus.SENT:
@@ -384,10 +406,13 @@ class Pipeline:
 
     # -- failures ---------------------------------------------------------------------
 
-    def _lost(self, flight: _Flight, replies: Iterable[_ReplyTuple] = ()) -> TransactionResult:
+    def _lost(self, flight: _Flight, replies: Iterable[_ReplyTuple] = ()) -> TransactionOutcome:
         """The connection failed before the final dot: not delivered (transient)."""
         reader = self._reader
         reader.abort()
+        replies = list(replies)
+        if replies:
+            flight.record(replies)  # what was answered before the connection failed
         closing = next((r for r in replies if r[0] == 421), None)
         reason = "421" if closing else (reader.failure or "connection_lost")
         text = _text(_reply(closing)) if closing else reader.failure_text
@@ -398,7 +423,7 @@ class Pipeline:
             failure_reply=_reply(closing) if closing else None,
         )
 
-    def _not_sent(self, item: PreparedTransaction) -> TransactionResult:
+    def _not_sent(self, item: PreparedTransaction) -> TransactionOutcome:
         reader = self._reader
         return _Flight(item, 0.0, chained=True).result(
             TransactionStatus.TRANSIENT,

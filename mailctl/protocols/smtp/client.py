@@ -92,13 +92,14 @@ class Client(SMTP):
         self._redact_next: str | None = None  # describes the next line instead of logging it
         self._scrub: str | None = None  # a secret to blank out of replies during AUTH
         self.final_dot_sent = False
-        # time.perf_counter() when the 354 was read and when the body and dot were written:
-        # the split of a transaction into the phases `data` and `end_of_data` (as pipelined).
-        self.data_accepted_at = 0.0
-        self.dot_sent_at = 0.0
         # True from the final dot until its reply is read: if the session ends in
         # between (lost, timed out, interrupted), the message may have been delivered.
         self.awaiting_final_reply = False
+        # The last `data` call: the reply to DATA, when it came and when the dot went
+        # (time.perf_counter(); 0.0 if not reached), for the transaction's outcome.
+        self.data_reply: SMTPResponse | None = None
+        self.data_accepted_at = 0.0
+        self.dot_sent_at = 0.0
         self._watched: SMTPProtocol | None = None
         self._unsolicited = bytearray()
         self._parting_taken = False
@@ -355,10 +356,12 @@ class Client(SMTP):
         """
         self.final_dot_sent = False
         self.awaiting_final_reply = False
+        self.data_reply = None
         self.data_accepted_at = self.dot_sent_at = 0.0
         if isinstance(message, str):
             message = message.encode("ascii")
         start = await self.execute_command(b"DATA")
+        self.data_reply = start
         if start.code != 354:
             raise SMTPDataError(start.code, start.message)
         self.data_accepted_at = time.perf_counter()
@@ -382,8 +385,8 @@ class Client(SMTP):
             self._transcript.sent(".", tls=tls)
         try:
             protocol.write(payload)
-            self.final_dot_sent = True
             self.dot_sent_at = time.perf_counter()
+            self.final_dot_sent = True
             self.awaiting_final_reply = True
             response = await protocol.read_response(
                 timeout=self.timeout if timeout is Default.token else timeout

@@ -21,6 +21,7 @@ from mailctl.errors import (
     SmtpTransientError,
     StartTlsUnavailableError,
 )
+from mailctl.hosts import ehlo_problem
 from mailctl.models import AuthMechanism, Reply, ServerSettings
 from mailctl.protocols.smtp.client import Client
 from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
@@ -35,7 +36,6 @@ __all__ = [
     "ehlo",
     "open_socket",
     "starttls",
-    "valid_ehlo_name",
 ]
 
 # Picked in this order when settings.auth is None. XOAUTH2 is never picked on its own:
@@ -48,24 +48,12 @@ AUTO_MECHANISMS: tuple[AuthMechanism, ...] = (
 
 # PEP 383: bytes that are not UTF-8 arrive from argv and the environment as lone surrogates.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def check_command_text(what: str, value: str) -> None:
     """Refuse CR, LF, NUL and other controls before they can become extra commands."""
     if not value or re.search(r"[\s\x00-\x1f\x7f]", value):
         raise InputDataError(f"{what} {value!r} is empty or contains spaces or control characters")
-
-
-def valid_ehlo_name(name: str) -> bool:
-    if name.startswith("[") and name.endswith("]"):
-        return True  # RFC 5321 4.1.3 address literal; checked by check_command_text
-    try:
-        name.encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    labels = name.rstrip(".").split(".")
-    return len(name) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
 
 
 def default_ehlo_name(sock: socket.socket) -> str:
@@ -75,7 +63,7 @@ def default_ehlo_name(sock: socket.socket) -> str:
     dot check is instant and an address literal is always acceptable.
     """
     name = socket.gethostname()
-    if "." in name.strip(".") and valid_ehlo_name(name) and not name.endswith(".localdomain"):
+    if "." in name.strip(".") and ehlo_problem(name) is None and not name.endswith(".localdomain"):
         return name
     try:
         local = str(sock.getsockname()[0])

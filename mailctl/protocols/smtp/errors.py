@@ -23,6 +23,7 @@ from mailctl.errors import (
     TimeoutFailure,
 )
 from mailctl.models import RecipientResult, Reply
+from mailctl.protocols.smtp.outcome import TransactionStatus, refusal_status
 from mailctl.protocols.tls import map_ssl_error
 from mailctl.serialize import to_data
 from mailctl.text import excerpt
@@ -110,20 +111,15 @@ def refusal_error(
     """RSET was sent; say which recipients were refused and whether retrying can help.
 
     `closing`: the 421 the server sent after the refusals (Postfix at its hard error
-    limit); it is named, but the refusals decide permanent or transient.
+    limit); it is named, but the refusals decide permanent or transient (`refusal_status`).
     """
-
-    # RFC 5321 4.5.3.1.10: 552 to RCPT means "too many recipients": treat it as 452.
-    def permanent(result: RecipientResult) -> bool:
-        return result.reply.is_permanent and result.reply.code != 552
-
     details: dict[str, Any] = {"recipients": to_data(results)}
     if closing is not None:
         details["closing_reply"] = to_data(closing)
     listed = "; ".join(f"{r.address}: {reply_text(r.reply)}" for r in refused)
     listed += closing_note(closing)
     nothing = "nothing was sent"
-    if all(permanent(r) for r in refused):
+    if refusal_status(r.reply.code for r in refused) is TransactionStatus.REFUSED:
         return SmtpPermanentError(
             f"{where} refused {len(refused)} of {len(results)} recipients, {nothing}: {listed}",
             hint="fix or drop the refused addresses (or allow partial delivery)",

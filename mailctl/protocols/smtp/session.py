@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -29,9 +29,11 @@ from mailctl.errors import (
     OutcomeUnknownError,
     PlaintextAuthRefusedError,
     ProtocolError,
+    SmtpPermanentError,
     StartTlsUnavailableError,
     TimeoutFailure,
 )
+from mailctl.hosts import ehlo_name, endpoint
 from mailctl.models import (
     AuthMechanism,
     Envelope,
@@ -49,7 +51,6 @@ from mailctl.protocols.smtp.connect import (
     default_ehlo_name,
     ehlo,
     starttls,
-    valid_ehlo_name,
 )
 
 # Bound under its old private name: tests replace `smtp._open_socket` to prove no socket is opened.
@@ -68,6 +69,11 @@ from mailctl.protocols.smtp.errors import (
     to_reply,
     transport_error,
 )
+from mailctl.protocols.smtp.outcome import (
+    TransactionOutcome,
+    TransactionStatus,
+    deciding_refusal,
+)
 from mailctl.protocols.tls import TlsInfo, client_context, tls_info
 from mailctl.protocols.transcript import Transcript
 from mailctl.serialize import SECONDS, to_data
@@ -77,7 +83,6 @@ __all__ = [
     "SessionInfo",
     "SessionOptions",
     "SmtpSession",
-    "Transaction",
     "parse_queue_id",
 ]
 
@@ -137,28 +142,6 @@ class SessionInfo:
     timings: dict[str, float] = field(metadata=SECONDS)
 
 
-@dataclass(frozen=True)
-class Transaction:
-    """The outcome of one MAIL/RCPT/DATA transaction that the server accepted."""
-
-    recipients: tuple[RecipientResult, ...]
-    final_reply: Reply | None
-    queue_id: str | None
-    timings: dict[str, float] = field(metadata=SECONDS)  # seconds: mail_rcpt, data, end_of_data
-
-    @property
-    def accepted(self) -> tuple[str, ...]:
-        return tuple(r.address for r in self.recipients if r.accepted)
-
-    @property
-    def refused(self) -> tuple[RecipientResult, ...]:
-        return tuple(r for r in self.recipients if not r.accepted)
-
-
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class SmtpSession:
     """One authenticated (or anonymous) SMTP connection that runs transactions in turn.
 
@@ -194,7 +177,7 @@ class SmtpSession:
         refused) and InputDataError (bad EHLO name).
         """
         settings = options.settings
-        where = _where(settings.host, settings.port)
+        where = endpoint(settings.host, settings.port)
         transcript = options.transcript
         if (
             settings.username
@@ -209,12 +192,8 @@ class SmtpSession:
                 "on a trusted network only: --allow-plaintext-auth",
             )
         check_command_text("server host", settings.host)
-        if options.ehlo_name is not None:
-            check_command_text("EHLO name", options.ehlo_name)
-            if not valid_ehlo_name(options.ehlo_name):
-                raise InputDataError(
-                    f"EHLO name {options.ehlo_name!r} is not a host name or address literal"
-                )
+        # The one EHLO rule (mailctl.hosts), which flags and the config file were checked by.
+        ehlo = ehlo_name(options.ehlo_name) if options.ehlo_name is not None else None
         context = (
             None
             if settings.security is Security.NONE
@@ -243,7 +222,7 @@ class SmtpSession:
                 transcript=transcript,
                 hostname=settings.host,
                 sock=sock,
-                local_hostname=options.ehlo_name or default_ehlo_name(sock),
+                local_hostname=ehlo or default_ehlo_name(sock),
                 timeout=timeouts.command,
                 use_tls=settings.security is Security.TLS,
                 start_tls=False,  # never aiosmtplib's opportunistic default (None)
@@ -417,10 +396,57 @@ class SmtpSession:
         async with self._lock:
             self._ensure_connected("RSET")
             reply = await self._command("RSET", b"RSET")
+            self._closing_at("RSET", reply)
             if reply.code != 250:
                 raise reply_error(reply, f"{self._where} refused RSET")
 
     # -- transactions ----------------------------------------------------------------
+
+    async def transact(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        *,
+        smtputf8: bool = False,
+        eight_bit: bool = False,
+        allow_partial: bool = False,
+        tag: Hashable | None = None,
+    ) -> TransactionOutcome:
+        """Run one MAIL/RCPT/DATA transaction for `data` (the message bytes); return its outcome.
+
+        Whatever happens once the transaction is on the wire is an outcome, never an
+        exception: a refusal (REFUSED or TRANSIENT, the connection reset with RSET so it
+        can carry the next one), a 421, a lost connection or a timeout (TRANSIENT before
+        the final dot, UNKNOWN after it, RFC 1047; the connection closed). `connected`
+        then says whether the session can go on; `outcome.exception` is the typed error
+        `send` raises for it. Any refused recipient aborts the transaction (RSET, nothing
+        sent) unless `allow_partial` is set and at least one recipient was accepted.
+
+        Raises, before anything is written (the request cannot be sent to this server):
+        InputDataError (no recipients, a line over 998 octets, SMTPUTF8 not offered),
+        AddressError and MessageTooLargeError (RFC 1870 SIZE).
+        """
+        async with self._lock:
+            sender, recipients, options = self._request(envelope, data, smtputf8, eight_bit)
+            progress = _Progress(time.perf_counter())
+            try:
+                return await self._transact(
+                    progress,
+                    envelope,
+                    data,
+                    sender=sender,
+                    recipients=recipients,
+                    options=options,
+                    allow_partial=allow_partial,
+                    tag=tag,
+                )
+            except asyncio.CancelledError:
+                # Cancelled mid-transaction: the server's state is unknown, so the
+                # connection must not carry another transaction.
+                self._client.close()
+                raise
+            except MailctlError as err:
+                return progress.failed(err, self._client, tag)
 
     async def send(
         self,
@@ -430,34 +456,26 @@ class SmtpSession:
         smtputf8: bool = False,
         eight_bit: bool = False,
         allow_partial: bool = False,
-    ) -> Transaction:
-        """Run one MAIL/RCPT/DATA transaction for `data` (the message bytes).
+    ) -> TransactionOutcome:
+        """Run one transaction like `transact`, raising its typed error unless it was sent.
 
-        Any refused recipient aborts the transaction (RSET, nothing sent) unless
-        `allow_partial` is set and at least one recipient was accepted.
-
-        Raises InputDataError / AddressError / MessageTooLargeError before sending
-        anything; SmtpPermanentError or SmtpTransientError for refusals (with
-        details "recipients" and/or "reply"); ConnectionLostError or TimeoutFailure
-        before the final dot; OutcomeUnknownError after it (RFC 1047).
+        For one-message callers (`mailctl send`, sendmail mode). Raises what `transact`
+        raises, and then: SmtpPermanentError or SmtpTransientError for refusals (with
+        details "recipients" and/or "reply"); ConnectionLostError, TimeoutFailure or
+        ProtocolError before the final dot; OutcomeUnknownError after it (RFC 1047).
         """
-        async with self._lock:
-            try:
-                return await self._send(envelope, data, smtputf8, eight_bit, allow_partial)
-            except asyncio.CancelledError:
-                # Cancelled mid-transaction: the server's state is unknown, so the
-                # connection must not carry another transaction.
-                self._client.close()
-                raise
+        outcome = await self.transact(
+            envelope, data, smtputf8=smtputf8, eight_bit=eight_bit, allow_partial=allow_partial
+        )
+        error = outcome.to_error()
+        if error is not None:
+            raise error
+        return outcome
 
-    async def _send(
-        self,
-        envelope: Envelope,
-        data: bytes,
-        smtputf8: bool,
-        eight_bit: bool,
-        allow_partial: bool,
-    ) -> Transaction:
+    def _request(
+        self, envelope: Envelope, data: bytes, smtputf8: bool, eight_bit: bool
+    ) -> tuple[bytes, list[tuple[str, bytes]], list[bytes]]:
+        """Check the request and encode its paths and MAIL parameters; nothing is written."""
         where = self._where
         if not envelope.recipients:
             raise InputDataError("the envelope has no recipients")
@@ -468,8 +486,6 @@ class SmtpSession:
         ]
         wire = normalize_message_line_endings(data)
         require_short_lines(wire)
-        self._ensure_connected("MAIL FROM")
-
         options: list[bytes] = []
         if self.supports("SIZE"):
             # RFC 1870 3: the size is the message as transmitted, CRLF line endings,
@@ -494,61 +510,91 @@ class SmtpSession:
                     hint="use ASCII addresses (IDNA domains) or another server",
                 )
             options.append(b"SMTPUTF8")
+        return sender, recipients, options
 
-        # Phase names as the pipelined path and bench use them: mail_rcpt (MAIL and every
-        # RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+    async def _transact(
+        self,
+        progress: _Progress,
+        envelope: Envelope,
+        data: bytes,
+        *,
+        sender: bytes,
+        recipients: list[tuple[str, bytes]],
+        options: list[bytes],
+        allow_partial: bool,
+        tag: Hashable | None,
+    ) -> TransactionOutcome:
+        """The exchange; every failure raises the MailctlError `send` gives its caller, with
+        `progress` holding what was answered (turned into the outcome by `transact`)."""
+        where = self._where
+        self._ensure_connected("MAIL FROM", progress)
         reply = await self._command("MAIL FROM", b"MAIL", b"FROM:" + sender, *options)
+        progress.mail, progress.mail_done = reply, time.perf_counter()
+        self._closing_at("MAIL FROM", reply, progress)
         if reply.code != 250:
-            closing = await self._abort()
-            raise reply_error(reply, f"{where} refused sender {envelope.sender!r}", closing=closing)
+            progress.decided = reply
+            progress.closing = await self._abort()
+            raise reply_error(
+                reply, f"{where} refused sender {envelope.sender!r}", closing=progress.closing
+            )
 
-        results: list[RecipientResult] = []
+        results = progress.recipients
         for address, path in recipients:
             reply = await self._command(f"RCPT TO {address}", b"RCPT", b"TO:" + path)
             # RFC 5321 4.2.5: 250 accepted, 251 will forward.
             results.append(RecipientResult(address, reply.code in (250, 251), reply))
-        timings["mail_rcpt"] = time.perf_counter() - started
+            self._closing_at(f"RCPT TO {address}", reply, progress)
+        progress.envelope_done = time.perf_counter()
 
         refused = [r for r in results if not r.accepted]
         if refused and (not allow_partial or len(refused) == len(results)):
-            closing = await self._abort()
-            raise refusal_error(refused, results, where, closing=closing)
+            progress.decided = deciding_refusal(refused).reply
+            progress.closing = await self._abort()
+            raise refusal_error(refused, results, where, closing=progress.closing)
 
-        started = time.perf_counter()
-        final = await self._data(data, results)
-        finished = time.perf_counter()
+        final = await self._data(data, progress)
         client = self._client
-        timings["data"] = max(client.data_accepted_at - started, 0.0)
-        timings["end_of_data"] = max(finished - client.dot_sent_at, 0.0)
-        return Transaction(
-            recipients=tuple(results),
-            final_reply=final,
-            queue_id=parse_queue_id(final.message),
-            timings=timings,
+        return TransactionOutcome(
+            TransactionStatus.SENT,
+            tag,
+            tuple(results),
+            progress.mail,
+            to_reply(client.data_reply) if client.data_reply is not None else None,
+            final,
+            started=progress.started,
+            mail_done=progress.mail_done,
+            envelope_done=progress.envelope_done,
+            data_accepted=client.data_accepted_at,
+            dot_sent=client.dot_sent_at,
+            finished=time.perf_counter(),
         )
 
-    async def _data(self, data: bytes, results: list[RecipientResult]) -> Reply:
+    async def _data(self, data: bytes, progress: _Progress) -> Reply:
         where = self._where
         client = self._client
-        details = {"recipients": to_data(results)}
+        details = {"recipients": to_data(progress.recipients)}
+        progress.in_data = True
         try:
             response = await client.data(data, timeout=self._settings.timeouts.data)
         except SMTPDataError as err:
-            reply = to_reply(err)
+            reply = progress.decided = to_reply(err)
             if not client.final_dot_sent:
-                closing = await self._abort()  # DATA itself refused: clear the envelope
-                raise reply_error(reply, f"{where} refused DATA", details, closing=closing) from err
+                progress.closing = await self._abort()  # DATA itself refused: clear the envelope
+                raise reply_error(
+                    reply, f"{where} refused DATA", details, closing=progress.closing
+                ) from err
+            progress.final = reply
             raise reply_error(reply, f"{where} refused the message", details) from err
         except RepliesOutOfStep as err:  # found before the body was written: not sent
             raise transport_error(err, where, "DATA", 0.0, details) from err
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as err:
             client.close()
             if client.final_dot_sent:
+                timed_out = isinstance(err, TIMEOUT_TYPES)
+                progress.reason = "timeout" if timed_out else "connection_lost"
                 how = (
                     f"did not answer within {self._settings.timeouts.data:g}s"
-                    if isinstance(err, TIMEOUT_TYPES)
+                    if timed_out
                     else "closed the connection"
                 )
                 raise OutcomeUnknownError(
@@ -573,11 +619,13 @@ class SmtpSession:
         if closing is not None:
             raise reply_error(to_reply(closing), f"{self._where} is closing the connection")
 
-    def _ensure_connected(self, phase: str) -> None:
+    def _ensure_connected(self, phase: str, progress: _Progress | None = None) -> None:
         """Raise unless connected: the server's parting 421 if it sent one, else lost."""
         if not self._client.is_connected:
             parting = self._client.parting_reply()
             if parting is not None:
+                if progress is not None:
+                    progress.decided = parting
                 raise reply_error(parting, f"{self._where} closed the connection before {phase}")
             raise ConnectionLostError(
                 f"the connection to {self._where} is closed; cannot send {phase}",
@@ -585,7 +633,11 @@ class SmtpSession:
             )
 
     async def _command(self, phase: str, *args: bytes) -> Reply:
-        """Send one command and return its reply; 421 and transport failures raise."""
+        """Send one command and return its reply; transport failures raise.
+
+        A 421 closes the connection (RFC 5321 3.8: the server is shutting the channel;
+        aiosmtplib has closed it too) and is returned: see `_closing_at`.
+        """
         try:
             response = await self._client.execute_command(*args)
         except ValueError as err:  # aiosmtplib refuses control characters in arguments
@@ -595,10 +647,15 @@ class SmtpSession:
             raise transport_error(err, self._where, phase, self._settings.timeouts.command) from err
         reply = to_reply(response)
         if reply.code == 421:
-            # RFC 5321 3.8: the server is shutting the channel (aiosmtplib closed it).
             self._client.close()
-            raise reply_error(reply, f"{self._where} is closing the connection at {phase}")
         return reply
+
+    def _closing_at(self, phase: str, reply: Reply, progress: _Progress | None = None) -> None:
+        """Raise when `reply` is the server's 421: it decides the transaction."""
+        if reply.code == 421:
+            if progress is not None:
+                progress.decided = reply
+            raise reply_error(reply, f"{self._where} is closing the connection at {phase}")
 
     async def _abort(self) -> Reply | None:
         """RSET after a failed transaction so the connection can be reused; never raises.
@@ -617,6 +674,60 @@ class SmtpSession:
         if response.code != 250:
             client.close()  # the server's state is unclear: do not reuse it
         return to_reply(response) if response.code == 421 else None
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a lock-step transaction got so far, for its outcome when it fails."""
+
+    started: float
+    mail: Reply | None = None
+    mail_done: float = 0.0
+    recipients: list[RecipientResult] = field(default_factory=list)
+    envelope_done: float = 0.0
+    final: Reply | None = None
+    decided: Reply | None = None  # the reply that decided a failure
+    closing: Reply | None = None  # the 421 the server closed with after that refusal
+    reason: str | None = None  # when no reply decided and the error's code is not the reason
+    in_data: bool = False  # DATA was sent: the client's data_* fields are this transaction's
+
+    def failed(
+        self, error: MailctlError, client: Client, tag: Hashable | None
+    ) -> TransactionOutcome:
+        """The outcome of a transaction that ended with `error` (kept as its exception)."""
+        if isinstance(error, OutcomeUnknownError):
+            status = TransactionStatus.UNKNOWN
+        elif isinstance(error, (SmtpPermanentError, InputDataError)):
+            status = TransactionStatus.REFUSED
+        else:
+            status = TransactionStatus.TRANSIENT
+        decided = self.decided
+        if self.reason is not None:
+            reason = self.reason
+        elif decided is not None:
+            reason = str(decided.code)
+        else:
+            reason = error.code
+        data_reply = client.data_reply if self.in_data else None
+        return TransactionOutcome(
+            status,
+            tag,
+            tuple(self.recipients),
+            self.mail,
+            to_reply(data_reply) if data_reply is not None else None,
+            self.final,
+            reason=reason,
+            error=error.message,
+            failure_reply=decided,
+            closing_reply=self.closing,
+            started=self.started,
+            mail_done=self.mail_done,
+            envelope_done=self.envelope_done,
+            data_accepted=client.data_accepted_at if self.in_data else 0.0,
+            dot_sent=client.dot_sent_at if self.in_data else 0.0,
+            finished=time.perf_counter(),
+            exception=error,
+        )
 
 
 def _describe_tls(client: Client) -> str:
