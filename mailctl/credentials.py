@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 from mailctl.errors import CredentialError, KeyringUnavailableError
 from mailctl.inputs import SECRET_LIMIT, describe
 from mailctl.models import Protocol, ServerSettings
+from mailctl.text import quote
 
 SERVICE: Final = "mailctl"
 ENV_PASSWORD: Final = "MAILCTL_PASSWORD"  # noqa: S105 (a variable name)
@@ -208,7 +209,7 @@ def run_password_command(command: str, *, label: str = "password_command") -> st
     """
     argv = _command_argv(command, label=label)
     program = os.path.basename(argv[0]) if argv[0] != "/bin/sh" else "sh -c"
-    what = f"password_command for {label} (program {program!r})"
+    what = f"password_command for {label} (program {quote(program)})"
     try:
         # start_new_session: its own process group to kill as a whole, and no controlling
         # terminal (a prompt on /dev/tty fails at once instead of hanging in the background).

@@ -13,6 +13,7 @@ from typing import Final
 
 from mailctl.errors import HeaderInjectionError, InputDataError
 from mailctl.models import Protocol, Security
+from mailctl.text import quote
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -45,7 +46,6 @@ _EHLO_LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_]
 # What can end a line for someone, or move a terminal's cursor: refused in any EHLO name.
 _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_SHOWN_LIMIT: Final = 120
 
 
 def default_port(protocol: Protocol, security: Security) -> int:
@@ -144,9 +144,8 @@ def ehlo_name(value: str, *, field: str = "EHLO name") -> str:
         return value if value.startswith("[") else to_ascii_domain(value)
     if problem.startswith("contains"):
         raise HeaderInjectionError(f"{field} {problem}", hint="an EHLO name is a single word")
-    shown = value if len(value) <= _SHOWN_LIMIT else value[:_SHOWN_LIMIT] + "..."
     raise InputDataError(
-        f"{field} {shown!r} {problem}",
+        f"{field} {quote(value)} {problem}",
         hint="a host name (letters, digits, '-', '_' and '.') or an address literal "
         "such as [192.0.2.1]",
     )

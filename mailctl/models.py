@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, Final
 
 
 class Security(StrEnum):
@@ -31,13 +31,18 @@ class Protocol(StrEnum):
     POP3 = "pop3"
 
 
+# mailctl.serialize metadata: a duration held in seconds, written as `<key>_ms` (this module is a
+# stdlib-only leaf, so it spells the metadata out instead of importing serialize.SECONDS).
+_SECONDS: Final = {"json_unit": "s"}
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds; every network wait in mailctl is bounded by one of these."""
 
-    connect: float = 30.0
-    command: float = 60.0
-    data: float = 300.0
+    connect: float = field(default=30.0, metadata=_SECONDS)
+    command: float = field(default=60.0, metadata=_SECONDS)
+    data: float = field(default=300.0, metadata=_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class Reply:
     code: int
     message: str
 
+    JSON_ATTRS: ClassVar[tuple[str, ...]] = ("enhanced",)  # computed, written by serialize
+
     @property
     def enhanced(self) -> str | None:
         """The RFC 3463 enhanced status code at the start of the text, if any."""
@@ -118,16 +125,13 @@ class Reply:
     def is_transient(self) -> bool:
         return 400 <= self.code <= 499
 
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "enhanced": self.enhanced, "message": self.message}
-
 
 @dataclass(frozen=True)
 class Envelope:
     """SMTP envelope: what MAIL FROM and RCPT TO carry, independent of the headers."""
 
-    sender: str  # may be "" for the null reverse-path
-    recipients: tuple[str, ...]
+    sender: str = field(metadata={"json": "from"})  # may be "" for the null reverse-path
+    recipients: tuple[str, ...] = field(metadata={"json": "to"})
 
 
 @dataclass(frozen=True)
@@ -135,9 +139,6 @@ class RecipientResult:
     address: str
     accepted: bool
     reply: Reply
-
-    def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "accepted": self.accepted, "reply": self.reply.to_json()}
 
 
 class Direction(StrEnum):
@@ -153,18 +154,11 @@ class TranscriptLine:
     """One line of a protocol session (protocols/transcript.py records them, redacted);
     `tls` says whether it travelled inside TLS."""
 
-    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
+    # seconds since the Transcript was created (time.perf_counter)
+    elapsed: float = field(metadata=_SECONDS)
     direction: Direction
     tls: bool
     text: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "elapsed": round(self.elapsed, 6),
-            "direction": self.direction.value,
-            "tls": self.tls,
-            "text": self.text,
-        }
 
 
 # Called with each line as it happens (send --trace, sendmail -v): a hang shows where it hangs.

@@ -33,6 +33,7 @@ from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings, Ti
 from mailctl.protocols.checks import LoginCheck
 from mailctl.protocols.imap import ImapSession
 from mailctl.protocols.pop3 import Pop3Session
+from mailctl.serialize import to_data
 
 Check = Callable[..., LoginCheck]
 CHECKS: dict[Protocol, Check] = {Protocol.IMAP: ImapSession.check, Protocol.POP3: Pop3Session.check}
@@ -58,7 +59,7 @@ def everything_said(err: BaseException) -> str:
     """Every text a user could see of an error: message, repr, JSON, chained traceback."""
     parts = [str(err), repr(err), "".join(traceback.format_exception(err))]
     if isinstance(err, MailctlError):
-        parts += [err.one_line(), json.dumps(err.to_json(), default=str)]
+        parts += [err.one_line(), json.dumps(to_data(err), default=str)]
     return "\n".join(parts)
 
 
@@ -96,7 +97,7 @@ def test_login_succeeds_with_the_ca_file(
     else:
         assert "USER" in caps and "SASL PLAIN LOGIN" in caps
         assert "STLS" not in caps  # asked again after STLS (RFC 2595 4)
-    rendered = json.dumps(result.to_json())
+    rendered = json.dumps(to_data(result))
     assert dovecot.password not in rendered and dovecot.password not in repr(result)
     assert json.loads(rendered)["tls"]["version"] == result.tls.version
     assert f"user=<{dovecot.user}>" in dovecot.log()

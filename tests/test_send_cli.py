@@ -97,14 +97,13 @@ def test_text_html_attachment_over_starttls_with_auth(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     envelope = json.loads(result.stdout)
-    assert envelope["mailctl_result_version"] == "1"
+    assert envelope["mailctl_result_version"] == "2"
     assert envelope["status"] == "ok" and envelope["exit_code"] == 0
     data = envelope["data"]
     assert data["final_reply"]["code"] == 250
     assert data["auth_mechanism"] and data["tls"]["version"].startswith("TLSv1.")
-    assert {"connect", "banner", "ehlo", "starttls", "auth", "mail", "rcpt", "data"} <= set(
-        data["timings"]
-    )
+    phases = {"connect", "banner", "ehlo", "starttls", "auth", "mail_rcpt", "data", "end_of_data"}
+    assert set(data["timings_ms"]) == phases  # JSON v2: milliseconds, bench's phase names
 
     got = smtp_server.messages[0]
     assert got.tls and got.authenticated_as == TEST_USER

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mailctl.cli.context import AppContext, command
-from mailctl.cli.output import CommandResult, Output
+from mailctl.cli.output import CommandResult, ErrorEntry, Output
 from mailctl.cli.serverflags import ServerFlags
 from mailctl.errors import UsageError
 from mailctl.hosts import endpoint
@@ -429,14 +429,14 @@ def _command_result(result: BenchResult) -> CommandResult:
     """Status and exit code as the result decides them (core.bench.models.BenchResult), with one
     error per cause: Ctrl-C, what stopped a run, the failed messages of each run, and a
     regression (reported also when failures decide the exit code)."""
-    from mailctl.errors import RegressionError
+    from mailctl.errors import InterruptedByUser, RegressionError
 
-    errors: list[dict[str, Any]] = []
+    errors: list[ErrorEntry] = []
     if result.interrupted:
-        errors.append({"code": "interrupted", "message": "interrupted: the report is partial"})
+        errors.append(InterruptedByUser("interrupted: the report is partial"))
     for run in result.runs:
         if run.stopped_by is not None:
-            errors.append(run.stopped_by.to_json())
+            errors.append(run.stopped_by)
     for run in result.runs:
         summary = _failure_summary(run)
         if summary is not None:
@@ -450,10 +450,10 @@ def _command_result(result: BenchResult) -> CommandResult:
         errors.append(
             RegressionError(
                 f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
-            ).to_json()
+            )
         )
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status=result.status,  # type: ignore[arg-type]
         exit_code=result.exit_code,
         errors=errors,
@@ -509,14 +509,13 @@ def _render(output: Output, result: BenchResult) -> None:
 
     console = output.out
     target = result.target
-    where = "embedded sink" if target["embedded_sink"] else "server"
+    where = "embedded sink" if target.embedded_sink else "server"
     work = result.workload
-    amount = f"{work['messages']} messages" if work["messages"] else f"{work['duration_s']:g}s"
+    amount = f"{work.messages} messages" if work.messages else f"{work.duration or 0:g}s"
     console.print(
-        f"mailctl bench: {amount}, {work['concurrency']} connections, "
-        f"{work['message_size']}-byte messages -> {where} "
-        f"{endpoint(target['host'], target['port'])} "
-        f"(security {target['security']}, auth {'on' if target['auth'] else 'off'})",
+        f"mailctl bench: {amount}, {work.concurrency} connections, "
+        f"{work.message_size}-byte messages -> {where} {endpoint(target.host, target.port)} "
+        f"(security {target.security.value}, auth {'on' if target.auth else 'off'})",
         markup=False,
     )
     table = Table(
@@ -577,7 +576,7 @@ def _render(output: Output, result: BenchResult) -> None:
 
 def _render_failures(console: Any, run: RunResult) -> None:
     """Errors by reply code and text, connection attempts, and what stopped the run."""
-    from mailctl.cli.output import clean
+    from mailctl.text import clean
 
     mode = run.mode.value
     if run.error_details:
@@ -604,7 +603,7 @@ def _render_failures(console: Any, run: RunResult) -> None:
 
 
 def _loop_label(result: BenchResult) -> str:
-    rate = result.workload["rate"]
+    rate = result.workload.rate
     if rate:
         return f"open loop at {rate:g} msg/s; latency (ms) from each message's intended send time"
     return "closed loop (next message when the last is done); latency (ms) from the actual send"
@@ -635,8 +634,8 @@ def _phase_table(result: BenchResult) -> Any:
         if any(cell != "-" for cell in cells):
             table.add_row(phase, *cells)
     table.caption = (
-        "new/reuse: data = DATA to the final reply; pipeline: data = the 354 wait "
-        "(MAIL/RCPT/DATA share one write)"
+        "data = DATA to the 354; end_of_data = body and dot to the final reply; "
+        "pipeline: MAIL/RCPT/DATA share one write"
     )
     table.caption_justify = "left"
     return table

@@ -10,10 +10,11 @@ import typer
 
 from mailctl.cli.context import AppContext, check_server_flags, command
 from mailctl.cli.options import DataTimeoutOpt
-from mailctl.cli.output import CommandResult, Output, clean
+from mailctl.cli.output import CommandResult, Output
 from mailctl.cli.serverflags import ServerFlags
 from mailctl.cli.tracing import transcript_printer
 from mailctl.errors import UsageError
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.core.send import ComposedMessage, Given, RawMessage, SendResult
@@ -311,9 +312,7 @@ def _dry_run_result(result: SendResult) -> CommandResult:
         sys.stdout.buffer.write(prepared.data)
         sys.stdout.buffer.flush()
 
-    data = result.to_json()
-    data["message"] = prepared.data.decode("utf-8", errors="replace")
-    return CommandResult(data=data, render=render)
+    return CommandResult(data=result, render=render)
 
 
 def _send_result(result: SendResult) -> CommandResult:
@@ -342,7 +341,7 @@ def _send_result(result: SendResult) -> CommandResult:
             output.err.print(table)
 
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status=result.status,
         exit_code=result.exit_code,
         errors=result.errors,

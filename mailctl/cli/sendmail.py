@@ -181,7 +181,7 @@ def _sendmail(argv: list[str], app: AppContext) -> CommandResult:
         on_transcript=transcript_printer(app.output) if args.verbose else None,
     )
     result = send(request)
-    return CommandResult(data=result.to_json(), status=result.status, exit_code=result.exit_code)
+    return CommandResult(data=result, status=result.status, exit_code=result.exit_code)
 
 
 def _require_utf8_args(args: SendmailArgs) -> None:

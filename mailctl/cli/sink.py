@@ -12,9 +12,11 @@ from mailctl.cli.context import AppContext, command
 from mailctl.cli.output import CommandResult, Output
 from mailctl.errors import UsageError
 from mailctl.hosts import endpoint
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.sink.config import Phase, SinkConfig
+    from mailctl.sink.run import SinkRun
     from mailctl.sink.stats import SinkStats
 
 TLS = "TLS and AUTH"
@@ -186,7 +188,7 @@ def _phase(flag: str, value: str | None) -> Phase | None:
         phase = None
     if phase not in allowed:
         choices = ", ".join(choice.value for choice in allowed)
-        raise UsageError(f"{flag} {value!r}: expected one of {choices}")
+        raise UsageError(f"{flag} {quote(value)}: expected one of {choices}")
     return phase
 
 
@@ -268,7 +270,9 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     try:
         loop = LoopKind(flags["loop"])
     except ValueError:
-        raise UsageError(f"--loop {flags['loop']!r}: expected auto, asyncio or uvloop") from None
+        raise UsageError(
+            f"--loop {quote(flags['loop'])}: expected auto, asyncio or uvloop"
+        ) from None
     chatty = not flags["quiet"] and not output.json_mode
     live = chatty and sys.stderr.isatty()
 
@@ -283,7 +287,7 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
 
     def progress(stats: SinkStats) -> None:
         line = (
-            f"\r{stats.messages:,} messages  {stats.rate:,.0f} msg/s  "
+            f"\r{stats.messages:,} messages  {stats.qps:,.0f} msg/s  "
             f"{stats.active} open / {stats.connections:,} connections  "
             f"{sum(stats.errors.values()):,} errors\x1b[K"
         )
@@ -300,16 +304,16 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     )
     if live:
         sys.stderr.write("\n")
-    data = result.to_dict()
-    return CommandResult(data=data, render=lambda out: _render(data, out))
+    return CommandResult(data=result, render=lambda out: _render(result, out))
 
 
-def _render(data: dict[str, Any], output: Output) -> None:
+def _render(run: SinkRun, output: Output) -> None:
     """The human summary, on stderr like the rest of a server's chatter."""
-    errors = ", ".join(f"{code}x{count}" for code, count in data["errors"].items()) or "none"
+    stats = run.stats
+    errors = ", ".join(f"{code}x{count}" for code, count in stats.error_replies.items()) or "none"
     output.note(
-        f"mailctl sink: {data['messages']:,} messages ({data['bytes']:,} bytes) in "
-        f"{data['elapsed']:.2f} s, {data['rate']:,.0f} msg/s; {data['connections']:,} "
-        f"connections; {data['rejected']:,} rejected, {data['disconnected']:,} disconnected "
-        f"(injected); error replies: {errors}; stopped by {data['stopped_by']}"
+        f"mailctl sink: {stats.messages:,} messages ({stats.bytes:,} bytes) in "
+        f"{stats.elapsed:.2f} s, {stats.qps:,.0f} msg/s; {stats.connections:,} "
+        f"connections; {stats.rejected:,} rejected, {stats.disconnected:,} disconnected "
+        f"(injected); error replies: {errors}; stopped by {run.stopped_by}"
     )

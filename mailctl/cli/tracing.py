@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mailctl.cli.output import Output, clean
+from mailctl.cli.output import Output
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.models import TranscriptLine

@@ -21,6 +21,7 @@ from mailctl.models import (
     ServerSettings,
     Timeouts,
 )
+from mailctl.text import quote
 
 # A password in the file is never used (it would sit in plain text next to everything else):
 # loading still works, and the caller is handed a warning that says so.
@@ -80,7 +81,7 @@ class FieldError(Exception):
         """
         text = f"{key_path(self.key) if label is None else label}: {self.problem}"
         if self.value is not _MISSING:
-            text += f", got {show(self.value)}"
+            text += f", got {_got(self.value)}"
         return text
 
 
@@ -89,16 +90,16 @@ def key_path(parts: Iterable[str]) -> str:
     return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in parts)
 
 
-def show(value: object) -> str:
-    """A short, one-line rendering of a config value for an error message."""
+def _got(value: object) -> str:
+    """What the file holds, for "got ..." in an error: TOML's words for tables, arrays and
+    booleans, else the value quoted (mailctl.text.quote)."""
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return quote(value)
 
 
 def account_name_problem(name: str) -> str | None:
@@ -291,7 +292,7 @@ def _check_keys(
             secret_keys.append((*key, name))
             continue
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {quote(close[0])}? " if close else ""
         # The value is not shown: a misspelt key may well hold a password.
         raise FieldError(
             (*key, name), "unknown key", hint=f"{hint}allowed here: {', '.join(allowed)}"
@@ -337,7 +338,7 @@ def _port(key: tuple[str, ...], value: object) -> int:
 
 
 def _security(key: tuple[str, ...], value: object) -> Security:
-    choices = ", ".join(f'"{s.value}"' for s in Security)
+    choices = ", ".join(quote(s.value) for s in Security)
     if not isinstance(value, str):
         raise FieldError(key, f"must be one of {choices}", value=value)
     try:
@@ -352,7 +353,7 @@ def _security(key: tuple[str, ...], value: object) -> Security:
 
 
 def _auth(key: tuple[str, ...], value: object) -> AuthMechanism:
-    choices = ", ".join(f'"{a.value}"' for a in AuthMechanism)
+    choices = ", ".join(quote(a.value) for a in AuthMechanism)
     if not isinstance(value, str):
         raise FieldError(key, f"must be one of {choices}", value=value)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mailctl.core.message import (
     Attachment,
@@ -22,7 +22,8 @@ from mailctl.core.message import (
 )
 from mailctl.errors import ExitCode, InterruptedByUser
 from mailctl.hosts import endpoint
-from mailctl.models import RecipientResult, Reply, ResolvedServer, TranscriptCallback
+from mailctl.models import Envelope, RecipientResult, Reply, ResolvedServer, TranscriptCallback
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs
 
 if TYPE_CHECKING:
     from mailctl.models import Account, Config
@@ -60,7 +61,10 @@ class SendRequest:
 
 @dataclass(frozen=True)
 class SendResult:
-    prepared: PreparedMessage
+    """One send (or dry run). JSON (mailctl.serialize): these fields, the message's
+    envelope, size, Message-ID and SMTPUTF8 need, and on a dry run its text."""
+
+    prepared: PreparedMessage = field(metadata=SKIP)  # holds the bytes: never in JSON
     server: str | None = None
     security: str | None = None
     banner: Reply | None = None
@@ -69,13 +73,37 @@ class SendResult:
     recipients: tuple[RecipientResult, ...] = ()
     final_reply: Reply | None = None
     queue_id: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    # Seconds per phase: connect, banner, ehlo, starttls, auth, mail_rcpt, data, end_of_data.
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS)
     dry_run: bool = False
     saved_to: Path | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("envelope", "size", "message_id", "smtputf8", "message")
 
     @property
     def refused(self) -> tuple[RecipientResult, ...]:
         return tuple(r for r in self.recipients if not r.accepted)
+
+    @property
+    def envelope(self) -> Envelope:
+        return self.prepared.envelope
+
+    @property
+    def size(self) -> int:
+        return len(self.prepared.data)
+
+    @property
+    def message_id(self) -> str | None:
+        return self.prepared.message_id
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.prepared.smtputf8
+
+    @property
+    def message(self) -> str | None:
+        """The message as text on a dry run (what --dry-run prints), else None."""
+        return self.prepared.data.decode("utf-8", errors="replace") if self.dry_run else None
 
     @property
     def status(self) -> Literal["ok", "partial"]:
@@ -109,26 +137,6 @@ class SendResult:
             }
             for r in self.refused
         ]
-
-    def to_json(self) -> dict[str, Any]:
-        envelope = self.prepared.envelope
-        return {
-            "dry_run": self.dry_run,
-            "envelope": {"from": envelope.sender, "to": list(envelope.recipients)},
-            "size": len(self.prepared.data),
-            "message_id": self.prepared.message_id,
-            "smtputf8": self.prepared.smtputf8,
-            "server": self.server,
-            "security": self.security,
-            "banner": self.banner.to_json() if self.banner else None,
-            "tls": self.tls.to_json() if self.tls else None,
-            "auth_mechanism": self.auth_mechanism,
-            "recipients": [r.to_json() for r in self.recipients],
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "timings": {name: round(value, 6) for name, value in self.timings.items()},
-            "saved_to": str(self.saved_to) if self.saved_to else None,
-        }
 
 
 def send(request: SendRequest) -> SendResult:
@@ -247,12 +255,10 @@ def _interrupted(
 
 
 def _send_timings(outcome: TransactionOutcome) -> dict[str, float]:
-    """Seconds per step as send reports them: mail, rcpt, data (DATA to the final reply)."""
-    return {
-        "mail": outcome.mail_done - outcome.started,
-        "rcpt": outcome.envelope_done - outcome.mail_done,
-        "data": outcome.finished - outcome.envelope_done,
-    }
+    """Seconds per phase, named as bench names them: mail_rcpt (MAIL and every RCPT), data
+    (DATA to the 354), end_of_data (body and dot to the final reply)."""
+    timings = outcome.timings
+    return {name: timings[name] for name in ("mail_rcpt", "data", "end_of_data")}
 
 
 async def _deliver(

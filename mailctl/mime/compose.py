@@ -30,12 +30,12 @@ from mailctl.mime.headers import (
     parse_msg_ids,
     require_clean,
     require_utf8,
-    shown,
     validate_domain,
     wire_policy,
 )
 from mailctl.mime.wire_check import check_wire_headers
 from mailctl.models import Envelope
+from mailctl.text import quote
 
 __all__ = [
     "MAX_DEPTH",
@@ -310,12 +310,12 @@ def _attachment_name(spec: AttachmentSpec) -> str:
     require_clean("attachment file name", name)
     if not name or name in {".", ".."} or "/" in name or "\\" in name:
         raise InputDataError(
-            f"attachment file name {shown(name)} is not a bare file name",
+            f"attachment file name {quote(name)} is not a bare file name",
             hint="no directories, no '/' or '\\'",
         )
     if spec.inline and not _CID_NAME.fullmatch(name):
         raise InputDataError(
-            f"inline attachment name {shown(name)} cannot be used in a cid: URL",
+            f"inline attachment name {quote(name)} cannot be used in a cid: URL",
             hint="give it an ASCII name without spaces",
         )
     return name
@@ -332,7 +332,7 @@ def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
     budget = limit
     files: list[_File] = []
     for name, spec in zip(names, specs, strict=True):
-        label = f"attachment {shown(str(spec.path))}"
+        label = f"attachment {quote(spec.path)}"
         try:
             # mailctl.inputs: regular files only, judged by their size before reading.
             data = read_file(spec.path, what="attachment", limit=budget)

@@ -11,7 +11,8 @@ from typing import Final
 
 from mailctl.errors import AddressError
 from mailctl.hosts import to_ascii_domain
-from mailctl.mime.header_safety import require_clean, shown
+from mailctl.mime.header_safety import require_clean
+from mailctl.text import quote
 
 __all__ = ["validate_domain"]
 
@@ -29,14 +30,14 @@ def validate_domain(field: str, domain: str) -> str:
         raise AddressError(f"{field} has an empty domain")
     if domain.startswith("["):
         raise AddressError(
-            f"{field}: domain literals such as {shown(domain)} are not supported",
+            f"{field}: domain literals such as {quote(domain)} are not supported",
             hint="use a host name",
         )
     try:
         ascii_domain = to_ascii_domain(domain)
     except UnicodeError as err:
-        raise AddressError(f"{field}: domain {shown(domain)} is not a valid host name") from err
+        raise AddressError(f"{field}: domain {quote(domain)} is not a valid host name") from err
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LDH_LABEL.fullmatch(label) for label in labels):
-        raise AddressError(f"{field}: domain {shown(domain)} is not a valid host name")
+        raise AddressError(f"{field}: domain {quote(domain)} is not a valid host name")
     return ascii_domain

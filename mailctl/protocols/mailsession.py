@@ -44,11 +44,11 @@ from mailctl.protocols.checks import (
     endpoint,
     map_os_error,
     preflight,
-    quote_server,
 )
 from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.tls import TlsInfo, client_context
 from mailctl.protocols.wire import Wire
+from mailctl.text import excerpt
 
 # The libraries parse server answers with few checks: a malformed one can surface as these
 # (imapclient: CAPABILITY answered OK with nothing listed -> AttributeError on None). From
@@ -232,7 +232,7 @@ class MailSession(ABC):
         text = self._answer_text(err)
         if text is None:
             return None
-        text = quote_server(text, secret=self.secret_shown)
+        text = excerpt(text, secret=self.secret_shown)
         phase = self.clock.phase
         if phase == "tls":
             return TlsError(f"{self.name} {self.starttls_command} with {self.where} failed: {text}")

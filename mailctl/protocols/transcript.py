@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 # The line type is a model (models.py), so that a caller above core (cli's --trace printer)
 # can take lines through core's callback without importing this package.
@@ -48,6 +47,3 @@ class Transcript:
     def redacted_sent(self, what: str, *, tls: bool) -> None:
         """Record that a secret-bearing line was sent, naming only what it was."""
         self._add(Direction.SENT, f"<redacted: {what}>", tls)
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [line.to_json() for line in self.lines]

@@ -36,8 +36,9 @@ from mailctl.errors import (
     TimeoutFailure,
 )
 from mailctl.models import Protocol, Timeouts
-from mailctl.protocols.checks import PhaseClock, quote_server
+from mailctl.protocols.checks import PhaseClock
 from mailctl.protocols.limits import ReadLimits, octets
+from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
 _CHUNK = 64 * 1024
@@ -114,7 +115,7 @@ class Wire:
         self._check()
         self._bind(sock)
         if self._one_reply_each and self._buffer:
-            text = quote_server(bytes(self._buffer[:200]).split(b"\n", 1)[0])
+            text = excerpt(bytes(self._buffer[:200]).split(b"\n", 1)[0])
             raise self._fail(
                 ProtocolError(
                     f"{self._name} server {self._where} sent a reply nobody asked for before "

@@ -30,6 +30,7 @@ from mailctl.cli.account.render import (
 from mailctl.cli.context import AppContext, command, remember_options
 from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
 from mailctl.cli.output import CommandResult
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.models import Protocol
@@ -274,7 +275,7 @@ def add_command(
         secret = offer_keyring(app.output, name)
     result = core.add_account(app.config, request, secret=secret)
     app.warn(result.warnings)
-    return CommandResult(data=result.to_json(), render=lambda out: render_added(out, result))
+    return CommandResult(data=result, render=lambda out: render_added(out, result))
 
 
 def _require_utf8_text(values: dict[str, str | None]) -> None:
@@ -304,7 +305,7 @@ def list_command(app: AppContext) -> CommandResult:
     from mailctl.core import account as core
 
     result = core.list_accounts(app.config)
-    return CommandResult(data=result.to_json(), render=lambda out: render_list(out, result))
+    return CommandResult(data=result, render=lambda out: render_list(out, result))
 
 
 @app.command("show")
@@ -314,8 +315,7 @@ def show_command(app: AppContext, name: AccountName = None) -> CommandResult:
     from mailctl.core import account as core
 
     result = core.show_account(app.config, app.account(name).name)
-    data = result.to_json()
-    return CommandResult(data=data, render=lambda out: render_details(out, result, data))
+    return CommandResult(data=result, render=lambda out: render_details(out, result))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,20 +336,18 @@ def remove_command(
     if not yes:
         if not app.interactive:
             raise UsageError(
-                f"refusing to remove account {name!r} without confirmation",
+                f"refusing to remove account {quote(name)} without confirmation",
                 hint="pass --yes",
             )
         core.get_account(app.config, name)  # fails before asking if there is no such account
         if not confirm(f"Remove account {name} from {app.config_path}?", default=False, err=True):
             return CommandResult(
-                data={"account": name, "removed": False},
+                data=core.removal_declined(app.config, name),
                 render=lambda out: out.print("Nothing removed."),
             )
     result = core.remove_account(app.config, name)
     app.warn(result.warnings)
-    return CommandResult(
-        data=result.to_json(), render=lambda out: render_removed(out, result, name)
-    )
+    return CommandResult(data=result, render=lambda out: render_removed(out, result, name))
 
 
 @app.command("set-password")
@@ -376,9 +374,7 @@ def set_password_command(
         raise UsageError("no terminal to ask for the password on", hint="pipe it in with --stdin")
     result = core.set_password(app.config, name, protocols, secret)
     app.warn(result.warnings)
-    return CommandResult(
-        data=result.to_json(), render=lambda out: render_password_stored(out, result)
-    )
+    return CommandResult(data=result, render=lambda out: render_password_stored(out, result))
 
 
 def _protocols(value: str) -> tuple[Protocol, ...] | None:
@@ -393,7 +389,7 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
         return (Protocol(text),)
     except ValueError:
         raise UsageError(
-            f"--protocol: must be one of smtp, imap, pop3, all, got {value!r}"
+            f"--protocol: must be one of smtp, imap, pop3, all, got {quote(value)}"
         ) from None
 
 
@@ -411,16 +407,17 @@ def test_command(
     Exits non-zero with the most serious failure's code when any server failed.
     """
     from mailctl.core import account as core
+    from mailctl.serialize import to_data
 
     protocols = _protocols(protocol)
     result = core.check_account(app.config, app.account(name).name, protocols, secrets=app.secrets)
     errors = [
-        {"protocol": check.protocol.value, **check.error.to_json()}
+        {**to_data(check.error), "protocol": check.protocol.value}
         for check in result.failures
         if check.error is not None
     ]
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status="ok"
         if result.status == "ok"
         else ("partial" if result.status == "partial" else "error"),

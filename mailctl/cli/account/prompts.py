@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mailctl.text import quote
+
 if TYPE_CHECKING:
     from mailctl.cli.output import Output
     from mailctl.core.account import ServerInput
@@ -123,7 +125,7 @@ def ask(text: str, **kwargs: Any) -> Any:
     from mailctl.errors import InputDataError, InterruptedByUser
 
     not_utf8 = InputDataError(
-        f"the answer to {text!r} is not valid UTF-8 text",
+        f"the answer to {quote(text)} is not valid UTF-8 text",
         hint="set the terminal to UTF-8; nothing was changed",
     )
     try:

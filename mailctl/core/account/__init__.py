@@ -16,6 +16,7 @@ from mailctl.core.account.edit import (
     PasswordStored,
     add_account,
     ensure_addable,
+    removal_declined,
     remove_account,
     set_password,
 )
@@ -29,10 +30,10 @@ from mailctl.core.account.view import (
     AccountDetails,
     AccountList,
     AccountSummary,
+    BlockDetails,
     config_file,
     get_account,
     list_accounts,
-    settings_json,
     show_account,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "AccountTest",
     "AddAccountRequest",
     "BlockCheck",
+    "BlockDetails",
     "PasswordStored",
     "ServerInput",
     "add_account",
@@ -55,9 +57,9 @@ __all__ = [
     "ensure_addable",
     "get_account",
     "list_accounts",
+    "removal_declined",
     "remove_account",
     "set_password",
-    "settings_json",
     "show_account",
     "validate_account_name",
 ]

@@ -5,31 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, ClassVar
 
 from mailctl.config.store import find_account
 from mailctl.core.account.blocks import select_blocks
-from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
+from mailctl.errors import ExitCode, InterruptedByUser, MailctlError, worst_exit_code
 from mailctl.models import Account, Config, Protocol, ServerSettings
+from mailctl.serialize import SECONDS, JsonAttrs, meta
 
 if TYPE_CHECKING:
     from mailctl.credentials import Secrets
     from mailctl.protocols.smtp import SessionInfo
-
-# Which failure of `account test` decides the exit code: the one least likely to go away by
-# itself (a bug, then things only the user can fix, then the network, then "try later").
-_SEVERITY: Final = (
-    ExitCode.SOFTWARE,
-    ExitCode.CONFIG,
-    ExitCode.NOPERM,
-    ExitCode.PROTOCOL,
-    ExitCode.UNAVAILABLE,
-    ExitCode.DATAERR,
-    ExitCode.NOINPUT,
-    ExitCode.NOHOST,
-    ExitCode.IOERR,
-    ExitCode.TEMPFAIL,
-)
+    from mailctl.protocols.tls import TlsInfo
 
 
 @dataclass(frozen=True)
@@ -42,38 +29,23 @@ class BlockCheck:
     security: str
     username: str | None
     connected: bool = False
-    tls: dict[str, Any] | None = None
+    tls: TlsInfo | None = None
     authenticated: bool | None = None  # None: no username configured, login not attempted
     auth_mechanism: str | None = None
     capabilities: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS)
     error: MailctlError | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("ok",)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol.value,
-            "host": self.host,
-            "port": self.port,
-            "security": self.security,
-            "username": self.username,
-            "ok": self.ok,
-            "connected": self.connected,
-            "tls": self.tls,
-            "authenticated": self.authenticated,
-            "auth_mechanism": self.auth_mechanism,
-            "capabilities": list(self.capabilities),
-            "timings": {k: round(v, 6) for k, v in self.timings.items()},
-            "error": self.error.to_json() if self.error is not None else None,
-        }
-
 
 @dataclass(frozen=True)
 class AccountTest:
-    name: str
+    name: str = field(metadata=meta(key="account"))
     checks: tuple[BlockCheck, ...]
     warnings: tuple[str, ...] = ()
 
@@ -91,18 +63,8 @@ class AccountTest:
 
     @property
     def exit_code(self) -> ExitCode:
-        """OK, or the exit code of the most serious failure (see _SEVERITY)."""
-        codes = [check.error.exit_code for check in self.failures if check.error is not None]
-        if not codes:
-            return ExitCode.OK
-        return min(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "checks": [check.to_json() for check in self.checks],
-            "warnings": list(self.warnings),
-        }
+        """OK, or the code of the most serious failure (errors.worst_exit_code)."""
+        return worst_exit_code(c.error.exit_code for c in self.failures if c.error is not None)
 
 
 def check_account(
@@ -150,7 +112,7 @@ def _check_block(
             return replace(
                 base,
                 connected=True,
-                tls=info.tls.to_json() if info.tls is not None else None,
+                tls=info.tls,
                 authenticated=True if settings.username is not None else None,
                 auth_mechanism=info.auth_mechanism,
                 capabilities=tuple(
@@ -181,7 +143,7 @@ def _check_block(
     return replace(
         base,
         connected=True,
-        tls=login.tls.to_json() if login.tls is not None else None,
+        tls=login.tls,
         authenticated=login.authenticated if settings.username is not None else None,
         auth_mechanism=(settings.auth.value if settings.auth and login.authenticated else None),
         capabilities=login.capabilities,

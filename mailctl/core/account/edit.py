@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
@@ -15,64 +15,39 @@ from mailctl.core.account.view import config_file
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol
+from mailctl.serialize import meta
+from mailctl.text import quote
 
 _ACCOUNT_FLAGS: Final = {"from": "--from", "ehlo": "--ehlo"}
 
 
 @dataclass(frozen=True)
 class AccountAdded:
-    name: str
-    path: Path
-    is_default: bool
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    is_default: bool = field(metadata=meta(key="default"))
     replaced: bool
-    stored_secrets: tuple[Protocol, ...]
+    stored_secrets: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     # Blocks that log in but got no password now (none stored, no password_command).
     password_missing: tuple[Protocol, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "config": str(self.path),
-            "default": self.is_default,
-            "replaced": self.replaced,
-            "stored_in_keyring": [p.value for p in self.stored_secrets],
-            "password_missing": [p.value for p in self.password_missing],
-            "warnings": list(self.warnings),
-        }
-
 
 @dataclass(frozen=True)
 class AccountRemoved:
-    name: str
-    path: Path
-    new_default: str | None
-    deleted_secrets: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    new_default: str | None = field(metadata=meta(key="default_account"))
+    deleted_secrets: tuple[Protocol, ...] = field(metadata=meta(key="deleted_from_keyring"))
     warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "removed": True,
-            "config": str(self.path),
-            "default_account": self.new_default,
-            "deleted_from_keyring": [p.value for p in self.deleted_secrets],
-            "warnings": list(self.warnings),
-        }
+    removed: bool = True  # False when the user said no at the confirmation
 
 
 @dataclass(frozen=True)
 class PasswordStored:
-    name: str
-    protocols: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    protocols: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "stored_in_keyring": [p.value for p in self.protocols],
-            "warnings": list(self.warnings),
-        }
 
 
 def ensure_addable(config: Config, name: str, *, force: bool) -> None:
@@ -82,7 +57,7 @@ def ensure_addable(config: Config, name: str, *, force: bool) -> None:
     """
     if name in config.accounts and not force:
         raise UsageError(
-            f"account {name!r} already exists in {config_file(config)}",
+            f"account {quote(name)} already exists in {config_file(config)}",
             hint="pass --force to replace it, or choose another name",
         )
 
@@ -104,7 +79,7 @@ def add_account(
     blocks = request.blocks()
     if not blocks:
         raise UsageError(
-            f"account {name!r} needs at least one server",
+            f"account {quote(name)} needs at least one server",
             hint="give --smtp-host, --imap-host or --pop3-host",
         )
     account = Account(
@@ -130,7 +105,7 @@ def add_account(
         stored = blocks_needing_secret(blocks)
         if not stored:
             raise UsageError(
-                f"no server block of {name!r} needs a stored password",
+                f"no server block of {quote(name)} needs a stored password",
                 hint="a password is stored only for blocks with a username and no password_command",
             )
         usable_keyring()
@@ -169,7 +144,9 @@ def remove_account(config: Config, name: str) -> AccountRemoved:
     if default == name:
         default = next(iter(accounts), None)
         if default is not None:
-            warnings.append(f"{name!r} was the default account; the default is now {default!r}")
+            warnings.append(
+                f"{quote(name)} was the default account; the default is now {quote(default)}"
+            )
     save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
     deleted: list[Protocol] = []
     for protocol in Protocol:
@@ -186,6 +163,18 @@ def remove_account(config: Config, name: str) -> AccountRemoved:
         new_default=default,
         deleted_secrets=tuple(deleted),
         warnings=tuple(warnings),
+    )
+
+
+def removal_declined(config: Config, name: str) -> AccountRemoved:
+    """What `remove` reports when the user declined: nothing changed. Raises ConfigError."""
+    find_account(config, name)
+    return AccountRemoved(
+        name=name,
+        path=config_file(config),
+        new_default=config.default_account,
+        deleted_secrets=(),
+        removed=False,
     )
 
 

@@ -197,15 +197,9 @@ class Recorder:
     def record_session(self, timings: dict[str, float]) -> None:
         self.connections += 1
         self._open_failures_in_a_row = 0
-        for key, name in (
-            ("connect", "connect"),
-            ("starttls", "tls"),
-            ("banner", "banner"),
-            ("ehlo", "ehlo"),
-            ("auth", "auth"),
-        ):
-            if key in timings:
-                self.phases[name].append(timings[key])
+        for name in ("connect", "banner", "ehlo", "starttls", "auth"):
+            if name in timings:
+                self.phases[name].append(timings[name])
 
     def _not_tried(self) -> int:
         messages = self.work.messages

@@ -32,6 +32,7 @@ from mailctl.core.bench.models import (
     Progress,
     RunResult,
     Target,
+    TargetReport,
 )
 from mailctl.core.bench.target import EmbeddedSink, check_target
 from mailctl.core.bench.workers import run_mode
@@ -132,22 +133,14 @@ def run_bench(
         if sink is not None:
             sink.stop()
     return BenchResult(
-        target={
-            "embedded_sink": sink is not None,
-            "host": settings.host,
-            "port": settings.port,
-            "security": settings.security.value,
-            "auth": settings.username is not None,
-        },
-        workload={
-            "messages": request.workload.messages,
-            "duration_s": request.workload.duration,
-            "concurrency": request.workload.concurrency,
-            "message_size": len(request.workload.message),
-            "warmup": request.workload.warmup,
-            "rate": request.workload.rate,
-            "loop": request.workload.loop,
-        },
+        target=TargetReport(
+            embedded_sink=sink is not None,
+            host=settings.host,
+            port=settings.port,
+            security=settings.security,
+            auth=settings.username is not None,
+        ),
+        workload=request.workload,
         runs=runs,
         interrupted=interrupted,
     )

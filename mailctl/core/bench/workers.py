@@ -86,7 +86,7 @@ class _Failure:
 
 
 def _reply_line(reply: object) -> tuple[str, str] | None:
-    """(code, "code text") of a Reply.to_json() dict, or None."""
+    """(code, "code text") of a Reply as mailctl.serialize writes it, or None."""
     if isinstance(reply, dict) and isinstance(reply.get("code"), int):
         code = reply["code"]
         return str(code), " ".join(f"{code} {reply.get('message') or ''}".split())
@@ -181,7 +181,7 @@ async def _send_and_record(ctx: _Context, session: SmtpSession, index: int, orig
         _record_failure(ctx.recorder, index, origin, err)
         ctx.recorder.stop(err)
         return
-    _record_result(ctx.recorder, index, origin, outcome, lockstep=True)
+    _record_result(ctx.recorder, index, origin, outcome)
     if isinstance(outcome.exception, _FATAL_SEND):
         ctx.recorder.stop(outcome.exception)
 
@@ -250,27 +250,18 @@ def _record_result(
     index: int,
     origin: float,
     result: TransactionOutcome,
-    *,
-    lockstep: bool = False,
 ) -> None:
     """Record one transaction: sent only with its final reply read (2xx).
 
-    Phases: MAIL+RCPT, then DATA to the 354 and end of data to the final reply; the
-    lock-step modes report the whole DATA exchange (DATA to the final reply) as "data".
+    Phases, the same on both paths (the names send's timings_ms uses): mail_rcpt (MAIL and
+    every RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
     """
     if result.status is TransactionStatus.SENT:
-        if lockstep:
-            phases = (
-                result.envelope_done - result.started,
-                result.finished - result.envelope_done,
-                _NAN,
-            )
-        else:
-            phases = (
-                result.envelope_done - result.started,
-                result.data_accepted - result.envelope_done,
-                result.finished - result.dot_sent,
-            )
+        phases = (
+            result.envelope_done - result.started,
+            result.data_accepted - result.envelope_done,
+            result.finished - result.dot_sent,
+        )
         recorder.record(
             index, origin or result.started, result.finished, status="sent", reason="",
             phases=phases,

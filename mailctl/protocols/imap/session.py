@@ -14,10 +14,11 @@ from mailctl.errors import (
     ProtocolError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import SecretBox, quote_server
+from mailctl.protocols.checks import SecretBox
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
+from mailctl.text import excerpt
 
 
 class ImapSession(MailSession):
@@ -137,7 +138,7 @@ class ImapSession(MailSession):
             if isinstance(dropped, imaplib.IMAP4.abort):
                 # imapclient turns every failure inside LOGIN into LoginError, drops included.
                 raise self._dropped(dropped) from err
-            raise self._login_refused(quote_server(_error_text(err), secret=password)) from err
+            raise self._login_refused(excerpt(_error_text(err), secret=password)) from err
 
     def _dropped(self, err: imaplib.IMAP4.abort) -> ConnectionLostError:
         """The connection ended: say why with the server's BYE if it sent one.
@@ -151,7 +152,7 @@ class ImapSession(MailSession):
         text = f"BYE {_server_text(byes[-1])}" if byes else _error_text(err)
         return ConnectionLostError(
             f"IMAP server {self.where} dropped the connection during {self.clock.phase}: "
-            f"{quote_server(text, secret=self.secret_shown)}"
+            f"{excerpt(text, secret=self.secret_shown)}"
         )
 
     def _lost(self, err: Exception) -> ConnectionLostError | None:

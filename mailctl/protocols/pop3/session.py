@@ -9,11 +9,12 @@ import ssl
 
 from mailctl.errors import ConnectionLostError, ProtocolError
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import SecretBox, quote_server
+from mailctl.protocols.checks import SecretBox
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
+from mailctl.text import excerpt
 
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
@@ -90,8 +91,7 @@ class Pop3Session(MailSession):
 
     def _malformed(self, command: str, line: bytes) -> ProtocolError:
         return ProtocolError(
-            f"POP3 server {self.where} answered {command} with a malformed line: "
-            f"{quote_server(line)}"
+            f"POP3 server {self.where} answered {command} with a malformed line: {excerpt(line)}"
         )
 
     # -- the skeleton's steps ----------------------------------------------------------
@@ -156,7 +156,7 @@ class Pop3Session(MailSession):
                 client.user(username)
                 client.pass_(password)
         except poplib.error_proto as err:
-            text = quote_server(_reply_text(err), secret=password)
+            text = excerpt(_reply_text(err), secret=password)
             if text == EOF_TEXT or isinstance(err, NotOkError):
                 raise  # not a refusal: the guard maps it (connection lost, protocol error)
             raise self._login_refused(text) from err

@@ -25,6 +25,7 @@ from mailctl.hosts import ehlo_problem
 from mailctl.models import AuthMechanism, Reply, ServerSettings
 from mailctl.protocols.smtp.client import Client
 from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
+from mailctl.serialize import to_data
 
 __all__ = [
     "AUTO_MECHANISMS",
@@ -93,7 +94,7 @@ async def starttls(
             raise reply_error(reply, f"{where} is closing the connection") from err
         raise StartTlsUnavailableError(
             f"{where} refused STARTTLS: {reply_text(reply)}",
-            details={"reply": reply.to_json()},
+            details={"reply": to_data(reply)},
         ) from err
     except (SMTPException, OSError) as err:
         raise transport_error(err, where, "STARTTLS", timeout) from err
@@ -190,7 +191,7 @@ async def authenticate(
         reply.code, reply.message.replace(secret, "<redacted>") if secret else reply.message
     )
     text = reply_text(scrubbed)
-    details = {"reply": scrubbed.to_json(), "mechanism": mechanism.value.upper()}
+    details = {"reply": to_data(scrubbed), "mechanism": mechanism.value.upper()}
     if reply.code == 421 or reply.is_transient:
         # RFC 4954 6: 454 4.7.0 is a temporary authentication failure; after 421 the
         # server is closing (RFC 5321 3.8), after 454 the session can still say QUIT.

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiosmtplib.errors import (
     SMTPDataError,
@@ -76,6 +76,7 @@ from mailctl.protocols.smtp.outcome import (
 )
 from mailctl.protocols.tls import TlsInfo, client_context, tls_info
 from mailctl.protocols.transcript import Transcript
+from mailctl.serialize import SECONDS, to_data
 
 __all__ = [
     "AUTO_MECHANISMS",
@@ -137,16 +138,8 @@ class SessionInfo:
     extensions: dict[str, str]  # EHLO keyword (upper case) -> parameters
     tls: TlsInfo | None
     auth_mechanism: str | None
-    timings: dict[str, float]  # seconds: connect, banner, ehlo, starttls, auth
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "banner": self.banner.to_json(),
-            "extensions": dict(self.extensions),
-            "tls": self.tls.to_json() if self.tls else None,
-            "auth_mechanism": self.auth_mechanism,
-            "timings": dict(self.timings),
-        }
+    # seconds: connect, banner, ehlo, starttls, auth
+    timings: dict[str, float] = field(metadata=SECONDS)
 
 
 class SmtpSession:
@@ -579,7 +572,7 @@ class SmtpSession:
     async def _data(self, data: bytes, progress: _Progress) -> Reply:
         where = self._where
         client = self._client
-        details = {"recipients": [r.to_json() for r in progress.recipients]}
+        details = {"recipients": to_data(progress.recipients)}
         progress.in_data = True
         try:
             response = await client.data(data, timeout=self._settings.timeouts.data)
