@@ -184,9 +184,8 @@ class Timer:
                 cmd, stdin=source, capture_output=True, env=env, timeout=60, check=False
             )
         if proc.returncode != 0:
-            raise SystemExit(
-                f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr.decode(errors='replace')}"
-            )
+            error = proc.stderr.decode(errors="replace")
+            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{error}")
 
     def _hyperfine(self, cmd: list[str], env: dict[str, str], stdin: Path | None) -> float:
         out = self.tmp / "hyperfine.json"
