@@ -20,6 +20,8 @@ _DEFAULT_TIMEOUTS = Timeouts()
 
 @dataclass(frozen=True)
 class ServerFlags:
+    """The server, TLS and AUTH flags as given; settings_from_flags lays them over an account."""
+
     server: str | None = None
     user: str | None = None
     password_command: str | None = None
