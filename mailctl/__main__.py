@@ -14,7 +14,17 @@ def main() -> None:
     # 6-8 ms of every run here, TAB completion included. It is switched back on where a command's
     # own work starts (mailctl.cli.output.run_command), so long runs (sink, bench) collect.
     gc.disable()
-    argv = sys.argv[1:]
+    try:
+        _dispatch(sys.argv[1:])
+    finally:
+        # The interpreter's exit runs full collections over every object still alive: 5-15 ms
+        # for 25,000-45,000 objects here, to free memory the OS takes back anyway. Frozen objects
+        # are skipped. Nothing waits on those collections for a flush: commands close their
+        # files, sockets and subprocesses themselves, and the interpreter flushes stdout/stderr.
+        gc.freeze()
+
+
+def _dispatch(argv: list[str]) -> None:
     if argv == ["--version"]:
         from mailctl import __version__
 
