@@ -1,6 +1,7 @@
 """Start-up and one-message wall time of an installed mailctl, beside swaks, msmtp and bare Typer.
 
-Run: python benchmarks/send_vs_swaks.py [--runs 30] [--venv DIR] [--no-install] [--check]
+Run: python benchmarks/send_vs_swaks.py [--rounds 8] [--runs 5] [--venv DIR] [--no-install]
+                                        [--baseline-venv DIR] [--check]
 
 TAB completion and every shell use run the whole program, so this measures what a person pays
 per process, on an INSTALLED mailctl (`pip install .`, not editable, bytecode compiled): by
@@ -8,8 +9,10 @@ default the script (re)installs this tree into --venv (created with `python -m v
 not exist; the first time needs the package index) and runs `compileall` over it, because this
 machine sets PYTHONDONTWRITEBYTECODE=1. The measured processes run without that variable, without
 PYTHONPATH (which would import the source tree instead) and with an empty config home.
+`--baseline-venv DIR` also measures another installed mailctl (say, main's) as it is, in the same
+rounds: a before/after table from one run.
 
-One run prints, side by side and from the same run:
+One run prints, side by side:
 - `python -c pass` and `python -c "import typer"` with the venv's interpreter: the floor;
   every ratio is to the bare `import typer` median (Typer's own import is not ours to cut);
 - a bash completion request, what every TAB runs (`_MAILCTL_COMPLETE=complete_bash
@@ -20,13 +23,15 @@ One run prints, side by side and from the same run:
   127.0.0.1; as root with `-u nobody`), and swaks and msmtp sending the same message to it;
 - with aiosmtpd and trustme importable here: the same three over STARTTLS against aiosmtpd.
 
-Timing uses hyperfine (`apt-get install -y hyperfine msmtp swaks`) when it is on PATH: `-N`
-(no shell), except for msmtp, which reads the message on stdin and so runs through hyperfine's
-shell with its spawn time subtracted (hyperfine 1.15 has no --input). Without hyperfine, a
-median of subprocess runs timed here. A missing peer (swaks, msmtp, smtp-sink) is skipped with a
-note. Targets (issue 7), as ratios to bare `import typer`: completion <= 1.3, send <= 2.0,
-`--help` with rich panels <= 2.5; `--check` exits 1 when one is missed. The machine has 2 cores
-shared by the client, the server and anything else running: compare ratios from one run.
+The machine's 2 cores are shared by the client, the server and whatever else runs, and load
+comes in bursts: so every row is measured in each of --rounds rounds (--runs runs a round, the
+row order rotating), and a row's figure is the median of all its runs. A round times each row
+with hyperfine (`apt-get install -y hyperfine msmtp swaks`) when it is on PATH: `-N` (no
+shell), except for msmtp, which reads the message on stdin and so runs through hyperfine's shell
+with its spawn time subtracted (hyperfine 1.15 has no --input). Without hyperfine, this script
+times the runs itself. A missing peer (swaks, msmtp, smtp-sink) is skipped with a note.
+Targets (issue 7), as ratios to bare `import typer`: completion <= 1.3, send <= 2.0, `--help`
+with rich panels <= 2.5; `--check` exits 1 when one is missed.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,24 +69,31 @@ from mailctl.__main__ import main
 sys.argv = ["mailctl", *sys.argv[1:]]
 sys.exit(main())
 """
+TYPER = 'python -c "import typer"'
+BASE = " [base]"  # label suffix of --baseline-venv rows
 
 
 @dataclass
 class Row:
     label: str
-    median_s: float | None
-    note: str = ""
+    cmd: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: Path | None = None
     target: str | None = None  # key of TARGETS
-    peer_of: str | None = None  # a send row's group: peers print their ratio to mailctl's
+    group: str | None = None  # send rows: peers print their ratio to mailctl's
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
 
 
 def _tool(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    return next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/lib/postfix/{name}") if Path(p).exists()), None
-    )
+    places = (f"/usr/sbin/{name}", f"/usr/lib/postfix/{name}")
+    return next((p for p in places if Path(p).exists()), None)
 
 
 def _free_port() -> int:
@@ -103,56 +116,39 @@ def _wait_listening(port: int, timeout: float = 10.0) -> None:
 # the installed mailctl
 
 
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _prepare_venv(venv: Path, *, install: bool) -> Path:
     """Return the venv's python with this tree installed (not editable) and bytecode compiled."""
     python = venv / "bin" / "python"
-    quiet_env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")
-    }
-    quiet_env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = _clean_env()
     if install:
+        pip = [str(python), "-m", "pip", "install", "-q"]
         if not python.exists():
             print(f"creating {venv} and installing mailctl from {ROOT} ...", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True, env=quiet_env
-            )
+            subprocess.run([*pip, str(ROOT)], check=True, env=env)
         else:
             print(f"reinstalling mailctl from {ROOT} into {venv} ...", file=sys.stderr)
-            subprocess.run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--no-deps",
-                    "--force-reinstall",
-                    str(ROOT),
-                ],
-                check=True,
-                env=quiet_env,
-            )
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True, env=env)
     if not python.exists():
         raise SystemExit(f"{python} does not exist (drop --no-install to create it)")
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, env=quiet_env,
+        capture_output=True, text=True, check=True, env=env,
     ).stdout.strip()  # fmt: skip
-    subprocess.run(
-        [str(python), "-m", "compileall", "-q", site],
-        check=True,
-        env=quiet_env,
-        stdout=subprocess.DEVNULL,
-    )
+    compile_all = [str(python), "-m", "compileall", "-q", site]
+    subprocess.run(compile_all, check=True, env=env, stdout=subprocess.DEVNULL)
     where = subprocess.run(
         [str(python), "-c", "import mailctl; print(mailctl.__file__)"],
-        capture_output=True, text=True, check=True, env=quiet_env, cwd=tempfile.gettempdir(),
+        capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir(),
     ).stdout.strip()  # fmt: skip
     if not where.startswith(site):
-        raise SystemExit(
-            f"mailctl in {venv} is not installed there ({where}): an editable install?"
-        )
+        raise SystemExit(f"mailctl in {venv} is not installed there ({where}): editable?")
     return python
 
 
@@ -161,220 +157,94 @@ def _prepare_venv(venv: Path, *, install: bool) -> Path:
 
 
 class Timer:
-    def __init__(self, runs: int, warmup: int, base_env: dict[str, str], tmp: Path) -> None:
+    def __init__(self, runs: int, base_env: dict[str, str], tmp: Path) -> None:
         self.runs = runs
-        self.warmup = warmup
         self.base_env = base_env
         self.tmp = tmp
         self.hyperfine = shutil.which("hyperfine")
 
-    def median(
-        self, cmd: list[str], *, env: dict[str, str] | None = None, stdin: Path | None = None
-    ) -> float:
-        """Median wall time in seconds of `cmd` (a failing run stops the benchmark)."""
-        full_env = {**self.base_env, **(env or {})}
-        self._check_once(cmd, full_env, stdin)
-        if self.hyperfine:
-            return self._hyperfine(cmd, full_env, stdin)
-        return self._own(cmd, full_env, stdin)
-
-    def _check_once(self, cmd: list[str], env: dict[str, str], stdin: Path | None) -> None:
-        with open(stdin or os.devnull, "rb") as source:
+    def check(self, row: Row) -> str:
+        """Run `row` once; a failure stops the benchmark. Returns its stdout."""
+        with open(row.stdin or os.devnull, "rb") as source:
             proc = subprocess.run(
-                cmd, stdin=source, capture_output=True, env=env, timeout=60, check=False
+                row.cmd,
+                stdin=source,
+                capture_output=True,
+                env={**self.base_env, **row.env},
+                timeout=60,
+                check=False,
             )
         if proc.returncode != 0:
             error = proc.stderr.decode(errors="replace")
-            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{error}")
+            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(row.cmd)}\n{error}")
+        return proc.stdout.decode(errors="replace")
 
-    def _hyperfine(self, cmd: list[str], env: dict[str, str], stdin: Path | None) -> float:
+    def sample(self, row: Row) -> None:
+        """Add --runs wall times (seconds) of `row` to its samples."""
+        env = {**self.base_env, **row.env}
+        if self.hyperfine:
+            row.samples += self._hyperfine(row, env)
+        else:
+            row.samples += self._own(row, env)
+
+    def _hyperfine(self, row: Row, env: dict[str, str]) -> list[float]:
         out = self.tmp / "hyperfine.json"
-        args = [self.hyperfine or "hyperfine", "--style", "none", "--warmup", str(self.warmup)]
+        args = [self.hyperfine or "hyperfine", "--style", "none", "--warmup", "1"]
         args += ["--runs", str(self.runs), "--export-json", str(out)]
-        if stdin is None:
-            args += ["-N", shlex.join(cmd)]
+        if row.stdin is None:
+            args += ["-N", shlex.join(row.cmd)]
         else:  # through the shell (spawn time subtracted by hyperfine) for the redirection
-            args += [f"{shlex.join(cmd)} < {shlex.quote(str(stdin))}"]
-        subprocess.run(
-            args, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        result = json.loads(out.read_text())["results"][0]
-        return float(result["median"])
+            args += [f"{shlex.join(row.cmd)} < {shlex.quote(str(row.stdin))}"]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        subprocess.run(args, env=env, check=True, **quiet)  # type: ignore[call-overload]
+        return [float(t) for t in json.loads(out.read_text())["results"][0]["times"]]
 
-    def _own(self, cmd: list[str], env: dict[str, str], stdin: Path | None) -> float:
+    def _own(self, row: Row, env: dict[str, str]) -> list[float]:
         samples = []
-        for i in range(self.warmup + self.runs):
-            with open(stdin or os.devnull, "rb") as source:
+        for i in range(1 + self.runs):  # one warm-up run
+            with open(row.stdin or os.devnull, "rb") as source:
                 start = time.perf_counter()
                 subprocess.run(
-                    cmd,
+                    row.cmd,
                     stdin=source,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     env=env,
                     check=False,
                 )
-                if i >= self.warmup:
+                if i:
                     samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+        return samples
 
 
 # ---------------------------------------------------------------------------------------------
 # servers
 
 
-def _start_smtp_sink(tmp: Path) -> tuple[subprocess.Popen[bytes] | None, int | None, str]:
+@contextmanager
+def _smtp_sink(tmp: Path, notes: list[str]) -> Iterator[int | None]:
     tool = _tool("smtp-sink")
     if tool is None:
-        return None, None, "smtp-sink not found (install postfix without configuring it, FACTS.md)"
+        notes.append("plain send rows skipped: smtp-sink not found (postfix, see FACTS.md)")
+        yield None
+        return
     port = _free_port()
     cmd = [tool]
     if os.geteuid() == 0:
         cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
     cmd += [f"127.0.0.1:{port}", "128"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=(tmp / "smtp-sink.log").open("wb")
-    )
-    _wait_listening(port)
-    return proc, port, ""
+    with (tmp / "smtp-sink.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            _wait_listening(port)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument(
-        "--venv",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "mailctl-startup-venv",
-        help="venv holding the installed mailctl (created when missing)",
-    )
-    parser.add_argument(
-        "--no-install", action="store_true", help="measure the venv as it is (no reinstall)"
-    )
-    parser.add_argument("--no-starttls", action="store_true", help="skip the STARTTLS rows")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args()
-
-    python = _prepare_venv(args.venv.resolve(), install=not args.no_install)
-    mailctl = str(python.parent / "mailctl")
-    tmp = Path(tempfile.mkdtemp(prefix="mailctl-startup-"))
-    home = tmp / "home"
-    (home / ".config").mkdir(parents=True)
-    base_env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "MAILCTL_CONFIG", "PYTHONSTARTUP")
-        and not k.startswith("_MAILCTL_COMPLETE")
-    }
-    base_env.update(
-        {
-            "NO_COLOR": "1",
-            "COLUMNS": "100",
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-        }
-    )
-    timer = Timer(args.runs, args.warmup, base_env, tmp)
-    notes: list[str] = []
-    if timer.hyperfine is None:
-        notes.append("hyperfine not found: own median-of-runs timer (apt-get install -y hyperfine)")
-    message = tmp / "message.eml"
-    message.write_bytes(MESSAGE)
-    force_rich = tmp / "force_rich.py"
-    force_rich.write_text(FORCE_RICH)
-    rows: list[Row] = []
-    measure: Callable[..., float] = timer.median
-
-    rows.append(Row("python -c pass", measure([str(python), "-c", "pass"])))
-    rows.append(Row('python -c "import typer"', measure([str(python), "-c", "import typer"])))
-    complete = {"_MAILCTL_COMPLETE": "complete_bash", "COMP_WORDS": "mailctl se", "COMP_CWORD": "1"}
-    rows.append(Row("TAB: mailctl se<TAB>", measure([mailctl], env=complete), target="completion"))
-    option = {**complete, "COMP_WORDS": "mailctl send --st", "COMP_CWORD": "2"}
-    rows.append(
-        Row("TAB: mailctl send --st<TAB>", measure([mailctl], env=option), target="completion")
-    )
-    rows.append(Row("mailctl --version", measure([mailctl, "--version"])))
-    shipped = subprocess.run(
-        [mailctl, "--help"], capture_output=True, text=True, env=base_env, check=False
-    )
-    rich_shipped = "─ Options ─" in shipped.stdout
-    rows.append(
-        Row(
-            f"mailctl --help ({'rich panels' if rich_shipped else 'plain, as shipped'})",
-            measure([mailctl, "--help"]),
-            target="help" if rich_shipped else None,
-        )
-    )
-    if not rich_shipped:
-        rows.append(
-            Row(
-                "mailctl --help (rich forced on)",
-                measure([str(python), str(force_rich), "--help"]),
-                target="help",
-            )
-        )
-    rows.append(Row("mailctl send --help", measure([mailctl, "send", "--help"])))
-
-    sink, port, why = _start_smtp_sink(tmp)
-    try:
-        if sink is None or port is None:
-            notes.append(f"plaintext send rows skipped: {why}")
-        else:
-            rows += _send_rows(measure, mailctl, port, [], message, "plain", notes)
-    finally:
-        if sink is not None:
-            sink.terminate()
-            sink.wait(timeout=10)
-    if not args.no_starttls:
-        rows += _starttls_rows(measure, mailctl, tmp, message, notes)
-    shutil.rmtree(tmp, ignore_errors=True)
-    missed = _print(rows, notes, args.runs, timer.hyperfine is not None)
-    if args.check and missed:
-        raise SystemExit(1)
-
-
-def _send_rows(
-    measure: Callable[..., float],
-    mailctl: str,
-    port: int,
-    ours_tls: list[str],
-    message: Path,
-    group: str,
-    notes: list[str],
-    *,
-    swaks_tls: tuple[str, ...] = (),
-    msmtp_tls: tuple[str, ...] = ("--tls=off",),
-) -> list[Row]:
-    server = f"127.0.0.1:{port}"
-    tls = ours_tls or ["--no-tls"]
-    ours = [mailctl, "send", f"--server={server}", *tls, "--from", "a@example.org", "--to"]
-    ours += ["b@example.org", "--subject", "bench", "--body", "hi"]
-    target = "send" if group == "plain" else None
-    rows = [Row(f"mailctl send ({group})", measure(ours), target=target, peer_of=group)]
-    swaks = _tool("swaks")
-    if swaks is None:
-        notes.append("swaks not found: apt-get install -y swaks")
-    else:
-        cmd = [swaks, "--server", server, *swaks_tls, "--from", "a@example.org", "--to"]
-        cmd += ["b@example.org", "--header", "Subject: bench", "--body", "hi"]
-        rows.append(Row(f"swaks ({group})", measure(cmd), peer_of=group))
-    msmtp = _tool("msmtp")
-    if msmtp is None:
-        notes.append("msmtp not found: apt-get install -y msmtp")
-    else:
-        cmd = [msmtp, "-C", "/dev/null", "--host=127.0.0.1", f"--port={port}", "--auth=off"]
-        cmd += [*msmtp_tls, "--from=a@example.org", "b@example.org"]
-        rows.append(Row(f"msmtp ({group})", measure(cmd, stdin=message), peer_of=group))
-    return rows
-
-
-def _starttls_rows(
-    measure: Callable[..., float], mailctl: str, tmp: Path, message: Path, notes: list[str]
-) -> list[Row]:
+@contextmanager
+def _starttls_server(tmp: Path, notes: list[str]) -> Iterator[tuple[int, Path] | None]:
     try:
         import ssl
 
@@ -382,7 +252,8 @@ def _starttls_rows(
         from aiosmtpd.controller import Controller
     except ImportError:
         notes.append("STARTTLS rows skipped: run with a python that has aiosmtpd and trustme")
-        return []
+        yield None
+        return
 
     class _Discard:
         async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
@@ -403,50 +274,189 @@ def _starttls_rows(
     )
     controller.start()
     try:
-        return _send_rows(
-            measure,
-            mailctl,
-            controller.port,
-            ["--starttls", "--ca-file", str(ca_pem)],
-            message,
-            "STARTTLS, aiosmtpd",
-            notes,
-            swaks_tls=("-tls",),
-            msmtp_tls=("--tls=on", "--tls-starttls=on", f"--tls-trust-file={ca_pem}"),
-        )
+        yield controller.port, ca_pem
     finally:
         controller.stop()
 
 
-def _print(rows: list[Row], notes: list[str], runs: int, hyperfine: bool) -> bool:
-    typer_s = next(r.median_s for r in rows if "import typer" in r.label)
-    assert typer_s
-    print(
-        f"{'what':<36} {'median ms':>9} {'x typer':>8}  {'vs mailctl':>10}  target"
-        f"   ({'hyperfine' if hyperfine else 'own timer'}, median of {runs} runs)"
+# ---------------------------------------------------------------------------------------------
+# rows
+
+
+def _mailctl_rows(python: Path, tmp: Path, timer: Timer, tag: str) -> list[Row]:
+    """The start-up rows of one installed mailctl; `tag` marks a baseline's labels."""
+    mailctl = str(python.parent / "mailctl")
+    force_rich = tmp / "force_rich.py"
+    force_rich.write_text(FORCE_RICH)
+    complete = {"_MAILCTL_COMPLETE": "complete_bash", "COMP_WORDS": "mailctl se", "COMP_CWORD": "1"}
+    option = {**complete, "COMP_WORDS": "mailctl send --st", "COMP_CWORD": "2"}
+    rows = [
+        Row(f"python -c pass{tag}", [str(python), "-c", "pass"]),
+        Row(f"{TYPER}{tag}", [str(python), "-c", "import typer"]),
+        Row(f"TAB: mailctl se<TAB>{tag}", [mailctl], complete, target="completion"),
+        Row(f"TAB: mailctl send --st<TAB>{tag}", [mailctl], option, target="completion"),
+        Row(f"mailctl --version{tag}", [mailctl, "--version"]),
+    ]
+    shipped = Row("", [mailctl, "--help"])
+    if "─ Options ─" in timer.check(shipped):
+        rows.append(Row(f"mailctl --help (rich panels){tag}", shipped.cmd, target="help"))
+    else:
+        rows.append(Row(f"mailctl --help (plain, as shipped){tag}", shipped.cmd))
+        forced = [str(python), str(force_rich), "--help"]
+        rows.append(Row(f"mailctl --help (rich forced on){tag}", forced, target="help"))
+    rows.append(Row(f"mailctl send --help{tag}", [mailctl, "send", "--help"]))
+    return rows
+
+
+def _send_rows(
+    mailctl: str,
+    port: int,
+    group: str,
+    tag: str,
+    *,
+    ours_tls: tuple[str, ...] = ("--no-tls",),
+    peers: bool,
+    message: Path,
+    notes: list[str],
+    swaks_tls: tuple[str, ...] = (),
+    msmtp_tls: tuple[str, ...] = ("--tls=off",),
+) -> list[Row]:
+    server = f"127.0.0.1:{port}"
+    ours = [mailctl, "send", f"--server={server}", *ours_tls, "--from", "a@example.org", "--to"]
+    ours += ["b@example.org", "--subject", "bench", "--body", "hi"]
+    target = "send" if group == "plain" else None
+    rows = [Row(f"mailctl send ({group}){tag}", ours, target=target, group=group + tag)]
+    if not peers:
+        return rows
+    swaks = _tool("swaks")
+    if swaks is None:
+        notes.append("swaks not found: apt-get install -y swaks")
+    else:
+        cmd = [swaks, "--server", server, *swaks_tls, "--from", "a@example.org", "--to"]
+        cmd += ["b@example.org", "--header", "Subject: bench", "--body", "hi"]
+        rows.append(Row(f"swaks ({group})", cmd, group=group))
+    msmtp = _tool("msmtp")
+    if msmtp is None:
+        notes.append("msmtp not found: apt-get install -y msmtp")
+    else:
+        cmd = [msmtp, "-C", "/dev/null", "--host=127.0.0.1", f"--port={port}", "--auth=off"]
+        cmd += [*msmtp_tls, "--from=a@example.org", "b@example.org"]
+        rows.append(Row(f"msmtp ({group})", cmd, stdin=message, group=group))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each row per round")
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "mailctl-startup-venv",
+        help="venv holding the installed mailctl (created when missing)",
     )
-    missed = False
-    ours_by_group = {
-        r.peer_of: r.median_s for r in rows if r.peer_of and r.label.startswith("mailctl")
+    parser.add_argument(
+        "--no-install", action="store_true", help="measure --venv as it is (no reinstall)"
+    )
+    parser.add_argument(
+        "--baseline-venv", type=Path, help="another installed mailctl to measure as it is"
+    )
+    parser.add_argument("--no-starttls", action="store_true", help="skip the STARTTLS rows")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+
+    python = _prepare_venv(args.venv.resolve(), install=not args.no_install)
+    venvs = [(python, "")]
+    if args.baseline_venv:
+        venvs.insert(0, (_prepare_venv(args.baseline_venv.resolve(), install=False), BASE))
+    tmp = Path(tempfile.mkdtemp(prefix="mailctl-startup-"))
+    home = tmp / "home"
+    (home / ".config").mkdir(parents=True)
+    base_env = {
+        k: v
+        for k, v in _clean_env().items()
+        if k != "MAILCTL_CONFIG" and not k.startswith("_MAILCTL_COMPLETE")
     }
+    config_home = str(home / ".config")
+    base_env.update({"NO_COLOR": "1", "COLUMNS": "100", "HOME": str(home)})
+    base_env["XDG_CONFIG_HOME"] = config_home
+    timer = Timer(args.runs, base_env, tmp)
+    notes: list[str] = []
+    if timer.hyperfine is None:
+        notes.append("hyperfine not found: this script's own timer (apt-get install -y hyperfine)")
+    message = tmp / "message.eml"
+    message.write_bytes(MESSAGE)
+
+    try:
+        with ExitStack() as servers:
+            port = servers.enter_context(_smtp_sink(tmp, notes))
+            tls = None if args.no_starttls else servers.enter_context(_starttls_server(tmp, notes))
+            rows: list[Row] = []
+            for venv_python, tag in venvs:
+                rows += _mailctl_rows(venv_python, tmp, timer, tag)
+                mailctl = str(venv_python.parent / "mailctl")
+                first = tag == venvs[-1][1]  # peers once, beside the measured mailctl
+                if port is not None:
+                    rows += _send_rows(
+                        mailctl, port, "plain", tag, peers=first, message=message, notes=notes
+                    )
+                if tls is not None:
+                    rows += _send_rows(
+                        mailctl, tls[0], "STARTTLS, aiosmtpd", tag,
+                        ours_tls=("--starttls", "--ca-file", str(tls[1])),
+                        peers=first, message=message, notes=notes, swaks_tls=("-tls",),
+                        msmtp_tls=("--tls=on", "--tls-starttls=on", f"--tls-trust-file={tls[1]}"),
+                    )  # fmt: skip
+            for row in rows:
+                timer.check(row)
+            for round_no in range(args.rounds):
+                shift = round_no % len(rows)  # rotate so no row always runs after the same one
+                for row in rows[shift:] + rows[:shift]:
+                    timer.sample(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    missed = _print(rows, notes, args, timer.hyperfine is not None)
+    if args.check and missed:
+        raise SystemExit(1)
+
+
+def _print(rows: list[Row], notes: list[str], args: argparse.Namespace, hyperfine: bool) -> bool:
+    """One line per row: the baseline's figures (if any) beside the measured mailctl's."""
+    base = {r.label.removesuffix(BASE): r for r in rows if r.label.endswith(BASE)}
+    typer_s = {tag: r.median for r in rows for tag in ("", BASE) if r.label == TYPER + tag}
+    ours_by_group = {r.group: r.median for r in rows if r.group and r.label.startswith("mailctl")}
+    how = "hyperfine" if hyperfine else "own timer"
+    print(f"median wall ms and ratio to `{TYPER}` ({how}; {args.rounds} rounds x {args.runs} runs)")
+    head = f"{'what':<36} " + (f"{'base ms':>8} {'x typer':>7}  " if base else "")
+    print(head + f"{'ms':>8} {'x typer':>7} {'vs mailctl':>10}  target")
+    missed = False
     for row in rows:
-        if row.median_s is None:
+        if row.label.endswith(BASE):
             continue
-        ratio = row.median_s / typer_s
+        before = base.get(row.label)
+        line = f"{row.label:<36} "
+        if base:
+            line += (
+                f"{before.median * 1000:8.1f} {before.median / typer_s[BASE]:7.2f}  "
+                if before
+                else f"{'':8} {'':7}  "
+            )
+        ratio = row.median / typer_s[""]
         versus = ""
-        if row.peer_of and not row.label.startswith("mailctl"):
-            ours = ours_by_group.get(row.peer_of)
-            versus = f"{ours / row.median_s:9.2f}x" if ours else ""
+        if row.group and not row.label.startswith("mailctl"):
+            ours = ours_by_group.get(row.group)
+            versus = f"{ours / row.median:9.2f}x" if ours else ""
         check = ""
         if row.target:
             limit = TARGETS[row.target]
-            ok = ratio <= limit
-            missed |= not ok
-            check = f"<= {limit}: {'ok' if ok else 'MISSED'}"
-        print(f"{row.label:<36} {row.median_s * 1000:9.1f} {ratio:8.2f}  {versus:>10}  {check}")
-    print('x typer = median / median of `python -c "import typer"` (same venv, same run)')
+            missed |= ratio > limit
+            check = f"<= {limit}: {'ok' if ratio <= limit else 'MISSED'}"
+        print(line + f"{row.median * 1000:8.1f} {ratio:7.2f} {versus:>10}  {check}")
     print("vs mailctl = mailctl send's median / the peer's (above 1: the peer is faster)")
-    for note in notes:
+    for note in dict.fromkeys(notes):
         print(f"note: {note}")
     return missed
 
