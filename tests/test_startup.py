@@ -207,3 +207,46 @@ def test_listing_summaries_match_the_built_commands() -> None:
             group.get_command(ctx, name)  # type: ignore[attr-defined]  # builds it
         assert group.get_help(ctx) == listed
         assert names == group.list_commands(ctx)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# open_socket answers an IP address without the resolver thread; names still resolve.
+
+
+@pytest.mark.parametrize(
+    ("host", "family"), [("127.0.0.1", "v4"), ("localhost", "v4"), ("::1", "v6")]
+)
+async def test_open_socket_connects_to_an_address_or_a_name(host: str, family: str) -> None:
+    import asyncio
+    import socket
+
+    from mailctl.protocols.smtp.connect import open_socket
+
+    kind = socket.AF_INET6 if family == "v6" else socket.AF_INET
+    try:
+        server = socket.create_server(("::1" if family == "v6" else "127.0.0.1", 0), family=kind)
+    except OSError:
+        pytest.skip(f"no {family} loopback here")
+    with server:
+        port = server.getsockname()[1]
+        sock = await asyncio.wait_for(
+            open_socket(host, port, timeout=5, source_address=None, where=f"{host}:{port}"), 10
+        )
+        with sock:
+            accepted, _ = server.accept()
+            accepted.close()
+            assert sock.getpeername()[:2] == server.getsockname()[:2]
+
+
+async def test_open_socket_still_names_a_host_that_does_not_resolve() -> None:
+    from mailctl.errors import HostNotFoundError
+    from mailctl.protocols.smtp.connect import open_socket
+
+    with pytest.raises(HostNotFoundError, match=r"no-such-host\.invalid"):
+        await open_socket(
+            "no-such-host.invalid",
+            25,
+            timeout=5,
+            source_address=None,
+            where="no-such-host.invalid:25",
+        )
