@@ -78,6 +78,8 @@ class ResolvedServer:
 
 @dataclass(frozen=True)
 class Account:
+    """A named account: the From address, its servers and EHLO name."""
+
     name: str
     from_address: str | None = None  # "Name <addr>" used when --from is absent
     smtp: ServerSettings | None = None
@@ -92,6 +94,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Config:
+    """The validated config file: accounts by name and the default one."""
+
     accounts: dict[str, Account]
     default_account: str | None = None
     path: Path | None = None
@@ -136,6 +140,8 @@ class Envelope:
 
 @dataclass(frozen=True)
 class RecipientResult:
+    """The server's reply to one RCPT TO."""
+
     address: str
     accepted: bool
     reply: Reply

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import gc
 import os
 import sys
 import traceback
@@ -96,6 +96,8 @@ class Output:
     ) -> None:
         """Print the envelope. `data` is written by mailctl.serialize and must be an object;
         every `errors` entry has code, message, hint and details (and may add keys)."""
+        import json  # only JSON mode pays for its import (~1 ms, mostly compiling regexes)
+
         from mailctl.serialize import to_data
 
         written = to_data(data) if data is not None else {}
@@ -160,6 +162,7 @@ def _write_line(stream: TextIO, text: str, style: str | None) -> None:
 
 def run_command(output: Output, body: Callable[[], CommandResult]) -> NoReturn:
     """Run a command body under the error contract: every failure is one line and an exit code."""
+    _collect_garbage_again()
     try:
         result = body()
         # Inside the contract too: a result the serialiser cannot write is a bug (70), and
@@ -174,6 +177,18 @@ def run_command(output: Output, body: Callable[[], CommandResult]) -> NoReturn:
             output.fail(InterruptedByUser("interrupted at a prompt"))
         _report_bug(output, error)
     raise SystemExit(int(result.exit_code))
+
+
+def _collect_garbage_again() -> None:
+    """Undo mailctl.__main__'s start-up `gc.disable()`: the command's own work may make cycles.
+
+    What start-up made lives until exit: `gc.freeze()` moves it out of the collector's sight,
+    so the collections the command triggers do not walk it again. A caller that left the
+    collector on (tests invoking the app in-process) is left alone.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _report_bug(output: Output, error: Exception) -> NoReturn:

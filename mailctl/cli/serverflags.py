@@ -24,6 +24,8 @@ _DEFAULT_TIMEOUTS = Timeouts()
 
 @dataclass(frozen=True)
 class ServerFlags:
+    """The server, TLS and AUTH flags as given; settings_from_flags lays them over an account."""
+
     server: str | None = None
     ehlo: str | None = None
     user: str | None = None

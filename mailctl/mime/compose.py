@@ -118,12 +118,16 @@ class ComposeRequest:
 
 @dataclass(frozen=True)
 class _Text:
+    """A text/* leaf of the MIME tree being built."""
+
     content: str
     subtype: str
 
 
 @dataclass(frozen=True)
 class _File:
+    """An attachment (or inline image) leaf, its bytes already read."""
+
     data: bytes
     content_type: str
     filename: str
@@ -132,6 +136,8 @@ class _File:
 
 @dataclass(frozen=True)
 class _Multi:
+    """A multipart/* node and its parts."""
+
     subtype: str
     parts: tuple[_Text | _File | _Multi, ...]
     params: tuple[tuple[str, str], ...] = ()
