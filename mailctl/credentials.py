@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 from mailctl.errors import CredentialError, KeyringUnavailableError
 from mailctl.inputs import SECRET_LIMIT, describe
 from mailctl.models import Protocol, ServerSettings
+from mailctl.text import quote
 
 SERVICE: Final = "mailctl"
 ENV_PASSWORD: Final = "MAILCTL_PASSWORD"  # noqa: S105 (a variable name)
@@ -106,6 +107,50 @@ def resolve_secret(
     raise CredentialError(f"no password found for {label}", hint=THREE_WAYS)
 
 
+class Secrets:
+    """The secrets of one run: each server block's looked up on first use, then kept.
+
+    `for_server` hands the protocol layer a callable it calls right before AUTH; the lookup
+    (resolve_secret: environment, password command, keyring, `prompt`) runs once per block,
+    so bench's hundred connections, or a send after an account test of the same block, ask
+    the keyring or the user once. A failed lookup is not kept: the next call tries again.
+    """
+
+    def __init__(
+        self,
+        *,
+        prompt: Callable[[str], str] | None = None,
+        env: Mapping[str, str] = os.environ,
+    ) -> None:
+        self._prompt = prompt
+        self._env = env
+        self._found: dict[tuple[object, ...], str] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never the secrets, even in a traceback with locals
+        return f"<Secrets: {len(self._found)} kept>"
+
+    def for_server(
+        self, account: str | None, protocol: Protocol, settings: ServerSettings
+    ) -> Callable[[], str]:
+        """The secret of one server block, as a callable (see the class docstring).
+
+        The callable raises what resolve_secret raises.
+        """
+        key: tuple[object, ...] = (account, protocol, settings.host, settings.port)
+        key += (settings.username, settings.password_command)
+
+        def secret() -> str:
+            with self._lock:
+                if key not in self._found:
+                    self._found[key] = resolve_secret(
+                        account, protocol, settings, prompt=self._prompt, env=self._env
+                    )
+                return self._found[key]
+
+        return secret
+
+
 def require_text(secret: str, *, source: str) -> str:
     """Return `secret` if it is text that UTF-8 can carry; raise CredentialError otherwise.
 
@@ -164,7 +209,7 @@ def run_password_command(command: str, *, label: str = "password_command") -> st
     """
     argv = _command_argv(command, label=label)
     program = os.path.basename(argv[0]) if argv[0] != "/bin/sh" else "sh -c"
-    what = f"password_command for {label} (program {program!r})"
+    what = f"password_command for {label} (program {quote(program)})"
     try:
         # start_new_session: its own process group to kill as a whole, and no controlling
         # terminal (a prompt on /dev/tty fails at once instead of hanging in the background).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 
 class ExitCode(IntEnum):
@@ -26,6 +27,34 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+# Which exit code wins when several apply (DESIGN.md "Decisions"): Ctrl-C, then what only the
+# user can fix in the command line or the configuration, then the failure least likely to go
+# away by itself (a bug, credentials, TLS or protocol, a 5xx, bad data, the network, a 4xx),
+# then a regression; success last.
+_PRECEDENCE: Final = (
+    ExitCode.INTERRUPTED,
+    ExitCode.USAGE,
+    ExitCode.CONFIG,
+    ExitCode.SOFTWARE,
+    ExitCode.NOPERM,
+    ExitCode.PROTOCOL,
+    ExitCode.UNAVAILABLE,
+    ExitCode.DATAERR,
+    ExitCode.NOINPUT,
+    ExitCode.CANTCREAT,
+    ExitCode.NOHOST,
+    ExitCode.IOERR,
+    ExitCode.TEMPFAIL,
+    ExitCode.REGRESSION,
+    ExitCode.OK,
+)
+
+
+def worst_exit_code(codes: Iterable[ExitCode]) -> ExitCode:
+    """The code a run exits with when several apply (OK for none): see _PRECEDENCE."""
+    return min(codes, key=_PRECEDENCE.index, default=ExitCode.OK)
+
+
 class MailctlError(Exception):
     """Base of every error mailctl reports; knows its exit code and a stable `code` string.
 
@@ -35,6 +64,8 @@ class MailctlError(Exception):
 
     exit_code: ClassVar[ExitCode] = ExitCode.SOFTWARE
     code: ClassVar[str] = "internal_error"
+    # An entry of the envelope's `errors` (mailctl.serialize): always these four keys.
+    JSON_ATTRS: ClassVar[tuple[str, ...]] = ("code", "message", "hint", "details")
 
     def __init__(
         self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None
@@ -48,14 +79,6 @@ class MailctlError(Exception):
         """Render as the single line a user sees: problem, then fix."""
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
         return " ".join(text.split())
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.hint:
-            out["hint"] = self.hint
-        if self.details:
-            out["details"] = self.details
-        return out
 
 
 class UsageError(MailctlError):

@@ -23,6 +23,7 @@ from mailctl.errors import (
     NoInputError,
     NotRegularFileError,
 )
+from mailctl.text import quote
 
 __all__ = [
     "BASELINE_LIMIT",
@@ -88,7 +89,7 @@ def max_input_bytes(env: Mapping[str, str] = os.environ) -> int:
     value = int(match.group(1)) * _UNITS[(match.group(2) or "").lower() or None] if match else 0
     if value < 1:
         raise ConfigError(
-            f"{ENV_MAX_INPUT}={raw[:40]!r} is not a size",
+            f"{ENV_MAX_INPUT}={quote(raw[:40])} is not a size",
             hint="write a whole number of bytes, or with K, M or G, e.g. 100M",
         )
     return value
@@ -225,7 +226,7 @@ def check_regular_file(path: str | os.PathLike[str], *, what: str, limit: int) -
     It cannot rule out a swap between this check and the library's open; it keeps a FIFO
     from hanging the program and /dev/zero or a huge file from being parsed.
     """
-    label = f"{what} {_shown(path)}"
+    label = f"{what} {quote(path)}"
     try:
         info = os.stat(path)
     except OSError as err:
@@ -244,7 +245,7 @@ def _read_file(
     check: Callable[[os.stat_result], None] | None,
     missing_ok: bool,
 ) -> bytes | None:
-    label = f"{what} {_shown(path)}"
+    label = f"{what} {quote(path)}"
     limit, limit_hint = _limit(limit)
     hint = hint or limit_hint
     # O_NONBLOCK: opening a FIFO with no writer must not block; regular files ignore it.
@@ -303,12 +304,6 @@ def _require_regular(label: str, info: os.stat_result) -> None:
             f"{label} is not a regular file ({kind})",
             hint="give a regular file",
         )
-
-
-def _shown(path: str | os.PathLike[str]) -> str:
-    """A path for a one-line error: as is, or repr-escaped if it holds control characters."""
-    text = os.fsdecode(path)
-    return text if text.isprintable() else repr(text)
 
 
 def _open_error(label: str, err: OSError) -> NoInputError:

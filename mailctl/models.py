@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, Final
 
 
 class Security(StrEnum):
@@ -30,20 +31,18 @@ class Protocol(StrEnum):
     POP3 = "pop3"
 
 
-DEFAULT_PORTS: dict[Protocol, dict[Security, int]] = {
-    Protocol.SMTP: {Security.TLS: 465, Security.STARTTLS: 587, Security.NONE: 25},
-    Protocol.IMAP: {Security.TLS: 993, Security.STARTTLS: 143, Security.NONE: 143},
-    Protocol.POP3: {Security.TLS: 995, Security.STARTTLS: 110, Security.NONE: 110},
-}
+# mailctl.serialize metadata: a duration held in seconds, written as `<key>_ms` (this module is a
+# stdlib-only leaf, so it spells the metadata out instead of importing serialize.SECONDS).
+_SECONDS: Final = {"json_unit": "s"}
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds; every network wait in mailctl is bounded by one of these."""
 
-    connect: float = 30.0
-    command: float = 60.0
-    data: float = 300.0
+    connect: float = field(default=30.0, metadata=_SECONDS)
+    command: float = field(default=60.0, metadata=_SECONDS)
+    data: float = field(default=300.0, metadata=_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,24 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class ResolvedServer:
+    """A server to use, as the command line and the config file settled it (cli's context).
+
+    `account` names the account the block came from (None for --server alone); `ehlo_name`
+    was checked by mailctl.hosts' rule; `secret` is called at most once per session, right
+    before AUTH (None when there is no username).
+    """
+
+    settings: ServerSettings
+    account: str | None = None
+    ehlo_name: str | None = None
+    secret: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Account:
+    """A named account: the From address, its servers and EHLO name."""
+
     name: str
     from_address: str | None = None  # "Name <addr>" used when --from is absent
     smtp: ServerSettings | None = None
@@ -78,6 +94,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Config:
+    """The validated config file: accounts by name and the default one."""
+
     accounts: dict[str, Account]
     default_account: str | None = None
     path: Path | None = None
@@ -95,6 +113,8 @@ class Reply:
     code: int
     message: str
 
+    JSON_ATTRS: ClassVar[tuple[str, ...]] = ("enhanced",)  # computed, written by serialize
+
     @property
     def enhanced(self) -> str | None:
         """The RFC 3463 enhanced status code at the start of the text, if any."""
@@ -109,23 +129,43 @@ class Reply:
     def is_transient(self) -> bool:
         return 400 <= self.code <= 499
 
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "enhanced": self.enhanced, "message": self.message}
-
 
 @dataclass(frozen=True)
 class Envelope:
     """SMTP envelope: what MAIL FROM and RCPT TO carry, independent of the headers."""
 
-    sender: str  # may be "" for the null reverse-path
-    recipients: tuple[str, ...]
+    sender: str = field(metadata={"json": "from"})  # may be "" for the null reverse-path
+    recipients: tuple[str, ...] = field(metadata={"json": "to"})
 
 
 @dataclass(frozen=True)
 class RecipientResult:
+    """The server's reply to one RCPT TO."""
+
     address: str
     accepted: bool
     reply: Reply
 
-    def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "accepted": self.accepted, "reply": self.reply.to_json()}
+
+class Direction(StrEnum):
+    """Who produced a transcript line; INFO lines are mailctl's own notes."""
+
+    SENT = "sent"
+    RECEIVED = "received"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One line of a protocol session (protocols/transcript.py records them, redacted);
+    `tls` says whether it travelled inside TLS."""
+
+    # seconds since the Transcript was created (time.perf_counter)
+    elapsed: float = field(metadata=_SECONDS)
+    direction: Direction
+    tls: bool
+    text: str
+
+
+# Called with each line as it happens (send --trace, sendmail -v): a hang shows where it hangs.
+TranscriptCallback = Callable[[TranscriptLine], None]

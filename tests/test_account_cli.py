@@ -50,7 +50,7 @@ def mailctl(*args: str, input: str | None = None) -> Result:
 
 def envelope(result: Result) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(result.stdout)
-    assert data["mailctl_result_version"] == "1"
+    assert data["mailctl_result_version"] == "2"
     assert data["exit_code"] == result.exit_code
     return data
 
@@ -125,7 +125,7 @@ def test_round_trip(config_file: Path) -> None:
     assert shown_json["name"] == "work" and shown_json["default"] is True
     assert shown_json["smtp"]["port"] == 587 and shown_json["smtp"]["verify"] is True
     assert shown_json["imap"]["secret_source"] == "none found"
-    assert "pop3" not in shown_json
+    assert shown_json["pop3"] is None  # JSON v2: every key present, null when not configured
 
     removed = mailctl("account", "remove", "work", "--yes", "--json")
     assert removed.exit_code == 0
@@ -331,7 +331,7 @@ def test_bad_value_in_file(config_file: Path) -> None:
     config_file.write_text("[accounts.w.smtp]\nhost = 'h'\nsecurity = 'ssl'\n", encoding="utf-8")
     result = mailctl("account", "list")
     assert result.exit_code == 78
-    assert 'accounts.w.smtp.security: must be one of "tls", "starttls", "none", got "ssl"' in (
+    assert "accounts.w.smtp.security: must be one of 'tls', 'starttls', 'none', got 'ssl'" in (
         " ".join(result.stderr.split())
     )
 

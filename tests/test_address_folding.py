@@ -24,8 +24,9 @@ from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpTestServer
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
+from mailctl.hosts import to_ascii_domain
 from mailctl.mime.compose import ComposeRequest, compose, serialize
-from mailctl.mime.headers import Mailbox, parse_address_header, to_ascii_domain
+from mailctl.mime.headers import Mailbox, parse_address_header
 
 runner = CliRunner()
 

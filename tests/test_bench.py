@@ -92,7 +92,7 @@ def test_open_loop_and_duration(smtp_sink_factory: SinkFactory) -> None:
     result = run_bench(BenchRequest(target=Target(settings=settings), workload=work))
     assert time.perf_counter() - started < 5
     run = result.runs[0]
-    assert run.loop == "open" and result.workload["loop"] == "open"
+    assert run.loop == "open" and result.workload.loop == "open"
     # 100/s for 0.4 s: about 40, never far more (the schedule is fixed, not as-fast-as-possible).
     assert 20 <= run.sent <= 45
 
@@ -115,13 +115,13 @@ def test_cli_starttls_and_auth(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = envelope(result)
-    assert data["mailctl_result_version"] == "1"
+    assert data["mailctl_result_version"] == "2"
     assert data["command"] == ["bench"]
     assert (data["status"], data["exit_code"], data["errors"]) == ("ok", 0, [])
     run = data["data"]["runs"][0]
     assert (run["mode"], run["sent"], run["failed"]) == (mode, 12, 0)
     assert {"p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"} <= set(run["latency"])
-    assert "tls" in run["phases"] and "auth" in run["phases"]
+    assert "starttls" in run["phases"] and "auth" in run["phases"]
     assert data["data"]["target"] == {
         "embedded_sink": False,
         "host": "127.0.0.1",

@@ -182,7 +182,7 @@ def the_run(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def texts(run: dict[str, Any]) -> dict[str, int]:
-    return {entry["text"]: entry["count"] for entry in run["error_details"]}
+    return {entry["text"]: entry["count"] for entry in run["failure_groups"]}
 
 
 # -- 5a: a message is sent when its final reply was read ------------------------------------
@@ -199,7 +199,7 @@ def test_disconnect_after_the_dot_is_never_counted_as_sent(
     assert run["sent"] == 0
     assert run["unknown"] >= 5  # every cut after the dot; pipeline: chained ones were not sent
     assert run["sent"] + run["failed"] + run["unknown"] == 10
-    assert run["errors"].get("outcome_unknown") == run["unknown"]
+    assert run["failures_by_reason"].get("outcome_unknown") == run["unknown"]
     assert (data["status"], data["exit_code"], code) == ("error", 75, 75)
 
 
@@ -307,7 +307,7 @@ def test_421_after_n_messages_is_reported_by_code_and_text(
     run = the_run(data)
     assert run["sent"] == server.stored == 15  # 3 per connection, the 4th MAIL gets 421
     assert texts(run) == {"421 4.7.0 Error: too many messages on this connection": 5}
-    assert run["errors"] == {"421": 5}
+    assert run["failures_by_reason"] == {"421": 5}
     assert run["connections_attempted"] == run["connections_opened"] >= 5
     assert (data["status"], code) == ("partial", 75)
 
@@ -478,7 +478,7 @@ def test_a_reply_after_354_is_not_taken_for_the_final_one_in_lock_step(
     run = the_run(data)
     assert run["sent"] == 0
     assert data["status"] == "error" and code == ExitCode.PROTOCOL, data
-    assert any("nobody asked for" in text for text in texts(run)), run["error_details"]
+    assert any("nobody asked for" in text for text in texts(run)), run["failure_groups"]
 
 
 def test_open_loop_pipeline_loses_no_message_to_a_cut(sink: Callable[..., Sink]) -> None:

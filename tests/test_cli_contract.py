@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mailctl.cli.output import clean
+from mailctl.text import clean
 
 
 def run(

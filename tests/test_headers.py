@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailctl.errors import AddressError, ExitCode, HeaderInjectionError, InputDataError
+from mailctl.hosts import ehlo_name
 from mailctl.mime import addresses
 from mailctl.mime.headers import (
     Mailbox,
@@ -23,7 +24,6 @@ from mailctl.mime.headers import (
     parse_mailbox_list,
     parse_msg_ids,
     require_clean,
-    validate_ehlo_name,
     wire_policy,
 )
 
@@ -80,7 +80,7 @@ def test_no_dirty_value_is_accepted_anywhere(value: str) -> None:
         lambda: parse_header_option(f"X-Test: {value}"),
         lambda: parse_header_option(f"{value}: v"),
         lambda: check_extra_header("X-Test", value),
-        lambda: validate_ehlo_name(value),
+        lambda: ehlo_name(value),
         lambda: parse_msg_ids("--references", value),
         lambda: Mailbox(value, "a@example.org"),
         lambda: Mailbox("", value),
@@ -314,7 +314,7 @@ def test_msg_ids() -> None:
     ],
 )
 def test_ehlo_name_accepts(value: str, expected: str) -> None:
-    assert validate_ehlo_name(value) == expected
+    assert ehlo_name(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -322,12 +322,12 @@ def test_ehlo_name_accepts(value: str, expected: str) -> None:
 )
 def test_ehlo_name_refuses(value: str) -> None:
     with pytest.raises(InputDataError, match="EHLO name"):
-        validate_ehlo_name(value)
+        ehlo_name(value)
 
 
 def test_ehlo_name_injection() -> None:
     with pytest.raises(HeaderInjectionError, match=r"^EHLO name contains a line break$"):
-        validate_ehlo_name("host\r\nMAIL FROM:<x@y>")
+        ehlo_name("host\r\nMAIL FROM:<x@y>")
 
 
 # --------------------------------------------------------------------------- wire policy

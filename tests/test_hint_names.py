@@ -32,6 +32,12 @@ def _commands() -> Any:
     return typer.main.get_command(app)
 
 
+def _subcommands(group: Any) -> dict[str, Any]:
+    """A group's commands through Click's API, which builds those a lazy group only lists."""
+    ctx = typer.Context(group)
+    return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+
+
 def known_flags() -> set[str]:
     """Every long option of every mailctl command and subcommand."""
     flags = {name for name in app.info.context_settings["help_option_names"] if name[:2] == "--"}
@@ -40,7 +46,8 @@ def known_flags() -> set[str]:
         command = pending.pop()
         for param in command.params:
             flags.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
-        pending.extend(getattr(command, "commands", {}).values())
+        if hasattr(command, "list_commands"):
+            pending.extend(_subcommands(command).values())
     return flags
 
 
@@ -104,9 +111,9 @@ def test_every_setting_a_hint_names_exists() -> None:
 
 def test_every_subcommand_a_message_names_exists() -> None:
     groups = {
-        name: set(command.commands)
-        for name, command in _commands().commands.items()
-        if hasattr(command, "commands")
+        name: set(command.list_commands(typer.Context(command)))
+        for name, command in _subcommands(_commands()).items()
+        if hasattr(command, "list_commands")
     }
     unknown = [
         f"{where}:{node.lineno}: mailctl {group} {sub}"

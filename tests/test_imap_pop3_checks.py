@@ -1,4 +1,4 @@
-"""check_imap / check_pop3 against a real Dovecot, plus scripted servers for the failure paths."""
+"""ImapSession.check / Pop3Session.check against a real Dovecot; scripted servers for failures."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ from mailctl.errors import (
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings, Timeouts
 from mailctl.protocols.checks import LoginCheck
-from mailctl.protocols.imap import check_imap
-from mailctl.protocols.pop3 import check_pop3
+from mailctl.protocols.imap import ImapSession
+from mailctl.protocols.pop3 import Pop3Session
+from mailctl.serialize import to_data
 
 Check = Callable[..., LoginCheck]
-CHECKS: dict[Protocol, Check] = {Protocol.IMAP: check_imap, Protocol.POP3: check_pop3}
+CHECKS: dict[Protocol, Check] = {Protocol.IMAP: ImapSession.check, Protocol.POP3: Pop3Session.check}
 BOTH = pytest.mark.parametrize("protocol", [Protocol.IMAP, Protocol.POP3], ids=["imap", "pop3"])
 SECURED = pytest.mark.parametrize(
     "security", [Security.TLS, Security.STARTTLS], ids=["tls", "starttls"]
@@ -58,7 +59,7 @@ def everything_said(err: BaseException) -> str:
     """Every text a user could see of an error: message, repr, JSON, chained traceback."""
     parts = [str(err), repr(err), "".join(traceback.format_exception(err))]
     if isinstance(err, MailctlError):
-        parts += [err.one_line(), json.dumps(err.to_json(), default=str)]
+        parts += [err.one_line(), json.dumps(to_data(err), default=str)]
     return "\n".join(parts)
 
 
@@ -96,7 +97,7 @@ def test_login_succeeds_with_the_ca_file(
     else:
         assert "USER" in caps and "SASL PLAIN LOGIN" in caps
         assert "STLS" not in caps  # asked again after STLS (RFC 2595 4)
-    rendered = json.dumps(result.to_json())
+    rendered = json.dumps(to_data(result))
     assert dovecot.password not in rendered and dovecot.password not in repr(result)
     assert json.loads(rendered)["tls"]["version"] == result.tls.version
     assert f"user=<{dovecot.user}>" in dovecot.log()
@@ -141,7 +142,7 @@ def test_imap_login_command_refuses_non_ascii_before_sending(dovecot: DovecotSer
         Protocol.IMAP, Security.TLS, user=user.name, auth=AuthMechanism.LOGIN
     )
     with pytest.raises(AuthUnsupportedError) as caught:
-        check_imap(settings, secret=Secret(user.password))
+        ImapSession.check(settings, secret=Secret(user.password))
     assert_secret_free(caught.value, user.password)
     assert f"user=<{user.name}>" not in dovecot.log()
 
@@ -530,3 +531,46 @@ def test_transient_login_refusal_is_temporary_and_masks_an_echo(
     assert caught.value.exit_code == 75
     assert "<redacted>" in caught.value.message
     assert_secret_free(caught.value, password)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "greeting", "replies", "goodbye"),
+    [
+        (
+            Protocol.IMAP,
+            IMAP_GREETING,
+            {
+                "CAPABILITY": b"* CAPABILITY IMAP4rev1 LOGINDISABLED\r\nTAG OK done\r\n",
+                "LOGOUT": b"* BYE bye\r\nTAG OK done\r\n",
+            },
+            "LOGOUT",
+        ),
+        (
+            Protocol.POP3,
+            POP3_GREETING,
+            {"CAPA": b"+OK\r\nUSER\r\nSASL LOGIN\r\n.\r\n", "QUIT": b"+OK bye\r\n"},
+            "QUIT",
+        ),
+    ],
+    ids=["imap", "pop3"],
+)
+def test_mechanism_not_offered_is_refused_before_the_secret(
+    scripted: Callable[..., ScriptedServer],
+    protocol: Protocol,
+    greeting: bytes,
+    replies: dict[str, bytes],
+    goodbye: str,
+) -> None:
+    """auth = plain where the server lists no PLAIN: one rule for both protocols (the
+    shared skeleton) refuses before the password is asked for, naming what was offered,
+    and still says goodbye (a refusal leaves the session in step)."""
+    server = scripted(greeting, replies)
+    secret = Secret("never-asked")
+    settings = replace(plain_settings(server.port), auth=AuthMechanism.PLAIN)
+    with pytest.raises(AuthUnsupportedError, match="does not allow plain") as caught:
+        CHECKS[protocol](settings, secret=secret)
+    assert secret.calls == 0
+    assert "capabilities: " in caught.value.message
+    assert caught.value.exit_code == AuthUnsupportedError.exit_code
+    server.close()
+    assert server.received[-1].upper().endswith(goodbye)

@@ -29,14 +29,14 @@ from mailctl.errors import (
 )
 from mailctl.models import Protocol, Security, ServerSettings, Timeouts
 from mailctl.protocols.checks import LoginCheck
-from mailctl.protocols.imap import ImapSession, check_imap
+from mailctl.protocols.imap import ImapSession
 from mailctl.protocols.limits import KIB, ReadLimits
-from mailctl.protocols.pop3 import Pop3Session, check_pop3
+from mailctl.protocols.pop3 import Pop3Session
 
 BOTH = pytest.mark.parametrize("protocol", [Protocol.IMAP, Protocol.POP3], ids=["imap", "pop3"])
 CHECKS: dict[Protocol, Callable[..., LoginCheck]] = {
-    Protocol.IMAP: check_imap,
-    Protocol.POP3: check_pop3,
+    Protocol.IMAP: ImapSession.check,
+    Protocol.POP3: Pop3Session.check,
 }
 
 
@@ -371,7 +371,7 @@ def test_pop3_connection_closed_during_capa_is_connection_lost() -> None:
         peer.send(b"+OK\r\nUSER\r\n")  # and hang up before the final dot
 
     with hostile(script) as server, pytest.raises(ConnectionLostError, match="capability"):
-        check_pop3(plain(server, username=None), secret=None)
+        Pop3Session.check(plain(server, username=None), secret=None)
 
 
 def test_pop3_capa_with_empty_and_non_ascii_lines() -> None:
@@ -385,7 +385,7 @@ def test_pop3_capa_with_empty_and_non_ascii_lines() -> None:
         peer.send(b"+OK bye\r\n")
 
     with hostile(script) as server:
-        result = check_pop3(plain(server, username=None), secret=None)
+        result = Pop3Session.check(plain(server, username=None), secret=None)
     assert result.capabilities == ("USER", "X-\u00dcNI arg")
 
 
@@ -401,7 +401,7 @@ def test_pop3_login_needs_plus_ok_not_any_plus() -> None:
         peer.stall()
 
     with hostile(script) as server, pytest.raises(ProtocolError):
-        check_pop3(plain(server), secret=lambda: "pw")
+        Pop3Session.check(plain(server), secret=lambda: "pw")
 
 
 def test_imap_authenticate_sends_the_credentials_once() -> None:
@@ -422,7 +422,7 @@ def test_imap_authenticate_sends_the_credentials_once() -> None:
 
     with hostile(script) as server:
         with pytest.raises(MailctlError):
-            check_imap(plain(server), secret=lambda: "pw")
+            ImapSession.check(plain(server), secret=lambda: "pw")
         credentials = base64.b64encode(b"\0alice\0pw")
         assert server.received.count(credentials) == 1, server.received
         assert server.received[-1] == b"*"

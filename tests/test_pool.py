@@ -334,7 +334,7 @@ async def test_connection_limit_throttles_and_every_attempt_is_counted(
     stats = server.stop()
     # The sink counts sessions it served as connections and the ones it refused as 421s.
     assert counts.opened == stats["connections"] == journal.opened
-    assert counts.failed == stats["errors"]["421"]
+    assert counts.failed == stats["error_replies"]["421"]
     # Each refused attempt was charged to a message, then sent on a retry (when a message
     # was ready to be charged: an attempt at the very end may find none).
     assert counts.failed - 6 <= sum(job.attempts - 1 for job in items) <= counts.failed

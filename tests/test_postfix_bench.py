@@ -34,11 +34,11 @@ def test_connection_rate_limit_is_partial_with_codes_and_every_attempt(
     assert run["connections_failed"] == 50 - RATE
     # By reply code and text: "421 4.7.0 postfix.mailctl.test Error: too many connections
     # from 127.0.0.1".
-    [group] = run["error_details"]
+    [group] = run["failure_groups"]
     assert group["reason"] == "421" and group["count"] == 50 - RATE
     assert group["text"].startswith("421 4.7.0 ")
     assert "too many connections from 127.0.0.1" in group["text"]
-    assert run["errors"] == {"421": 50 - RATE}
+    assert run["failures_by_reason"] == {"421": 50 - RATE}
     assert (data["status"], data["exit_code"]) == ("partial", ExitCode.TEMPFAIL)
     assert result.exit_code == ExitCode.TEMPFAIL
     # Postfix saw every attempt: the 30 refused ones are in its log too.
@@ -67,6 +67,6 @@ def test_refusals_at_the_hard_error_limit_count_as_refused(
     data = json.loads(result.stdout)
     run = data["data"]["runs"][0]
     assert (run["sent"], run["failed"]) == (0, 6)
-    assert run["errors"] == {"554": 6}, run["error_details"]
+    assert run["failures_by_reason"] == {"554": 6}, run["failure_groups"]
     assert run["connections_opened"] > 1  # each 421 closed one
     assert (data["status"], result.exit_code) == ("error", ExitCode.UNAVAILABLE)

@@ -1,4 +1,4 @@
-"""Pipelined transactions (protocols/pipeline.py) against a real Postfix: its 421 is read."""
+"""Pipelined transactions (protocols/pipeline/) against a real Postfix: its 421 is read."""
 
 from __future__ import annotations
 

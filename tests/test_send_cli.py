@@ -97,14 +97,13 @@ def test_text_html_attachment_over_starttls_with_auth(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     envelope = json.loads(result.stdout)
-    assert envelope["mailctl_result_version"] == "1"
+    assert envelope["mailctl_result_version"] == "2"
     assert envelope["status"] == "ok" and envelope["exit_code"] == 0
     data = envelope["data"]
     assert data["final_reply"]["code"] == 250
     assert data["auth_mechanism"] and data["tls"]["version"].startswith("TLSv1.")
-    assert {"connect", "banner", "ehlo", "starttls", "auth", "mail", "rcpt", "data"} <= set(
-        data["timings"]
-    )
+    phases = {"connect", "banner", "ehlo", "starttls", "auth", "mail_rcpt", "data", "end_of_data"}
+    assert set(data["timings_ms"]) == phases  # JSON v2: milliseconds, bench's phase names
 
     got = smtp_server.messages[0]
     assert got.tls and got.authenticated_as == TEST_USER
@@ -175,6 +174,24 @@ def test_smtputf8_when_local_part_needs_it(smtp_server: SmtpTestServer, tmp_path
     got = smtp_server.messages[0]
     assert got.rcpt_tos == ["jörg@example.org"]
     assert "SMTPUTF8" in got.mail_options
+
+
+def test_a_reply_to_needing_smtputf8_is_sent_with_it_but_stays_out_of_the_envelope(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """Reply-To is a header, not a recipient; but a UTF-8 local part in any header needs an
+    SMTPUTF8 session (RFC 6531/6532). Exit 65 before: the envelope and the SMTPUTF8 decision
+    were a copy in core that left Reply-To out of both (mime.compose has the one rule now)."""
+    result = invoke(
+        ["send", "--from", "alice@example.org", "--to", "bob@example.org", "--reply-to",
+         "Jörg <jörg@example.org>", "--subject", "x", "--body", "y", *server_args(smtp_server)],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    got = smtp_server.messages[0]
+    assert got.rcpt_tos == ["bob@example.org"]
+    assert "SMTPUTF8" in got.mail_options
+    assert "Reply-To: Jörg <jörg@example.org>".encode() in got.data
 
 
 def test_dry_run_connects_to_nothing_and_prints_exact_bytes(

@@ -94,7 +94,7 @@ def test_ready_file_sigterm_and_json_stats(tmp_path: Path) -> None:
     data = envelope["data"]
     assert data["messages"] == 3 and data["bytes"] == 3 * len(MESSAGE)
     assert data["connections"] == 1 and data["rejected"] == 0 and data["disconnected"] == 0
-    assert data["errors"] == {} and data["elapsed"] > 0 and data["rate"] > 0
+    assert data["error_replies"] == {} and data["elapsed_ms"] > 0 and data["qps"] > 0
     assert data["stopped_by"] == "SIGTERM"
     assert not cert.exists() and not cert.parent.exists()  # the throwaway cert is gone
 

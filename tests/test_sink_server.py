@@ -16,7 +16,8 @@ import pytest
 
 from mailctl.models import Security
 from mailctl.sink.config import FaultConfig, Phase, SinkConfig, StoreKind
-from mailctl.sink.server import COMMAND_LINE_LIMIT, SinkServer
+from mailctl.sink.replies import COMMAND_LINE_LIMIT
+from mailctl.sink.server import SinkServer
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 SinkFactory = Callable[..., Awaitable[SinkServer]]
@@ -436,7 +437,7 @@ async def test_huge_line_without_crlf(sink: SinkServer) -> None:
     reply = await raw.reply()
     assert reply in (b"500 5.5.6 Error: line too long\r\n", b"")
     await raw.close()
-    assert all(len(session._buf) < COMMAND_LINE_LIMIT for session in sink.sessions)
+    assert all(connection.buffered < COMMAND_LINE_LIMIT for connection in sink.connections)
     await _still_serves(sink)
 
 

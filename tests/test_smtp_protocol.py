@@ -40,6 +40,7 @@ from mailctl.errors import (
 from mailctl.models import AuthMechanism, Envelope, Security, Timeouts
 from mailctl.protocols.smtp import SessionOptions, SmtpSession, parse_queue_id
 from mailctl.protocols.transcript import Direction, Transcript
+from mailctl.serialize import to_data
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 ENVELOPE = Envelope("a@example.org", ("b@example.org",))
@@ -90,7 +91,7 @@ def assert_no_secret(*texts: str) -> None:
 
 
 def error_texts(error: MailctlError) -> list[str]:
-    return [str(error), repr(error), error.one_line(), json.dumps(error.to_json())]
+    return [str(error), repr(error), error.one_line(), json.dumps(to_data(error))]
 
 
 # -- sending ------------------------------------------------------------------------------
@@ -513,13 +514,13 @@ async def test_password_never_in_transcript_results_or_errors(
             repr(opts),
             repr(session),
             repr(session.info),
-            json.dumps(session.info.to_json()),
+            json.dumps(to_data(session.info)),
             repr(tx),
-            json.dumps(tx.to_json()),
+            json.dumps(to_data(tx)),
             *error_texts(caught.value),
         ]
     texts += [line.text for line in transcript.lines]
-    texts.append(json.dumps(transcript.to_json()))
+    texts.append(json.dumps(to_data(transcript.lines)))
     assert_no_secret(*texts)
 
 

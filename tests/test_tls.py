@@ -24,6 +24,7 @@ from mailctl.errors import (
 from mailctl.models import Security
 from mailctl.protocols.smtp import SessionOptions, SmtpSession
 from mailctl.protocols.tls import client_context, map_ssl_error, tls_info
+from mailctl.serialize import to_data
 
 
 def test_client_context_verifies_by_default() -> None:
@@ -148,7 +149,7 @@ async def test_tls_info_of_a_verified_session(smtps_server: SmtpTestServer) -> N
         assert info.cipher and info.bits and info.bits >= 128
         assert info.peer_issuer is not None and "mailctl test CA" in info.peer_issuer
         assert info.not_after is not None and info.not_after.startswith("3000-")
-        assert info.to_json()["version"] == info.version
+        assert to_data(info)["version"] == info.version
     assert tls_info(None) is None
 
 

@@ -1,16 +1,86 @@
-"""The Typer application: global options and the command table."""
+"""The Typer application: the root callback (global options) and the command table.
+
+The table (a cli.lazy group) lists each command by name and summary; a command's module is
+imported only when that command runs or is completed into. Commands import nothing from
+here: the global options they share live in cli/context.py and cli/options.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mailctl import __version__
+from mailctl.cli.context import VALUE_OPTIONS, remember_options
+from mailctl.cli.lazy import LazyCommand, lazy_group
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
 from mailctl.errors import ExitCode
+
+
+def _register_send(app: typer.Typer) -> None:
+    from mailctl.cli import send
+
+    app.command("send")(send.send_command)
+
+
+def _register_sendmail(app: typer.Typer) -> None:
+    from mailctl.cli import sendmail
+
+    sendmail.register(app)
+
+
+def _register_sink(app: typer.Typer) -> None:
+    from mailctl.cli import sink
+
+    app.command("sink")(sink.sink_command)
+
+
+def _register_bench(app: typer.Typer) -> None:
+    from mailctl.cli import bench
+
+    app.command("bench")(bench.bench_command)
+
+
+def _register_completion(app: typer.Typer) -> None:
+    from mailctl.cli import completion
+
+    app.command("completion")(completion.completion_command)
+
+
+def _register_account(app: typer.Typer) -> None:
+    from mailctl.cli import account
+
+    app.add_typer(account.app, name="account")
+
+
+# In --help order; each summary is the first paragraph of the command's docstring (a test
+# compares them). A command's module is imported, and its Click command built, only when it
+# runs or a word inside it is completed: TAB on a name and --help read this table (~24 ms).
+_COMMANDS = lazy_group(
+    LazyCommand("send", "Send one message: from flags, or an existing .eml as is.", _register_send),
+    LazyCommand(
+        "sendmail",
+        "Act as /usr/sbin/sendmail: message on stdin; -t, -f, -F, -i/-oi, -a ACCOUNT, -v.",
+        _register_sendmail,
+    ),
+    LazyCommand(
+        "sink",
+        "Run a local SMTP sink: count (or keep) what arrives, inject faults, report stats at exit.",
+        _register_sink,
+    ),
+    LazyCommand(
+        "bench",
+        "Benchmark SMTP sending: QPS, latency percentiles, per-phase timings.",
+        _register_bench,
+    ),
+    LazyCommand("completion", "Print a shell completion script.", _register_completion),
+    LazyCommand(
+        "account",
+        "Manage accounts: servers, the default account, passwords in the keyring.",
+        _register_account,
+    ),
+)
 
 _app = typer.Typer(
     name="mailctl",
@@ -20,12 +90,9 @@ _app = typer.Typer(
     pretty_exceptions_show_locals=False,  # a traceback must never print a password
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=_COMMANDS,
 )
-
-
-@dataclass(frozen=True)
-class GlobalOptions:
-    config_path: Path | None
+app = _app  # `from mailctl.cli.app import app` (tests, tools): commands build on first use
 
 
 def _version(value: bool) -> None:
@@ -37,122 +104,43 @@ def _version(value: bool) -> None:
 @_app.callback()
 def main(
     ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/"
-            "config.toml).",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOpt = None,
+    account: AccountOpt = None,
+    json_mode: JsonOpt = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    ctx.obj = GlobalOptions(config_path=config)
-
-
-def global_options(ctx: typer.Context) -> GlobalOptions:
-    """The options given before the command name (defaults when a command runs standalone)."""
-    root = ctx.find_root()
-    obj = root.obj
-    return obj if isinstance(obj, GlobalOptions) else GlobalOptions(config_path=None)
-
-
-def _register_account() -> None:
-    from mailctl.cli import account
-
-    _app.add_typer(account.app, name="account")
-
-
-def _register_send() -> None:
-    from mailctl.cli import send
-
-    _app.command("send")(send.send_command)
-
-
-def _register_sendmail() -> None:
-    from mailctl.cli import sendmail
-
-    sendmail.register(_app)
-
-
-def _register_sink() -> None:
-    from mailctl.cli import sink
-
-    _app.command("sink")(sink.sink_command)
-
-
-def _register_bench() -> None:
-    from mailctl.cli import bench
-
-    _app.command("bench")(bench.bench_command)
-
-
-def _register_completion() -> None:
-    from mailctl.cli import completion
-
-    _app.command("completion")(completion.completion_command)
-
-
-# In --help order. Each entry imports its module only when registered: Typer inspects every
-# registered command's signature at start-up, so `mailctl send` registers `send` alone (~50 ms).
-_COMMANDS: dict[str, Callable[[], None]] = {
-    "send": _register_send,
-    "sendmail": _register_sendmail,
-    "account": _register_account,
-    "sink": _register_sink,
-    "bench": _register_bench,
-    "completion": _register_completion,
-}
-_registered: set[str] = set()
-
-
-def _register(names: Iterable[str] = _COMMANDS) -> typer.Typer:
-    for name in names:
-        if name not in _registered:
-            _registered.add(name)
-            _COMMANDS[name]()
-    return _app
-
-
-def __getattr__(name: str) -> typer.Typer:
-    """`from mailctl.cli.app import app` (tests, tools) gets every command (PEP 562)."""
-    if name == "app":
-        return _register()
-    raise AttributeError(name)
+    # Read by cli/context.root_options; the same options after the command name win.
+    remember_options(ctx, config=config, account=account, json_mode=json_mode)
 
 
 def _invoked_command(argv: list[str]) -> str | None:
     """The command name in argv, skipping global options; None when there is none (e.g. --help)."""
+    names = {spec.name for spec in _COMMANDS.table}
     skip_value = False
     for arg in argv:
         if skip_value:
             skip_value = False
-        elif arg == "--config":
+        elif arg in VALUE_OPTIONS:
             skip_value = True
         elif not arg.startswith("-"):
-            return arg if arg in _COMMANDS else None
+            return arg if arg in names else None
     return None
 
 
 def run() -> None:
     import os
-    import sys
 
-    completing = "_MAILCTL_COMPLETE" in os.environ
-    if completing:
+    if "_MAILCTL_COMPLETE" in os.environ:
         # add_completion=False keeps --install-completion out of --help, but then Typer does not
         # register its shell classes; TAB completion (`mailctl completion` scripts) needs them.
         from typer._completion_classes import completion_init
 
         completion_init()
-    command = None if completing else _invoked_command(sys.argv[1:])
-    application = _register([command] if command else _COMMANDS)
     try:
-        application(prog_name="mailctl")
+        _app(prog_name="mailctl")
     except SystemExit as done:
         # Click reports bad flags with exit 2; mailctl's contract is sysexits: EX_USAGE is 64.
         if done.code == 2:
@@ -170,6 +158,7 @@ def _usage_envelope() -> None:
         return
     from mailctl.cli.output import Output
 
-    command = [arg for arg in argv[:1] if not arg.startswith("-")]
+    name = _invoked_command(argv)
+    command = [name] if name else []
     error = {"code": "usage", "message": "invalid command-line usage (see the message on stderr)"}
     Output(command, json_mode=True).write_json("error", ExitCode.USAGE, {}, [error])

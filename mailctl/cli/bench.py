@@ -9,24 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mailctl.cli.app import global_options
-from mailctl.cli.options import (
-    AccountOpt,
-    AllowPlaintextAuthOpt,
-    CaFileOpt,
-    EhloOpt,
-    InsecureOpt,
-    JsonOpt,
-    NoTlsOpt,
-    PasswordCommandOpt,
-    ServerOpt,
-    StartTlsOpt,
-    TlsOpt,
-    UserOpt,
-)
-from mailctl.cli.output import CommandResult, Output, run_command
-from mailctl.cli.serverflags import ServerFlags, settings_from_flags
+from mailctl.cli.context import AppContext, command
+from mailctl.cli.output import CommandResult, ErrorEntry, Output
+from mailctl.cli.serverflags import ServerFlags
 from mailctl.errors import UsageError
+from mailctl.hosts import endpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,7 +27,6 @@ if TYPE_CHECKING:
         Target,
         Workload,
     )
-    from mailctl.models import ServerSettings
 
 LOAD = "Load"
 SERVER = "Server (default: an embedded sink in a child process)"
@@ -65,7 +51,6 @@ class BenchFlags:
     sender: str | None
     to: tuple[str, ...]
     account: str | None
-    ehlo: str | None
     i_own_this_server: bool
     csv: Path | None
     baseline: Path | None
@@ -75,8 +60,10 @@ class BenchFlags:
     server: ServerFlags
 
 
+@command("bench")
 def bench_command(
-    ctx: typer.Context,
+    app: AppContext,
+    server: ServerFlags,
     messages: Annotated[
         int | None,
         typer.Option(
@@ -145,8 +132,6 @@ def bench_command(
         list[str] | None,
         typer.Option("--to", help="Envelope recipient (repeatable).", rich_help_panel=LOAD),
     ] = None,
-    account: AccountOpt = None,
-    server: ServerOpt = None,
     i_own_this_server: Annotated[
         bool,
         typer.Option(
@@ -155,8 +140,6 @@ def bench_command(
             rich_help_panel=SERVER,
         ),
     ] = False,
-    user: UserOpt = None,
-    password_command: PasswordCommandOpt = None,
     auth: Annotated[
         str | None,
         typer.Option(
@@ -165,18 +148,7 @@ def bench_command(
             rich_help_panel=SERVER,
         ),
     ] = None,
-    ehlo: EhloOpt = None,
-    use_tls: TlsOpt = False,
-    use_starttls: StartTlsOpt = False,
-    no_tls: NoTlsOpt = False,
-    ca_file: CaFileOpt = None,
-    insecure: InsecureOpt = False,
-    allow_plaintext_auth: AllowPlaintextAuthOpt = False,
-    connect_timeout: Annotated[
-        float | None,
-        typer.Option("--connect-timeout", help="Seconds to connect and get the greeting."),
-    ] = None,
-    timeout: Annotated[
+    command_timeout: Annotated[
         float | None,
         typer.Option(
             "--timeout", help="Seconds: the longest any wait may last (connect, reply, data)."
@@ -210,8 +182,7 @@ def bench_command(
             rich_help_panel=REPORT,
         ),
     ] = None,
-    json_mode: JsonOpt = False,
-) -> None:
+) -> CommandResult:
     """Benchmark SMTP sending: QPS, latency percentiles, per-phase timings.
 
     Without --server it starts its own sink (`mailctl sink`) in a child process.
@@ -219,21 +190,15 @@ def bench_command(
     flags = BenchFlags(
         messages=messages, duration=duration, concurrency=concurrency, size=size,
         message=message, warmup=warmup, rate=rate, mode=mode, compare=compare,
-        sender=sender, to=tuple(to or ()), account=account, ehlo=ehlo,
+        sender=sender, to=tuple(to or ()), account=app.options.account,
         i_own_this_server=i_own_this_server, csv=csv, baseline=baseline,
-        max_regression=max_regression, profile=profile, json_mode=json_mode,
-        server=ServerFlags(
-            server=server, user=user, password_command=password_command, auth=auth,
-            tls=use_tls, starttls=use_starttls, no_tls=no_tls, ca_file=ca_file,
-            insecure=insecure, allow_plaintext_auth=allow_plaintext_auth,
-            connect_timeout=connect_timeout, command_timeout=timeout,
-        ),
+        max_regression=max_regression, profile=profile, json_mode=app.output.json_mode,
+        server=server,
     )  # fmt: skip
-    config_override = global_options(ctx).config_path
-    run_command(["bench"], json_mode, lambda output: _bench(flags, config_override, output))
+    return _bench(flags, app)
 
 
-def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> CommandResult:
+def _bench(flags: BenchFlags, app: AppContext) -> CommandResult:
     from mailctl.core import bench as core
     from mailctl.mime.headers import require_utf8
     from mailctl.store.outputs import check_output
@@ -248,8 +213,9 @@ def _bench(flags: BenchFlags, config_override: Path | None, output: Output) -> C
     for flag, path in (("--csv", flags.csv), ("--profile", flags.profile)):
         if path is not None:  # a directory or socket fails now, not after the whole run
             check_output(path, what=f"{flag} file")
+    output = app.output
     request = core.BenchRequest(
-        target=_target(flags, config_override, output),
+        target=_target(flags, app),
         workload=_workload(flags),
         modes=_modes(flags),
     )
@@ -359,23 +325,21 @@ def _workload(flags: BenchFlags) -> Workload:
     )
 
 
-def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> Target:
+def _target(flags: BenchFlags, app: AppContext) -> Target:
+    from mailctl.cli.context import check_server_flags
     from mailctl.core.bench import SinkSpec, Target
-    from mailctl.mime.headers import validate_ehlo_name
-    from mailctl.models import Security
+    from mailctl.models import Protocol, Security
 
     server = flags.server
-    if sum([server.tls, server.starttls, server.no_tls]) > 1:
-        raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")
     for name, value in (
         ("--timeout", server.command_timeout),
         ("--connect-timeout", server.connect_timeout),
     ):
         if value is not None and not 0 < value <= 86_400:
             raise UsageError(f"{name} {value:g}: must be between 0 and 86400 seconds")
-    ehlo = validate_ehlo_name(flags.ehlo) if flags.ehlo else None
     timeout, connect_timeout = server.command_timeout, server.connect_timeout
     if server.server is None and flags.account is None:
+        ehlo = check_server_flags(server)
         if server.user or server.password_command:
             raise UsageError(
                 "--user and --password-command need --server or --account",
@@ -383,55 +347,16 @@ def _target(flags: BenchFlags, config_override: Path | None, output: Output) -> 
             )
         sink = SinkSpec(security=server.security or Security.NONE, auth=server.auth is not None)
         return Target(sink=sink, ehlo_name=ehlo, timeout=timeout, connect_timeout=connect_timeout)
-    settings = _server_settings(flags, config_override, output)
-    secret = _cached_secret(flags.account, settings, output) if settings.username else None
+    # Every connection authenticates: the context's secret source asks once, not per session.
+    resolved = app.resolve_server(server, Protocol.SMTP)
     return Target(
-        settings=settings,
-        secret=secret,
+        settings=resolved.settings,
+        secret=resolved.secret,
         allow_remote=flags.i_own_this_server,
-        ehlo_name=ehlo,
+        ehlo_name=resolved.ehlo_name,
         timeout=timeout,
         connect_timeout=connect_timeout,
     )
-
-
-def _server_settings(
-    flags: BenchFlags, config_override: Path | None, output: Output
-) -> ServerSettings:
-    from mailctl.config.paths import config_path
-    from mailctl.config.store import find_account, load_config
-
-    base = None
-    name = None
-    if flags.server.server is None:
-        path = config_path(config_override)
-        config = load_config(path)
-        for warning in config.warnings:
-            output.warn(warning)
-        acct = find_account(config, flags.account)
-        base, name = acct.smtp, acct.name
-    settings = settings_from_flags(flags.server, base, account_name=name)
-    if not settings.verify:
-        output.warn(f"certificate verification is off for {settings.host}:{settings.port}")
-    return settings
-
-
-def _cached_secret(
-    account: str | None, settings: ServerSettings, output: Output
-) -> Callable[[], str]:
-    """Every connection authenticates: ask the keyring (or the user) once, not per session."""
-    from mailctl.cli.prompts import secret_provider
-    from mailctl.models import Protocol
-
-    provide = secret_provider(account, Protocol.SMTP, settings, output)
-    cache: list[str] = []
-
-    def secret() -> str:
-        if not cache:
-            cache.append(provide())
-        return cache[0]
-
-    return secret
 
 
 # --------------------------------------------------------------------------- progress
@@ -501,17 +426,17 @@ def _write_csv(path: Path, result: BenchResult) -> None:
 
 
 def _command_result(result: BenchResult) -> CommandResult:
-    """Status and exit code as the result decides them (bench_models.BenchResult), with one
+    """Status and exit code as the result decides them (core.bench.models.BenchResult), with one
     error per cause: Ctrl-C, what stopped a run, the failed messages of each run, and a
     regression (reported also when failures decide the exit code)."""
-    from mailctl.errors import RegressionError
+    from mailctl.errors import InterruptedByUser, RegressionError
 
-    errors: list[dict[str, Any]] = []
+    errors: list[ErrorEntry] = []
     if result.interrupted:
-        errors.append({"code": "interrupted", "message": "interrupted: the report is partial"})
+        errors.append(InterruptedByUser("interrupted: the report is partial"))
     for run in result.runs:
         if run.stopped_by is not None:
-            errors.append(run.stopped_by.to_json())
+            errors.append(run.stopped_by)
     for run in result.runs:
         summary = _failure_summary(run)
         if summary is not None:
@@ -525,10 +450,10 @@ def _command_result(result: BenchResult) -> CommandResult:
         errors.append(
             RegressionError(
                 f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
-            ).to_json()
+            )
         )
     return CommandResult(
-        data=result.to_json(),
+        data=result,
         status=result.status,  # type: ignore[arg-type]
         exit_code=result.exit_code,
         errors=errors,
@@ -584,13 +509,13 @@ def _render(output: Output, result: BenchResult) -> None:
 
     console = output.out
     target = result.target
-    where = "embedded sink" if target["embedded_sink"] else "server"
+    where = "embedded sink" if target.embedded_sink else "server"
     work = result.workload
-    amount = f"{work['messages']} messages" if work["messages"] else f"{work['duration_s']:g}s"
+    amount = f"{work.messages} messages" if work.messages else f"{work.duration or 0:g}s"
     console.print(
-        f"mailctl bench: {amount}, {work['concurrency']} connections, "
-        f"{work['message_size']}-byte messages -> {where} {target['host']}:{target['port']} "
-        f"(security {target['security']}, auth {'on' if target['auth'] else 'off'})",
+        f"mailctl bench: {amount}, {work.concurrency} connections, "
+        f"{work.message_size}-byte messages -> {where} {endpoint(target.host, target.port)} "
+        f"(security {target.security.value}, auth {'on' if target.auth else 'off'})",
         markup=False,
     )
     table = Table(
@@ -651,7 +576,7 @@ def _render(output: Output, result: BenchResult) -> None:
 
 def _render_failures(console: Any, run: RunResult) -> None:
     """Errors by reply code and text, connection attempts, and what stopped the run."""
-    from mailctl.cli.output import clean
+    from mailctl.text import clean
 
     mode = run.mode.value
     if run.error_details:
@@ -678,7 +603,7 @@ def _render_failures(console: Any, run: RunResult) -> None:
 
 
 def _loop_label(result: BenchResult) -> str:
-    rate = result.workload["rate"]
+    rate = result.workload.rate
     if rate:
         return f"open loop at {rate:g} msg/s; latency (ms) from each message's intended send time"
     return "closed loop (next message when the last is done); latency (ms) from the actual send"
@@ -709,8 +634,8 @@ def _phase_table(result: BenchResult) -> Any:
         if any(cell != "-" for cell in cells):
             table.add_row(phase, *cells)
     table.caption = (
-        "new/reuse: data = DATA to the final reply; pipeline: data = the 354 wait "
-        "(MAIL/RCPT/DATA share one write)"
+        "data = DATA to the 354; end_of_data = body and dot to the final reply; "
+        "pipeline: MAIL/RCPT/DATA share one write"
     )
     table.caption_justify = "left"
     return table

@@ -1,19 +1,37 @@
-"""Typer option declarations shared by every command that talks to an SMTP server.
+"""Typer option declarations shared by every command: the global options and the server group.
 
-One declaration per flag keeps `send`, `bench` (and later `bulk-send`, `probe`) spelling, help
-text and panels identical; each command takes them as `name: XOpt = default`.
+One declaration per flag keeps `send`, `bench`, `account` (and later `bulk-send`, `probe`)
+spelling, help text and panels identical. Commands do not list these themselves:
+`cli.context.command` adds GLOBAL to every command (so they work after the command name as
+well as before it) and SERVER to those taking a `server: ServerFlags` parameter. A command
+that needs another help text for one of them declares a parameter of the same name, which
+replaces the shared one (bench's --auth turns AUTH on in its embedded sink).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import typer
 
 SERVER = "Server (without an account)"
 TLS = "Transport security"
+GLOBAL = "Global options (also before the command)"
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/config.toml).",
+        show_default=False,
+        rich_help_panel=GLOBAL,
+    ),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the JSON result envelope.", rich_help_panel=GLOBAL),
+]
 AccountOpt = Annotated[
     str | None,
     typer.Option("--account", "-A", help="Account name (default: the default account)."),
@@ -68,4 +86,47 @@ AllowPlaintextAuthOpt = Annotated[
         rich_help_panel=TLS,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON result envelope.")]
+ConnectTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--connect-timeout", help="Seconds to connect and get the greeting."),
+]
+CommandTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds per command; also the longest wait after the final dot "
+        "unless --data-timeout (or data_timeout in the account) asks for more.",
+    ),
+]
+
+DataTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--data-timeout",
+        help="Seconds to wait for the reply after the final dot (default 300, "
+        "or --timeout if shorter).",
+    ),
+]
+
+# name -> (annotation, default), in --help order. The names are the fields of GlobalOptions
+# and ServerFlags, which cli.context builds from them.
+GLOBAL_OPTIONS: Final[dict[str, tuple[Any, Any]]] = {
+    "config": (ConfigOpt, None),
+    "json_mode": (JsonOpt, False),
+}
+SERVER_OPTIONS: Final[dict[str, tuple[Any, Any]]] = {
+    "account": (AccountOpt, None),
+    "server": (ServerOpt, None),
+    "user": (UserOpt, None),
+    "password_command": (PasswordCommandOpt, None),
+    "auth": (AuthOpt, None),
+    "ehlo": (EhloOpt, None),
+    "tls": (TlsOpt, False),
+    "starttls": (StartTlsOpt, False),
+    "no_tls": (NoTlsOpt, False),
+    "ca_file": (CaFileOpt, None),
+    "insecure": (InsecureOpt, False),
+    "allow_plaintext_auth": (AllowPlaintextAuthOpt, False),
+    "connect_timeout": (ConnectTimeoutOpt, None),
+    "command_timeout": (CommandTimeoutOpt, None),
+}

@@ -2,57 +2,38 @@
 
 from __future__ import annotations
 
-import json
+import gc
 import os
-import re
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO
 
 from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-RESULT_VERSION = "1"
+# "2": keys renamed by one convention (mailctl.serialize; README "JSON version 2").
+RESULT_VERSION = "2"
 Status = Literal["ok", "partial", "error"]
 
-# C0 and C1 controls except tab and newline: server banners and CSV fields must not move the cursor.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
-
-# PEP 383 surrogate escapes: bytes of a path or argument that are not UTF-8.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean(text: str) -> str:
-    """Strip control characters from text that came from a server or a user before printing it.
-
-    Undecodable bytes (a non-UTF-8 file name) are shown as \\xNN so that writing the text
-    to a strict UTF-8 stream cannot fail.
-    """
-    return _printable(_CONTROL.sub("", text))
-
-
-def _printable(text: str) -> str:
-    return _SURROGATE.sub(_escape_surrogate, text)
-
-
-def _escape_surrogate(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+# One entry of the envelope's `errors`: an error, or a mapping with at least code and message.
+ErrorEntry = MailctlError | Mapping[str, Any]
 
 
 @dataclass
 class CommandResult:
-    """What a command hands to the renderer: data for JSON, a callable that draws it for people."""
+    """What a command hands to the renderer: the result for JSON (a result dataclass, written
+    by mailctl.serialize's convention), a callable that draws it for people."""
 
-    data: dict[str, Any] = field(default_factory=dict)
+    data: object = None
     status: Status = "ok"
     exit_code: ExitCode = ExitCode.OK
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: Sequence[ErrorEntry] = ()
     render: Callable[[Output], None] | None = None
 
 
@@ -68,17 +49,13 @@ class Output:
     @property
     def out(self) -> Console:
         if self._out is None:
-            from rich.console import Console
-
-            self._out = Console(highlight=False, no_color=_no_color(), soft_wrap=True)
+            self._out = make_console()
         return self._out
 
     @property
     def err(self) -> Console:
         if self._err is None:
-            from rich.console import Console
-
-            self._err = Console(stderr=True, highlight=False, no_color=_no_color(), soft_wrap=True)
+            self._err = make_console(stderr=True)
         return self._err
 
     @property
@@ -107,24 +84,35 @@ class Output:
         elif result.render is not None:
             result.render(self)
         for error in result.errors if not self.json_mode else []:
-            _write_line(sys.stderr, f"mailctl: {clean(error.get('message', ''))}", "red")
+            message = error.message if isinstance(error, MailctlError) else error.get("message")
+            _write_line(sys.stderr, f"mailctl: {clean(str(message or ''))}", "red")
 
     def write_json(
         self,
         status: Status,
         exit_code: ExitCode,
-        data: dict[str, Any],
-        errors: list[dict[str, Any]],
+        data: object,
+        errors: Sequence[ErrorEntry],
     ) -> None:
+        """Print the envelope. `data` is written by mailctl.serialize and must be an object;
+        every `errors` entry has code, message, hint and details (and may add keys)."""
+        import json  # only JSON mode pays for its import (~1 ms, mostly compiling regexes)
+
+        from mailctl.serialize import to_data
+
+        written = to_data(data) if data is not None else {}
+        if not isinstance(written, dict):
+            raise TypeError(f"the envelope's data must be an object, not {type(data).__name__}")
         envelope = {
             "mailctl_result_version": RESULT_VERSION,
             "command": self.command,
             "status": status,
             "exit_code": int(exit_code),
-            "data": data,
-            "errors": errors,
+            "data": written,
+            "errors": [{"hint": None, "details": {}, **to_data(error)} for error in errors],
         }
-        text = json.dumps(envelope, indent=2, ensure_ascii=False, default=str)
+        # allow_nan=False: NaN is not JSON; the serialiser already wrote it as null.
+        text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False)
         # A lone surrogate (a non-UTF-8 path) becomes the JSON escape \udcXX: valid UTF-8 out.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         sys.stdout.write(text + "\n")
@@ -133,10 +121,27 @@ class Output:
     def fail(self, error: MailctlError) -> NoReturn:
         """Report an error as one line (or the JSON envelope) and exit with its code."""
         if self.json_mode:
-            self.write_json("error", error.exit_code, {}, [error.to_json()])
+            self.write_json("error", error.exit_code, None, [error])
         else:
             _write_line(sys.stderr, f"mailctl: {clean(error.one_line())}", "red")
         raise SystemExit(int(error.exit_code))
+
+
+def make_console(*, stderr: bool = False, file: TextIO | None = None) -> Console:
+    """A rich console that prints strings as they are: no markup, no :emoji: codes, no
+    highlighting. Server and user text reaches tables and lines, and `[/x]` in a reply must
+    neither change the style nor raise MarkupError."""
+    from rich.console import Console
+
+    return Console(
+        stderr=stderr,
+        file=file,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        no_color=_no_color(),
+        soft_wrap=True,
+    )
 
 
 def _no_color() -> bool:
@@ -155,13 +160,14 @@ def _write_line(stream: TextIO, text: str, style: str | None) -> None:
     stream.flush()
 
 
-def run_command(
-    command: list[str], json_mode: bool, body: Callable[[Output], CommandResult]
-) -> NoReturn:
+def run_command(output: Output, body: Callable[[], CommandResult]) -> NoReturn:
     """Run a command body under the error contract: every failure is one line and an exit code."""
-    output = Output(command, json_mode=json_mode)
+    _collect_garbage_again()
     try:
-        result = body(output)
+        result = body()
+        # Inside the contract too: a result the serialiser cannot write is a bug (70), and
+        # Ctrl-C while a report prints is still 130.
+        output.emit(result)
     except MailctlError as error:
         output.fail(error)
     except KeyboardInterrupt:
@@ -170,8 +176,19 @@ def run_command(
         if type(error).__name__ == "Abort":  # typer.Abort: Ctrl-C or Ctrl-D at a prompt
             output.fail(InterruptedByUser("interrupted at a prompt"))
         _report_bug(output, error)
-    output.emit(result)
     raise SystemExit(int(result.exit_code))
+
+
+def _collect_garbage_again() -> None:
+    """Undo mailctl.__main__'s start-up `gc.disable()`: the command's own work may make cycles.
+
+    What start-up made lives until exit: `gc.freeze()` moves it out of the collector's sight,
+    so the collections the command triggers do not walk it again. A caller that left the
+    collector on (tests invoking the app in-process) is left alone.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _report_bug(output: Output, error: Exception) -> NoReturn:

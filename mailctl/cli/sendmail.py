@@ -7,18 +7,14 @@ arguments are parsed here by hand; the Typer command only passes them through.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from dataclasses import dataclass, field, replace
+from typing import Annotated, BinaryIO, NoReturn
 
 import typer
 
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.context import AppContext, GlobalOptions, root_options
+from mailctl.cli.output import CommandResult
 from mailctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from mailctl.models import Account, Config, ServerSettings
 
 _LINE_CHUNK = 64 * 1024
 # Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
@@ -135,66 +131,57 @@ def read_message(stream: BinaryIO, *, dot_terminates: bool) -> bytes:
     return bytes(out)
 
 
-def run_sendmail(argv: list[str], *, config_override: Path | None = None) -> None:
-    """Run sendmail mode; exits with a sysexits code (what cron, git and mutt expect)."""
+def run_sendmail(argv: list[str], *, before: GlobalOptions | None = None) -> NoReturn:
+    """Run sendmail mode; exits with a sysexits code (what cron, git and mutt expect).
 
-    def body(output: Output) -> CommandResult:
-        from pathlib import Path
+    `before` holds the global options given before `sendmail` (`mailctl --config F
+    sendmail ...`); -C names the config file too, and wins. Never JSON: callers read the
+    exit code.
+    """
+    app = AppContext(["sendmail"], GlobalOptions(config=before.config if before else None))
+    app.run(lambda: _sendmail(argv, app))
 
-        from mailctl.cli.prompts import secret_provider
-        from mailctl.cli.tracing import transcript_printer
-        from mailctl.config.paths import config_path
-        from mailctl.config.store import load_config
-        from mailctl.core import send as core
-        from mailctl.mime.headers import parse_mailbox, parse_mailbox_list
-        from mailctl.mime.rawmessage import add_missing_headers, header_value
-        from mailctl.models import Protocol
-        from mailctl.protocols.smtp import SessionOptions
-        from mailctl.protocols.transcript import Transcript
 
-        args = parse_args(argv)
-        _require_utf8_args(args)
-        path = config_path(Path(args.config) if args.config else config_override)
-        config = load_config(path)
-        for warning in config.warnings:
-            output.warn(warning)
-        data = read_message(sys.stdin.buffer, dot_terminates=args.dot_terminates)
-        if not data.strip():
-            from mailctl.errors import InputDataError
+def _sendmail(argv: list[str], app: AppContext) -> CommandResult:
+    from pathlib import Path
 
-            raise InputDataError(
-                "sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail"
-            )
+    from mailctl.cli.serverflags import ServerFlags
+    from mailctl.cli.tracing import transcript_printer
+    from mailctl.core.send import Given, RawMessage, SendRequest, account_for_message, send
+    from mailctl.errors import InputDataError
+    from mailctl.models import Protocol
 
-        header_from = header_value(data, "From")
-        account, settings = _choose_account(config, path, args, header_from)
-        sender_text = args.sender or account.from_address or header_from
-        sender_field = (
-            "-f" if args.sender else "From header" if not account.from_address
-            else f"account {account.name} from"
-        )  # fmt: skip
-        sender = parse_mailbox(sender_field, sender_text) if sender_text else None
-        if sender is not None:
-            data = add_missing_headers(data, sender=sender, full_name=args.full_name)
-        recipients = parse_mailbox_list("recipient", args.recipients)
-        prepared = core.prepare_raw(
-            data,
+    args = parse_args(argv)
+    _require_utf8_args(args)
+    if args.config:
+        app.options = replace(app.options, config=Path(args.config))
+    config = app.config  # a config problem is reported before stdin is read
+    data = read_message(sys.stdin.buffer, dot_terminates=args.dot_terminates)
+    if not data.strip():
+        raise InputDataError(
+            "sendmail: empty message on stdin", hint="pipe the message to mailctl sendmail"
+        )
+    account = account_for_message(config, account=args.account, sender=args.sender, data=data)
+    # -f, else the account's from, else (complete_headers) the message's From header.
+    sender = None
+    if args.sender:
+        sender = Given(args.sender, "-f")
+    elif account.from_address:
+        sender = Given(account.from_address, f"account {account.name} from")
+    request = SendRequest(
+        message=RawMessage(
+            data=data,
             sender=sender,
-            recipients=recipients,
+            recipients=tuple(Given(r, "recipient") for r in args.recipients),
             recipients_from_headers=args.read_recipients,
-        )
-        options = SessionOptions(
-            settings=settings,
-            ehlo_name=account.ehlo,
-            secret=secret_provider(account.name, Protocol.SMTP, settings, output)
-            if settings.username
-            else None,
-            transcript=Transcript(on_line=transcript_printer(output)) if args.verbose else None,
-        )
-        result = core.deliver(prepared, options)
-        return CommandResult(data=result.to_json())
-
-    run_command(["sendmail"], False, body)
+            complete_headers=True,
+            full_name=args.full_name,
+        ),
+        server=app.resolve_server(ServerFlags(), Protocol.SMTP, account=account),
+        on_transcript=transcript_printer(app.output) if args.verbose else None,
+    )
+    result = send(request)
+    return CommandResult(data=result, status=result.status, exit_code=result.exit_code)
 
 
 def _require_utf8_args(args: SendmailArgs) -> None:
@@ -206,42 +193,6 @@ def _require_utf8_args(args: SendmailArgs) -> None:
             require_utf8(option, value)
     for recipient in args.recipients:
         require_utf8("recipient", recipient)
-
-
-def _choose_account(
-    config: Config, path: Path, args: SendmailArgs, header_from: str | None
-) -> tuple[Account, ServerSettings]:
-    """-a NAME, else the account whose `from` matches -f or the From header, else the default."""
-    from mailctl.config.store import account_for_address, find_account
-    from mailctl.errors import ConfigError, InputDataError
-    from mailctl.mime.headers import parse_mailbox
-
-    if args.account is not None:
-        account = find_account(config, args.account)
-    else:
-        matched = None
-        for candidate in (args.sender, header_from):
-            if not candidate:
-                continue
-            try:
-                address = parse_mailbox("From", candidate).addr_spec
-            except InputDataError:  # an odd From only means no match; it is checked again later
-                continue
-            matched = account_for_address(config, address)
-            if matched:
-                break
-        if matched is None and not config.accounts:
-            raise ConfigError(
-                f"sendmail: no account configured in {path}",
-                hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
-            )
-        account = matched or find_account(config, None)
-    if account.smtp is None:
-        raise ConfigError(
-            f"sendmail: account {account.name!r} has no smtp block",
-            hint=f"add one with 'mailctl account add {account.name} --force --smtp-host ...'",
-        )
-    return account, account.smtp
 
 
 def register(app: typer.Typer) -> None:
@@ -264,6 +215,4 @@ def register(app: typer.Typer) -> None:
         Symlink 'sendmail' to mailctl, or set git's sendemail.sendmailCmd to
         'mailctl sendmail' and cron's MAILTO mailer to it.
         """
-        from mailctl.cli.app import global_options
-
-        run_sendmail([*(args or []), *ctx.args], config_override=global_options(ctx).config_path)
+        run_sendmail([*(args or []), *ctx.args], before=root_options(ctx))

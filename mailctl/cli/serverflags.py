@@ -1,4 +1,8 @@
-"""Turn --server/--tls/--user flags (alone, or over an account's block) into ServerSettings."""
+"""Turn --server/--tls/--user flags (alone, or over an account's block) into ServerSettings.
+
+`ServerFlags` is what cli/options.SERVER_OPTIONS collect (cli/context builds it); the
+context's `resolve_server` calls `settings_from_flags` with the account's block.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mailctl.errors import ConfigError, UsageError
+from mailctl.hosts import default_port, default_security
 from mailctl.models import (
-    DEFAULT_PORTS,
     AuthMechanism,
     Protocol,
     Security,
@@ -20,7 +24,10 @@ _DEFAULT_TIMEOUTS = Timeouts()
 
 @dataclass(frozen=True)
 class ServerFlags:
+    """The server, TLS and AUTH flags as given; settings_from_flags lays them over an account."""
+
     server: str | None = None
+    ehlo: str | None = None
     user: str | None = None
     password_command: str | None = None
     auth: str | None = None
@@ -101,12 +108,10 @@ def _base_settings(
     security = flags.security
     if flags.server is not None:
         host, port = split_host_port(flags.server)
-        if security is None:
-            # Secure by default: implicit TLS on the submissions port, required STARTTLS elsewhere.
-            implicit = port == DEFAULT_PORTS[protocol][Security.TLS]
-            security = Security.TLS if implicit else Security.STARTTLS
+        # Secure by default, by the config file's rule: implicit TLS on 465, else STARTTLS.
+        security = security or default_security(protocol, port)
         return ServerSettings(
-            host=host, port=port or DEFAULT_PORTS[protocol][security], security=security
+            host=host, port=port or default_port(protocol, security), security=security
         )
     if base is not None:
         return base if security in (None, base.security) else replace(base, security=security)

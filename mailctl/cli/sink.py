@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.context import AppContext, command
+from mailctl.cli.output import CommandResult, Output
 from mailctl.errors import UsageError
+from mailctl.hosts import endpoint
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.sink.config import Phase, SinkConfig
+    from mailctl.sink.run import SinkRun
     from mailctl.sink.stats import SinkStats
 
 TLS = "TLS and AUTH"
@@ -21,7 +25,9 @@ FAULTS = "Fault injection"
 STOP = "Stopping"
 
 
+@command("sink")
 def sink_command(
+    app: AppContext,
     listen: Annotated[
         str,
         typer.Option(
@@ -161,13 +167,13 @@ def sink_command(
     json_mode: Annotated[
         bool, typer.Option("--json", help="Print the JSON result envelope at exit.")
     ] = False,
-) -> None:
+) -> CommandResult:
     """Run a local SMTP sink: count (or keep) what arrives, inject faults, report stats at exit.
 
     Stops on Ctrl-C or SIGTERM, after --max-messages, or after --duration.
     """
-    flags: dict[str, Any] = dict(locals())
-    run_command(["sink"], json_mode, lambda output: _sink(flags, output))
+    flags: dict[str, Any] = {key: value for key, value in locals().items() if key != "app"}
+    return _sink(flags, app.output)
 
 
 def _phase(flag: str, value: str | None) -> Phase | None:
@@ -182,7 +188,7 @@ def _phase(flag: str, value: str | None) -> Phase | None:
         phase = None
     if phase not in allowed:
         choices = ", ".join(choice.value for choice in allowed)
-        raise UsageError(f"{flag} {value!r}: expected one of {choices}")
+        raise UsageError(f"{flag} {quote(value)}: expected one of {choices}")
     return phase
 
 
@@ -264,7 +270,9 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     try:
         loop = LoopKind(flags["loop"])
     except ValueError:
-        raise UsageError(f"--loop {flags['loop']!r}: expected auto, asyncio or uvloop") from None
+        raise UsageError(
+            f"--loop {quote(flags['loop'])}: expected auto, asyncio or uvloop"
+        ) from None
     chatty = not flags["quiet"] and not output.json_mode
     live = chatty and sys.stderr.isatty()
 
@@ -273,13 +281,13 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
             store = config.store.value + (f" {config.store_path}" if config.store_path else "")
             auth = "AUTH mailctl/mailctl" if config.auth else "no AUTH"
             output.note(
-                f"mailctl sink: listening on {_hostport(info['host'], info['port'])} "
+                f"mailctl sink: listening on {endpoint(info['host'], info['port'])} "
                 f"({info['security']}, {auth}, {store}); Ctrl-C stops",
             )
 
     def progress(stats: SinkStats) -> None:
         line = (
-            f"\r{stats.messages:,} messages  {stats.rate:,.0f} msg/s  "
+            f"\r{stats.messages:,} messages  {stats.qps:,.0f} msg/s  "
             f"{stats.active} open / {stats.connections:,} connections  "
             f"{sum(stats.errors.values()):,} errors\x1b[K"
         )
@@ -296,20 +304,16 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     )
     if live:
         sys.stderr.write("\n")
-    data = result.to_dict()
-    return CommandResult(data=data, render=lambda out: _render(data, out))
+    return CommandResult(data=result, render=lambda out: _render(result, out))
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _render(data: dict[str, Any], output: Output) -> None:
+def _render(run: SinkRun, output: Output) -> None:
     """The human summary, on stderr like the rest of a server's chatter."""
-    errors = ", ".join(f"{code}x{count}" for code, count in data["errors"].items()) or "none"
+    stats = run.stats
+    errors = ", ".join(f"{code}x{count}" for code, count in stats.error_replies.items()) or "none"
     output.note(
-        f"mailctl sink: {data['messages']:,} messages ({data['bytes']:,} bytes) in "
-        f"{data['elapsed']:.2f} s, {data['rate']:,.0f} msg/s; {data['connections']:,} "
-        f"connections; {data['rejected']:,} rejected, {data['disconnected']:,} disconnected "
-        f"(injected); error replies: {errors}; stopped by {data['stopped_by']}"
+        f"mailctl sink: {stats.messages:,} messages ({stats.bytes:,} bytes) in "
+        f"{stats.elapsed:.2f} s, {stats.qps:,.0f} msg/s; {stats.connections:,} "
+        f"connections; {stats.rejected:,} rejected, {stats.disconnected:,} disconnected "
+        f"(injected); error replies: {errors}; stopped by {run.stopped_by}"
     )

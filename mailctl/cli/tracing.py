@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mailctl.cli.output import Output, clean
+from mailctl.cli.output import Output
+from mailctl.text import clean
 
 if TYPE_CHECKING:
-    from mailctl.protocols.transcript import TranscriptLine
+    from mailctl.models import TranscriptLine
 
 # swaks' arrows: "->" sent, "<-" received; "~>" and "<~" inside TLS; "===" for events.
 _ARROWS = {

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mailctl.errors import ConfigError
+from mailctl.hosts import default_port, default_security, ehlo_problem
 from mailctl.models import (
-    DEFAULT_PORTS,
     Account,
     AuthMechanism,
     Config,
@@ -21,6 +21,7 @@ from mailctl.models import (
     ServerSettings,
     Timeouts,
 )
+from mailctl.text import quote
 
 # A password in the file is never used (it would sit in plain text next to everything else):
 # loading still works, and the caller is handed a warning that says so.
@@ -41,13 +42,6 @@ SERVER_KEYS: Final = (
     "command_timeout",
     "data_timeout",
 )
-# Used when a block names no security: RFC 8314 prefers implicit TLS for IMAP and POP3;
-# submission on 587 with STARTTLS is what most SMTP providers document first.
-DEFAULT_SECURITY: Final = {
-    Protocol.SMTP: Security.STARTTLS,
-    Protocol.IMAP: Security.TLS,
-    Protocol.POP3: Security.TLS,
-}
 MAX_TIMEOUT: Final = 86_400.0
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -87,7 +81,7 @@ class FieldError(Exception):
         """
         text = f"{key_path(self.key) if label is None else label}: {self.problem}"
         if self.value is not _MISSING:
-            text += f", got {show(self.value)}"
+            text += f", got {_got(self.value)}"
         return text
 
 
@@ -96,16 +90,16 @@ def key_path(parts: Iterable[str]) -> str:
     return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in parts)
 
 
-def show(value: object) -> str:
-    """A short, one-line rendering of a config value for an error message."""
+def _got(value: object) -> str:
+    """What the file holds, for "got ..." in an error: TOML's words for tables, arrays and
+    booleans, else the value quoted (mailctl.text.quote)."""
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return quote(value)
 
 
 def account_name_problem(name: str) -> str | None:
@@ -246,8 +240,9 @@ def parse_server_block(
 ) -> ServerSettings:
     """Validate one `[accounts.NAME.smtp|imap|pop3]` table. Raises FieldError.
 
-    A missing port defaults from DEFAULT_PORTS by security; a relative ca_file is taken
-    relative to `base_dir` (the config file's directory).
+    A missing security follows the port (mailctl.hosts.default_security: 465 is implicit
+    TLS), a missing port the security (default_port); a relative ca_file is taken relative
+    to `base_dir` (the config file's directory).
     """
     if not isinstance(raw, dict):
         raise FieldError(key, "must be a table", value=raw, hint=f"write it as [{key_path(key)}]")
@@ -255,8 +250,8 @@ def parse_server_block(
     if "host" not in raw:
         raise FieldError((*key, "host"), "is required", hint="the server's host name")
     host = _host((*key, "host"), raw["host"])
-    security = _optional(raw, key, "security", _security) or DEFAULT_SECURITY[protocol]
     port = _optional(raw, key, "port", _port)
+    security = _optional(raw, key, "security", _security) or default_security(protocol, port)
     username = _optional(raw, key, "username", _username)
     auth = _optional(raw, key, "auth", _auth)
     password_command = _optional(raw, key, "password_command", _password_command)
@@ -272,7 +267,7 @@ def parse_server_block(
     )
     return ServerSettings(
         host=host,
-        port=port if port is not None else DEFAULT_PORTS[protocol][security],
+        port=port if port is not None else default_port(protocol, security),
         security=security,
         username=username,
         auth=auth,
@@ -297,7 +292,7 @@ def _check_keys(
             secret_keys.append((*key, name))
             continue
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"did you mean {quote(close[0])}? " if close else ""
         # The value is not shown: a misspelt key may well hold a password.
         raise FieldError(
             (*key, name), "unknown key", hint=f"{hint}allowed here: {', '.join(allowed)}"
@@ -343,7 +338,7 @@ def _port(key: tuple[str, ...], value: object) -> int:
 
 
 def _security(key: tuple[str, ...], value: object) -> Security:
-    choices = ", ".join(f'"{s.value}"' for s in Security)
+    choices = ", ".join(quote(s.value) for s in Security)
     if not isinstance(value, str):
         raise FieldError(key, f"must be one of {choices}", value=value)
     try:
@@ -358,7 +353,7 @@ def _security(key: tuple[str, ...], value: object) -> Security:
 
 
 def _auth(key: tuple[str, ...], value: object) -> AuthMechanism:
-    choices = ", ".join(f'"{a.value}"' for a in AuthMechanism)
+    choices = ", ".join(quote(a.value) for a in AuthMechanism)
     if not isinstance(value, str):
         raise FieldError(key, f"must be one of {choices}", value=value)
     try:
@@ -430,9 +425,17 @@ def _from_address(key: tuple[str, ...], value: object) -> str:
 
 
 def _ehlo(key: tuple[str, ...], value: object) -> str:
+    """The name as written (shown back as is); EHLO sends its ASCII form (hosts.ehlo_name)."""
     text = _string(key, value, "the name sent in EHLO")
-    if _SPACE_OR_CONTROL.search(text) or len(text) > 255:
-        raise FieldError(key, "must be a host name or address literal without spaces", value=value)
+    problem = ehlo_problem(text)
+    if problem is not None:
+        raise FieldError(
+            key,
+            f"{problem} (the name sent in EHLO)",
+            value=value,
+            hint="a host name (letters, digits, '-', '_' and '.') or an address literal "
+            "such as [192.0.2.1]",
+        )
     return text
 
 

@@ -10,6 +10,7 @@ from mailctl.config.schema import dump_config, parse_config
 from mailctl.errors import CantCreateError, ConfigError, InputDataError, NoInputError
 from mailctl.models import Account, Config
 from mailctl.store.files import write_atomic
+from mailctl.text import quote
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -147,7 +148,7 @@ def find_account(config: Config, name: str | None) -> Account:
     account = config.accounts.get(name)
     if account is None:
         raise ConfigError(
-            f"no account named {name!r} in {where}",
+            f"no account named {quote(name)} in {where}",
             hint=f"accounts: {', '.join(sorted(config.accounts))}",
         )
     return account

@@ -1,39 +1,70 @@
-"""The `send` use case (also behind `sendmail`): a prepared message in, a SendResult out."""
+"""The `send` use case, also behind sendmail mode: `send(SendRequest) -> SendResult`.
+
+One call does what a send is: prepare the message (core/message.py: parse what was given,
+compose or take the bytes as they are), keep a copy with `save`, then, unless it is a dry
+run, open one SMTP session, run one transaction and close. The result owns its status and
+exit code. The caller (cli's adapters) only settles the server (cli's context) and renders.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mailctl.errors import AddressError, InterruptedByUser, UsageError
-from mailctl.models import Envelope, RecipientResult, Reply, ServerSettings
+from mailctl.core.message import (
+    Attachment,
+    ComposedMessage,
+    Given,
+    PreparedMessage,
+    RawMessage,
+    prepare,
+)
+from mailctl.errors import ExitCode, InterruptedByUser
+from mailctl.hosts import endpoint
+from mailctl.models import Envelope, RecipientResult, Reply, ResolvedServer, TranscriptCallback
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs
 
 if TYPE_CHECKING:
-    from mailctl.mime.compose import ComposeRequest
-    from mailctl.mime.headers import Mailbox
+    from mailctl.models import Account, Config
     from mailctl.protocols.smtp import SessionOptions, SmtpSession, TransactionOutcome
     from mailctl.protocols.tls import TlsInfo
 
+__all__ = [
+    "Attachment",
+    "ComposedMessage",
+    "Given",
+    "PreparedMessage",
+    "RawMessage",
+    "SendRequest",
+    "SendResult",
+    "account_for_message",
+    "send",
+]
+
 
 @dataclass(frozen=True)
-class PreparedMessage:
-    """Exactly what goes on the wire: the envelope and the message bytes (before dot-stuffing)."""
+class SendRequest:
+    """One message to send: what (composed or raw), where, and how.
 
-    envelope: Envelope
-    data: bytes
-    smtputf8: bool = False
-    message_id: str | None = None
+    `server` may be None only for a dry run (nothing connects). `on_transcript` receives
+    each line of the SMTP session as it happens (send --trace, sendmail -v).
+    """
 
-    @property
-    def eight_bit(self) -> bool:
-        return any(byte > 127 for byte in self.data)
+    message: ComposedMessage | RawMessage
+    server: ResolvedServer | None = None
+    dry_run: bool = False
+    allow_partial: bool = False  # send to the accepted recipients when some are refused
+    save: Path | None = None  # keep a copy of the exact bytes here first
+    on_transcript: TranscriptCallback | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class SendResult:
-    prepared: PreparedMessage
+    """One send (or dry run). JSON (mailctl.serialize): these fields, the message's
+    envelope, size, Message-ID and SMTPUTF8 need, and on a dry run its text."""
+
+    prepared: PreparedMessage = field(metadata=SKIP)  # holds the bytes: never in JSON
     server: str | None = None
     security: str | None = None
     banner: Reply | None = None
@@ -42,115 +73,143 @@ class SendResult:
     recipients: tuple[RecipientResult, ...] = ()
     final_reply: Reply | None = None
     queue_id: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    # Seconds per phase: connect, banner, ehlo, starttls, auth, mail_rcpt, data, end_of_data.
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS)
     dry_run: bool = False
     saved_to: Path | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("envelope", "size", "message_id", "smtputf8", "message")
 
     @property
     def refused(self) -> tuple[RecipientResult, ...]:
         return tuple(r for r in self.recipients if not r.accepted)
 
-    def to_json(self) -> dict[str, Any]:
-        envelope = self.prepared.envelope
-        return {
-            "dry_run": self.dry_run,
-            "envelope": {"from": envelope.sender, "to": list(envelope.recipients)},
-            "size": len(self.prepared.data),
-            "message_id": self.prepared.message_id,
-            "smtputf8": self.prepared.smtputf8,
-            "server": self.server,
-            "security": self.security,
-            "banner": self.banner.to_json() if self.banner else None,
-            "tls": self.tls.to_json() if self.tls else None,
-            "auth_mechanism": self.auth_mechanism,
-            "recipients": [r.to_json() for r in self.recipients],
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "timings": {name: round(value, 6) for name, value in self.timings.items()},
-            "saved_to": str(self.saved_to) if self.saved_to else None,
-        }
+    @property
+    def envelope(self) -> Envelope:
+        return self.prepared.envelope
+
+    @property
+    def size(self) -> int:
+        return len(self.prepared.data)
+
+    @property
+    def message_id(self) -> str | None:
+        return self.prepared.message_id
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.prepared.smtputf8
+
+    @property
+    def message(self) -> str | None:
+        """The message as text on a dry run (what --dry-run prints), else None."""
+        return self.prepared.data.decode("utf-8", errors="replace") if self.dry_run else None
+
+    @property
+    def status(self) -> Literal["ok", "partial"]:
+        """ok, or partial when some recipients were refused (--allow-partial sent to the
+        others; without it a refusal is an error raised, not a result)."""
+        return "partial" if self.refused else "ok"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0, or the refusals' class (DESIGN.md "Exit codes"): 69 when every refusal is
+        permanent, else 75 (RFC 5321 4.5.3.1.10: a 552 to RCPT is a 452)."""
+        if not self.refused:
+            return ExitCode.OK
+        from mailctl.protocols.smtp import refusal_status
+
+        return refusal_status(r.reply.code for r in self.refused).exit_code
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """One error entry per refused recipient, with its class."""
+        if not self.refused:
+            return []
+        from mailctl.protocols.smtp import TransactionStatus, rcpt_status
+
+        return [
+            {
+                "code": "smtp_permanent"
+                if rcpt_status(r.reply.code) is TransactionStatus.REFUSED
+                else "smtp_transient",
+                "message": f"recipient {r.address} refused: {r.reply.code} {r.reply.message}",
+            }
+            for r in self.refused
+        ]
 
 
-def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
-    """One RCPT per mailbox, in order; RFC 5321 2.4: only the domain is case-insensitive."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for address in addresses:
-        local, at, domain = address.rpartition("@")
-        key = f"{local}{at}{domain.lower()}" if at else address
-        if key not in seen:
-            seen.add(key)
-            out.append(address)
-    return tuple(out)
+def send(request: SendRequest) -> SendResult:
+    """Prepare, save, and (unless a dry run) deliver one message in one SMTP session.
 
-
-def prepare_composed(request: ComposeRequest) -> PreparedMessage:
-    """Build the message from flags; Bcc goes to the envelope only, never into the headers.
-
-    Raises InputDataError subclasses for bad input and NoInputError for missing attachments.
+    Raises what preparing raises (UsageError, InputDataError subclasses, NoInputError),
+    CantCreateError for `save`, the protocol layer's MailctlErrors for the session
+    (refusals, TLS, AUTH, timeouts, OutcomeUnknownError after the final dot), and
+    InterruptedByUser saying what became of the message.
     """
-    from mailctl.mime.compose import compose, serialize
-
-    everyone = (*request.to, *request.cc, *request.bcc)
-    if not everyone:
-        raise UsageError("no recipients", hint="give --to, --cc or --bcc")
-    smtputf8 = any(m.needs_smtputf8 for m in (request.sender, *everyone))
-    message = compose(request)
-    data = serialize(message, utf8=smtputf8)
-    envelope = Envelope(
-        sender=request.sender.envelope_address(smtputf8=smtputf8),
-        recipients=_unique(m.envelope_address(smtputf8=smtputf8) for m in everyone),
-    )
-    return PreparedMessage(
-        envelope=envelope,
-        data=data,
-        smtputf8=smtputf8,
-        message_id=str(message["Message-ID"]) if message["Message-ID"] else None,
-    )
+    prepared = prepare(request.message)
+    saved = save_message(prepared, request.save) if request.save is not None else None
+    if request.dry_run:
+        return SendResult(prepared=prepared, dry_run=True, saved_to=saved)
+    if request.server is None:
+        raise ValueError("a server is needed unless dry_run is set")
+    result = _deliver_sync(prepared, _session_options(request, request.server), request)
+    return replace(result, saved_to=saved)
 
 
-def prepare_raw(
-    data: bytes,
-    *,
-    sender: Mailbox | None,
-    recipients: tuple[Mailbox, ...],
-    recipients_from_headers: bool,
-) -> PreparedMessage:
-    """Send an existing RFC 5322 message as is, except that Bcc never leaves with it.
+def account_for_message(
+    config: Config, *, account: str | None, sender: str | None, data: bytes
+) -> Account:
+    """The account sendmail mode relays through: `account` (-a) if named, else the one whose
+    `from` is the sender (-f) or the message's From header, else the default account.
 
-    The envelope sender is `sender` if given, else the message's Sender/From; recipients are
-    the given ones plus, with `recipients_from_headers`, its To/Cc/Bcc.
-    Raises InputDataError for a malformed message and UsageError when there is no recipient.
+    Raises ConfigError: no such account, no account at all, or one without an smtp block.
     """
-    from mailctl.mime.compose import envelope_sender, header_recipients, read_eml, strip_bcc
+    from mailctl.config.store import account_for_address, find_account
+    from mailctl.errors import ConfigError, InputDataError
+    from mailctl.mime.headers import parse_mailbox
+    from mailctl.mime.rawmessage import header_value
 
-    message = read_eml(data)
-    if sender is None:
-        sender = envelope_sender(message)
-        if sender is None:
-            raise AddressError(
-                "no envelope sender: the message has no From header",
-                hint="pass --from ADDRESS (or -f ADDRESS in sendmail mode)",
+    if account is not None:
+        found = find_account(config, account)
+    else:
+        matched = None
+        for candidate in (sender, header_value(data, "From")):
+            if not candidate:
+                continue
+            try:
+                address = parse_mailbox("From", candidate).addr_spec
+            except InputDataError:  # an odd From only means no match; it is checked again later
+                continue
+            matched = account_for_address(config, address)
+            if matched:
+                break
+        if matched is None and not config.accounts:
+            raise ConfigError(
+                f"sendmail: no account configured in {config.path}",
+                hint="run 'mailctl account add NAME' (sendmail mode relays through an account)",
             )
-    everyone = list(recipients)
-    if recipients_from_headers:
-        everyone.extend(header_recipients(message))
-    if not everyone:
-        raise UsageError(
-            "no recipients",
-            hint="give --to, --cc or --bcc (send --eml), or recipients as arguments or -t "
-            "to read them from the headers (sendmail mode)",
+        found = matched or find_account(config, None)
+    if found.smtp is None:
+        raise ConfigError(
+            f"sendmail: account {found.name!r} has no smtp block",
+            hint=f"add one with 'mailctl account add {found.name} --force --smtp-host ...'",
         )
-    smtputf8 = any(m.needs_smtputf8 for m in (sender, *everyone))
-    message_id = message.get("Message-ID")
-    return PreparedMessage(
-        envelope=Envelope(
-            sender=sender.envelope_address(smtputf8=smtputf8),
-            recipients=_unique(m.envelope_address(smtputf8=smtputf8) for m in everyone),
-        ),
-        data=strip_bcc(data),
-        smtputf8=smtputf8,
-        message_id=str(message_id) if message_id else None,
+    return found
+
+
+def _session_options(request: SendRequest, server: ResolvedServer) -> SessionOptions:
+    from mailctl.protocols.smtp import SessionOptions
+    from mailctl.protocols.transcript import Transcript
+
+    transcript = None
+    if request.on_transcript is not None:
+        transcript = Transcript(on_line=request.on_transcript)
+    return SessionOptions(
+        settings=server.settings,
+        ehlo_name=server.ehlo_name,
+        secret=server.secret,
+        transcript=transcript,
     )
 
 
@@ -196,12 +255,10 @@ def _interrupted(
 
 
 def _send_timings(outcome: TransactionOutcome) -> dict[str, float]:
-    """Seconds per step as send reports them: mail, rcpt, data (DATA to the final reply)."""
-    return {
-        "mail": outcome.mail_done - outcome.started,
-        "rcpt": outcome.envelope_done - outcome.mail_done,
-        "data": outcome.finished - outcome.envelope_done,
-    }
+    """Seconds per phase, named as bench names them: mail_rcpt (MAIL and every RCPT), data
+    (DATA to the 354), end_of_data (body and dot to the final reply)."""
+    timings = outcome.timings
+    return {name: timings[name] for name in ("mail_rcpt", "data", "end_of_data")}
 
 
 async def _deliver(
@@ -211,8 +268,8 @@ async def _deliver(
 
     from mailctl.protocols.smtp import SmtpSession
 
-    settings: ServerSettings = options.settings
-    where = f"{settings.host}:{settings.port}"
+    settings = options.settings
+    where = endpoint(settings.host, settings.port)
     session: SmtpSession | None = None
     transaction: TransactionOutcome | None = None
     try:
@@ -247,10 +304,10 @@ async def _deliver(
     )
 
 
-def deliver(
-    prepared: PreparedMessage, options: SessionOptions, *, allow_partial: bool = False
+def _deliver_sync(
+    prepared: PreparedMessage, options: SessionOptions, request: SendRequest
 ) -> SendResult:
     """Open one session, run one transaction, close. Raises the protocol layer's MailctlErrors."""
     import asyncio  # here, not at the top: --dry-run and --save never pay for it (~30 ms)
 
-    return asyncio.run(_deliver(prepared, options, allow_partial=allow_partial))
+    return asyncio.run(_deliver(prepared, options, allow_partial=request.allow_partial))

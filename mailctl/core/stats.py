@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+
+from mailctl.serialize import SECONDS, meta
 
 __all__ = [
     "REPORTED_PERCENTILES",
@@ -48,33 +49,19 @@ def qps(count: int, elapsed: float) -> float:
 
 @dataclass(frozen=True)
 class LatencySummary:
-    """Seconds; percentiles are nearest-rank values of the exact samples."""
+    """Seconds; percentiles are nearest-rank values of the exact samples.
+
+    JSON (mailctl.serialize): milliseconds to the microsecond, `min_ms` ... `p99_9_ms`, `max_ms`.
+    """
 
     count: int
-    minimum: float
-    mean: float
-    p50: float
-    p90: float
-    p99: float
-    p999: float
-    maximum: float
-
-    def to_json(self) -> dict[str, Any]:
-        """Milliseconds, rounded to the microsecond, for people and scripts alike."""
-
-        def ms(value: float) -> float:
-            return round(value * 1000.0, 3)
-
-        return {
-            "count": self.count,
-            "min_ms": ms(self.minimum),
-            "mean_ms": ms(self.mean),
-            "p50_ms": ms(self.p50),
-            "p90_ms": ms(self.p90),
-            "p99_ms": ms(self.p99),
-            "p99_9_ms": ms(self.p999),
-            "max_ms": ms(self.maximum),
-        }
+    minimum: float = field(metadata=meta(key="min", seconds=True))
+    mean: float = field(metadata=SECONDS)
+    p50: float = field(metadata=SECONDS)
+    p90: float = field(metadata=SECONDS)
+    p99: float = field(metadata=SECONDS)
+    p999: float = field(metadata=meta(key="p99_9", seconds=True))
+    maximum: float = field(metadata=meta(key="max", seconds=True))
 
 
 def summarize(values: Iterable[float]) -> LatencySummary | None:
@@ -98,18 +85,12 @@ def summarize(values: Iterable[float]) -> LatencySummary | None:
 class Histogram:
     """Counts per bucket; bucket i holds edges[i] <= value < edges[i+1] (the last is closed)."""
 
-    edges: tuple[float, ...]
+    edges: tuple[float, ...] = field(metadata=SECONDS)  # JSON: edges_ms
     counts: tuple[int, ...]
 
     @property
     def total(self) -> int:
         return sum(self.counts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "edges_ms": [round(edge * 1000.0, 3) for edge in self.edges],
-            "counts": list(self.counts),
-        }
 
 
 def histogram(sorted_values: Sequence[float], *, buckets: int = 12) -> Histogram:

@@ -13,8 +13,10 @@ from email.utils import getaddresses
 from typing import Any, Final
 
 from mailctl.errors import AddressError
-from mailctl.mime.domains import to_ascii_domain, validate_domain
-from mailctl.mime.header_safety import require_clean, shown
+from mailctl.hosts import to_ascii_domain
+from mailctl.mime.domains import validate_domain
+from mailctl.mime.header_safety import require_clean
+from mailctl.text import quote
 
 __all__ = ["Mailbox", "parse_address_header", "parse_mailbox", "parse_mailbox_list"]
 
@@ -39,7 +41,7 @@ def _check_mailbox(field: str, display_name: str, local: str, domain: str) -> No
     require_clean(field, local)
     if not local:
         raise AddressError(
-            f"{field}: address {shown(local + '@' + domain)} has an empty local part"
+            f"{field}: address {quote(local + '@' + domain)} has an empty local part"
         )
     validate_domain(field, domain)
 
@@ -64,7 +66,7 @@ class Mailbox:
         try:
             local, domain = _split_addr_spec(self.addr_spec)
         except ValueError as err:
-            raise AddressError(f"invalid address {shown(self.addr_spec)}: {err}") from err
+            raise AddressError(f"invalid address {quote(self.addr_spec)}: {err}") from err
         _check_mailbox("address", self.display_name, local, domain)
 
     @property
@@ -102,7 +104,7 @@ class Mailbox:
             return self.addr_spec
         if not local.isascii():
             raise AddressError(
-                f"address {shown(self.addr_spec)} has a non-ASCII local part",
+                f"address {quote(self.addr_spec)} has a non-ASCII local part",
                 hint="the server must offer SMTPUTF8 (RFC 6531)",
             )
         local_text = self.addr_spec[: len(self.addr_spec) - len(domain) - 1]
@@ -202,17 +204,17 @@ def _parse(field: str, value: str, *, user: bool) -> tuple[Mailbox, ...]:
             raise AddressError(f"{field} is empty")
         return ()
     if user and "@" not in text:
-        raise AddressError(f"{field}: {shown(value)} is not an email address (no '@')")
+        raise AddressError(f"{field}: {quote(value)} is not an email address (no '@')")
     try:
         header: Any = _REGISTRY("to", text)
     except Exception as err:  # the parser raises IndexError and friends on odd input
-        raise AddressError(f"{field}: cannot parse address {shown(value)}") from err
+        raise AddressError(f"{field}: cannot parse address {quote(value)}") from err
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects:
-        raise AddressError(f"{field}: invalid address {shown(value)}: {defects[0]}")
+        raise AddressError(f"{field}: invalid address {quote(value)}: {defects[0]}")
     groups: tuple[Group, ...] = header.groups
     if user and any(group.display_name is not None for group in groups):
-        raise AddressError(f"{field}: group syntax is not allowed in {shown(value)}")
+        raise AddressError(f"{field}: group syntax is not allowed in {quote(value)}")
     addresses = [address for group in groups for address in group.addresses]
     modern = [address.addr_spec for address in addresses]
 
@@ -223,7 +225,7 @@ def _parse(field: str, value: str, *, user: bool) -> tuple[Mailbox, ...]:
     legacy = [_canonical(addr) for _, addr in legacy_pairs]
     if legacy != modern or _count_at_signs(text) != len(modern):
         raise AddressError(
-            f"{field}: ambiguous address {shown(value)}",
+            f"{field}: ambiguous address {quote(value)}",
             hint="check quotes, angle brackets, parentheses and commas",
         )
 
@@ -234,8 +236,8 @@ def _parse(field: str, value: str, *, user: bool) -> tuple[Mailbox, ...]:
         if user and "@" in display and display.strip().lower() != address.addr_spec.lower():
             # `"ceo@example.com" <attacker@evil>` shows the reader an address nobody sent from.
             raise AddressError(
-                f"{field}: display name {shown(display)} looks like an address "
-                f"other than {shown(address.addr_spec)}"
+                f"{field}: display name {quote(display)} looks like an address "
+                f"other than {quote(address.addr_spec)}"
             )
         mailboxes.append(Mailbox(display, address.addr_spec))
     return tuple(mailboxes)
@@ -249,7 +251,7 @@ def parse_mailbox(field: str, value: str) -> Mailbox:
     """
     found = _parse(field, value, user=True)
     if len(found) != 1:
-        raise AddressError(f"{field} takes exactly one address, got {len(found)} in {shown(value)}")
+        raise AddressError(f"{field} takes exactly one address, got {len(found)} in {quote(value)}")
     return found[0]
 
 

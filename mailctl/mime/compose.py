@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.feedparser import BytesFeedParser
@@ -29,12 +30,12 @@ from mailctl.mime.headers import (
     parse_msg_ids,
     require_clean,
     require_utf8,
-    shown,
     validate_domain,
     wire_policy,
 )
 from mailctl.mime.wire_check import check_wire_headers
 from mailctl.models import Envelope
+from mailctl.text import quote
 
 __all__ = [
     "MAX_DEPTH",
@@ -46,6 +47,7 @@ __all__ = [
     "dot_stuff",
     "dot_unstuff",
     "envelope_for",
+    "envelope_of",
     "envelope_sender",
     "guess_content_type",
     "header_recipients",
@@ -116,12 +118,16 @@ class ComposeRequest:
 
 @dataclass(frozen=True)
 class _Text:
+    """A text/* leaf of the MIME tree being built."""
+
     content: str
     subtype: str
 
 
 @dataclass(frozen=True)
 class _File:
+    """An attachment (or inline image) leaf, its bytes already read."""
+
     data: bytes
     content_type: str
     filename: str
@@ -130,6 +136,8 @@ class _File:
 
 @dataclass(frozen=True)
 class _Multi:
+    """A multipart/* node and its parts."""
+
     subtype: str
     parts: tuple[_Text | _File | _Multi, ...]
     params: tuple[tuple[str, str], ...] = ()
@@ -308,12 +316,12 @@ def _attachment_name(spec: AttachmentSpec) -> str:
     require_clean("attachment file name", name)
     if not name or name in {".", ".."} or "/" in name or "\\" in name:
         raise InputDataError(
-            f"attachment file name {shown(name)} is not a bare file name",
+            f"attachment file name {quote(name)} is not a bare file name",
             hint="no directories, no '/' or '\\'",
         )
     if spec.inline and not _CID_NAME.fullmatch(name):
         raise InputDataError(
-            f"inline attachment name {shown(name)} cannot be used in a cid: URL",
+            f"inline attachment name {quote(name)} cannot be used in a cid: URL",
             hint="give it an ASCII name without spaces",
         )
     return name
@@ -330,7 +338,7 @@ def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
     budget = limit
     files: list[_File] = []
     for name, spec in zip(names, specs, strict=True):
-        label = f"attachment {shown(str(spec.path))}"
+        label = f"attachment {quote(spec.path)}"
         try:
             # mailctl.inputs: regular files only, judged by their size before reading.
             data = read_file(spec.path, what="attachment", limit=budget)
@@ -348,25 +356,36 @@ def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
 
 
 def request_needs_smtputf8(request: ComposeRequest) -> bool:
-    """True if any address of `request` has a non-ASCII local part (RFC 6531)."""
+    """True if any address of `request` has a non-ASCII local part (RFC 6531).
+
+    Reply-To counts although it is not in the envelope: RFC 6532 UTF-8 header fields can
+    only travel over an SMTPUTF8 session (and an address local part has no ASCII form).
+    """
     boxes = (request.sender, *request.to, *request.cc, *request.bcc, *request.reply_to)
     return any(box.needs_smtputf8 for box in boxes)
 
 
 def envelope_for(request: ComposeRequest, *, smtputf8: bool) -> Envelope:
-    """MAIL FROM and RCPT TO for `request`: To, Cc and Bcc, each address once.
+    """MAIL FROM and RCPT TO for `request`: the sender; To, Cc and Bcc, each address once.
 
+    Reply-To is never in the envelope: it names where replies go, not who receives this.
     Raises AddressError for a non-ASCII local part when `smtputf8` is false.
     """
-    recipients: list[str] = []
+    return envelope_of(request.sender, (*request.to, *request.cc, *request.bcc), smtputf8=smtputf8)
+
+
+def envelope_of(sender: Mailbox, recipients: Iterable[Mailbox], *, smtputf8: bool) -> Envelope:
+    """MAIL FROM `sender` and RCPT TO each of `recipients` once (RFC 5321 2.4: by mailbox,
+    the domain compared without case). Raises AddressError as envelope_for does."""
+    unique: list[str] = []
     seen: set[str] = set()
-    for box in (*request.to, *request.cc, *request.bcc):
+    for box in recipients:
         address = box.envelope_address(smtputf8=smtputf8)
         key = _dedupe_key(address)
         if key not in seen:
             seen.add(key)
-            recipients.append(address)
-    return Envelope(request.sender.envelope_address(smtputf8=smtputf8), tuple(recipients))
+            unique.append(address)
+    return Envelope(sender.envelope_address(smtputf8=smtputf8), tuple(unique))
 
 
 def _dedupe_key(address: str) -> str:

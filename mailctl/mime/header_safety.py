@@ -1,4 +1,4 @@
-"""Refusal of CR, LF, NUL and other controls in header values and commands; safe error text."""
+"""Refusal of CR, LF, NUL and other controls in header values and commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Final
 
 from mailctl.errors import HeaderInjectionError, InputDataError
 
-__all__ = ["line_problem", "non_utf8", "require_clean", "require_utf8", "shown"]
+__all__ = ["line_problem", "non_utf8", "require_clean", "require_utf8"]
 
 # Characters that end a line for someone: CR and LF for SMTP and RFC 5322, and the extra
 # separators str.splitlines() honours, which the email package itself splits on
@@ -15,18 +15,6 @@ __all__ = ["line_problem", "non_utf8", "require_clean", "require_utf8", "shown"]
 _OTHER_CONTROLS: Final = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 # PEP 383: undecodable bytes of argv, file names and environment arrive as lone surrogates.
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_SHOWN_LIMIT: Final = 120
-
-
-def shown(value: str) -> str:
-    """Render user data for a one-line error message: quoted, control characters escaped.
-
-    `repr` escapes CR, LF, NUL and every other non-printable character, so the message can
-    never break a terminal line or a log record; long values are cut.
-    """
-    if len(value) > _SHOWN_LIMIT:
-        value = value[:_SHOWN_LIMIT] + "..."
-    return repr(value)
 
 
 def require_utf8(field: str, value: str, *, hint: str | None = None) -> str:

@@ -13,9 +13,10 @@ from mailctl.mime.addresses import (
     parse_mailbox,
     parse_mailbox_list,
 )
-from mailctl.mime.domains import to_ascii_domain, validate_domain, validate_ehlo_name
-from mailctl.mime.header_safety import line_problem, require_clean, require_utf8, shown
+from mailctl.mime.domains import validate_domain
+from mailctl.mime.header_safety import line_problem, require_clean, require_utf8
 from mailctl.mime.wire_policy import WirePolicy, wire_policy
+from mailctl.text import quote
 
 # The public header-safety API keeps its import path here; each name lives in its owner module.
 __all__ = [
@@ -31,10 +32,7 @@ __all__ = [
     "parse_msg_ids",
     "require_clean",
     "require_utf8",
-    "shown",
-    "to_ascii_domain",
     "validate_domain",
-    "validate_ehlo_name",
     "wire_policy",
 ]
 
@@ -92,12 +90,12 @@ def parse_msg_ids(field: str, value: str) -> str:
     require_clean(field, value)
     if not _MSG_ID_LIST.fullmatch(value):
         raise InputDataError(
-            f"{field}: {shown(value)} is not a list of message ids",
+            f"{field}: {quote(value)} is not a list of message ids",
             hint="each id looks like <id@host>, angle brackets included",
         )
     if "=?" in value:  # see is_msg_id
         raise InputDataError(
-            f"{field}: {shown(value)} holds '=?', which readers decode as an RFC 2047 word"
+            f"{field}: {quote(value)} holds '=?', which readers decode as an RFC 2047 word"
         )
     ids = _MSG_ID.findall(value)
     if any(len(item) > MAX_MSG_ID_LENGTH for item in ids):
@@ -120,7 +118,7 @@ def check_extra_header(name: str, value: str) -> tuple[str, str]:
     require_clean("--header name", name)
     if not _FIELD_NAME.fullmatch(name):
         raise HeaderInjectionError(
-            f"--header name {shown(name)} is not a valid header field name",
+            f"--header name {quote(name)} is not a valid header field name",
             hint="RFC 5322 2.2: printable ASCII without spaces or ':'",
         )
     field = f"--header {name}"
@@ -144,13 +142,13 @@ def check_extra_header(name: str, value: str) -> tuple[str, str]:
             parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError) as err:
             raise InputDataError(
-                f"{field}: {shown(value)} is not an RFC 5322 date",
+                f"{field}: {quote(value)} is not an RFC 5322 date",
                 hint="for example 'Tue, 07 Jan 2025 10:00:00 +0100'",
             ) from err
     elif key == "message-id":
         if not is_msg_id(value):
             raise InputDataError(
-                f"{field}: {shown(value)} is not a message id", hint="it looks like <id@host>"
+                f"{field}: {quote(value)} is not a message id", hint="it looks like <id@host>"
             )
     elif key == "sender":
         value = parse_mailbox(field, value).formatted()
@@ -167,6 +165,6 @@ def parse_header_option(raw: str) -> tuple[str, str]:
     if not colon:
         require_clean("--header", raw)
         raise InputDataError(
-            f"--header {shown(raw)} has no ':'", hint="write it as --header 'Name: value'"
+            f"--header {quote(raw)} has no ':'", hint="write it as --header 'Name: value'"
         )
     return check_extra_header(name, value)

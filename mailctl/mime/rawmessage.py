@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mailctl.errors import HeaderInjectionError
-from mailctl.mime.header_safety import shown
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.mime.headers import Mailbox
@@ -66,7 +66,7 @@ def add_missing_headers(data: bytes, *, sender: Mailbox, full_name: str | None =
     """
     import email.utils
 
-    from mailctl.mime.domains import to_ascii_domain
+    from mailctl.hosts import to_ascii_domain
 
     headers, rest = split_header_block(data)
     newline = b"\r\n" if b"\r\n" in data[:2000] else b"\n"
@@ -113,7 +113,7 @@ def _from_field(sender: Mailbox, full_name: str | None) -> bytes:
     )
     if not same:
         raise HeaderInjectionError(
-            f"-F {shown(full_name or box.display_name)} would not read back as one mailbox",
+            f"-F {quote(full_name or box.display_name)} would not read back as one mailbox",
             hint="mailctl refuses to send what it cannot write faithfully; please report it",
         )
     return field.encode("utf-8")

@@ -15,7 +15,7 @@ from email.parser import BytesParser, Parser
 from typing import Any, Final
 
 from mailctl.errors import HeaderInjectionError
-from mailctl.mime.domains import to_ascii_domain
+from mailctl.hosts import to_ascii_domain
 
 __all__ = ["check_wire_headers", "header_field_names"]
 

@@ -15,9 +15,10 @@ from email.policy import EmailPolicy
 from typing import TYPE_CHECKING, Final
 
 from mailctl.errors import AddressError, HeaderInjectionError
-from mailctl.mime.domains import to_ascii_domain
+from mailctl.hosts import to_ascii_domain
 from mailctl.mime.encoded_words import looks_encoded
-from mailctl.mime.header_safety import line_problem, shown
+from mailctl.mime.header_safety import line_problem
+from mailctl.text import quote
 
 __all__ = ["WirePolicy", "wire_policy"]
 
@@ -271,7 +272,7 @@ class WirePolicy(_PolicyBase):
             for address in group.addresses:
                 if not address.username.isascii():
                     raise AddressError(
-                        f"header {name}: {shown(address.addr_spec)} has a non-ASCII local part",
+                        f"header {name}: {quote(address.addr_spec)} has a non-ASCII local part",
                         hint="send with SMTPUTF8 (RFC 6531)",
                     )
                 domain = to_ascii_domain(address.domain)

@@ -7,8 +7,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from mailctl.errors import (
     ConnectError,
@@ -22,11 +21,10 @@ from mailctl.errors import (
     ProtocolError,
     TimeoutFailure,
 )
+from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.tls import TlsInfo, map_ssl_error
-
-# Server text quoted in an error message is cut to this many characters.
-_MAX_QUOTED = 200
+from mailctl.serialize import SECONDS
 
 
 @dataclass(frozen=True)
@@ -45,19 +43,7 @@ class LoginCheck:
     tls: TlsInfo | None
     capabilities: tuple[str, ...]
     authenticated: bool
-    timings: dict[str, float]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol.value,
-            "host": self.host,
-            "port": self.port,
-            "security": self.security.value,
-            "tls": self.tls.to_json() if self.tls is not None else None,
-            "capabilities": list(self.capabilities),
-            "authenticated": self.authenticated,
-            "timings": dict(self.timings),
-        }
+    timings: dict[str, float] = field(metadata=SECONDS)
 
 
 class PhaseClock:
@@ -81,9 +67,8 @@ class PhaseClock:
 
 
 def endpoint(settings: ServerSettings) -> str:
-    """`host:port` as messages show it (IPv6 literals in brackets)."""
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
+    """`host:port` of a server block as messages show it (mailctl.hosts.endpoint's rule)."""
+    return _endpoint(settings.host, settings.port)
 
 
 def validate_credential(what: str, value: str, *, protocol: Protocol, where: str) -> None:
@@ -197,23 +182,6 @@ def _mask(arg: object, secret: str, secret_bytes: bytes) -> object:
     if isinstance(arg, bytes):
         return arg.replace(secret_bytes, b"<redacted>")
     return arg
-
-
-def quote_server(text: str | bytes, *, secret: str | None = None) -> str:
-    """Make server text safe to put in a one-line message.
-
-    Control characters go, whitespace collapses, the length is capped, and the
-    secret is masked should a server (or library) ever echo it.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    if secret:
-        text = text.replace(secret, "<redacted>")
-    text = "".join(char if char.isprintable() else " " for char in text)
-    text = " ".join(text.split())
-    if len(text) > _MAX_QUOTED:
-        text = text[: _MAX_QUOTED - 3] + "..."
-    return text
 
 
 def map_os_error(

@@ -3,14 +3,19 @@
 Opening runs the same steps for both protocols: preflight checks before any socket, the
 connection with implicit TLS or required STARTTLS, capabilities asked again after TLS, one
 authentication attempt with the password asked for only then, and a `LoginCheck` of what
-was seen. Subclasses (`ImapSession`, `Pop3Session`) supply the protocol's steps and its
-operations; every read goes through the session's `Wire` under its `ReadLimits`. Errors
-are `mailctl.errors` types only, with the password masked in every chained exception.
+was seen. The rules are decided here once: STARTTLS only when offered, which login to use
+for the `auth` setting, which refusals are temporary, how a library failure reads, when a
+goodbye is still in order. Subclasses (`ImapSession`, `Pop3Session`) supply only the
+protocol's words: how to dial, ask for capabilities, upgrade, log in and say goodbye, what
+their library raises, and their operations. Every read goes through the session's `Wire`
+under its `ReadLimits`. Errors are `mailctl.errors` types only, with the password masked in
+every chained exception.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -18,15 +23,20 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from mailctl.errors import (
+    AuthError,
+    AuthUnsupportedError,
     ConnectError,
     ConnectionLostError,
     HostNotFoundError,
     MailctlError,
     ProtocolError,
     StartTlsUnavailableError,
+    TemporaryError,
     TimeoutFailure,
+    TlsError,
 )
-from mailctl.models import Protocol, Security, ServerSettings
+from mailctl.hosts import DEFAULT_PORTS
+from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
     PhaseClock,
@@ -35,20 +45,26 @@ from mailctl.protocols.checks import (
     map_os_error,
     preflight,
 )
-from mailctl.protocols.limits import ReadLimits
+from mailctl.protocols.limits import ReadLimits, login_check_limits
 from mailctl.protocols.tls import TlsInfo, client_context
 from mailctl.protocols.wire import Wire
+from mailctl.text import excerpt
 
 # The libraries parse server answers with few checks: a malformed one can surface as these
 # (imapclient: CAPABILITY answered OK with nothing listed -> AttributeError on None). From
 # a server they are a protocol error, not "a bug in mailctl"; the chain keeps the detail.
 _PARSE_FAILURES = (AttributeError, TypeError, LookupError)
+# A response code at the start of a refusal: "[UNAVAILABLE]" (RFC 5530), "[SYS/TEMP]" (RFC 3206).
+_RESPONSE_CODE = re.compile(r"\[([A-Za-z/-]+)")
 
 
 class MailSession(ABC):
     """One IMAP or POP3 connection: `open()`, operations (subclasses), `close()`."""
 
     protocol: ClassVar[Protocol]
+    starttls_command: ClassVar[str]  # STARTTLS (RFC 3501 6.2.1) or STLS (RFC 2595 4)
+    any_login: ClassVar[str]  # the logins tried when no `auth` is set, as users read them
+    transient_codes: ClassVar[frozenset[str]]  # refusal codes meaning "try again later"
 
     def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
         self.settings = settings
@@ -65,6 +81,31 @@ class MailSession(ABC):
         self._box = box
         self._open = False
         self._info: LoginCheck | None = None
+
+    @property
+    def name(self) -> str:
+        """The protocol as messages name it: IMAP, POP3."""
+        return self.protocol.value.upper()
+
+    @classmethod
+    def check(
+        cls,
+        settings: ServerSettings,
+        *,
+        secret: Callable[[], str] | None,
+        limits: ReadLimits | None = None,
+    ) -> LoginCheck:
+        """Open a session (logging in if a username is set), say goodbye, return what it showed.
+
+        What `account test` runs. Nothing is changed on the server (POP3's QUIT after a login
+        deletes nothing unless asked, RFC 1939 6). Default limits: `login_check_limits`, the
+        whole check within its session deadline. Raises what `open` raises.
+        """
+        session = cls.open(
+            settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
+        )
+        session.close()
+        return session.info
 
     @classmethod
     def open(
@@ -119,7 +160,8 @@ class MailSession(ABC):
         tls = self._tls_info() if context is not None else None
         authenticated = False
         if settings.username is not None:
-            method = self._choose_method()  # before the password: an impossible login asks nothing
+            # Before the password: an impossible login asks for nothing.
+            method = self._choose_method(capabilities)
             self.clock.start("login")
             self._login(method, self._box.get())
             authenticated = True
@@ -133,6 +175,69 @@ class MailSession(ABC):
             capabilities=capabilities,
             authenticated=authenticated,
             timings=dict(self.clock.timings),
+        )
+
+    def _connect(self, context: ssl.SSLContext | None) -> None:
+        """Connect and read the greeting; for STARTTLS, switch to TLS (phases connect, tls)."""
+        self._dial(context)
+        self._greeted()
+        if context is not None and self.settings.security is Security.STARTTLS:
+            self.clock.start("tls")
+            # RFC 3501 6.2.1, RFC 2595 4: only when advertised; never fall back to plaintext.
+            if not self._offers_starttls():
+                command = self.starttls_command
+                shown = command if command == "STARTTLS" else f"{command} (STARTTLS)"
+                port = DEFAULT_PORTS[self.protocol][Security.TLS]
+                raise StartTlsUnavailableError(
+                    f"{self.name} server {self.where} does not offer {shown}",
+                    hint=f"use security tls (port {port}) if the server supports it",
+                )
+            self._starttls(context)
+
+    def _choose_method(self, capabilities: tuple[str, ...]) -> str:
+        """Pick the one way to log in for the `auth` setting. Raises AuthUnsupportedError."""
+        wanted = self.settings.auth
+        if wanted not in (None, AuthMechanism.PLAIN, AuthMechanism.LOGIN):
+            raise AuthUnsupportedError(
+                f"mailctl cannot authenticate to {self.name} server {self.where} "
+                f"with {wanted.value}",
+                hint="use auth = plain or auth = login",
+            )
+        offered = self._logins()
+        if wanted is None and offered:
+            return next(iter(offered.values()))
+        if wanted in offered:
+            return offered[wanted]
+        shown = wanted.value if wanted is not None else self.any_login
+        raise AuthUnsupportedError(
+            f"{self.name} server {self.where} does not allow {shown} authentication here "
+            f"(capabilities: {', '.join(capabilities)})",
+            hint="use TLS, or choose another auth mechanism",
+        )
+
+    def _login_refused(self, text: str) -> MailctlError:
+        """The error for a refused login with the server's (quoted, masked) `text`."""
+        username = self.settings.username or ""
+        message = f"{self.name} login as {username!r} at {self.where} failed: {text}"
+        match = _RESPONSE_CODE.search(text)
+        if match and match.group(1).upper() in self.transient_codes:
+            return TemporaryError(message, hint="try again later")
+        return AuthError(message, hint="check the user name and password")
+
+    def _map_error(self, err: Exception) -> MailctlError | None:
+        """The mailctl error for a library exception (None: not a library exception)."""
+        lost = self._lost(err)
+        if lost is not None:
+            return lost
+        text = self._answer_text(err)
+        if text is None:
+            return None
+        text = excerpt(text, secret=self.secret_shown)
+        phase = self.clock.phase
+        if phase == "tls":
+            return TlsError(f"{self.name} {self.starttls_command} with {self.where} failed: {text}")
+        return ProtocolError(
+            f"{self.name} server {self.where} answered unexpectedly during {phase}: {text}"
         )
 
     @contextlib.contextmanager
@@ -234,11 +339,19 @@ class MailSession(ABC):
         else:
             self._end_after(exc)
 
-    # -- the protocol's steps -------------------------------------------------------------
+    # -- the protocol's words --------------------------------------------------------------
 
     @abstractmethod
-    def _connect(self, context: ssl.SSLContext | None) -> None:
-        """Connect, read the greeting and, for STARTTLS, switch to TLS (phases connect, tls)."""
+    def _dial(self, context: ssl.SSLContext | None) -> None:
+        """Open the connection (implicit TLS when `security` is tls) and read the greeting."""
+
+    @abstractmethod
+    def _offers_starttls(self) -> bool:
+        """Ask for the capabilities before TLS; whether the upgrade is offered."""
+
+    @abstractmethod
+    def _starttls(self, context: ssl.SSLContext) -> None:
+        """Upgrade the connection to TLS."""
 
     @abstractmethod
     def _capabilities(self) -> tuple[str, ...]:
@@ -249,16 +362,23 @@ class MailSession(ABC):
         """Facts about the TLS connection."""
 
     @abstractmethod
-    def _choose_method(self) -> str:
-        """Pick the one way to authenticate. Raises AuthUnsupportedError."""
+    def _logins(self) -> dict[AuthMechanism, str]:
+        """The logins the last capabilities offer, keyed by the `auth` setting each one
+        answers, in the protocol's order of preference (the first is used without `auth`)."""
 
     @abstractmethod
     def _login(self, method: str, password: str) -> None:
-        """Authenticate once. Raises AuthError, AuthUnsupportedError, TemporaryError."""
+        """Authenticate once; a refusal is `_login_refused`. Raises AuthError,
+        AuthUnsupportedError, TemporaryError."""
 
     @abstractmethod
-    def _map_error(self, err: Exception) -> MailctlError | None:
-        """The mailctl error for a library exception (None: not a library exception)."""
+    def _lost(self, err: Exception) -> ConnectionLostError | None:
+        """The error for a library exception that means the connection ended, else None."""
+
+    @abstractmethod
+    def _answer_text(self, err: Exception) -> str | None:
+        """The server text in a library exception for an answer it did not expect
+        (None: not the library's exception)."""
 
     @abstractmethod
     def _refusal(self, cause: BaseException) -> bool:

@@ -109,16 +109,6 @@ class TlsInfo:
     peer_issuer: str | None
     not_after: str | None  # ISO 8601, UTC
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "cipher": self.cipher,
-            "bits": self.bits,
-            "peer_subject": self.peer_subject,
-            "peer_issuer": self.peer_issuer,
-            "not_after": self.not_after,
-        }
-
 
 def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsInfo | None:
     """Describe an established TLS session; None when there is none."""

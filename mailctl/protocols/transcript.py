@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
+# The line type is a model (models.py), so that a caller above core (cli's --trace printer)
+# can take lines through core's callback without importing this package.
+from mailctl.models import Direction, TranscriptCallback, TranscriptLine
 
-class Direction(StrEnum):
-    """Who produced a transcript line; INFO lines are mailctl's own notes."""
-
-    SENT = "sent"
-    RECEIVED = "received"
-    INFO = "info"
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    """One line of a session; `tls` says whether it travelled inside TLS."""
-
-    elapsed: float  # seconds since the Transcript was created (time.perf_counter)
-    direction: Direction
-    tls: bool
-    text: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "elapsed": round(self.elapsed, 6),
-            "direction": self.direction.value,
-            "tls": self.tls,
-            "text": self.text,
-        }
+__all__ = ["Direction", "Transcript", "TranscriptLine"]
 
 
 class Transcript:
@@ -43,7 +19,7 @@ class Transcript:
     guarantee in one obvious place instead of relying on pattern-based scrubbing later.
     """
 
-    def __init__(self, on_line: Callable[[TranscriptLine], None] | None = None) -> None:
+    def __init__(self, on_line: TranscriptCallback | None = None) -> None:
         self._start = time.perf_counter()
         self._on_line = on_line
         self.lines: list[TranscriptLine] = []
@@ -71,6 +47,3 @@ class Transcript:
     def redacted_sent(self, what: str, *, tls: bool) -> None:
         """Record that a secret-bearing line was sent, naming only what it was."""
         self._add(Direction.SENT, f"<redacted: {what}>", tls)
-
-    def to_json(self) -> list[dict[str, Any]]:
-        return [line.to_json() for line in self.lines]

@@ -1,7 +1,7 @@
 """The read side of one IMAP/POP3 connection: every byte in, under `ReadLimits` and deadlines.
 
 imaplib and poplib read from a socket file with no limit on counts, literal sizes or total
-time (see `protocols.limits`). Their bounded subclasses (`imap_wire`, `pop3_wire`) read
+time (see `protocols.limits`). Their bounded subclasses (`imap.wire`, `pop3.wire`) read
 through a `Wire` instead, so the login check and every later operation share one set of
 rules:
 
@@ -36,8 +36,9 @@ from mailctl.errors import (
     TimeoutFailure,
 )
 from mailctl.models import Protocol, Timeouts
-from mailctl.protocols.checks import PhaseClock, quote_server
+from mailctl.protocols.checks import PhaseClock
 from mailctl.protocols.limits import ReadLimits, octets
+from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
 _CHUNK = 64 * 1024
@@ -114,7 +115,7 @@ class Wire:
         self._check()
         self._bind(sock)
         if self._one_reply_each and self._buffer:
-            text = quote_server(bytes(self._buffer[:200]).split(b"\n", 1)[0])
+            text = excerpt(bytes(self._buffer[:200]).split(b"\n", 1)[0])
             raise self._fail(
                 ProtocolError(
                     f"{self._name} server {self._where} sent a reply nobody asked for before "

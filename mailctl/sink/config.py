@@ -10,6 +10,7 @@ from typing import Final
 
 from mailctl.errors import UsageError
 from mailctl.models import Security
+from mailctl.text import quote
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 2525
@@ -148,20 +149,20 @@ def parse_listen(value: str) -> ListenAddress:
     elif text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise UsageError(f"--listen {value!r}: expected [IPV6]:PORT")
+            raise UsageError(f"--listen {quote(value)}: expected [IPV6]:PORT")
         port_text = rest[1:]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
             host, port_text = text, str(DEFAULT_PORT)
         elif ":" in host:
-            raise UsageError(f"--listen {value!r}: write an IPv6 address as [ADDRESS]:PORT")
+            raise UsageError(f"--listen {quote(value)}: write an IPv6 address as [ADDRESS]:PORT")
     if not port_text.isdigit() or int(port_text) > 65535:
-        raise UsageError(f"--listen {value!r}: the port must be a number 0-65535")
+        raise UsageError(f"--listen {quote(value)}: the port must be a number 0-65535")
     port = int(port_text)
     if host in ("", "*"):
         raise UsageError(
-            f"--listen {value!r} names no address",
+            f"--listen {quote(value)} names no address",
             hint="use 127.0.0.1 for local tests; to listen on every interface, write 0.0.0.0 or "
             "[::] explicitly",
         )
@@ -171,7 +172,7 @@ def parse_listen(value: str) -> ListenAddress:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise UsageError(
-            f"--listen {value!r}: give an IP address, not a host name",
+            f"--listen {quote(value)}: give an IP address, not a host name",
             hint="a name could resolve to a public address; the sink binds only what you name",
         ) from None
     return ListenAddress(

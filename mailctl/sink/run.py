@@ -10,11 +10,13 @@ import json
 import math
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from mailctl.hosts import endpoint
+from mailctl.serialize import SKIP, JsonAttrs, meta
 from mailctl.sink.config import SinkConfig
 from mailctl.sink.server import SinkServer
 from mailctl.sink.stats import SinkStats
@@ -33,22 +35,23 @@ class LoopKind(StrEnum):
 
 @dataclass(frozen=True)
 class SinkRun:
-    """What one foreground run reports: where it listened, what stopped it, the counters."""
+    """What one foreground run reports: where it listened, what stopped it, the counters
+    (flattened into the same JSON object)."""
 
-    stats: SinkStats
-    ready: dict[str, Any]
+    stats: SinkStats = field(metadata=meta(flatten=True))
+    ready: dict[str, Any] = field(metadata=SKIP)  # the --ready-file content
     loop: str
     stopped_by: str
 
-    def to_dict(self) -> dict[str, Any]:
-        data = self.stats.to_dict()
-        data.update(
-            listen=f"{self.ready['host']}:{self.ready['port']}",
-            security=self.ready["security"],
-            loop=self.loop,
-            stopped_by=self.stopped_by,
-        )
-        return data
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("listen", "security")
+
+    @property
+    def listen(self) -> str:
+        return endpoint(self.ready["host"], self.ready["port"])
+
+    @property
+    def security(self) -> str:
+        return str(self.ready["security"])
 
 
 def run_sink(

@@ -1,7 +1,8 @@
 """The sink's server: listening, the TLS context, the store, idle sweeps and stopping.
 
-Each accepted connection is an `SmtpSession` (`session.py`), which holds the hot loop; what
-the sink says is in `replies.py`, where accepted messages go in `storage.py`.
+Each accepted connection is a `SinkConnection` (`connection.py`), which holds the hot loop and
+knows this server only as a `SinkHost` (`host.py`); what the sink says is in `replies.py`,
+where accepted messages go in `storage.py`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from mailctl.errors import ConnectError
+from mailctl.hosts import endpoint
 from mailctl.inputs import PEM_LIMIT, check_regular_file
 from mailctl.models import Security
 from mailctl.sink.config import TEST_PASSWORD, TEST_USERNAME, SinkConfig
+from mailctl.sink.connection import SinkConnection
 from mailctl.sink.faults import Faults
-from mailctl.sink.replies import COMMAND_LINE_LIMIT, TLS_HANDSHAKE_TIMEOUT, banner, ehlo_replies
-from mailctl.sink.session import SmtpSession
+from mailctl.sink.host import Connection
+from mailctl.sink.replies import TLS_HANDSHAKE_TIMEOUT, banner, ehlo_replies
 from mailctl.sink.stats import SinkStats
 from mailctl.sink.storage import MessageStore, open_store
-
-# Imported from here by tests and callers that predate the split into modules.
-__all__ = ["COMMAND_LINE_LIMIT", "ListenError", "SinkServer", "SmtpSession"]
 
 
 class ListenError(ConnectError):
@@ -52,7 +52,7 @@ class SinkServer:
         self.host = config.host
         self.port = config.port
         self.cert_file: Path | None = config.cert_file
-        self.sessions: set[SmtpSession] = set()
+        self.connections: set[Connection] = set()
         self.ssl_context: ssl.SSLContext | None = None
         self.store: MessageStore | None = None
         self._server: asyncio.Server | None = None
@@ -90,7 +90,7 @@ class SinkServer:
             loop = asyncio.get_running_loop()
             try:
                 self._server = await loop.create_server(
-                    lambda: SmtpSession(self),
+                    lambda: SinkConnection(self),
                     host=config.host,
                     port=config.port,
                     ssl=self.ssl_context if config.security is Security.TLS else None,
@@ -102,7 +102,7 @@ class SinkServer:
                 )
             except OSError as err:
                 raise ListenError(
-                    f"cannot listen on {config.host}:{config.port}: {err.strerror or err}",
+                    f"cannot listen on {endpoint(config.host, config.port)}: {err.strerror or err}",
                     hint="pick another port with --listen HOST:PORT (port 0: any free port)",
                 ) from err
         except BaseException:
@@ -125,13 +125,13 @@ class SinkServer:
             self._sweep_timer = None
         if self._server is not None:
             self._server.close()
-        for session in list(self.sessions):
-            session.shutdown()
+        for connection in list(self.connections):
+            connection.shutdown()
         deadline = asyncio.get_running_loop().time() + 2.0
-        while self.sessions and asyncio.get_running_loop().time() < deadline:
+        while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.005)
-        for session in list(self.sessions):
-            session.abort()
+        for connection in list(self.connections):
+            connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -199,13 +199,13 @@ class SinkServer:
         """Close connections idle longer than idle_timeout (one timer for all connections)."""
         loop = asyncio.get_running_loop()
         interval = self._sweep_interval()
-        for session in list(self.sessions):
+        for connection in list(self.connections):
             # A flag set per read is cheaper than reading a clock per read on the hot path.
-            if session.active:
-                session.active = False
-                session.idle_for = 0.0
+            if connection.active:
+                connection.active = False
+                connection.idle_for = 0.0
             else:
-                session.idle_for += interval
-                if session.idle_for >= self.config.idle_timeout:
-                    session.idle_out()
+                connection.idle_for += interval
+                if connection.idle_for >= self.config.idle_timeout:
+                    connection.idle_out()
         self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
+
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs, meta
 
 
 @dataclass
@@ -13,18 +15,25 @@ class SinkStats:
     """Plain attributes so the per-message update is two integer additions.
 
     `rejected` counts injected refusals, `disconnected` injected drops; `errors` counts every
-    4xx/5xx reply sent, by code (injected or not).
+    4xx/5xx reply sent, by code (injected or not): `error_replies` in JSON, so that it is not
+    taken for the envelope's `errors`.
     """
 
     messages: int = 0
     bytes: int = 0
     connections: int = 0
-    active: int = 0
+    active: int = field(default=0, metadata=SKIP)  # 0 once stopped, when the report is made
     rejected: int = 0
     disconnected: int = 0
-    errors: Counter[int] = field(default_factory=Counter)
-    started: float = field(default_factory=time.monotonic)
-    stopped: float | None = None
+    errors: Counter[int] = field(default_factory=Counter, metadata=SKIP)
+    started: float = field(default_factory=time.monotonic, metadata=SKIP)  # clock readings
+    stopped: float | None = field(default=None, metadata=SKIP)
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = (
+        "error_replies",
+        ("elapsed", SECONDS),
+        ("qps", meta(digits=3)),
+    )
 
     @property
     def elapsed(self) -> float:
@@ -32,19 +41,12 @@ class SinkStats:
         return max(end - self.started, 0.0)
 
     @property
-    def rate(self) -> float:
+    def qps(self) -> float:
+        """Messages per second over the whole run."""
         elapsed = self.elapsed
         return self.messages / elapsed if elapsed > 0 else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON `data` of `mailctl sink --json` (keys are part of the CLI contract)."""
-        return {
-            "messages": self.messages,
-            "bytes": self.bytes,
-            "connections": self.connections,
-            "rejected": self.rejected,
-            "disconnected": self.disconnected,
-            "errors": {str(code): count for code, count in sorted(self.errors.items())},
-            "elapsed": round(self.elapsed, 6),
-            "rate": round(self.rate, 3),
-        }
+    @property
+    def error_replies(self) -> dict[int, int]:
+        """4xx/5xx replies sent, by code, in code order."""
+        return dict(sorted(self.errors.items()))

@@ -31,6 +31,7 @@ from typing import Final
 
 from mailctl.errors import CantCreateError
 from mailctl.store.files import file_kind, write_atomic
+from mailctl.text import quote
 
 __all__ = ["check_output", "file_kind", "own_descriptor", "write_output"]
 
@@ -87,10 +88,10 @@ def check_output(path: Path, *, what: str) -> None:
         folder = os.path.dirname(os.path.realpath(path)) or "."
         if not os.path.isdir(folder):
             raise CantCreateError(
-                f"{_shown(path)}: cannot write the {what}: its folder {_shown(folder)} "
+                f"{quote(path)}: cannot write the {what}: its folder {quote(folder)} "
                 "does not exist",
                 hint="create the folder first, or name another path",
-                details={"file": _shown(path)},
+                details={"file": os.fsdecode(path)},
             ) from None
         return
     except OSError:
@@ -128,9 +129,9 @@ def _require_writable_kind(path: Path, mode: int, *, what: str) -> None:
     if stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
         return
     raise CantCreateError(
-        f"{_shown(path)}: cannot write the {what} there: it is {file_kind(mode)}",
+        f"{quote(path)}: cannot write the {what} there: it is {file_kind(mode)}",
         hint="name a regular file (or a FIFO, or a device such as /dev/null)",
-        details={"file": _shown(path)},
+        details={"file": os.fsdecode(path)},
     )
 
 
@@ -144,9 +145,9 @@ def _write_in_place(target: Path, data: bytes, *, path: Path, what: str) -> None
     except OSError as err:
         if err.errno == errno.ENXIO:
             raise CantCreateError(
-                f"{_shown(path)}: nobody is reading this FIFO, so the {what} cannot be written",
+                f"{quote(path)}: nobody is reading this FIFO, so the {what} cannot be written",
                 hint="start its reader first (e.g. cat FIFO), or name a regular file",
-                details={"file": _shown(path)},
+                details={"file": os.fsdecode(path)},
             ) from err
         raise _cant(path, what, err) from err
     try:
@@ -176,8 +177,8 @@ def _write_descriptor(number: int, data: bytes, *, path: Path, what: str) -> Non
         os.fstat(number)
     except OSError as err:
         raise CantCreateError(
-            f"{_shown(path)}: descriptor {number} is not open, so the {what} cannot be written",
-            details={"file": _shown(path)},
+            f"{quote(path)}: descriptor {number} is not open, so the {what} cannot be written",
+            details={"file": os.fsdecode(path)},
         ) from err
     try:
         _write_all(number, data)
@@ -200,13 +201,7 @@ def _cant(path: Path, what: str, err: OSError) -> CantCreateError:
     if err.errno == errno.EPIPE:
         reason = "its reader closed it"
     return CantCreateError(
-        f"{_shown(path)}: cannot write the {what}: {reason}",
+        f"{quote(path)}: cannot write the {what}: {reason}",
         hint="check the path and its permissions",
-        details={"file": _shown(path)},
+        details={"file": os.fsdecode(path)},
     )
-
-
-def _shown(path: str | os.PathLike[str]) -> str:
-    """A path for a one-line error: as is, or repr-escaped if it holds control characters."""
-    text = os.fsdecode(path)
-    return text if text.isprintable() else repr(text)

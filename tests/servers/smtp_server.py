@@ -41,6 +41,7 @@ SmtpTestServer
 ``auth_attempts: list[AuthAttempt]`` (every AUTH command: mechanism, raw argument,
 ``tls`` active at that moment, login/password as decoded by the server, success);
 ``connections``: how many TCP connections the server accepted;
+``ehlo_names``: the name given with every EHLO, in order;
 ``reject(address, code=550, text=None)``: refuse that RCPT (550, 450, 552, ...);
 ``final_reply``: a reply string to send after the final dot instead of 250;
 ``data_delay``: seconds to wait before the final reply;
@@ -160,6 +161,7 @@ class RecordingHandler:
         self.data_delay = 0.0
         self.drop_after_data = False
         self.ehlo_supported = True
+        self.ehlo_names: list[str] = []
         self.connections = 0
         self.active: set[_RecordingSMTP] = set()
         self._queue_ids = itertools.count(1)
@@ -172,6 +174,7 @@ class RecordingHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        self.ehlo_names.append(hostname)
         if not self.ehlo_supported:  # a pre-ESMTP server (RFC 821): only HELO works
             return ["502 5.5.1 EHLO not implemented"]
         # With the 5-argument hook aiosmtpd leaves remembering the name to us.
@@ -351,6 +354,11 @@ class SmtpTestServer:
         return self.handler.connections
 
     @property
+    def ehlo_names(self) -> list[str]:
+        """The name given with every EHLO, in order (twice per STARTTLS session)."""
+        return self.handler.ehlo_names
+
+    @property
     def final_reply(self) -> str | None:
         return self.handler.final_reply
 
@@ -431,8 +439,13 @@ def start_smtp_server(
     smtputf8: bool = True,
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
     password: str = TEST_PASSWORD,
+    host: str = "127.0.0.1",
 ) -> SmtpTestServer:
-    """Start a server (prefer the smtp_server_factory fixture, which also stops it)."""
+    """Start a server (prefer the smtp_server_factory fixture, which also stops it).
+
+    `host` is a loopback address: 127.0.0.1, or ::1 for the IPv6 cases (the certificates
+    name 127.0.0.1 and localhost only, so use ::1 with a plain server).
+    """
     handler = RecordingHandler(auth=auth, require_auth=require_auth, password=password)
     context = certificates.server_context(cert)
     starttls = security is Security.STARTTLS and starttls_offered
@@ -451,7 +464,7 @@ def start_smtp_server(
         kwargs["require_starttls"] = require_starttls
     controller = _Controller(
         handler,
-        hostname="127.0.0.1",  # loopback only
+        hostname=host,  # loopback only
         port=0,
         ssl_context=context if security is Security.TLS else None,
         ready_timeout=10.0,
@@ -461,7 +474,7 @@ def start_smtp_server(
     # The Controller's own wake-up connection is not one of the test's.
     handler.connections = 0
     return SmtpTestServer(
-        host="127.0.0.1",
+        host=host,
         port=controller.port,
         security=security,
         auth=auth,

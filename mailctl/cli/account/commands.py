@@ -1,7 +1,8 @@
 """`mailctl account ...`: add, list, show, remove, set-password and test accounts.
 
-This module holds the Typer app and its commands (options -> request -> one core call);
-`account_prompts` asks the terminal questions and `account_render` prints the results.
+This module holds the Typer app and its commands (options -> request -> one core call, on
+the config the application context loaded); `prompts` asks the terminal questions and
+`render` prints the results.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from mailctl.cli.account.prompts import (
     ask,
     ask_missing,
     confirm,
-    hidden_prompt,
     offer_keyring,
     read_stdin_secret,
 )
@@ -27,8 +27,10 @@ from mailctl.cli.account.render import (
     render_removed,
     render_test,
 )
-from mailctl.cli.app import global_options
-from mailctl.cli.output import CommandResult, Output, run_command
+from mailctl.cli.context import AppContext, command, remember_options
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
+from mailctl.cli.output import CommandResult
+from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.models import Protocol
@@ -41,6 +43,18 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+@app.callback()
+def account_group(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    account: AccountOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Manage accounts: servers, the default account, passwords in the keyring."""
+    remember_options(ctx, config=config, account=account, json_mode=json_mode)
+
+
 SMTP_PANEL = "SMTP server (sending)"
 IMAP_PANEL = "IMAP server"
 POP3_PANEL = "POP3 server"
@@ -48,21 +62,9 @@ SECURITY_HELP = "tls (implicit TLS), starttls or none"
 AUTH_HELP = "plain, login, cram-md5 or xoauth2 (default: one the server offers)"
 PROTOCOL_HELP = "smtp, imap, pop3 or all"
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the JSON result envelope.")]
 ProtocolOption = Annotated[
     str, typer.Option("--protocol", "-p", metavar="PROTOCOL", help=PROTOCOL_HELP)
 ]
-
-
-def _path(ctx: typer.Context) -> Path:
-    from mailctl.config.paths import config_path
-
-    return config_path(global_options(ctx).config_path)
-
-
-def _warn_all(output: Output, warnings: tuple[str, ...]) -> None:
-    for warning in warnings:
-        output.warn(warning)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,8 +72,9 @@ def _warn_all(output: Output, warnings: tuple[str, ...]) -> None:
 
 
 @app.command("add")
+@command("account", "add")
 def add_command(
-    ctx: typer.Context,
+    app: AppContext,
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="Account name (letters, digits, . _ @ + -).")
     ],
@@ -224,80 +227,55 @@ def add_command(
             help="Read the password from the first line of stdin and store it in the keyring.",
         ),
     ] = False,
-    json_mode: JsonOption = False,
-) -> None:
+) -> CommandResult:
     """Add an account from flags; on a terminal, ask for whatever is missing.
 
     The password is never written to the config file: it goes to the system keyring
     (--password-stdin, or the offer made on a terminal), or comes from a
     --*-password-command, or from MAILCTL_PASSWORD at run time.
     """
+    from mailctl.core import account as core
+    from mailctl.models import Protocol
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-        from mailctl.models import Protocol
-
-        path = _path(ctx)
-        core.validate_account_name(name)
-        core.ensure_addable(path, name, force=force)
-        inputs = {
-            Protocol.SMTP: core.ServerInput(
-                host=smtp_host,
-                port=smtp_port,
-                security=smtp_security,
-                username=smtp_user,
-                auth=smtp_auth,
-                password_command=smtp_password_command,
-                ca_file=ca_file,
-            ),
-            Protocol.IMAP: core.ServerInput(
-                host=imap_host,
-                port=imap_port,
-                security=imap_security,
-                username=imap_user,
-                auth=imap_auth,
-                password_command=imap_password_command,
-                ca_file=ca_file,
-            ),
-            Protocol.POP3: core.ServerInput(
-                host=pop3_host,
-                port=pop3_port,
-                security=pop3_security,
-                username=pop3_user,
-                auth=pop3_auth,
-                password_command=pop3_password_command,
-                ca_file=ca_file,
-            ),
-        }
-        sender = from_address
-        interactive = output.interactive and not password_stdin
-        if interactive:
-            sender, inputs = ask_missing(sender, inputs)
-        _require_utf8_text({"--from": sender, "--ehlo": ehlo})
-        blocks = {
-            protocol: core.build_server(protocol, given) for protocol, given in inputs.items()
-        }
-        request = core.AddAccountRequest(
-            name=name,
-            from_address=sender or None,
-            ehlo=ehlo,
-            smtp=blocks[Protocol.SMTP],
-            imap=blocks[Protocol.IMAP],
-            pop3=blocks[Protocol.POP3],
-            make_default=make_default,
-            force=force,
-        )
-        secret: str | None = None
-        if password_stdin:
-            secret = read_stdin_secret("--password-stdin")
-        elif interactive and core.blocks_needing_secret(request.blocks()):
-            secret = offer_keyring(output, name)
-        result = core.add_account(path, request, secret=secret)
-        _warn_all(output, result.warnings)
-
-        return CommandResult(data=result.to_json(), render=lambda out: render_added(out, result))
-
-    run_command(["account", "add"], json_mode, body)
+    core.validate_account_name(name)
+    core.ensure_addable(app.config, name, force=force)
+    given = {
+        Protocol.SMTP: (smtp_host, smtp_port, smtp_security, smtp_user, smtp_auth,
+                        smtp_password_command),
+        Protocol.IMAP: (imap_host, imap_port, imap_security, imap_user, imap_auth,
+                        imap_password_command),
+        Protocol.POP3: (pop3_host, pop3_port, pop3_security, pop3_user, pop3_auth,
+                        pop3_password_command),
+    }  # fmt: skip
+    keys = ("host", "port", "security", "username", "auth", "password_command")
+    inputs = {
+        protocol: core.ServerInput(**dict(zip(keys, values, strict=True)), ca_file=ca_file)
+        for protocol, values in given.items()
+    }
+    sender = from_address
+    interactive = app.interactive and not password_stdin
+    if interactive:
+        sender, inputs = ask_missing(sender, inputs)
+    _require_utf8_text({"--from": sender, "--ehlo": ehlo})
+    blocks = {protocol: core.build_server(protocol, given) for protocol, given in inputs.items()}
+    request = core.AddAccountRequest(
+        name=name,
+        from_address=sender or None,
+        ehlo=ehlo,
+        smtp=blocks[Protocol.SMTP],
+        imap=blocks[Protocol.IMAP],
+        pop3=blocks[Protocol.POP3],
+        make_default=make_default,
+        force=force,
+    )
+    secret: str | None = None
+    if password_stdin:
+        secret = read_stdin_secret("--password-stdin")
+    elif interactive and core.blocks_needing_secret(request.blocks()):
+        secret = offer_keyring(app.output, name)
+    result = core.add_account(app.config, request, secret=secret)
+    app.warn(result.warnings)
+    return CommandResult(data=result, render=lambda out: render_added(out, result))
 
 
 def _require_utf8_text(values: dict[str, str | None]) -> None:
@@ -312,43 +290,32 @@ def _require_utf8_text(values: dict[str, str | None]) -> None:
 # ---------------------------------------------------------------------------------------------
 # list, show
 
+AccountName = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="NAME", help="Account name (default: --account, else the default account)."
+    ),
+]
+
 
 @app.command("list")
-def list_command(ctx: typer.Context, json_mode: JsonOption = False) -> None:
+@command("account", "list")
+def list_command(app: AppContext) -> CommandResult:
     """List the accounts (* marks the default)."""
+    from mailctl.core import account as core
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-
-        result = core.list_accounts(_path(ctx))
-        _warn_all(output, result.warnings)
-
-        return CommandResult(data=result.to_json(), render=lambda out: render_list(out, result))
-
-    run_command(["account", "list"], json_mode, body)
+    result = core.list_accounts(app.config)
+    return CommandResult(data=result, render=lambda out: render_list(out, result))
 
 
 @app.command("show")
-def show_command(
-    ctx: typer.Context,
-    name: Annotated[
-        str | None,
-        typer.Argument(metavar="NAME", help="Account name (default: the default account)."),
-    ] = None,
-    json_mode: JsonOption = False,
-) -> None:
+@command("account", "show")
+def show_command(app: AppContext, name: AccountName = None) -> CommandResult:
     """Show every setting of an account and where its password comes from (never the password)."""
+    from mailctl.core import account as core
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-
-        result = core.show_account(_path(ctx), name)
-        _warn_all(output, result.warnings)
-        data = result.to_json()
-
-        return CommandResult(data=data, render=lambda out: render_details(out, result, data))
-
-    run_command(["account", "show"], json_mode, body)
+    result = core.show_account(app.config, app.account(name).name)
+    return CommandResult(data=result, render=lambda out: render_details(out, result))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,79 +323,58 @@ def show_command(
 
 
 @app.command("remove")
+@command("account", "remove")
 def remove_command(
-    ctx: typer.Context,
+    app: AppContext,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    json_mode: JsonOption = False,
-) -> None:
+) -> CommandResult:
     """Remove an account from the config file and its passwords from the keyring."""
+    from mailctl.core import account as core
+    from mailctl.errors import UsageError
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-        from mailctl.errors import UsageError
-
-        path = _path(ctx)
-        if not yes:
-            if not output.interactive:
-                raise UsageError(
-                    f"refusing to remove account {name!r} without confirmation",
-                    hint="pass --yes",
-                )
-            core.get_account(path, name)  # fails before asking if there is no such account
-            if not confirm(f"Remove account {name} from {path}?", default=False, err=True):
-                return CommandResult(
-                    data={"account": name, "removed": False},
-                    render=lambda out: out.print("Nothing removed."),
-                )
-        result = core.remove_account(path, name)
-        _warn_all(output, result.warnings)
-
-        return CommandResult(
-            data=result.to_json(), render=lambda out: render_removed(out, result, name)
-        )
-
-    run_command(["account", "remove"], json_mode, body)
+    if not yes:
+        if not app.interactive:
+            raise UsageError(
+                f"refusing to remove account {quote(name)} without confirmation",
+                hint="pass --yes",
+            )
+        core.get_account(app.config, name)  # fails before asking if there is no such account
+        if not confirm(f"Remove account {name} from {app.config_path}?", default=False, err=True):
+            return CommandResult(
+                data=core.removal_declined(app.config, name),
+                render=lambda out: out.print("Nothing removed."),
+            )
+    result = core.remove_account(app.config, name)
+    app.warn(result.warnings)
+    return CommandResult(data=result, render=lambda out: render_removed(out, result, name))
 
 
 @app.command("set-password")
+@command("account", "set-password")
 def set_password_command(
-    ctx: typer.Context,
+    app: AppContext,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     protocol: ProtocolOption = "all",
     stdin: Annotated[
         bool, typer.Option("--stdin", help="Read the password from the first line of stdin.")
     ] = False,
-    json_mode: JsonOption = False,
-) -> None:
+) -> CommandResult:
     """Store an account's password in the system keyring (for one block or all of them)."""
+    from mailctl.core import account as core
+    from mailctl.errors import UsageError
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-        from mailctl.errors import UsageError
-
-        path = _path(ctx)
-        protocols = _protocols(protocol)
-        if stdin:
-            secret = read_stdin_secret("--stdin")
-        elif output.interactive:
-            core.get_account(path, name)  # fails before asking if there is no such account
-            secret = ask(
-                f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True
-            )
-        else:
-            raise UsageError(
-                "no terminal to ask for the password on",
-                hint="pipe it in with --stdin",
-            )
-        result = core.set_password(path, name, protocols, secret)
-        _warn_all(output, result.warnings)
-
-        return CommandResult(
-            data=result.to_json(), render=lambda out: render_password_stored(out, result)
-        )
-
-    run_command(["account", "set-password"], json_mode, body)
+    protocols = _protocols(protocol)
+    if stdin:
+        secret = read_stdin_secret("--stdin")
+    elif app.interactive:
+        core.get_account(app.config, name)  # fails before asking if there is no such account
+        secret = ask(f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        raise UsageError("no terminal to ask for the password on", hint="pipe it in with --stdin")
+    result = core.set_password(app.config, name, protocols, secret)
+    app.warn(result.warnings)
+    return CommandResult(data=result, render=lambda out: render_password_stored(out, result))
 
 
 def _protocols(value: str) -> tuple[Protocol, ...] | None:
@@ -443,7 +389,7 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
         return (Protocol(text),)
     except ValueError:
         raise UsageError(
-            f"--protocol: must be one of smtp, imap, pop3, all, got {value!r}"
+            f"--protocol: must be one of smtp, imap, pop3, all, got {quote(value)}"
         ) from None
 
 
@@ -452,41 +398,31 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
 
 
 @app.command("test")
+@command("account", "test")
 def test_command(
-    ctx: typer.Context,
-    name: Annotated[
-        str | None,
-        typer.Argument(metavar="NAME", help="Account name (default: the default account)."),
-    ] = None,
-    protocol: ProtocolOption = "all",
-    json_mode: JsonOption = False,
-) -> None:
+    app: AppContext, name: AccountName = None, protocol: ProtocolOption = "all"
+) -> CommandResult:
     """Connect and log in to each server of an account; report TLS, auth and capabilities.
 
     Exits non-zero with the most serious failure's code when any server failed.
     """
+    from mailctl.core import account as core
+    from mailctl.serialize import to_data
 
-    def body(output: Output) -> CommandResult:
-        from mailctl.core import account as core
-
-        prompt = hidden_prompt if output.interactive else None
-        result = core.check_account(_path(ctx), name, _protocols(protocol), prompt=prompt)
-        _warn_all(output, result.warnings)
-        errors = [
-            {"protocol": check.protocol.value, **check.error.to_json()}
-            for check in result.failures
-            if check.error is not None
-        ]
-
-        return CommandResult(
-            data=result.to_json(),
-            status="ok"
-            if result.status == "ok"
-            else ("partial" if result.status == "partial" else "error"),
-            exit_code=result.exit_code,
-            # Human output already shows each failure under its server; the envelope lists them.
-            errors=errors if output.json_mode else [],
-            render=lambda out: render_test(out, result),
-        )
-
-    run_command(["account", "test"], json_mode, body)
+    protocols = _protocols(protocol)
+    result = core.check_account(app.config, app.account(name).name, protocols, secrets=app.secrets)
+    errors = [
+        {**to_data(check.error), "protocol": check.protocol.value}
+        for check in result.failures
+        if check.error is not None
+    ]
+    return CommandResult(
+        data=result,
+        status="ok"
+        if result.status == "ok"
+        else ("partial" if result.status == "partial" else "error"),
+        exit_code=result.exit_code,
+        # Human output already shows each failure under its server; the envelope lists them.
+        errors=errors if app.output.json_mode else [],
+        render=lambda out: render_test(out, result),
+    )

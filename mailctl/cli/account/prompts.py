@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mailctl.text import quote
+
 if TYPE_CHECKING:
     from mailctl.cli.output import Output
     from mailctl.core.account import ServerInput
@@ -20,8 +22,8 @@ def ask_missing(
     from dataclasses import replace
     from email.utils import parseaddr
 
-    from mailctl.config.schema import DEFAULT_SECURITY
-    from mailctl.models import DEFAULT_PORTS, Protocol, Security
+    from mailctl.hosts import default_port, default_security
+    from mailctl.models import Protocol, Security
 
     if sender is None:
         sender = ask(
@@ -50,14 +52,14 @@ def ask_missing(
         while security is None or security.lower() not in choices:
             security = ask(
                 f"{label} security ({', '.join(choices)})",
-                default=DEFAULT_SECURITY[protocol].value,
+                default=default_security(protocol, _port_number(given.port)).value,
                 err=True,
             ).strip()
         port = given.port
         if port is None:
             port = ask(
                 f"{label} port",
-                default=DEFAULT_PORTS[protocol][Security(security.lower())],
+                default=default_port(protocol, Security(security.lower())),
                 type=int,
                 err=True,
             )
@@ -69,6 +71,13 @@ def ask_missing(
             username = None if answer in ("", "-") else answer
         inputs[protocol] = replace(given, security=security, port=port, username=username)
     return sender, inputs
+
+
+def _port_number(port: str | int | None) -> int | None:
+    """The port typed so far, if it is a number (a bad one is refused later, naming the flag)."""
+    if isinstance(port, int):
+        return port
+    return int(port) if port is not None and port.strip().isdigit() else None
 
 
 def offer_keyring(output: Output, name: str) -> str | None:
@@ -111,17 +120,12 @@ def read_stdin_secret(flag: str) -> str:
     return secret
 
 
-def hidden_prompt(label: str) -> str:
-    secret: str = ask(label, hide_input=True, default="", show_default=False, err=True)
-    return secret
-
-
 def ask(text: str, **kwargs: Any) -> Any:
     """typer.prompt, with Ctrl-C/Ctrl-D (click's Abort) reported as an interruption."""
     from mailctl.errors import InputDataError, InterruptedByUser
 
     not_utf8 = InputDataError(
-        f"the answer to {text!r} is not valid UTF-8 text",
+        f"the answer to {quote(text)} is not valid UTF-8 text",
         hint="set the terminal to UTF-8; nothing was changed",
     )
     try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mailctl.cli.output import Output, clean
+from mailctl.cli.output import Output
+from mailctl.hosts import endpoint
+from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.core.account import (
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
         AccountTest,
         PasswordStored,
     )
+    from mailctl.models import ServerSettings
 
 
 def render_added(out: Output, result: AccountAdded) -> None:
@@ -55,7 +58,7 @@ def render_list(out: Output, result: AccountList) -> None:
     out.out.print(table)
 
 
-def render_details(out: Output, result: AccountDetails, data: dict[str, Any]) -> None:
+def render_details(out: Output, result: AccountDetails) -> None:
     account = result.account
     out.print(f"account    {account.name}{' (default)' if result.is_default else ''}")
     out.print(f"config     {result.path}")
@@ -63,17 +66,35 @@ def render_details(out: Output, result: AccountDetails, data: dict[str, Any]) ->
     if account.ehlo:
         out.print(f"ehlo       {account.ehlo}")
     for protocol, source in result.secret_sources.items():
-        block = data[protocol.value]
+        settings = account.server(protocol)
+        if settings is None:
+            continue
         out.print("")
         out.print(f"[{protocol.value}]")
-        for key, value in block.items():
-            if key == "secret_source":
-                continue
+        for key, value in _settings_rows(settings):
             shown = "-" if value is None else value
             if isinstance(value, bool):
                 shown = "true" if value else "false"
             out.print(f"  {key:<21} {shown}")
         out.print(f"  {'password from':<21} {source.value}")
+
+
+def _settings_rows(settings: ServerSettings) -> list[tuple[str, object]]:
+    """Every setting of a block under its config-file name (timeouts in seconds, as there)."""
+    return [
+        ("host", settings.host),
+        ("port", settings.port),
+        ("security", settings.security.value),
+        ("username", settings.username),
+        ("auth", settings.auth.value if settings.auth is not None else None),
+        ("password_command", settings.password_command),
+        ("ca_file", settings.ca_file),
+        ("verify", settings.verify),
+        ("allow_plaintext_auth", settings.allow_plaintext_auth),
+        ("connect_timeout", settings.timeouts.connect),
+        ("command_timeout", settings.timeouts.command),
+        ("data_timeout", settings.timeouts.data),
+    ]
 
 
 def render_removed(out: Output, result: AccountRemoved, name: str) -> None:
@@ -92,7 +113,7 @@ def render_password_stored(out: Output, result: PasswordStored) -> None:
 
 def render_test(out: Output, result: AccountTest) -> None:
     for check in result.checks:
-        where = f"{check.host}:{check.port}"
+        where = endpoint(check.host, check.port)
         head = f"{check.protocol.value:<5} {where} ({check.security})"
         if check.error is not None:
             out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")
@@ -100,7 +121,7 @@ def render_test(out: Output, result: AccountTest) -> None:
             continue
         out.out.print(f"{clean(head)}  OK", markup=False, style="green")
         if check.tls is not None:
-            out.print(f"      tls: {check.tls.get('version')} {check.tls.get('cipher')}")
+            out.print(f"      tls: {check.tls.version} {check.tls.cipher}")
         else:
             out.print("      tls: none")
         if check.authenticated is None:

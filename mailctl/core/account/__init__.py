@@ -1,21 +1,22 @@
 """Account use cases: add, list, show, remove, set-password and test (no printing, no prompts).
 
-This module is the import path for the account API; the parts live in `account_requests`
-(command-line values -> AddAccountRequest), `account_blocks` (which server blocks a use case
-acts on), `account_view` (get, list, show), `account_edit` (add, remove, set-password) and
-`account_check` (test: logging in to each block).
+This package's public face; the parts live in `requests` (command-line values ->
+AddAccountRequest), `blocks` (which server blocks a use case acts on), `view` (get, list,
+show), `edit` (add, remove, set-password) and `check` (test: logging in to each block). Every
+use case takes the Config the caller loaded (cli's context), never a path to load.
 """
 
 from __future__ import annotations
 
 from mailctl.core.account.blocks import blocks_needing_secret
-from mailctl.core.account.check import AccountTest, BlockCheck, Prompt, check_account
+from mailctl.core.account.check import AccountTest, BlockCheck, check_account
 from mailctl.core.account.edit import (
     AccountAdded,
     AccountRemoved,
     PasswordStored,
     add_account,
     ensure_addable,
+    removal_declined,
     remove_account,
     set_password,
 )
@@ -29,9 +30,10 @@ from mailctl.core.account.view import (
     AccountDetails,
     AccountList,
     AccountSummary,
+    BlockDetails,
+    config_file,
     get_account,
     list_accounts,
-    settings_json,
     show_account,
 )
 
@@ -44,19 +46,20 @@ __all__ = [
     "AccountTest",
     "AddAccountRequest",
     "BlockCheck",
+    "BlockDetails",
     "PasswordStored",
-    "Prompt",
     "ServerInput",
     "add_account",
     "blocks_needing_secret",
     "build_server",
     "check_account",
+    "config_file",
     "ensure_addable",
     "get_account",
     "list_accounts",
+    "removal_declined",
     "remove_account",
     "set_password",
-    "settings_json",
     "show_account",
     "validate_account_name",
 ]

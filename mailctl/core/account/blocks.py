@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from mailctl.errors import UsageError
 from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.text import quote
 
 
 def blocks_needing_secret(blocks: Mapping[Protocol, ServerSettings]) -> tuple[Protocol, ...]:
@@ -39,7 +40,7 @@ def select_blocks(
         if settings is None:
             have = ", ".join(p.value for p in configured) or "none"
             raise UsageError(
-                f"account {account.name!r} has no {protocol.value} server",
+                f"account {quote(account.name)} has no {protocol.value} server",
                 hint=f"configured: {have}",
             )
         selected[protocol] = settings

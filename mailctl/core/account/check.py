@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, ClassVar
 
-from mailctl.config.store import find_account, load_config
+from mailctl.config.store import find_account
 from mailctl.core.account.blocks import select_blocks
-from mailctl.credentials import resolve_secret
-from mailctl.errors import ExitCode, InterruptedByUser, MailctlError
-from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.errors import ExitCode, InterruptedByUser, MailctlError, worst_exit_code
+from mailctl.models import Account, Config, Protocol, ServerSettings
+from mailctl.serialize import SECONDS, JsonAttrs, meta
 
 if TYPE_CHECKING:
+    from mailctl.credentials import Secrets
     from mailctl.protocols.smtp import SessionInfo
-
-# Which failure of `account test` decides the exit code: the one least likely to go away by
-# itself (a bug, then things only the user can fix, then the network, then "try later").
-_SEVERITY: Final = (
-    ExitCode.SOFTWARE,
-    ExitCode.CONFIG,
-    ExitCode.NOPERM,
-    ExitCode.PROTOCOL,
-    ExitCode.UNAVAILABLE,
-    ExitCode.DATAERR,
-    ExitCode.NOINPUT,
-    ExitCode.NOHOST,
-    ExitCode.IOERR,
-    ExitCode.TEMPFAIL,
-)
-
-Prompt = Callable[[str], str]
+    from mailctl.protocols.tls import TlsInfo
 
 
 @dataclass(frozen=True)
@@ -46,38 +29,23 @@ class BlockCheck:
     security: str
     username: str | None
     connected: bool = False
-    tls: dict[str, Any] | None = None
+    tls: TlsInfo | None = None
     authenticated: bool | None = None  # None: no username configured, login not attempted
     auth_mechanism: str | None = None
     capabilities: tuple[str, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS)
     error: MailctlError | None = None
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("ok",)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol.value,
-            "host": self.host,
-            "port": self.port,
-            "security": self.security,
-            "username": self.username,
-            "ok": self.ok,
-            "connected": self.connected,
-            "tls": self.tls,
-            "authenticated": self.authenticated,
-            "auth_mechanism": self.auth_mechanism,
-            "capabilities": list(self.capabilities),
-            "timings": {k: round(v, 6) for k, v in self.timings.items()},
-            "error": self.error.to_json() if self.error is not None else None,
-        }
-
 
 @dataclass(frozen=True)
 class AccountTest:
-    name: str
+    name: str = field(metadata=meta(key="account"))
     checks: tuple[BlockCheck, ...]
     warnings: tuple[str, ...] = ()
 
@@ -95,38 +63,27 @@ class AccountTest:
 
     @property
     def exit_code(self) -> ExitCode:
-        """OK, or the exit code of the most serious failure (see _SEVERITY)."""
-        codes = [check.error.exit_code for check in self.failures if check.error is not None]
-        if not codes:
-            return ExitCode.OK
-        return min(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "checks": [check.to_json() for check in self.checks],
-            "warnings": list(self.warnings),
-        }
+        """OK, or the code of the most serious failure (errors.worst_exit_code)."""
+        return worst_exit_code(c.error.exit_code for c in self.failures if c.error is not None)
 
 
 def check_account(
-    path: Path,
+    config: Config,
     name: str | None,
     protocols: Sequence[Protocol] | None = None,
     *,
-    prompt: Prompt | None = None,
-    env: Mapping[str, str] = os.environ,
+    secrets: Secrets,
 ) -> AccountTest:
     """Connect to (and, with a username, log in to) each selected block, one after another.
 
-    Failures are recorded per block, not raised. Secrets come from resolve_secret, with
-    `prompt` only when the caller can ask a person. Raises ConfigError/UsageError only for
-    the selection itself (no such account, a requested block not configured).
+    Failures are recorded per block, not raised. Secrets come from `secrets` (the run's
+    source, which prompts only when the caller can ask a person). Raises
+    ConfigError/UsageError only for the selection itself (no such account, a requested block
+    not configured).
     """
-    config = load_config(path)
     account = find_account(config, name)
     checks = [
-        _check_block(account, protocol, settings, prompt=prompt, env=env)
+        _check_block(account, protocol, settings, secrets=secrets)
         for protocol, settings in select_blocks(account, protocols).items()
     ]
     return AccountTest(name=account.name, checks=tuple(checks), warnings=config.warnings)
@@ -137,8 +94,7 @@ def _check_block(
     protocol: Protocol,
     settings: ServerSettings,
     *,
-    prompt: Prompt | None,
-    env: Mapping[str, str],
+    secrets: Secrets,
 ) -> BlockCheck:
     base = BlockCheck(
         protocol=protocol,
@@ -149,14 +105,14 @@ def _check_block(
     )
     secret: Callable[[], str] | None = None
     if settings.username is not None:
-        secret = _secret_for(account.name, protocol, settings, prompt=prompt, env=env)
+        secret = secrets.for_server(account.name, protocol, settings)
     try:
         if protocol is Protocol.SMTP:
             info = asyncio.run(_open_smtp(settings, account.ehlo, secret))
             return replace(
                 base,
                 connected=True,
-                tls=info.tls.to_json() if info.tls is not None else None,
+                tls=info.tls,
                 authenticated=True if settings.username is not None else None,
                 auth_mechanism=info.auth_mechanism,
                 capabilities=tuple(
@@ -165,13 +121,13 @@ def _check_block(
                 timings=dict(info.timings),
             )
         if protocol is Protocol.IMAP:
-            from mailctl.protocols.imap import check_imap
+            from mailctl.protocols.imap import ImapSession
 
-            login = check_imap(settings, secret=secret)
+            login = ImapSession.check(settings, secret=secret)
         else:
-            from mailctl.protocols.pop3 import check_pop3
+            from mailctl.protocols.pop3 import Pop3Session
 
-            login = check_pop3(settings, secret=secret)
+            login = Pop3Session.check(settings, secret=secret)
     except InterruptedByUser:
         raise  # Ctrl-C at a password prompt stops the whole test, not just this block
     except MailctlError as err:
@@ -187,28 +143,12 @@ def _check_block(
     return replace(
         base,
         connected=True,
-        tls=login.tls.to_json() if login.tls is not None else None,
+        tls=login.tls,
         authenticated=login.authenticated if settings.username is not None else None,
         auth_mechanism=(settings.auth.value if settings.auth and login.authenticated else None),
         capabilities=login.capabilities,
         timings=dict(login.timings),
     )
-
-
-def _secret_for(
-    account: str,
-    protocol: Protocol,
-    settings: ServerSettings,
-    *,
-    prompt: Prompt | None,
-    env: Mapping[str, str],
-) -> Callable[[], str]:
-    """The secret callable the protocol layer calls once, right before AUTH."""
-
-    def secret() -> str:
-        return resolve_secret(account, protocol, settings, prompt=prompt, env=env)
-
-    return secret
 
 
 async def _open_smtp(

@@ -3,111 +3,83 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
 from mailctl.core.account.blocks import blocks_needing_secret, select_blocks
 from mailctl.core.account.requests import AddAccountRequest, validate_account_name
+from mailctl.core.account.view import config_file
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
 from mailctl.models import Account, Config, Protocol
+from mailctl.serialize import meta
+from mailctl.text import quote
 
 _ACCOUNT_FLAGS: Final = {"from": "--from", "ehlo": "--ehlo"}
 
 
 @dataclass(frozen=True)
 class AccountAdded:
-    name: str
-    path: Path
-    is_default: bool
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    is_default: bool = field(metadata=meta(key="default"))
     replaced: bool
-    stored_secrets: tuple[Protocol, ...]
+    stored_secrets: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     # Blocks that log in but got no password now (none stored, no password_command).
     password_missing: tuple[Protocol, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "config": str(self.path),
-            "default": self.is_default,
-            "replaced": self.replaced,
-            "stored_in_keyring": [p.value for p in self.stored_secrets],
-            "password_missing": [p.value for p in self.password_missing],
-            "warnings": list(self.warnings),
-        }
-
 
 @dataclass(frozen=True)
 class AccountRemoved:
-    name: str
-    path: Path
-    new_default: str | None
-    deleted_secrets: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    new_default: str | None = field(metadata=meta(key="default_account"))
+    deleted_secrets: tuple[Protocol, ...] = field(metadata=meta(key="deleted_from_keyring"))
     warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "removed": True,
-            "config": str(self.path),
-            "default_account": self.new_default,
-            "deleted_from_keyring": [p.value for p in self.deleted_secrets],
-            "warnings": list(self.warnings),
-        }
+    removed: bool = True  # False when the user said no at the confirmation
 
 
 @dataclass(frozen=True)
 class PasswordStored:
-    name: str
-    protocols: tuple[Protocol, ...]
+    name: str = field(metadata=meta(key="account"))
+    protocols: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "account": self.name,
-            "stored_in_keyring": [p.value for p in self.protocols],
-            "warnings": list(self.warnings),
-        }
 
-
-def ensure_addable(path: Path, name: str, *, force: bool) -> None:
+def ensure_addable(config: Config, name: str, *, force: bool) -> None:
     """Fail before any question is asked when `name` exists and `force` is not given.
 
-    Raises UsageError, or ConfigError when the existing file is invalid.
+    Raises UsageError.
     """
-    _refuse_existing(load_config(path), path, name, force=force)
-
-
-def _refuse_existing(config: Config, path: Path, name: str, *, force: bool) -> None:
     if name in config.accounts and not force:
         raise UsageError(
-            f"account {name!r} already exists in {path}",
+            f"account {quote(name)} already exists in {config_file(config)}",
             hint="pass --force to replace it, or choose another name",
         )
 
 
 def add_account(
-    path: Path, request: AddAccountRequest, *, secret: str | None = None
+    config: Config, request: AddAccountRequest, *, secret: str | None = None
 ) -> AccountAdded:
-    """Add (or with `force`, replace) an account and save the config atomically.
+    """Add (or with `force`, replace) an account to `config` and save its file atomically.
 
     The first account, or one added with `make_default`, becomes the default. `secret`, when
     given, goes to the keyring for every block that logs in without a password_command; it
     is stored before the file is written, so a keyring failure changes nothing.
 
     Raises UsageError (bad name or values, no server block, the account exists without
-    `force`, a secret nobody needs), ConfigError (the existing file is invalid),
-    KeyringUnavailableError/CredentialError (storing the secret), CantCreateError (writing).
+    `force`, a secret nobody needs), KeyringUnavailableError/CredentialError (storing the
+    secret), CantCreateError (writing).
     """
     name = validate_account_name(request.name)
     blocks = request.blocks()
     if not blocks:
         raise UsageError(
-            f"account {name!r} needs at least one server",
+            f"account {quote(name)} needs at least one server",
             hint="give --smtp-host, --imap-host or --pop3-host",
         )
     account = Account(
@@ -123,15 +95,17 @@ def add_account(
     except FieldError as err:
         flag = _ACCOUNT_FLAGS.get(err.field, err.field)
         raise UsageError(err.describe(flag), hint=err.hint) from None
+    path = config_file(config)
+    # Read again right before writing: the questions asked since may have taken minutes.
     config = load_config(path)
-    _refuse_existing(config, path, name, force=request.force)
+    ensure_addable(config, name, force=request.force)
     replaced = name in config.accounts
     stored: tuple[Protocol, ...] = ()
     if secret is not None:
         stored = blocks_needing_secret(blocks)
         if not stored:
             raise UsageError(
-                f"no server block of {name!r} needs a stored password",
+                f"no server block of {quote(name)} needs a stored password",
                 hint="a password is stored only for blocks with a username and no password_command",
             )
         usable_keyring()
@@ -154,14 +128,15 @@ def add_account(
     )
 
 
-def remove_account(path: Path, name: str) -> AccountRemoved:
+def remove_account(config: Config, name: str) -> AccountRemoved:
     """Remove an account from the file, then its keyring entries (for every protocol).
 
     When it was the default, the first remaining account becomes the default. A keyring that
     cannot be used does not stop the removal: it becomes a warning. Raises ConfigError (no
-    such account, invalid file), CantCreateError.
+    such account), CantCreateError.
     """
-    config = load_config(path)
+    path = config_file(config)
+    config = load_config(path)  # again, right before writing: a confirmation came between
     find_account(config, name)
     accounts = {key: value for key, value in config.accounts.items() if key != name}
     default = config.default_account
@@ -169,7 +144,9 @@ def remove_account(path: Path, name: str) -> AccountRemoved:
     if default == name:
         default = next(iter(accounts), None)
         if default is not None:
-            warnings.append(f"{name!r} was the default account; the default is now {default!r}")
+            warnings.append(
+                f"{quote(name)} was the default account; the default is now {quote(default)}"
+            )
     save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
     deleted: list[Protocol] = []
     for protocol in Protocol:
@@ -189,8 +166,20 @@ def remove_account(path: Path, name: str) -> AccountRemoved:
     )
 
 
+def removal_declined(config: Config, name: str) -> AccountRemoved:
+    """What `remove` reports when the user declined: nothing changed. Raises ConfigError."""
+    find_account(config, name)
+    return AccountRemoved(
+        name=name,
+        path=config_file(config),
+        new_default=config.default_account,
+        deleted_secrets=(),
+        removed=False,
+    )
+
+
 def set_password(
-    path: Path, name: str, protocols: Sequence[Protocol] | None, secret: str
+    config: Config, name: str, protocols: Sequence[Protocol] | None, secret: str
 ) -> PasswordStored:
     """Store `secret` in the keyring for the account's blocks (all configured when None).
 
@@ -199,7 +188,6 @@ def set_password(
     """
     if not secret:
         raise UsageError("the password is empty", hint="nothing was stored")
-    config = load_config(path)
     account = find_account(config, name)
     blocks = select_blocks(account, protocols)
     usable_keyring()

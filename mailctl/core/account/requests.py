@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from mailctl.config.schema import FieldError, account_name_problem, parse_server_block, show
+from mailctl.config.schema import FieldError, account_name_problem, parse_server_block
 from mailctl.errors import UsageError
 from mailctl.models import Protocol, ServerSettings
+from mailctl.text import quote
 
 # Command-line flag for each server-block key, for error messages about flag values.
 _FLAG_SUFFIX: Final = {
@@ -121,7 +122,7 @@ def _port_value(value: str | int, *, flag: str) -> int:
     text = value.strip()
     if not text.isdigit():
         raise UsageError(
-            f"{flag}: must be an integer from 1 to 65535, got {show(value)}",
+            f"{flag}: must be an integer from 1 to 65535, got {quote(value)}",
             hint="leave it out to use the standard port for the security setting",
         )
     return int(text)
@@ -131,5 +132,5 @@ def validate_account_name(name: str) -> str:
     """Return `name` if it can name an account; UsageError otherwise."""
     problem = account_name_problem(name)
     if problem is not None:
-        raise UsageError(f"invalid account name {show(name)}", hint=problem)
+        raise UsageError(f"invalid account name {quote(name)}", hint=problem)
     return name

@@ -4,102 +4,105 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from mailctl.config.store import find_account, load_config
+from mailctl.config.store import find_account
 from mailctl.core.account.blocks import configured_blocks
 from mailctl.credentials import SecretSource, secret_source
-from mailctl.models import Account, Protocol, ServerSettings
+from mailctl.models import Account, Config, Protocol, ServerSettings
+from mailctl.serialize import SKIP, JsonAttrs, meta
 
 
 @dataclass(frozen=True)
 class AccountSummary:
     name: str
-    is_default: bool
-    from_address: str | None
+    is_default: bool = field(metadata=meta(key="default"))
+    from_address: str | None = field(metadata=meta(key="from"))
     blocks: tuple[Protocol, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "default": self.is_default,
-            "from": self.from_address,
-            "blocks": [p.value for p in self.blocks],
-        }
 
 
 @dataclass(frozen=True)
 class AccountList:
-    path: Path
+    path: Path = field(metadata=meta(key="config"))
     default_account: str | None
     accounts: tuple[AccountSummary, ...]
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "config": str(self.path),
-            "default_account": self.default_account,
-            "accounts": [a.to_json() for a in self.accounts],
-            "warnings": list(self.warnings),
-        }
+
+@dataclass(frozen=True)
+class BlockDetails:
+    """One server block as `account show` reports it: every setting, defaults included (there
+    is no secret in ServerSettings), and where its secret would come from."""
+
+    settings: ServerSettings = field(metadata=meta(flatten=True))
+    secret_source: SecretSource
 
 
 @dataclass(frozen=True)
 class AccountDetails:
-    account: Account
-    path: Path
-    is_default: bool
-    secret_sources: dict[Protocol, SecretSource]
+    account: Account = field(metadata=SKIP)
+    path: Path = field(metadata=meta(key="config"))
+    is_default: bool = field(metadata=meta(key="default"))
+    secret_sources: dict[Protocol, SecretSource] = field(metadata=SKIP)
     warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        blocks: dict[str, Any] = {}
-        for protocol in Protocol:
-            settings = self.account.server(protocol)
-            if settings is not None:
-                blocks[protocol.value] = {
-                    **settings_json(settings),
-                    "secret_source": self.secret_sources[protocol].value,
-                }
-        return {
-            "config": str(self.path),
-            "name": self.account.name,
-            "default": self.is_default,
-            "from": self.account.from_address,
-            "ehlo": self.account.ehlo,
-            **blocks,
-            "warnings": list(self.warnings),
-        }
+    JSON_ATTRS: ClassVar[JsonAttrs] = (
+        "name",
+        ("from_address", meta(key="from")),
+        "ehlo",
+        "smtp",
+        "imap",
+        "pop3",
+    )
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+    @property
+    def from_address(self) -> str | None:
+        return self.account.from_address
+
+    @property
+    def ehlo(self) -> str | None:
+        return self.account.ehlo
+
+    @property
+    def smtp(self) -> BlockDetails | None:
+        return self.block(Protocol.SMTP)
+
+    @property
+    def imap(self) -> BlockDetails | None:
+        return self.block(Protocol.IMAP)
+
+    @property
+    def pop3(self) -> BlockDetails | None:
+        return self.block(Protocol.POP3)
+
+    def block(self, protocol: Protocol) -> BlockDetails | None:
+        """The configured block of `protocol` with its secret source, or None."""
+        settings = self.account.server(protocol)
+        if settings is None:
+            return None
+        return BlockDetails(settings=settings, secret_source=self.secret_sources[protocol])
 
 
-def settings_json(settings: ServerSettings) -> dict[str, Any]:
-    """Every setting of a block, defaults included (there is no secret in ServerSettings)."""
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        "security": settings.security.value,
-        "username": settings.username,
-        "auth": settings.auth.value if settings.auth is not None else None,
-        "password_command": settings.password_command,
-        "ca_file": str(settings.ca_file) if settings.ca_file is not None else None,
-        "verify": settings.verify,
-        "allow_plaintext_auth": settings.allow_plaintext_auth,
-        "connect_timeout": settings.timeouts.connect,
-        "command_timeout": settings.timeouts.command,
-        "data_timeout": settings.timeouts.data,
-    }
+def config_file(config: Config) -> Path:
+    """The file `config` was loaded from (every Config the context hands in has one)."""
+    if config.path is None:
+        raise ValueError("a Config loaded from a file was expected")
+    return config.path
 
 
-def get_account(path: Path, name: str | None) -> Account:
+def get_account(config: Config, name: str | None) -> Account:
     """The named account (the default when None). Raises ConfigError."""
-    return find_account(load_config(path), name)
+    return find_account(config, name)
 
 
-def list_accounts(path: Path) -> AccountList:
+def list_accounts(config: Config) -> AccountList:
     """Summarise every account in the config file. Raises ConfigError."""
-    config = load_config(path)
     summaries = tuple(
         AccountSummary(
             name=account.name,
@@ -110,7 +113,7 @@ def list_accounts(path: Path) -> AccountList:
         for account in config.accounts.values()
     )
     return AccountList(
-        path=path,
+        path=config_file(config),
         default_account=config.default_account,
         accounts=summaries,
         warnings=config.warnings,
@@ -118,11 +121,10 @@ def list_accounts(path: Path) -> AccountList:
 
 
 def show_account(
-    path: Path, name: str | None, *, env: Mapping[str, str] = os.environ
+    config: Config, name: str | None, *, env: Mapping[str, str] = os.environ
 ) -> AccountDetails:
     """Every setting of one account (the default when `name` is None) and, per block, where
     its secret would come from — never the secret. Raises ConfigError."""
-    config = load_config(path)
     account = find_account(config, name)
     sources = {
         protocol: secret_source(account.name, protocol, settings, env=env)
@@ -130,7 +132,7 @@ def show_account(
     }
     return AccountDetails(
         account=account,
-        path=path,
+        path=config_file(config),
         is_default=account.name == config.default_account,
         secret_sources=sources,
         warnings=config.warnings,

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from mailctl.core.stats import Histogram, LatencySummary
 from mailctl.errors import ExitCode, MailctlError
 from mailctl.models import Security, ServerSettings
 from mailctl.protocols.smtp.outcome import TransactionStatus, worst
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs, meta
 
 __all__ = [
     "DEFAULT_RECIPIENT",
@@ -24,20 +25,23 @@ __all__ = [
     "ErrorGroup",
     "Progress",
     "RegressionCheck",
+    "RegressionReport",
     "RunResult",
     "Samples",
     "SinkSpec",
     "Target",
+    "TargetReport",
     "Workload",
     "build_message",
     "load_message",
 ]
 
+# The phase names send (timings_ms) and account test use too, in the order they happen.
 PHASES = (
     "connect",
-    "tls",
     "banner",
     "ehlo",
+    "starttls",
     "auth",
     "mail_rcpt",
     "data",
@@ -80,18 +84,36 @@ class Target:
 
 @dataclass(frozen=True)
 class Workload:
-    message: bytes
+    message: bytes = field(metadata=SKIP)  # JSON: its size only
     messages: int | None = 2000  # measured messages (warmup comes on top); None with duration
-    duration: float | None = None  # seconds, instead of a count
+    duration: float | None = field(default=None, metadata=SECONDS)  # instead of a count
     concurrency: int = 10
     warmup: int = 0  # messages sent first and left out of every statistic
-    rate: float | None = None  # messages per second, open loop; None: closed loop
-    sender: str = DEFAULT_SENDER
-    recipients: tuple[str, ...] = (DEFAULT_RECIPIENT,)
+    # messages per second, open loop; None: closed loop
+    rate: float | None = field(default=None, metadata=meta(key="target_qps"))
+    sender: str = field(default=DEFAULT_SENDER, metadata=SKIP)
+    recipients: tuple[str, ...] = field(default=(DEFAULT_RECIPIENT,), metadata=SKIP)
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("message_size", "loop")
+
+    @property
+    def message_size(self) -> int:
+        return len(self.message)
 
     @property
     def loop(self) -> str:
         return "open" if self.rate else "closed"
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """Where a bench run sent its messages, as reported (no secret)."""
+
+    embedded_sink: bool
+    host: str
+    port: int
+    security: Security
+    auth: bool
 
 
 @dataclass(frozen=True)
@@ -173,11 +195,8 @@ class ErrorGroup:
 
     reason: str  # "421", "550", "timeout", "outcome_unknown", "connection_lost", ...
     text: str  # the server's reply on one line ("421 4.7.0 Error: too many ..."), or ours
-    status: str  # one of FAILURE_STATUSES
+    status: str = field(metadata=meta(key="class"))  # one of FAILURE_STATUSES
     count: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"reason": self.reason, "text": self.text, "class": self.status, "count": self.count}
 
 
 @dataclass
@@ -188,34 +207,42 @@ class RunResult:
     was 2xx. `failed` = `permanent` + `transient`; `unknown` is apart. Every connection
     attempt is counted, refused ones included (`connections_opened` are the sessions that
     got through greeting, EHLO, TLS and AUTH). `stopped_by` is the session-fatal error that
-    ended the run early (circuit breaker), if any.
+    ended the run early (circuit breaker), if any. JSON keys: mailctl.serialize's convention
+    (`rate` is `target_qps`, `errors` is `failures_by_reason`, `error_details` is
+    `failure_groups`, durations in `*_ms`).
     """
 
     mode: BenchMode
     loop: str
-    rate: float | None
+    rate: float | None = field(metadata=meta(key="target_qps"))
     concurrency: int
     message_size: int
     warmup: int
     sent: int
     failed: int
     unknown: int
-    elapsed: float
-    qps: float
+    elapsed: float = field(metadata=SECONDS)
+    qps: float = field(metadata=meta(digits=1))
     latency: LatencySummary | None
     phases: dict[str, LatencySummary]
-    errors: dict[str, int]
+    errors: dict[str, int] = field(metadata=meta(key="failures_by_reason"))
     connections_opened: int
     histogram: Histogram | None
     interrupted: bool
     samples_dropped: int = 0
-    samples: Samples = field(default_factory=Samples, repr=False)
+    samples: Samples = field(default_factory=Samples, repr=False, metadata=SKIP)
     permanent: int = 0
     transient: int = 0
     connections_attempted: int = 0
-    error_details: list[ErrorGroup] = field(default_factory=list)
+    error_details: list[ErrorGroup] = field(
+        default_factory=list, metadata=meta(key="failure_groups")
+    )
     stopped_by: MailctlError | None = None
     not_tried: int = 0  # messages of a count workload never tried because the run stopped
+    # QPS relative to mode `new` when both ran; set by BenchResult.
+    speedup_vs_new: float | None = field(default=None, metadata=meta(digits=2))
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("connections_failed",)
 
     @property
     def connections_failed(self) -> int:
@@ -236,35 +263,6 @@ class RunResult:
         """69 if a message was refused permanently, 75 if one failed otherwise, else 0."""
         return self.worst.exit_code
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode.value,
-            "loop": self.loop,
-            "rate": self.rate,
-            "concurrency": self.concurrency,
-            "message_size": self.message_size,
-            "warmup": self.warmup,
-            "sent": self.sent,
-            "failed": self.failed,
-            "permanent": self.permanent,
-            "transient": self.transient,
-            "unknown": self.unknown,
-            "not_tried": self.not_tried,
-            "elapsed_s": round(self.elapsed, 6),
-            "qps": round(self.qps, 1),
-            "latency": self.latency.to_json() if self.latency else None,
-            "phases": {name: summary.to_json() for name, summary in self.phases.items()},
-            "errors": dict(self.errors),
-            "error_details": [group.to_json() for group in self.error_details],
-            "connections_attempted": self.connections_attempted,
-            "connections_opened": self.connections_opened,
-            "connections_failed": self.connections_failed,
-            "stopped_by": self.stopped_by.to_json() if self.stopped_by else None,
-            "histogram": self.histogram.to_json() if self.histogram else None,
-            "interrupted": self.interrupted,
-            "samples_dropped": self.samples_dropped,
-        }
-
 
 @dataclass
 class RegressionCheck:
@@ -272,28 +270,39 @@ class RegressionCheck:
     metric: str  # "qps" or "p99_ms"
     baseline: float
     current: float
-    change: float  # fraction, positive = worse
+    change: float = field(metadata=SKIP)  # fraction, positive = worse; JSON: change_pct
     regressed: bool
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "metric": self.metric,
-            "baseline": self.baseline,
-            "current": self.current,
-            "change_pct": round(self.change * 100.0, 2),
-            "regressed": self.regressed,
-        }
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("change_pct",)
+
+    @property
+    def change_pct(self) -> float:
+        return round(self.change * 100.0, 2)
+
+
+@dataclass(frozen=True)
+class RegressionReport:
+    """The `regression` object of the JSON report: the limit, the verdict, each check."""
+
+    max_regression_pct: float
+    regressed: bool
+    checks: tuple[RegressionCheck, ...]
 
 
 @dataclass
 class BenchResult:
-    target: dict[str, Any]
-    workload: dict[str, Any]
+    target: TargetReport
+    workload: Workload
     runs: list[RunResult]
     interrupted: bool = False
-    regression: list[RegressionCheck] | None = None
-    max_regression: float | None = None
+    regression: list[RegressionCheck] | None = field(default=None, metadata=SKIP)
+    max_regression: float | None = field(default=None, metadata=SKIP)  # a fraction
+
+    JSON_ATTRS: ClassVar[JsonAttrs] = (("regression_report", meta(key="regression")),)
+
+    def __post_init__(self) -> None:
+        for run in self.runs:
+            run.speedup_vs_new = self.speedup(run)
 
     def run(self, mode: BenchMode) -> RunResult | None:
         return next((run for run in self.runs if run.mode is mode), None)
@@ -308,6 +317,16 @@ class BenchResult:
     @property
     def regressed(self) -> bool:
         return any(check.regressed for check in self.regression or ())
+
+    @property
+    def regression_report(self) -> RegressionReport | None:
+        if self.regression is None:
+            return None
+        return RegressionReport(
+            max_regression_pct=round((self.max_regression or 0.0) * 100.0, 2),
+            regressed=self.regressed,
+            checks=tuple(self.regression),
+        )
 
     @property
     def stopped_by(self) -> MailctlError | None:
@@ -343,29 +362,6 @@ class BenchResult:
         if failed is not ExitCode.OK:
             return failed
         return ExitCode.REGRESSION if self.regressed else ExitCode.OK
-
-    def to_json(self) -> dict[str, Any]:
-        runs = []
-        for run in self.runs:
-            data = run.to_json()
-            speedup = self.speedup(run)
-            data["speedup_vs_new"] = round(speedup, 2) if speedup is not None else None
-            runs.append(data)
-        return {
-            "target": self.target,
-            "workload": self.workload,
-            "runs": runs,
-            "interrupted": self.interrupted,
-            "regression": (
-                None
-                if self.regression is None
-                else {
-                    "max_regression_pct": round((self.max_regression or 0.0) * 100.0, 2),
-                    "regressed": self.regressed,
-                    "checks": [check.to_json() for check in self.regression],
-                }
-            ),
-        }
 
 
 def build_message(size: int) -> bytes:

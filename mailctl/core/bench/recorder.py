@@ -36,9 +36,6 @@ class Recorder:
     def __init__(self, work: Workload, started: float, mode: BenchMode) -> None:
         self.work = work
         self.mode = mode
-        # One command at a time (new, reuse): "data" is the whole DATA exchange, as before
-        # pipelining existed; pipelined: DATA to the 354, then end of data to the reply.
-        self._lockstep = mode is not BenchMode.PIPELINE
         self.t0 = started
         self.warmup = work.warmup
         self.total = None if work.messages is None else work.messages + work.warmup
@@ -156,13 +153,12 @@ class Recorder:
         index: int = job.tag  # type: ignore[assignment]  # the bench feed's message index
         started = outcome.started
         if outcome.status is _SENT:
+            # The same phases on both paths (send's names): mail_rcpt (MAIL and every
+            # RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
             finished = outcome.finished
             envelope = outcome.envelope_done
-            if self._lockstep:
-                phases = (envelope - started, finished - envelope, _NAN)
-            else:
-                data = outcome.data_accepted
-                phases = (envelope - started, data - envelope, finished - outcome.dot_sent)
+            data = outcome.data_accepted
+            phases = (envelope - started, data - envelope, finished - outcome.dot_sent)
             self.record(
                 index, job.origin or started, finished, status="sent", reason="", phases=phases
             )
@@ -180,15 +176,9 @@ class Recorder:
 
     def session_opened(self, info: SessionInfo) -> None:
         timings = info.timings
-        for key, name in (
-            ("connect", "connect"),
-            ("starttls", "tls"),
-            ("banner", "banner"),
-            ("ehlo", "ehlo"),
-            ("auth", "auth"),
-        ):
-            if key in timings:
-                self.phases[name].append(timings[key])
+        for name in ("connect", "banner", "ehlo", "starttls", "auth"):
+            if name in timings:
+                self.phases[name].append(timings[name])
 
     def session_closed(self, seconds: float, last: Job | None) -> None:
         # QUIT is a phase of the one-session-per-message mode only.

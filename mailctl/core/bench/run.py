@@ -3,7 +3,7 @@
 Modes: `new` opens one session per message (connect, EHLO, STARTTLS, AUTH, one message,
 QUIT: what mail-merge scripts do), `reuse` keeps `concurrency` authenticated sessions and
 sends one message at a time through aiosmtplib, `pipeline` keeps the same sessions and
-runs RFC 2920 pipelined transactions (protocols/pipeline.py). Closed loop by default (each
+runs RFC 2920 pipelined transactions (protocols/pipeline/). Closed loop by default (each
 connection sends its next message when the previous one is done); with `rate` the load is
 open loop and latency is measured from each message's intended send time, so a stalled
 server shows up in the percentiles instead of silently lowering the offered load
@@ -32,6 +32,7 @@ from mailctl.core.bench.models import (
     Progress,
     RunResult,
     Target,
+    TargetReport,
 )
 from mailctl.core.bench.modes import run_mode
 from mailctl.core.bench.target import EmbeddedSink, check_target
@@ -131,22 +132,14 @@ def run_bench(
         if sink is not None:
             sink.stop()
     return BenchResult(
-        target={
-            "embedded_sink": sink is not None,
-            "host": settings.host,
-            "port": settings.port,
-            "security": settings.security.value,
-            "auth": settings.username is not None,
-        },
-        workload={
-            "messages": request.workload.messages,
-            "duration_s": request.workload.duration,
-            "concurrency": request.workload.concurrency,
-            "message_size": len(request.workload.message),
-            "warmup": request.workload.warmup,
-            "rate": request.workload.rate,
-            "loop": request.workload.loop,
-        },
+        target=TargetReport(
+            embedded_sink=sink is not None,
+            host=settings.host,
+            port=settings.port,
+            security=settings.security,
+            auth=settings.username is not None,
+        ),
+        workload=request.workload,
         runs=runs,
         interrupted=interrupted,
     )

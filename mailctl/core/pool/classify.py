@@ -23,6 +23,7 @@ from mailctl.errors import (
 )
 from mailctl.models import Reply
 from mailctl.protocols.smtp import TransactionOutcome, TransactionStatus
+from mailctl.serialize import to_data
 
 __all__ = ["FATAL_OPEN", "is_throttling", "session_fatal"]
 
@@ -74,12 +75,12 @@ def session_fatal(outcome: TransactionOutcome) -> MailctlError | None:
             text,
             hint="the server wants authentication for this sender: check the user name "
             "and password of the account",
-            details={"reply": mail.to_json()},
+            details={"reply": to_data(mail)},
         )
     enhanced = mail.enhanced or ""
     if outcome.status is TransactionStatus.REFUSED and mail.code == 554 and enhanced[:4] == "5.7.":
         return SmtpPermanentError(
             f"{text} (the server refuses this client or sender: every message would be)",
-            details={"reply": mail.to_json()},
+            details={"reply": to_data(mail)},
         )
     return None

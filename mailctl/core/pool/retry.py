@@ -21,6 +21,7 @@ from mailctl.protocols.smtp import TransactionOutcome, TransactionStatus
 
 __all__ = ["Backoff", "NoRetry", "Retry", "RetryPolicy"]
 
+
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Try the message again after `delay` seconds; `spend`: it counts as an attempt."""

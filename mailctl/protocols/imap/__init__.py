@@ -1,5 +1,5 @@
-"""IMAP sessions (imapclient under mailctl's bounded reads): `ImapSession`, `check_imap`."""
+"""IMAP sessions under mailctl's bounded reads: `ImapSession` (`.check` for `account test`)."""
 
-from mailctl.protocols.imap.session import ImapSession, check_imap
+from mailctl.protocols.imap.session import ImapSession
 
-__all__ = ["ImapSession", "check_imap"]
+__all__ = ["ImapSession"]

@@ -1,59 +1,33 @@
-"""IMAP sessions over imapclient (`ImapSession`) and the login check `account test` runs."""
+"""IMAP sessions over imapclient (`ImapSession`): IMAP's words for the `MailSession` skeleton."""
 
 from __future__ import annotations
 
 import contextlib
 import imaplib
-import re
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 from mailctl.errors import (
-    AuthError,
     AuthUnsupportedError,
     ConnectionLostError,
     HeaderInjectionError,
-    MailctlError,
     ProtocolError,
-    StartTlsUnavailableError,
-    TemporaryError,
-    TlsError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
-from mailctl.protocols.limits import ReadLimits, login_check_limits
+from mailctl.protocols.checks import SecretBox
+from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
-
-# RFC 5530 response codes that mean "try again later", not "wrong credentials".
-_TRANSIENT_CODES = {"UNAVAILABLE", "INUSE", "LIMIT"}
-_RESPONSE_CODE = re.compile(r"\[([A-Za-z-]+)")
-
-
-def check_imap(
-    settings: ServerSettings,
-    *,
-    secret: Callable[[], str] | None,
-    limits: ReadLimits | None = None,
-) -> LoginCheck:
-    """Connect to an IMAP server, read its capabilities, log in if a username is set, log out.
-
-    `secret` is called at most once, after TLS is up, right before LOGIN/AUTHENTICATE.
-    Default limits: `login_check_limits` (the whole check within its session deadline).
-    Raises what `ImapSession.open` raises.
-    """
-    session = ImapSession.open(
-        settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
-    )
-    session.close()
-    return session.info
+from mailctl.text import excerpt
 
 
 class ImapSession(MailSession):
     """An IMAP session: `open()` (TLS, capabilities, login), operations, `close()` (LOGOUT)."""
 
     protocol = Protocol.IMAP
+    starttls_command = "STARTTLS"
+    any_login = "plain or login"
+    transient_codes = frozenset({"UNAVAILABLE", "INUSE", "LIMIT"})  # RFC 5530
 
     def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
         super().__init__(settings, box, limits)
@@ -102,7 +76,7 @@ class ImapSession(MailSession):
 
     # -- the skeleton's steps ----------------------------------------------------------
 
-    def _connect(self, context: ssl.SSLContext | None) -> None:
+    def _dial(self, context: ssl.SSLContext | None) -> None:
         from mailctl.protocols.imap.wire import BoundedIMAPClient  # imapclient is slow to import
 
         settings = self.settings
@@ -114,59 +88,31 @@ class ImapSession(MailSession):
             implicit_tls=settings.security is Security.TLS,
             timeouts=settings.timeouts,
         )
-        self._greeted()
-        if settings.security is Security.STARTTLS:
-            self.clock.start("tls")
-            # RFC 3501 6.2.1: STARTTLS only when advertised; never fall back to plaintext.
-            if "STARTTLS" not in self._read_capabilities():
-                raise StartTlsUnavailableError(
-                    f"IMAP server {self.where} does not offer STARTTLS",
-                    hint="use security tls (port 993) if the server supports it",
-                )
-            self._client.starttls(context)
 
-    def _read_capabilities(self) -> tuple[str, ...]:
+    def _offers_starttls(self) -> bool:
+        return "STARTTLS" in self._capabilities()
+
+    def _starttls(self, context: ssl.SSLContext) -> None:
+        self._client.starttls(context)
+
+    def _capabilities(self) -> tuple[str, ...]:
         raw: tuple[bytes, ...] = self._client.capabilities()
         self._capability_list = tuple(item.decode("ascii", "replace").upper() for item in raw)
         return self._capability_list
 
-    def _capabilities(self) -> tuple[str, ...]:
-        return self._read_capabilities()
-
     def _tls_info(self) -> TlsInfo | None:
         return tls_info(self._client.socket())
 
-    def _choose_method(self) -> str:
-        settings = self.settings
-        capabilities = self._capability_list
-        plain = "AUTH=PLAIN" in capabilities
-        # RFC 3501 6.2.3: LOGINDISABLED forbids the LOGIN command.
-        login = "LOGINDISABLED" not in capabilities
-        if settings.auth is None:
-            # AUTHENTICATE PLAIN carries UTF-8 and needs no quoting: prefer it when offered.
-            if plain:
-                return "plain"
-            if login:
-                return "login"
-        elif settings.auth is AuthMechanism.PLAIN:
-            if plain:
-                return "plain"
-        elif settings.auth is AuthMechanism.LOGIN:
-            # For IMAP, "login" is the LOGIN command (RFC 3501 6.2.3), not SASL LOGIN.
-            if login:
-                return "login"
-        else:
-            raise AuthUnsupportedError(
-                f"mailctl cannot authenticate to IMAP server {self.where} "
-                f"with {settings.auth.value}",
-                hint="use auth = plain or auth = login",
-            )
-        wanted = settings.auth.value if settings.auth else "plain or login"
-        raise AuthUnsupportedError(
-            f"IMAP server {self.where} does not allow {wanted} authentication here "
-            f"(capabilities: {' '.join(capabilities)})",
-            hint="use TLS, or choose another auth mechanism",
-        )
+    def _logins(self) -> dict[AuthMechanism, str]:
+        logins: dict[AuthMechanism, str] = {}
+        # AUTHENTICATE PLAIN carries UTF-8 and needs no quoting: preferred when offered.
+        if "AUTH=PLAIN" in self._capability_list:
+            logins[AuthMechanism.PLAIN] = "plain"
+        # RFC 3501 6.2.3: LOGINDISABLED forbids the LOGIN command. For IMAP, auth = login is
+        # the LOGIN command, not SASL LOGIN.
+        if "LOGINDISABLED" not in self._capability_list:
+            logins[AuthMechanism.LOGIN] = "login"
+        return logins
 
     def _login(self, method: str, password: str) -> None:
         from imapclient.exceptions import LoginError
@@ -192,12 +138,7 @@ class ImapSession(MailSession):
             if isinstance(dropped, imaplib.IMAP4.abort):
                 # imapclient turns every failure inside LOGIN into LoginError, drops included.
                 raise self._dropped(dropped) from err
-            text = quote_server(_error_text(err), secret=password)
-            match = _RESPONSE_CODE.search(text)
-            message = f"IMAP login as {username!r} at {self.where} failed: {text}"
-            if match and match.group(1).upper() in _TRANSIENT_CODES:
-                raise TemporaryError(message, hint="try again later") from err
-            raise AuthError(message, hint="check the user name and password") from err
+            raise self._login_refused(excerpt(_error_text(err), secret=password)) from err
 
     def _dropped(self, err: imaplib.IMAP4.abort) -> ConnectionLostError:
         """The connection ended: say why with the server's BYE if it sent one.
@@ -211,21 +152,14 @@ class ImapSession(MailSession):
         text = f"BYE {_server_text(byes[-1])}" if byes else _error_text(err)
         return ConnectionLostError(
             f"IMAP server {self.where} dropped the connection during {self.clock.phase}: "
-            f"{quote_server(text, secret=self.secret_shown)}"
+            f"{excerpt(text, secret=self.secret_shown)}"
         )
 
-    def _map_error(self, err: Exception) -> MailctlError | None:
-        phase = self.clock.phase
-        if isinstance(err, imaplib.IMAP4.abort):
-            return self._dropped(err)
-        if isinstance(err, imaplib.IMAP4.error):
-            text = quote_server(_error_text(err), secret=self.secret_shown)
-            if phase == "tls":
-                return TlsError(f"IMAP STARTTLS with {self.where} failed: {text}")
-            return ProtocolError(
-                f"IMAP server {self.where} answered unexpectedly during {phase}: {text}"
-            )
-        return None
+    def _lost(self, err: Exception) -> ConnectionLostError | None:
+        return self._dropped(err) if isinstance(err, imaplib.IMAP4.abort) else None
+
+    def _answer_text(self, err: Exception) -> str | None:
+        return _error_text(err) if isinstance(err, imaplib.IMAP4.error) else None
 
     def _refusal(self, cause: BaseException) -> bool:
         # imaplib raises `error` for a tagged NO/BAD and `abort` (a subclass) for a drop

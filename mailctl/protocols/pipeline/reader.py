@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import deque
 
+from mailctl.text import excerpt, quote
+
 __all__ = [
     "MAX_QUEUED_REPLIES",
     "MAX_REPLY_LINE",
@@ -89,8 +91,7 @@ class ReplyReader(asyncio.BufferedProtocol):
         for line in lines:
             code = line[:3]
             if len(line) > MAX_REPLY_LINE or not code.isdigit():
-                shown = line[:80].decode("ascii", "backslashreplace")
-                self._fail("protocol_error", f"malformed reply line {shown!r}")
+                self._fail("protocol_error", f"malformed reply line {quote(line, limit=80)}")
                 return
             if line[3:4] == b"-":
                 self._lines.append(line[4:].strip())
@@ -195,7 +196,7 @@ class ReplyReader(asyncio.BufferedProtocol):
         if not self.replies:
             return False
         code, text, _ = self.replies[0]
-        shown = text[:80].decode("ascii", "backslashreplace")
+        shown = excerpt(text, limit=80)
         if code == 421:  # RFC 5321 3.8: the server may say 421 unasked before it closes
             self._fail("421", f"the server is closing the connection: 421 {shown}")
         else:

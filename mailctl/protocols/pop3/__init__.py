@@ -1,5 +1,5 @@
-"""POP3 sessions (poplib under mailctl's bounded reads): `Pop3Session`, `check_pop3`."""
+"""POP3 sessions under mailctl's bounded reads: `Pop3Session` (`.check` for `account test`)."""
 
-from mailctl.protocols.pop3.session import Pop3Session, check_pop3
+from mailctl.protocols.pop3.session import Pop3Session
 
-__all__ = ["Pop3Session", "check_pop3"]
+__all__ = ["Pop3Session"]

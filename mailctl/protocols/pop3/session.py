@@ -1,4 +1,4 @@
-"""POP3 sessions over poplib (`Pop3Session`) and the login check `account test` runs."""
+"""POP3 sessions over poplib (`Pop3Session`): POP3's words for the `MailSession` skeleton."""
 
 from __future__ import annotations
 
@@ -6,49 +6,18 @@ import base64
 import poplib
 import re
 import ssl
-from collections.abc import Callable
 
-from mailctl.errors import (
-    AuthError,
-    AuthUnsupportedError,
-    ConnectionLostError,
-    MailctlError,
-    ProtocolError,
-    StartTlsUnavailableError,
-    TemporaryError,
-    TlsError,
-)
+from mailctl.errors import ConnectionLostError, ProtocolError
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
-from mailctl.protocols.checks import LoginCheck, SecretBox, quote_server
-from mailctl.protocols.limits import ReadLimits, login_check_limits
+from mailctl.protocols.checks import SecretBox
+from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
+from mailctl.text import excerpt
 
-# RFC 2449 8 / RFC 3206: response codes that mean "try again later", not "wrong password".
-_TRANSIENT_CODES = {"SYS/TEMP", "IN-USE", "LOGIN-DELAY"}
-_RESPONSE_CODE = re.compile(r"\[([A-Za-z/-]+)")
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
-
-
-def check_pop3(
-    settings: ServerSettings,
-    *,
-    secret: Callable[[], str] | None,
-    limits: ReadLimits | None = None,
-) -> LoginCheck:
-    """Connect to a POP3 server, read its capabilities, log in if a username is set, quit.
-
-    `secret` is called at most once, after TLS is up, right before PASS/AUTH. Nothing is
-    deleted: QUIT after a login only ends the session (RFC 1939 6). Default limits:
-    `login_check_limits`. Raises what `Pop3Session.open` raises.
-    """
-    session = Pop3Session.open(
-        settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
-    )
-    session.close()
-    return session.info
 
 
 class Pop3Session(MailSession):
@@ -58,6 +27,9 @@ class Pop3Session(MailSession):
     """
 
     protocol = Protocol.POP3
+    starttls_command = "STLS"
+    any_login = "USER/PASS or SASL PLAIN"
+    transient_codes = frozenset({"SYS/TEMP", "IN-USE", "LOGIN-DELAY"})  # RFC 2449 8, RFC 3206
 
     def __init__(self, settings: ServerSettings, box: SecretBox, limits: ReadLimits) -> None:
         super().__init__(settings, box, limits)
@@ -119,27 +91,22 @@ class Pop3Session(MailSession):
 
     def _malformed(self, command: str, line: bytes) -> ProtocolError:
         return ProtocolError(
-            f"POP3 server {self.where} answered {command} with a malformed line: "
-            f"{quote_server(line)}"
+            f"POP3 server {self.where} answered {command} with a malformed line: {excerpt(line)}"
         )
 
     # -- the skeleton's steps ----------------------------------------------------------
 
-    def _connect(self, context: ssl.SSLContext | None) -> None:
+    def _dial(self, context: ssl.SSLContext | None) -> None:
         # poplib has no certificate checks without a context (FACTS.md): always pass ours.
         settings = self.settings
         implicit = context if settings.security is Security.TLS else None
         self._client = BoundedPOP3(settings.host, settings.port, wire=self.wire, context=implicit)
-        self._greeted()
-        if context is not None and settings.security is Security.STARTTLS:
-            self.clock.start("tls")
-            # RFC 2595 4: STLS only when CAPA lists it; never fall back to plaintext.
-            if "STLS" not in self._capa():
-                raise StartTlsUnavailableError(
-                    f"POP3 server {self.where} does not offer STLS (STARTTLS)",
-                    hint="use security tls (port 995) if the server supports it",
-                )
-            self._client.start_tls(context)
+
+    def _offers_starttls(self) -> bool:
+        return "STLS" in self._capa()
+
+    def _starttls(self, context: ssl.SSLContext) -> None:
+        self.client.start_tls(context)
 
     def _capa(self) -> dict[str, list[str]]:
         """CAPA (RFC 2449); an RFC 1939-only server answers -ERR, which means "none listed"."""
@@ -165,37 +132,16 @@ class Pop3Session(MailSession):
         sock = self.client.sock
         return tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None
 
-    def _choose_method(self) -> str:
-        settings = self.settings
+    def _logins(self) -> dict[AuthMechanism, str]:
         capabilities = self._capability_map
-        # Without CAPA we cannot know; USER/PASS is the RFC 1939 baseline worth one try.
-        user_pass = "USER" in capabilities or not capabilities
-        plain = "PLAIN" in {m.upper() for m in capabilities.get("SASL", [])}
-        if settings.auth is None:
-            if user_pass:
-                return "user"
-            if plain:
-                return "plain"
-        elif settings.auth is AuthMechanism.PLAIN:
-            if plain:
-                return "plain"
-        elif settings.auth is AuthMechanism.LOGIN:
-            # For POP3, "login" means USER/PASS (RFC 1939 7), the plain-password login.
-            if user_pass:
-                return "user"
-        else:
-            raise AuthUnsupportedError(
-                f"mailctl cannot authenticate to POP3 server {self.where} "
-                f"with {settings.auth.value}",
-                hint="use auth = plain or auth = login",
-            )
-        wanted = settings.auth.value if settings.auth else "USER/PASS or SASL PLAIN"
-        shown = ", ".join(" ".join([name, *args]) for name, args in capabilities.items())
-        raise AuthUnsupportedError(
-            f"POP3 server {self.where} does not allow {wanted} authentication here "
-            f"(capabilities: {shown})",
-            hint="use TLS, or choose another auth mechanism",
-        )
+        logins: dict[AuthMechanism, str] = {}
+        # Without CAPA we cannot know; USER/PASS is the RFC 1939 baseline worth one try. For
+        # POP3, auth = login means USER/PASS (RFC 1939 7), the plain-password login.
+        if "USER" in capabilities or not capabilities:
+            logins[AuthMechanism.LOGIN] = "user"
+        if "PLAIN" in {m.upper() for m in capabilities.get("SASL", [])}:
+            logins[AuthMechanism.PLAIN] = "plain"  # RFC 5034
+        return logins
 
     def _login(self, method: str, password: str) -> None:
         """poplib's debug output is never enabled: it prints PASS."""
@@ -210,30 +156,21 @@ class Pop3Session(MailSession):
                 client.user(username)
                 client.pass_(password)
         except poplib.error_proto as err:
-            text = quote_server(_reply_text(err), secret=password)
+            text = excerpt(_reply_text(err), secret=password)
             if text == EOF_TEXT or isinstance(err, NotOkError):
                 raise  # not a refusal: the guard maps it (connection lost, protocol error)
-            match = _RESPONSE_CODE.search(text)
-            message = f"POP3 login as {username!r} at {self.where} failed: {text}"
-            if match and match.group(1).upper() in _TRANSIENT_CODES:
-                raise TemporaryError(message, hint="try again later") from err
-            raise AuthError(message, hint="check the user name and password") from err
+            raise self._login_refused(text) from err
 
-    def _map_error(self, err: Exception) -> MailctlError | None:
-        """An unexpected -ERR (or poplib's own complaint) outside the login exchange."""
-        if not isinstance(err, poplib.error_proto):
-            return None
-        phase = self.clock.phase
-        text = quote_server(_reply_text(err), secret=self.secret_shown)
-        if text == EOF_TEXT:
+    def _lost(self, err: Exception) -> ConnectionLostError | None:
+        if isinstance(err, poplib.error_proto) and _reply_text(err) == EOF_TEXT:
             return ConnectionLostError(
-                f"POP3 server {self.where} closed the connection during {phase}"
+                f"POP3 server {self.where} closed the connection during {self.clock.phase}"
             )
-        if phase == "tls":
-            return TlsError(f"POP3 STLS with {self.where} failed: {text}")
-        return ProtocolError(
-            f"POP3 server {self.where} answered unexpectedly during {phase}: {text}"
-        )
+        return None
+
+    def _answer_text(self, err: Exception) -> str | None:
+        """An unexpected -ERR (or poplib's own complaint) outside the login exchange."""
+        return _reply_text(err) if isinstance(err, poplib.error_proto) else None
 
     def _refusal(self, cause: BaseException) -> bool:
         # RFC 1939 3: -ERR is a refusal in step; EOF or a line that is neither +OK nor

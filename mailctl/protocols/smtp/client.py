@@ -31,6 +31,7 @@ from aiosmtplib.typing import Default
 from mailctl.models import AuthMechanism, Reply
 from mailctl.protocols.smtp.errors import RepliesOutOfStep, to_reply
 from mailctl.protocols.transcript import Transcript
+from mailctl.text import excerpt
 
 __all__ = ["Client"]
 
@@ -45,9 +46,8 @@ def _escape_control(match: re.Match[str]) -> str:
 
 
 def _shown(data: bytes) -> str:
-    """The first line of unasked-for server output, short and with controls escaped."""
-    line = data.split(b"\n", 1)[0].rstrip(b"\r")[:200]
-    return _CONTROL.sub(_escape_control, line.decode("utf-8", "replace"))
+    """The first line of unasked-for server output, for a one-line message."""
+    return excerpt(data.split(b"\n", 1)[0])
 
 
 def _reply_lines(reply: Reply) -> list[str]:

@@ -25,6 +25,8 @@ from mailctl.errors import (
 from mailctl.models import RecipientResult, Reply
 from mailctl.protocols.smtp.outcome import TransactionStatus, refusal_status
 from mailctl.protocols.tls import map_ssl_error
+from mailctl.serialize import to_data
+from mailctl.text import excerpt
 
 __all__ = [
     "TIMEOUT_TYPES",
@@ -53,12 +55,14 @@ class RepliesOutOfStep(SMTPException):
     """
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+# A reply quoted in a message is cut here: Gmail's four-line 550 is ~250 characters; a hostile
+# server's hundred lines are not worth repeating.
+_REPLY_LIMIT = 1000
 
 
 def reply_text(reply: Reply) -> str:
-    return _one_line(f"{reply.code} {reply.message}")
+    """The reply on one line, for an error message (mailctl.text.excerpt)."""
+    return excerpt(f"{reply.code} {reply.message}", limit=_REPLY_LIMIT)
 
 
 def to_reply(response: SMTPResponse | SMTPResponseException) -> Reply:
@@ -86,9 +90,9 @@ def reply_error(
     if reply.code == 421:
         closing = None  # the reply itself says it: do not repeat it
     merged: dict[str, Any] = dict(details or {})
-    merged["reply"] = reply.to_json()
+    merged["reply"] = to_data(reply)
     if closing is not None:
-        merged["closing_reply"] = closing.to_json()
+        merged["closing_reply"] = to_data(closing)
     message = f"{context}: {reply_text(reply)}{closing_note(closing)}"
     if reply.is_transient:
         return SmtpTransientError(message, hint="try again later", details=merged)
@@ -109,9 +113,9 @@ def refusal_error(
     `closing`: the 421 the server sent after the refusals (Postfix at its hard error
     limit); it is named, but the refusals decide permanent or transient (`refusal_status`).
     """
-    details: dict[str, Any] = {"recipients": [r.to_json() for r in results]}
+    details: dict[str, Any] = {"recipients": to_data(results)}
     if closing is not None:
-        details["closing_reply"] = closing.to_json()
+        details["closing_reply"] = to_data(closing)
     listed = "; ".join(f"{r.address}: {reply_text(r.reply)}" for r in refused)
     listed += closing_note(closing)
     nothing = "nothing was sent"
@@ -148,7 +152,7 @@ def transport_error(
         return ConnectionLostError(f"{where} closed the connection during {phase}", details=details)
     if isinstance(err, SMTPResponseException):
         return reply_error(to_reply(err), f"{where} refused {phase}", details)
-    text = _one_line(str(err)) or type(err).__name__
+    text = excerpt(str(err)) or type(err).__name__
     if isinstance(err, OSError):
         return ConnectionLostError(f"{where}: {phase} failed: {text}", details=details)
     if isinstance(err, RepliesOutOfStep):  # its text says when: "sent a reply nobody..."

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from mailctl.errors import (
     ConnectionLostError,
@@ -21,6 +21,7 @@ from mailctl.errors import (
 )
 from mailctl.models import RecipientResult, Reply
 from mailctl.protocols.smtp.envelope import parse_queue_id
+from mailctl.serialize import SECONDS, SKIP, JsonAttrs, to_data
 
 __all__ = [
     "TransactionOutcome",
@@ -135,16 +136,20 @@ class TransactionOutcome:
     # The 421 the server closed with after the refusal that decided (Postfix at its hard
     # error limit): named, never reused, but the refusal keeps deciding the status.
     closing_reply: Reply | None = None
-    started: float = 0.0  # MAIL written (with the previous final dot when chained)
-    mail_done: float = 0.0  # reply to MAIL read
-    envelope_done: float = 0.0  # last RCPT reply read
-    data_accepted: float = 0.0  # 354 read
-    dot_sent: float = 0.0  # body and final dot written
-    finished: float = 0.0  # final reply read (or the failure noticed)
+    # Clock readings, not durations: the JSON form has `timings` computed from them instead.
+    started: float = field(default=0.0, metadata=SKIP)  # MAIL written (maybe with a dot)
+    mail_done: float = field(default=0.0, metadata=SKIP)  # reply to MAIL read
+    envelope_done: float = field(default=0.0, metadata=SKIP)  # last RCPT reply read
+    data_accepted: float = field(default=0.0, metadata=SKIP)  # 354 read
+    dot_sent: float = field(default=0.0, metadata=SKIP)  # body and final dot written
+    finished: float = field(default=0.0, metadata=SKIP)  # final reply read (or failure noticed)
     chained: bool = False  # its commands rode on the previous final dot (RFC 2920 3.1)
     # The typed error a raising caller gets (`SmtpSession.send` raises exactly this); set by
-    # the lock-step path, built from the fields by `to_error()` otherwise.
-    exception: MailctlError | None = field(default=None, repr=False, compare=False)
+    # the lock-step path, built from the fields by `to_error()` otherwise. JSON: `error`.
+    exception: MailctlError | None = field(default=None, repr=False, compare=False, metadata=SKIP)
+
+    # mailctl.serialize: computed members written too (durations as timings_ms).
+    JSON_ATTRS: ClassVar[JsonAttrs] = ("queue_id", ("timings", SECONDS))
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -198,11 +203,11 @@ class TransactionOutcome:
         message = self.error or f"the transaction failed ({self.reason or self.status.value})"
         details: dict[str, Any] = {}
         if self.recipients:
-            details["recipients"] = [r.to_json() for r in self.recipients]
+            details["recipients"] = to_data(self.recipients)
         if self.failure_reply is not None:
-            details["reply"] = self.failure_reply.to_json()
+            details["reply"] = to_data(self.failure_reply)
         if self.closing_reply is not None:
-            details["closing_reply"] = self.closing_reply.to_json()
+            details["closing_reply"] = to_data(self.closing_reply)
         if self.status is TransactionStatus.UNKNOWN:
             return OutcomeUnknownError(message, hint=_UNKNOWN_HINT, details=details)
         if self.status is TransactionStatus.REFUSED:
@@ -243,22 +248,6 @@ class TransactionOutcome:
             exception=error,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "tag": self.tag if isinstance(self.tag, (str, int, float)) else None,
-            "recipients": [r.to_json() for r in self.recipients],
-            "mail_reply": self.mail_reply.to_json() if self.mail_reply else None,
-            "data_reply": self.data_reply.to_json() if self.data_reply else None,
-            "final_reply": self.final_reply.to_json() if self.final_reply else None,
-            "queue_id": self.queue_id,
-            "reason": self.reason,
-            "error": self.error,
-            "failure_reply": self.failure_reply.to_json() if self.failure_reply else None,
-            "closing_reply": self.closing_reply.to_json() if self.closing_reply else None,
-            "timings": self.timings,
-        }
-
 
 # A transient outcome that no reply decided, by its reason; anything else: the connection.
 _TRANSIENT_ERRORS: dict[str, type[MailctlError]] = {
@@ -268,7 +257,7 @@ _TRANSIENT_ERRORS: dict[str, type[MailctlError]] = {
 
 
 def _detail_reply(error: MailctlError) -> Reply | None:
-    """The server reply a protocols error carries in its "reply" detail (Reply.to_json())."""
+    """The server reply a protocols error carries in its "reply" detail (as to_data wrote it)."""
     found = error.details.get("reply")
     if isinstance(found, dict) and isinstance(found.get("code"), int):
         return Reply(found["code"], str(found.get("message") or ""))

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiosmtplib.errors import (
     SMTPDataError,
@@ -33,6 +33,7 @@ from mailctl.errors import (
     StartTlsUnavailableError,
     TimeoutFailure,
 )
+from mailctl.hosts import ehlo_name, endpoint
 from mailctl.models import (
     AuthMechanism,
     Envelope,
@@ -50,7 +51,6 @@ from mailctl.protocols.smtp.connect import (
     default_ehlo_name,
     ehlo,
     starttls,
-    valid_ehlo_name,
 )
 
 # Bound under its old private name: tests replace `smtp._open_socket` to prove no socket is opened.
@@ -76,6 +76,7 @@ from mailctl.protocols.smtp.outcome import (
 )
 from mailctl.protocols.tls import TlsInfo, client_context, tls_info
 from mailctl.protocols.transcript import Transcript
+from mailctl.serialize import SECONDS, to_data
 
 __all__ = [
     "AUTO_MECHANISMS",
@@ -137,20 +138,8 @@ class SessionInfo:
     extensions: dict[str, str]  # EHLO keyword (upper case) -> parameters
     tls: TlsInfo | None
     auth_mechanism: str | None
-    timings: dict[str, float]  # seconds: connect, banner, ehlo, starttls, auth
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "banner": self.banner.to_json(),
-            "extensions": dict(self.extensions),
-            "tls": self.tls.to_json() if self.tls else None,
-            "auth_mechanism": self.auth_mechanism,
-            "timings": dict(self.timings),
-        }
-
-
-def _where(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # seconds: connect, banner, ehlo, starttls, auth
+    timings: dict[str, float] = field(metadata=SECONDS)
 
 
 class SmtpSession:
@@ -188,7 +177,7 @@ class SmtpSession:
         refused) and InputDataError (bad EHLO name).
         """
         settings = options.settings
-        where = _where(settings.host, settings.port)
+        where = endpoint(settings.host, settings.port)
         transcript = options.transcript
         if (
             settings.username
@@ -203,12 +192,8 @@ class SmtpSession:
                 "on a trusted network only: --allow-plaintext-auth",
             )
         check_command_text("server host", settings.host)
-        if options.ehlo_name is not None:
-            check_command_text("EHLO name", options.ehlo_name)
-            if not valid_ehlo_name(options.ehlo_name):
-                raise InputDataError(
-                    f"EHLO name {options.ehlo_name!r} is not a host name or address literal"
-                )
+        # The one EHLO rule (mailctl.hosts), which flags and the config file were checked by.
+        ehlo = ehlo_name(options.ehlo_name) if options.ehlo_name is not None else None
         context = (
             None
             if settings.security is Security.NONE
@@ -237,7 +222,7 @@ class SmtpSession:
                 transcript=transcript,
                 hostname=settings.host,
                 sock=sock,
-                local_hostname=options.ehlo_name or default_ehlo_name(sock),
+                local_hostname=ehlo or default_ehlo_name(sock),
                 timeout=timeouts.command,
                 use_tls=settings.security is Security.TLS,
                 start_tls=False,  # never aiosmtplib's opportunistic default (None)
@@ -355,7 +340,7 @@ class SmtpSession:
     async def borrow_transport(self) -> AsyncIterator[asyncio.Transport]:
         """Lend the established (TLS) transport to another protocol, under the session lock.
 
-        RFC 2920 pipelining (protocols/pipeline.py) writes several commands at once and
+        RFC 2920 pipelining (protocols/pipeline/) writes several commands at once and
         reads the replies in order, which aiosmtplib's one-reply-per-command protocol
         cannot do. The borrower installs its own protocol with `transport.set_protocol()`
         (which works over TLS too); on exit aiosmtplib's protocol is put back if the
@@ -587,7 +572,7 @@ class SmtpSession:
     async def _data(self, data: bytes, progress: _Progress) -> Reply:
         where = self._where
         client = self._client
-        details = {"recipients": [r.to_json() for r in progress.recipients]}
+        details = {"recipients": to_data(progress.recipients)}
         progress.in_data = True
         try:
             response = await client.data(data, timeout=self._settings.timeouts.data)

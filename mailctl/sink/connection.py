@@ -1,11 +1,12 @@
-"""One sink connection: the per-read hot loop, MAIL/RCPT/DATA, the message body and reply output.
+"""One sink connection (`SinkConnection`): the per-read hot loop, MAIL/RCPT/DATA, the body, replies.
 
 Speed comes from doing little per message: every complete command line of one read is
 answered in order and the replies leave in one `transport.write` (RFC 2920 pipelining costs
 the server nothing extra), and the message body is found with `bytes.find` for
 "\\r\\n.\\r\\n" over whole chunks, never line by line. Dot-unstuffing happens only when a
 message is stored; discarding just counts. The commands that are not on the per-message path
-(HELO/EHLO, STARTTLS, AUTH, RSET, ...) live in `session_commands.py`.
+(HELO/EHLO, STARTTLS, AUTH, RSET, ...) are the `SinkCommands` mixin (`commands.py`), which
+this class inherits; the server is known only as a `SinkHost` (`host.py`).
 
 Correctness rules, each decided here:
 
@@ -33,12 +34,14 @@ Correctness rules, each decided here:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
 
 from mailctl.errors import MailctlError
 from mailctl.models import Security
+from mailctl.sink.commands import SinkCommands, has_control
 from mailctl.sink.config import Phase
 from mailctl.sink.replies import (
     BARE_EOL_COMMAND,
@@ -64,36 +67,23 @@ from mailctl.sink.replies import (
     STARTTLS_AFTER_REPLY,
     STORE_FAILED,
     TERMINATOR,
+    TLS_HANDSHAKE_TIMEOUT,
     TOO_BIG,
     TOO_MANY_CONNECTIONS,
     TOO_MANY_MESSAGES,
     TOO_MANY_RCPTS,
     UNKNOWN,
 )
-from mailctl.sink.session_commands import (
-    auth_continue,
-    has_control,
-    line_too_long,
-    protocol_error,
-    smtp_auth,
-    smtp_ehlo,
-    smtp_helo,
-    smtp_help,
-    smtp_noop,
-    smtp_not_implemented,
-    smtp_quit,
-    smtp_rset,
-    smtp_starttls,
-    smtp_vrfy,
-    upgrade_to_tls,
-)
 
 if TYPE_CHECKING:
-    from mailctl.sink.server import SinkServer
+    from mailctl.sink.host import SinkHost
 
 
-class SmtpSession(asyncio.BufferedProtocol):
+class SinkConnection(SinkCommands, asyncio.BufferedProtocol):
     """One SMTP connection. All state lives in slots; each read is parsed in one pass.
+
+    The transport, the read buffer, the reply batch and the transaction are this class's;
+    the session state (greeting, TLS, AUTH, error count) is `SinkCommands`'s.
 
     A BufferedProtocol: the selector loop's plain-Protocol path allocates a 256 KiB bytes
     object per recv(), which glibc serves with mmap/mremap/munmap, three syscalls per read
@@ -102,16 +92,11 @@ class SmtpSession(asyncio.BufferedProtocol):
 
     __slots__ = (
         "_action",
-        "_auth_step",
-        "_authed",
         "_body_len",
         "_buf",
         "_faulty",
-        "_greeted",
-        "_hard_errors",
         "_in_data",
         "_latency",
-        "_login_user",
         "_messages",
         "_out",
         "_overflow",
@@ -129,7 +114,6 @@ class SmtpSession(asyncio.BufferedProtocol):
         "_stopped",
         "_tail",
         "_task",
-        "_tls",
         "_transport",
         "_upgrading",
         "_write_paused",
@@ -137,18 +121,14 @@ class SmtpSession(asyncio.BufferedProtocol):
         "idle_for",
     )
 
-    def __init__(self, server: SinkServer) -> None:
+    def __init__(self, server: SinkHost) -> None:
+        super().__init__(tls=server.config.security is Security.TLS)
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buf = b""
         self._out: list[bytes] = []
         self._action = 0
         self._stopped = False  # no more input is processed (closing or upgrading)
-        self._greeted = False
-        self._tls = server.config.security is Security.TLS
-        self._authed = False
-        self._auth_step = 0
-        self._login_user = b""
         self._sender: bytes | None = None
         self._rcpts: list[bytes] = []
         self._smtputf8 = False
@@ -160,7 +140,6 @@ class SmtpSession(asyncio.BufferedProtocol):
         self._tail = b""
         self._overflow = False
         self._messages = 0
-        self._hard_errors = 0
         self._queue: deque[tuple[float, bytes, int]] = deque()
         self._queue_bytes = 0
         self._queue_timer: asyncio.TimerHandle | None = None
@@ -189,14 +168,14 @@ class SmtpSession(asyncio.BufferedProtocol):
             return
         stats.connections += 1
         stats.active += 1
-        server.sessions.add(self)
+        server.connections.add(self)
         self._send(server.banner, Phase.BANNER)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self._server
-        if self in server.sessions:
-            server.sessions.discard(self)
+        if self in server.connections:
+            server.connections.discard(self)
             server.stats.active -= 1
         self._stopped = True
         self._parts = []
@@ -254,21 +233,21 @@ class SmtpSession(asyncio.BufferedProtocol):
                 break
             line = buf[start:end]
             start = end + 2
-            if len(line) > COMMAND_LINE_LIMIT - 2 and line_too_long(self, line):
+            if len(line) > COMMAND_LINE_LIMIT - 2 and self._line_too_long(line):
                 break
             # The dispatch is inlined: a call costs ~0.4 us here, a third of a command.
             if 10 in line or 13 in line:  # LF, CR; an int test is 5x faster than b"\n" in
-                protocol_error(self, BARE_EOL_COMMAND)  # RFC 5321 2.3.8
+                self._protocol_error(BARE_EOL_COMMAND)  # RFC 5321 2.3.8
             elif 0 in line:  # NUL: no SMTP command or argument may hold one (RFC 5321 4.1.2)
-                protocol_error(self, NUL_COMMAND)
+                self._protocol_error(NUL_COMMAND)
             elif self._auth_step:
-                auth_continue(self, line)
+                self._auth_continue(line)
             else:
                 handler = commands.get(line[:4].upper())
                 if handler is None or (
                     len(line) > 4 and line[4] != 32 and line[:8].upper() != b"STARTTLS"
                 ):
-                    protocol_error(self, UNKNOWN)
+                    self._protocol_error(UNKNOWN)
                 else:
                     handler(self, line)
             if self._stopped:
@@ -287,7 +266,7 @@ class SmtpSession(asyncio.BufferedProtocol):
             self._buf = b""
         else:
             remainder = buf[start:] if start else buf
-            if len(remainder) >= COMMAND_LINE_LIMIT and line_too_long(self, remainder):
+            if len(remainder) >= COMMAND_LINE_LIMIT and self._line_too_long(remainder):
                 self._buf = b""
             else:
                 self._buf = remainder
@@ -391,7 +370,7 @@ class SmtpSession(asyncio.BufferedProtocol):
         if action == CLOSE_AFTER_REPLY:
             transport.close()
         elif action == STARTTLS_AFTER_REPLY:
-            self._task = asyncio.get_running_loop().create_task(upgrade_to_tls(self, transport))
+            self._task = asyncio.get_running_loop().create_task(self._upgrade_to_tls(transport))
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -404,6 +383,52 @@ class SmtpSession(asyncio.BufferedProtocol):
         elif not pause and self._paused_reading:
             self._paused_reading = False
             transport.resume_reading()
+
+    def _reset_transaction(self) -> None:
+        """Forget the envelope: RSET, a new HELO/EHLO and a TLS upgrade all start afresh."""
+        self._sender = None
+        self._rcpts = []
+
+    def _switch_to_tls(self) -> None:
+        """STARTTLS was answered 220: read nothing more; the handshake starts after the write.
+
+        RFC 3207 4.2 / CVE-2011-0411: whatever the client pipelined after STARTTLS is dropped.
+        """
+        self._stopped = True
+        self._upgrading = True
+        self._action = STARTTLS_AFTER_REPLY
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    async def _upgrade_to_tls(self, transport: asyncio.Transport) -> None:
+        """Run the server side of STARTTLS after the 220 left; abort the connection if it fails."""
+        server = self._server
+        assert server.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        self._tls_started()
+        self._reset_transaction()
+        self._buf = b""
+        try:
+            new = await loop.start_tls(
+                transport,
+                self,
+                server.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError):
+            transport.abort()
+            return
+        if new is None:  # pragma: no cover - the loop closed the connection
+            transport.abort()
+            return
+        self._transport = new
+        self._upgrading = False
+        self._stopped = False
+        self._paused_reading = False
+        pending, self._pending_tls = self._pending_tls, []
+        for data in pending:
+            self.data_received(data)
 
     def _close_after_reply(self) -> None:
         self._stopped = True
@@ -429,11 +454,18 @@ class SmtpSession(asyncio.BufferedProtocol):
         transport.write(pending + SHUTDOWN)
         transport.close()
 
+    @property
+    def buffered(self) -> int:
+        """Octets of an unfinished command line held until its CRLF (bounded by the limits)."""
+        return len(self._buf)
+
     def abort(self) -> None:
+        """Drop the connection at once (server stop, after the grace period)."""
         if self._transport is not None:
             self._transport.abort()
 
     def idle_out(self) -> None:
+        """The idle sweep's verdict: say 421 4.4.2 and close."""
         if self._transport is None or self._transport.is_closing():
             return
         self._send(IDLE)
@@ -441,14 +473,14 @@ class SmtpSession(asyncio.BufferedProtocol):
         self._flush()
 
     # ------------------------------------------------------------------ MAIL, RCPT, DATA
-    # The per-message commands; the others are in session_commands.py.
+    # The per-message commands; the others are SinkCommands' (commands.py).
 
     def _mail(self, line: bytes) -> None:  # noqa: PLR0911 - one guard per refusal
         if self._sender is not None:
-            protocol_error(self, NESTED_MAIL)
+            self._protocol_error(NESTED_MAIL)
             return
         if not self._greeted:
-            protocol_error(self, NEED_HELO)
+            self._protocol_error(NEED_HELO)
             return
         server = self._server
         config = server.config
@@ -456,11 +488,11 @@ class SmtpSession(asyncio.BufferedProtocol):
             self._send(NEED_AUTH)
             return
         if line[4:10].upper() != b" FROM:":
-            protocol_error(self, b"501 5.5.4 Syntax: MAIL FROM:<address>\r\n")
+            self._protocol_error(b"501 5.5.4 Syntax: MAIL FROM:<address>\r\n")
             return
         address, params = _path(line[10:])
         if address is None:
-            protocol_error(self, b"501 5.1.7 Bad sender address syntax\r\n")
+            self._protocol_error(b"501 5.1.7 Bad sender address syntax\r\n")
             return
         smtputf8 = self._mail_params(params) if params else False
         if smtputf8 is None:
@@ -493,35 +525,35 @@ class SmtpSession(asyncio.BufferedProtocol):
             key = key.upper()
             if key == b"SIZE":  # RFC 1870 6
                 if not value.isdigit():
-                    protocol_error(self, b"501 5.5.4 Syntax: SIZE=number\r\n")
+                    self._protocol_error(b"501 5.5.4 Syntax: SIZE=number\r\n")
                     return None
                 if int(value) > config.max_size:
                     self._send(TOO_BIG)
                     return None
             elif key == b"BODY":  # RFC 6152
                 if value.upper() not in (b"7BIT", b"8BITMIME"):
-                    protocol_error(self, b"501 5.5.4 Syntax: BODY=7BIT|8BITMIME\r\n")
+                    self._protocol_error(b"501 5.5.4 Syntax: BODY=7BIT|8BITMIME\r\n")
                     return None
             elif key == b"SMTPUTF8" and not value:  # RFC 6531 3.4
                 smtputf8 = True
             elif key != b"AUTH" or not config.auth:  # RFC 4954 5: AUTH= accepted, ignored
-                protocol_error(self, b"555 5.5.4 Error: unsupported MAIL parameter\r\n")
+                self._protocol_error(b"555 5.5.4 Error: unsupported MAIL parameter\r\n")
                 return None
         return smtputf8
 
     def _rcpt(self, line: bytes) -> None:  # noqa: PLR0911 - one guard per refusal
         if self._sender is None:
-            protocol_error(self, NEED_MAIL)
+            self._protocol_error(NEED_MAIL)
             return
         if line[4:8].upper() != b" TO:":
-            protocol_error(self, b"501 5.5.4 Syntax: RCPT TO:<address>\r\n")
+            self._protocol_error(b"501 5.5.4 Syntax: RCPT TO:<address>\r\n")
             return
         address, params = _path(line[8:])
         if not address:  # None (syntax) or "<>", which is no recipient
-            protocol_error(self, b"501 5.1.3 Bad recipient address syntax\r\n")
+            self._protocol_error(b"501 5.1.3 Bad recipient address syntax\r\n")
             return
         if params.strip():
-            protocol_error(self, b"555 5.5.4 Error: unsupported RCPT parameter\r\n")
+            self._protocol_error(b"555 5.5.4 Error: unsupported RCPT parameter\r\n")
             return
         if not self._smtputf8 and not address.isascii():
             self._send(NEED_SMTPUTF8)
@@ -539,10 +571,10 @@ class SmtpSession(asyncio.BufferedProtocol):
 
     def _data(self, line: bytes) -> None:
         if len(line) > 4:
-            protocol_error(self, b"501 5.5.4 Syntax: DATA\r\n")
+            self._protocol_error(b"501 5.5.4 Syntax: DATA\r\n")
             return
         if self._sender is None:
-            protocol_error(self, NEED_MAIL)
+            self._protocol_error(NEED_MAIL)
             return
         if not self._rcpts:
             # RFC 2920 3.1: with pipelining, DATA after refused recipients gets 554.
@@ -687,21 +719,21 @@ def _path(rest: bytes) -> tuple[bytes | None, bytes]:
     return address, rest[end + 1 :]
 
 
-_COMMANDS: Final[dict[bytes, Callable[[SmtpSession, bytes], None]]] = {
-    b"HELO": smtp_helo,
-    b"EHLO": smtp_ehlo,
-    b"MAIL": SmtpSession._mail,
-    b"RCPT": SmtpSession._rcpt,
-    b"DATA": SmtpSession._data,
-    b"RSET": smtp_rset,
-    b"NOOP": smtp_noop,
-    b"QUIT": smtp_quit,
-    b"VRFY": smtp_vrfy,
-    b"HELP": smtp_help,
-    b"STAR": smtp_starttls,
-    b"AUTH": smtp_auth,
-    b"EXPN": smtp_not_implemented,
-    b"BDAT": smtp_not_implemented,
-    b"ETRN": smtp_not_implemented,
-    b"TURN": smtp_not_implemented,
+_COMMANDS: Final[dict[bytes, Callable[[SinkConnection, bytes], None]]] = {
+    b"HELO": SinkConnection._helo,
+    b"EHLO": SinkConnection._ehlo,
+    b"MAIL": SinkConnection._mail,
+    b"RCPT": SinkConnection._rcpt,
+    b"DATA": SinkConnection._data,
+    b"RSET": SinkConnection._rset,
+    b"NOOP": SinkConnection._noop,
+    b"QUIT": SinkConnection._quit,
+    b"VRFY": SinkConnection._vrfy,
+    b"HELP": SinkConnection._help,
+    b"STAR": SinkConnection._starttls,
+    b"AUTH": SinkConnection._auth,
+    b"EXPN": SinkConnection._not_implemented,
+    b"BDAT": SinkConnection._not_implemented,
+    b"ETRN": SinkConnection._not_implemented,
+    b"TURN": SinkConnection._not_implemented,
 }
