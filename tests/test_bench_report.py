@@ -479,3 +479,17 @@ def test_a_reply_after_354_is_not_taken_for_the_final_one_in_lock_step(
     assert run["sent"] == 0
     assert data["status"] == "error" and code == ExitCode.PROTOCOL, data
     assert any("nobody asked for" in text for text in texts(run)), run["failure_groups"]
+
+
+def test_open_loop_pipeline_loses_no_message_to_a_cut(sink: Callable[..., Sink]) -> None:
+    """Open loop, the next message is fetched while the current one waits for its reply;
+    a cut after the dot must not make that one vanish (neither sent, failed nor unknown
+    while the run was never stopped): it is sent on the next connection."""
+    server = sink("--disconnect-rate", "0.4", "--disconnect-on", "eod", "--seed", "3")
+    code, data, _ = bench(server.port, "--mode", "pipeline", "--rate", "300", "-n", "30", "-c", "1")
+    run = the_run(data)
+    assert run["stopped_by"] is None
+    assert run["not_tried"] == 0
+    assert run["sent"] + run["failed"] + run["unknown"] == 30
+    assert run["sent"] == server.stored and run["unknown"] > 0
+    assert code == 75

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from servers.scripted_smtp import Reply, ScriptedFactory, standard_reply
+from servers.smtp_server import SmtpServerFactory
 
 from mailctl.errors import (
     AddressError,
@@ -282,3 +283,27 @@ def test_worst_status_orders_refused_unknown_transient_sent(
     expected = max(statuses, key=lambda s: order.index(s.value), default=TransactionStatus.SENT)
     assert found is expected
     assert found.exit_code == {"sent": 0, "refused": 69}.get(found.value, 75)
+
+
+async def test_mixed_refusals_are_decided_alike_on_both_paths(
+    smtp_server_factory: SmtpServerFactory,
+) -> None:
+    """Every recipient refused, one for good (550) and one for now (450): retrying can help,
+    so the transaction is transient and the 450 decides, on both paths."""
+    server = smtp_server_factory(security=Security.NONE, auth=False)
+    server.reject("gone@example.org", 550)
+    server.reject("busy@example.org", 450)
+    envelope = Envelope("a@example.org", ("gone@example.org", "busy@example.org"))
+    session = await SmtpSession.open(SessionOptions(settings=server.settings()))
+    async with session:
+        lockstep = await session.transact(envelope, MESSAGE)
+        prepared = prepare_transaction(
+            envelope, prepare_message(MESSAGE), extensions=session.info.extensions
+        )
+        async with pipelined(session, lockstep_fallback=True) as pipe:
+            fallback = await pipe.send(prepared)
+    for outcome in (lockstep, fallback):
+        assert (outcome.status, outcome.reason) == (TransactionStatus.TRANSIENT, "450")
+        assert outcome.failure_reply is not None and outcome.failure_reply.code == 450
+        assert [r.reply.code for r in outcome.refused] == [550, 450]
+    assert server.messages == []

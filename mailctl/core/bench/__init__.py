@@ -1,8 +1,9 @@
 """`mailctl bench`: load an SMTP server or the embedded sink; measure QPS, latency and phases.
 
 `run` validates a request and runs the modes; `models` (request and result types), `target`
-(loopback rule, embedded sink), `limits` (descriptor budget), `recorder` (schedule, samples,
-breaker), `workers` (the modes) and `baseline` (regression checks) are its parts.
+(loopback rule, embedded sink), `limits` (descriptor budget), `recorder` (schedule, samples:
+the session pool's feed and observer), `modes` (the modes as core/pool configurations) and
+`baseline` (regression checks) are its parts.
 """
 
 from mailctl.core.bench.baseline import check_regression, load_baseline

@@ -12,6 +12,7 @@ from typing import ClassVar
 from mailctl.core.stats import Histogram, LatencySummary
 from mailctl.errors import ExitCode, MailctlError
 from mailctl.models import Security, ServerSettings
+from mailctl.protocols.smtp.outcome import TransactionStatus, worst
 from mailctl.serialize import SECONDS, SKIP, JsonAttrs, meta
 
 __all__ = [
@@ -248,13 +249,19 @@ class RunResult:
         return max(self.connections_attempted - self.connections_opened, 0)
 
     @property
+    def worst(self) -> TransactionStatus:
+        """The worst status among the messages of the run (SENT if none failed)."""
+        counted = (
+            (TransactionStatus.REFUSED, self.permanent),
+            (TransactionStatus.TRANSIENT, self.transient),
+            (TransactionStatus.UNKNOWN, self.unknown),
+        )
+        return worst(status for status, count in counted if count)
+
+    @property
     def exit_class(self) -> ExitCode:
         """69 if a message was refused permanently, 75 if one failed otherwise, else 0."""
-        if self.permanent:
-            return ExitCode.UNAVAILABLE
-        if self.transient or self.unknown:
-            return ExitCode.TEMPFAIL
-        return ExitCode.OK
+        return self.worst.exit_code
 
 
 @dataclass
@@ -346,20 +353,15 @@ class BenchResult:
         79: throughput measured against a failing server says nothing about a regression."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
-        worst = max(
-            (run.exit_class for run in self.runs), key=_SEVERITY.__getitem__, default=ExitCode.OK
-        )
+        failed = worst(run.worst for run in self.runs).exit_code
         fatal = self.stopped_by
         if fatal is not None and not (
-            fatal.exit_code is ExitCode.TEMPFAIL and worst is ExitCode.UNAVAILABLE
+            fatal.exit_code is ExitCode.TEMPFAIL and failed is ExitCode.UNAVAILABLE
         ):
             return fatal.exit_code
-        if worst is not ExitCode.OK:
-            return worst
+        if failed is not ExitCode.OK:
+            return failed
         return ExitCode.REGRESSION if self.regressed else ExitCode.OK
-
-
-_SEVERITY = {ExitCode.OK: 0, ExitCode.TEMPFAIL: 1, ExitCode.UNAVAILABLE: 2}
 
 
 def build_message(size: int) -> bytes:

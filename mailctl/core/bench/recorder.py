@@ -1,5 +1,5 @@
-"""The bench schedule (which message is next, and when it is due), the per-message recording
-and the circuit breaker that stops a run which can only wait or fail."""
+"""The bench schedule (which message is next, and when it is due) and the per-message
+recording: the session pool's feed and observer (the circuit breaker is the pool's)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from array import array
 from collections import Counter
 
 from mailctl.core.bench.models import PHASES, BenchMode, ErrorGroup, RunResult, Samples, Workload
+from mailctl.core.pool import ConnectionCounts, Job
 from mailctl.core.stats import histogram, qps, summarize
-from mailctl.errors import MailctlError, TimeoutFailure
+from mailctl.errors import MailctlError
+from mailctl.protocols.smtp import SessionInfo, TransactionOutcome, TransactionStatus
 
-__all__ = ["MAX_ERROR_GROUPS", "MAX_SAMPLES", "TIMEOUTS_IN_A_ROW", "Recorder"]
+__all__ = ["MAX_ERROR_GROUPS", "MAX_SAMPLES", "Recorder"]
 
 # Exact samples are kept for percentiles (8 floats each); beyond this many they are
 # counted but not stored, so a long --duration run cannot exhaust memory.
@@ -22,20 +24,18 @@ MAX_SAMPLES = 5_000_000
 # a server that puts a queue id or a counter in every refusal cannot grow the report.
 MAX_ERROR_GROUPS = 50
 _MAX_TEXT = 300
-# Circuit breaker: this many waits in a row that ran out (--timeout) with nothing sent in
-# between mean the server stopped answering; waiting once more per message would only
-# multiply the timeout by the message count.
-TIMEOUTS_IN_A_ROW = 3
-# ...and this many failed connection attempts in a row (421 at the greeting, closed at
-# once) mean it refuses us; at least twice the concurrency, so a pool can ride out a burst.
-OPEN_FAILURES_IN_A_ROW = 50
+_SENT = TransactionStatus.SENT
+_UNKNOWN = TransactionStatus.UNKNOWN
+_NAN = math.nan
+_NO_PHASES = (_NAN, _NAN, _NAN)
 
 
 class Recorder:
     """Hands out message indices (bounded by count or deadline) and keeps the samples."""
 
-    def __init__(self, work: Workload, started: float) -> None:
+    def __init__(self, work: Workload, started: float, mode: BenchMode) -> None:
         self.work = work
+        self.mode = mode
         self.t0 = started
         self.warmup = work.warmup
         self.total = None if work.messages is None else work.messages + work.warmup
@@ -57,29 +57,13 @@ class Recorder:
         self.phases: dict[str, array[float]] = {name: array("d") for name in PHASES}
         self.errors: Counter[str] = Counter()
         self._groups: dict[tuple[str, str], ErrorGroup] = {}
-        self.attempts = 0  # every connection attempt
-        self.connections = 0  # sessions that got through greeting, EHLO, TLS and AUTH
-        self.stopped = False
-        self.fatal: MailctlError | None = None  # what stopped the run early
-        self.crash: BaseException | None = None  # a bug in a worker (reported once)
-        self._timeouts_in_a_row = 0
-        self._open_failures_in_a_row = 0
-        self._open_failure_limit = max(OPEN_FAILURES_IN_A_ROW, 2 * work.concurrency)
 
     @property
     def failed(self) -> int:
         return self.permanent + self.transient
 
-    def stop(self, error: MailctlError) -> None:
-        """Stop handing out messages because of `error` (the first one is reported)."""
-        if self.fatal is None:
-            self.fatal = error
-        self.stopped = True
-
     def take(self) -> int | None:
         """The next message index, or None when the count or the duration is used up."""
-        if self.stopped:
-            return None
         index = self.next_index
         if self.total is not None and index >= self.total:
             return None
@@ -92,7 +76,7 @@ class Recorder:
 
     def take_exhausted(self) -> bool:
         """True once no further index will be handed out."""
-        if self.stopped or (self.total is not None and self.next_index >= self.total):
+        if self.total is not None and self.next_index >= self.total:
             return True
         return self.deadline is not None and time.perf_counter() >= self.deadline
 
@@ -120,15 +104,10 @@ class Recorder:
         reason: str,
         phases: tuple[float, float, float],
         text: str = "",
-        timed_out: bool = False,
     ) -> None:
         """Record message `index`: "sent" (its final reply read, 2xx), or "refused",
         "transient" or "unknown" with the reason (reply code or failure name) and its text."""
         self.done += 1
-        if status == "sent":
-            self._timeouts_in_a_row = 0
-        elif timed_out:
-            self._timed_out(text or reason)
         if index < self.warmup:
             return
         self.last_end = max(self.last_end, end)
@@ -166,40 +145,47 @@ class Recorder:
                 group = self._groups[key] = ErrorGroup(key[0], key[1], status, 0)
         group.count += 1
 
-    def _timed_out(self, text: str) -> None:
-        self._timeouts_in_a_row += 1
-        if self._timeouts_in_a_row >= TIMEOUTS_IN_A_ROW:
-            self.stop(
-                TimeoutFailure(
-                    f"the run was stopped: {self._timeouts_in_a_row} waits in a row ran out "
-                    f"with nothing sent in between (last: {text})",
-                    hint="check that the server is healthy, or give it more time with --timeout",
-                )
+    # -- the session pool's observer ------------------------------------------------------
+
+    def outcome(self, job: Job, outcome: TransactionOutcome, final: bool) -> None:
+        """Record one transaction (or failed connection attempt charged to a message): sent
+        only with its final reply read (2xx). Bench never retries: every outcome is final."""
+        index: int = job.tag  # type: ignore[assignment]  # the bench feed's message index
+        started = outcome.started
+        if outcome.status is _SENT:
+            # The same phases on both paths (send's names): mail_rcpt (MAIL and every
+            # RCPT), data (DATA to the 354), end_of_data (body and dot to the final reply).
+            finished = outcome.finished
+            envelope = outcome.envelope_done
+            data = outcome.data_accepted
+            phases = (envelope - started, data - envelope, finished - outcome.dot_sent)
+            self.record(
+                index, job.origin or started, finished, status="sent", reason="", phases=phases
             )
+            return
+        end = outcome.finished or time.perf_counter()
+        # A cut after the dot is reported as outcome_unknown in every mode, whatever ended it.
+        unknown = outcome.status is _UNKNOWN
+        reason = "outcome_unknown" if unknown else (outcome.reason or outcome.status.value)
+        reply = outcome.failure_reply
+        text = " ".join(f"{reply.code} {reply.message}".split()) if reply else outcome.error
+        self.record(
+            index, job.origin or started or end, end, status=outcome.status.value,
+            reason=reason, text=text or reason, phases=_NO_PHASES,
+        )  # fmt: skip
 
-    def attempt(self) -> None:
-        """A connection attempt is about to start."""
-        self.attempts += 1
-
-    def open_failed(self, error: MailctlError) -> None:
-        """A connection attempt failed without being fatal (421 at the greeting, a cut)."""
-        self._open_failures_in_a_row += 1
-        if self._open_failures_in_a_row >= self._open_failure_limit:
-            self.stop(
-                type(error)(
-                    f"the run was stopped: {self._open_failures_in_a_row} connections in a row "
-                    f"failed (last: {error.message})",
-                    hint=error.hint,
-                    details=error.details,
-                )
-            )
-
-    def record_session(self, timings: dict[str, float]) -> None:
-        self.connections += 1
-        self._open_failures_in_a_row = 0
+    def session_opened(self, info: SessionInfo) -> None:
+        timings = info.timings
         for name in ("connect", "banner", "ehlo", "starttls", "auth"):
             if name in timings:
                 self.phases[name].append(timings[name])
+
+    def session_closed(self, seconds: float, last: Job | None) -> None:
+        # QUIT is a phase of the one-session-per-message mode only.
+        if self.mode is BenchMode.NEW and last is not None:
+            assert isinstance(last.tag, int)
+            if last.tag >= self.warmup:
+                self.phases["quit"].append(seconds)
 
     def _not_tried(self) -> int:
         messages = self.work.messages
@@ -207,12 +193,19 @@ class Recorder:
             return 0
         return max(messages - self.sent - self.failed - self.unknown, 0)
 
-    def result(self, mode: BenchMode, message_size: int, interrupted: bool) -> RunResult:
+    def result(
+        self,
+        message_size: int,
+        interrupted: bool,
+        *,
+        counts: ConnectionCounts,
+        stopped_by: MailctlError | None,
+    ) -> RunResult:
         start = self.t_measure if self.t_measure is not None else self.t0
         elapsed = max(self.last_end - start, 0.0)
         ordered = sorted(self.latencies)
         return RunResult(
-            mode=mode,
+            mode=self.mode,
             loop=self.work.loop,
             rate=self.rate,
             concurrency=self.work.concurrency,
@@ -233,9 +226,9 @@ class Recorder:
             },
             errors=dict(self.errors.most_common()),
             error_details=sorted(self._groups.values(), key=lambda group: -group.count),
-            connections_attempted=self.attempts,
-            connections_opened=self.connections,
-            stopped_by=self.fatal,
+            connections_attempted=counts.attempted,
+            connections_opened=counts.opened,
+            stopped_by=stopped_by,
             not_tried=self._not_tried(),
             histogram=histogram(ordered) if ordered else None,
             interrupted=interrupted,

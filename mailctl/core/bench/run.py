@@ -9,13 +9,13 @@ open loop and latency is measured from each message's intended send time, so a s
 server shows up in the percentiles instead of silently lowering the offered load
 (coordinated omission).
 
-Every wait is bounded by the timeouts (`--timeout` is the ceiling of all of them), and a
-circuit breaker stops a run that can only wait or fail (`workers`, `recorder`).
+Every wait is bounded by the timeouts (`--timeout` is the ceiling of all of them), and the
+session pool's circuit breaker (core/pool) stops a run that can only wait or fail.
 
-This module validates the request and runs the modes in turn; its siblings are `models`
+This module validates the request and runs the modes in turn; the parts live in `models`
 (request and result types), `target` (loopback rule, embedded sink), `limits` (the
-descriptor budget), `recorder` (schedule, samples, breaker), `workers` (the modes) and
-`baseline`.
+descriptor budget), `recorder` (schedule, samples), `modes` (the modes as pool
+configurations) and `baseline`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ from mailctl.core.bench.models import (
     Target,
     TargetReport,
 )
+from mailctl.core.bench.modes import run_mode
 from mailctl.core.bench.target import EmbeddedSink, check_target
-from mailctl.core.bench.workers import run_mode
+from mailctl.core.pool import MAX_CONCURRENCY
 from mailctl.errors import InterruptedByUser, UsageError
 from mailctl.models import ServerSettings, Timeouts
 from mailctl.protocols.smtp import SessionOptions
 
 __all__ = ["run_bench"]
-
-MAX_CONCURRENCY = 1000
 
 
 def _validate(request: BenchRequest) -> None:
