@@ -8,18 +8,17 @@ reported with what the server stored or saw.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers.threaded import Handler, ThreadedServer
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
@@ -81,57 +80,8 @@ def sink(tmp_path: Path) -> Iterator[Callable[..., Sink]]:
         found.stop()
 
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class Hostile:
-    """An asyncio server in a thread, on 127.0.0.1:0, that lives at most `lifetime` seconds."""
-
-    def __init__(self, handler: Handler, lifetime: float = 60.0) -> None:
-        self.accepted = 0
-        self._handler = handler
-        self._lifetime = lifetime
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.port = 0
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "the hostile server did not start"
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.accepted += 1
-            task = asyncio.current_task()
-            assert task is not None
-            tasks.add(task)
-            try:
-                await self._handler(reader, writer)
-            except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
-                pass
-            finally:
-                writer.transport.abort()
-                tasks.discard(task)
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self._lifetime)
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
+class Hostile(ThreadedServer):
+    """A scripted server for one test (tests/servers/threaded.py), at most 60 s alive."""
 
 
 @pytest.fixture

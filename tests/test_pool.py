@@ -10,7 +10,6 @@ sides. Every server and loop here is bounded in time and count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -18,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +27,7 @@ from typing import Any
 import pytest
 from servers.postfix import PostfixServer
 from servers.smtp_server import SmtpServerFactory
+from servers.threaded import ThreadedServer
 
 from mailctl.core.pool import (
     Aimd,
@@ -401,7 +400,7 @@ def assert_none_lost(pool: SessionPool, journal: Journal, feed: ListFeed, total:
 # -- a throttling server: 454 4.7.0 while too many sessions are open --------------------------
 
 
-class Throttling:
+class Throttling(ThreadedServer):
     """Lock-step SMTP on 127.0.0.1 in a thread; during its first `phase` accepted messages it
     answers MAIL with 454 4.7.0 while more than `limit` sessions are open."""
 
@@ -413,14 +412,7 @@ class Throttling:
         self.throttled = 0
         self.stored: Counter[str] = Counter()
         self.peak_after_throttle = 0
-        self._lifetime = lifetime
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self.port = 0
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
+        super().__init__(self._session, lifetime)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -459,35 +451,6 @@ class Throttling:
         finally:
             self.active -= 1
             writer.close()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            tasks.add(task)
-            with contextlib.suppress(OSError, TimeoutError, asyncio.CancelledError):
-                await self._session(reader, writer)
-            tasks.discard(task)
-
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self._lifetime)
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 @pytest.fixture
