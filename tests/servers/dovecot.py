@@ -232,7 +232,7 @@ class DovecotServer:
 # -- starting and stopping ----------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ports the kernel considers free now (all bound at once, so they are distinct)."""
     sockets = []
     try:
@@ -462,7 +462,7 @@ def start_dovecot(
     config_path = root / "dovecot.conf"
     last_error: Exception | None = None
     for _attempt in range(3):  # another process may grab a port between probe and bind
-        ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         server.imap_port, server.pop3_port = ports["imap"], ports["pop3"]
         server.imaps_port, server.pop3s_port = ports.get("imaps"), ports.get("pop3s")
         config_path.write_text(

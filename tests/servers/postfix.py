@@ -52,7 +52,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -63,7 +62,13 @@ from pathlib import Path
 import pytest
 import trustme
 
-from servers.dovecot import DovecotServer, find_dovecot, start_dovecot, stop_dovecot
+from servers.dovecot import (
+    DovecotServer,
+    find_dovecot,
+    free_ports,
+    start_dovecot,
+    stop_dovecot,
+)
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0  # seconds until every port listens
@@ -198,7 +203,7 @@ class PostfixServer:
 
         E.g. ``add_service(smtpd_client_connection_rate_limit=5)`` for a fresh rate budget.
         """
-        port = _free_ports(1)[0]
+        port = free_ports(1)[0]
         options = {**_PLAIN_OPTIONS, **{name: str(value) for name, value in overrides.items()}}
         self.extra_services.append(_smtpd_line(port, options))
         _write_master_cf(self)
@@ -222,20 +227,6 @@ _PLAIN_OPTIONS = {
     "smtpd_soft_error_limit": str(SOFT_ERROR_LIMIT),
     "smtpd_hard_error_limit": str(HARD_ERROR_LIMIT),
 }
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free now (all bound at once, so they are distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _main_cf(config: Path, *, sasl_socket: Path) -> str:
@@ -445,7 +436,7 @@ def start_postfix() -> PostfixServer:
         f"/^{name}: {value}$/ REJECT message refused by the mailctl test policy\n",
         encoding="utf-8",
     )
-    submission, plain, ratelimit = _free_ports(3)
+    submission, plain, ratelimit = free_ports(3)
     server = PostfixServer(
         host=HOST,
         submission_port=submission,
