@@ -7,10 +7,10 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 import trustme
 from servers.hostile import Peer, hostile, run_mailctl
-from servers.smtp_server import TEST_PASSWORD, SmtpTestServer
+from servers.postfix import PostfixServer
+from servers.smtp_server import SmtpTestServer
 from test_send_cli import BASIC, invoke, server_args
 
 
@@ -77,4 +77,27 @@ def test_tls_trace_shows_the_handshake_when_no_greeting_follows(tmp_path: Path) 
     assert not any("<~" in line for line in lines)
 
 
-__all__ = ["TEST_PASSWORD", "pytest"]
+def test_trace_order_against_postfix_implicit_tls_and_starttls(
+    postfix: PostfixServer, tmp_path: Path
+) -> None:
+    """The same order from a real Postfix: an smtps (wrapper mode) service, then submission."""
+    port = postfix.add_service(smtpd_tls_wrappermode="yes", smtpd_tls_security_level="encrypt")
+    common = ["send", "--from", "a@example.org", "--to", "b@example.org", "--body", "x"]
+    trust = ["--ca-file", str(postfix.ca_pem), "--trace"]
+    result = invoke([*common, f"--server=127.0.0.1:{port}", "--tls", *trust], tmp_path)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    established = _index(lines, "=== TLS established")
+    assert established < _index(lines, "<~ 220 ") < _index(lines, "~> EHLO")
+
+    submission = [f"--server=127.0.0.1:{postfix.submission_port}", "--starttls"]
+    result = invoke(
+        [*common, *submission, "--user", postfix.user, *trust],
+        tmp_path,
+        env={"MAILCTL_PASSWORD": postfix.password},
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    starttls = _index(lines, "-> STARTTLS")
+    assert starttls < _index(lines, "=== TLS established") < _index(lines, "~> EHLO")
+    assert starttls < _index(lines, "<- 220 2.0.0") < _index(lines, "=== TLS established")
