@@ -3,6 +3,7 @@ reply texts without a repeated enhanced code, and -q/--quiet. Real servers on 12
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,3 +102,49 @@ def test_trace_order_against_postfix_implicit_tls_and_starttls(
     starttls = _index(lines, "-> STARTTLS")
     assert starttls < _index(lines, "=== TLS established") < _index(lines, "~> EHLO")
     assert starttls < _index(lines, "<- 220 2.0.0") < _index(lines, "=== TLS established")
+
+
+# -- 2. --dry-run prints what the server receives; the summary counts those bytes -------------
+
+LF_EML = (
+    b"From: Alice <alice@example.org>\n"
+    b"To: bob@example.org\n"
+    b"Subject: dots\n"
+    b"\n"
+    b".a line that starts with a dot\n"
+    b"..two dots\n"
+    b".\n"
+    b"last line without a line end"
+)
+# RFC 5321 4.5.2: CRLF line ends; the dots are doubled on the wire and undone by the server.
+LF_EML_AS_SENT = LF_EML.replace(b"\n", b"\r\n") + b"\r\n"
+
+
+def test_dry_run_of_an_lf_eml_prints_what_the_server_receives(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    eml = tmp_path / "lf.eml"
+    eml.write_bytes(LF_EML)
+    saved = tmp_path / "saved.eml"
+    dry = invoke(["send", "--eml", str(eml), "--dry-run", "--save", str(saved)], tmp_path)
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout_bytes == LF_EML_AS_SENT
+    assert saved.read_bytes() == LF_EML_AS_SENT
+    assert f"--- {len(LF_EML_AS_SENT)} bytes follow" in dry.stderr
+
+    sent = invoke(["send", "--eml", str(eml), *server_args(smtp_server), "--trace"], tmp_path)
+    assert sent.exit_code == 0, sent.stderr
+    assert smtp_server.messages[0].data == LF_EML_AS_SENT
+    assert f"sent {len(LF_EML_AS_SENT)} bytes" in sent.stdout
+    # the wire form: three more octets for the three stuffed dots
+    assert f"message data: {len(LF_EML_AS_SENT) + 3} octets after dot-stuffing" in sent.stderr
+
+
+def test_dry_run_json_message_is_the_sent_text(tmp_path: Path) -> None:
+    eml = tmp_path / "lf.eml"
+    eml.write_bytes(LF_EML)
+    dry = invoke(["send", "--eml", str(eml), "--dry-run", "--json"], tmp_path)
+    assert dry.exit_code == 0, dry.stdout
+    data = json.loads(dry.stdout)["data"]
+    assert data["message"].encode() == LF_EML_AS_SENT
+    assert data["size"] == len(LF_EML_AS_SENT)
