@@ -11,6 +11,7 @@ from pathlib import Path
 import trustme
 from servers.hostile import Peer, hostile, run_mailctl
 from servers.postfix import PostfixServer
+from servers.scripted_smtp import ScriptedFactory, standard_reply
 from servers.smtp_server import SmtpTestServer
 from test_send_cli import BASIC, invoke, server_args
 
@@ -148,3 +149,79 @@ def test_dry_run_json_message_is_the_sent_text(tmp_path: Path) -> None:
     data = json.loads(dry.stdout)["data"]
     assert data["message"].encode() == LF_EML_AS_SENT
     assert data["size"] == len(LF_EML_AS_SENT)
+
+
+# -- 3. a reply's text does not repeat its enhanced status code -----------------------------
+
+
+def _no_repeated_code(reply: dict[str, object]) -> None:
+    enhanced, message = reply["enhanced"], reply["message"]
+    assert isinstance(message, str) and set(reply) == {"code", "message", "enhanced"}
+    if enhanced is not None:
+        assert isinstance(enhanced, str) and enhanced not in message, reply
+
+
+def test_json_replies_keep_the_enhanced_code_out_of_the_message(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    smtp_server.reject("carol@example.org", 550, "5.1.1 No such user here")
+    args = [*BASIC, "--to", "carol@example.org", *server_args(smtp_server), "--body", "x"]
+    partial = invoke([*args, "--allow-partial", "--json"], tmp_path)
+    assert partial.exit_code == 69, partial.stdout
+    data = json.loads(partial.stdout)["data"]
+    assert data["final_reply"]["enhanced"] == "2.0.0"
+    assert data["final_reply"]["message"].startswith("Ok: queued as Q")
+    refused = next(r["reply"] for r in data["recipients"] if not r["accepted"])
+    assert refused == {"code": 550, "message": "No such user here", "enhanced": "5.1.1"}
+    for reply in [data["banner"], data["final_reply"], *(r["reply"] for r in data["recipients"])]:
+        _no_repeated_code(reply)
+
+    failed = invoke([*args, "--json"], tmp_path)
+    assert failed.exit_code == 69, failed.stdout
+    [error] = json.loads(failed.stdout)["errors"]
+    assert "550 5.1.1 No such user here" in error["message"]  # the one line keeps its form
+    details = error["details"]
+    replies = [r["reply"] for r in details["recipients"]]
+    assert {"code": 550, "message": "No such user here", "enhanced": "5.1.1"} in replies
+    for reply in replies + ([details["reply"]] if details.get("reply") else []):
+        _no_repeated_code(reply)
+
+
+def test_human_output_shows_each_code_once(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+    smtp_server.reject("carol@example.org", 550, "5.1.1 No such user here")
+    result = invoke(
+        [*BASIC, "--to", "carol@example.org", *server_args(smtp_server), "--body", "x",
+         "--allow-partial"],
+        tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 69, result.stderr
+    assert "server: 250 2.0.0 Ok: queued as Q" in result.stdout
+    assert "2.0.0 2.0.0" not in result.stdout
+    assert "550 5.1.1 No such user here" in result.stderr
+    assert "5.1.1 5.1.1" not in result.stderr
+
+
+def test_multiline_reply_drops_the_code_from_every_line(
+    scripted_smtp: ScriptedFactory, tmp_path: Path
+) -> None:
+    """RFC 2034 4: each line of a multi-line reply carries the enhanced code."""
+
+    def respond(line: str) -> bytes | None:
+        if line.upper().startswith("RCPT"):
+            return b"550-5.7.1 first line of the policy\r\n550 5.7.1 second line\r\n"
+        return standard_reply(line)
+
+    server = scripted_smtp(respond)
+    result = invoke(
+        [*BASIC, "--body", "x", f"--server=127.0.0.1:{server.port}", "--no-tls", "--json"],
+        tmp_path,
+        password=False,
+    )
+    assert result.exit_code == 69, result.stdout
+    [error] = json.loads(result.stdout)["errors"]
+    [recipient] = error["details"]["recipients"]
+    assert recipient["reply"] == {
+        "code": 550,
+        "message": "first line of the policy\nsecond line",
+        "enhanced": "5.7.1",
+    }
