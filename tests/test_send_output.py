@@ -9,11 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 from servers.hostile import Peer, hostile, run_mailctl
 from servers.postfix import PostfixServer
 from servers.scripted_smtp import ScriptedFactory, standard_reply
 from servers.smtp_server import SmtpTestServer
 from test_send_cli import BASIC, invoke, server_args
+
+from mailctl.models import Reply
+from mailctl.serialize import to_data
 
 
 def _index(lines: Sequence[str], needle: str) -> int:
@@ -178,7 +183,9 @@ def test_json_replies_keep_the_enhanced_code_out_of_the_message(
 
     failed = invoke([*args, "--json"], tmp_path)
     assert failed.exit_code == 69, failed.stdout
-    [error] = json.loads(failed.stdout)["errors"]
+    envelope = json.loads(failed.stdout)
+    assert envelope["data"] == {}  # README: on an error the replies are in errors[].details
+    [error] = envelope["errors"]
     assert "550 5.1.1 No such user here" in error["message"]  # the one line keeps its form
     details = error["details"]
     replies = [r["reply"] for r in details["recipients"]]
@@ -225,3 +232,21 @@ def test_multiline_reply_drops_the_code_from_every_line(
         "message": "first line of the policy\nsecond line",
         "enhanced": "5.7.1",
     }
+
+
+@given(
+    code=st.integers(200, 599),
+    enhanced=st.from_regex(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True) | st.none(),
+    lines=st.lists(st.text(st.characters(blacklist_characters="\n\r"), max_size=20), min_size=1),
+)
+def test_reply_json_round_trip(code: int, enhanced: str | None, lines: list[str]) -> None:
+    """A reply written to JSON and read back (errors[].details.reply) keeps code and class."""
+    prefix = f"{enhanced} " if enhanced else ""
+    reply = Reply(code, "\n".join(prefix + line for line in lines))
+    written = to_data(reply)
+    assert list(written) == ["code", "message", "enhanced"]
+    back = Reply.from_data(written)
+    assert back is not None and back.code == code
+    assert back.enhanced == reply.enhanced and back.text.split("\n") == written["message"].split(
+        "\n"
+    )
