@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import trustme
 from hypothesis import given
 from hypothesis import strategies as st
@@ -250,3 +251,69 @@ def test_reply_json_round_trip(code: int, enhanced: str | None, lines: list[str]
     assert back.enhanced == reply.enhanced and back.text.split("\n") == written["message"].split(
         "\n"
     )
+
+
+# -- 4. -q/--quiet: the exit code only on success; errors and warnings still print ------------
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_quiet_send_prints_nothing_on_success(
+    smtp_server: SmtpTestServer, tmp_path: Path, where: str
+) -> None:
+    args = [*BASIC, *server_args(smtp_server), "--body", "x"]
+    args = [*args, "-q"] if where == "after" else ["--quiet", *args]
+    result = invoke(args, tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert len(smtp_server.messages) == 1
+
+
+def test_quiet_send_still_reports_failures(smtp_server: SmtpTestServer, tmp_path: Path) -> None:
+    smtp_server.reject("carol@example.org", 550, "5.1.1 No such user here")
+    args = [*BASIC, "--to", "carol@example.org", *server_args(smtp_server), "--body", "x", "-q"]
+    partial = invoke([*args, "--allow-partial"], tmp_path)
+    assert partial.exit_code == 69
+    assert partial.stdout == ""
+    assert partial.stderr.splitlines() == [
+        "mailctl: recipient carol@example.org refused: 550 5.1.1 No such user here"
+    ]
+    refused = invoke(args, tmp_path)
+    assert refused.exit_code == 69 and refused.stdout == ""
+    assert len(refused.stderr.splitlines()) == 1 and "carol@example.org" in refused.stderr
+    # warnings are not success chatter: --insecure is still warned about
+    insecure = invoke(
+        [*BASIC, *server_args(smtp_server), "--body", "x", "-q", "--insecure"], tmp_path
+    )
+    assert insecure.exit_code == 0 and insecure.stdout == ""
+    assert insecure.stderr.startswith("warning: certificate verification is off")
+
+
+def test_quiet_leaves_json_and_dry_run_output_alone(
+    smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    """--json asked for the envelope and --dry-run for the bytes: -q drops only the chatter."""
+    sent = invoke([*BASIC, *server_args(smtp_server), "--body", "x", "-q", "--json"], tmp_path)
+    assert sent.exit_code == 0 and json.loads(sent.stdout)["status"] == "ok"
+    eml = tmp_path / "lf.eml"
+    eml.write_bytes(LF_EML)
+    dry = invoke(["send", "--eml", str(eml), "--dry-run", "-q"], tmp_path)
+    assert dry.exit_code == 0
+    assert (dry.stdout_bytes, dry.stderr) == (LF_EML_AS_SENT, "")
+
+
+def test_quiet_is_one_option_for_every_reporting_command(tmp_path: Path) -> None:
+    env = {"MAILCTL_CONFIG": str(tmp_path / "none.toml")}
+    bench = run_mailctl("bench", "--messages", "20", "--mode", "reuse", "-q", env=env)
+    assert (bench.returncode, bench.stdout, bench.stderr) == (0, "", "")
+    sink = run_mailctl("sink", "--listen", "127.0.0.1:0", "--duration", "0.3", "-q", env=env)
+    assert (sink.returncode, sink.stdout, sink.stderr) == (0, "", "")
+    sink_json = run_mailctl(
+        "sink", "--listen", "127.0.0.1:0", "--duration", "0.3", "--quiet", "--json", env=env
+    )
+    assert sink_json.returncode == 0 and sink_json.stderr == ""
+    assert json.loads(sink_json.stdout)["data"]["stopped_by"] == "duration"
+    listed = run_mailctl("account", "list", "-q", env=env)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "", "")
+    missing = run_mailctl("account", "show", "nope", "-q", env=env)
+    assert missing.returncode == 78 and missing.stdout == ""
+    assert missing.stderr.startswith("mailctl: ") and len(missing.stderr.splitlines()) == 1
