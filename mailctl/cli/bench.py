@@ -225,9 +225,13 @@ def _bench(flags: BenchFlags, app: AppContext) -> CommandResult:
         if flags.baseline is not None
         else None
     )
-    progress = _progress_factory(output) if not flags.json_mode and sys.stderr.isatty() else None
+    progress = (
+        _progress_factory(output)
+        if not (flags.json_mode or output.quiet) and sys.stderr.isatty()
+        else None
+    )
     result = _run(request, flags.profile, progress)
-    if flags.profile is not None:
+    if flags.profile is not None and not output.quiet:
         output.note(f"profile of the client written to {flags.profile} (python -m pstats FILE)")
     if flags.csv is not None:
         _write_csv(flags.csv, result)
