@@ -453,7 +453,9 @@ def _command_result(result: BenchResult) -> CommandResult:
         )
         errors.append(
             RegressionError(
-                f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
+                f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}",
+                hint="run it again to rule out a busy machine; if the change is expected, "
+                "save a new baseline: mailctl bench --json > baseline.json",
             )
         )
     return CommandResult(

@@ -93,8 +93,14 @@ class Output:
             if result.product is not None:
                 result.product(self)
         for error in result.errors if not self.json_mode else []:
-            message = error.message if isinstance(error, MailctlError) else error.get("message")
-            _write_line(sys.stderr, f"mailctl: {clean(str(message or ''))}", "red")
+            # The same one line as a raised error: the problem, then the fix (the hint).
+            if isinstance(error, MailctlError):
+                line = error.one_line()
+            else:
+                line = str(error.get("message") or "")
+                if error.get("hint"):
+                    line = f"{line} ({error['hint']})"
+            _write_line(sys.stderr, f"mailctl: {clean(line)}", "red")
 
     def write_json(
         self,
