@@ -122,3 +122,17 @@ def test_license_is_an_spdx_string_with_a_setuptools_that_reads_it() -> None:
     assert not any(
         c.startswith("License ::") for c in project["project"].get("classifiers", [])
     )  # PEP 639: license classifiers are deprecated beside an expression
+
+
+def test_bench_message_size_is_the_size_sent(tmp_path: Path) -> None:
+    """bench --message with an LF-only file: the report counts the CRLF bytes that are sent
+    (what SIZE counts and the server stores), not the file's size."""
+    message = tmp_path / "lf.eml"
+    lf = b"From: a@example.org\nTo: b@example.org\nSubject: lf\n\nbody\n.dot line\n"
+    message.write_bytes(lf)
+    env = {"MAILCTL_CONFIG": str(tmp_path / "none.toml")}
+    run = run_mailctl(
+        "bench", "--messages", "5", "--mode", "reuse", "--message", str(message), "--json", env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["data"]["workload"]["message_size"] == len(lf) + lf.count(b"\n")
