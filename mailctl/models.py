@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -108,18 +108,53 @@ _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 @dataclass(frozen=True)
 class Reply:
-    """An SMTP reply; `message` keeps multi-line replies joined with newlines."""
+    """An SMTP reply; `message` is the text after the code as the server sent it (with the
+    enhanced code, the lines of a multi-line reply joined with newlines), so the wire form
+    can be rebuilt (transcripts) and one-line messages read "550 5.1.1 No such user".
+
+    JSON (mailctl.serialize) writes code, `text` under the key "message", and `enhanced`:
+    each part once.
+    """
 
     code: int
-    message: str
+    message: str = field(metadata={"json": False})
 
-    JSON_ATTRS: ClassVar[tuple[str, ...]] = ("enhanced",)  # computed, written by serialize
+    # computed, written by serialize: the text without the enhanced code, and the code
+    JSON_ATTRS: ClassVar[tuple[tuple[str, dict[str, str]] | str, ...]] = (
+        ("text", {"json": "message"}),
+        "enhanced",
+    )
 
     @property
     def enhanced(self) -> str | None:
         """The RFC 3463 enhanced status code at the start of the text, if any."""
         match = _ENHANCED.match(self.message)
         return match.group(0) if match else None
+
+    @property
+    def text(self) -> str:
+        """The text without the enhanced code, which RFC 2034 4 puts at the start of every
+        line of a multi-line reply (removed where a line starts with it, plus one space)."""
+        enhanced = self.enhanced
+        if enhanced is None:
+            return self.message
+        return "\n".join(
+            line[len(enhanced) :].removeprefix(" ")
+            if line == enhanced or line.startswith(enhanced + " ")
+            else line
+            for line in self.message.split("\n")
+        )
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, object]) -> Reply | None:
+        """The Reply that `mailctl.serialize` wrote as `data` (code, message, enhanced)."""
+        code, text, enhanced = data.get("code"), data.get("message"), data.get("enhanced")
+        if not isinstance(code, int) or isinstance(code, bool):
+            return None
+        text = text if isinstance(text, str) else ""
+        if isinstance(enhanced, str) and enhanced:
+            text = f"{enhanced} {text}" if text else enhanced
+        return cls(code, text)
 
     @property
     def is_permanent(self) -> bool:

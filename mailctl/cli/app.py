@@ -14,7 +14,7 @@ import typer
 from mailctl import __version__
 from mailctl.cli.context import VALUE_OPTIONS, remember_options
 from mailctl.cli.lazy import LazyCommand, lazy_group
-from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt, QuietOpt
 from mailctl.errors import ExitCode
 
 
@@ -107,13 +107,14 @@ def main(
     config: ConfigOpt = None,
     account: AccountOpt = None,
     json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     # Read by cli/context.root_options; the same options after the command name win.
-    remember_options(ctx, config=config, account=account, json_mode=json_mode)
+    remember_options(ctx, config=config, account=account, json_mode=json_mode, quiet=quiet)
 
 
 def _invoked_command(argv: list[str]) -> str | None:

@@ -225,9 +225,13 @@ def _bench(flags: BenchFlags, app: AppContext) -> CommandResult:
         if flags.baseline is not None
         else None
     )
-    progress = _progress_factory(output) if not flags.json_mode and sys.stderr.isatty() else None
+    progress = (
+        _progress_factory(output)
+        if not (flags.json_mode or output.quiet) and sys.stderr.isatty()
+        else None
+    )
     result = _run(request, flags.profile, progress)
-    if flags.profile is not None:
+    if flags.profile is not None and not output.quiet:
         output.note(f"profile of the client written to {flags.profile} (python -m pstats FILE)")
     if flags.csv is not None:
         _write_csv(flags.csv, result)
@@ -449,7 +453,9 @@ def _command_result(result: BenchResult) -> CommandResult:
         )
         errors.append(
             RegressionError(
-                f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}"
+                f"performance regressed beyond {100 * (result.max_regression or 0):g}%: {listed}",
+                hint="run it again to rule out a busy machine; if the change is expected, "
+                "save a new baseline: mailctl bench --json > baseline.json",
             )
         )
     return CommandResult(

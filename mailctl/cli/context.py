@@ -36,6 +36,7 @@ class GlobalOptions:
     config: Path | None = None
     account: str | None = None
     json_mode: bool = False
+    quiet: bool = False  # -q: nothing on success but what was asked for (--json, --dry-run)
 
     def over(self, before: GlobalOptions) -> GlobalOptions:
         """These options (given after the command name) over those given before it."""
@@ -43,6 +44,7 @@ class GlobalOptions:
             config=self.config if self.config is not None else before.config,
             account=self.account if self.account is not None else before.account,
             json_mode=self.json_mode or before.json_mode,
+            quiet=self.quiet or before.quiet,
         )
 
 
@@ -54,11 +56,16 @@ def root_options(ctx: typer.Context) -> GlobalOptions:
 
 
 def remember_options(
-    ctx: typer.Context, *, config: Path | None, account: str | None, json_mode: bool
+    ctx: typer.Context,
+    *,
+    config: Path | None,
+    account: str | None,
+    json_mode: bool,
+    quiet: bool = False,
 ) -> None:
     """For the callback of the root and of each group: keep the global options given there,
     over those given before it, for the commands below (root_options)."""
-    given = GlobalOptions(config=config, account=account, json_mode=json_mode)
+    given = GlobalOptions(config=config, account=account, json_mode=json_mode, quiet=quiet)
     ctx.obj = given.over(root_options(ctx))
 
 
@@ -68,7 +75,7 @@ class AppContext:
     def __init__(self, command: list[str], options: GlobalOptions) -> None:
         self.command = command
         self.options = options
-        self.output = Output(command, json_mode=options.json_mode)
+        self.output = Output(command, json_mode=options.json_mode, quiet=options.quiet)
         self._config: Config | None = None
         self._secrets: Secrets | None = None
         self._warned: set[str] = set()
@@ -204,7 +211,7 @@ def check_server_flags(flags: ServerFlags) -> str | None:
 def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[..., None]]:
     """Turn `func(app: AppContext, ...) -> CommandResult` into a Typer command named `name`.
 
-    The command gets the global options (--config, --json) as its own too, so they work
+    The command gets the global options (--config, --json, -q/--quiet) as its own too, so they work
     after its name; a `server: ServerFlags` parameter gets the server group (--account,
     --server, --user, --tls, ..., cli/options.SERVER_OPTIONS) collected into ServerFlags. A
     parameter `func` declares with a shared option's name replaces that declaration (and is
@@ -232,6 +239,7 @@ def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[...
                 config=values.get("config"),
                 account=values.get("account"),
                 json_mode=bool(values.get("json_mode")),
+                quiet=bool(values.get("quiet")),
             )
             extra: dict[str, Any] = {}
             if wants_server:

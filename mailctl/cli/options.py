@@ -32,6 +32,16 @@ JsonOpt = Annotated[
     bool,
     typer.Option("--json", help="Print the JSON result envelope.", rich_help_panel=GLOBAL),
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing on success (the exit code says it); errors and warnings still go "
+        "to stderr, --json still prints its envelope.",
+        rich_help_panel=GLOBAL,
+    ),
+]
 AccountOpt = Annotated[
     str | None,
     typer.Option("--account", "-A", help="Account name (default: the default account)."),
@@ -113,6 +123,7 @@ DataTimeoutOpt = Annotated[
 GLOBAL_OPTIONS: Final[dict[str, tuple[Any, Any]]] = {
     "config": (ConfigOpt, None),
     "json_mode": (JsonOpt, False),
+    "quiet": (QuietOpt, False),
 }
 SERVER_OPTIONS: Final[dict[str, tuple[Any, Any]]] = {
     "account": (AccountOpt, None),

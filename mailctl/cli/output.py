@@ -35,14 +35,20 @@ class CommandResult:
     exit_code: ExitCode = ExitCode.OK
     errors: Sequence[ErrorEntry] = ()
     render: Callable[[Output], None] | None = None
+    # What the command was asked to print for people (send --dry-run's bytes): written in
+    # human mode after `render`, also with -q/--quiet, which skips only `render`.
+    product: Callable[[Output], None] | None = None
 
 
 class Output:
     """The output mode of one invocation; consoles are made lazily to keep start-up fast."""
 
-    def __init__(self, command: list[str], *, json_mode: bool = False) -> None:
+    def __init__(self, command: list[str], *, json_mode: bool = False, quiet: bool = False) -> None:
         self.command = command
         self.json_mode = json_mode
+        # -q/--quiet: no report and no progress on success (renderers and progress bars ask);
+        # errors, warnings, the JSON envelope and a command's product still print.
+        self.quiet = quiet
         self._out: Console | None = None
         self._err: Console | None = None
 
@@ -81,11 +87,20 @@ class Output:
     def emit(self, result: CommandResult) -> None:
         if self.json_mode:
             self.write_json(result.status, result.exit_code, result.data, result.errors)
-        elif result.render is not None:
-            result.render(self)
+        else:
+            if result.render is not None and not self.quiet:
+                result.render(self)
+            if result.product is not None:
+                result.product(self)
         for error in result.errors if not self.json_mode else []:
-            message = error.message if isinstance(error, MailctlError) else error.get("message")
-            _write_line(sys.stderr, f"mailctl: {clean(str(message or ''))}", "red")
+            # The same one line as a raised error: the problem, then the fix (the hint).
+            if isinstance(error, MailctlError):
+                line = error.one_line()
+            else:
+                line = str(error.get("message") or "")
+                if error.get("hint"):
+                    line = f"{line} ({error['hint']})"
+            _write_line(sys.stderr, f"mailctl: {clean(line)}", "red")
 
     def write_json(
         self,

@@ -316,11 +316,13 @@ def _dry_run_result(result: "SendResult") -> CommandResult:
         if saved is not None:
             output.note(f"saved to {saved}")
         output.note(f"--- {len(prepared.data)} bytes follow on stdout (dry run: nothing sent) ---")
+
+    def product(output: Output) -> None:
         sys.stdout.flush()
         sys.stdout.buffer.write(prepared.data)
         sys.stdout.buffer.flush()
 
-    return CommandResult(data=result, render=render)
+    return CommandResult(data=result, render=render, product=product)
 
 
 def _send_result(result: "SendResult") -> CommandResult:

@@ -161,9 +161,6 @@ def sink_command(
             help="Event loop: auto (uvloop when installed), asyncio, uvloop.",
         ),
     ] = "auto",
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No start line and no live counters.")
-    ] = False,
     json_mode: Annotated[
         bool, typer.Option("--json", help="Print the JSON result envelope at exit.")
     ] = False,
@@ -273,7 +270,7 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
         raise UsageError(
             f"--loop {quote(flags['loop'])}: expected auto, asyncio or uvloop"
         ) from None
-    chatty = not flags["quiet"] and not output.json_mode
+    chatty = not output.quiet and not output.json_mode  # -q is the global option
     live = chatty and sys.stderr.isatty()
 
     def on_ready(info: dict[str, Any]) -> None:

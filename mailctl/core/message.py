@@ -79,7 +79,9 @@ class RawMessage:
 
 @dataclass(frozen=True)
 class PreparedMessage:
-    """Exactly what goes on the wire: the envelope and the message bytes (before dot-stuffing)."""
+    """Exactly what goes on the wire: the envelope and the message bytes as SMTP carries
+    them (mime.compose.crlf_lines: CRLF line ends, a final CRLF), before dot-stuffing.
+    That is what --dry-run prints, --save keeps, the server receives and SIZE counts."""
 
     envelope: Envelope
     data: bytes
@@ -152,7 +154,13 @@ def _compose_request(message: ComposedMessage) -> ComposeRequest:
 
 def _prepare_composed(request: ComposeRequest) -> PreparedMessage:
     """Build the message; Bcc goes to the envelope only, never into the headers."""
-    from mailctl.mime.compose import compose, envelope_for, request_needs_smtputf8, serialize
+    from mailctl.mime.compose import (
+        compose,
+        crlf_lines,
+        envelope_for,
+        request_needs_smtputf8,
+        serialize,
+    )
 
     if not (request.to or request.cc or request.bcc):
         raise UsageError("no recipients", hint="give --to, --cc or --bcc")
@@ -160,7 +168,7 @@ def _prepare_composed(request: ComposeRequest) -> PreparedMessage:
     message = compose(request)
     return PreparedMessage(
         envelope=envelope_for(request, smtputf8=smtputf8),
-        data=serialize(message, utf8=smtputf8),
+        data=crlf_lines(serialize(message, utf8=smtputf8)),
         smtputf8=smtputf8,
         message_id=str(message["Message-ID"]) if message["Message-ID"] else None,
     )
@@ -168,6 +176,7 @@ def _prepare_composed(request: ComposeRequest) -> PreparedMessage:
 
 def _prepare_raw(raw: RawMessage) -> PreparedMessage:
     from mailctl.mime.compose import (
+        crlf_lines,
         envelope_of,
         envelope_sender,
         header_recipients,
@@ -206,7 +215,9 @@ def _prepare_raw(raw: RawMessage) -> PreparedMessage:
     message_id = message.get("Message-ID")
     return PreparedMessage(
         envelope=envelope_of(sender, everyone, smtputf8=smtputf8),
-        data=strip_bcc(data),
+        # An .eml saved with LF line ends goes out with CRLF: say so everywhere by
+        # holding the bytes in that form from here on (RFC 5321 2.3.8).
+        data=crlf_lines(strip_bcc(data)),
         smtputf8=smtputf8,
         message_id=str(message_id) if message_id else None,
     )

@@ -437,18 +437,33 @@ def serialize(message: EmailMessage, *, utf8: bool = False) -> bytes:
 _EOL: Final = re.compile(rb"\r\n|\r|\n")
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """Return what goes on the wire after DATA, without the final ".\\r\\n".
+def crlf_lines(data: bytes) -> bytes:
+    """Return the message as SMTP carries it, before dot-stuffing (RFC 5321 4.5.2, 2.3.8).
 
     Every CRLF, bare LF or bare CR becomes CRLF (a bare LF or CR must never reach the wire:
-    SMTP smuggling, CVE-2023-51764), a leading '.' on any line is doubled (RFC 5321
-    4.5.2), and the result ends with CRLF. Empty input stays empty.
+    SMTP smuggling, CVE-2023-51764), and the result ends with CRLF. Empty input stays empty.
+    This is what a server stores and what RFC 1870 SIZE counts.
     """
     if not data:
         return b""
-    wire = _EOL.sub(b"\r\n", data) if b"\r" in data else data.replace(b"\n", b"\r\n")
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") == pairs == data.count(b"\n"):
+        wire = data  # CRLF already (a composed message): three memchr passes, no copy
+    elif b"\r" in data:
+        wire = _EOL.sub(b"\r\n", data)
+    else:
+        wire = data.replace(b"\n", b"\r\n")
     if not wire.endswith(b"\r\n"):
         wire += b"\r\n"
+    return wire
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Return what goes on the wire after DATA, without the final ".\\r\\n".
+
+    `crlf_lines`, then a leading '.' on any line is doubled (RFC 5321 4.5.2).
+    """
+    wire = crlf_lines(data)
     if wire.startswith(b"."):
         wire = b"." + wire
     return wire.replace(b"\r\n.", b"\r\n..")

@@ -28,7 +28,7 @@ from mailctl.cli.account.render import (
     render_test,
 )
 from mailctl.cli.context import AppContext, command, remember_options
-from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt, QuietOpt
 from mailctl.cli.output import CommandResult
 from mailctl.text import quote
 
@@ -50,9 +50,10 @@ def account_group(
     config: ConfigOpt = None,
     account: AccountOpt = None,
     json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Manage accounts: servers, the default account, passwords in the keyring."""
-    remember_options(ctx, config=config, account=account, json_mode=json_mode)
+    remember_options(ctx, config=config, account=account, json_mode=json_mode, quiet=quiet)
 
 
 SMTP_PANEL = "SMTP server (sending)"
@@ -422,7 +423,8 @@ def test_command(
         if result.status == "ok"
         else ("partial" if result.status == "partial" else "error"),
         exit_code=result.exit_code,
-        # Human output already shows each failure under its server; the envelope lists them.
-        errors=errors if app.output.json_mode else [],
+        # Human output already shows each failure under its server; the envelope lists them,
+        # and so does -q, which skips that output but never a failure.
+        errors=errors if app.output.json_mode or app.output.quiet else [],
         render=lambda out: render_test(out, result),
     )

@@ -384,7 +384,10 @@ def build_message(size: int) -> bytes:
 
 def load_message(path: Path, *, what: str = "message file") -> bytes:
     """Read a message file for --message, by send's rules: a regular file within the input
-    limit ($MAILCTL_MAX_INPUT). Raises NoInputError, NotRegularFileError, InputTooLargeError."""
+    limit ($MAILCTL_MAX_INPUT), held as SMTP carries it (CRLF line ends, as send does), so
+    `message_size` is what is sent. Raises NoInputError, NotRegularFileError,
+    InputTooLargeError."""
     from mailctl.inputs import read_file
+    from mailctl.mime.compose import crlf_lines
 
-    return read_file(path, what=what)
+    return crlf_lines(read_file(path, what=what))

@@ -9,6 +9,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aiosmtplib import SMTP
@@ -30,10 +31,11 @@ from aiosmtplib.typing import Default
 
 from mailctl.models import AuthMechanism, Reply
 from mailctl.protocols.smtp.errors import RepliesOutOfStep, to_reply
+from mailctl.protocols.tls import tls_info
 from mailctl.protocols.transcript import Transcript
 from mailctl.text import excerpt
 
-__all__ = ["Client"]
+__all__ = ["Client", "describe_tls"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Unread server output kept to explain a disconnect: one short reply is all that matters.
@@ -48,6 +50,31 @@ def _escape_control(match: re.Match[str]) -> str:
 def _shown(data: bytes) -> str:
     """The first line of unasked-for server output, for a one-line message."""
     return excerpt(data.split(b"\n", 1)[0])
+
+
+def describe_tls(ssl_object: ssl.SSLObject | None) -> str:
+    """The transcript's note for an established TLS session."""
+    info = tls_info(ssl_object)
+    if info is None:
+        return "TLS not active"
+    return f"TLS established: {info.version} {info.cipher}"
+
+
+def _observe_handshake(context: ssl.SSLContext, done: Callable[[ssl.SSLObject], None]) -> None:
+    """Call `done` the moment a TLS handshake made with `context` completes.
+
+    asyncio runs the handshake inside the library call that also reads the greeting
+    (aiosmtplib's connect), so nothing outside that call can see it end in between. The
+    SSLObject it drives is made by `context.sslobject_class` (a documented hook), and its
+    `do_handshake` returns normally exactly once, when the handshake is complete.
+    """
+
+    class _Observed(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            done(self)
+
+    context.sslobject_class = _Observed
 
 
 def _reply_lines(reply: Reply) -> list[str]:
@@ -104,6 +131,17 @@ class Client(SMTP):
         self._unsolicited = bytearray()
         self._parting_taken = False
         self._surplus_reported = False
+        # Implicit TLS (RFC 8314 3.3): the handshake completes before the server greets.
+        # It is noted in the transcript when it completes, not after the greeting was read.
+        self.handshake_done = False
+        context = kwargs.get("tls_context")
+        if kwargs.get("use_tls") and isinstance(context, ssl.SSLContext):
+            _observe_handshake(context, self._handshake_done)
+
+    def _handshake_done(self, ssl_object: ssl.SSLObject) -> None:
+        self.handshake_done = True
+        if self._transcript is not None:
+            self._transcript.info(describe_tls(ssl_object))
 
     def close(self) -> None:
         # aiosmtplib calls this from many places (421, timeouts, lost connections);

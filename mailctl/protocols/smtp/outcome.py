@@ -259,6 +259,4 @@ _TRANSIENT_ERRORS: dict[str, type[MailctlError]] = {
 def _detail_reply(error: MailctlError) -> Reply | None:
     """The server reply a protocols error carries in its "reply" detail (as to_data wrote it)."""
     found = error.details.get("reply")
-    if isinstance(found, dict) and isinstance(found.get("code"), int):
-        return Reply(found["code"], str(found.get("message") or ""))
-    return None
+    return Reply.from_data(found) if isinstance(found, dict) else None

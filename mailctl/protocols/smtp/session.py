@@ -42,7 +42,7 @@ from mailctl.models import (
     Security,
     ServerSettings,
 )
-from mailctl.protocols.smtp.client import Client
+from mailctl.protocols.smtp.client import Client, describe_tls
 from mailctl.protocols.smtp.connect import (
     AUTO_MECHANISMS,
     authenticate,
@@ -256,21 +256,25 @@ class SmtpSession:
         timeouts = settings.timeouts
         transcript = options.transcript
 
-        phase = "TLS handshake or greeting" if settings.security is Security.TLS else "greeting"
         started = time.perf_counter()
         try:
+            # With implicit TLS the client notes the handshake in the transcript as it
+            # completes, before the greeting is read (Client._handshake_done).
             banner_response = await client.connect(timeout=timeouts.connect)
         except SMTPResponseException as err:
             reply = to_reply(err)
             client.record_reply(reply, tls=client.tls_active)
             raise reply_error(reply, f"{where} refused the connection") from err
         except (SMTPException, OSError) as err:
+            phase = (
+                "TLS handshake"
+                if settings.security is Security.TLS and not client.handshake_done
+                else "greeting"
+            )
             raise transport_error(err, where, phase, timeouts.connect) from err
         timings["banner"] = time.perf_counter() - started
         banner = to_reply(banner_response)
         client.record_reply(banner, tls=client.tls_active)
-        if client.tls_active and transcript is not None:
-            transcript.info(_describe_tls(client))
 
         started = time.perf_counter()
         plain_and_anonymous = settings.security is Security.NONE and not settings.username
@@ -282,7 +286,9 @@ class SmtpSession:
             await starttls(client, settings, where, context)
             timings["starttls"] = time.perf_counter() - started
             if transcript is not None:
-                transcript.info(_describe_tls(client))
+                # aiosmtplib reads the 220 and runs the handshake in one call; the client
+                # recorded the 220 after it returned, so this note follows in the right order.
+                transcript.info(describe_tls(client.ssl_object))
             # RFC 3207 4.2: forget the pre-TLS EHLO answer and ask again, now, instead
             # of letting aiosmtplib do it lazily before some later command.
             started = time.perf_counter()
@@ -728,10 +734,3 @@ class _Progress:
             finished=time.perf_counter(),
             exception=error,
         )
-
-
-def _describe_tls(client: Client) -> str:
-    info = tls_info(client.ssl_object)
-    if info is None:
-        return "TLS not active"
-    return f"TLS established: {info.version} {info.cipher}"
