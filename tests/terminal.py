@@ -6,6 +6,7 @@ Bounded: every child is killed after `timeout` seconds and the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -74,9 +75,7 @@ def run_on_terminal(
                 os.dup2(err_write, 2)
             for extra in (out_read, out_write, err_read, err_write):
                 os.close(extra)
-            os.execve(
-                sys.executable, [sys.executable, "-m", "mailctl", *args], env or child_env()
-            )
+            os.execve(sys.executable, [sys.executable, "-m", "mailctl", *args], env or child_env())
         finally:
             os._exit(127)
     os.close(out_write)
@@ -110,10 +109,8 @@ def run_on_terminal(
     finally:
         _, status = os.waitpid(pid, 0)
         for each in (fd, out_read, err_read):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(each)
-            except OSError:
-                pass
     return TerminalRun(os.waitstatus_to_exitcode(status), terminal, piped, piped_err)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from terminal import child_env, run_on_terminal, run_with_columns
+from terminal import run_on_terminal, run_with_columns
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
@@ -53,7 +53,7 @@ def expected_figures(data: dict[str, Any]) -> list[tuple[str, set[str]]]:
     for run in data["runs"]:
         mode = run["mode"]
         for key in ("sent", "failed", "unknown", "connections_opened"):
-            figures.append((f"{mode} {key}", {str(run[key])}))
+            figures.append((f"{mode} {key}", {str(run[key]), f"{run[key]:,}"}))
         figures.append((f"{mode} qps", formats(run["qps"], ",.0f")))
         for key in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"):
             figures.append((f"{mode} {key}", formats(run["latency"][key], ".2f")))
@@ -62,7 +62,7 @@ def expected_figures(data: dict[str, Any]) -> list[tuple[str, set[str]]]:
         for name, phase in run["phases"].items():
             for key in ("p50_ms", "p99_ms"):
                 figures.append((f"{mode} {name} {key}", formats(phase[key], ".2f")))
-            figures.append((f"{mode} {name} count", {str(phase["count"])}))
+            figures.append((f"{mode} {name} count", {str(phase["count"]), f"{phase['count']:,}"}))
     return figures
 
 
@@ -74,7 +74,7 @@ def render(result: object, width: int, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("COLUMNS", str(width))
     buffer = io.StringIO()
     output = Output(["bench"])
-    output._out = make_console(file=buffer)  # noqa: SLF001 - the console under test
+    output._out = make_console(file=buffer)
     command = _command_result(result)  # type: ignore[arg-type]
     assert command.render is not None
     command.render(output)
@@ -86,8 +86,14 @@ def test_every_figure_of_the_json_appears_whole(
     width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One run, two views: each number of its JSON is in the table, uncut, within `width`."""
-    from mailctl.core.bench import BenchMode, BenchRequest, Target, Workload, build_message
-    from mailctl.core.bench import run_bench
+    from mailctl.core.bench import (
+        BenchMode,
+        BenchRequest,
+        Target,
+        Workload,
+        build_message,
+        run_bench,
+    )
     from mailctl.serialize import to_data
 
     request = BenchRequest(
@@ -189,7 +195,11 @@ def test_pipeline_reports_only_the_phases_it_measures() -> None:
     assert "data" not in phases and "mail_rcpt" not in phases
     assert "end_of_data" in phases and phases["end_of_data"]["count"] == 100
     human = runner.invoke(app, ["bench", "-n", "100", "-c", "2"], env={"COLUMNS": "80"})
-    rows = [line.split()[0] for line in human.stdout.splitlines() if line.strip()]
+    rows = [  # the rows of the phase table: "name  p50 / p99 (count)"
+        line.split()[0]
+        for line in human.stdout.splitlines()
+        if re.match(r"\w+ +[\d.]+ / [\d.]+ \([\d,]+\)$", line)
+    ]
     assert "end_of_data" in rows and "data" not in rows and "mail_rcpt" not in rows
 
 
@@ -213,9 +223,7 @@ def _progress_lines(screen: str) -> list[str]:
 
 
 def test_progress_bar_shows_rate_and_eta() -> None:
-    run = run_on_terminal(
-        ["bench", "-n", "60000", "-c", "2"], columns=80, stdout_on_terminal=False
-    )
+    run = run_on_terminal(["bench", "-n", "60000", "-c", "2"], columns=80, stdout_on_terminal=False)
     assert run.code == 0, run.screen
     frames = _progress_lines(run.screen)
     assert frames, run.screen
@@ -257,4 +265,3 @@ def test_ctrl_c_news_is_printed_once() -> None:
     assert len(news) == 1, run.screen
     assert "partial" in news[0]
     assert "pipeline" in run.stdout.decode()  # the partial report itself
-
