@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 
+def terminal_width() -> int:
+    """The columns of plain (non-rich) output: $COLUMNS, else stdout's terminal, else 80."""
+    import shutil
+
+    return max(shutil.get_terminal_size().columns, 20)
+
+
 def width_of(console: Console) -> int:
     """The columns to lay out for: the terminal's, else $COLUMNS, else 80 (rich's rule)."""
     return max(console.width, 20)
