@@ -155,7 +155,8 @@ def render_test(out: Output, result: AccountTest) -> None:
         head = f"{check.protocol.value:<5} {where} ({check.security})"
         if check.error is not None:
             out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")
-            _line(out, check.error.one_line(), indent=6)
+            # An error stays one line (grep-able, as every mailctl error), never wrapped.
+            out.print(f"      {check.error.one_line()}")
             continue
         out.out.print(f"{clean(head)}  OK", markup=False, style="green")
         if check.tls is not None:
