@@ -478,8 +478,8 @@ def _command_result(result: BenchResult) -> CommandResult:
     if result.regressed:
         worst = [c for c in result.regression or () if c.regressed]
         listed = "; ".join(
-            f"{c.mode} {_metric_name(c.metric)} {c.baseline:,g} -> {c.current:,g} "
-            f"({_direction(c.change)})"
+            f"{c.mode} {_metric_name(c.metric)} {_figure(c.metric, c.baseline)} -> "
+            f"{_figure(c.metric, c.current)} ({_direction(c.change)})"
             for c in worst
         )
         errors.append(
@@ -681,11 +681,15 @@ def _direction(change: float) -> str:
     return "unchanged"
 
 
+def _figure(metric: str, value: float) -> str:
+    return f"{value:,.0f}" if metric == "qps" else f"{value:,.3f}"
+
+
 def _check_text(check: RegressionCheck, limit: float) -> str:
-    verdict = f"REGRESSED (more than {limit:g}% worse)" if check.regressed else "ok"
+    verdict = f"REGRESSED (limit {limit:g}%)" if check.regressed else "ok"
     return (
-        f"{check.mode} {_metric_name(check.metric)}: {check.baseline:,g} -> {check.current:,g} "
-        f"({_direction(check.change)}) {verdict}"
+        f"{check.mode} {_metric_name(check.metric)}: {_figure(check.metric, check.baseline)} -> "
+        f"{_figure(check.metric, check.current)} ({_direction(check.change)}) {verdict}"
     )
 
 
