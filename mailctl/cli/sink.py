@@ -337,7 +337,7 @@ def _render(run: SinkRun, output: Output) -> None:
         f"{stats.busy_qps:,.0f} msg/s in {stats.busy:.2f} s of arrivals "
         f"(pauses over {BURST_GAP:g} s not counted)"
         if stats.busy > 0
-        else "- (fewer than two messages in a row)"
+        else f"- (no two messages arrived within {BURST_GAP:g} s of each other)"
     )
     lines = [
         f"mailctl sink: stopped by {run.stopped_by} after {stats.elapsed:.2f} s",
