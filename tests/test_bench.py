@@ -78,7 +78,9 @@ def test_every_mode_against_smtp_sink(smtp_sink_factory: SinkFactory) -> None:
     assert new.connections_opened == 66  # one per message, warmup included
     assert reuse.connections_opened == pipeline.connections_opened == 3
     assert {"connect", "banner", "ehlo", "mail_rcpt", "data", "quit"} <= set(new.phases)
-    assert {"mail_rcpt", "data", "end_of_data"} <= set(pipeline.phases)
+    # Issue 8: pipelined MAIL/RCPT/DATA have no time of their own; only end_of_data is measured.
+    assert "end_of_data" in pipeline.phases
+    assert not {"mail_rcpt", "data"} & set(pipeline.phases)
     assert result.speedup(new) == 1.0
 
 

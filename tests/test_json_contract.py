@@ -169,7 +169,8 @@ def test_errors_before_any_result_have_empty_data(tmp_path: Path) -> None:
 
 SINK = {
     "messages", "bytes", "connections", "rejected", "disconnected", "error_replies",
-    "error_replies.*", "elapsed_ms", "qps", "listen", "security", "loop", "stopped_by",
+    "error_replies.*", "elapsed_ms", "qps", "busy_ms", "busy_qps", "listen", "security", "loop",
+    "stopped_by",
 }  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
         BenchRequest,
         BenchResult,
         Progress,
+        RegressionCheck,
         RunResult,
         Target,
         Workload,
@@ -226,7 +228,7 @@ def _bench(flags: BenchFlags, app: AppContext) -> CommandResult:
         else None
     )
     progress = (
-        _progress_factory(output)
+        _progress_factory(output, flags.duration)
         if not (flags.json_mode or output.quiet) and sys.stderr.isatty()
         else None
     )
@@ -366,33 +368,61 @@ def _target(flags: BenchFlags, app: AppContext) -> Target:
 # --------------------------------------------------------------------------- progress
 
 
-def _progress_factory(output: Output) -> Callable[[BenchMode], Progress | None]:
-    """A rich progress bar per mode on stderr (only on a terminal, never with --json)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+def _progress_factory(
+    output: Output, duration: float | None
+) -> Callable[[BenchMode], Progress | None]:
+    """A rich progress bar per mode on stderr (only on a terminal, never with --json): done
+    of total, the current rate and an ETA; with --duration the bar measures time, whose end
+    is known."""
+    from rich.progress import BarColumn, TextColumn
     from rich.progress import Progress as RichProgress
+
+    from mailctl.sink.rates import RateWindow, eta
 
     def factory(mode: BenchMode) -> Progress:
         bar = RichProgress(
             TextColumn(f"{mode.value:<8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            BarColumn(bar_width=None),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[status]}"),
             console=output.err,
             transient=True,
+            expand=False,
         )
+        window = RateWindow()
         state: dict[str, Any] = {}
 
         def update(done: int, total: int | None, elapsed: float, finished: bool) -> None:
+            rate = window.add(elapsed, done)
+            if duration is not None:  # the bar measures time: its end is known
+                size, completed = duration, min(elapsed, duration)
+                left: float | None = max(duration - elapsed, 0.0)
+                count = f"{done:,} sent"
+            else:
+                size, completed = float(total or 0), float(done)
+                left = eta((total or 0) - done, rate)
+                count = f"{done:,}/{total or 0:,}"
+            status = f"{count}  {rate:,.0f} msg/s  ETA {_clock(left)}"
             if "task" not in state:
                 bar.start()
-                state["task"] = bar.add_task(mode.value, total=total)
-            bar.update(state["task"], completed=done)
+                state["task"] = bar.add_task(mode.value, total=size, status=status)
+            bar.update(state["task"], completed=completed, status=status)
             if finished:
                 bar.stop()
 
         return update
 
     return factory
+
+
+def _clock(seconds: float | None) -> str:
+    """m:ss (h:mm:ss past an hour); -:-- when unknown."""
+    if seconds is None:
+        return "-:--"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --------------------------------------------------------------------------- output
@@ -448,7 +478,8 @@ def _command_result(result: BenchResult) -> CommandResult:
     if result.regressed:
         worst = [c for c in result.regression or () if c.regressed]
         listed = "; ".join(
-            f"{c.mode} {c.metric} {c.baseline:g} -> {c.current:g} ({c.change * 100:+.1f}%)"
+            f"{c.mode} {_metric_name(c.metric)} {_figure(c.metric, c.baseline)} -> "
+            f"{_figure(c.metric, c.current)} ({_direction(c.change)})"
             for c in worst
         )
         errors.append(
@@ -509,102 +540,187 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000.0:.2f}"
 
 
-def _render(output: Output, result: BenchResult) -> None:
+# One column of the summary: its header and its cell for a run (the result for speedup).
+_Column = tuple[str, "Callable[[BenchResult, RunResult], str]"]
+
+
+def _latency_cell(index: int) -> Callable[[BenchResult, RunResult], str]:
+    def cell(_result: BenchResult, run: RunResult) -> str:
+        lat = run.latency
+        if lat is None:
+            return "-"
+        return _ms((lat.p50, lat.p90, lat.p99, lat.p999, lat.maximum)[index])
+
+    return cell
+
+
+def _conns(_result: BenchResult, run: RunResult) -> str:
+    # opened of attempted when some attempts failed (refused, 421 at the greeting)
+    if run.connections_failed:
+        return f"{run.connections_opened:,}/{run.connections_attempted:,}"
+    return f"{run.connections_opened:,}"
+
+
+def _speedup(result: BenchResult, run: RunResult) -> str:
+    speedup = result.speedup(run)
+    return f"{speedup:.1f}x" if speedup is not None else "-"
+
+
+_COUNTS: tuple[_Column, ...] = (
+    ("sent", lambda _r, run: f"{run.sent:,}"),
+    ("failed", lambda _r, run: f"{run.failed:,}"),
+    ("unknown", lambda _r, run: f"{run.unknown:,}"),
+    ("msg/s", lambda _r, run: f"{run.qps:,.0f}"),
+)
+_LATENCY: tuple[_Column, ...] = tuple(
+    (name, _latency_cell(index)) for index, name in enumerate(("p50", "p90", "p99", "p99.9", "max"))
+)
+
+
+def _summary_table(result: BenchResult, columns: tuple[_Column, ...], title: str | None) -> Any:
     from rich import box
     from rich.table import Table
+
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("mode", no_wrap=True)
+    for name, _cell in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    for run in result.runs:
+        table.add_row(run.mode.value, *(cell(result, run) for _name, cell in columns))
+    return table
+
+
+def _summary_layouts(result: BenchResult) -> list[list[Any]]:
+    """The summary, widest first: one table; throughput and latency apart."""
+    tail: tuple[_Column, ...] = (("conns", _conns),)
+    if len(result.runs) > 1:
+        tail += (("speedup", _speedup),)
+    return [
+        [_summary_table(result, _COUNTS + _LATENCY + tail, None)],
+        [
+            _summary_table(result, _COUNTS + tail, "throughput"),
+            _summary_table(result, _LATENCY, "latency (ms)"),
+        ],
+    ]
+
+
+def _summary_lines(result: BenchResult) -> list[str]:
+    """The summary for very narrow terminals: a paragraph per mode."""
+    lines = []
+    for run in result.runs:
+        counts = ", ".join(f"{name}={cell(result, run)}" for name, cell in _COUNTS)
+        lat = ", ".join(f"{name}={cell(result, run)}" for name, cell in _LATENCY)
+        more = f", conns={_conns(result, run)}"
+        if len(result.runs) > 1:
+            more += f", speedup={_speedup(result, run)}"
+        lines.append(f"{run.mode.value}: {counts}{more}; latency ms: {lat}")
+    return lines
+
+
+def _render(output: Output, result: BenchResult) -> None:
+    from mailctl.cli.layout import fits, print_wrapped, width_of
 
     console = output.out
     target = result.target
     where = "embedded sink" if target.embedded_sink else "server"
     work = result.workload
-    amount = f"{work.messages} messages" if work.messages else f"{work.duration or 0:g}s"
-    console.print(
+    amount = f"{work.messages:,} messages" if work.messages else f"{work.duration or 0:g}s"
+    print_wrapped(
+        console,
         f"mailctl bench: {amount}, {work.concurrency} connections, "
-        f"{work.message_size}-byte messages -> {where} {endpoint(target.host, target.port)} "
+        f"{work.message_size}-byte messages",
+    )
+    print_wrapped(
+        console,
+        f"target: {where} {endpoint(target.host, target.port)} "
         f"(security {target.security.value}, auth {'on' if target.auth else 'off'})",
-        markup=False,
     )
-    table = Table(
-        title=_loop_label(result), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    print_wrapped(console, _loop_label(result))
+    layout = next(
+        (tables for tables in _summary_layouts(result) if all(fits(console, t) for t in tables)),
+        None,
     )
-    table.add_column("mode", no_wrap=True)
-    for name in ("sent", "failed", "unknown", "msg/s", "p50", "p90", "p99", "p99.9", "max"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("conns", justify="right", no_wrap=True)
-    compare = len(result.runs) > 1
-    if compare:
-        table.add_column("speedup", justify="right", no_wrap=True)
-    for run in result.runs:
-        lat = run.latency
-        cells = [
-            run.mode.value,
-            str(run.sent),
-            str(run.failed),
-            str(run.unknown),
-            f"{run.qps:,.0f}",
-            *(
-                [_ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.p999), _ms(lat.maximum)]
-                if lat
-                else ["-"] * 5
-            ),
-            # opened of attempted when some attempts failed (refused, 421 at the greeting)
-            f"{run.connections_opened}/{run.connections_attempted}"
-            if run.connections_failed
-            else str(run.connections_opened),
-        ]
-        if compare:
-            speedup = result.speedup(run)
-            cells.append(f"{speedup:.1f}x" if speedup is not None else "-")
-        table.add_row(*cells)
-    # Off a terminal rich assumes 80 columns and would squeeze the numbers; files get room.
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    console.print(table)
-    console.print(_phase_table(result))
+    if layout is None:
+        for line in _summary_lines(result):
+            print_wrapped(console, line)
+    else:
+        for table in layout:
+            console.print(table, soft_wrap=False)
+    _print_phases(console, result)
     for run in result.runs:
         _render_failures(console, run)
     shown = result.runs[-1]
     if shown.histogram is not None:
         console.print(f"latency histogram ({shown.mode.value}):", markup=False)
-        for line in _histogram_lines(shown):
+        bar = max(min(40, width_of(console) - 40), 10)
+        for line in _histogram_lines(shown, width=bar):
             console.print(line, markup=False, highlight=False)
     if result.regression is not None:
+        limit = 100 * (result.max_regression or 0)
         for check in result.regression:
-            mark = "REGRESSED" if check.regressed else "ok"
-            console.print(
-                f"baseline {check.mode} {check.metric}: {check.baseline:g} -> "
-                f"{check.current:g} ({check.change * 100:+.1f}% worse) {mark}",
-                markup=False,
-            )
-    if result.interrupted:
-        output.note("interrupted: the report above is partial", style="yellow")
+            print_wrapped(console, f"baseline {_check_text(check, limit)}")
+    # Ctrl-C is reported once, by the error line the renderer prints after this report.
+
+
+def _metric_name(metric: str) -> str:
+    return {"qps": "msg/s", "p99_ms": "p99 ms"}.get(metric, metric)
+
+
+def _direction(change: float) -> str:
+    """A check's change in words: `change` is a fraction, positive = worse whatever the metric
+    (core.bench: QPS lower is worse, latency higher is worse)."""
+    if change > 0:
+        return f"{change * 100:.1f}% worse"
+    if change < 0:
+        return f"{-change * 100:.1f}% better"
+    return "unchanged"
+
+
+def _figure(metric: str, value: float) -> str:
+    return f"{value:,.0f}" if metric == "qps" else f"{value:,.3f}"
+
+
+def _check_text(check: RegressionCheck, limit: float) -> str:
+    verdict = f"REGRESSED (limit {limit:g}%)" if check.regressed else "ok"
+    return (
+        f"{check.mode} {_metric_name(check.metric)}: {_figure(check.metric, check.baseline)} -> "
+        f"{_figure(check.metric, check.current)} ({_direction(check.change)}) {verdict}"
+    )
 
 
 def _render_failures(console: Any, run: RunResult) -> None:
     """Errors by reply code and text, connection attempts, and what stopped the run."""
+    from mailctl.cli.layout import print_wrapped
     from mailctl.text import clean
 
     mode = run.mode.value
     if run.error_details:
-        console.print(f"errors ({mode}), by reply code and text:", markup=False, style="red")
+        print_wrapped(console, f"errors ({mode}), by reply code and text:", style="red")
         for group in run.error_details:
-            console.print(
-                f"  {group.count:>7} x {clean(group.text)} ({group.status})",
-                markup=False,
+            print_wrapped(
+                console,
+                f"{group.count:>7,} x {clean(group.text)} ({group.status})",
                 style="red",
+                indent="  ",
+                hanging="          ",
             )
     if run.connections_failed:
-        console.print(
-            f"connections ({mode}): {run.connections_attempted} attempted, "
-            f"{run.connections_opened} opened, {run.connections_failed} failed",
-            markup=False,
+        print_wrapped(
+            console,
+            f"connections ({mode}): {run.connections_attempted:,} attempted, "
+            f"{run.connections_opened:,} opened, {run.connections_failed:,} failed",
         )
     if run.stopped_by is not None:
-        untried = f"; {run.not_tried} messages not tried" if run.not_tried else ""
-        console.print(
-            f"stopped ({mode}): {clean(run.stopped_by.one_line())}{untried}",
-            markup=False,
-            style="red",
+        untried = f"; {run.not_tried:,} messages not tried" if run.not_tried else ""
+        print_wrapped(
+            console, f"stopped ({mode}): {clean(run.stopped_by.one_line())}{untried}", style="red"
         )
 
 
@@ -615,36 +731,55 @@ def _loop_label(result: BenchResult) -> str:
     return "closed loop (next message when the last is done); latency (ms) from the actual send"
 
 
-def _phase_table(result: BenchResult) -> Any:
+def _phase_cell(summary: Any) -> str:
+    return f"{_ms(summary.p50)} / {_ms(summary.p99)} ({summary.count:,})" if summary else "-"
+
+
+def _print_phases(console: Any, result: BenchResult) -> None:
+    """Per-phase p50 / p99: one column per mode when that fits, else a row per phase and mode;
+    a footnote says what the phases are and which a mode does not measure."""
     from rich import box
     from rich.table import Table
 
-    from mailctl.core.bench import PHASES
+    from mailctl.cli.layout import fits, print_wrapped
+    from mailctl.core.bench import PHASES, BenchMode
 
-    table = Table(
+    phases = [p for p in PHASES if any(p in run.phases for run in result.runs)]
+    if not phases:
+        return
+    wide = Table(
         title="phases: p50 / p99 ms (count)", title_justify="left", box=box.SIMPLE_HEAD,
-        pad_edge=False,
+        show_edge=False, pad_edge=False, collapse_padding=True,
     )  # fmt: skip
-    table.add_column("phase")
+    wide.add_column("phase", no_wrap=True)
     for run in result.runs:
-        table.add_column(run.mode.value, justify="right")
-    for phase in PHASES:
-        cells = []
-        for run in result.runs:
-            summary = run.phases.get(phase)
-            cells.append(
-                f"{_ms(summary.p50)} / {_ms(summary.p99)} ({summary.count})" if summary else "-"
-            )
-            if run is not result.runs[-1]:
-                table.columns[len(cells)].no_wrap = True
-        if any(cell != "-" for cell in cells):
-            table.add_row(phase, *cells)
-    table.caption = (
-        "data = DATA to the 354; end_of_data = body and dot to the final reply; "
-        "pipeline: MAIL/RCPT/DATA share one write"
-    )
-    table.caption_justify = "left"
-    return table
+        wide.add_column(run.mode.value, justify="right", no_wrap=True)
+    for phase in phases:
+        wide.add_row(phase, *(_phase_cell(run.phases.get(phase)) for run in result.runs))
+    if fits(console, wide):
+        console.print(wide, soft_wrap=False)
+    else:
+        long = Table(
+            title="phases (ms)", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+            pad_edge=False, collapse_padding=True,
+        )  # fmt: skip
+        for name in ("phase", "mode", "p50", "p99", "count"):
+            long.add_column(name, justify="left" if name in ("phase", "mode") else "right")
+        for phase in phases:
+            for run in result.runs:
+                found = run.phases.get(phase)
+                if found is not None:
+                    long.add_row(
+                        phase, run.mode.value, _ms(found.p50), _ms(found.p99), f"{found.count:,}"
+                    )
+        console.print(long, soft_wrap=False)
+    note = "data = DATA to the 354; end_of_data = body and final dot to the final reply"
+    if result.run(BenchMode.PIPELINE) is not None:
+        note += (
+            "; pipeline writes MAIL, RCPT and DATA at once and reads their replies together, "
+            "so it has no mail_rcpt or data time of its own"
+        )
+    print_wrapped(console, note, hanging="")
 
 
 def _histogram_lines(run: RunResult, width: int = 40) -> list[str]:
@@ -655,5 +790,5 @@ def _histogram_lines(run: RunResult, width: int = 40) -> list[str]:
     for index, count in enumerate(histogram.counts):
         low, high = histogram.edges[index], histogram.edges[index + 1]
         bar = "#" * max(1 if count else 0, round(width * count / peak))
-        lines.append(f"  {_ms(low):>9} - {_ms(high):>9} ms | {bar:<{width}} {count}")
+        lines.append(f"  {_ms(low):>9} - {_ms(high):>9} ms | {bar:<{width}} {count:,}")
     return lines

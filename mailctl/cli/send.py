@@ -21,7 +21,7 @@ from mailctl.text import clean
 
 if TYPE_CHECKING:
     from mailctl.core.send import ComposedMessage, Given, RawMessage, SendResult
-    from mailctl.models import Account
+    from mailctl.models import Account, RecipientResult
 
 CONTENT = "Message"
 
@@ -325,6 +325,29 @@ def _dry_run_result(result: "SendResult") -> CommandResult:
     return CommandResult(data=result, render=render, product=product)
 
 
+def _print_refused(output: Output, refused: "tuple[RecipientResult, ...]") -> None:
+    """The refused recipients on stderr: a table when its rows fit the terminal whole, else
+    each address on its line and the reply under it, wrapped at spaces (never cut)."""
+    from rich.table import Table
+
+    from mailctl.cli.layout import fits, print_wrapped
+
+    rows = [(clean(r.address), clean(f"{r.reply.code} {r.reply.message}")) for r in refused]
+    table = Table("recipient", "reply", title="refused recipients")
+    for column in table.columns:
+        column.no_wrap = True
+    for row in rows:
+        table.add_row(*row)
+    console = output.err
+    if fits(console, table):
+        console.print(table, soft_wrap=False)
+        return
+    print_wrapped(console, "refused recipients:")
+    for address, reply in rows:
+        print_wrapped(console, address, indent="  ")
+        print_wrapped(console, reply, indent="    ")
+
+
 def _send_result(result: "SendResult") -> CommandResult:
     refused = result.refused
 
@@ -343,12 +366,7 @@ def _send_result(result: "SendResult") -> CommandResult:
         if result.queue_id:
             output.print(f"queue id: {result.queue_id}")
         if refused:
-            from rich.table import Table
-
-            table = Table("recipient", "reply", title="refused recipients")
-            for r in refused:
-                table.add_row(clean(r.address), clean(f"{r.reply.code} {r.reply.message}"))
-            output.err.print(table)
+            _print_refused(output, refused)
 
     return CommandResult(
         data=result,

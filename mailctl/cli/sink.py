@@ -16,6 +16,7 @@ from mailctl.text import quote
 
 if TYPE_CHECKING:
     from mailctl.sink.config import Phase, SinkConfig
+    from mailctl.sink.rates import RateWindow
     from mailctl.sink.run import SinkRun
     from mailctl.sink.stats import SinkStats
 
@@ -261,6 +262,7 @@ def build_config(flags: dict[str, Any], output: Output | None = None) -> SinkCon
 
 
 def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
+    from mailctl.sink.rates import RateWindow
     from mailctl.sink.run import LoopKind, run_sink
 
     config = build_config(flags, output)
@@ -282,13 +284,10 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
                 f"({info['security']}, {auth}, {store}); Ctrl-C stops",
             )
 
+    window = RateWindow()
+
     def progress(stats: SinkStats) -> None:
-        line = (
-            f"\r{stats.messages:,} messages  {stats.qps:,.0f} msg/s  "
-            f"{stats.active} open / {stats.connections:,} connections  "
-            f"{sum(stats.errors.values()):,} errors\x1b[K"
-        )
-        sys.stderr.write(line)
+        sys.stderr.write(f"\r{status_line(stats, window)}\x1b[K")
         sys.stderr.flush()
 
     result = run_sink(
@@ -304,13 +303,47 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     return CommandResult(data=result, render=lambda out: _render(result, out))
 
 
-def _render(run: SinkRun, output: Output) -> None:
-    """The human summary, on stderr like the rest of a server's chatter."""
-    stats = run.stats
-    errors = ", ".join(f"{code}x{count}" for code, count in stats.error_replies.items()) or "none"
-    output.note(
-        f"mailctl sink: {stats.messages:,} messages ({stats.bytes:,} bytes) in "
-        f"{stats.elapsed:.2f} s, {stats.qps:,.0f} msg/s; {stats.connections:,} "
-        f"connections; {stats.rejected:,} rejected, {stats.disconnected:,} disconnected "
-        f"(injected); error replies: {errors}; stopped by {run.stopped_by}"
+def status_line(stats: SinkStats, window: RateWindow) -> str:
+    """The live line: totals and the current rate (the last second, not the average since
+    start), cut to the terminal's width so that `\\r` can redraw it in place."""
+    import shutil
+    import time
+
+    rate = window.add(time.monotonic(), stats.messages)
+    line = (
+        f"{stats.messages:,} messages  {rate:,.0f} msg/s now  "
+        f"{stats.active} open / {stats.connections:,} connections  "
+        f"{sum(stats.errors.values()):,} errors"
     )
+    return line[: max(shutil.get_terminal_size().columns - 1, 20)]
+
+
+def _render(run: SinkRun, output: Output) -> None:
+    """The human summary, on stderr like the rest of a server's chatter: one fact a line,
+    wrapped at spaces to the terminal's width."""
+    import shutil
+
+    from mailctl.cli.layout import wrapped
+    from mailctl.sink.rates import BURST_GAP
+
+    stats = run.stats
+    width = max(shutil.get_terminal_size().columns, 40)
+    errors = ", ".join(f"{code}x{count:,}" for code, count in stats.error_replies.items()) or "none"
+    connections = f"{stats.connections:,} connection{'s' if stats.connections != 1 else ''}"
+    busy = (
+        f"{stats.busy_qps:,.0f} msg/s in {stats.busy:.2f} s of arrivals "
+        f"(pauses over {BURST_GAP:g} s not counted)"
+        if stats.busy > 0
+        else f"- (no two messages arrived within {BURST_GAP:g} s of each other)"
+    )
+    lines = [
+        f"mailctl sink: stopped by {run.stopped_by} after {stats.elapsed:.2f} s",
+        f"  received   {stats.messages:,} messages ({stats.bytes:,} bytes) on {connections}",
+        f"  busy rate  {busy}",
+        f"  overall    {stats.qps:,.0f} msg/s (all messages over the {stats.elapsed:.2f} s "
+        "since start)",
+        f"  faults     {stats.rejected:,} rejected, {stats.disconnected:,} disconnected "
+        f"(injected); error replies: {errors}",
+    ]
+    for line in lines:
+        output.note(wrapped(line, width, hanging=" " * 13))

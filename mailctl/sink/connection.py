@@ -688,9 +688,7 @@ class SinkConnection(SinkCommands, asyncio.BufferedProtocol):
                 # Never acknowledge a message that is not on disk.
                 self._send(STORE_FAILED, Phase.EOD)
                 return
-        stats = server.stats
-        stats.messages += 1
-        stats.bytes += size
+        server.stats.message(size)
         self._messages += 1
         if self._latency:
             self._send(QUEUED, Phase.EOD)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from mailctl.serialize import SECONDS, SKIP, JsonAttrs, meta
+from mailctl.sink.rates import BusyClock
 
 
 @dataclass
@@ -16,7 +17,8 @@ class SinkStats:
 
     `rejected` counts injected refusals, `disconnected` injected drops; `errors` counts every
     4xx/5xx reply sent, by code (injected or not): `error_replies` in JSON, so that it is not
-    taken for the envelope's `errors`.
+    taken for the envelope's `errors`. `qps` is over the whole run (idle time included);
+    `busy_qps` over the time messages were arriving (`busy`, see sink.rates.BusyClock).
     """
 
     messages: int = 0
@@ -28,12 +30,31 @@ class SinkStats:
     errors: Counter[int] = field(default_factory=Counter, metadata=SKIP)
     started: float = field(default_factory=time.monotonic, metadata=SKIP)  # clock readings
     stopped: float | None = field(default=None, metadata=SKIP)
+    clock: BusyClock = field(default_factory=BusyClock, metadata=SKIP)  # message arrivals
 
     JSON_ATTRS: ClassVar[JsonAttrs] = (
         "error_replies",
         ("elapsed", SECONDS),
         ("qps", meta(digits=3)),
+        ("busy", SECONDS),
+        ("busy_qps", meta(digits=3)),
     )
+
+    def message(self, size: int) -> None:
+        """Count one accepted message of `size` bytes, arrived now."""
+        self.messages += 1
+        self.bytes += size
+        self.clock.arrived(time.monotonic())
+
+    @property
+    def busy(self) -> float:
+        """Seconds during which messages were arriving (pauses over BURST_GAP left out)."""
+        return self.clock.busy
+
+    @property
+    def busy_qps(self) -> float:
+        """Messages per second while busy."""
+        return self.clock.busy_rate
 
     @property
     def elapsed(self) -> float:

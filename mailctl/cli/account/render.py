@@ -45,9 +45,11 @@ def render_list(out: Output, result: AccountList) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from mailctl.cli.layout import fits
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("", "NAME", "FROM", "SERVERS"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for summary in result.accounts:
         table.add_row(
             "*" if summary.is_default else "",
@@ -55,16 +57,52 @@ def render_list(out: Output, result: AccountList) -> None:
             Text(clean(summary.from_address or "-")),
             Text(", ".join(p.value for p in summary.blocks)),
         )
-    out.out.print(table)
+    if fits(out.out, table):
+        out.out.print(table, soft_wrap=False)
+        return
+    # Too wide for one line per account: a block per account, values wrapped at spaces.
+    for index, summary in enumerate(result.accounts):
+        if index:
+            out.print("")
+        default = " (default)" if summary.is_default else ""
+        out.print(f"{summary.name}{default}")
+        _value(out, "from", summary.from_address or "-", key_width=8, indent=2)
+        _value(out, "servers", ", ".join(p.value for p in summary.blocks), key_width=8, indent=2)
+
+
+def _line(out: Output, text: str, *, indent: int) -> None:
+    """A line of text wrapped at spaces to the terminal, continuation lines indented more."""
+    from mailctl.cli.layout import terminal_width, wrapped
+
+    out.print(wrapped(clean(text), terminal_width(), indent=" " * indent, hanging="  "))
+
+
+def _value(out: Output, key: str, value: str, *, key_width: int, indent: int) -> None:
+    """One `key  value` line, the value wrapped at spaces under itself (never cut)."""
+    from mailctl.cli.layout import terminal_width, wrapped
+
+    width = terminal_width()
+    lead = " " * indent + f"{key:<{key_width}} "
+    value = clean(value)
+    if max(map(len, value.split()), default=0) > width - len(lead):
+        # A word (an address, a path) longer than the value column: the value goes under
+        # the key, less indented, rather than cut.
+        out.print(lead.rstrip())
+        out.print(wrapped(value, width, indent=" " * (indent + 4), hanging=""))
+        return
+    text = wrapped(value, width - len(lead), hanging="")
+    for number, line in enumerate(text.splitlines() or [""]):
+        out.print((lead if number == 0 else " " * len(lead)) + line)
 
 
 def render_details(out: Output, result: AccountDetails) -> None:
     account = result.account
-    out.print(f"account    {account.name}{' (default)' if result.is_default else ''}")
-    out.print(f"config     {result.path}")
-    out.print(f"from       {account.from_address or '-'}")
+    default = " (default)" if result.is_default else ""
+    _value(out, "account", f"{account.name}{default}", key_width=10, indent=0)
+    _value(out, "config", str(result.path), key_width=10, indent=0)
+    _value(out, "from", account.from_address or "-", key_width=10, indent=0)
     if account.ehlo:
-        out.print(f"ehlo       {account.ehlo}")
+        _value(out, "ehlo", account.ehlo, key_width=10, indent=0)
     for protocol, source in result.secret_sources.items():
         settings = account.server(protocol)
         if settings is None:
@@ -75,8 +113,8 @@ def render_details(out: Output, result: AccountDetails) -> None:
             shown = "-" if value is None else value
             if isinstance(value, bool):
                 shown = "true" if value else "false"
-            out.print(f"  {key:<21} {shown}")
-        out.print(f"  {'password from':<21} {source.value}")
+            _value(out, key, str(shown), key_width=21, indent=2)
+        _value(out, "password from", source.value, key_width=21, indent=2)
 
 
 def _settings_rows(settings: ServerSettings) -> list[tuple[str, object]]:
@@ -117,6 +155,7 @@ def render_test(out: Output, result: AccountTest) -> None:
         head = f"{check.protocol.value:<5} {where} ({check.security})"
         if check.error is not None:
             out.out.print(f"{clean(head)}  FAILED", markup=False, style="red")
+            # An error stays one line (grep-able, as every mailctl error), never wrapped.
             out.print(f"      {check.error.one_line()}")
             continue
         out.out.print(f"{clean(head)}  OK", markup=False, style="green")
@@ -129,9 +168,9 @@ def render_test(out: Output, result: AccountTest) -> None:
         else:
             how = f" ({check.auth_mechanism})" if check.auth_mechanism else ""
             verdict = "OK" if check.authenticated else "not done"
-            out.print(f"      login as {check.username}: {verdict}{how}")
+            _line(out, f"login as {check.username}: {verdict}{how}", indent=6)
         if check.capabilities:
-            out.print(f"      capabilities: {' '.join(check.capabilities)}")
+            _value(out, "capabilities:", " ".join(check.capabilities), key_width=13, indent=6)
     if result.status == "partial":
         failed = ", ".join(c.protocol.value for c in result.failures)
         out.print(f"Some servers failed: {failed}.")

@@ -36,6 +36,7 @@ class Recorder:
     def __init__(self, work: Workload, started: float, mode: BenchMode) -> None:
         self.work = work
         self.mode = mode
+        self.pipelined = mode is BenchMode.PIPELINE
         self.t0 = started
         self.warmup = work.warmup
         self.total = None if work.messages is None else work.messages + work.warmup
@@ -158,7 +159,13 @@ class Recorder:
             finished = outcome.finished
             envelope = outcome.envelope_done
             data = outcome.data_accepted
-            phases = (envelope - started, data - envelope, finished - outcome.dot_sent)
+            if self.pipelined:
+                # RFC 2920: MAIL, RCPT and DATA leave in one write (with the previous final
+                # dot) and their replies arrive together, so neither has a time of its own:
+                # DATA would read 0 and mail_rcpt would repeat end_of_data. Not measured.
+                phases = (_NAN, _NAN, finished - outcome.dot_sent)
+            else:
+                phases = (envelope - started, data - envelope, finished - outcome.dot_sent)
             self.record(
                 index, job.origin or started, finished, status="sent", reason="", phases=phases
             )
