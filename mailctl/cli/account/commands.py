@@ -238,7 +238,7 @@ def add_command(
     from mailctl.models import Protocol
 
     core.validate_account_name(name)
-    core.ensure_addable(app.config, name, force=force)
+    core.ensure_addable(app.config_to_write(), name, force=force)
     given = {
         Protocol.SMTP: (smtp_host, smtp_port, smtp_security, smtp_user, smtp_auth,
                         smtp_password_command),
@@ -273,7 +273,7 @@ def add_command(
         secret = read_stdin_secret("--password-stdin")
     elif interactive and core.blocks_needing_secret(request.blocks()):
         secret = offer_keyring(app.output, name)
-    result = core.add_account(app.config, request, secret=secret)
+    result = core.add_account(app.config_to_write(), request, secret=secret)
     app.warn(result.warnings)
     return CommandResult(data=result, render=lambda out: render_added(out, result))
 
