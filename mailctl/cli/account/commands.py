@@ -23,8 +23,10 @@ from mailctl.cli.account.prompts import (
     ask,
     ask_missing,
     confirm,
+    keyring_problem,
     offer_keyring,
     read_stdin_secret,
+    require_keyring,
 )
 from mailctl.cli.account.render import (
     render_added,
@@ -114,7 +116,7 @@ def add_command(
     sender = from_address
     interactive = app.interactive and not password_stdin
     if interactive:
-        sender, inputs = ask_missing(sender, inputs)
+        sender, inputs = ask_missing(sender, inputs, keyring_problem=keyring_problem())
     _require_utf8_text({"--from": sender, "--ehlo": ehlo})
     blocks = {protocol: core.build_server(protocol, given) for protocol, given in inputs.items()}
     request = core.AddAccountRequest(
@@ -263,10 +265,12 @@ def set_password_command(
     from mailctl.errors import UsageError
 
     protocols = _protocols(protocol)
+    # Before any question or read: no such account, or no keyring to put the password in.
+    core.get_account(app.config, name)
+    require_keyring(name)
     if stdin:
         secret = read_stdin_secret("--stdin")
     elif app.interactive:
-        core.get_account(app.config, name)  # fails before asking if there is no such account
         secret = ask(f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True)
     else:
         raise UsageError("no terminal to ask for the password on", hint="pipe it in with --stdin")
