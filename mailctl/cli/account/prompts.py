@@ -127,9 +127,7 @@ def _ask_block(
     security = given.security
     while security is None or security.strip().lower() not in choices:
         if security is not None:
-            _explain(
-                f"{label} security: must be one of {', '.join(choices)}, not {quote(security)}"
-            )
+            _explain(f"{label} security: must be one of {listed}, got {quote(security)}")
         security = str(
             ask(
                 f"{label} security ({listed})",
@@ -141,7 +139,12 @@ def _ask_block(
     port = given.port
     while port is None:
         answer = str(
-            ask(f"{label} port", default=default_port(protocol, Security(security)), err=True)
+            ask(
+                f"{label} port",
+                default=str(default_port(protocol, Security(security))),
+                type=str,  # checked below, so a refusal says why in mailctl's words
+                err=True,
+            )
         ).strip()
         problem = (
             _problem(protocol, {"host": host, "port": int(answer)}, "port")
