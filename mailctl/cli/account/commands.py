@@ -131,6 +131,7 @@ def add_command(
     )
     secret: str | None = None
     if password_stdin:
+        require_keyring(name, exists=False)  # before reading it: nowhere to put it otherwise
         secret = read_stdin_secret("--password-stdin")
     elif interactive and core.blocks_needing_secret(request.blocks()):
         secret = offer_keyring(app.output, name)

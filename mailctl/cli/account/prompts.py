@@ -222,17 +222,21 @@ def keyring_problem() -> str | None:
     return None
 
 
-def require_keyring(name: str) -> None:
-    """Raise KeyringUnavailableError (78) naming the ways that work, before asking anything."""
+def require_keyring(name: str, *, exists: bool = True) -> None:
+    """Raise KeyringUnavailableError (78) naming the ways that work, before asking anything.
+
+    `exists`: the account is in the file already (set-password), so `account set` can add
+    a password command; else (add) its own flags can.
+    """
     from mailctl.errors import KeyringUnavailableError
 
     problem = keyring_problem()
     if problem is not None:
+        command = f"mailctl account set {name} " if exists else ""
         raise KeyringUnavailableError(
             problem,
-            hint=f"use a password command (mailctl account set {name} --smtp-password-command "
-            "'pass show mail/smtp', likewise --imap-/--pop3-password-command), "
-            "or MAILCTL_PASSWORD",
+            hint=f"use a password_command instead: {command}--smtp-password-command CMD, "
+            "likewise --imap-/--pop3-password-command; or MAILCTL_PASSWORD",
         )
 
 
