@@ -79,7 +79,7 @@ BLOCK_OPTIONS: Final = _options()
 
 
 def server_block_flags(func: Callable[..., CommandResult]) -> Callable[..., CommandResult]:
-    """Replace `func`'s `servers` parameter with the --smtp-*/--imap-*/--pop3-* options.
+    """Replace `func`'s `servers` parameter with the per-protocol options (BLOCK_OPTIONS).
 
     The wrapper collects them into `servers={Protocol: ServerInput}` (None for a flag not
     given) and calls `func`; put it under `cli.context.command`, which reads the signature.

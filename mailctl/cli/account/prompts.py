@@ -236,7 +236,7 @@ def require_keyring(name: str, *, exists: bool = True) -> None:
         raise KeyringUnavailableError(
             problem,
             hint=f"use a password_command instead: {command}--smtp-password-command CMD, "
-            "likewise --imap-/--pop3-password-command; or MAILCTL_PASSWORD",
+            "likewise --imap-password-command and --pop3-password-command; or MAILCTL_PASSWORD",
         )
 
 
