@@ -119,3 +119,30 @@ def test_a_wide_state_directory_is_tightened(tmp_path: Path) -> None:
     os.chmod(directory, 0o755)
     stable_certificate(directory)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_sinks_starting_at_once_share_one_matching_pair(tmp_path: Path) -> None:
+    """The lock keeps two first runs from leaving one's key beside the other's certificate."""
+    directory = tmp_path / "shared"
+    code = (
+        "import sys; from pathlib import Path; from mailctl.sink.certs import stable_certificate;"
+        "print(stable_certificate(Path(sys.argv[1]))[0].read_text())"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(directory)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    seen = set()
+    for child in children:
+        out, err = child.communicate(timeout=30)
+        assert child.returncode == 0, err
+        seen.add(out)
+    assert len(seen) == 1  # the first made it, the others reused it
+    import mailctl.sink.certs as certs
+
+    assert certs._usable_pair(directory / "cert.pem", directory / "key.pem")
