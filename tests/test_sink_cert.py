@@ -146,3 +146,19 @@ def test_sinks_starting_at_once_share_one_matching_pair(tmp_path: Path) -> None:
     import mailctl.sink.certs as certs
 
     assert certs._usable_pair(directory / "cert.pem", directory / "key.pem")
+
+
+def test_an_unwritable_state_directory_falls_back_to_a_throwaway_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be\n")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))
+    info, err = _run_sink(tmp_path)
+    assert b"throwaway certificate" in err and str(blocker).encode() in err
+    assert not Path(info["cert_file"]).exists()  # deleted with the sink, as before
+    refused = CliRunner().invoke(
+        app, ["sink", "--starttls", "--listen", "127.0.0.1:0", "--ca-out", str(tmp_path / "ca")]
+    )
+    assert refused.exit_code == 73, refused.output
+    assert str(blocker) in refused.stderr

@@ -277,7 +277,9 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
     from mailctl.cli.sinkcert import with_kept_certificate
     from mailctl.sink.run import LoopKind, run_sink
 
-    config = with_kept_certificate(build_config(flags, output), ca_out=flags.get("ca_out"))
+    config = with_kept_certificate(
+        build_config(flags, output), ca_out=flags.get("ca_out"), warn=output.warn
+    )
     try:
         loop = LoopKind(flags["loop"])
     except ValueError:

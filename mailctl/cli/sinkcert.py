@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailctl.errors import UsageError
+from mailctl.errors import CantCreateError, UsageError
 
 if TYPE_CHECKING:
     from mailctl.sink.config import SinkConfig
 
 
-def with_kept_certificate(config: SinkConfig, *, ca_out: Path | None) -> SinkConfig:
+def with_kept_certificate(
+    config: SinkConfig, *, ca_out: Path | None, warn: Callable[[str], None]
+) -> SinkConfig:
     """Give a TLS sink without --cert/--key the kept certificate; write it to `ca_out` too.
 
     The pair lives in `state_dir()/sink` and is reused from run to run, so an account that
     trusts it (`--ca-file`, the ready-file's `cert_file`) keeps working after the sink stops.
-    Raises UsageError (--ca-out without TLS, or beside --cert), CantCreateError (writing).
+    When that folder cannot be written (a read-only home), the sink still runs, with a
+    throwaway pair and a warning, unless --ca-out asked for the kept one. Raises UsageError
+    (--ca-out without TLS, or beside --cert), CantCreateError (writing).
     """
     from mailctl.config.paths import state_dir
     from mailctl.models import Security
@@ -35,7 +40,13 @@ def with_kept_certificate(config: SinkConfig, *, ca_out: Path | None) -> SinkCon
                 hint="trust the CA that issued your --cert instead",
             )
         return config
-    cert, key = stable_certificate(state_dir() / "sink")
+    try:
+        cert, key = stable_certificate(state_dir() / "sink")
+    except CantCreateError as err:
+        if ca_out is not None:
+            raise
+        warn(f"{err.message}; using a throwaway certificate that is deleted when the sink stops")
+        return config
     if ca_out is not None:
         from mailctl.inputs import PEM_LIMIT, read_file
 
