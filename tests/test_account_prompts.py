@@ -63,6 +63,7 @@ def test_bad_answers_are_explained_and_defaults_carry_over(
     on_terminal: None, config_file: Path, memory_keyring: InMemoryKeyring
 ) -> None:
     answers = [
+        "not an address",  # From: refused, explained
         "Me <me@example.com>",  # From
         "bad host name",  # SMTP host: refused, explained
         "smtp.example.com",
@@ -89,6 +90,7 @@ def test_bad_answers_are_explained_and_defaults_carry_over(
     result = mailctl("account", "add", "home", answers=answers)
     assert result.exit_code == 0, result.output
     err = result.stderr
+    assert "From address: must be exactly one address" in err
     assert "SMTP server host: is not a valid host name" in err and "answer again" in err
     assert "SMTP security: must be one of tls, starttls, none, got 'ssl'" in err
     assert "SMTP port:" in err and "'99999'" in err and "'seven'" in err

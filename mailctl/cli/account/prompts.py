@@ -31,13 +31,17 @@ def ask_missing(
 
     from mailctl.models import Protocol
 
-    if sender is None:
+    while sender is None:
         sender = ask(
             'From address ("Name <addr@example.com>", empty for none)',
             default="",
             show_default=False,
             err=True,
         ).strip()
+        problem = _from_problem(sender) if sender else None
+        if problem is not None:
+            _explain(f"From address: {problem}, got {quote(sender)}")
+            sender = None
     address = parseaddr(sender or "")[1]
     asking_hosts = all(given.empty for given in inputs.values())
     carried = _Carried(user=address or None)
@@ -195,6 +199,17 @@ def _problem(protocol: Protocol, raw: dict[str, object], field: str) -> str | No
     except FieldError as err:
         if err.field == field:
             return err.problem
+    return None
+
+
+def _from_problem(sender: str) -> str | None:
+    """What the config rules say about a From answer (None: acceptable)."""
+    from mailctl.config.schema import FieldError, parse_account
+
+    try:
+        parse_account("x", {"from": sender})
+    except FieldError as err:
+        return err.problem
     return None
 
 
