@@ -22,3 +22,11 @@ pytest_plugins = [
 def _no_real_keyring(memory_keyring: object) -> Iterator[object]:
     """Every test gets a fresh in-memory keyring: no test may touch a developer's real one."""
     yield memory_keyring
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mailctl's state directory (the sink's kept certificate) in a temp dir, never ~/.local."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))

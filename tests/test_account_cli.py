@@ -361,18 +361,21 @@ def test_interactive_add_asks_for_what_is_missing(
     from mailctl.cli.output import Output
 
     monkeypatch.setattr(Output, "interactive", property(lambda self: not self.json_mode))
+    # One block at a time (issue 8): SMTP's questions, then IMAP's, then POP3's.
     answers = [
         "Me <me@example.com>",  # From
         "smtp.example.com",  # SMTP host
-        "y",  # add IMAP?
-        "imap.example.com",
-        "n",  # add POP3?
         "",  # SMTP security [starttls]
         "",  # SMTP port [587]
-        "",  # SMTP username [me@example.com]
+        "",  # SMTP user [me@example.com]
+        "",  # SMTP password command (empty: the keyring)
+        "y",  # add IMAP?
+        "",  # IMAP host [imap.example.com], suggested from the SMTP host
         "",  # IMAP security [tls]
         "",  # IMAP port [993]
-        "imapuser",  # IMAP username
+        "imapuser",  # IMAP user [me@example.com]
+        "",  # IMAP password command
+        "n",  # add POP3?
         "",  # store the password? [Y/n]
         SECRET,
         SECRET,  # confirmation
@@ -572,8 +575,9 @@ def test_interactive_remove_and_set_password(
     from mailctl.cli.output import Output
 
     monkeypatch.setattr(Output, "interactive", property(lambda self: not self.json_mode))
-    # Prompts: SMTP security and port, IMAP security and port (defaults), no keyring now.
-    added = add_work("--smtp-password-command", "pass show x", input="\n\n\n\nn\n")
+    # Prompts: SMTP security and port, IMAP security and port (defaults), IMAP password
+    # command (SMTP's is offered: '-' declines it), no keyring now.
+    added = add_work("--smtp-password-command", "pass show x", input="\n\n\n\n-\nn\n")
     assert added.exit_code == 0, added.stderr
     assert "No password stored for imap" in added.stdout
     interrupted = mailctl("account", "add", "other", input="")  # Ctrl-D at the first prompt

@@ -242,12 +242,22 @@ def test_sendmail_config_option_is_bounded(sparse: Path) -> None:
 
 # --- secrets on stdin ----------------------------------------------------------------------------
 
+# The keyring is checked before stdin is read (issue 8): a working in-memory one lets the read
+# itself be tested. tests/ on the path makes keyring_backend importable in the child.
+WORKING_KEYRING = {
+    "PYTHON_KEYRING_BACKEND": "keyring_backend.InMemoryKeyring",
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
+    ),
+}
+
 
 def test_set_password_stdin_line_is_bounded(tmp_path: Path) -> None:
     config = sendmail_config(tmp_path)
     run = run_mailctl(
         ["--config", str(config), "account", "set-password", "main", "--stdin"],
         stdin=stream_bytes(100 * MIB, line=b"y" * 1024),  # one endless line
+        env=WORKING_KEYRING,
         timeout=30,
     )
     one_line_error(run, 65, "--stdin", "8 KiB")
@@ -272,6 +282,7 @@ def test_account_add_password_stdin_line_is_bounded(tmp_path: Path) -> None:
             "--password-stdin",
         ],
         stdin=stream_bytes(100 * MIB, line=b"y" * 1024),
+        env=WORKING_KEYRING,
         timeout=30,
     )
     one_line_error(run, 65, "--password-stdin", "8 KiB")

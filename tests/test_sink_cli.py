@@ -96,7 +96,7 @@ def test_ready_file_sigterm_and_json_stats(tmp_path: Path) -> None:
     assert data["connections"] == 1 and data["rejected"] == 0 and data["disconnected"] == 0
     assert data["error_replies"] == {} and data["elapsed_ms"] > 0 and data["qps"] > 0
     assert data["stopped_by"] == "SIGTERM"
-    assert not cert.exists() and not cert.parent.exists()  # the throwaway cert is gone
+    assert cert.exists()  # kept for the next run (issue 8: accounts trust it as their CA file)
 
 
 def test_max_messages_stops_with_a_human_summary(tmp_path: Path) -> None:

@@ -95,12 +95,34 @@ class AppContext:
     def config(self) -> Config:
         """The config file, loaded on first use; its warnings are printed then, once.
 
-        Raises ConfigError (and ConfigInsecureError) as config.store.load_config does.
+        A file named with --config (sendmail's -C) must exist; only the default location
+        ($MAILCTL_CONFIG, XDG) may be missing, which means no accounts. Raises NoInputError
+        (a named file is missing), ConfigError (and ConfigInsecureError) as
+        config.store.load_config does.
         """
+        return self._load(must_exist=self.options.config is not None)
+
+    def config_to_write(self) -> Config:
+        """`config` for a command that writes the file (account add): it may be missing, even
+        when named with --config, and is created. Raises as `config` does."""
+        return self._load(must_exist=False)
+
+    def _load(self, *, must_exist: bool) -> Config:
         if self._config is None:
             from mailctl.config.store import load_config
 
-            self._config = load_config(self.config_path)
+            path = self.config_path
+            if must_exist and not path.exists():
+                from mailctl.config.paths import config_path
+                from mailctl.errors import NoInputError
+
+                raise NoInputError(
+                    f"config file {path} (named with --config) does not exist",
+                    hint="fix the path, or create it with `mailctl --config PATH account add "
+                    f"NAME`; without --config mailctl reads {config_path()}",
+                    details={"file": str(path)},
+                )
+            self._config = load_config(path)
             self.warn(self._config.warnings)
         return self._config
 

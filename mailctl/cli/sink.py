@@ -53,11 +53,21 @@ def sink_command(
     cert: Annotated[
         Path | None,
         typer.Option(
-            "--cert", help="PEM certificate (default: a throwaway one).", rich_help_panel=TLS
+            "--cert",
+            help="PEM certificate (default: one kept in ~/.local/state/mailctl/sink).",
+            rich_help_panel=TLS,
         ),
     ] = None,
     key: Annotated[
         Path | None, typer.Option("--key", help="PEM private key.", rich_help_panel=TLS)
+    ] = None,
+    ca_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-out",
+            help="Also write the sink's kept certificate here, for clients to trust as CA file.",
+            rich_help_panel=TLS,
+        ),
     ] = None,
     auth: Annotated[
         bool,
@@ -262,10 +272,13 @@ def build_config(flags: dict[str, Any], output: Output | None = None) -> SinkCon
 
 
 def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
+    from mailctl.cli.sinkcert import with_kept_certificate
     from mailctl.sink.rates import RateWindow
     from mailctl.sink.run import LoopKind, run_sink
 
-    config = build_config(flags, output)
+    config = with_kept_certificate(
+        build_config(flags, output), ca_out=flags.get("ca_out"), warn=output.warn
+    )
     try:
         loop = LoopKind(flags["loop"])
     except ValueError:

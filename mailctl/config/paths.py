@@ -1,4 +1,5 @@
-"""Where the config file lives: --config, $MAILCTL_CONFIG, the XDG location, then ~/.config."""
+"""Where mailctl's files live: the config file (--config, $MAILCTL_CONFIG, XDG, ~/.config) and
+the state directory ($XDG_STATE_HOME/mailctl, else ~/.local/state/mailctl)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ def config_path(override: Path | None = None, env: Mapping[str, str] = os.enviro
     if xdg and Path(xdg).is_absolute():
         return Path(xdg) / APP_DIR / FILE_NAME
     return _home(env) / ".config" / APP_DIR / FILE_NAME
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Return mailctl's state directory (the XDG Base Directory spec's $XDG_STATE_HOME).
+
+    Kept data that is not configuration, such as the sink's certificate. Only an absolute
+    XDG_STATE_HOME counts; else ~/.local/state/mailctl. Raises nothing: it need not exist.
+    """
+    xdg = env.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / APP_DIR
+    return _home(env) / ".local" / "state" / APP_DIR
 
 
 def _home(env: Mapping[str, str]) -> Path:

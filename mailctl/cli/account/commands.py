@@ -1,4 +1,4 @@
-"""`mailctl account ...`: add, list, show, remove, set-password and test accounts.
+"""`mailctl account ...`: add, set, list, show, remove, set-password and test accounts.
 
 This module holds the Typer app and its commands (options -> request -> one core call, on
 the config the application context loaded); `prompts` asks the terminal questions and
@@ -7,20 +7,30 @@ the config the application context loaded); `prompts` asks the terminal question
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mailctl.cli.account.flags import (
+    CaFileOpt,
+    DefaultOpt,
+    EhloOpt,
+    FromOpt,
+    ServerBlocks,
+    server_block_flags,
+)
 from mailctl.cli.account.prompts import (
     ask,
     ask_missing,
     confirm,
+    keyring_problem,
     offer_keyring,
     read_stdin_secret,
+    require_keyring,
 )
 from mailctl.cli.account.render import (
     render_added,
+    render_changed,
     render_details,
     render_list,
     render_password_stored,
@@ -56,11 +66,6 @@ def account_group(
     remember_options(ctx, config=config, account=account, json_mode=json_mode, quiet=quiet)
 
 
-SMTP_PANEL = "SMTP server (sending)"
-IMAP_PANEL = "IMAP server"
-POP3_PANEL = "POP3 server"
-SECURITY_HELP = "tls (implicit TLS), starttls or none"
-AUTH_HELP = "plain, login, cram-md5 or xoauth2 (default: one the server offers)"
 PROTOCOL_HELP = "smtp, imap, pop3 or all"
 
 ProtocolOption = Annotated[
@@ -74,152 +79,18 @@ ProtocolOption = Annotated[
 
 @app.command("add")
 @command("account", "add")
+@server_block_flags
 def add_command(
     app: AppContext,
     name: Annotated[
         str, typer.Argument(metavar="NAME", help="Account name (letters, digits, . _ @ + -).")
     ],
-    from_address: Annotated[
-        str | None,
-        typer.Option(
-            "--from", metavar="ADDRESS", help='Default sender, "Name <addr@example.com>".'
-        ),
-    ] = None,
-    ehlo: Annotated[
-        str | None, typer.Option("--ehlo", metavar="NAME", help="Name sent in EHLO.")
-    ] = None,
-    smtp_host: Annotated[
-        str | None,
-        typer.Option("--smtp-host", metavar="HOST", help="Host.", rich_help_panel=SMTP_PANEL),
-    ] = None,
-    smtp_port: Annotated[
-        str | None,
-        typer.Option(
-            "--smtp-port",
-            metavar="PORT",
-            help="Port (default by security).",
-            rich_help_panel=SMTP_PANEL,
-        ),
-    ] = None,
-    smtp_security: Annotated[
-        str | None,
-        typer.Option(
-            "--smtp-security",
-            metavar="SECURITY",
-            help=f"{SECURITY_HELP} (default starttls).",
-            rich_help_panel=SMTP_PANEL,
-        ),
-    ] = None,
-    smtp_user: Annotated[
-        str | None,
-        typer.Option("--smtp-user", metavar="USER", help="Login name.", rich_help_panel=SMTP_PANEL),
-    ] = None,
-    smtp_auth: Annotated[
-        str | None,
-        typer.Option(
-            "--smtp-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=SMTP_PANEL
-        ),
-    ] = None,
-    smtp_password_command: Annotated[
-        str | None,
-        typer.Option(
-            "--smtp-password-command",
-            metavar="COMMAND",
-            help="Command printing the password.",
-            rich_help_panel=SMTP_PANEL,
-        ),
-    ] = None,
-    imap_host: Annotated[
-        str | None,
-        typer.Option("--imap-host", metavar="HOST", help="Host.", rich_help_panel=IMAP_PANEL),
-    ] = None,
-    imap_port: Annotated[
-        str | None,
-        typer.Option(
-            "--imap-port",
-            metavar="PORT",
-            help="Port (default by security).",
-            rich_help_panel=IMAP_PANEL,
-        ),
-    ] = None,
-    imap_security: Annotated[
-        str | None,
-        typer.Option(
-            "--imap-security",
-            metavar="SECURITY",
-            help=f"{SECURITY_HELP} (default tls).",
-            rich_help_panel=IMAP_PANEL,
-        ),
-    ] = None,
-    imap_user: Annotated[
-        str | None,
-        typer.Option("--imap-user", metavar="USER", help="Login name.", rich_help_panel=IMAP_PANEL),
-    ] = None,
-    imap_auth: Annotated[
-        str | None,
-        typer.Option(
-            "--imap-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=IMAP_PANEL
-        ),
-    ] = None,
-    imap_password_command: Annotated[
-        str | None,
-        typer.Option(
-            "--imap-password-command",
-            metavar="COMMAND",
-            help="Command printing the password.",
-            rich_help_panel=IMAP_PANEL,
-        ),
-    ] = None,
-    pop3_host: Annotated[
-        str | None,
-        typer.Option("--pop3-host", metavar="HOST", help="Host.", rich_help_panel=POP3_PANEL),
-    ] = None,
-    pop3_port: Annotated[
-        str | None,
-        typer.Option(
-            "--pop3-port",
-            metavar="PORT",
-            help="Port (default by security).",
-            rich_help_panel=POP3_PANEL,
-        ),
-    ] = None,
-    pop3_security: Annotated[
-        str | None,
-        typer.Option(
-            "--pop3-security",
-            metavar="SECURITY",
-            help=f"{SECURITY_HELP} (default tls).",
-            rich_help_panel=POP3_PANEL,
-        ),
-    ] = None,
-    pop3_user: Annotated[
-        str | None,
-        typer.Option("--pop3-user", metavar="USER", help="Login name.", rich_help_panel=POP3_PANEL),
-    ] = None,
-    pop3_auth: Annotated[
-        str | None,
-        typer.Option(
-            "--pop3-auth", metavar="MECHANISM", help=AUTH_HELP, rich_help_panel=POP3_PANEL
-        ),
-    ] = None,
-    pop3_password_command: Annotated[
-        str | None,
-        typer.Option(
-            "--pop3-password-command",
-            metavar="COMMAND",
-            help="Command printing the password.",
-            rich_help_panel=POP3_PANEL,
-        ),
-    ] = None,
-    ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca-file", metavar="FILE", help="Trust only this CA bundle (PEM) for every server."
-        ),
-    ] = None,
-    make_default: Annotated[
-        bool, typer.Option("--default", help="Make this the default account.")
-    ] = False,
+    from_address: FromOpt = None,
+    ehlo: EhloOpt = None,
+    *,
+    servers: ServerBlocks,
+    ca_file: CaFileOpt = None,
+    make_default: DefaultOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing account.")] = False,
     password_stdin: Annotated[
         bool,
@@ -235,28 +106,18 @@ def add_command(
     (--password-stdin, or the offer made on a terminal), or comes from a
     --*-password-command, or from MAILCTL_PASSWORD at run time.
     """
+    from dataclasses import replace
+
     from mailctl.core import account as core
     from mailctl.models import Protocol
 
     core.validate_account_name(name)
-    core.ensure_addable(app.config, name, force=force)
-    given = {
-        Protocol.SMTP: (smtp_host, smtp_port, smtp_security, smtp_user, smtp_auth,
-                        smtp_password_command),
-        Protocol.IMAP: (imap_host, imap_port, imap_security, imap_user, imap_auth,
-                        imap_password_command),
-        Protocol.POP3: (pop3_host, pop3_port, pop3_security, pop3_user, pop3_auth,
-                        pop3_password_command),
-    }  # fmt: skip
-    keys = ("host", "port", "security", "username", "auth", "password_command")
-    inputs = {
-        protocol: core.ServerInput(**dict(zip(keys, values, strict=True)), ca_file=ca_file)
-        for protocol, values in given.items()
-    }
+    core.ensure_addable(app.config_to_write(), name, force=force)
+    inputs = {protocol: replace(given, ca_file=ca_file) for protocol, given in servers.items()}
     sender = from_address
     interactive = app.interactive and not password_stdin
     if interactive:
-        sender, inputs = ask_missing(sender, inputs)
+        sender, inputs = ask_missing(sender, inputs, keyring_problem=keyring_problem())
     _require_utf8_text({"--from": sender, "--ehlo": ehlo})
     blocks = {protocol: core.build_server(protocol, given) for protocol, given in inputs.items()}
     request = core.AddAccountRequest(
@@ -271,12 +132,52 @@ def add_command(
     )
     secret: str | None = None
     if password_stdin:
+        require_keyring(name, exists=False)  # before reading it: nowhere to put it otherwise
         secret = read_stdin_secret("--password-stdin")
     elif interactive and core.blocks_needing_secret(request.blocks()):
         secret = offer_keyring(app.output, name)
-    result = core.add_account(app.config, request, secret=secret)
+    result = core.add_account(app.config_to_write(), request, secret=secret)
     app.warn(result.warnings)
     return CommandResult(data=result, render=lambda out: render_added(out, result))
+
+
+# ---------------------------------------------------------------------------------------------
+# set
+
+
+@app.command("set")
+@command("account", "set")
+@server_block_flags
+def set_command(
+    app: AppContext,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
+    from_address: FromOpt = None,
+    ehlo: EhloOpt = None,
+    *,
+    servers: ServerBlocks,
+    ca_file: CaFileOpt = None,
+    make_default: DefaultOpt = False,
+) -> CommandResult:
+    """Change some settings of an account; the others stay ("-" as a user: no login).
+
+    Values are checked as `account add` checks them. A block the account lacks is added when
+    its host is given. A security given without a port moves a standard port along.
+    """
+    from dataclasses import replace
+
+    from mailctl.core import account as core
+
+    _require_utf8_text({"--from": from_address, "--ehlo": ehlo})
+    request = core.SetAccountRequest(
+        name=name,
+        servers={p: replace(given, ca_file=ca_file) for p, given in servers.items()},
+        from_address=from_address,
+        ehlo=ehlo,
+        make_default=make_default,
+    )
+    result = core.set_account(app.config, request)
+    app.warn(result.warnings)
+    return CommandResult(data=result, render=lambda out: render_changed(out, result))
 
 
 def _require_utf8_text(values: dict[str, str | None]) -> None:
@@ -366,10 +267,12 @@ def set_password_command(
     from mailctl.errors import UsageError
 
     protocols = _protocols(protocol)
+    # Before any question or read: no such account, or no keyring to put the password in.
+    core.get_account(app.config, name)
+    require_keyring(name)
     if stdin:
         secret = read_stdin_secret("--stdin")
     elif app.interactive:
-        core.get_account(app.config, name)  # fails before asking if there is no such account
         secret = ask(f"Password for {name}", hide_input=True, confirmation_prompt=True, err=True)
     else:
         raise UsageError("no terminal to ask for the password on", hint="pipe it in with --stdin")

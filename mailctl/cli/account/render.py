@@ -11,6 +11,7 @@ from mailctl.text import clean
 if TYPE_CHECKING:
     from mailctl.core.account import (
         AccountAdded,
+        AccountChanged,
         AccountDetails,
         AccountList,
         AccountRemoved,
@@ -34,6 +35,14 @@ def render_added(out: Output, result: AccountAdded) -> None:
             f"No password stored for {missing}: run `mailctl account set-password "
             f"{result.name}`, or set password_command, or MAILCTL_PASSWORD."
         )
+    out.print(f"Check it with: mailctl account test {result.name}")
+
+
+def render_changed(out: Output, result: AccountChanged) -> None:
+    changed = ", ".join(result.changed) or "nothing (the values were already set)"
+    out.print(f"Changed account {result.name} in {result.path}: {changed}.")
+    if result.is_default:
+        out.print(f"{result.name} is the default account.")
     out.print(f"Check it with: mailctl account test {result.name}")
 
 

@@ -1,4 +1,4 @@
-"""Account use cases that change the config file or keyring: add, remove, set-password."""
+"""Account use cases that change the config file or keyring: add, set, remove, set-password."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from typing import Final
 from mailctl.config.schema import FieldError, dump_account, parse_account
 from mailctl.config.store import find_account, load_config, save_config
 from mailctl.core.account.blocks import blocks_needing_secret, select_blocks
-from mailctl.core.account.requests import AddAccountRequest, validate_account_name
+from mailctl.core.account.requests import (
+    AddAccountRequest,
+    SetAccountRequest,
+    change_server,
+    validate_account_name,
+)
 from mailctl.core.account.view import config_file
 from mailctl.credentials import delete_secret, store_secret, usable_keyring
 from mailctl.errors import CredentialError, KeyringUnavailableError, UsageError
@@ -30,6 +35,16 @@ class AccountAdded:
     stored_secrets: tuple[Protocol, ...] = field(metadata=meta(key="stored_in_keyring"))
     # Blocks that log in but got no password now (none stored, no password_command).
     password_missing: tuple[Protocol, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountChanged:
+    name: str = field(metadata=meta(key="account"))
+    path: Path = field(metadata=meta(key="config"))
+    is_default: bool = field(metadata=meta(key="default"))
+    # TOML key paths whose value changed ("smtp.port", "from"), in file order.
+    changed: tuple[str, ...]
     warnings: tuple[str, ...] = ()
 
 
@@ -126,6 +141,64 @@ def add_account(
         password_missing=tuple(p for p in blocks_needing_secret(blocks) if p not in stored),
         warnings=config.warnings,
     )
+
+
+def set_account(config: Config, request: SetAccountRequest) -> AccountChanged:
+    """Change some settings of an existing account and save the file atomically.
+
+    Only what the request holds changes; each block is validated by the rules `add` uses
+    (the config file's), and so is the whole account. Raises ConfigError (no such account,
+    naming it and the file), UsageError (bad values, nothing to change),
+    NoInputError/InputDataError (--ca-file), CantCreateError (writing).
+    """
+    path = config_file(config)
+    config = load_config(path)  # the file as it is now, as add does
+    current = find_account(config, request.name)
+    if request.nothing_to_change():
+        raise UsageError(
+            f"nothing to change in account {quote(current.name)}",
+            hint="give the settings to change, e.g. --smtp-port 2526",
+        )
+    blocks = {
+        protocol: change_server(protocol, current.server(protocol), request.servers[protocol])
+        for protocol in Protocol
+    }
+    changed = Account(
+        name=current.name,
+        from_address=current.from_address if request.from_address is None else request.from_address,
+        ehlo=current.ehlo if request.ehlo is None else request.ehlo,
+        smtp=blocks[Protocol.SMTP],
+        imap=blocks[Protocol.IMAP],
+        pop3=blocks[Protocol.POP3],
+    )
+    try:
+        changed = parse_account(current.name, dump_account(changed))
+    except FieldError as err:
+        flag = _ACCOUNT_FLAGS.get(err.field, err.field)
+        raise UsageError(err.describe(flag), hint=err.hint) from None
+    accounts = dict(config.accounts)
+    accounts[current.name] = changed
+    default = current.name if request.make_default else config.default_account
+    save_config(replace(config, accounts=accounts, default_account=default, warnings=()), path)
+    return AccountChanged(
+        name=current.name,
+        path=path,
+        is_default=default == current.name,
+        changed=_differences(dump_account(current), dump_account(changed)),
+        warnings=config.warnings,
+    )
+
+
+def _differences(before: dict[str, object], after: dict[str, object]) -> tuple[str, ...]:
+    """Key paths ("smtp.port") whose value differs between two dumped accounts."""
+    found: list[str] = []
+    for key in dict.fromkeys([*before, *after]):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += [f"{key}.{sub}" for sub in _differences(old, new)]
+        elif old != new:
+            found.append(key)
+    return tuple(found)
 
 
 def remove_account(config: Config, name: str) -> AccountRemoved:

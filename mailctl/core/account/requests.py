@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +22,10 @@ _FLAG_SUFFIX: Final = {
     "auth": "auth",
     "password_command": "password-command",
 }
+
+
+# A user of "-" means "no login" (the prompt says so too): never a user named "-".
+NO_LOGIN: Final = "-"
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,32 @@ class AddAccountRequest:
         return {protocol: settings for protocol, settings in found.items() if settings}
 
 
+@dataclass(frozen=True)
+class SetAccountRequest:
+    """`account set`: the values to change (None: keep); `ca_file` goes to every block."""
+
+    name: str
+    servers: Mapping[Protocol, ServerInput]
+    from_address: str | None = None
+    ehlo: str | None = None
+    make_default: bool = False
+
+    def nothing_to_change(self) -> bool:
+        return (
+            self.from_address is None
+            and self.ehlo is None
+            and not self.make_default
+            and all(given.empty and given.ca_file is None for given in self.servers.values())
+        )
+
+
 def build_server(protocol: Protocol, given: ServerInput) -> ServerSettings | None:
     """Validate one block's command-line values (None when none were given).
 
-    Uses the config file's rules, so a value accepted here is accepted in the file. Raises
-    UsageError naming the flag (`--smtp-port`) and the bad value, InputDataError naming it
-    for a value that is not UTF-8 text.
+    Uses the config file's rules, so a value accepted here is accepted in the file. A user
+    of "-" means no login. Raises UsageError naming the flag (`--smtp-port`) and the bad
+    value, InputDataError naming it for a value that is not UTF-8 text, NoInputError/
+    InputDataError for a --ca-file that cannot be read or holds no certificate.
     """
     prefix = f"--{protocol.value}"
     _require_utf8_values(prefix, given)
@@ -82,21 +107,85 @@ def build_server(protocol: Protocol, given: ServerInput) -> ServerSettings | Non
             f"{prefix}-host is required when other {prefix}-* options are given",
             hint=f"add {prefix}-host HOST",
         )
-    raw: dict[str, Any] = {"host": given.host}
+    raw: dict[str, Any] = {}
+    _lay_over(raw, given, prefix)
+    return _validated(raw, protocol, prefix)
+
+
+def change_server(
+    protocol: Protocol, current: ServerSettings | None, given: ServerInput
+) -> ServerSettings | None:
+    """Lay `given` over the block `current` (account set); a new block needs its host.
+
+    A security given without a port moves a standard port along (587 -> 465 for tls), and a
+    port given without a security moves a security that followed the old port; values the
+    user chose stay. A user of "-" removes the login. Raises as build_server does.
+    """
+    from mailctl.config.schema import dump_server
+    from mailctl.hosts import default_port, default_security
+
+    if current is None:
+        return build_server(protocol, given) if not given.empty else None
+    prefix = f"--{protocol.value}"
+    _require_utf8_values(prefix, given)
+    raw = dump_server(current)
+    standard_port = current.port == default_port(protocol, current.security)
+    port_led = current.security is default_security(protocol, current.port)
+    if given.security is not None and given.port is None and standard_port:
+        del raw["port"]  # parse_server_block picks the new security's standard port
+    if given.port is not None and given.security is None and port_led:
+        del raw["security"]  # ... and the new port's security
+    _lay_over(raw, given, prefix)
+    return _validated(raw, protocol, prefix)
+
+
+def _lay_over(raw: dict[str, Any], given: ServerInput, prefix: str) -> None:
+    """Write the values `given` holds into the raw block (TOML keys)."""
+    if given.host is not None:
+        raw["host"] = given.host
     if given.port is not None:
         raw["port"] = _port_value(given.port, flag=f"{prefix}-port")
-    for key in ("security", "username", "auth", "password_command"):
+    for key in ("security", "auth", "password_command"):
         value = getattr(given, key)
         if value is not None:
             raw[key] = value
+    if given.username is not None:
+        if given.username.strip() == NO_LOGIN:
+            raw.pop("username", None)
+        else:
+            raw["username"] = given.username
     if given.ca_file is not None:
-        raw["ca_file"] = str(given.ca_file.expanduser().absolute())
+        raw["ca_file"] = str(check_ca_file(given.ca_file))
+
+
+def _validated(raw: dict[str, Any], protocol: Protocol, prefix: str) -> ServerSettings:
     try:
         return parse_server_block(raw, protocol, key=(protocol.value,))
     except FieldError as err:
         suffix = _FLAG_SUFFIX.get(err.field)
         flag = f"{prefix}-{suffix}" if suffix else "--ca-file"
         raise UsageError(err.describe(flag), hint=err.hint) from None
+
+
+def check_ca_file(path: Path) -> Path:
+    """Return `path` made absolute once it reads as a PEM certificate bundle.
+
+    An account keeps the path and reads it at every connection: a typo found at send time
+    is found too late. Raises NoInputError (66: missing, unreadable), InputDataError (65:
+    not a regular file, too large, no PEM certificate in it), each naming the path.
+    """
+    from mailctl.errors import InputDataError
+    from mailctl.inputs import PEM_LIMIT, read_file
+
+    absolute = path.expanduser().absolute()
+    data = read_file(absolute, what="--ca-file", limit=PEM_LIMIT)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise InputDataError(
+            f"--ca-file {quote(str(absolute))}: no PEM certificate in it",
+            hint="give the CA certificate(s) in PEM form (-----BEGIN CERTIFICATE-----)",
+            details={"file": str(absolute)},
+        )
+    return absolute
 
 
 def _require_utf8_values(prefix: str, given: ServerInput) -> None:
