@@ -229,3 +229,60 @@ def test_burst_idle_burst_json(tmp_path: Path) -> None:
     assert data["elapsed_ms"] >= IDLE * 1000
     assert 0 < data["busy_ms"] < data["elapsed_ms"] - IDLE * 1000 * 0.9
     assert data["busy_qps"] > 3 * data["qps"]
+
+
+def test_a_background_sink_draws_no_live_line(tmp_path: Path) -> None:
+    """`mailctl sink ... &` (the README's walk-through) shares the terminal with the shell: it
+    must not redraw a line over the prompt, but still print its listening line and its final
+    statistics. The foreground case is the test above."""
+    import os
+    import pty
+    import select
+    import shlex
+    import sys
+
+    from terminal import child_env, strip_escapes
+
+    ready = tmp_path / "ready.json"
+    done, errors = threading.Event(), []
+    driver = threading.Thread(target=_drive, args=(ready, done, errors), daemon=True)
+    driver.start()
+    sink = shlex.join(
+        [sys.executable, "-m", "mailctl", "sink", "--listen", "127.0.0.1:0",
+         "--ready-file", str(ready), "--max-messages", str(2 * BURST)]
+    )  # fmt: skip
+    # `set -m`: job control, so `&` gives the sink its own process group in the background.
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execve("/bin/bash", ["bash", "-c", f"set -m; {sink} & wait $!"], child_env())
+        finally:
+            os._exit(127)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([fd], [], [], 0.2)
+            if readable:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the terminal closed with the last process on it
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif os.waitpid(pid, os.WNOHANG) != (0, 0):
+                pid = 0
+                break
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    driver.join(timeout=30)
+    assert not errors, errors
+    screen = strip_escapes(b"".join(chunks))
+    assert "mailctl sink: listening on" in screen, screen
+    assert "mailctl sink: stopped" in screen, screen
+    assert "msg/s now" not in screen, screen

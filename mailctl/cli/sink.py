@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -298,10 +299,15 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
             )
 
     window = RateWindow()
+    drawn = False
 
     def progress(stats: SinkStats) -> None:
-        sys.stderr.write(f"\r{status_line(stats, window)}\x1b[K")
-        sys.stderr.flush()
+        nonlocal drawn
+        line = status_line(stats, window)  # the window needs every tick, drawn or not
+        if _in_foreground():
+            sys.stderr.write(f"\r{line}\x1b[K")
+            sys.stderr.flush()
+            drawn = True
 
     result = run_sink(
         config,
@@ -311,9 +317,18 @@ def _sink(flags: dict[str, Any], output: Output) -> CommandResult:
         loop=loop,
         on_warning=output.warn,
     )
-    if live:
+    if drawn:
         sys.stderr.write("\n")
     return CommandResult(data=result, render=lambda out: _render(result, out))
+
+
+def _in_foreground() -> bool:
+    """A sink started with `&` shares the terminal with the shell: redrawing a line there
+    would write over the prompt and what the user types, so only the foreground job draws."""
+    try:
+        return os.tcgetpgrp(sys.stderr.fileno()) == os.getpgrp()
+    except OSError:  # a terminal that is not our controlling one: nobody to share it with
+        return True
 
 
 def status_line(stats: SinkStats, window: RateWindow) -> str:
