@@ -35,7 +35,6 @@ from mailctl.errors import (
     TimeoutFailure,
     TlsError,
 )
-from mailctl.hosts import DEFAULT_PORTS
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
@@ -46,7 +45,7 @@ from mailctl.protocols.checks import (
     preflight,
 )
 from mailctl.protocols.limits import ReadLimits, login_check_limits
-from mailctl.protocols.tls import TlsInfo, client_context
+from mailctl.protocols.tls import TlsInfo, client_context, security_fixes
 from mailctl.protocols.wire import Wire
 from mailctl.text import excerpt
 
@@ -77,6 +76,7 @@ class MailSession(ABC):
             limits=limits,
             timeouts=settings.timeouts,
             clock=self.clock,
+            security=settings.security,
         )
         self._box = box
         self._open = False
@@ -187,10 +187,12 @@ class MailSession(ABC):
             if not self._offers_starttls():
                 command = self.starttls_command
                 shown = command if command == "STARTTLS" else f"{command} (STARTTLS)"
-                port = DEFAULT_PORTS[self.protocol][Security.TLS]
                 raise StartTlsUnavailableError(
-                    f"{self.name} server {self.where} does not offer {shown}",
-                    hint=f"use security tls (port {port}) if the server supports it",
+                    f"{self.name} server {self.where} does not offer {shown}, "
+                    "and STARTTLS is required",
+                    fixes=security_fixes(
+                        self.protocol, tried=self.settings.security, seen="no STARTTLS"
+                    ),
                 )
             self._starttls(context)
 

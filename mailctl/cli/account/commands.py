@@ -406,11 +406,18 @@ def test_command(
 
     Exits non-zero with the most serious failure's code when any server failed.
     """
+    from mailctl.cli.hints import HintWords
     from mailctl.core import account as core
+    from mailctl.models import Protocol
     from mailctl.serialize import to_data
 
     protocols = _protocols(protocol)
     result = core.check_account(app.config, app.account(name).name, protocols, secrets=app.secrets)
+    # Every block came from the account: fixes read as its keys (cli/hints.py).
+    words = HintWords(flags=app.flags, accounts={p.value: result.name for p in Protocol})
+    for check in result.failures:
+        if check.error is not None:
+            check.error.reword(words)
     errors = [
         {**to_data(check.error), "protocol": check.protocol.value}
         for check in result.failures

@@ -87,6 +87,7 @@ class ImapSession(MailSession):
             context=context,
             implicit_tls=settings.security is Security.TLS,
             timeouts=settings.timeouts,
+            tls_name=settings.tls_name,
         )
 
     def _offers_starttls(self) -> bool:

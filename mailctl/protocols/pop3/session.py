@@ -100,7 +100,13 @@ class Pop3Session(MailSession):
         # poplib has no certificate checks without a context (FACTS.md): always pass ours.
         settings = self.settings
         implicit = context if settings.security is Security.TLS else None
-        self._client = BoundedPOP3(settings.host, settings.port, wire=self.wire, context=implicit)
+        self._client = BoundedPOP3(
+            settings.host,
+            settings.port,
+            wire=self.wire,
+            context=implicit,
+            tls_name=settings.tls_name,
+        )
 
     def _offers_starttls(self) -> bool:
         return "STLS" in self._capa()

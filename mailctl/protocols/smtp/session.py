@@ -220,7 +220,9 @@ class SmtpSession:
         try:
             client = Client(
                 transcript=transcript,
-                hostname=settings.host,
+                # With a socket given, aiosmtplib uses the host name only for TLS
+                # (server_hostname: SNI and the certificate's name check).
+                hostname=settings.tls_name or settings.host,
                 sock=sock,
                 local_hostname=ehlo or default_ehlo_name(sock),
                 timeout=timeouts.command,
@@ -265,7 +267,7 @@ class SmtpSession:
             client.record_reply(reply, tls=client.tls_active)
             raise reply_error(reply, f"{where} refused the connection") from err
         except (SMTPException, OSError) as err:
-            raise transport_error(err, where, phase, timeouts.connect) from err
+            raise transport_error(err, where, phase, timeouts.connect, settings=settings) from err
         timings["banner"] = time.perf_counter() - started
         banner = to_reply(banner_response)
         client.record_reply(banner, tls=client.tls_active)
@@ -320,6 +322,12 @@ class SmtpSession:
     def supports(self, extension: str) -> bool:
         """Whether the (post-TLS) EHLO reply advertised `extension`; case-insensitive."""
         return extension.upper() in self.info.extensions
+
+    @property
+    def anonymous(self) -> bool:
+        """The server offered AUTH and the session did not log in: a policy refusal of MAIL
+        or RCPT then most likely means "log in first" (RFC 4954 6, RFC 6409 4.3)."""
+        return self.info.auth_mechanism is None and self.supports("AUTH")
 
     @property
     def outcome_unknown(self) -> bool:
@@ -535,7 +543,10 @@ class SmtpSession:
             progress.decided = reply
             progress.closing = await self._abort()
             raise reply_error(
-                reply, f"{where} refused sender {envelope.sender!r}", closing=progress.closing
+                reply,
+                f"{where} refused sender {envelope.sender!r}",
+                closing=progress.closing,
+                anonymous=self.anonymous,
             )
 
         results = progress.recipients
@@ -550,7 +561,14 @@ class SmtpSession:
         if refused and (not allow_partial or len(refused) == len(results)):
             progress.decided = deciding_refusal(refused).reply
             progress.closing = await self._abort()
-            raise refusal_error(refused, results, where, closing=progress.closing)
+            raise refusal_error(
+                refused,
+                results,
+                where,
+                closing=progress.closing,
+                allow_partial=allow_partial,
+                anonymous=self.anonymous,
+            )
 
         final = await self._data(data, progress)
         client = self._client
