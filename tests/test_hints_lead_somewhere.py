@@ -274,6 +274,7 @@ def test_wrong_name_says_what_was_checked_and_offers_tls_name(
     assert result.exit_code == 76, result.stdout
     error = error_of(result)
     assert "is not valid for the IP address '127.0.0.1'" in error["message"], error
+    assert error["message"].endswith("it lists 'wrong-host.example'"), error
     assert "--tls-name NAME" in error["hint"] and "--ca-file" not in error["hint"], error
     assert "((" not in error["message"] + error["hint"]
 
@@ -304,6 +305,7 @@ def test_tls_name_account_key_imap_pop3(
     assert result.exit_code == 76, result.stdout
     error = error_of(result)
     assert "is not valid for the host name 'mail.test'" in error["message"], error
+    assert error["message"].endswith("it lists '127.0.0.1', 'localhost'"), error
     assert f"[accounts.d.{protocol.value}]" in error["hint"], error
 
 
@@ -380,3 +382,16 @@ def test_partial_hint_only_where_it_helps(smtp_server: SmtpTestServer, tmp_path:
     assert proc.returncode == 69, proc.stderr
     assert "allow" not in proc.stderr and " --" not in proc.stderr, proc.stderr
     assert smtp_server.messages == []
+
+
+def test_listed_names_are_quoted_and_bounded() -> None:
+    from mailctl.errors import CertificateError
+    from mailctl.protocols.tls import certificate_names, with_names
+
+    cert = {"subjectAltName": [("DNS", f"h{i}.example") for i in range(50)] + [("DNS", "a\nb")]}
+    names = certificate_names(cert)
+    error = with_names(CertificateError("x", details={"verify_code": 62}), names)
+    assert error.message.endswith("and 45 more") and "\n" not in error.one_line()
+    [odd] = certificate_names({"subjectAltName": [("DNS", "x" * 500 + "\n")]})
+    assert len(with_names(CertificateError("x"), (odd,)).message) < 120
+    assert certificate_names({}) == ()

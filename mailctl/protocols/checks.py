@@ -24,7 +24,7 @@ from mailctl.errors import (
 )
 from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
-from mailctl.protocols.tls import TlsInfo, map_ssl_error
+from mailctl.protocols.tls import TlsInfo, map_ssl_error, plaintext_auth_fixes
 from mailctl.serialize import SECONDS
 
 
@@ -135,8 +135,7 @@ def preflight(
         raise PlaintextAuthRefusedError(
             f"refusing to send the {protocol.value.upper()} password to {where} "
             "without TLS (security = none)",
-            hint="use security = tls or starttls; "
-            "on a trusted network only: allow_plaintext_auth = true",
+            fixes=plaintext_auth_fixes(protocol),
         )
     if secret is None:
         raise CredentialError(

@@ -43,6 +43,16 @@ _SHORT_NAMES = {
 }
 
 
+def plaintext_auth_fixes(protocol: Protocol) -> list[Fix]:
+    """What to do instead of sending a password in clear text (RFC 8314: use TLS)."""
+    name = protocol.value
+    return [
+        Fix("security", "tls", "use implicit TLS", name),
+        Fix("security", "starttls", "or STARTTLS", name),
+        Fix("allow_plaintext_auth", "true", "on a trusted network only", name),
+    ]
+
+
 def security_fixes(protocol: Protocol, *, tried: Security, seen: str) -> list[Fix]:
     """The other securities to try when `tried` met a server speaking another one.
 
@@ -109,7 +119,7 @@ def _context_with_ca_file(ca_file: Path) -> ssl.SSLContext:
         context.load_verify_locations(cafile=str(ca_file))
     except FileNotFoundError as err:
         raise NoInputError(
-            f"CA file {ca_file} does not exist", hint="check the --ca-file / ca_file path"
+            f"CA file {ca_file} does not exist", hint="check the CA file path"
         ) from err
     except PermissionError as err:
         raise NoInputError(f"CA file {ca_file} is not readable") from err
@@ -261,6 +271,44 @@ def map_ssl_error(
         )
     text = " ".join(str(err).split()) or type(err).__name__
     return TlsError(f"TLS with {host} failed: {text}")
+
+
+# A certificate may list hundreds of names (a shared host's); a message shows a few.
+_NAMES_SHOWN = 6
+_NAME_LIMIT = 80
+
+
+def name_mismatch(error: BaseException) -> bool:
+    """Whether `error` is a certificate refused for its names (not its issuer or dates)."""
+    return isinstance(error, CertificateError) and error.details.get("verify_code") in (
+        _HOSTNAME_MISMATCH,
+        _IP_MISMATCH,
+    )
+
+
+def certificate_names(cert: Any) -> tuple[str, ...]:
+    """The subject alternative names (DNS names and IP addresses) of a decoded certificate,
+    as `getpeercert()` returns it; empty when it lists none."""
+    found: list[str] = []
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        if kind in ("DNS", "IP Address") and isinstance(value, str):
+            found.append(value.strip())
+    return tuple(found)
+
+
+def with_names(error: CertificateError, names: tuple[str, ...]) -> CertificateError:
+    """`error` (a name mismatch) saying which names the certificate does list: quoted, each
+    cut at _NAME_LIMIT characters, at most _NAMES_SHOWN of them."""
+    shown = ", ".join(quote(name, limit=_NAME_LIMIT) for name in names[:_NAMES_SHOWN])
+    if len(names) > _NAMES_SHOWN:
+        shown += f" and {len(names) - _NAMES_SHOWN} more"
+    listed = f"it lists {shown}" if names else "it lists no subject alternative name"
+    details = {**error.details, "certificate_names": list(names[:100])}
+    amended = CertificateError(
+        f"{error.message}; {listed}", hint=error.note, details=details, fixes=error.fixes
+    )
+    amended.__cause__ = error.__cause__
+    return amended
 
 
 def _certificate_error(

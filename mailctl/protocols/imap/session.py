@@ -104,6 +104,10 @@ class ImapSession(MailSession):
     def _tls_info(self) -> TlsInfo | None:
         return tls_info(self._client.socket())
 
+    def _tls_socket(self) -> ssl.SSLSocket | None:
+        sock = self._client.socket() if self._client is not None else None
+        return sock if isinstance(sock, ssl.SSLSocket) else None
+
     def _logins(self) -> dict[AuthMechanism, str]:
         logins: dict[AuthMechanism, str] = {}
         # AUTHENTICATE PLAIN carries UTF-8 and needs no quoting: preferred when offered.

@@ -134,6 +134,10 @@ class Pop3Session(MailSession):
     def _capabilities(self) -> tuple[str, ...]:
         return tuple(" ".join([name, *args]) for name, args in self._capa().items())
 
+    def _tls_socket(self) -> ssl.SSLSocket | None:
+        sock = self._client.sock if self._client is not None else None
+        return sock if isinstance(sock, ssl.SSLSocket) else None
+
     def _tls_info(self) -> TlsInfo | None:
         sock = self.client.sock
         return tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None

@@ -16,6 +16,7 @@ from mailctl.errors import (
     AuthUnsupportedError,
     ConnectError,
     CredentialError,
+    Fix,
     HostNotFoundError,
     InputDataError,
     ProtocolError,
@@ -140,7 +141,7 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
             raise AuthUnsupportedError(
                 f"{where} does not offer AUTH {settings.auth.value.upper()} "
                 f"(it offers {' '.join(m.upper() for m in advertised)})",
-                hint="choose one of the offered mechanisms with --auth (auth in the account)",
+                fixes=[Fix("auth", when="choose one of the offered mechanisms")],
             )
         return settings.auth
     for mechanism in AUTO_MECHANISMS:
@@ -149,8 +150,7 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
     raise AuthUnsupportedError(
         f"{where} offers no AUTH mechanism mailctl uses without being asked "
         f"(it offers {' '.join(m.upper() for m in advertised)})",
-        hint='if the server wants OAuth: --auth xoauth2 (auth = "xoauth2" in the account) '
-        "with a bearer token",
+        fixes=[Fix("auth", "xoauth2", "if the server wants OAuth, with a bearer token")],
     )
 
 

@@ -21,6 +21,7 @@ from aiosmtplib.errors import (
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from mailctl.errors import (
+    CertificateError,
     ConnectionLostError,
     CredentialError,
     InputDataError,
@@ -37,6 +38,7 @@ from mailctl.hosts import ehlo_name, endpoint
 from mailctl.models import (
     AuthMechanism,
     Envelope,
+    Protocol,
     RecipientResult,
     Reply,
     Security,
@@ -74,7 +76,15 @@ from mailctl.protocols.smtp.outcome import (
     TransactionStatus,
     deciding_refusal,
 )
-from mailctl.protocols.tls import TlsInfo, client_context, tls_info
+from mailctl.protocols.tls import (
+    TlsInfo,
+    certificate_names,
+    client_context,
+    name_mismatch,
+    plaintext_auth_fixes,
+    tls_info,
+    with_names,
+)
 from mailctl.protocols.transcript import Transcript
 from mailctl.serialize import SECONDS, to_data
 
@@ -106,6 +116,53 @@ def _in_step(error: MailctlError) -> bool:
         return False
     reply = error.details.get("reply")
     return not (isinstance(reply, dict) and reply.get("code") == 421)
+
+
+async def _certificate_names(options: SessionOptions) -> tuple[str, ...] | None:
+    """The names the server's certificate lists, read on a second connection; None if that
+    fails. Only after the session was refused for a name mismatch, to say which names would
+    pass: the chain is verified as before, only the name check is off, and the connection
+    is dropped right after the handshake (no AUTH, no mail), within the connect timeout.
+    """
+    settings = options.settings
+    where = endpoint(settings.host, settings.port)
+    context = client_context(verify=True, ca_file=settings.ca_file)
+    context.check_hostname = False  # to read the names, never to use the connection
+    timeout = settings.timeouts.connect
+    client: Client | None = None
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await _open_socket(
+                settings.host, settings.port, timeout=timeout, source_address=None, where=where
+            )
+            client = Client(
+                transcript=None,
+                hostname=settings.tls_name or settings.host,
+                sock=sock,
+                local_hostname=options.ehlo_name or default_ehlo_name(sock),
+                timeout=timeout,
+                use_tls=settings.security is Security.TLS,
+                start_tls=False,
+                tls_context=context,
+            )
+            await client.connect(timeout=timeout)
+            if settings.security is Security.STARTTLS:
+                await client.ehlo()
+                await client.starttls(
+                    server_hostname=settings.tls_name or settings.host,
+                    tls_context=context,
+                    timeout=timeout,
+                )
+            ssl_object = client.ssl_object
+            return certificate_names(ssl_object.getpeercert()) if ssl_object else None
+    except (MailctlError, SMTPException, OSError, ValueError):
+        return None
+    finally:
+        if client is not None:
+            client.abort()
+        if sock is not None:
+            sock.close()
 
 
 async def _quit(client: Client, timeout: float) -> None:
@@ -188,8 +245,7 @@ class SmtpSession:
             # for a session that would send it in clear text.
             raise PlaintextAuthRefusedError(
                 f"refusing to send the password for {settings.username} to {where} without TLS",
-                hint="use --tls or --starttls (security = tls|starttls in the account); "
-                "on a trusted network only: --allow-plaintext-auth",
+                fixes=plaintext_auth_fixes(Protocol.SMTP),
             )
         check_command_text("server host", settings.host)
         # The one EHLO rule (mailctl.hosts), which flags and the config file were checked by.
@@ -240,6 +296,10 @@ class SmtpSession:
                 await _quit(client, timeouts.command)
             client.close()
             await client.wait_closed(min(timeouts.command, _CLOSE_WAIT))
+            if isinstance(err, CertificateError) and name_mismatch(err):
+                names = await _certificate_names(options)
+                if names is not None:
+                    raise with_names(err, names) from err.__cause__
             raise
         except BaseException:  # cancelled: no time for a polite TLS shutdown
             client.abort()
