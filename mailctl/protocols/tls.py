@@ -64,15 +64,15 @@ def security_fixes(protocol: Protocol, *, tried: Security, seen: str) -> list[Fi
     ports = DEFAULT_PORTS[protocol]
     name = protocol.value
     tls = Fix(
-        "security", "tls", f"if it speaks implicit TLS, usually on {ports[Security.TLS]}", name
+        "security", "tls", f"if it speaks implicit TLS, usually port {ports[Security.TLS]}", name
     )
     starttls = Fix(
         "security",
         "starttls",
-        f"if it offers STARTTLS, usually on {ports[Security.STARTTLS]}",
+        f"if it offers STARTTLS, usually port {ports[Security.STARTTLS]}",
         name,
     )
-    none = Fix("security", "none", "if it speaks no TLS at all, as local test servers", name)
+    none = Fix("security", "none", "if it speaks no TLS at all, like a local test sink", name)
     if seen == "no STARTTLS":
         return [none, tls]
     if seen == "silence":
