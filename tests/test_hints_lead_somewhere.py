@@ -395,3 +395,12 @@ def test_listed_names_are_quoted_and_bounded() -> None:
     [odd] = certificate_names({"subjectAltName": [("DNS", "x" * 500 + "\n")]})
     assert len(with_names(CertificateError("x"), (odd,)).message) < 120
     assert certificate_names({}) == ()
+
+
+def test_bench_target_unknown_host_says_host_not_found() -> None:
+    from mailctl.errors import HostNotFoundError
+    from mailctl.protocols.resolve import resolve_addresses
+
+    with pytest.raises(HostNotFoundError) as caught:
+        resolve_addresses("no-such-host.invalid", 25)
+    assert caught.value.message == "cannot connect to 'no-such-host.invalid': host not found"
