@@ -404,3 +404,19 @@ def test_bench_target_unknown_host_says_host_not_found() -> None:
     with pytest.raises(HostNotFoundError) as caught:
         resolve_addresses("no-such-host.invalid", 25)
     assert caught.value.message == "cannot connect to 'no-such-host.invalid': host not found"
+
+
+@pytest.mark.parametrize("protocol", [Protocol.IMAP, Protocol.POP3])
+def test_account_test_takes_tls_name_for_one_run(
+    dovecot: DovecotServer, tmp_path: Path, protocol: Protocol
+) -> None:
+    port = dovecot.port(protocol, Security.TLS)
+    config = mail_config(tmp_path / "a.toml", dovecot, protocol, f"port = {port}")
+    env = {"MAILCTL_CONFIG": str(config), "NO_COLOR": "1", "MAILCTL_PASSWORD": dovecot.password}
+    runner = CliRunner()
+    ok = runner.invoke(app, ["account", "test", "--tls-name", "localhost", "--json"], env=env)
+    assert ok.exit_code == 0, ok.stdout
+    bad = runner.invoke(app, ["account", "test", "--tls-name", "mail.test", "--json"], env=env)
+    assert bad.exit_code == 76, bad.stdout
+    assert "'mail.test'" in error_of(bad)["message"]
+    assert "--tls-name NAME for one run" in error_of(bad)["hint"]

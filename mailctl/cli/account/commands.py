@@ -28,7 +28,7 @@ from mailctl.cli.account.render import (
     render_test,
 )
 from mailctl.cli.context import AppContext, command, remember_options
-from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt, TlsNameOpt
 from mailctl.cli.output import CommandResult
 from mailctl.text import quote
 
@@ -400,7 +400,10 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
 @app.command("test")
 @command("account", "test")
 def test_command(
-    app: AppContext, name: AccountName = None, protocol: ProtocolOption = "all"
+    app: AppContext,
+    name: AccountName = None,
+    protocol: ProtocolOption = "all",
+    tls_name: TlsNameOpt = None,
 ) -> CommandResult:
     """Connect and log in to each server of an account; report TLS, auth and capabilities.
 
@@ -408,12 +411,17 @@ def test_command(
     """
     from mailctl.cli.hints import HintWords
     from mailctl.core import account as core
+    from mailctl.hosts import tls_name as tls_name_rule
     from mailctl.models import Protocol
     from mailctl.serialize import to_data
 
     protocols = _protocols(protocol)
-    result = core.check_account(app.config, app.account(name).name, protocols, secrets=app.secrets)
-    # Every block came from the account: fixes read as its keys (cli/hints.py).
+    checked = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
+    result = core.check_account(
+        app.config, app.account(name).name, protocols, secrets=app.secrets, tls_name=checked
+    )
+    # Every block came from the account: fixes read as its keys (cli/hints.py), and as
+    # --tls-name too, which this command has.
     words = HintWords(flags=app.flags, accounts={p.value: result.name for p in Protocol})
     for check in result.failures:
         if check.error is not None:
