@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Final
 
@@ -55,11 +56,63 @@ def worst_exit_code(codes: Iterable[ExitCode]) -> ExitCode:
     return min(codes, key=_PRECEDENCE.index, default=ExitCode.OK)
 
 
+@dataclass(frozen=True)
+class Fix:
+    """A setting that would fix an error, named by what it changes rather than how to say it.
+
+    Layers below cli do not know whether the server came from flags or an account block, nor
+    which flags the running command has (sendmail mode has none): the command's context words
+    each fix (cli/hints.py) as its flag, or as the key of the account block the server came
+    from. Without a context, `key_words` says it as the config key.
+    """
+
+    setting: str  # a server-block key ("security", "tls_name", "username", ...) or a flag's name
+    value: str | None = None  # the value to set; None: the user fills it in (NAME, FILE)
+    when: str = ""  # the condition it depends on, read before it: "if the server speaks no TLS"
+    protocol: str = "smtp"  # the account block the setting belongs to
+
+
+FixWords = Callable[[Fix], str | None]  # how a fix reads; None: nothing this command can do
+
+
+def key_words(fix: Fix) -> str | None:
+    """A fix as the config key it sets (the wording when no command context is known)."""
+    if fix.setting in ("verify", "allow_plaintext_auth"):
+        return f"{fix.setting} = {fix.value or 'false'}"
+    if fix.setting not in _SERVER_SETTINGS:
+        return None
+    value = fix.value if fix.value is not None else PLACEHOLDERS[fix.setting]
+    return f'{fix.setting} = "{value}"'
+
+
+# What the user fills in when a fix leaves the value open (`--tls-name NAME`, `ca_file = "FILE"`).
+PLACEHOLDERS: Final = {
+    "security": "SECURITY",
+    "tls_name": "NAME",
+    "username": "NAME",
+    "ca_file": "FILE",
+    "auth": "MECHANISM",
+}
+_SERVER_SETTINGS: Final = frozenset(PLACEHOLDERS)
+
+
+def word_hint(note: str | None, fixes: Sequence[Fix], words: FixWords) -> str | None:
+    """The hint a user reads: `note`, then each fix `words` can say, after its condition."""
+    parts = [note] if note else []
+    for fix in fixes:
+        said = words(fix)
+        if said:
+            parts.append(f"{fix.when}: {said}" if fix.when else said)
+    return "; ".join(parts) or None
+
+
 class MailctlError(Exception):
     """Base of every error mailctl reports; knows its exit code and a stable `code` string.
 
     The message is one line naming the problem; `hint` names the fix. Neither may ever
-    contain a secret: callers build messages from names and public values only.
+    contain a secret: callers build messages from names and public values only. `fixes`
+    are settings that would help, which the command's context words as its own flags or
+    account keys (`reword`); `hint` then holds them, followed by the plain `note`.
     """
 
     exit_code: ClassVar[ExitCode] = ExitCode.SOFTWARE
@@ -68,12 +121,24 @@ class MailctlError(Exception):
     JSON_ATTRS: ClassVar[tuple[str, ...]] = ("code", "message", "hint", "details")
 
     def __init__(
-        self, message: str, *, hint: str | None = None, details: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+        fixes: Sequence[Fix] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.note = hint
+        self.fixes = tuple(fixes)
+        self.hint = word_hint(hint, self.fixes, key_words) if self.fixes else hint
         self.details: dict[str, Any] = dict(details or {})
+
+    def reword(self, words: FixWords) -> None:
+        """Say the fixes in the words of the running command (its flags or account keys)."""
+        if self.fixes:
+            self.hint = word_hint(self.note, self.fixes, words)
 
     def one_line(self) -> str:
         """Render as the single line a user sees: problem, then fix."""

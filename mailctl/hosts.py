@@ -23,6 +23,8 @@ __all__ = [
     "ehlo_name",
     "ehlo_problem",
     "endpoint",
+    "tls_name",
+    "tls_name_problem",
     "to_ascii_domain",
 ]
 
@@ -149,3 +151,52 @@ def ehlo_name(value: str, *, field: str = "EHLO name") -> str:
         hint="a host name (letters, digits, '-', '_' and '.') or an address literal "
         "such as [192.0.2.1]",
     )
+
+
+def tls_name_problem(value: str) -> str | None:
+    """Why `value` cannot be the name a certificate is checked against (--tls-name, tls_name).
+
+    The TLS handshake's server_hostname: a DNS name (sent as SNI and matched against the
+    certificate's DNS SANs, RFC 6125) or an IP address (matched against its IP SANs; no SNI,
+    RFC 6066 3). No line breaks or controls: the value reaches messages and logs.
+    """
+    problem = _character_problem(value)
+    if problem is not None:
+        return problem
+    if _ip_address(value) is not None:
+        return None
+    try:
+        ascii_name = to_ascii_domain(value.rstrip(".") if value != "." else value)
+    except UnicodeError:
+        return "is not a DNS name or IP address"
+    labels = ascii_name.split(".")
+    if not value or len(ascii_name) > 253 or not all(_EHLO_LABEL.fullmatch(x) for x in labels):
+        return "is not a DNS name or IP address"
+    return None
+
+
+def tls_name(value: str, *, field: str = "--tls-name") -> str:
+    """Return the server_hostname for `value`: an IP address as written (without brackets),
+    a DNS name in its A-label form. Raises HeaderInjectionError (line break, NUL or other
+    control character) or InputDataError naming `field`."""
+    problem = tls_name_problem(value)
+    if problem is not None:
+        if problem.startswith("contains"):
+            raise HeaderInjectionError(f"{field} {problem}", hint="give one host name")
+        raise InputDataError(
+            f"{field} {quote(value)} {problem}",
+            hint="give the name the certificate is issued for, e.g. mail.example.com",
+        )
+    address = _ip_address(value)
+    return address if address is not None else to_ascii_domain(value.rstrip("."))
+
+
+def _ip_address(value: str) -> str | None:
+    """`value` as an IP address (brackets around IPv6 allowed), or None for anything else."""
+    import ipaddress  # here: a few ms of start-up that only addresses need
+
+    inner = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None

@@ -59,6 +59,9 @@ class ServerSettings:
     verify: bool = True  # False only through --insecure, with a warning
     allow_plaintext_auth: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # The name the certificate is checked against (TLS server_hostname: SNI and the name
+    # check) when it is not `host`, e.g. connecting to an IP address (msmtp's tls_host_override).
+    tls_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -141,4 +141,54 @@ def test_the_starttls_hint_names_the_flag_send_has(scripted_smtp: Any, tmp_path:
     assert result.exit_code == 76, result.stdout
     [error] = json.loads(result.stdout)["errors"]
     assert error["code"] == "starttls_unavailable"
-    assert "--tls" in error["hint"] and 'security = "tls"' in error["hint"], error
+    # Issue 8: the server came from --server, so the hint names flags only (an account's
+    # block key is named when the server came from an account: test_hints_lead_somewhere).
+    assert "--tls" in error["hint"] and "--no-tls" in error["hint"], error
+
+
+def test_every_flag_a_fix_can_be_worded_as_exists() -> None:
+    """cli/hints.py words fixes as flags: each of them must be a flag of some command."""
+    from mailctl.cli.hints import _FLAGS
+
+    flags = known_flags()
+    worded = {flag for by_value in _FLAGS.values() for flag in by_value.values()}
+    assert worded <= flags, worded - flags
+
+
+def test_every_fix_names_a_setting_that_can_be_worded() -> None:
+    """A `Fix("setting", ...)` in the source must name a key of a server block or a flag of
+    the wording table: else the hint silently drops it."""
+    from mailctl.cli.hints import _FLAGS
+
+    settings = {*SERVER_KEYS, *_FLAGS}
+    unknown = [
+        f"{where}:{node.lineno}: {node.args[0].value}"
+        for where, tree in sources()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "Fix"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value not in settings
+    ]
+    assert not unknown, unknown
+
+
+# "use --security tls" and "use security tls": an option or a key written as neither.
+HALF_NAMED = re.compile(r"\b(?:--)?(security|verify|auth) (tls|starttls|none|true|false)\b")
+
+
+def test_no_hint_names_a_setting_without_its_flag_or_key_form() -> None:
+    found = [
+        f"{where}:{node.lineno}: {node.value!r}"
+        for where, tree in sources()
+        for node in hint_strings(tree)
+        if HALF_NAMED.search(node.value)
+    ]
+    assert not found, found
+
+
+def test_the_half_named_check_catches_the_reported_wording() -> None:
+    assert HALF_NAMED.search("use --security tls (port 465)")
+    assert HALF_NAMED.search("use security tls (port 993) if the server supports it")
+    assert not HALF_NAMED.search('security = "tls"')

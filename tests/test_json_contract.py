@@ -82,7 +82,7 @@ def run(
 SETTINGS = {
     "host", "port", "security", "username", "auth", "password_command", "ca_file", "verify",
     "allow_plaintext_auth", "timeouts", "timeouts.connect_ms", "timeouts.command_ms",
-    "timeouts.data_ms", "secret_source",
+    "timeouts.data_ms", "secret_source", "tls_name",
 }  # fmt: skip
 
 ACCOUNT_ADD = {

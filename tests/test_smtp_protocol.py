@@ -550,7 +550,12 @@ async def test_xoauth2_only_when_asked(smtp_server_factory: SmtpServerFactory) -
     server = smtp_server_factory(mechanisms=("XOAUTH2",))
     with pytest.raises(AuthUnsupportedError, match="XOAUTH2") as caught:
         await SmtpSession.open(options(server))
-    assert caught.value.hint is not None and "--auth xoauth2" in caught.value.hint
+    # Issue 8: below cli a fix reads as its config key; a command words it as its flag
+    # (--auth xoauth2) or its account block's key (cli/hints.py).
+    assert caught.value.hint is not None and 'auth = "xoauth2"' in caught.value.hint
+    from mailctl.cli.hints import flag_words
+
+    assert [flag_words(fix) for fix in caught.value.fixes] == ["--auth xoauth2"]
     async with await SmtpSession.open(
         options(server, secret=Secret(TEST_TOKEN), auth=AuthMechanism.XOAUTH2)
     ) as session:

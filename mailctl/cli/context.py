@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from mailctl.cli.hints import HintWords, command_flags
 from mailctl.cli.options import GLOBAL_OPTIONS, SERVER_OPTIONS
 from mailctl.cli.output import CommandResult, Output, run_command
 from mailctl.cli.serverflags import ServerFlags
@@ -79,6 +80,18 @@ class AppContext:
         self._config: Config | None = None
         self._secrets: Secrets | None = None
         self._warned: set[str] = set()
+        # For the hints (cli/hints.py): the command's long options and, per protocol, the
+        # account a server came from and the settings its flags set.
+        self.flags: frozenset[str] = frozenset()
+        self._accounts: dict[str, str] = {}
+        self._given: set[str] = set()
+
+    @property
+    def hint_words(self) -> HintWords:
+        """How fixes read in this run: the command's flags, the accounts its servers came from."""
+        return HintWords(
+            flags=self.flags, accounts=dict(self._accounts), given=frozenset(self._given)
+        )
 
     @property
     def interactive(self) -> bool:
@@ -200,6 +213,9 @@ class AppContext:
             )
         if ehlo is None and account is not None and account.ehlo is not None:
             ehlo = ehlo_name(account.ehlo)  # checked by the same rule when the file was loaded
+        if name is not None:
+            self._accounts[protocol.value] = name
+        self._given.update(_given_settings(flags))
         return ResolvedServer(
             settings=settings,
             account=name,
@@ -208,8 +224,36 @@ class AppContext:
         )
 
     def run(self, body: Callable[[], CommandResult]) -> NoReturn:
-        """Run `body` under the error contract: one line (or the envelope) and an exit code."""
-        run_command(self.output, body)
+        """Run `body` under the error contract: one line (or the envelope) and an exit code.
+
+        An error's fixes are worded for this command (`hint_words`) on the way out.
+        """
+        from mailctl.errors import MailctlError
+
+        def worded() -> CommandResult:
+            try:
+                return body()
+            except MailctlError as error:
+                error.reword(self.hint_words)
+                raise
+
+        run_command(self.output, worded)
+
+
+def _given_settings(flags: ServerFlags) -> Iterable[str]:
+    """The server settings the command line set (hints then name the flag, not the key)."""
+    if flags.security is not None:
+        yield "security"
+    for setting, value in (
+        ("username", flags.user),
+        ("ca_file", flags.ca_file),
+        ("auth", flags.auth),
+        ("tls_name", flags.tls_name),
+    ):
+        if value is not None:
+            yield setting
+    if flags.insecure:
+        yield "verify"
 
 
 def check_server_flags(flags: ServerFlags) -> str | None:
@@ -271,6 +315,7 @@ def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[...
                 if key not in own:
                     values.pop(key, None)
             app = AppContext(list(name), given.over(root_options(ctx)))
+            app.flags = command_flags(ctx.command.params)
             app.run(lambda: func(app=app, **extra, **values))
 
         run.__name__ = func.__name__

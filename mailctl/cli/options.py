@@ -84,6 +84,15 @@ NoTlsOpt = Annotated[
 CaFileOpt = Annotated[
     Path | None, typer.Option("--ca-file", help="Trust this CA bundle.", rich_help_panel=TLS)
 ]
+TlsNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-name",
+        help="Check the certificate against this name (and send it as SNI) instead of the "
+        "--server host, e.g. when connecting to an IP address.",
+        rich_help_panel=TLS,
+    ),
+]
 InsecureOpt = Annotated[
     bool,
     typer.Option("--insecure", help="Do not verify the certificate (warned).", rich_help_panel=TLS),
@@ -136,6 +145,7 @@ SERVER_OPTIONS: Final[dict[str, tuple[Any, Any]]] = {
     "starttls": (StartTlsOpt, False),
     "no_tls": (NoTlsOpt, False),
     "ca_file": (CaFileOpt, None),
+    "tls_name": (TlsNameOpt, None),
     "insecure": (InsecureOpt, False),
     "allow_plaintext_auth": (AllowPlaintextAuthOpt, False),
     "connect_timeout": (ConnectTimeoutOpt, None),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mailctl.errors import ConfigError, UsageError
-from mailctl.hosts import default_port, default_security
+from mailctl.hosts import default_port, default_security, tls_name
 from mailctl.models import (
     AuthMechanism,
     Protocol,
@@ -35,6 +35,7 @@ class ServerFlags:
     starttls: bool = False
     no_tls: bool = False
     ca_file: Path | None = None
+    tls_name: str | None = None
     insecure: bool = False
     allow_plaintext_auth: bool = False
     connect_timeout: float | None = None
@@ -139,6 +140,8 @@ def _overrides(flags: ServerFlags, timeouts: Timeouts) -> dict[str, object]:
             ) from None
     if flags.ca_file is not None:
         changes["ca_file"] = flags.ca_file
+    if flags.tls_name is not None:
+        changes["tls_name"] = tls_name(flags.tls_name, field="--tls-name")
     if flags.insecure:
         changes["verify"] = False
     if flags.allow_plaintext_auth:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mailctl.errors import ConfigError
-from mailctl.hosts import default_port, default_security, ehlo_problem
+from mailctl.hosts import default_port, default_security, ehlo_problem, tls_name, tls_name_problem
 from mailctl.models import (
     Account,
     AuthMechanism,
@@ -41,6 +41,7 @@ SERVER_KEYS: Final = (
     "connect_timeout",
     "command_timeout",
     "data_timeout",
+    "tls_name",
 )
 MAX_TIMEOUT: Final = 86_400.0
 
@@ -259,6 +260,7 @@ def parse_server_block(
     if ca_file is not None and not ca_file.is_absolute() and base_dir is not None:
         ca_file = base_dir / ca_file
     verify = _optional(raw, key, "verify", _bool)
+    tls_name = _optional(raw, key, "tls_name", _tls_name)
     allow_plaintext = _optional(raw, key, "allow_plaintext_auth", _bool)
     timeouts = Timeouts(
         connect=_optional(raw, key, "connect_timeout", _timeout) or _DEFAULT_TIMEOUTS.connect,
@@ -276,6 +278,7 @@ def parse_server_block(
         verify=True if verify is None else verify,
         allow_plaintext_auth=bool(allow_plaintext),
         timeouts=timeouts,
+        tls_name=tls_name,
     )
 
 
@@ -388,6 +391,17 @@ def _path(key: tuple[str, ...], value: object) -> Path:
     return Path(text).expanduser()
 
 
+def _tls_name(key: tuple[str, ...], value: object) -> str:
+    """The name the certificate is checked against (mailctl.hosts.tls_name's rule)."""
+    name = _string(key, value, "a DNS name or IP address")
+    problem = tls_name_problem(name)
+    if problem is not None:
+        raise FieldError(
+            key, problem, value=value, hint="the name the server's certificate is issued for"
+        )
+    return tls_name(name, field=key_path(key))
+
+
 def _bool(key: tuple[str, ...], value: object) -> bool:
     if not isinstance(value, bool):
         raise FieldError(key, "must be true or false", value=value)
@@ -480,6 +494,8 @@ def dump_server(settings: ServerSettings) -> dict[str, Any]:
         out["verify"] = False
     if settings.allow_plaintext_auth:
         out["allow_plaintext_auth"] = True
+    if settings.tls_name is not None:
+        out["tls_name"] = settings.tls_name
     timeouts = settings.timeouts
     for name, value, default in (
         ("connect_timeout", timeouts.connect, _DEFAULT_TIMEOUTS.connect),

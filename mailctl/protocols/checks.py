@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import ssl
 import time
@@ -23,7 +24,7 @@ from mailctl.errors import (
 )
 from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
-from mailctl.protocols.tls import TlsInfo, map_ssl_error
+from mailctl.protocols.tls import TlsInfo, map_ssl_error, plaintext_auth_fixes
 from mailctl.serialize import SECONDS
 
 
@@ -64,6 +65,30 @@ class PhaseClock:
         now = time.perf_counter()
         self.timings[self.phase] = self.timings.get(self.phase, 0.0) + (now - self._mark)
         self._mark = now
+
+
+# Why a TCP connect failed, in the words msmtp and curl use, not Python's ("Connect call
+# failed ('127.0.0.1', 2999)" is asyncio's text for ECONNREFUSED).
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "timed out",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "connection reset",
+    errno.EADDRNOTAVAIL: "address not available",
+    errno.EACCES: "permission denied",
+}
+
+
+def connect_reason(err: BaseException) -> str:
+    """Why connecting failed, in a few words: connection refused, timed out, no route to host."""
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, OSError) and err.errno in _CONNECT_REASONS:
+        return _CONNECT_REASONS[err.errno]
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror[:1].lower() + err.strerror[1:]
+    return type(err).__name__
 
 
 def endpoint(settings: ServerSettings) -> str:
@@ -110,8 +135,7 @@ def preflight(
         raise PlaintextAuthRefusedError(
             f"refusing to send the {protocol.value.upper()} password to {where} "
             "without TLS (security = none)",
-            hint="use security = tls or starttls; "
-            "on a trusted network only: allow_plaintext_auth = true",
+            fixes=plaintext_auth_fixes(protocol),
         )
     if secret is None:
         raise CredentialError(
@@ -196,11 +220,12 @@ def map_os_error(
     lost = f"{name} server {where} closed the connection during {phase}"
     error: MailctlError
     if isinstance(err, ssl.SSLError):
-        error = map_ssl_error(err, host=where)
+        error = map_ssl_error(err, host=where, settings=settings, protocol=protocol)
     elif isinstance(err, socket.gaierror):
         error = HostNotFoundError(
-            f"cannot resolve {settings.host!r} ({name} server {where}): {err.strerror or err}",
+            f"cannot connect to {name} server {where}: host not found",
             hint="check the host name",
+            details={"resolver": str(err.strerror or err)},
         )
     elif isinstance(err, UnicodeError) and phase == "connect":
         # The IDNA codec rejects malformed names (empty or over-long labels).
@@ -210,11 +235,11 @@ def map_os_error(
         )
     elif isinstance(err, TimeoutError) and phase == "connect":
         # errors.ExitCode: a connect timeout is "cannot connect" (IOERR), like a refusal.
+        # The TCP connect itself (the greeting's wait is the Wire's, which says so).
         error = ConnectError(
-            f"{name} server {where} did not connect and greet within "
-            f"{settings.timeouts.connect:g} s",
-            hint="check the host, port and firewall; a port that expects implicit TLS "
-            "needs security tls",
+            f"cannot connect to {name} server {where}: timed out after "
+            f"{settings.timeouts.connect:g} s (connect_timeout)",
+            hint="check the host, the port and any firewall",
         )
     elif isinstance(err, TimeoutError):
         # A TLS handshake runs under what is left of the greeting's (implicit TLS) or the
@@ -232,7 +257,7 @@ def map_os_error(
         error = ConnectionLostError(lost)
     elif isinstance(err, OSError) and phase == "connect":
         error = ConnectError(
-            f"cannot connect to {name} server {where}: {err.strerror or type(err).__name__}",
+            f"cannot connect to {name} server {where}: {connect_reason(err)}",
             hint="check the host, the port and that the server is running",
         )
     elif isinstance(err, OSError):

@@ -19,12 +19,14 @@ import re
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import TracebackType
 from typing import ClassVar, Self
 
 from mailctl.errors import (
     AuthError,
     AuthUnsupportedError,
+    CertificateError,
     ConnectError,
     ConnectionLostError,
     HostNotFoundError,
@@ -35,7 +37,6 @@ from mailctl.errors import (
     TimeoutFailure,
     TlsError,
 )
-from mailctl.hosts import DEFAULT_PORTS
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import (
     LoginCheck,
@@ -46,7 +47,14 @@ from mailctl.protocols.checks import (
     preflight,
 )
 from mailctl.protocols.limits import ReadLimits, login_check_limits
-from mailctl.protocols.tls import TlsInfo, client_context
+from mailctl.protocols.tls import (
+    TlsInfo,
+    certificate_names,
+    client_context,
+    name_mismatch,
+    security_fixes,
+    with_names,
+)
 from mailctl.protocols.wire import Wire
 from mailctl.text import excerpt
 
@@ -77,6 +85,7 @@ class MailSession(ABC):
             limits=limits,
             timeouts=settings.timeouts,
             clock=self.clock,
+            security=settings.security,
         )
         self._box = box
         self._open = False
@@ -132,8 +141,36 @@ class MailSession(ABC):
                 session._info = session._establish()
         except BaseException as err:
             session._end_after(err)
+            if isinstance(err, CertificateError) and name_mismatch(err):
+                names = cls._certificate_names(settings)
+                if names is not None:
+                    raise with_names(err, names) from err.__cause__
             raise
         return session
+
+    @classmethod
+    def _certificate_names(cls, settings: ServerSettings) -> tuple[str, ...] | None:
+        """The names the server's certificate lists, read on a second connection; None if
+        that fails. Only after a session was refused for a name mismatch, to say which
+        names would pass: the chain is verified as before, only the name check is off, and
+        the connection is dropped right after the handshake (no login), within the
+        connect timeout."""
+        context = client_context(verify=True, ca_file=settings.ca_file)
+        context.check_hostname = False  # to read the names, never to use the connection
+        probe = cls(
+            replace(settings, username=None),
+            SecretBox(None, protocol=cls.protocol, where=endpoint(settings)),
+            ReadLimits(),
+        )
+        try:
+            with probe.guard():
+                probe._connect(context)
+                sock = probe._tls_socket()
+                return certificate_names(sock.getpeercert()) if sock is not None else None
+        except (MailctlError, OSError, ValueError):
+            return None
+        finally:
+            probe.abort()
 
     @property
     def secret_shown(self) -> str | None:
@@ -187,10 +224,12 @@ class MailSession(ABC):
             if not self._offers_starttls():
                 command = self.starttls_command
                 shown = command if command == "STARTTLS" else f"{command} (STARTTLS)"
-                port = DEFAULT_PORTS[self.protocol][Security.TLS]
                 raise StartTlsUnavailableError(
-                    f"{self.name} server {self.where} does not offer {shown}",
-                    hint=f"use security tls (port {port}) if the server supports it",
+                    f"{self.name} server {self.where} does not offer {shown}, "
+                    "and STARTTLS is required",
+                    fixes=security_fixes(
+                        self.protocol, tried=self.settings.security, seen="no STARTTLS"
+                    ),
                 )
             self._starttls(context)
 
@@ -360,6 +399,10 @@ class MailSession(ABC):
     @abstractmethod
     def _tls_info(self) -> TlsInfo | None:
         """Facts about the TLS connection."""
+
+    @abstractmethod
+    def _tls_socket(self) -> ssl.SSLSocket | None:
+        """The TLS socket of the connection (None before TLS)."""
 
     @abstractmethod
     def _logins(self) -> dict[AuthMechanism, str]:

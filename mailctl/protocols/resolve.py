@@ -24,7 +24,11 @@ def resolve_addresses(host: str, port: int) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(literal, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as err:
-        raise HostNotFoundError(f"cannot resolve {host!r}: {err}") from err
+        raise HostNotFoundError(
+            f"cannot connect to {host!r}: host not found",
+            hint="check the host name",
+            details={"resolver": str(getattr(err, "strerror", None) or err)},
+        ) from err
     return tuple(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

@@ -35,9 +35,10 @@ from mailctl.errors import (
     ResponseLimitError,
     TimeoutFailure,
 )
-from mailctl.models import Protocol, Timeouts
+from mailctl.models import Protocol, Security, Timeouts
 from mailctl.protocols.checks import PhaseClock
 from mailctl.protocols.limits import ReadLimits, octets
+from mailctl.protocols.tls import security_fixes
 from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
@@ -56,8 +57,11 @@ class Wire:
         limits: ReadLimits,
         timeouts: Timeouts,
         clock: PhaseClock,
+        security: Security | None = None,
     ) -> None:
         self._name = protocol.value.upper()
+        self._protocol = protocol
+        self._security = security  # what was tried: a silent greeting may mean implicit TLS
         # RFC 1939 3: one POP3 reply per command. IMAP servers may send untagged data at
         # any time (RFC 3501 7), and tags pair the rest, so only POP3 checks this.
         self._one_reply_each = protocol is Protocol.POP3
@@ -86,8 +90,17 @@ class Wire:
 
     # -- connecting and commands ---------------------------------------------------------
 
-    def open_socket(self, host: str, port: int, *, context: ssl.SSLContext | None) -> socket.socket:
+    def open_socket(
+        self,
+        host: str,
+        port: int,
+        *,
+        context: ssl.SSLContext | None,
+        tls_name: str | None = None,
+    ) -> socket.socket:
         """Connect (and for implicit TLS, handshake) within the greeting's deadline.
+
+        `tls_name`: the name the certificate is checked against, when not `host`.
 
         Library exceptions (OSError, ssl.SSLError, TimeoutError) pass to the caller's map.
         """
@@ -96,7 +109,7 @@ class Wire:
             if context is not None:
                 self._clock.start("tls")
                 sock.settimeout(self._left())
-                sock = context.wrap_socket(sock, server_hostname=host)
+                sock = context.wrap_socket(sock, server_hostname=tls_name or host)
                 self._clock.start("connect")  # the greeting belongs to connecting
         except BaseException:
             sock.close()
@@ -302,11 +315,15 @@ class Wire:
                 hint="the server is slow, stuck or trickling; try again later",
             )
         elif self._command is None:
+            fixes = []
+            if self._security is not None and self._security is not Security.TLS:
+                fixes = security_fixes(self._protocol, tried=self._security, seen="silence")
             error = ConnectError(
                 f"{self._name} server {self._where} did not connect and greet within "
                 f"{self._timeouts.connect:g} s (connect_timeout){_CLOSED}",
-                hint="check the host, port and firewall; a port that expects implicit TLS "
-                "needs security tls",
+                hint="check the host, port and firewall; an implicit-TLS port sends nothing "
+                "until the client starts TLS",
+                fixes=fixes,
             )
         else:
             name, seconds = (

@@ -38,7 +38,7 @@ from mailctl.cli.account.render import (
     render_test,
 )
 from mailctl.cli.context import AppContext, command, remember_options
-from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt, QuietOpt
+from mailctl.cli.options import AccountOpt, ConfigOpt, JsonOpt, QuietOpt, TlsNameOpt
 from mailctl.cli.output import CommandResult
 from mailctl.text import quote
 
@@ -304,17 +304,32 @@ def _protocols(value: str) -> tuple[Protocol, ...] | None:
 @app.command("test")
 @command("account", "test")
 def test_command(
-    app: AppContext, name: AccountName = None, protocol: ProtocolOption = "all"
+    app: AppContext,
+    name: AccountName = None,
+    protocol: ProtocolOption = "all",
+    tls_name: TlsNameOpt = None,
 ) -> CommandResult:
     """Connect and log in to each server of an account; report TLS, auth and capabilities.
 
     Exits non-zero with the most serious failure's code when any server failed.
     """
+    from mailctl.cli.hints import HintWords
     from mailctl.core import account as core
+    from mailctl.hosts import tls_name as tls_name_rule
+    from mailctl.models import Protocol
     from mailctl.serialize import to_data
 
     protocols = _protocols(protocol)
-    result = core.check_account(app.config, app.account(name).name, protocols, secrets=app.secrets)
+    checked = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
+    result = core.check_account(
+        app.config, app.account(name).name, protocols, secrets=app.secrets, tls_name=checked
+    )
+    # Every block came from the account: fixes read as its keys (cli/hints.py), and as
+    # --tls-name too, which this command has.
+    words = HintWords(flags=app.flags, accounts={p.value: result.name for p in Protocol})
+    for check in result.failures:
+        if check.error is not None:
+            check.error.reword(words)
     errors = [
         {**to_data(check.error), "protocol": check.protocol.value}
         for check in result.failures

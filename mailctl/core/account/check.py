@@ -73,17 +73,23 @@ def check_account(
     protocols: Sequence[Protocol] | None = None,
     *,
     secrets: Secrets,
+    tls_name: str | None = None,
 ) -> AccountTest:
     """Connect to (and, with a username, log in to) each selected block, one after another.
 
     Failures are recorded per block, not raised. Secrets come from `secrets` (the run's
     source, which prompts only when the caller can ask a person). Raises
     ConfigError/UsageError only for the selection itself (no such account, a requested block
-    not configured).
+    not configured). `tls_name` (account test --tls-name) replaces each block's for this run.
     """
     account = find_account(config, name)
     checks = [
-        _check_block(account, protocol, settings, secrets=secrets)
+        _check_block(
+            account,
+            protocol,
+            settings if tls_name is None else replace(settings, tls_name=tls_name),
+            secrets=secrets,
+        )
         for protocol, settings in select_blocks(account, protocols).items()
     ]
     return AccountTest(name=account.name, checks=tuple(checks), warnings=config.warnings)

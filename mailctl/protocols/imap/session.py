@@ -87,6 +87,7 @@ class ImapSession(MailSession):
             context=context,
             implicit_tls=settings.security is Security.TLS,
             timeouts=settings.timeouts,
+            tls_name=settings.tls_name,
         )
 
     def _offers_starttls(self) -> bool:
@@ -102,6 +103,10 @@ class ImapSession(MailSession):
 
     def _tls_info(self) -> TlsInfo | None:
         return tls_info(self._client.socket())
+
+    def _tls_socket(self) -> ssl.SSLSocket | None:
+        sock = self._client.socket() if self._client is not None else None
+        return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def _logins(self) -> dict[AuthMechanism, str]:
         logins: dict[AuthMechanism, str] = {}

@@ -28,13 +28,29 @@ _COMMAND = re.compile(rb"(?:UID )?[A-Za-z]{1,32}")
 
 
 class BoundedIMAP4(imaplib.IMAP4):
-    """imaplib.IMAP4 reading only through `wire`; implicit TLS when `context` is given."""
+    """imaplib.IMAP4 reading only through `wire`; implicit TLS when `context` is given.
 
-    def __init__(self, host: str, port: int, *, wire: Wire, context: ssl.SSLContext | None) -> None:
+    `tls_name`: the name the certificate is checked against, when not `host`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        wire: Wire,
+        context: ssl.SSLContext | None,
+        tls_name: str | None = None,
+    ) -> None:
         self._wire = wire
         self._implicit_tls = context
+        self._tls_name = tls_name
         self._pending_tag: bytes | None = None
         super().__init__(host, port)
+        if tls_name is not None:
+            # imaplib's starttls() hands self.host to wrap_socket as server_hostname; the
+            # connection is made, so from here on the host only names the certificate.
+            self.host = tls_name
 
     # imapclient sets debug = 5, and at 4 and above imaplib formats the repr of every
     # response it stores (a message literal's repr is up to 4x its size) for a logger that
@@ -48,7 +64,9 @@ class BoundedIMAP4(imaplib.IMAP4):
         pass
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        return self._wire.open_socket(self.host, self.port, context=self._implicit_tls)
+        return self._wire.open_socket(
+            self.host, self.port, context=self._implicit_tls, tls_name=self._tls_name
+        )
 
     def readline(self) -> bytes:
         return self._wire.readline(self.sock)
@@ -87,8 +105,10 @@ class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no 
         context: ssl.SSLContext | None,
         implicit_tls: bool,
         timeouts: Timeouts,
+        tls_name: str | None = None,
     ) -> None:
         self._mailctl_wire = wire
+        self._mailctl_tls_name = tls_name
         super().__init__(
             host,
             port=port,
@@ -100,4 +120,10 @@ class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no 
 
     def _create_IMAP4(self) -> BoundedIMAP4:  # imapclient's name
         context = self.ssl_context if self.ssl else None
-        return BoundedIMAP4(self.host, self.port, wire=self._mailctl_wire, context=context)
+        return BoundedIMAP4(
+            self.host,
+            self.port,
+            wire=self._mailctl_wire,
+            context=context,
+            tls_name=self._mailctl_tls_name,
+        )

@@ -100,7 +100,13 @@ class Pop3Session(MailSession):
         # poplib has no certificate checks without a context (FACTS.md): always pass ours.
         settings = self.settings
         implicit = context if settings.security is Security.TLS else None
-        self._client = BoundedPOP3(settings.host, settings.port, wire=self.wire, context=implicit)
+        self._client = BoundedPOP3(
+            settings.host,
+            settings.port,
+            wire=self.wire,
+            context=implicit,
+            tls_name=settings.tls_name,
+        )
 
     def _offers_starttls(self) -> bool:
         return "STLS" in self._capa()
@@ -127,6 +133,10 @@ class Pop3Session(MailSession):
 
     def _capabilities(self) -> tuple[str, ...]:
         return tuple(" ".join([name, *args]) for name, args in self._capa().items())
+
+    def _tls_socket(self) -> ssl.SSLSocket | None:
+        sock = self._client.sock if self._client is not None else None
+        return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def _tls_info(self) -> TlsInfo | None:
         sock = self.client.sock

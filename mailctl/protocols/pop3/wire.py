@@ -27,11 +27,23 @@ class NotOkError(poplib.error_proto):
 
 
 class BoundedPOP3(poplib.POP3):
-    """poplib.POP3 reading only through `wire`; implicit TLS when `context` is given."""
+    """poplib.POP3 reading only through `wire`; implicit TLS when `context` is given.
 
-    def __init__(self, host: str, port: int, *, wire: Wire, context: ssl.SSLContext | None) -> None:
+    `tls_name`: the name the certificate is checked against, when not `host`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        wire: Wire,
+        context: ssl.SSLContext | None,
+        tls_name: str | None = None,
+    ) -> None:
         self._wire = wire
         self._implicit_tls = context
+        self._tls_name = tls_name
         try:
             super().__init__(host, port)
         except BaseException:
@@ -39,7 +51,9 @@ class BoundedPOP3(poplib.POP3):
             raise
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        return self._wire.open_socket(self.host, self.port, context=self._implicit_tls)
+        return self._wire.open_socket(
+            self.host, self.port, context=self._implicit_tls, tls_name=self._tls_name
+        )
 
     if TYPE_CHECKING:  # poplib internals that typeshed does not list
 
@@ -83,7 +97,7 @@ class BoundedPOP3(poplib.POP3):
         command's deadline. Raises poplib.error_proto, ssl.SSLError, OSError.
         """
         self._shortcmd("STLS")
-        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = context.wrap_socket(self.sock, server_hostname=self._tls_name or self.host)
         self.file = self.sock.makefile("rb")  # poplib closes it in close(); we never read it
         self._tls_established = True
 

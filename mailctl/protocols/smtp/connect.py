@@ -16,6 +16,7 @@ from mailctl.errors import (
     AuthUnsupportedError,
     ConnectError,
     CredentialError,
+    Fix,
     HostNotFoundError,
     InputDataError,
     ProtocolError,
@@ -23,9 +24,11 @@ from mailctl.errors import (
     StartTlsUnavailableError,
 )
 from mailctl.hosts import ehlo_problem
-from mailctl.models import AuthMechanism, Reply, ServerSettings
+from mailctl.models import AuthMechanism, Protocol, Reply, ServerSettings
+from mailctl.protocols.checks import connect_reason
 from mailctl.protocols.smtp.client import Client
 from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
+from mailctl.protocols.tls import security_fixes
 from mailctl.serialize import to_data
 
 __all__ = [
@@ -82,12 +85,13 @@ async def starttls(
         # RFC 3207 4: a client that requires TLS must not go on in clear text.
         raise StartTlsUnavailableError(
             f"{where} does not offer STARTTLS, and STARTTLS is required",
-            hint='if the server speaks implicit TLS (port 465): --tls, or security = "tls" '
-            "in the account",
+            fixes=security_fixes(Protocol.SMTP, tried=settings.security, seen="no STARTTLS"),
         )
     timeout = settings.timeouts.connect
     try:
-        await client.starttls(server_hostname=settings.host, tls_context=context, timeout=timeout)
+        await client.starttls(
+            server_hostname=settings.tls_name or settings.host, tls_context=context, timeout=timeout
+        )
     except SMTPResponseException as err:
         reply = to_reply(err)
         if reply.code == 421:  # RFC 5321 3.8: closing, not a TLS problem
@@ -98,7 +102,7 @@ async def starttls(
             details={"reply": to_data(reply)},
         ) from err
     except (SMTPException, OSError) as err:
-        raise transport_error(err, where, "STARTTLS", timeout) from err
+        raise transport_error(err, where, "STARTTLS", timeout, settings=settings) from err
 
 
 async def ehlo(client: Client, where: str, timeout: float, *, helo_fallback: bool = False) -> None:
@@ -137,7 +141,7 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
             raise AuthUnsupportedError(
                 f"{where} does not offer AUTH {settings.auth.value.upper()} "
                 f"(it offers {' '.join(m.upper() for m in advertised)})",
-                hint="choose one of the offered mechanisms with --auth (auth in the account)",
+                fixes=[Fix("auth", when="choose one of the offered mechanisms")],
             )
         return settings.auth
     for mechanism in AUTO_MECHANISMS:
@@ -146,8 +150,7 @@ def choose_mechanism(client: Client, settings: ServerSettings, where: str) -> Au
     raise AuthUnsupportedError(
         f"{where} offers no AUTH mechanism mailctl uses without being asked "
         f"(it offers {' '.join(m.upper() for m in advertised)})",
-        hint='if the server wants OAuth: --auth xoauth2 (auth = "xoauth2" in the account) '
-        "with a bearer token",
+        fixes=[Fix("auth", "xoauth2", "if the server wants OAuth, with a bearer token")],
     )
 
 
@@ -233,11 +236,13 @@ async def _resolve(host: str, port: int, timeout: float, where: str) -> list[Any
     except socket.gaierror as err:
         reason = err.strerror or str(err)
         raise HostNotFoundError(
-            f"cannot resolve the host of {where}: {reason}", hint="check the server host name"
+            f"cannot connect to {where}: host not found",
+            hint="check the server host name",
+            details={"resolver": reason},
         ) from err
     except TimeoutError as err:
         raise HostNotFoundError(
-            f"resolving the host of {where} took longer than {timeout:g}s"
+            f"cannot connect to {where}: host not found, resolving took longer than {timeout:g}s"
         ) from err
 
 
@@ -277,7 +282,7 @@ async def open_socket(
         except TimeoutError as err:
             sock.close()
             raise ConnectError(
-                f"timed out connecting to {where} after {timeout:g}s",
+                f"cannot connect to {where}: timed out after {timeout:g}s",
                 hint="check the host, the port and any firewall",
             ) from err
         except OSError as err:
@@ -288,7 +293,7 @@ async def open_socket(
             sock.close()
             raise
         return sock
-    reason = (last_error.strerror or str(last_error)) if last_error else "no address found"
+    reason = connect_reason(last_error) if last_error else "no address found"
     raise ConnectError(
         f"cannot connect to {where}: {reason}",
         hint="check that the server is running and the port is right",

@@ -16,15 +16,16 @@ from aiosmtplib.response import SMTPResponse
 
 from mailctl.errors import (
     ConnectionLostError,
+    Fix,
     MailctlError,
     ProtocolError,
     SmtpPermanentError,
     SmtpTransientError,
     TimeoutFailure,
 )
-from mailctl.models import RecipientResult, Reply
+from mailctl.models import Protocol, RecipientResult, Reply, ServerSettings
 from mailctl.protocols.smtp.outcome import TransactionStatus, refusal_status
-from mailctl.protocols.tls import map_ssl_error
+from mailctl.protocols.tls import map_ssl_error, security_fixes
 from mailctl.serialize import to_data
 from mailctl.text import excerpt
 
@@ -32,6 +33,7 @@ __all__ = [
     "TIMEOUT_TYPES",
     "RepliesOutOfStep",
     "closing_note",
+    "login_may_help",
     "refusal_error",
     "reply_error",
     "reply_text",
@@ -76,16 +78,40 @@ def closing_note(closing: Reply | None) -> str:
     return f"; then it closed the connection: {reply_text(closing)}"
 
 
+# What a refusal says when the server offered AUTH and none was done: the likely fix.
+_LOGIN_NOTE = "mailctl did not log in, though the server offers AUTH: the likely reason"
+_LOGIN_FIX = Fix("username", when="log in")
+
+
+def login_may_help(reply: Reply) -> bool:
+    """Whether `reply` (to MAIL or RCPT) reads as "you are not allowed to send this way".
+
+    RFC 3463 3.8: X.7.x is a security or policy status; RFC 4954 6: 530 5.7.0 means
+    authentication required. A 554 without an enhanced code is how Postfix's client and
+    relay restrictions answer when no enhanced codes are configured. Used only when the
+    server offered AUTH and none was done, where logging in is the likely fix (a real
+    Postfix on the submission port answers an anonymous RCPT with 554 5.7.1 "Client host
+    rejected: Access denied").
+    """
+    enhanced = reply.enhanced
+    if enhanced is not None:
+        return enhanced[2:4] == "7." or enhanced[2:] == "7"
+    return reply.code in (530, 554)
+
+
 def reply_error(
     reply: Reply,
     context: str,
     details: dict[str, Any] | None = None,
     *,
     closing: Reply | None = None,
+    anonymous: bool = False,
 ) -> MailctlError:
     """A server refusal as SmtpTransientError (4xx) or SmtpPermanentError (5xx).
 
     `closing`: the 421 the server sent after this refusal, named in the message too.
+    `anonymous`: the server offered AUTH and none was done; a policy refusal then says
+    that logging in is the likely fix.
     """
     if reply.code == 421:
         closing = None  # the reply itself says it: do not repeat it
@@ -97,6 +123,8 @@ def reply_error(
     if reply.is_transient:
         return SmtpTransientError(message, hint="try again later", details=merged)
     if reply.is_permanent:
+        if anonymous and login_may_help(reply):
+            return SmtpPermanentError(message, details=merged, hint=_LOGIN_NOTE, fixes=[_LOGIN_FIX])
         return SmtpPermanentError(message, details=merged)
     return ProtocolError(f"{context}: unexpected reply {reply_text(reply)}", details=merged)
 
@@ -107,11 +135,16 @@ def refusal_error(
     where: str,
     *,
     closing: Reply | None = None,
+    allow_partial: bool = False,
+    anonymous: bool = False,
 ) -> MailctlError:
     """RSET was sent; say which recipients were refused and whether retrying can help.
 
     `closing`: the 421 the server sent after the refusals (Postfix at its hard error
     limit); it is named, but the refusals decide permanent or transient (`refusal_status`).
+    Partial delivery is offered only when it would send something: some recipient was
+    accepted and `allow_partial` was not already given. `anonymous`: the server offered
+    AUTH and none was done; when every refusal is a policy one, logging in is the fix.
     """
     details: dict[str, Any] = {"recipients": to_data(results)}
     if closing is not None:
@@ -120,10 +153,24 @@ def refusal_error(
     listed += closing_note(closing)
     nothing = "nothing was sent"
     if refusal_status(r.reply.code for r in refused) is TransactionStatus.REFUSED:
+        count = f"{len(refused)} of {len(results)} recipients"
+        message = f"{where} refused {count}, {nothing}: {listed}"
+        if anonymous and all(login_may_help(r.reply) for r in refused):
+            # Not the addresses: the server will not take mail from an anonymous client.
+            return SmtpPermanentError(
+                message,
+                hint=_LOGIN_NOTE,
+                details=details,
+                fixes=[_LOGIN_FIX],
+            )
+        fixes = []
+        if not allow_partial and len(refused) < len(results):
+            fixes.append(Fix("allow_partial", when="to send to the others anyway"))
         return SmtpPermanentError(
-            f"{where} refused {len(refused)} of {len(results)} recipients, {nothing}: {listed}",
-            hint="fix or drop the refused addresses (or allow partial delivery)",
+            message,
+            hint="fix or drop the refused addresses",
             details=details,
+            fixes=fixes,
         )
     return SmtpTransientError(
         f"{where} deferred {len(refused)} of {len(results)} recipients, {nothing}: {listed}",
@@ -138,13 +185,27 @@ def transport_error(
     phase: str,
     timeout: float,
     details: dict[str, Any] | None = None,
+    *,
+    settings: ServerSettings | None = None,
 ) -> MailctlError:
-    """Map aiosmtplib/ssl/socket failures after TCP connect to one-line mailctl errors."""
+    """Map aiosmtplib/ssl/socket failures after TCP connect to one-line mailctl errors.
+
+    `settings` (when known) let TLS failures and a missing greeting name the security the
+    server speaks: an implicit-TLS port says nothing until it gets a ClientHello.
+    """
     if isinstance(err, ssl.SSLError) or _has_ssl_cause(err):
-        return map_ssl_error(err, host=where)
+        return map_ssl_error(err, host=where, settings=settings)
     if isinstance(err, TIMEOUT_TYPES):
+        fixes = []
+        if phase == "greeting" and settings is not None:
+            fixes = security_fixes(Protocol.SMTP, tried=settings.security, seen="silence")
         return TimeoutFailure(
-            f"{where} did not answer {phase} within {timeout:g}s", details=details
+            f"{where} did not answer {phase} within {timeout:g}s",
+            details=details,
+            hint="an implicit-TLS port sends nothing until the client starts TLS"
+            if fixes
+            else None,
+            fixes=fixes,
         )
     if isinstance(err, (SMTPServerDisconnected, ConnectionError, EOFError)) or isinstance(
         err.__cause__, ConnectionError

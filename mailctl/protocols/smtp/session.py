@@ -21,6 +21,7 @@ from aiosmtplib.errors import (
 from aiosmtplib.protocol import normalize_message_line_endings
 
 from mailctl.errors import (
+    CertificateError,
     ConnectionLostError,
     CredentialError,
     InputDataError,
@@ -37,6 +38,7 @@ from mailctl.hosts import ehlo_name, endpoint
 from mailctl.models import (
     AuthMechanism,
     Envelope,
+    Protocol,
     RecipientResult,
     Reply,
     Security,
@@ -74,7 +76,15 @@ from mailctl.protocols.smtp.outcome import (
     TransactionStatus,
     deciding_refusal,
 )
-from mailctl.protocols.tls import TlsInfo, client_context, tls_info
+from mailctl.protocols.tls import (
+    TlsInfo,
+    certificate_names,
+    client_context,
+    name_mismatch,
+    plaintext_auth_fixes,
+    tls_info,
+    with_names,
+)
 from mailctl.protocols.transcript import Transcript
 from mailctl.serialize import SECONDS, to_data
 
@@ -106,6 +116,53 @@ def _in_step(error: MailctlError) -> bool:
         return False
     reply = error.details.get("reply")
     return not (isinstance(reply, dict) and reply.get("code") == 421)
+
+
+async def _certificate_names(options: SessionOptions) -> tuple[str, ...] | None:
+    """The names the server's certificate lists, read on a second connection; None if that
+    fails. Only after the session was refused for a name mismatch, to say which names would
+    pass: the chain is verified as before, only the name check is off, and the connection
+    is dropped right after the handshake (no AUTH, no mail), within the connect timeout.
+    """
+    settings = options.settings
+    where = endpoint(settings.host, settings.port)
+    context = client_context(verify=True, ca_file=settings.ca_file)
+    context.check_hostname = False  # to read the names, never to use the connection
+    timeout = settings.timeouts.connect
+    client: Client | None = None
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await _open_socket(
+                settings.host, settings.port, timeout=timeout, source_address=None, where=where
+            )
+            client = Client(
+                transcript=None,
+                hostname=settings.tls_name or settings.host,
+                sock=sock,
+                local_hostname=options.ehlo_name or default_ehlo_name(sock),
+                timeout=timeout,
+                use_tls=settings.security is Security.TLS,
+                start_tls=False,
+                tls_context=context,
+            )
+            await client.connect(timeout=timeout)
+            if settings.security is Security.STARTTLS:
+                await client.ehlo()
+                await client.starttls(
+                    server_hostname=settings.tls_name or settings.host,
+                    tls_context=context,
+                    timeout=timeout,
+                )
+            ssl_object = client.ssl_object
+            return certificate_names(ssl_object.getpeercert()) if ssl_object else None
+    except (MailctlError, SMTPException, OSError, ValueError):
+        return None
+    finally:
+        if client is not None:
+            client.abort()
+        if sock is not None:
+            sock.close()
 
 
 async def _quit(client: Client, timeout: float) -> None:
@@ -188,8 +245,7 @@ class SmtpSession:
             # for a session that would send it in clear text.
             raise PlaintextAuthRefusedError(
                 f"refusing to send the password for {settings.username} to {where} without TLS",
-                hint="use --tls or --starttls (security = tls|starttls in the account); "
-                "on a trusted network only: --allow-plaintext-auth",
+                fixes=plaintext_auth_fixes(Protocol.SMTP),
             )
         check_command_text("server host", settings.host)
         # The one EHLO rule (mailctl.hosts), which flags and the config file were checked by.
@@ -220,7 +276,9 @@ class SmtpSession:
         try:
             client = Client(
                 transcript=transcript,
-                hostname=settings.host,
+                # With a socket given, aiosmtplib uses the host name only for TLS
+                # (server_hostname: SNI and the certificate's name check).
+                hostname=settings.tls_name or settings.host,
                 sock=sock,
                 local_hostname=ehlo or default_ehlo_name(sock),
                 timeout=timeouts.command,
@@ -238,6 +296,10 @@ class SmtpSession:
                 await _quit(client, timeouts.command)
             client.close()
             await client.wait_closed(min(timeouts.command, _CLOSE_WAIT))
+            if isinstance(err, CertificateError) and name_mismatch(err):
+                names = await _certificate_names(options)
+                if names is not None:
+                    raise with_names(err, names) from err.__cause__
             raise
         except BaseException:  # cancelled: no time for a polite TLS shutdown
             client.abort()
@@ -271,7 +333,7 @@ class SmtpSession:
                 if settings.security is Security.TLS and not client.handshake_done
                 else "greeting"
             )
-            raise transport_error(err, where, phase, timeouts.connect) from err
+            raise transport_error(err, where, phase, timeouts.connect, settings=settings) from err
         timings["banner"] = time.perf_counter() - started
         banner = to_reply(banner_response)
         client.record_reply(banner, tls=client.tls_active)
@@ -326,6 +388,12 @@ class SmtpSession:
     def supports(self, extension: str) -> bool:
         """Whether the (post-TLS) EHLO reply advertised `extension`; case-insensitive."""
         return extension.upper() in self.info.extensions
+
+    @property
+    def anonymous(self) -> bool:
+        """The server offered AUTH and the session did not log in: a policy refusal of MAIL
+        or RCPT then most likely means "log in first" (RFC 4954 6, RFC 6409 4.3)."""
+        return self.info.auth_mechanism is None and self.supports("AUTH")
 
     @property
     def outcome_unknown(self) -> bool:
@@ -541,7 +609,10 @@ class SmtpSession:
             progress.decided = reply
             progress.closing = await self._abort()
             raise reply_error(
-                reply, f"{where} refused sender {envelope.sender!r}", closing=progress.closing
+                reply,
+                f"{where} refused sender {envelope.sender!r}",
+                closing=progress.closing,
+                anonymous=self.anonymous,
             )
 
         results = progress.recipients
@@ -556,7 +627,14 @@ class SmtpSession:
         if refused and (not allow_partial or len(refused) == len(results)):
             progress.decided = deciding_refusal(refused).reply
             progress.closing = await self._abort()
-            raise refusal_error(refused, results, where, closing=progress.closing)
+            raise refusal_error(
+                refused,
+                results,
+                where,
+                closing=progress.closing,
+                allow_partial=allow_partial,
+                anonymous=self.anonymous,
+            )
 
         final = await self._data(data, progress)
         client = self._client
