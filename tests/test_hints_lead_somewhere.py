@@ -420,3 +420,43 @@ def test_account_test_takes_tls_name_for_one_run(
     assert bad.exit_code == 76, bad.stdout
     assert "'mail.test'" in error_of(bad)["message"]
     assert "--tls-name NAME for one run" in error_of(bad)["hint"]
+
+
+def test_account_add_and_set_take_a_tls_name_per_block(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """`--imap-tls-name` on add and set writes the block's tls_name, checked as the file's key
+    is; `-` clears it; the stored name is what account test checks the certificate against."""
+    config = tmp_path / "cfg.toml"
+    env = {"MAILCTL_CONFIG": str(config), "NO_COLOR": "1", "MAILCTL_PASSWORD": dovecot.password}
+    runner = CliRunner()
+    port = str(dovecot.port(Protocol.IMAP, Security.TLS))
+    added = runner.invoke(
+        app,
+        ["account", "add", "d", "--imap-host", dovecot.host, "--imap-port", port,
+         "--imap-user", dovecot.user, "--imap-tls-name", "localhost",
+         "--ca-file", str(dovecot.ca_pem)],
+        env=env,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert 'tls_name = "localhost"' in config.read_text()
+    assert runner.invoke(app, ["account", "test", "--json"], env=env).exit_code == 0
+
+    changed = runner.invoke(
+        app, ["account", "set", "d", "--imap-tls-name", "mail.test", "--json"], env=env
+    )
+    assert changed.exit_code == 0, changed.output
+    assert json.loads(changed.stdout)["data"]["changed"] == ["imap.tls_name"]
+    bad = runner.invoke(app, ["account", "test", "--json"], env=env)
+    assert bad.exit_code == 76, bad.stdout
+    assert "'mail.test'" in error_of(bad)["message"]
+
+    refused = runner.invoke(app, ["account", "set", "d", "--imap-tls-name", "bad name"], env=env)
+    assert refused.exit_code == 64, refused.output
+    assert "--imap-tls-name" in refused.output
+    assert 'tls_name = "mail.test"' in config.read_text()  # nothing written
+
+    cleared = runner.invoke(app, ["account", "set", "d", "--imap-tls-name", "-"], env=env)
+    assert cleared.exit_code == 0, cleared.output
+    assert "tls_name" not in config.read_text()
+    assert runner.invoke(app, ["account", "test", "--json"], env=env).exit_code == 0

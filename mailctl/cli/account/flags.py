@@ -51,6 +51,11 @@ _FIELDS: Final = {
     "username": ("user", "USER", "Login name."),
     "auth": ("auth", "MECHANISM", AUTH_HELP),
     "password_command": ("password-command", "COMMAND", "Command printing the password."),
+    "tls_name": (
+        "tls-name",
+        "NAME",
+        "Check the certificate against NAME (and send it as SNI) instead of the host; - clears.",
+    ),
 }
 PROTOCOLS: Final = ("smtp", "imap", "pop3")
 

@@ -21,6 +21,7 @@ _FLAG_SUFFIX: Final = {
     "username": "user",
     "auth": "auth",
     "password_command": "password-command",
+    "tls_name": "tls-name",
 }
 
 
@@ -38,6 +39,7 @@ class ServerInput:
     username: str | None = None
     auth: str | None = None
     password_command: str | None = None
+    tls_name: str | None = None
     ca_file: Path | None = None
 
     @property
@@ -51,6 +53,7 @@ class ServerInput:
                 self.username,
                 self.auth,
                 self.password_command,
+                self.tls_name,
             )
         )
 
@@ -154,6 +157,11 @@ def _lay_over(raw: dict[str, Any], given: ServerInput, prefix: str) -> None:
             raw.pop("username", None)
         else:
             raw["username"] = given.username
+    if given.tls_name is not None:
+        if given.tls_name.strip() == NO_LOGIN:  # "-": check the host's own name again
+            raw.pop("tls_name", None)
+        else:
+            raw["tls_name"] = given.tls_name
     if given.ca_file is not None:
         raw["ca_file"] = str(check_ca_file(given.ca_file))
 
