@@ -4,8 +4,9 @@ A hint must name something the user can type now. The layers below cli only say 
 setting would help; this module knows what the command has (its long options: sendmail mode
 has none, `account test` no server flags) and where the server came from (flags alone, or an
 account's block), and words each fix accordingly: a server given with --server gets the
-flag; one from an account gets the key of its block, plus the flag for one run when the
-command has it; a fix the command cannot express is left out.
+flag; one from an account gets the `account set` command that keeps the fix (else the key
+of its block), plus the flag for one run when the command has it; a fix the command cannot
+express is left out.
 """
 
 from __future__ import annotations
@@ -63,11 +64,38 @@ class HintWords:
         account = self.accounts.get(fix.protocol)
         if account is None or fix.setting in self.given:
             return flag
-        key = key_words(fix)
-        if key is None:
-            return flag
-        where = f"{key} in [accounts.{_table_key(account)}.{fix.protocol}]"
+        where = _account_set_words(fix, account)
+        if where is None:
+            key = key_words(fix)
+            if key is None:
+                return flag
+            where = f"{key} in [accounts.{_table_key(account)}.{fix.protocol}]"
         return f"{where} (or {flag} for one run)" if flag else where
+
+
+# setting -> the `account set` flag after `--PROTOCOL-` (ca_file is account-wide: no prefix).
+_ACCOUNT_SET_FLAGS: dict[str, str] = {
+    "security": "security",
+    "tls_name": "tls-name",
+    "username": "user",
+    "auth": "auth",
+}
+
+
+def _account_set_words(fix: Fix, account: str) -> str | None:
+    """The fix as the command that keeps it (`mailctl account set work --smtp-security none`):
+    something to type, from any command, sendmail mode included. None when `account set` has
+    no flag for the setting (the caller names the config key instead)."""
+    import shlex
+
+    value = fix.value if fix.value is not None else PLACEHOLDERS.get(fix.setting, "VALUE")
+    if fix.setting == "ca_file":
+        flag = "--ca-file"
+    elif fix.setting in _ACCOUNT_SET_FLAGS:
+        flag = f"--{fix.protocol}-{_ACCOUNT_SET_FLAGS[fix.setting]}"
+    else:
+        return None
+    return f"mailctl account set {shlex.quote(account)} {flag} {value}"
 
 
 def _table_key(name: str) -> str:
