@@ -53,8 +53,9 @@ def _constructions() -> dict[str, list[tuple[str, bool]]]:
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
                 continue
             if node.func.id in classes:
-                # `**kwargs` may carry the hint: counted as given
-                hinted = any(k.arg in ("hint", None) for k in node.keywords)
+                # `fixes=` is a hint the command words (cli/hints.py); `**kwargs` may carry
+                # either: counted as given
+                hinted = any(k.arg in ("hint", "fixes", None) for k in node.keywords)
                 where = f"{path.relative_to(ROOT)}:{node.lineno}"
                 found[node.func.id].append((where, hinted))
     return found
