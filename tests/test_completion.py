@@ -249,7 +249,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["work", "home", "new", "reuse", "pipeline"], proc.stdout
+    assert proc.stdout.split() == ["home", "work", "new", "reuse", "pipeline"], proc.stdout
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final
 
 import typer
 
+from mailctl.cli.choices import complete_account
+
 SERVER = "Server (without an account)"
 TLS = "Transport security"
 GLOBAL = "Global options (also before the command)"
@@ -34,7 +36,12 @@ JsonOpt = Annotated[
 ]
 AccountOpt = Annotated[
     str | None,
-    typer.Option("--account", "-A", help="Account name (default: the default account)."),
+    typer.Option(
+        "--account",
+        "-A",
+        help="Account name (default: the default account).",
+        autocompletion=complete_account,
+    ),
 ]
 ServerOpt = Annotated[
     str | None,
