@@ -31,8 +31,5 @@ def completion_script(shell: Shell) -> str:
 def completion_command(
     shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish")],
 ) -> None:
-    """Print a shell completion script.
-
-    Example: mailctl completion bash > ~/.local/share/bash-completion/completions/mailctl
-    """
+    """Print a shell completion script."""
     typer.echo(completion_script(shell), nl=False)

@@ -49,7 +49,11 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "--subject Hello --body Hi",
         ),
         _ex("Run a local dev mail server that keeps what arrives", "mailctl sink --maildir inbox"),
-        _ex("Add an account; on a terminal, mailctl asks for the rest", "mailctl account add work", terminal=True),
+        _ex(
+            "Add an account; on a terminal, mailctl asks for the rest",
+            "mailctl account add work",
+            terminal=True,
+        ),
         _ex("Help on one command", "mailctl send --help"),
     ),
     "mailctl send": (
@@ -86,8 +90,8 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl sendmail -a work -f me@example.org bob@example.org < message.eml",
         ),
         _ex(
-            "As git send-email's sendmail",
-            'git config --global sendemail.sendmailCmd "mailctl sendmail"',
+            "As git send-email and mutt call it (-oi: a lone dot is text)",
+            "mailctl sendmail -oi -t -f me@example.org < message.eml",
         ),
     ),
     "mailctl sink": (
@@ -142,7 +146,9 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
         _ex("Log in to each of its servers", "mailctl account test work"),
     ),
     "mailctl account add": (
-        _ex("On a terminal: asks for whatever is missing", "mailctl account add work", terminal=True),
+        _ex(
+            "On a terminal: asks for whatever is missing", "mailctl account add work", terminal=True
+        ),
         _ex(
             "From flags: SMTP with STARTTLS on 587, the default account",
             'mailctl account add work --from "Alice <alice@example.com>"',
