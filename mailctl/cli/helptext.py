@@ -4,7 +4,8 @@ Commands declare their options plainly (flag, help, maybe a panel); the rules th
 command's help look alike live here and run when help is asked, on the built Click command,
 so an option added anywhere follows them without saying so:
 - placeholders are upper-case words: the option's own metavar, else METAVARS by flag, else by
-  type (a path is FILE, an int N, a timeout SECONDS); never Click's `<str>`/`<int>`;
+  the flag's last word (`--smtp-port` PORT), else by type (a path is FILE, an int N, a timeout
+  SECONDS), else that last word; never Click's `<str>`/`<int>`;
 - a default is always `[default: X]`: Typer's own for a real default, and a "(default X)" or
   "X (default)" written in the help text is moved into the same form;
 - options without a panel go to one by FLAG_PANELS (output, server) when the command has
@@ -51,7 +52,6 @@ METAVARS: Final[dict[str, str]] = {
     "--in-reply-to": "MESSAGE-ID",
     "--references": "MESSAGE-IDS",
     "--eml": "FILE",
-    "--maildir": "DIR",
     "--mode": "MODE",
     "--protocol": "PROTOCOL",
     "--latency": "MS",
@@ -66,6 +66,20 @@ METAVARS: Final[dict[str, str]] = {
     "--max-size": "BYTES",
     "--max-regression": "PERCENT",
     "--loop": "LOOP",
+}
+# Placeholders by the last word of a flag (`--smtp-port`, `--tls-name`, `--ca-out`).
+WORD_METAVARS: Final[dict[str, str]] = {
+    "port": "PORT",
+    "host": "HOST",
+    "name": "NAME",
+    "user": "USER",
+    "security": "SECURITY",
+    "auth": "MECHANISM",
+    "command": "COMMAND",
+    "file": "FILE",
+    "out": "FILE",
+    "dir": "DIR",
+    "maildir": "DIR",
 }
 # Panels by flag, for options that declare none, in a command that has panels.
 FLAG_PANELS: Final[dict[str, str]] = {
@@ -160,21 +174,28 @@ def _unwrap(text: str) -> str:
 
 
 def _metavar(param: Any) -> str:
-    """An option's placeholder: by flag, else by the type of its value."""
+    """An option's placeholder: by flag; else by the flag's last word (`--smtp-port` PORT);
+    else by the type of its value (FILE, SECONDS, N, NUMBER); else the last word itself."""
     for flag in param.opts:
         if flag in METAVARS:
             return METAVARS[flag]
-    kind = getattr(param.type, "name", "")
-    names = " ".join(param.opts)
-    if kind == "path" or getattr(param.type, "func", None) is Path:
-        return "DIR" if "dir" in names else "FILE"
-    if kind in ("float", "int", "integer") and ("timeout" in names or "duration" in names):
+    longest = max(param.opts, key=len)
+    last = longest.lstrip("-").rsplit("-", 1)[-1]
+    if last in WORD_METAVARS:
+        return WORD_METAVARS[last]
+    return _metavar_by_type(getattr(param.type, "name", ""), param.type, last)
+
+
+def _metavar_by_type(kind: str, param_type: Any, last: str) -> str:
+    if kind == "path" or getattr(param_type, "func", None) is Path:
+        return "FILE"
+    if kind in ("float", "int", "integer") and last in ("timeout", "duration", "interval"):
         return "SECONDS"
     if kind in ("int", "integer"):
         return "N"
     if kind == "float":
         return "NUMBER"
-    return "TEXT"
+    return last.upper()
 
 
 def _argument_placeholder(param: Any) -> None:
