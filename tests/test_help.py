@@ -327,11 +327,11 @@ def test_sink_examples_run(key: str, example: Example, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_options_added_later_follow_the_same_rules(capsys: pytest.CaptureFixture[str]) -> None:
+def test_options_added_later_follow_the_same_rules() -> None:
     """The rules are applied by the renderer, not written per option: an option declared plainly
     (as other changes add `--tls-name`, `-q/--quiet`, `--ca-out`, `account set`) gets an
     upper-case placeholder, its default in brackets and a panel."""
-    from mailctl.cli.helptext import render_help
+    from mailctl.cli.helptext import format_help
 
     holder = typer.Typer(rich_markup_mode=None, add_completion=False)
 
@@ -350,8 +350,7 @@ def test_options_added_later_follow_the_same_rules(capsys: pytest.CaptureFixture
         """A demo."""
 
     command = typer.main.get_command(holder)
-    render_help(command, typer.Context(command, info_name="demo"))
-    text = capsys.readouterr().out
+    text = format_help(command, typer.Context(command, info_name="demo"), width=80)
     assert re.search(r"--tls-name\s+NAME\s", text), text
     assert re.search(r"--ca-out\s+FILE\s", text), text
     assert re.search(r"--smtp-port\s+PORT\s", text), text
@@ -359,3 +358,38 @@ def test_options_added_later_follow_the_same_rules(capsys: pytest.CaptureFixture
     assert "[default: the host]" in text and "[default: 3]" in text
     assert "(default" not in text
     assert re.search(r"╭─ Output ─+╮\n│ --quiet", text), text
+
+
+def test_help_on_a_terminal_is_coloured_and_still_fits_80_columns() -> None:
+    """Under a pseudo-terminal the styles are on; without them every line still fits."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERMINAL_WIDTH")}
+    env["COLUMNS"] = "80"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailctl", "send", "--help"], stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    data = b""
+    try:
+        for _ in range(2000):  # bounded: the help is a few KB
+            ready, _, _ = select.select([master], [], [], 30)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(master)
+        proc.wait(timeout=30)
+    text = data.decode()
+    assert "\x1b[" in text
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\r", "")
+    assert max(len(line) for line in plain.splitlines()) <= WIDE
+    assert "mailctl send --dry-run --from me@example.org --to bob@example.org --body Hi" in plain

@@ -105,9 +105,8 @@ def test_listing_completing_and_help_import_no_heavy_library(
     shown = proc.stdout + proc.stderr
     assert expected in shown, shown
     assert proc.returncode in (0, 64), shown  # bare `mailctl` prints help and exits 64
-    # Rich draws the help panels (issue 8); it is loaded only when help is printed: for --help,
-    # and for a bare `mailctl`, which prints the help too.
-    rich_help = completion is None and ("--help" in argv or argv == []) and "╭" in proc.stdout
+    # Rich may draw help panels (the first-run issue turns them on); it is loaded only then.
+    rich_help = completion is None and "--help" in argv and "╭" in proc.stdout
     allowed = {"rich"} if rich_help else set()
     assert loaded - allowed == set(), f"{' '.join(argv) or completion} imported {sorted(loaded)}"
 
@@ -197,18 +196,16 @@ def test_a_mistyped_command_is_still_suggested() -> None:
     assert built == []
 
 
-def test_listing_summaries_match_the_built_commands(capsys: pytest.CaptureFixture[str]) -> None:
+def test_listing_summaries_match_the_built_commands() -> None:
     """A table summary that drifts from the command's own help would show stale text."""
     for app in (_lazy_app([]), mailctl_app):
         group = typer.main.get_command(app)
         ctx = typer.Context(group)
-        # Plain help is returned; rich help (mailctl's) is printed: compare both.
-        listed = group.get_help(ctx) + capsys.readouterr().out
-        assert "send" in listed and "Send one message: from flags" in listed
+        listed = group.get_help(ctx)
         names = group.list_commands(ctx)  # type: ignore[attr-defined]
         for name in names:
             group.get_command(ctx, name)  # type: ignore[attr-defined]  # builds it
-        assert group.get_help(ctx) + capsys.readouterr().out == listed
+        assert group.get_help(ctx) == listed
         assert names == group.list_commands(ctx)  # type: ignore[attr-defined]
 
 

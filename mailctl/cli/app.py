@@ -54,11 +54,12 @@ def _register_account(app: typer.Typer) -> None:
     app.add_typer(account.app, name="account")
 
 
-def _render_help(command: object, ctx: object) -> None:
-    # Rich panels and the Examples: imported when help is printed, never for TAB or a run.
-    from mailctl.cli.helptext import render_help
+def _render_help(command: object, ctx: object) -> str:
+    # Panels and the Examples: imported when help is printed, never for TAB or a run. Click's
+    # echo strips the colours when stdout is not a terminal.
+    from mailctl.cli.helptext import format_help
 
-    render_help(command, ctx)
+    return format_help(command, ctx, color=True)
 
 
 # In --help order; each summary is the first paragraph of the command's docstring (a test

@@ -53,15 +53,14 @@ class _Listed(TyperCommand):
         raise RuntimeError(f"command {self.name!r} was run before it was built")
 
 
-HelpRenderer = Callable[[Any, Any], None]
+HelpRenderer = Callable[[Any, Any], str]  # (command, ctx) -> the help text
 
 
 class LazyGroup(TyperGroup):
     """A TyperGroup whose table commands are built on first use (see the module docstring).
 
-    With a `help_renderer` (a staticmethod: `render(command, ctx)`), it prints this group's
-    help and that of every command it builds, instead of Click's plain formatter; it is
-    imported only then, so a renderer may import what it likes (rich) without TAB paying.
+    With a `help_renderer` (a staticmethod: `render(command, ctx) -> text`), that text is the
+    help of this group and of every command it builds, instead of Click's formatter's.
     """
 
     table: ClassVar[tuple[LazyCommand, ...]] = ()
@@ -90,7 +89,7 @@ class LazyGroup(TyperGroup):
             if render is None:
                 super().format_help(ctx, formatter)
             else:
-                render(self, ctx)
+                formatter.write(render(self, ctx))
 
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
         # Reached only when the word being completed is this group's own (a command name or a
@@ -134,7 +133,7 @@ def _render_help_with(command: Any, render: HelpRenderer) -> None:
     if helped is None:
 
         def format_help(self: Any, ctx: Any, formatter: Any) -> None:
-            render(self, ctx)
+            formatter.write(render(self, ctx))
 
         helped = type(base.__name__, (base,), {"format_help": format_help})
         _HELPED[(base, render)] = helped
