@@ -281,8 +281,6 @@ def _prepare(command: Any, ctx: Any) -> None:
     if getattr(command, _PREPARED, False):
         return
     setattr(command, _PREPARED, True)
-    if command.help:
-        command.help = _unwrap(command.help)
     params = command.get_params(ctx)
     has_panels = any(getattr(param, "rich_help_panel", None) for param in params)
     for param in params:
@@ -298,15 +296,6 @@ def _prepare(command: Any, ctx: Any) -> None:
         param.help = _default_in_brackets(param, param.help or "") or None
     # Output last; every other panel keeps the place of its first option (a stable sort).
     command.params.sort(key=lambda param: getattr(param, "rich_help_panel", None) == OUTPUT)
-
-
-def _unwrap(text: str) -> str:
-    """Join the lines of each paragraph (docstrings are wrapped for the source, not for the
-    terminal: rich keeps single newlines), except a paragraph Click marks with \\b."""
-    paragraphs = text.split("\n\n")
-    return "\n\n".join(
-        p if p.lstrip().startswith("\b") else " ".join(p.split()) for p in paragraphs
-    )
 
 
 def _metavar(param: Any) -> str:
