@@ -116,7 +116,9 @@ def format_help(command: Any, ctx: Any, *, color: bool = False, width: int | Non
     width = max(width, 40)
     paint = _Paint(color)
     _prepare(command, ctx)
-    out = ["", " " + paint.usage(command.get_usage(ctx).strip()), ""]
+    # Typer writes a required argument as `{NAME}`, which reads like a set of choices.
+    usage = re.sub(r"\{([A-Z][A-Z0-9_.-]*)\}", r"\1", command.get_usage(ctx).strip())
+    out = ["", " " + paint.usage(usage), ""]
     text = (command.help or "").partition("\f")[0].strip()
     for paragraph in (p for p in text.split("\n\n") if p.strip()):
         out += _wrap_paragraph(paragraph, width - 2, " ")
