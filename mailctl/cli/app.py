@@ -54,6 +54,14 @@ def _register_account(app: typer.Typer) -> None:
     app.add_typer(account.app, name="account")
 
 
+def _render_help(command: object, ctx: object) -> str:
+    # Panels and the Examples: imported when help is printed, never for TAB or a run. Click's
+    # echo strips the colours when stdout is not a terminal.
+    from mailctl.cli.helptext import format_help
+
+    return format_help(command, ctx, color=True)
+
+
 # In --help order; each summary is the first paragraph of the command's docstring (a test
 # compares them). A command's module is imported, and its Click command built, only when it
 # runs or a word inside it is completed: TAB on a name and --help read this table (~24 ms).
@@ -80,11 +88,13 @@ _COMMANDS = lazy_group(
         "Manage accounts: servers, the default account, passwords in the keyring.",
         _register_account,
     ),
+    help_renderer=_render_help,
 )
 
 _app = typer.Typer(
     name="mailctl",
-    help="A command-line mail toolkit: send mail, act as sendmail, manage accounts.",
+    help="A command-line mail toolkit: send mail, act as sendmail, run a local SMTP sink, "
+    "benchmark SMTP servers, manage accounts.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # a traceback must never print a password

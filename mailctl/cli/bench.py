@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mailctl.cli import options
 from mailctl.cli.context import AppContext, command
 from mailctl.cli.output import CommandResult, ErrorEntry, Output
 from mailctl.cli.serverflags import ServerFlags
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
 
 LOAD = "Load"
-SERVER = "Server (default: an embedded sink in a child process)"
+SERVER = options.SERVER  # without --server or an account: an embedded sink (see the docstring)
 REPORT = "Report"
 
 DEFAULT_MESSAGES = 2000

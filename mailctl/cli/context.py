@@ -10,13 +10,15 @@ warning themselves, and they turn server flags into a server with one call,
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args, get_origin
 
 import typer
+from typer.models import ArgumentInfo, ParameterInfo
 
 from mailctl.cli.hints import HintWords, command_flags
 from mailctl.cli.options import GLOBAL_OPTIONS, SERVER_OPTIONS
@@ -274,6 +276,49 @@ def check_server_flags(flags: ServerFlags) -> str | None:
     return ehlo_name(require_utf8("--ehlo", flags.ehlo), field="--ehlo")
 
 
+def with_completion(command: tuple[str, ...], key: str, annotation: Any) -> Any:
+    """`annotation` with TAB completion for its value when it is a closed set or an account.
+
+    cli/choices.py has the rule: an option in its CHOICES table completes those values; an
+    account option, or the NAME argument of an `account` subcommand other than `add`, completes
+    the configured account names. A declaration with its own `autocompletion` keeps it.
+    """
+    from mailctl.cli.choices import ACCOUNT_FLAGS, CHOICES, choice_completer, complete_account
+
+    if get_origin(annotation) is not Annotated:
+        return annotation
+    base, *metadata = get_args(annotation)
+    for index, info in enumerate(metadata):
+        if not isinstance(info, ParameterInfo) or info.autocompletion is not None:
+            continue
+        flags = _flags(info)
+        completer: Callable[..., list[str]] | None = None
+        if ACCOUNT_FLAGS.intersection(flags) or (
+            isinstance(info, ArgumentInfo)
+            and command[:1] == ("account",)
+            and key == "name"
+            and command[1:] != ("add",)
+        ):
+            completer = complete_account
+        else:
+            closed = [flag for flag in flags if flag in CHOICES]
+            completer = choice_completer(closed[0]) if closed else None
+        if completer is not None:
+            completing = copy.copy(info)  # the declaration may be shared: leave it as it is
+            completing.autocompletion = completer
+            metadata[index] = completing
+            return Annotated[(base, *metadata)]
+    return annotation
+
+
+def _flags(info: ParameterInfo) -> tuple[str, ...]:
+    """The flags an option declares; in `Annotated`, Typer reads the first one from `default`."""
+    decls = tuple(getattr(info, "param_decls", None) or ())
+    if isinstance(info.default, str) and info.default.startswith("-"):
+        return (info.default, *decls)
+    return decls
+
+
 def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[..., None]]:
     """Turn `func(app: AppContext, ...) -> CommandResult` into a Typer command named `name`.
 
@@ -281,7 +326,8 @@ def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[...
     after its name; a `server: ServerFlags` parameter gets the server group (--account,
     --server, --user, --tls, ..., cli/options.SERVER_OPTIONS) collected into ServerFlags. A
     parameter `func` declares with a shared option's name replaces that declaration (and is
-    passed to `func` as well as into ServerFlags).
+    passed to `func` as well as into ServerFlags). Every parameter gets TAB completion of its
+    value by the rule of `with_completion` (closed sets, account names).
     """
 
     def decorate(func: Callable[..., CommandResult]) -> Callable[..., None]:
@@ -292,9 +338,13 @@ def command(*name: str) -> Callable[[Callable[..., CommandResult]], Callable[...
         shared = {**GLOBAL_OPTIONS, **(SERVER_OPTIONS if wants_server else {})}
         keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
         params = [] if wants_ctx else [inspect.Parameter("ctx", keyword, annotation=typer.Context)]
-        params += own.values()
         params += [
-            inspect.Parameter(key, keyword, default=default, annotation=annotation)
+            p.replace(annotation=with_completion(name, key, p.annotation)) for key, p in own.items()
+        ]
+        params += [
+            inspect.Parameter(
+                key, keyword, default=default, annotation=with_completion(name, key, annotation)
+            )
             for key, (annotation, default) in shared.items()
             if key not in own
         ]

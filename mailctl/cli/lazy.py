@@ -53,10 +53,18 @@ class _Listed(TyperCommand):
         raise RuntimeError(f"command {self.name!r} was run before it was built")
 
 
+HelpRenderer = Callable[[Any, Any], str]  # (command, ctx) -> the help text
+
+
 class LazyGroup(TyperGroup):
-    """A TyperGroup whose table commands are built on first use (see the module docstring)."""
+    """A TyperGroup whose table commands are built on first use (see the module docstring).
+
+    With a `help_renderer` (a staticmethod: `render(command, ctx) -> text`), that text is the
+    help of this group and of every command it builds, instead of Click's formatter's.
+    """
 
     table: ClassVar[tuple[LazyCommand, ...]] = ()
+    help_renderer: ClassVar[HelpRenderer | None] = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -76,8 +84,12 @@ class LazyGroup(TyperGroup):
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        render = type(self).help_renderer
         with self._listing_only():
-            super().format_help(ctx, formatter)
+            if render is None:
+                super().format_help(ctx, formatter)
+            else:
+                formatter.write(render(self, ctx))
 
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
         # Reached only when the word being completed is this group's own (a command name or a
@@ -103,9 +115,39 @@ class LazyGroup(TyperGroup):
         command = typer.main.get_command(holder)
         if command.name != spec.name:  # a sub-app (add_typer) comes wrapped in a group
             command = command.commands[spec.name]  # type: ignore[attr-defined]
+        render = type(self).help_renderer
+        if render is not None:
+            _render_help_with(command, render)
         return command
 
 
-def lazy_group(*table: LazyCommand) -> type[LazyGroup]:
+def _render_help_with(command: Any, render: HelpRenderer) -> None:
+    """Make `command` (and the commands of a group, all the way down) print help with `render`.
+
+    Typer builds plain TyperCommand/TyperGroup objects and takes no command class per app; the
+    built objects get a subclass that changes format_help alone (parsing and running are the
+    class's own), so every command, whoever registers it, gets the same help.
+    """
+    base = type(command)
+    helped = _HELPED.get((base, render))
+    if helped is None:
+
+        def format_help(self: Any, ctx: Any, formatter: Any) -> None:
+            formatter.write(render(self, ctx))
+
+        helped = type(base.__name__, (base,), {"format_help": format_help})
+        _HELPED[(base, render)] = helped
+    command.__class__ = helped
+    for sub in getattr(command, "commands", {}).values():
+        _render_help_with(sub, render)
+
+
+_HELPED: dict[tuple[type, HelpRenderer], type] = {}
+
+
+def lazy_group(*table: LazyCommand, help_renderer: HelpRenderer | None = None) -> type[LazyGroup]:
     """A LazyGroup class for `typer.Typer(cls=...)`, which takes a class, not an instance."""
-    return type("LazyCommands", (LazyGroup,), {"table": table})
+    attributes: dict[str, Any] = {"table": table}
+    if help_renderer is not None:
+        attributes["help_renderer"] = staticmethod(help_renderer)
+    return type("LazyCommands", (LazyGroup,), attributes)

@@ -15,9 +15,12 @@ from typing import Annotated, Any, Final
 
 import typer
 
-SERVER = "Server (without an account)"
-TLS = "Transport security"
-GLOBAL = "Global options (also before the command)"
+from mailctl.cli.choices import complete_account
+
+# Help panels (cli/helptext.py puts undeclared options into them by flag, and Output last).
+SERVER = "Server"
+TLS = "TLS"
+OUTPUT = "Output"
 
 ConfigOpt = Annotated[
     Path | None,
@@ -25,12 +28,11 @@ ConfigOpt = Annotated[
         "--config",
         help="Config file (default: $MAILCTL_CONFIG, else $XDG_CONFIG_HOME/mailctl/config.toml).",
         show_default=False,
-        rich_help_panel=GLOBAL,
     ),
 ]
 JsonOpt = Annotated[
     bool,
-    typer.Option("--json", help="Print the JSON result envelope.", rich_help_panel=GLOBAL),
+    typer.Option("--json", help="Print the JSON result envelope."),
 ]
 QuietOpt = Annotated[
     bool,
@@ -44,11 +46,20 @@ QuietOpt = Annotated[
 ]
 AccountOpt = Annotated[
     str | None,
-    typer.Option("--account", "-A", help="Account name (default: the default account)."),
+    typer.Option(
+        "--account",
+        "-A",
+        help="Account name (default: the default account).",
+        autocompletion=complete_account,
+    ),
 ]
 ServerOpt = Annotated[
     str | None,
-    typer.Option("--server", help="HOST[:PORT] to use without an account.", rich_help_panel=SERVER),
+    typer.Option(
+        "--server",
+        help="The server to use without an account (port: by security).",
+        rich_help_panel=SERVER,
+    ),
 ]
 UserOpt = Annotated[
     str | None,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mailctl.models import Account, RecipientResult
 
 CONTENT = "Message"
+ADDRESSES = "Addresses"
 
 
 @command("send")
@@ -31,28 +32,28 @@ def send_command(
     app: AppContext,
     server: ServerFlags,
     sender: Annotated[
-        str | None, typer.Option("--from", "-f", help="From address.", rich_help_panel=CONTENT)
+        str | None, typer.Option("--from", "-f", help="From address.", rich_help_panel=ADDRESSES)
     ] = None,
     to: Annotated[
         list[str] | None,
         typer.Option(
-            "--to", "-t", help="Recipient (repeatable, or a comma list).", rich_help_panel=CONTENT
+            "--to", "-t", help="Recipient (repeatable, or a comma list).", rich_help_panel=ADDRESSES
         ),
     ] = None,
     cc: Annotated[
-        list[str] | None, typer.Option("--cc", help="Cc recipient.", rich_help_panel=CONTENT)
+        list[str] | None, typer.Option("--cc", help="Cc recipient.", rich_help_panel=ADDRESSES)
     ] = None,
     bcc: Annotated[
         list[str] | None,
         typer.Option(
             "--bcc",
             help="Bcc recipient (envelope only, never in headers).",
-            rich_help_panel=CONTENT,
+            rich_help_panel=ADDRESSES,
         ),
     ] = None,
     reply_to: Annotated[
         list[str] | None,
-        typer.Option("--reply-to", help="Reply-To address.", rich_help_panel=CONTENT),
+        typer.Option("--reply-to", help="Reply-To address.", rich_help_panel=ADDRESSES),
     ] = None,
     subject: Annotated[
         str, typer.Option("--subject", "-s", help="Subject.", rich_help_panel=CONTENT)
@@ -124,7 +125,9 @@ def send_command(
     allow_partial: Annotated[
         bool,
         typer.Option(
-            "--allow-partial", help="Send to the accepted recipients even if some are refused."
+            "--allow-partial",
+            help="Send to the accepted recipients even if some are refused.",
+            rich_help_panel=ADDRESSES,
         ),
     ] = False,
     dry_run: Annotated[

@@ -12,6 +12,7 @@ from typing import Annotated, BinaryIO, NoReturn
 
 import typer
 
+from mailctl.cli.choices import complete_sendmail_arg
 from mailctl.cli.context import AppContext, GlobalOptions, root_options
 from mailctl.cli.output import CommandResult
 from mailctl.errors import UsageError
@@ -207,7 +208,10 @@ def register(app: typer.Typer) -> None:
     def sendmail_command(
         ctx: typer.Context,
         args: Annotated[
-            list[str] | None, typer.Argument(help="sendmail options and recipients")
+            list[str] | None,
+            typer.Argument(
+                help="sendmail options and recipients", autocompletion=complete_sendmail_arg
+            ),
         ] = None,
     ) -> None:
         """Act as /usr/sbin/sendmail: message on stdin; -t, -f, -F, -i/-oi, -a ACCOUNT, -v.

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mailctl.sink.stats import SinkStats
 
 TLS = "TLS and AUTH"
-STORE = "Keeping messages (default: discard and count)"
+STORE = "Keeping messages (else discarded and counted)"
 FAULTS = "Fault injection"
 STOP = "Stopping"
 
