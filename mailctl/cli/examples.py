@@ -161,6 +161,19 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "--ca-file cert.pem",
         ),
     ),
+    "mailctl account set": (
+        _ex("Change one setting, keep the rest", "mailctl account set work --smtp-port 2525"),
+        _ex(
+            "Add an IMAP server to an account",
+            "mailctl account set work --imap-host imap.example.com --imap-user alice",
+        ),
+        _ex(
+            "Connect by IP, check the certificate's name",
+            "mailctl account set work --smtp-host 192.0.2.7",
+            "--smtp-tls-name smtp.example.com",
+        ),
+        _ex("Send without logging in", "mailctl account set work --smtp-user -"),
+    ),
     "mailctl account list": (
         _ex("The accounts; * marks the default", "mailctl account list"),
         _ex("As JSON", "mailctl account list --json"),

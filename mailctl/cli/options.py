@@ -41,7 +41,6 @@ QuietOpt = Annotated[
         "-q",
         help="Print nothing on success (the exit code says it); errors and warnings still go "
         "to stderr, --json still prints its envelope.",
-        rich_help_panel=GLOBAL,
     ),
 ]
 AccountOpt = Annotated[
