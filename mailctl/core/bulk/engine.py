@@ -1,0 +1,374 @@
+"""The send loop of bulk-send: CSV rows through the core session pool, every outcome into the
+journal.
+
+The pool (core/pool) owns sessions, pipelining, retries, AIMD, the rate limit and the
+breaker; this module adds rows. `RowFeed` reads the CSV again (streamed), asks the journal
+for each row's state, renders the rows still to send and claims them in batches: one
+durable commit moves a batch to in_flight before the pool can write any of their DATA, so
+after kill -9 at most a batch plus what is in the pool (sessions x 2 pipelined
+transactions, and the retries waiting) is left in_flight, which the next run records as
+unknown (RFC 1047: maybe delivered). `JournalObserver` finishes each row in the journal
+(buffered) and the ticker flushes every FLUSH_INTERVAL (one commit for many rows); a row
+counts as sent in the progress and the result only once flushed. A stop (Ctrl-C) takes no
+new row, lets in-flight transactions end (bounded), returns the rows never written to
+pending and flushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from mailctl.core.bulk.journal import Journal, RowState
+from mailctl.core.bulk.models import BulkProgress, BulkRequest, ProgressCallback, StopSwitch
+from mailctl.core.bulk.rows import CsvSource, Row
+from mailctl.core.pool import (
+    Aimd,
+    Backoff,
+    BreakerLimits,
+    CircuitBreaker,
+    Job,
+    Payload,
+    PoolConfig,
+    SessionPool,
+    TokenBucket,
+)
+from mailctl.core.pool.classify import is_quota
+from mailctl.errors import MailctlError, SmtpTransientError
+from mailctl.mime.template import MessageTemplate
+from mailctl.models import Envelope, Reply
+from mailctl.protocols.smtp import SessionInfo, SessionOptions, TransactionOutcome
+from mailctl.protocols.smtp import TransactionStatus as Status
+from mailctl.serialize import to_data
+
+__all__ = ["PIPELINE_DEPTH", "SendOutcome", "send_rows"]
+
+# Transactions one pipelined session has on the wire at once: the current one and the next,
+# whose commands ride on its final dot (protocols/pipeline, RFC 2920 3.1).
+PIPELINE_DEPTH = 2
+FLUSH_INTERVAL = 0.05  # seconds between journal commits while sending
+_STATES = {
+    Status.SENT: RowState.SENT,
+    Status.REFUSED: RowState.FAILED,
+    Status.TRANSIENT: RowState.DEFERRED,
+    Status.UNKNOWN: RowState.UNKNOWN,
+}
+
+
+@dataclass
+class SendOutcome:
+    """What the send loop did: durable counts by state, and why it stopped early."""
+
+    counts: Counter[RowState] = field(default_factory=Counter)
+    not_tried: int = 0
+    elapsed: float = 0.0
+    connections_opened: int = 0
+    connections_attempted: int = 0
+    interrupted: bool = False
+    stopped_by: MailctlError | None = None
+    quota: bool = False
+
+
+class RowFeed:
+    """The pool's feed: rows still to send, rendered and claimed a batch at a time."""
+
+    def __init__(
+        self,
+        rows: Iterator[Row],
+        template: MessageTemplate,
+        journal: Journal,
+        *,
+        batch: int,
+        limit: int | None,
+        sendable: frozenset[RowState],
+    ) -> None:
+        self._rows = rows
+        self._template = template
+        self._journal = journal
+        self._batch = batch
+        self._limit = limit
+        self._sendable = sendable
+        self._ready: deque[Job] = deque()
+        self._done = False
+        self.taken = 0  # rows handed to the pool
+        self.lines: dict[str, int] = {}  # identity -> CSV line, for rows in this run
+
+    def stop(self) -> list[Job]:
+        """Take no more rows; return the claimed ones never handed out (back to pending)."""
+        self._done = True
+        left = list(self._ready)
+        self._ready.clear()
+        return left
+
+    def take(self) -> Job | None:
+        if not self._ready and not self._done:
+            self._fill()
+        if not self._ready:
+            self._done = True
+            return None
+        self.taken += 1
+        return self._ready.popleft()
+
+    def exhausted(self) -> bool:
+        return self._done and not self._ready
+
+    def _fill(self) -> None:
+        """Render the next batch of rows to send and claim them: one durable commit before
+        any of them can reach the pool (RFC 1047: in_flight first, then DATA)."""
+        room = self._batch
+        if self._limit is not None:
+            room = min(room, self._limit - self.taken)
+        jobs: list[Job] = []
+        journal = self._journal
+        while len(jobs) < room:
+            row = next(self._rows, None)
+            if row is None:
+                break
+            # Every row was added by the validation pass: add() returns its record.
+            record = journal.add(row, recipient="")
+            if record.state not in self._sendable:
+                continue
+            rendered = self._template.render(row.fields, message_id=record.message_id)
+            envelope = Envelope(
+                rendered.sender.addr_spec, tuple(r.addr_spec for r in rendered.recipients)
+            )
+            data = rendered.data
+            payload = Payload(
+                envelope, data, smtputf8=rendered.smtputf8, eight_bit=not data.isascii()
+            )
+            jobs.append(Job(payload, tag=row.identity))
+            self.lines[row.identity] = row.line
+        if not jobs:
+            self._done = True
+            return
+        journal.flush()  # earlier outcomes first: a claim never races a buffered finish
+        journal.claim([str(job.tag) for job in jobs])
+        self._ready.extend(jobs)
+
+
+class JournalObserver:
+    """The pool's observer: each final outcome becomes the row's state in the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self.pool: SessionPool | None = None
+        self.unflushed: Counter[RowState] = Counter()
+        self.durable: Counter[RowState] = Counter()
+        self.quota: Reply | None = None
+
+    def outcome(self, job: Job, outcome: TransactionOutcome, final: bool) -> None:
+        status = outcome.status
+        failure = outcome.failure_reply
+        if status is not Status.SENT and failure is not None and is_quota(failure):
+            self._quota(failure)
+            if not final:
+                return  # the pool keeps it for its retry; the stop hands it back (deferred)
+            final_state = RowState.DEFERRED
+        elif not final:
+            # A retry follows: the row stays in_flight in the journal (a crash now leaves it
+            # unknown, never resent without --resend-unknown: safe, if cautious).
+            return
+        else:
+            final_state = _STATES[status]
+            pool = self.pool
+            if (
+                pool is not None
+                and pool.breaker.tripped is not None
+                and outcome.mail_reply is None
+                and status is not Status.UNKNOWN
+            ):
+                # Charged with the failed session set-up that tripped the breaker (AUTH,
+                # TLS): the message was never tried.
+                final_state = RowState.PENDING
+        self.finish(job, final_state, outcome)
+
+    def finish(self, job: Job, state: RowState, outcome: TransactionOutcome | None) -> None:
+        reply: Reply | None = None
+        queue_id: str | None = None
+        latency: float | None = None
+        if outcome is not None:
+            if outcome.status is Status.SENT:
+                reply, queue_id = outcome.final_reply, outcome.queue_id
+            else:
+                reply = outcome.failure_reply
+            if outcome.finished and outcome.started:
+                latency = (outcome.finished - (job.origin or outcome.started)) * 1000.0
+        self._journal.finish(
+            str(job.tag),
+            state,
+            attempts=job.attempts,
+            reply=reply,
+            queue_id=queue_id,
+            latency_ms=latency,
+        )
+        self.unflushed[state] += 1
+
+    def flush(self) -> None:
+        """One commit for every row finished since the last one; they count from now."""
+        self._journal.flush()
+        self.durable.update(self.unflushed)
+        self.unflushed.clear()
+
+    def _quota(self, reply: Reply) -> None:
+        if self.quota is None:
+            self.quota = reply
+            if self.pool is not None:
+                self.pool.stop()
+
+    def session_opened(self, info: SessionInfo) -> None:
+        pass
+
+    def session_closed(self, seconds: float, last: Job | None) -> None:
+        pass
+
+
+def _progress(
+    total: int, observer: JournalObserver, pool: SessionPool, elapsed: float, stop: StopSwitch
+) -> BulkProgress:
+    durable = observer.durable
+    return BulkProgress(
+        total=total,
+        sent=durable[RowState.SENT],
+        failed=durable[RowState.FAILED],
+        deferred=durable[RowState.DEFERRED],
+        unknown=durable[RowState.UNKNOWN],
+        elapsed=elapsed,
+        connections=pool.counts.open_now,
+        stopping=stop.stopping or not pool.running,
+    )
+
+
+def _pool(request: BulkRequest, options: SessionOptions, observer: JournalObserver) -> SessionPool:
+    concurrency = request.concurrency
+    batch = concurrency * PIPELINE_DEPTH
+    config = PoolConfig(
+        concurrency=concurrency,
+        max_messages=request.max_per_connection,
+        max_age=request.max_age,
+        retry=Backoff(max_attempts=request.retries + 1, base=request.retry_base),
+        # Rows waiting for a retry stay in_flight in the journal: bound them like a batch.
+        max_waiting=max(batch, 8),
+    )
+    return SessionPool(
+        options,
+        config,
+        observer=observer,
+        breaker=CircuitBreaker(BreakerLimits(), concurrency=concurrency),
+        aimd=Aimd(concurrency),
+        limiter=TokenBucket(request.rate, burst=float(concurrency)) if request.rate else None,
+    )
+
+
+async def send_rows(
+    request: BulkRequest,
+    options: SessionOptions,
+    template: MessageTemplate,
+    journal: Journal,
+    source: CsvSource,
+    *,
+    total: int,
+    sendable: frozenset[RowState],
+    progress: ProgressCallback | None,
+    stop: StopSwitch,
+) -> SendOutcome:
+    """Send every row of `source` in a `sendable` state (at most request.limit); see the
+    module doc. Never raises for a row; returns what stopped the run early, if anything."""
+    observer = JournalObserver(journal)
+    pool = _pool(request, options, observer)
+    observer.pool = pool
+    batch = request.concurrency * PIPELINE_DEPTH
+    feed = RowFeed(
+        iter(source), template, journal, batch=batch, limit=request.limit, sendable=sendable
+    )
+    started = time.perf_counter()
+    run = asyncio.create_task(pool.run(feed))
+
+    def report(finished: bool = False) -> None:
+        if progress is not None:
+            now = _progress(total, observer, pool, time.perf_counter() - started, stop)
+            now.finished = finished
+            progress(now)
+
+    try:
+        await _supervise(
+            run, pool, observer, stop, settle_timeout=request.settle_timeout, report=report
+        )
+    finally:
+        if not run.done():  # cancelled from outside: cut the pool too
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        _settle_the_rest(pool, feed, observer)
+    if not run.cancelled():
+        crash = run.exception()
+        if crash is not None:
+            raise crash  # a bug in a worker: not a row's fault
+    report(finished=True)
+    return _outcome(pool, observer, stop, time.perf_counter() - started)
+
+
+async def _supervise(
+    run: asyncio.Task[None],
+    pool: SessionPool,
+    observer: JournalObserver,
+    stop: StopSwitch,
+    *,
+    settle_timeout: float,
+    report: Callable[[], None],
+) -> None:
+    """Flush the journal and report progress every FLUSH_INTERVAL until the pool is done;
+    on a stop, take no new row and give in-flight transactions `settle_timeout` (a second
+    stop: none) before cutting them."""
+    stop_seen: float | None = None
+    while not run.done():
+        await asyncio.wait({run}, timeout=FLUSH_INTERVAL)
+        observer.flush()
+        now = time.perf_counter()
+        if stop.stopping and stop_seen is None:
+            stop_seen = now
+            pool.stop()
+        cut = stop.forced or (stop_seen is not None and now - stop_seen > settle_timeout)
+        if cut and not run.done():
+            run.cancel()  # in-flight transactions: recorded unknown (_settle_the_rest)
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        report()
+
+
+def _settle_the_rest(pool: SessionPool, feed: RowFeed, observer: JournalObserver) -> None:
+    """What the pool did not finish: cut mid-transaction (maybe delivered: unknown), or
+    never written (a retry waiting: deferred; taken or claimed but not sent: pending)."""
+    for job in pool.in_doubt():
+        observer.finish(job, RowState.UNKNOWN, None)
+    for job in pool.leftover():
+        observer.finish(job, RowState.DEFERRED if job.attempts else RowState.PENDING, None)
+    for job in feed.stop():
+        observer.finish(job, RowState.PENDING, None)
+    observer.flush()
+
+
+def _outcome(
+    pool: SessionPool, observer: JournalObserver, stop: StopSwitch, elapsed: float
+) -> SendOutcome:
+    outcome = SendOutcome(
+        counts=observer.durable,
+        not_tried=observer.durable[RowState.PENDING],
+        elapsed=elapsed,
+        connections_opened=pool.counts.opened,
+        connections_attempted=pool.counts.attempted,
+        interrupted=stop.stopping,
+        stopped_by=pool.breaker.tripped,
+    )
+    reply = observer.quota
+    if reply is not None and outcome.stopped_by is None:
+        outcome.quota = True
+        outcome.stopped_by = SmtpTransientError(
+            f"the server's sending quota is reached: {reply.code} {reply.message}",
+            hint="the rest stays in the journal: run the same command again later",
+            details={"reply": to_data(reply)},
+        )
+    return outcome

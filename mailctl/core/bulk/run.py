@@ -1,0 +1,244 @@
+"""`bulk_send`: one personalised message per CSV row, validated first, sent through the session
+pool, every row's fate kept in the journal.
+
+The order of a run: load the template and open the CSV (every column the template uses
+must be in its header); the validation pass renders every row (addresses parsed strictly,
+no CR/LF in a header value, attachments readable) and registers it in the journal (its
+identity, its stable Message-ID, duplicates flagged); then either the dry run (the first
+rendered messages and the summary, nothing sent, no journal kept) or the send loop
+(engine.py). Invalid rows stop the run before the first message, unless `skip_invalid`,
+which records them failed and sends the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from mailctl.core.bulk.engine import send_rows
+from mailctl.core.bulk.journal import Journal, RowState
+from mailctl.core.bulk.models import (
+    MAX_INVALID_LISTED,
+    BulkRequest,
+    BulkResult,
+    InvalidRow,
+    Preview,
+    ProgressCallback,
+    StopSwitch,
+)
+from mailctl.core.bulk.rows import CsvSource, Row
+from mailctl.core.pool import MAX_CONCURRENCY
+from mailctl.errors import InputDataError, MailctlError, UsageError
+from mailctl.mime.template import MessageTemplate, RenderedMessage
+from mailctl.models import Reply, ResolvedServer
+from mailctl.protocols.smtp import SessionOptions
+
+__all__ = ["bulk_send"]
+
+# The Message-ID rendered by the validation pass, before the row has its own (the journal
+# makes it); only the dry run's preview shows a row with its real one.
+_CHECK_ID = "<validation@mailctl.invalid>"
+_DONE = frozenset({RowState.SENT, RowState.FAILED, RowState.UNKNOWN, RowState.DUPLICATE})
+
+
+def _check(request: BulkRequest) -> None:
+    if not 1 <= request.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency {request.concurrency}: must be 1-{MAX_CONCURRENCY}")
+    if request.max_per_connection < 1:
+        raise UsageError(f"--max-per-connection {request.max_per_connection}: at least 1")
+    if not request.max_age > 0:
+        raise UsageError(f"--max-connection-age {request.max_age:g}: must be positive")
+    if not 0 <= request.retries <= 100:
+        raise UsageError(f"--retries {request.retries}: must be 0-100")
+    if request.rate is not None and not request.rate > 0:
+        raise UsageError(f"--rate {request.rate:g}: must be positive")
+    if request.limit is not None and request.limit < 1:
+        raise UsageError(f"--limit {request.limit}: must be at least 1")
+    if not 0 <= request.sample <= 100:
+        raise UsageError(f"--sample {request.sample}: must be 0-100")
+
+
+def recipient_key(rendered: RenderedMessage) -> str:
+    """What makes two rows duplicates: the same envelope recipients (case of the domain and
+    order aside; RFC 5321 2.4 lets the local part's case matter, so it is kept)."""
+    keys = []
+    for mailbox in rendered.recipients:
+        local, _, domain = mailbox.addr_spec.rpartition("@")
+        keys.append(f"{local}@{domain.lower()}")
+    return ",".join(sorted(keys))
+
+
+def _invalid(row: Row, error: MailctlError) -> InvalidRow:
+    return InvalidRow(line=row.line, row=row.index, code=error.code, message=error.message)
+
+
+def _validate(
+    request: BulkRequest,
+    template: MessageTemplate,
+    source: CsvSource,
+    journal: Journal,
+    result: BulkResult,
+) -> list[Row]:
+    """Render every row and register it in the journal; return the first rows to preview."""
+    shown: list[Row] = []
+    for row in source:
+        result.rows += 1
+        try:
+            rendered = template.render(row.fields, message_id=_CHECK_ID)
+        except MailctlError as err:  # missing column, bad address, CR/LF, attachment
+            result.invalid += 1
+            if len(result.invalid_rows) < MAX_INVALID_LISTED:
+                result.invalid_rows.append(_invalid(row, err))
+            if request.skip_invalid:
+                record = journal.add(row, recipient="")
+                if record.state not in _DONE:
+                    # Code 0: no server said it; the text says why (reports show both).
+                    reply = Reply(0, f"{err.code}: {err.message}")
+                    journal.finish(row.identity, RowState.FAILED, attempts=0, reply=reply)
+            continue
+        result.valid += 1
+        record = journal.add(
+            row, recipient=recipient_key(rendered), allow_duplicates=request.allow_duplicates
+        )
+        if record.state is RowState.DUPLICATE:
+            result.duplicates += 1
+        elif len(shown) < request.sample and record.state not in _DONE:
+            shown.append(row)
+    journal.flush()
+    return shown
+
+
+def _preview(template: MessageTemplate, journal: Journal, rows: list[Row]) -> list[Preview]:
+    previews = []
+    for row in rows:
+        record = journal.add(row, recipient="")
+        rendered = template.render(row.fields, message_id=record.message_id)
+        previews.append(
+            Preview(
+                line=row.line,
+                sender=rendered.sender.addr_spec,
+                recipients=tuple(m.addr_spec for m in rendered.recipients),
+                message=rendered.data.decode("utf-8", "surrogateescape"),
+            )
+        )
+    return previews
+
+
+def _open(request: BulkRequest) -> tuple[MessageTemplate, CsvSource]:
+    template = MessageTemplate.load(
+        request.template,
+        html_path=request.html,
+        attachments_root=request.attachments_root,
+        default_from=request.default_from,
+    )
+    source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
+    missing = sorted(template.columns - set(source.header))
+    if missing:
+        names = ", ".join(missing)
+        raise InputDataError(
+            f"{request.csv}: the template uses columns the CSV header does not have: {names}",
+            hint="add them to the header row, or remove them from the template",
+            details={"missing_columns": missing},
+        )
+    return template, source
+
+
+def bulk_send(
+    request: BulkRequest,
+    *,
+    server: ResolvedServer | None = None,
+    progress: ProgressCallback | None = None,
+    stop: StopSwitch | None = None,
+) -> BulkResult:
+    """Validate every row, then preview (dry run) or send; return what happened.
+
+    Raises UsageError, NoInputError (a missing CSV or template), InputDataError (a bad
+    template, a CSV it cannot read, a column the template needs and the header lacks),
+    JournalBusyError (another run holds the journal), TemplateChangedError, and the
+    session-fatal error of a run that never got going (AUTH, TLS, refused connections:
+    nothing was sent and every row is still pending).
+    """
+    _check(request)
+    template, source = _open(request)
+    if not request.send:
+        return _dry_run(request, template, source)
+    if server is None:
+        raise UsageError("bulk-send --send needs a server", hint="pass --server or --account")
+    stop = stop or StopSwitch()
+    path = request.journal_path
+    result = BulkResult(
+        csv=request.csv, journal=path, dry_run=False, skip_invalid=request.skip_invalid
+    )
+    with Journal.open(
+        path, template_digest=template.digest, template_changed=request.template_changed
+    ) as journal:
+        result.recovered_unknown = journal.recover()
+        _validate(request, template, source, journal, result)
+        if result.invalid and not request.skip_invalid:
+            result.journal_counts = _counts(journal)
+            return result
+        sendable = {RowState.PENDING, RowState.DEFERRED}
+        if request.resend_unknown:
+            sendable.add(RowState.UNKNOWN)
+        before = journal.counts()
+        todo = sum(before.get(state, 0) for state in sendable)
+        result.skipped_done = sum(before.get(s, 0) for s in (RowState.SENT, RowState.FAILED))
+        total = min(todo, request.limit) if request.limit is not None else todo
+        options = SessionOptions(
+            settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
+        )
+        source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
+        outcome = asyncio.run(
+            send_rows(
+                request, options, template, journal, source,
+                total=total, sendable=frozenset(sendable), progress=progress, stop=stop,
+            )
+        )  # fmt: skip
+        counts = outcome.counts
+        result.sent = counts[RowState.SENT]
+        result.failed = counts[RowState.FAILED]
+        result.deferred = counts[RowState.DEFERRED]
+        result.unknown = counts[RowState.UNKNOWN]
+        result.not_tried = outcome.not_tried
+        result.elapsed = outcome.elapsed
+        result.qps = result.sent / outcome.elapsed if outcome.elapsed > 0 else 0.0
+        result.connections_opened = outcome.connections_opened
+        result.connections_attempted = outcome.connections_attempted
+        result.interrupted = outcome.interrupted
+        result.stopped_by = outcome.stopped_by
+        result.quota = outcome.quota
+        result.journal_counts = _counts(journal)
+    fatal = outcome.stopped_by
+    if (
+        fatal is not None
+        and not outcome.quota
+        and not result.sent
+        and not result.connections_opened
+    ):
+        raise fatal  # never got going (AUTH, TLS, refused): one line says more than zeros
+    left = sum(result.journal_counts.get(s.value, 0) for s in sendable)
+    if left:
+        result.resume_command = request.resume_command
+    return result
+
+
+def _counts(journal: Journal) -> dict[str, int]:
+    return {state.value: count for state, count in journal.counts().items() if count}
+
+
+def _dry_run(request: BulkRequest, template: MessageTemplate, source: CsvSource) -> BulkResult:
+    """Validate and preview with a journal in a temporary folder (duplicates are found the
+    same way as in the real run), leaving nothing behind."""
+    result = BulkResult(
+        csv=request.csv, journal=None, dry_run=True, skip_invalid=request.skip_invalid
+    )
+    digest = template.digest
+    with (
+        tempfile.TemporaryDirectory(prefix="mailctl-bulk-") as folder,
+        Journal.open(Path(folder) / "dry-run.journal", template_digest=digest) as j,
+    ):
+        shown = _validate(request, template, source, j, result)
+        result.previews = _preview(template, j, shown)
+        result.journal_counts = _counts(j)
+    return result
