@@ -207,13 +207,13 @@ def test_invalid_rows_are_listed_by_line_and_stop_the_run(
     assert sum(server_.stored().values()) == 3
 
 
-def test_template_injection_is_inert(files: Callable[..., tuple[Path, Path]]) -> None:
+def test_template_code_in_a_field_is_inert(files: Callable[..., tuple[Path, Path]]) -> None:
     csv, template = files(0, extra=["{{ ''.__class__ }},a@example.org,{% raw %}x"])
-    template.write_text(TEMPLATE.replace("{{ code }}", "{{ code }} {{ ''.__class__ }}"))
     result = cli("bulk-send", csv, template)
-    # A field's text is data, never template code; the template's own expression renders
-    # in the sandbox (a string's class name, not an escape to Python).
-    assert "Dear {{ ''.__class__ }}," in result.stdout, result.output
+    # A field's text is data, never template code: it is printed as it was written.
+    assert result.exit_code == 0, result.output
+    assert "Dear {{ ''.__class__ }}," in result.stdout
+    assert "your code is {% raw %}x." in result.stdout
 
 
 # -- sending ------------------------------------------------------------------------------------
@@ -390,28 +390,41 @@ def test_sigint_stops_cleanly_and_the_resume_sends_the_rest_once(
     assert len(stored) == 200 and set(stored.values()) == {1}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_kill_9_at_a_random_moment_loses_nothing_and_sends_nothing_twice(
     files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink], seed: int
 ) -> None:
-    csv, template = files(300)
+    rows = 1500
+    csv, template = files(rows)
     server_ = sink("--latency", "2", "--latency-on", "eod")
     rng = random.Random(seed)
+    # Killed once the sink has stored a random number of messages (seed 4: at once, maybe
+    # still in the validation pass), a random instant after that.
+    wanted = 0 if seed == 4 else rng.randint(1, rows - 200)
     process = bulk_process(csv, template, server_.port, "-c", "4")
-    time.sleep(rng.uniform(0.8, 2.5))  # start-up, validation, then somewhere in the sending
+    new = server_.maildir / "new"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if wanted == 0 or (new.exists() and len(os.listdir(new)) >= wanted):
+            break
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.02))
+    assert process.poll() is None, "the run ended before the kill"
     process.kill()
     process.communicate(timeout=10)
     stored_at_kill = server_.stored()
-    # Resume (the crashed run's in-flight rows become unknown: at most a batch and the pool).
+    # Resume: the crashed run's in-flight rows become unknown; at most a claimed batch, what
+    # the pool had on the wire (-c x 2) and the retries waiting (none here).
     result = run_core(csv, template, server_.port, concurrency=4)
-    assert result.recovered_unknown <= 4 * 2 * 3
+    assert result.recovered_unknown <= 4 * 2 * 2
     stored = server_.stored()
     states = journal_states(csv, template)
-    assert len(states) == 300
+    assert len(states) == rows
     assert not any(s in (RowState.IN_FLIGHT, RowState.PENDING) for s, _ in states.values())
     assert_exactly_once(stored, states)
     unknown = {mid for mid, (s, _) in states.items() if s is RowState.UNKNOWN}
+    assert len(unknown) == result.recovered_unknown
+    # Sent twice only if recorded unknown; every row arrived or is recorded unknown.
     assert {mid for mid, n in stored.items() if n > 1} <= unknown
-    # Every row either arrived or is recorded unknown: none lost.
     assert set(states) - set(stored) <= unknown
-    assert len(stored_at_kill) <= len(stored)
+    assert set(stored_at_kill) <= set(stored)

@@ -85,6 +85,8 @@ def _validate(
     for row in source:
         result.rows += 1
         try:
+            if row.error is not None:  # ragged, or not text in the encoding (rows.py)
+                raise row.error
             rendered = template.render(row.fields, message_id=_CHECK_ID)
         except MailctlError as err:  # missing column, bad address, CR/LF, attachment
             result.invalid += 1
