@@ -428,3 +428,33 @@ def test_kill_9_at_a_random_moment_loses_nothing_and_sends_nothing_twice(
     assert {mid for mid, n in stored.items() if n > 1} <= unknown
     assert set(states) - set(stored) <= unknown
     assert set(stored_at_kill) <= set(stored)
+
+
+# -- on a terminal --------------------------------------------------------------------------------
+
+
+def test_progress_bar_fits_80_columns_and_ctrl_c_prints_the_resume_command(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    from terminal import run_on_terminal
+
+    csv, template = files(3000)
+    server_ = sink("--latency", "1", "--latency-on", "eod")
+    args = ["bulk-send", str(csv), str(template), "--send", "-c", "2",
+            "--server", f"127.0.0.1:{server_.port}", "--no-tls"]  # fmt: skip
+    run = run_on_terminal(
+        args, columns=80, ctrl_c_when=lambda shown: b"sent 3" in shown, timeout=60
+    )
+    screen = run.screen
+    assert run.code == 130, screen
+    frames = [part for part in re.split(r"[\r\n]+", screen) if "deferred" in part]
+    assert frames, screen
+    assert all(len(frame) <= 80 for frame in frames), frames
+    assert any(re.search(r"sent [\d,]+ failed 0 deferred 0 [\d,]+/s", f) for f in frames), frames
+    flat = " ".join(screen.split())
+    assert "resume with: mailctl bulk-send" in flat, screen
+    # The same command resumes; every row arrives once.
+    result = run_core(csv, template, server_.port)
+    assert result.exit_code == 0
+    stored = server_.stored()
+    assert len(stored) == 3000 and set(stored.values()) == {1}

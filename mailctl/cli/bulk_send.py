@@ -248,33 +248,43 @@ def _progress_bar(output: Output) -> Any:
     from rich.progress import Progress as RichProgress
 
     from mailctl.cli.layout import width_of
+    from mailctl.core.bulk.models import BulkProgress as BulkProgressCls
     from mailctl.sink.rates import RateWindow, eta
 
     console = output.err
-    status_room = 58  # "12,345/12,345 sent 12,345 failed 123 deferred 12 1,234/s 0:00:00"
-    bar = RichProgress(
-        BarColumn(bar_width=max(width_of(console) - status_room - 2, 8)),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        transient=False,
-        expand=False,
-    )
     window = RateWindow()
     state: dict[str, Any] = {}
+
+    def text(progress: "BulkProgress", done: int, speed: float, left: float | None) -> str:
+        return (
+            f"{done:,}/{progress.total:,} sent {progress.sent:,} failed {progress.failed:,} "
+            f"deferred {progress.deferred:,} {speed:,.0f}/s ETA {_clock(left)}"
+        )
+
+    def start(progress: "BulkProgress", status: str) -> None:
+        # The bar takes what the widest status (every count at the total) leaves of the line.
+        total = progress.total
+        widest = len(text(BulkProgressCls(total, total, total, total), total, 99_999.0, 359_999.0))
+        bar = RichProgress(
+            BarColumn(bar_width=max(width_of(console) - widest - 2, 4)),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=False,
+            expand=False,
+        )
+        bar.start()
+        state["bar"] = bar
+        state["task"] = bar.add_task("bulk", total=max(total, 1), status=status)
 
     def update(progress: "BulkProgress") -> None:
         done = progress.done
         speed = window.add(progress.elapsed, progress.sent)
-        left = eta(max(progress.total - done, 0), speed)
-        status = (
-            f"{done:,}/{progress.total:,} sent {progress.sent:,} failed {progress.failed:,} "
-            f"deferred {progress.deferred:,} {speed:,.0f}/s {_clock(left)}"
-        )
-        if progress.stopping and not progress.finished:
-            status = f"stopping: {status}"
-        if "task" not in state:
-            bar.start()
-            state["task"] = bar.add_task("bulk", total=max(progress.total, 1), status=status)
+        status = text(progress, done, speed, eta(max(progress.total - done, 0), speed))
+        if progress.stopping and not progress.finished:  # no longer than the ETA it replaces
+            status = status[: status.rindex(" ETA ")] + " stopping"
+        if "bar" not in state:
+            start(progress, status)
+        bar = state["bar"]
         bar.update(state["task"], completed=done, status=status)
         if progress.finished:
             bar.stop()
