@@ -23,7 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from mailctl.core.bulk.journal import Journal, RowState
+from mailctl.core.bulk.journal import Journal, RowRecord, RowState
 from mailctl.core.bulk.models import BulkProgress, BulkRequest, ProgressCallback, StopSwitch
 from mailctl.core.bulk.rows import CsvSource, Row
 from mailctl.core.pool import (
@@ -38,7 +38,7 @@ from mailctl.core.pool import (
     TokenBucket,
 )
 from mailctl.core.pool.classify import is_quota
-from mailctl.errors import MailctlError, SmtpTransientError
+from mailctl.errors import InputDataError, MailctlError, SmtpTransientError
 from mailctl.mime.template import MessageTemplate
 from mailctl.models import Envelope, Reply
 from mailctl.protocols.smtp import SessionInfo, SessionOptions, TransactionOutcome
@@ -74,28 +74,34 @@ class SendOutcome:
 
 
 class RowFeed:
-    """The pool's feed: rows still to send, rendered and claimed a batch at a time."""
+    """The pool's feed: rows still to send, rendered and claimed a batch at a time.
+
+    The CSV stream and the journal's records of this run in a sendable state are both in
+    line order: walked side by side, each row's state and Message-ID come from its record
+    without a query per row, and rows already settled are never rendered again.
+    """
 
     def __init__(
         self,
         rows: Iterator[Row],
+        records: Iterator[RowRecord],
         template: MessageTemplate,
         journal: Journal,
         *,
         batch: int,
         limit: int | None,
-        sendable: frozenset[RowState],
+        resend_unknown: bool,
     ) -> None:
         self._rows = rows
+        self._records = records
         self._template = template
         self._journal = journal
         self._batch = batch
         self._limit = limit
-        self._sendable = sendable
+        self._resend_unknown = resend_unknown
         self._ready: deque[Job] = deque()
         self._done = False
         self.taken = 0  # rows handed to the pool
-        self.lines: dict[str, int] = {}  # identity -> CSV line, for rows in this run
 
     def stop(self) -> list[Job]:
         """Take no more rows; return the claimed ones never handed out (back to pending)."""
@@ -116,22 +122,33 @@ class RowFeed:
     def exhausted(self) -> bool:
         return self._done and not self._ready
 
+    def _next(self) -> tuple[Row, RowRecord] | None:
+        """The next CSV row that has a sendable record, with it."""
+        record = next(self._records, None)
+        if record is None:
+            return None
+        for row in self._rows:
+            if row.identity == record.identity:
+                return row, record
+            if row.line >= record.line:  # the file no longer holds the row the journal has
+                raise InputDataError(
+                    f"line {record.line} of the CSV changed while bulk-send was running",
+                    hint="leave the file alone during a run, then run the same command again",
+                )
+        return None
+
     def _fill(self) -> None:
         """Render the next batch of rows to send and claim them: one durable commit before
         any of them can reach the pool (RFC 1047: in_flight first, then DATA)."""
         room = self._batch
         if self._limit is not None:
-            room = min(room, self._limit - self.taken)
-        jobs: list[Job] = []
-        journal = self._journal
+            room = min(room, self._limit - self.taken - len(self._ready))
+        jobs: dict[str, Job] = {}
         while len(jobs) < room:
-            row = next(self._rows, None)
-            if row is None:
+            found = self._next()
+            if found is None:
                 break
-            # Every row was added by the validation pass: add() returns its record.
-            record = journal.add(row, recipient="")
-            if record.state not in self._sendable:
-                continue
+            row, record = found
             rendered = self._template.render(row.fields, message_id=record.message_id)
             envelope = Envelope(
                 rendered.sender.addr_spec, tuple(r.addr_spec for r in rendered.recipients)
@@ -140,14 +157,13 @@ class RowFeed:
             payload = Payload(
                 envelope, data, smtputf8=rendered.smtputf8, eight_bit=not data.isascii()
             )
-            jobs.append(Job(payload, tag=row.identity))
-            self.lines[row.identity] = row.line
+            jobs[row.identity] = Job(payload, tag=row.identity)
         if not jobs:
             self._done = True
             return
-        journal.flush()  # earlier outcomes first: a claim never races a buffered finish
-        journal.claim([str(job.tag) for job in jobs])
-        self._ready.extend(jobs)
+        # Buffered outcomes ride on the same commit, so a claim never races a finish.
+        claimed = self._journal.claim(list(jobs), resend_unknown=self._resend_unknown)
+        self._ready.extend(jobs[identity] for identity in claimed)
 
 
 class JournalObserver:
@@ -281,9 +297,11 @@ async def send_rows(
     pool = _pool(request, options, observer)
     observer.pool = pool
     batch = request.concurrency * PIPELINE_DEPTH
+    records = journal.records(sendable, this_run=True)
     feed = RowFeed(
-        iter(source), template, journal, batch=batch, limit=request.limit, sendable=sendable
-    )
+        iter(source), records, template, journal,
+        batch=batch, limit=request.limit, resend_unknown=request.resend_unknown,
+    )  # fmt: skip
     started = time.perf_counter()
     run = asyncio.create_task(pool.run(feed))
 

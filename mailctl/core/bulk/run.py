@@ -31,7 +31,7 @@ from mailctl.core.bulk.rows import CsvSource, Row
 from mailctl.core.pool import MAX_CONCURRENCY
 from mailctl.errors import InputDataError, MailctlError, UsageError
 from mailctl.mime.template import MessageTemplate, RenderedMessage
-from mailctl.models import Reply, ResolvedServer
+from mailctl.models import ResolvedServer
 from mailctl.protocols.smtp import SessionOptions
 
 __all__ = ["bulk_send"]
@@ -95,13 +95,15 @@ def _validate(
             if request.skip_invalid:
                 record = journal.add(row, recipient="")
                 if record.state not in _DONE:
-                    # Code 0: no server said it; the text says why (reports show both).
-                    reply = Reply(0, f"{err.code}: {err.message}")
-                    journal.finish(row.identity, RowState.FAILED, attempts=0, reply=reply)
+                    text = f"{err.code}: {err.message}"
+                    journal.finish(row.identity, RowState.FAILED, attempts=0, text=text)
             continue
         result.valid += 1
         record = journal.add(
-            row, recipient=recipient_key(rendered), allow_duplicates=request.allow_duplicates
+            row,
+            recipient=recipient_key(rendered),
+            allow_duplicates=request.allow_duplicates,
+            domain=rendered.sender.addr_spec.rpartition("@")[2],  # of the Message-ID
         )
         if record.state is RowState.DUPLICATE:
             result.duplicates += 1
@@ -114,7 +116,12 @@ def _validate(
 def _preview(template: MessageTemplate, journal: Journal, rows: list[Row]) -> list[Preview]:
     previews = []
     for row in rows:
-        record = journal.add(row, recipient="")
+        checked = template.render(row.fields, message_id=_CHECK_ID)
+        record = journal.add(
+            row,
+            recipient=recipient_key(checked),
+            domain=checked.sender.addr_spec.rpartition("@")[2],
+        )
         rendered = template.render(row.fields, message_id=record.message_id)
         previews.append(
             Preview(
