@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailctl.core.bulk.journal import Journal, RowState
-from mailctl.mime.template import MessageTemplate
 from servers.smtp_server import TEST_PASSWORD, TEST_USER, SmtpServerFactory
 from typer.testing import CliRunner
 
 from mailctl.cli.app import app
+from mailctl.core.bulk.journal import Journal, RowState
 from mailctl.core.bulk.models import BulkRequest
 from mailctl.core.bulk.run import bulk_send
+from mailctl.mime.template import MessageTemplate
 from mailctl.models import ResolvedServer, Security, ServerSettings, Timeouts
 
 FAST = Timeouts(connect=5.0, command=5.0, data=5.0)
@@ -457,3 +457,46 @@ def test_progress_bar_fits_80_columns_and_ctrl_c_prints_the_resume_command(
     assert result.exit_code == 0
     stored = server_.stored()
     assert len(stored) == 3000 and set(stored.values()) == {1}
+
+
+def test_report_failed_csv_log_and_metrics(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink], tmp_path: Path
+) -> None:
+    csv, template = files(20, extra=["Formula,=cmd@example.org,1"])
+    server_ = sink(
+        "--reject-rate", "0.3", "--reject-code", "550", "--reject-on", "rcpt", "--seed", "8"
+    )
+    out = {name: tmp_path / name for name in ("report.csv", "failed.csv", "log.jsonl", "m.prom")}
+    result = cli(
+        "bulk-send", csv, template, "--send", "--json", "--server", f"127.0.0.1:{server_.port}",
+        "--no-tls", "--report", out["report.csv"], "--failed-csv", out["failed.csv"],
+        "--log-file", out["log.jsonl"], "--metrics-file", out["m.prom"],
+    )  # fmt: skip
+    data = json.loads(result.stdout)["data"]
+    assert result.exit_code == 69, result.output
+    assert data["failed"] > 0 and data["sent"] + data["failed"] == 21
+    import csv as csv_module
+
+    with out["report.csv"].open(newline="") as handle:
+        report = list(csv_module.DictReader(handle))
+    assert len(report) == 21
+    assert Counter(line["status"] for line in report) == {
+        "sent": data["sent"],
+        "failed": data["failed"],
+    }
+    assert any(line["recipient"] == "'=cmd@example.org" for line in report)  # neutralised
+    stored = server_.stored()
+    sent_ids = {line["message_id"] for line in report if line["status"] == "sent"}
+    assert set(stored) == sent_ids
+    # The failed rows, as they were: the same header, ready to be fed back in.
+    failed_lines = out["failed.csv"].read_text().splitlines()
+    assert failed_lines[0] == "name,email,code"
+    assert len(failed_lines) == 1 + data["failed"]
+    assert set(failed_lines[1:]) <= set(csv.read_text().splitlines())
+    events = [json.loads(line) for line in out["log.jsonl"].read_text().splitlines()]
+    kinds = Counter(event["event"] for event in events)
+    assert kinds["row_sent"] == data["sent"] and kinds["row_failed"] == data["failed"]
+    assert kinds["run_started"] == kinds["run_stopped"] == 1
+    assert "Dear" not in out["log.jsonl"].read_text()  # no bodies
+    metrics = out["m.prom"].read_text()
+    assert f'mailctl_bulk_rows_total{{code="250",status="sent"}} {data["sent"]}.0' in metrics

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mailctl.core.bulk.models import BulkProgress, BulkRequest, BulkResult, StopSwitch
 
 INPUT = "Input"
+REPORT = "Report"
 SENDING = "Sending"
 RESUME = "Journal and resume"
 
@@ -134,6 +135,46 @@ def bulk_send_command(
             rich_help_panel=RESUME,
         ),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write one CSV line per row: status, reply, Message-ID.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    failed_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--failed-csv",
+            help="Write the rows that failed, as they were, to feed back in.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Prometheus textfile, rewritten during the run.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics on 127.0.0.1:PORT.",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            help="Append one JSON line per event (no bodies, no secrets).",
+            rich_help_panel=REPORT,
+        ),
+    ] = None,
     template_changed: Annotated[
         bool,
         typer.Option(
@@ -155,6 +196,14 @@ def bulk_send_command(
             require_utf8(flag, value)
     if delimiter is not None and len(delimiter) != 1:
         raise UsageError(f"--delimiter {delimiter!r}: must be one character")
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise UsageError(f"--metrics-port {metrics_port}: must be 0-65535")
+    from mailctl.store.outputs import check_output
+
+    outputs = (("--report", report), ("--failed-csv", failed_csv), ("--metrics-file", metrics_file))
+    for flag, path in outputs:
+        if path is not None:  # a directory or socket fails now, not after the whole run
+            check_output(path, what=f"{flag} file")
     resolved = None
     default_from = None
     if send:
@@ -176,6 +225,8 @@ def bulk_send_command(
         sample=sample, skip_invalid=skip_invalid, allow_duplicates=allow_duplicates,
         resend_unknown=resend_unknown, template_changed=template_changed,
         delimiter=delimiter, encoding=encoding, default_from=default_from,
+        report=report, failed_csv=failed_csv, metrics_file=metrics_file,
+        metrics_port=metrics_port, log_file=log_file,
         resume_command=_resume_command(data, template, journal),
     )  # fmt: skip
     output = app.output
@@ -410,6 +461,13 @@ def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> Non
             f"{result.sent:,} sent in {result.elapsed:.1f}s ({result.qps:,.0f} msg/s), "
             f"{result.connections_opened:,} connections; journal {result.journal}",
         )
+        if result.csv_changed:
+            print_wrapped(
+                console,
+                f"the CSV changed since the last run: {result.new_rows:,} rows the journal did "
+                f"not know (sent as new rows unless their recipients were already sent to), "
+                f"{result.vanished_rows:,} rows no longer in the file (left in the journal)",
+            )
         if result.recovered_unknown:
             print_wrapped(
                 console,

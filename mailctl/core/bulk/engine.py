@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from mailctl.core.bulk.hooks import RowTag, RunHooks
 from mailctl.core.bulk.journal import Journal, RowRecord, RowState
 from mailctl.core.bulk.models import BulkProgress, BulkRequest, ProgressCallback, StopSwitch
 from mailctl.core.bulk.rows import CsvSource, Row
@@ -157,7 +158,8 @@ class RowFeed:
             payload = Payload(
                 envelope, data, smtputf8=rendered.smtputf8, eight_bit=not data.isascii()
             )
-            jobs[row.identity] = Job(payload, tag=row.identity)
+            tag = RowTag(row.identity, row.line, record.recipient, record.message_id)
+            jobs[row.identity] = Job(payload, tag=tag)
         if not jobs:
             self._done = True
             return
@@ -169,8 +171,10 @@ class RowFeed:
 class JournalObserver:
     """The pool's observer: each final outcome becomes the row's state in the journal."""
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, hooks: RunHooks, where: tuple[str, int]) -> None:
         self._journal = journal
+        self._hooks = hooks
+        self._where = where
         self.pool: SessionPool | None = None
         self.unflushed: Counter[RowState] = Counter()
         self.durable: Counter[RowState] = Counter()
@@ -213,8 +217,9 @@ class JournalObserver:
                 reply = outcome.failure_reply
             if outcome.finished and outcome.started:
                 latency = (outcome.finished - (job.origin or outcome.started)) * 1000.0
+        tag: RowTag = job.tag  # type: ignore[assignment]  # RowFeed's jobs
         self._journal.finish(
-            str(job.tag),
+            tag.identity,
             state,
             attempts=job.attempts,
             reply=reply,
@@ -222,6 +227,9 @@ class JournalObserver:
             latency_ms=latency,
         )
         self.unflushed[state] += 1
+        self._hooks.row(
+            tag, state, attempts=job.attempts, reply=reply, queue_id=queue_id, latency_ms=latency
+        )
 
     def flush(self) -> None:
         """One commit for every row finished since the last one; they count from now."""
@@ -236,7 +244,7 @@ class JournalObserver:
                 self.pool.stop()
 
     def session_opened(self, info: SessionInfo) -> None:
-        pass
+        self._hooks.session_opened(*self._where, info.tls is not None)
 
     def session_closed(self, seconds: float, last: Job | None) -> None:
         pass
@@ -290,10 +298,13 @@ async def send_rows(
     sendable: frozenset[RowState],
     progress: ProgressCallback | None,
     stop: StopSwitch,
+    hooks: RunHooks | None = None,
 ) -> SendOutcome:
     """Send every row of `source` in a `sendable` state (at most request.limit); see the
     module doc. Never raises for a row; returns what stopped the run early, if anything."""
-    observer = JournalObserver(journal)
+    hooks = hooks or RunHooks()
+    settings = options.settings
+    observer = JournalObserver(journal, hooks, (settings.host, settings.port))
     pool = _pool(request, options, observer)
     observer.pool = pool
     batch = request.concurrency * PIPELINE_DEPTH
@@ -306,6 +317,7 @@ async def send_rows(
     run = asyncio.create_task(pool.run(feed))
 
     def report(finished: bool = False) -> None:
+        hooks.tick(pool, request.rate)
         if progress is not None:
             now = _progress(total, observer, pool, time.perf_counter() - started, stop)
             now.finished = finished
@@ -326,7 +338,9 @@ async def send_rows(
         if crash is not None:
             raise crash  # a bug in a worker: not a row's fault
     report(finished=True)
-    return _outcome(pool, observer, stop, time.perf_counter() - started)
+    outcome = _outcome(pool, observer, stop, time.perf_counter() - started)
+    hooks.stopped(pool.breaker.tripped, observer.quota)
+    return outcome
 
 
 async def _supervise(

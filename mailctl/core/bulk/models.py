@@ -60,6 +60,11 @@ class BulkRequest:
     encoding: str = "utf-8-sig"
     default_from: str | None = None  # the account's address, for a template without From
     attachments_root: Path | None = None
+    report: Path | None = None  # --report FILE.csv: one line per row of this run
+    failed_csv: Path | None = None  # --failed-csv FILE: the original rows that failed
+    metrics_file: Path | None = None  # Prometheus textfile, rewritten atomically
+    metrics_port: int | None = None  # Prometheus HTTP endpoint on 127.0.0.1
+    log_file: Path | None = None  # one JSON line per event
     # The command line that resumes this run (the cli knows its argv; the core does not).
     resume_command: str | None = None
     # Seconds in-flight transactions get to finish after a stop (Ctrl-C) before they are
@@ -153,6 +158,10 @@ class BulkResult:
     invalid: int = 0
     invalid_rows: list[InvalidRow] = field(default_factory=list)  # the first ones
     duplicates: int = 0  # rows whose recipients an earlier row already had (sent once)
+    # Against the journal's earlier runs: rows it did not know, rows no longer in the CSV.
+    new_rows: int = 0
+    vanished_rows: int = 0
+    csv_changed: bool = False
     # This run's outcomes (durable in the journal).
     sent: int = 0
     failed: int = 0

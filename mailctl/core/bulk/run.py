@@ -13,11 +13,14 @@ which records them failed and sends the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mailctl.core.bulk.engine import send_rows
-from mailctl.core.bulk.journal import Journal, RowState
+from mailctl.core.bulk.engine import SendOutcome, send_rows
+from mailctl.core.bulk.hooks import RunHooks
+from mailctl.core.bulk.journal import Journal, RowRecord, RowState
 from mailctl.core.bulk.models import (
     MAX_INVALID_LISTED,
     BulkRequest,
@@ -179,45 +182,33 @@ def bulk_send(
     result = BulkResult(
         csv=request.csv, journal=path, dry_run=False, skip_invalid=request.skip_invalid
     )
-    with Journal.open(
-        path, template_digest=template.digest, template_changed=request.template_changed
-    ) as journal:
+    with contextlib.ExitStack() as stack:
+        hooks = _hooks(request, stack)
+        journal = stack.enter_context(
+            Journal.open(
+                path, template_digest=template.digest, template_changed=request.template_changed
+            )
+        )
         result.recovered_unknown = journal.recover()
         _validate(request, template, source, journal, result)
+        changes = journal.changes()
+        result.new_rows, result.vanished_rows = changes.new, changes.vanished
+        result.csv_changed = changes.changed
         if result.invalid and not request.skip_invalid:
             result.journal_counts = _counts(journal)
+            _write_outputs(request, journal)
             return result
-        sendable = {RowState.PENDING, RowState.DEFERRED}
-        if request.resend_unknown:
-            sendable.add(RowState.UNKNOWN)
-        before = journal.counts()
-        todo = sum(before.get(state, 0) for state in sendable)
-        result.skipped_done = sum(before.get(s, 0) for s in (RowState.SENT, RowState.FAILED))
-        total = min(todo, request.limit) if request.limit is not None else todo
-        options = SessionOptions(
-            settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
+        outcome = _send(
+            request, server, template, journal, result, hooks=hooks, progress=progress, stop=stop
         )
-        source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
-        outcome = asyncio.run(
-            send_rows(
-                request, options, template, journal, source,
-                total=total, sendable=frozenset(sendable), progress=progress, stop=stop,
+        _write_outputs(request, journal)
+        if hooks.events is not None:
+            reason = "interrupted" if outcome.interrupted else "done"
+            if outcome.stopped_by is not None:
+                reason = "quota" if outcome.quota else outcome.stopped_by.code
+            hooks.events.run_stopped(
+                reason=reason, counts=result.journal_counts, elapsed_s=outcome.elapsed
             )
-        )  # fmt: skip
-        counts = outcome.counts
-        result.sent = counts[RowState.SENT]
-        result.failed = counts[RowState.FAILED]
-        result.deferred = counts[RowState.DEFERRED]
-        result.unknown = counts[RowState.UNKNOWN]
-        result.not_tried = outcome.not_tried
-        result.elapsed = outcome.elapsed
-        result.qps = result.sent / outcome.elapsed if outcome.elapsed > 0 else 0.0
-        result.connections_opened = outcome.connections_opened
-        result.connections_attempted = outcome.connections_attempted
-        result.interrupted = outcome.interrupted
-        result.stopped_by = outcome.stopped_by
-        result.quota = outcome.quota
-        result.journal_counts = _counts(journal)
     fatal = outcome.stopped_by
     if (
         fatal is not None
@@ -226,10 +217,113 @@ def bulk_send(
         and not result.connections_opened
     ):
         raise fatal  # never got going (AUTH, TLS, refused): one line says more than zeros
-    left = sum(result.journal_counts.get(s.value, 0) for s in sendable)
-    if left:
+    if any(result.journal_counts.get(s.value, 0) for s in _sendable(request)):
         result.resume_command = request.resume_command
     return result
+
+
+def _sendable(request: BulkRequest) -> frozenset[RowState]:
+    if request.resend_unknown:
+        return frozenset({RowState.PENDING, RowState.DEFERRED, RowState.UNKNOWN})
+    return frozenset({RowState.PENDING, RowState.DEFERRED})
+
+
+def _hooks(request: BulkRequest, stack: contextlib.ExitStack) -> RunHooks:
+    """The event log and the metrics the request asks for, closed by `stack`."""
+    events = metrics = None
+    if request.log_file is not None:
+        from mailctl.core.bulk.eventlog import EventLog
+
+        events = stack.enter_context(EventLog.open(request.log_file))
+    if request.metrics_file is not None or request.metrics_port is not None:
+        from mailctl.core.bulk.metrics import BulkMetrics
+
+        metrics = stack.enter_context(BulkMetrics(path=request.metrics_file))
+        if request.metrics_port is not None:
+            metrics.serve(request.metrics_port)
+    return RunHooks(events, metrics)
+
+
+def _send(
+    request: BulkRequest,
+    server: ResolvedServer,
+    template: MessageTemplate,
+    journal: Journal,
+    result: BulkResult,
+    *,
+    hooks: RunHooks,
+    progress: ProgressCallback | None,
+    stop: StopSwitch,
+) -> SendOutcome:
+    """The send loop over the rows the journal says are still to send; fills `result`."""
+    sendable = _sendable(request)
+    before = journal.counts()
+    todo = sum(before.get(state, 0) for state in sendable)
+    result.skipped_done = before.get(RowState.SENT, 0) + before.get(RowState.FAILED, 0)
+    total = min(todo, request.limit) if request.limit is not None else todo
+    if hooks.events is not None:
+        hooks.events.run_started(
+            send=True, concurrency=request.concurrency, rate=request.rate,
+            journal=str(request.journal_path), rows=result.rows,
+        )  # fmt: skip
+    options = SessionOptions(
+        settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
+    )
+    source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
+    outcome = asyncio.run(
+        send_rows(
+            request, options, template, journal, source, total=total, sendable=sendable,
+            progress=progress, stop=stop, hooks=hooks,
+        )
+    )  # fmt: skip
+    counts = outcome.counts
+    result.sent = counts[RowState.SENT]
+    result.failed = counts[RowState.FAILED]
+    result.deferred = counts[RowState.DEFERRED]
+    result.unknown = counts[RowState.UNKNOWN]
+    result.not_tried = outcome.not_tried
+    result.elapsed = outcome.elapsed
+    result.qps = result.sent / outcome.elapsed if outcome.elapsed > 0 else 0.0
+    result.connections_opened = outcome.connections_opened
+    result.connections_attempted = outcome.connections_attempted
+    result.interrupted = outcome.interrupted
+    result.stopped_by = outcome.stopped_by
+    result.quota = outcome.quota
+    result.journal_counts = _counts(journal)
+    return outcome
+
+
+def matching_rows(rows: Iterable[Row], records: Iterable[RowRecord]) -> Iterator[Row]:
+    """The CSV rows that `records` (in line order, as the journal gives them) name."""
+    wanted = iter(records)
+    record = next(wanted, None)
+    for row in rows:
+        if record is None:
+            return
+        if row.identity == record.identity:
+            yield row
+            record = next(wanted, None)
+
+
+def _write_outputs(request: BulkRequest, journal: Journal) -> None:
+    """--report (every row of this run) and --failed-csv (the failed rows, as they were)."""
+    if request.report is not None:
+        from mailctl.store.reports import write_report
+
+        write_report(request.report, journal.records(this_run=True))
+    if request.failed_csv is not None:
+        from mailctl.store.reports import write_failed_csv
+
+        source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
+        header = source.raw_header_line()
+        failed = matching_rows(source, journal.records({RowState.FAILED}, this_run=True))
+        write_failed_csv(
+            request.failed_csv,
+            header,
+            source.dialect,
+            (dict(zip(header, row.values, strict=False)) for row in failed),
+            encoding=request.encoding,
+        )
 
 
 def _counts(journal: Journal) -> dict[str, int]:
