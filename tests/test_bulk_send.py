@@ -500,3 +500,78 @@ def test_report_failed_csv_log_and_metrics(
     assert "Dear" not in out["log.jsonl"].read_text()  # no bodies
     metrics = out["m.prom"].read_text()
     assert f'mailctl_bulk_rows_total{{code="250",status="sent"}} {data["sent"]}.0' in metrics
+
+
+# -- quota, throttling, one run per journal, template changes ------------------------------------
+
+
+def test_a_sending_quota_stops_the_run_cleanly_and_the_rest_resumes(
+    files: Callable[..., tuple[Path, Path]], smtp_server_factory: SmtpServerFactory
+) -> None:
+    csv, template = files(30)
+    smtp = smtp_server_factory(security=Security.NONE, auth=False)
+    # Gmail's reply when the account's daily sending limit is used up (RFC 3463 5.4.5).
+    smtp.reject("person10@example.org", 550, "5.4.5 Daily user sending quota exceeded.")
+    request = BulkRequest(
+        csv=csv, template=template, send=True, concurrency=1, resume_command="again"
+    )
+    result = bulk_send(request, server=server(smtp.port))
+    assert result.quota and result.exit_code == 75 and result.status == "partial"
+    assert result.stopped_by is not None and "quota" in result.stopped_by.message
+    assert result.sent == 10 and result.failed == 0
+    assert result.resume_command == "again"
+    states = journal_states(csv, template)
+    # The row that met the quota was not refused for good: it goes again with the rest.
+    assert Counter(s for s, _ in states.values()) == {
+        RowState.SENT: 10,
+        RowState.DEFERRED: 1,
+        RowState.PENDING: 19,
+    }
+    smtp.handler.rejections.clear()  # a day later
+    again = bulk_send(request, server=server(smtp.port))
+    assert (again.sent, again.exit_code) == (20, 0)
+    assert len(smtp.messages) == 30
+
+
+def test_max_connections_421_shrinks_the_pool_and_sends_everything_once(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    csv, template = files(200)
+    server_ = sink("--max-connections", "2")
+    result = run_core(csv, template, server_.port, concurrency=8)
+    assert (result.sent, result.exit_code) == (200, 0)
+    assert result.connections_attempted > result.connections_opened  # some got 421 4.4.5
+    stored = server_.stored()
+    assert len(stored) == 200 and set(stored.values()) == {1}
+
+
+def test_a_second_run_on_the_same_journal_is_refused(
+    files: Callable[..., tuple[Path, Path]],
+) -> None:
+    csv, template = files(3)
+    digest = MessageTemplate.load(template).digest
+    with Journal.open(csv.with_name(csv.name + ".journal"), template_digest=digest):
+        result = cli(
+            "bulk-send", csv, template, "--send", "--server", "127.0.0.1:9", "--no-tls", "--json"
+        )
+    data = json.loads(result.stdout)
+    assert result.exit_code == 75, result.output
+    assert data["errors"][0]["code"] == "journal_busy"
+
+
+def test_a_changed_template_needs_template_changed_and_resends_nothing(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    csv, template = files(5)
+    server_ = sink()
+    where = ("--server", f"127.0.0.1:{server_.port}", "--no-tls")
+    assert cli("bulk-send", csv, template, "--send", "--limit", "3", *where).exit_code == 0
+    template.write_text(TEMPLATE.replace("Dear", "Hello"))
+    refused = cli("bulk-send", csv, template, "--send", "--json", *where)
+    assert refused.exit_code == 65, refused.output
+    assert json.loads(refused.stdout)["errors"][0]["code"] == "template_changed"
+    went_on = cli("bulk-send", csv, template, "--send", "--template-changed", "--json", *where)
+    assert went_on.exit_code == 0, went_on.output
+    assert json.loads(went_on.stdout)["data"]["sent"] == 2
+    stored = server_.stored()
+    assert len(stored) == 5 and set(stored.values()) == {1}
