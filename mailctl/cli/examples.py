@@ -132,7 +132,7 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl bulk-send contacts.csv letter.txt --send --rate 20/s",
         ),
         _ex(
-            "Try it on a local sink first (mailctl sink --maildir inbox in another terminal)",
+            "Try it on a local sink first (mailctl sink --maildir inbox elsewhere)",
             "mailctl bulk-send contacts.csv letter.txt --send --server 127.0.0.1:2525",
             "--no-tls",
         ),
