@@ -575,3 +575,27 @@ def test_a_changed_template_needs_template_changed_and_resends_nothing(
     assert json.loads(went_on.stdout)["data"]["sent"] == 2
     stored = server_.stored()
     assert len(stored) == 5 and set(stored.values()) == {1}
+
+
+def test_a_second_sigint_cuts_in_flight_messages_and_records_them_unknown(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    csv, template = files(20)
+    server_ = sink("--latency", "3000", "--latency-on", "eod")  # each reply after the dot: 3 s
+    process = bulk_process(csv, template, server_.port)
+    log = csv.with_name("contacts.csv.journal")
+    deadline = time.monotonic() + 30
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # validated; the first messages wait for their reply
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 2.5  # not the 3 s reply, nor the 30 s settle time
+    states = Counter(s for s, _ in journal_states(csv, template).values())
+    assert RowState.IN_FLIGHT not in states
+    assert 1 <= states[RowState.UNKNOWN] <= 2 * 2  # -c 2, two transactions each on the wire
+    assert states[RowState.PENDING] == 20 - states[RowState.UNKNOWN]
