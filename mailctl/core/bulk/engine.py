@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from mailctl.core.bulk.cache import RenderCache
 from mailctl.core.bulk.hooks import RowTag, RunHooks
 from mailctl.core.bulk.journal import Journal, RowRecord, RowState
 from mailctl.core.bulk.models import BulkProgress, BulkRequest, ProgressCallback, StopSwitch
@@ -92,7 +93,9 @@ class RowFeed:
         batch: int,
         limit: int | None,
         resend_unknown: bool,
+        cache: RenderCache | None = None,
     ) -> None:
+        self._cache = cache or RenderCache(0)
         self._rows = rows
         self._records = records
         self._template = template
@@ -150,13 +153,18 @@ class RowFeed:
             if found is None:
                 break
             row, record = found
-            rendered = self._template.render(row.fields, message_id=record.message_id)
-            envelope = Envelope(
-                rendered.sender.addr_spec, tuple(r.addr_spec for r in rendered.recipients)
-            )
-            data = rendered.data
+            kept = self._cache.pop(row.identity)
+            if kept is None:
+                rendered = self._template.render(row.fields, message_id=record.message_id)
+                sender = rendered.sender.addr_spec
+                recipients = tuple(r.addr_spec for r in rendered.recipients)
+                data, smtputf8 = rendered.data, rendered.smtputf8
+            else:
+                sender, recipients, data, smtputf8 = (
+                    kept.sender, kept.recipients, kept.data, kept.smtputf8,
+                )  # fmt: skip
             payload = Payload(
-                envelope, data, smtputf8=rendered.smtputf8, eight_bit=not data.isascii()
+                Envelope(sender, recipients), data, smtputf8=smtputf8, eight_bit=not data.isascii()
             )
             tag = RowTag(row.identity, row.line, record.recipient, record.message_id)
             jobs[row.identity] = Job(payload, tag=tag)
@@ -299,6 +307,7 @@ async def send_rows(
     progress: ProgressCallback | None,
     stop: StopSwitch,
     hooks: RunHooks | None = None,
+    cache: RenderCache | None = None,
 ) -> SendOutcome:
     """Send every row of `source` in a `sendable` state (at most request.limit); see the
     module doc. Never raises for a row; returns what stopped the run early, if anything."""
@@ -311,7 +320,7 @@ async def send_rows(
     records = journal.records(sendable, this_run=True)
     feed = RowFeed(
         iter(source), records, template, journal,
-        batch=batch, limit=request.limit, resend_unknown=request.resend_unknown,
+        batch=batch, limit=request.limit, resend_unknown=request.resend_unknown, cache=cache,
     )  # fmt: skip
     started = time.perf_counter()
     run = asyncio.create_task(pool.run(feed))

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from mailctl.core.bulk.cache import RenderCache, stand_in_id
 from mailctl.core.bulk.engine import SendOutcome, send_rows
 from mailctl.core.bulk.hooks import RunHooks
 from mailctl.core.bulk.journal import Journal, RowRecord, RowState
@@ -39,9 +40,6 @@ from mailctl.protocols.smtp import SessionOptions
 
 __all__ = ["bulk_send"]
 
-# The Message-ID rendered by the validation pass, before the row has its own (the journal
-# makes it); only the dry run's preview shows a row with its real one.
-_CHECK_ID = "<validation@mailctl.invalid>"
 _DONE = frozenset({RowState.SENT, RowState.FAILED, RowState.UNKNOWN, RowState.DUPLICATE})
 
 
@@ -82,15 +80,21 @@ def _validate(
     source: CsvSource,
     journal: Journal,
     result: BulkResult,
+    *,
+    cache: RenderCache | None = None,
 ) -> list[Row]:
-    """Render every row and register it in the journal; return the first rows to preview."""
+    """Render every row and register it in the journal; return the first rows to preview.
+    With `cache`, keep the rendered messages of rows to send (see cache.py)."""
     shown: list[Row] = []
+    sendable = _sendable(request)
+    domain = "localhost"  # the last sender's domain: the stand-in ID's length
     for row in source:
         result.rows += 1
+        stand_in = stand_in_id(domain)
         try:
             if row.error is not None:  # ragged, or not text in the encoding (rows.py)
                 raise row.error
-            rendered = template.render(row.fields, message_id=_CHECK_ID)
+            rendered = template.render(row.fields, message_id=stand_in)
         except MailctlError as err:  # missing column, bad address, CR/LF, attachment
             result.invalid += 1
             if len(result.invalid_rows) < MAX_INVALID_LISTED:
@@ -102,16 +106,20 @@ def _validate(
                     journal.finish(row.identity, RowState.FAILED, attempts=0, text=text)
             continue
         result.valid += 1
+        domain = rendered.sender.addr_spec.rpartition("@")[2]
         record = journal.add(
             row,
             recipient=recipient_key(rendered),
             allow_duplicates=request.allow_duplicates,
-            domain=rendered.sender.addr_spec.rpartition("@")[2],  # of the Message-ID
+            domain=domain,  # of the Message-ID
         )
         if record.state is RowState.DUPLICATE:
             result.duplicates += 1
-        elif len(shown) < request.sample and record.state not in _DONE:
-            shown.append(row)
+        elif record.state in sendable:
+            if len(shown) < request.sample:
+                shown.append(row)
+            if cache is not None:
+                cache.put(row.identity, rendered, stand_in, record.message_id)
     journal.flush()
     return shown
 
@@ -119,7 +127,7 @@ def _validate(
 def _preview(template: MessageTemplate, journal: Journal, rows: list[Row]) -> list[Preview]:
     previews = []
     for row in rows:
-        checked = template.render(row.fields, message_id=_CHECK_ID)
+        checked = template.render(row.fields, message_id=stand_in_id("localhost"))
         record = journal.add(
             row,
             recipient=recipient_key(checked),
@@ -190,7 +198,8 @@ def bulk_send(
             )
         )
         result.recovered_unknown = journal.recover()
-        _validate(request, template, source, journal, result)
+        cache = RenderCache()
+        _validate(request, template, source, journal, result, cache=cache)
         changes = journal.changes()
         result.new_rows, result.vanished_rows = changes.new, changes.vanished
         result.csv_changed = changes.changed
@@ -199,8 +208,9 @@ def bulk_send(
             _write_outputs(request, journal)
             return result
         outcome = _send(
-            request, server, template, journal, result, hooks=hooks, progress=progress, stop=stop
-        )
+            request, server, template, journal, result,
+            hooks=hooks, progress=progress, stop=stop, cache=cache,
+        )  # fmt: skip
         _write_outputs(request, journal)
         if hooks.events is not None:
             reason = "interrupted" if outcome.interrupted else "done"
@@ -254,6 +264,7 @@ def _send(
     hooks: RunHooks,
     progress: ProgressCallback | None,
     stop: StopSwitch,
+    cache: RenderCache,
 ) -> SendOutcome:
     """The send loop over the rows the journal says are still to send; fills `result`."""
     sendable = _sendable(request)
@@ -273,7 +284,7 @@ def _send(
     outcome = asyncio.run(
         send_rows(
             request, options, template, journal, source, total=total, sendable=sendable,
-            progress=progress, stop=stop, hooks=hooks,
+            progress=progress, stop=stop, hooks=hooks, cache=cache,
         )
     )  # fmt: skip
     counts = outcome.counts
