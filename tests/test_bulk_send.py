@@ -364,8 +364,9 @@ def bulk_process(csv: Path, template: Path, port: int, *extra: str) -> subproces
     )  # fmt: skip
 
 
-def test_sigint_stops_cleanly_and_the_resume_sends_the_rest_once(
-    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_signal_stops_cleanly_and_the_resume_sends_the_rest_once(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink], signum: int
 ) -> None:
     csv, template = files(200)
     server_ = sink("--latency", "10", "--latency-on", "eod")
@@ -373,7 +374,7 @@ def test_sigint_stops_cleanly_and_the_resume_sends_the_rest_once(
     deadline = time.monotonic() + 30
     while len(server_.stored()) < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert "resume with: mailctl bulk-send" in err and "--send" in err
@@ -599,3 +600,23 @@ def test_a_second_sigint_cuts_in_flight_messages_and_records_them_unknown(
     assert RowState.IN_FLIGHT not in states
     assert 1 <= states[RowState.UNKNOWN] <= 2 * 2  # -c 2, two transactions each on the wire
     assert states[RowState.PENDING] == 20 - states[RowState.UNKNOWN]
+
+
+def test_ctrl_c_during_the_validation_pass_stops_at_once_and_sends_nothing(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    csv, template = files(60000)  # validating takes many seconds
+    server_ = sink()
+    process = bulk_process(csv, template, server_.port)
+    journal = csv.with_name("contacts.csv.journal")
+    deadline = time.monotonic() + 30
+    while not journal.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 3
+    assert "interrupted during the validation pass" in err and "nothing was sent" in err
+    assert not server_.stored()

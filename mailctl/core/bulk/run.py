@@ -33,7 +33,7 @@ from mailctl.core.bulk.models import (
 )
 from mailctl.core.bulk.rows import CsvSource, Row
 from mailctl.core.pool import MAX_CONCURRENCY
-from mailctl.errors import InputDataError, MailctlError, UsageError
+from mailctl.errors import InputDataError, InterruptedByUser, MailctlError, UsageError
 from mailctl.mime.template import MessageTemplate, RenderedMessage
 from mailctl.models import ResolvedServer
 from mailctl.protocols.smtp import SessionOptions
@@ -82,13 +82,20 @@ def _validate(
     result: BulkResult,
     *,
     cache: RenderCache | None = None,
+    stop: StopSwitch | None = None,
 ) -> list[Row]:
     """Render every row and register it in the journal; return the first rows to preview.
-    With `cache`, keep the rendered messages of rows to send (see cache.py)."""
+    With `cache`, keep the rendered messages of rows to send (see cache.py). Raises
+    InterruptedByUser when `stop` is set (nothing was sent)."""
     shown: list[Row] = []
     sendable = _sendable(request)
     domain = "localhost"  # the last sender's domain: the stand-in ID's length
     for row in source:
+        if stop is not None and stop.stopping:
+            journal.flush()
+            raise InterruptedByUser(
+                f"interrupted during the validation pass (row {row.index:,}): nothing was sent"
+            )
         result.rows += 1
         stand_in = stand_in_id(domain)
         try:
@@ -182,7 +189,7 @@ def bulk_send(
     _check(request)
     template, source = _open(request)
     if not request.send:
-        return _dry_run(request, template, source)
+        return _dry_run(request, template, source, stop)
     if server is None:
         raise UsageError("bulk-send --send needs a server", hint="pass --server or --account")
     stop = stop or StopSwitch()
@@ -199,7 +206,7 @@ def bulk_send(
         )
         result.recovered_unknown = journal.recover()
         cache = RenderCache()
-        _validate(request, template, source, journal, result, cache=cache)
+        _validate(request, template, source, journal, result, cache=cache, stop=stop)
         changes = journal.changes()
         result.new_rows, result.vanished_rows = changes.new, changes.vanished
         result.csv_changed = changes.changed
@@ -341,7 +348,9 @@ def _counts(journal: Journal) -> dict[str, int]:
     return {state.value: count for state, count in journal.counts().items() if count}
 
 
-def _dry_run(request: BulkRequest, template: MessageTemplate, source: CsvSource) -> BulkResult:
+def _dry_run(
+    request: BulkRequest, template: MessageTemplate, source: CsvSource, stop: StopSwitch | None
+) -> BulkResult:
     """Validate and preview with a journal in a temporary folder (duplicates are found the
     same way as in the real run), leaving nothing behind."""
     result = BulkResult(
@@ -352,7 +361,7 @@ def _dry_run(request: BulkRequest, template: MessageTemplate, source: CsvSource)
         tempfile.TemporaryDirectory(prefix="mailctl-bulk-") as folder,
         Journal.open(Path(folder) / "dry-run.journal", template_digest=digest) as j,
     ):
-        shown = _validate(request, template, source, j, result)
+        shown = _validate(request, template, source, j, result, stop=stop)
         result.previews = _preview(template, j, shown)
         result.journal_counts = _counts(j)
     return result
