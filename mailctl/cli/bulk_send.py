@@ -361,8 +361,10 @@ def _command_result(request: "BulkRequest", result: "BulkResult") -> CommandResu
         status=result.status,  # type: ignore[arg-type]
         exit_code=result.exit_code,
         errors=_errors(request, result),
-        render=lambda output: _render(output, request, result),
-        product=(lambda output: _print_previews(output, result)) if result.dry_run else None,
+        # The dry run's messages and summary are what it was asked for: printed also with -q,
+        # the messages first.
+        render=None if result.dry_run else (lambda output: _render(output, request, result)),
+        product=(lambda output: _dry_run(output, request, result)) if result.dry_run else None,
     )
 
 
@@ -421,6 +423,11 @@ def _print_previews(output: Output, result: "BulkResult") -> None:
     sys.stdout.flush()
 
 
+def _dry_run(output: Output, request: "BulkRequest", result: "BulkResult") -> None:
+    _print_previews(output, result)
+    _render(output, request, result)
+
+
 def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> None:
     from rich import box
     from rich.table import Table
@@ -458,7 +465,7 @@ def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> Non
             print_wrapped(console, ", ".join(f"{n} {c:,}" for n, c in rows if c))
         print_wrapped(
             console,
-            f"{result.sent:,} sent in {result.elapsed:.1f}s ({result.qps:,.0f} msg/s), "
+            f"{result.sent:,} sent in {result.elapsed:.2f}s ({result.qps:,.0f} msg/s), "
             f"{result.connections_opened:,} connections; journal {result.journal}",
         )
         if result.csv_changed:
