@@ -429,10 +429,7 @@ def _dry_run(output: Output, request: "BulkRequest", result: "BulkResult") -> No
 
 
 def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> None:
-    from rich import box
-    from rich.table import Table
-
-    from mailctl.cli.layout import fits, print_wrapped
+    from mailctl.cli.layout import print_wrapped
     from mailctl.text import clean
 
     console = output.out
@@ -442,6 +439,32 @@ def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> Non
             f"dry run: {result.rows:,} rows, {result.valid:,} valid, {result.invalid:,} invalid, "
             f"{result.duplicates:,} duplicates (sent once); nothing was sent",
         )
+    else:
+        _send_summary(console, result)
+    for invalid in result.invalid_rows[:10]:
+        print_wrapped(
+            console, f"line {invalid.line}: {clean(invalid.message)}", style="red", hanging="    "
+        )
+    if result.invalid > 10:
+        print_wrapped(console, f"... and {result.invalid - 10:,} more invalid rows", style="red")
+    if result.dry_run and result.journal is not None:
+        print_wrapped(
+            console,
+            f"journal {result.journal} exists: --send sends only the rows it has not settled",
+        )
+    if result.dry_run and (not result.invalid or request.skip_invalid):
+        print_wrapped(console, f"to send for real: {_resume_with_send(request)}")
+    elif result.resume_command and not result.interrupted:
+        print_wrapped(console, f"to resume: {result.resume_command}")
+
+
+def _send_summary(console: Any, result: "BulkResult") -> None:
+    """The rows by what happened to them (a table when it fits), the rate, what changed."""
+    from rich import box
+    from rich.table import Table
+
+    from mailctl.cli.layout import fits, print_wrapped
+
     rows = [
         ("sent", result.sent),
         ("failed", result.failed),
@@ -452,45 +475,34 @@ def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> Non
         ("duplicates", result.duplicates),
         ("invalid", result.invalid),
     ]
-    if not result.dry_run:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-        table.add_column("rows", no_wrap=True)
-        table.add_column("count", justify="right", no_wrap=True)
-        for name, count in rows:
-            if count or name in ("sent", "failed"):
-                table.add_row(name, f"{count:,}")
-        if fits(console, table):
-            console.print(table, soft_wrap=False)
-        else:
-            print_wrapped(console, ", ".join(f"{n} {c:,}" for n, c in rows if c))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("rows", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    for name, count in rows:
+        if count or name in ("sent", "failed"):
+            table.add_row(name, f"{count:,}")
+    if fits(console, table):
+        console.print(table, soft_wrap=False)
+    else:
+        print_wrapped(console, ", ".join(f"{n} {c:,}" for n, c in rows if c))
+    print_wrapped(
+        console,
+        f"{result.sent:,} sent in {result.elapsed:.2f}s ({result.qps:,.0f} msg/s), "
+        f"{result.connections_opened:,} connections; journal {result.journal}",
+    )
+    if result.csv_changed:
         print_wrapped(
             console,
-            f"{result.sent:,} sent in {result.elapsed:.2f}s ({result.qps:,.0f} msg/s), "
-            f"{result.connections_opened:,} connections; journal {result.journal}",
+            f"the CSV changed since the last run: {result.new_rows:,} rows the journal did "
+            f"not know (sent as new rows unless their recipients were already sent to), "
+            f"{result.vanished_rows:,} rows no longer in the file (left in the journal)",
         )
-        if result.csv_changed:
-            print_wrapped(
-                console,
-                f"the CSV changed since the last run: {result.new_rows:,} rows the journal did "
-                f"not know (sent as new rows unless their recipients were already sent to), "
-                f"{result.vanished_rows:,} rows no longer in the file (left in the journal)",
-            )
-        if result.recovered_unknown:
-            print_wrapped(
-                console,
-                f"{result.recovered_unknown:,} rows were in flight when a previous run died: "
-                "recorded unknown (--resend-unknown sends them again)",
-            )
-    for invalid in result.invalid_rows[:10]:
+    if result.recovered_unknown:
         print_wrapped(
-            console, f"line {invalid.line}: {clean(invalid.message)}", style="red", hanging="    "
+            console,
+            f"{result.recovered_unknown:,} rows were in flight when a previous run died: "
+            "recorded unknown (--resend-unknown sends them again)",
         )
-    if result.invalid > 10:
-        print_wrapped(console, f"... and {result.invalid - 10:,} more invalid rows", style="red")
-    if result.dry_run and (not result.invalid or request.skip_invalid):
-        print_wrapped(console, f"to send for real: {_resume_with_send(request)}")
-    elif result.resume_command and not result.interrupted:
-        print_wrapped(console, f"to resume: {result.resume_command}")
 
 
 def _resume_with_send(request: "BulkRequest") -> str:

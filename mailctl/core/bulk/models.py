@@ -151,7 +151,7 @@ class BulkResult:
     """What a run did, and what the journal holds after it."""
 
     csv: Path
-    journal: Path | None  # None for a dry run (it keeps no journal)
+    journal: Path | None  # a dry run keeps none: the existing one, if any, else None
     dry_run: bool
     rows: int = 0  # data rows in the CSV
     valid: int = 0

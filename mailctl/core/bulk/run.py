@@ -353,8 +353,10 @@ def _dry_run(
 ) -> BulkResult:
     """Validate and preview with a journal in a temporary folder (duplicates are found the
     same way as in the real run), leaving nothing behind."""
+    # `journal`: the real one when it exists (--send then skips the rows it has settled).
+    existing = request.journal_path if request.journal_path.exists() else None
     result = BulkResult(
-        csv=request.csv, journal=None, dry_run=True, skip_invalid=request.skip_invalid
+        csv=request.csv, journal=existing, dry_run=True, skip_invalid=request.skip_invalid
     )
     digest = template.digest
     with (
