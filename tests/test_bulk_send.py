@@ -316,6 +316,11 @@ def test_lost_after_the_dot_is_unknown_and_resent_only_when_asked(
     assert server_.stored() == stored_before
     forced = run_core(csv, template, server_.port, resend_unknown=True)
     assert forced.sent + forced.unknown == result.unknown
+    # The resent rows kept their Message-IDs (stable per row): a message that had arrived
+    # after all is now there twice under one ID, never under a second one.
+    stored = server_.stored()
+    assert set(stored) <= set(journal_states(csv, template))
+    assert len(stored) <= 30 and sum(stored.values()) >= sum(stored_before.values()) + forced.sent
 
 
 def test_421_after_n_messages_reconnects_without_losing_or_repeating(
