@@ -170,7 +170,7 @@ def test_the_dry_run_prints_the_first_message_and_sends_nothing(
     assert "To: Person 0 <person0@example.org>" in result.stdout
     assert "your code is 00000." in result.stdout
     assert "Person 1" not in result.stdout  # --sample 1: the first message only
-    assert "3 rows, 3 valid, 0 invalid" in result.stdout
+    assert "3 rows, 3 valid, 0 invalid, 0 duplicates (sent once), 3 to send" in result.stdout
     assert "--send" in result.stdout  # says how to send for real
     assert not csv.with_name("contacts.csv.journal").exists()  # a dry run keeps no journal
 

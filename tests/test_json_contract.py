@@ -346,11 +346,11 @@ def test_bench(tmp_path: Path) -> None:
 BULK_SEND = {
     "csv", "journal", "dry_run", "rows", "valid", "invalid", "invalid_rows",
     "invalid_rows[].line", "invalid_rows[].row", "invalid_rows[].code", "invalid_rows[].message",
-    "duplicates", "new_rows", "vanished_rows", "csv_changed", "sent", "failed", "deferred", "unknown", "not_tried", "skipped_done",
-    "recovered_unknown", "journal_counts", "journal_counts.*", "elapsed_ms", "qps",
-    "connections_opened", "connections_attempted", "interrupted", "stopped_by", "quota",
-    "resume_command", "previews", "previews[].line", "previews[].sender",
-    "previews[].recipients", "previews[].message", "skip_invalid",
+    "duplicates", "new_rows", "vanished_rows", "csv_changed", "sent", "failed", "deferred",
+    "unknown", "not_tried", "skipped_done", "to_send", "recovered_unknown", "journal_counts",
+    "journal_counts.*", "elapsed_ms", "qps", "connections_opened", "connections_attempted",
+    "interrupted", "stopped_by", "quota", "resume_command", "previews", "previews[].line",
+    "previews[].sender", "previews[].recipients", "previews[].message", "skip_invalid",
 }  # fmt: skip
 
 

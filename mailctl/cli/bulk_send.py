@@ -437,7 +437,8 @@ def _render(output: Output, request: "BulkRequest", result: "BulkResult") -> Non
         print_wrapped(
             console,
             f"dry run: {result.rows:,} rows, {result.valid:,} valid, {result.invalid:,} invalid, "
-            f"{result.duplicates:,} duplicates (sent once); nothing was sent",
+            f"{result.duplicates:,} duplicates (sent once), {result.to_send:,} to send; "
+            "nothing was sent",
         )
     else:
         _send_summary(console, result)

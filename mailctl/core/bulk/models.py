@@ -168,7 +168,8 @@ class BulkResult:
     deferred: int = 0
     unknown: int = 0
     not_tried: int = 0  # claimed or pending when the run stopped: still to send
-    skipped_done: int = 0  # rows a previous run already settled (sent, failed, unknown)
+    skipped_done: int = 0  # rows of this CSV an earlier run settled (sent, failed, unknown)
+    to_send: int = 0  # rows this run sends (or would: pending, deferred; --limit aside)
     recovered_unknown: int = 0  # rows a crashed run left in flight, now unknown
     # What the journal holds after the run, by state (pending, sent, failed, ...).
     journal_counts: dict[str, int] = field(default_factory=dict)

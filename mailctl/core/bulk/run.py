@@ -122,7 +122,10 @@ def _validate(
         )
         if record.state is RowState.DUPLICATE:
             result.duplicates += 1
-        elif record.state in sendable:
+        elif record.state in _DONE and record.state not in sendable:
+            result.skipped_done += 1
+        if record.state in sendable:
+            result.to_send += 1
             if len(shown) < request.sample:
                 shown.append(row)
             if cache is not None:
@@ -275,9 +278,7 @@ def _send(
 ) -> SendOutcome:
     """The send loop over the rows the journal says are still to send; fills `result`."""
     sendable = _sendable(request)
-    before = journal.counts()
-    todo = sum(before.get(state, 0) for state in sendable)
-    result.skipped_done = before.get(RowState.SENT, 0) + before.get(RowState.FAILED, 0)
+    todo = result.to_send
     total = min(todo, request.limit) if request.limit is not None else todo
     if hooks.events is not None:
         hooks.events.run_started(
