@@ -625,3 +625,25 @@ def test_ctrl_c_during_the_validation_pass_stops_at_once_and_sends_nothing(
     assert time.monotonic() - started < 3
     assert "interrupted during the validation pass" in err and "nothing was sent" in err
     assert not server_.stored()
+
+
+def test_a_temporary_quota_reply_stops_the_run_and_keeps_the_reply(
+    files: Callable[..., tuple[Path, Path]], smtp_server_factory: SmtpServerFactory
+) -> None:
+    csv, template = files(10)
+    smtp = smtp_server_factory(security=Security.NONE, auth=False)
+    smtp.reject("person4@example.org", 451, "4.7.1 Daily sending quota exceeded, try tomorrow")
+    out = csv.with_name("report.csv")
+    request = BulkRequest(
+        csv=csv, template=template, send=True, concurrency=1, retry_base=0.01, report=out
+    )
+    result = bulk_send(request, server=server(smtp.port))
+    assert result.quota and (result.sent, result.deferred, result.exit_code) == (4, 1, 75)
+    import csv as csv_module
+
+    with out.open(newline="") as handle:
+        lines = {line["recipient"]: line for line in csv_module.DictReader(handle)}
+    quota = lines["person4@example.org"]
+    assert (quota["status"], quota["code"], quota["enhanced"]) == ("deferred", "451", "4.7.1")
+    assert "quota" in quota["text"]
+    assert {lines[f"person{n}@example.org"]["status"] for n in range(5, 10)} == {"pending"}

@@ -187,18 +187,23 @@ class JournalObserver:
         self.unflushed: Counter[RowState] = Counter()
         self.durable: Counter[RowState] = Counter()
         self.quota: Reply | None = None
+        # The last outcome of each job waiting for a retry (at most PoolConfig.max_waiting).
+        self.waiting: dict[object, TransactionOutcome] = {}
 
     def outcome(self, job: Job, outcome: TransactionOutcome, final: bool) -> None:
         status = outcome.status
         failure = outcome.failure_reply
         if status is not Status.SENT and failure is not None and is_quota(failure):
             self._quota(failure)
-            if not final:
-                return  # the pool keeps it for its retry; the stop hands it back (deferred)
+            if not final:  # the pool keeps it for its retry; the stop hands it back (deferred)
+                self.waiting[job.tag] = outcome
+                return
             final_state = RowState.DEFERRED
         elif not final:
             # A retry follows: the row stays in_flight in the journal (a crash now leaves it
-            # unknown, never resent without --resend-unknown: safe, if cautious).
+            # unknown, never resent without --resend-unknown: safe, if cautious). Its reply is
+            # kept for the record should the run stop before the retry.
+            self.waiting[job.tag] = outcome
             return
         else:
             final_state = _STATES[status]
@@ -214,7 +219,11 @@ class JournalObserver:
                 final_state = RowState.PENDING
         self.finish(job, final_state, outcome)
 
-    def finish(self, job: Job, state: RowState, outcome: TransactionOutcome | None) -> None:
+    def finish(
+        self, job: Job, state: RowState, outcome: TransactionOutcome | None, text: str = ""
+    ) -> None:
+        """Record the row's `state` (buffered until the next flush); `text` says why when no
+        outcome does (the run stopped)."""
         reply: Reply | None = None
         queue_id: str | None = None
         latency: float | None = None
@@ -223,9 +232,11 @@ class JournalObserver:
                 reply, queue_id = outcome.final_reply, outcome.queue_id
             else:
                 reply = outcome.failure_reply
+                text = outcome.error or text  # a cut or a timeout: no reply says it
             if outcome.finished and outcome.started:
                 latency = (outcome.finished - (job.origin or outcome.started)) * 1000.0
         tag: RowTag = job.tag  # type: ignore[assignment]  # RowFeed's jobs
+        self.waiting.pop(tag, None)
         self._journal.finish(
             tag.identity,
             state,
@@ -233,6 +244,7 @@ class JournalObserver:
             reply=reply,
             queue_id=queue_id,
             latency_ms=latency,
+            text=text or None,
         )
         self.unflushed[state] += 1
         self._hooks.row(
@@ -384,9 +396,11 @@ def _settle_the_rest(pool: SessionPool, feed: RowFeed, observer: JournalObserver
     """What the pool did not finish: cut mid-transaction (maybe delivered: unknown), or
     never written (a retry waiting: deferred; taken or claimed but not sent: pending)."""
     for job in pool.in_doubt():
-        observer.finish(job, RowState.UNKNOWN, None)
+        observer.finish(job, RowState.UNKNOWN, None, "cut while in flight when the run stopped")
     for job in pool.leftover():
-        observer.finish(job, RowState.DEFERRED if job.attempts else RowState.PENDING, None)
+        state = RowState.DEFERRED if job.attempts else RowState.PENDING
+        last = observer.waiting.get(job.tag)  # its last failure, if it had one
+        observer.finish(job, state, last, "not sent: the run stopped")
     for job in feed.stop():
         observer.finish(job, RowState.PENDING, None)
     observer.flush()
