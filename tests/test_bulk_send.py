@@ -647,3 +647,32 @@ def test_a_temporary_quota_reply_stops_the_run_and_keeps_the_reply(
     assert (quota["status"], quota["code"], quota["enhanced"]) == ("deferred", "451", "4.7.1")
     assert "quota" in quota["text"]
     assert {lines[f"person{n}@example.org"]["status"] for n in range(5, 10)} == {"pending"}
+
+
+def test_a_row_that_no_longer_renders_at_send_time_fails_alone(
+    tmp_path: Path, sink: Callable[..., Sink]
+) -> None:
+    """Valid at the validation pass, its attachment deleted before its turn: that row is
+    recorded failed (65) and the others are sent."""
+    template = tmp_path / "letter.txt"
+    template.write_text(TEMPLATE.replace("\n\n", "\nAttachment: {{ file }}\n\n", 1))
+    lines = ["name,email,code,file"]
+    for n in range(20):
+        (tmp_path / f"a{n}.txt").write_text(f"attachment {n}\n")
+        lines.append(f"Person {n},person{n}@example.org,{n},a{n}.txt")
+    csv = tmp_path / "contacts.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    server_ = sink("--latency", "20", "--latency-on", "eod")
+
+    def delete_late_attachments(progress: Any) -> None:
+        for n in range(10, 20):
+            (tmp_path / f"a{n}.txt").unlink(missing_ok=True)
+
+    request = BulkRequest(csv=csv, template=template, send=True, concurrency=1, render_cache=0)
+    result = bulk_send(request, server=server(server_.port), progress=delete_late_attachments)
+    assert (result.sent, result.invalid, result.failed) == (10, 10, 0), result
+    assert (result.exit_code, result.status) == (65, "partial")
+    assert {row.code for row in result.invalid_rows} == {"no_input"}
+    states = Counter(s for s, _ in journal_states(csv, template).values())
+    assert states == {RowState.SENT: 10, RowState.FAILED: 10}
+    assert len(server_.stored()) == 10

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from mailctl.core.bulk.cache import RenderCache
 from mailctl.core.bulk.hooks import RowTag, RunHooks
 from mailctl.core.bulk.journal import Journal, RowRecord, RowState
-from mailctl.core.bulk.models import BulkProgress, BulkRequest, ProgressCallback, StopSwitch
+from mailctl.core.bulk.models import (
+    MAX_INVALID_LISTED,
+    BulkProgress,
+    BulkRequest,
+    InvalidRow,
+    ProgressCallback,
+    StopSwitch,
+)
 from mailctl.core.bulk.rows import CsvSource, Row
 from mailctl.core.pool import (
     Aimd,
@@ -73,6 +80,8 @@ class SendOutcome:
     interrupted: bool = False
     stopped_by: MailctlError | None = None
     quota: bool = False
+    invalid: int = 0  # rows valid at the validation pass that no longer rendered (failed)
+    invalid_rows: list[InvalidRow] = field(default_factory=list)
 
 
 class RowFeed:
@@ -106,6 +115,8 @@ class RowFeed:
         self._ready: deque[Job] = deque()
         self._done = False
         self.taken = 0  # rows handed to the pool
+        # Told about a row that no longer renders (it is recorded failed, the run goes on).
+        self.on_invalid: Callable[[RowTag, MailctlError], None] | None = None
 
     def stop(self) -> list[Job]:
         """Take no more rows; return the claimed ones never handed out (back to pending)."""
@@ -154,8 +165,14 @@ class RowFeed:
                 break
             row, record = found
             kept = self._cache.pop(row.identity)
+            tag = RowTag(row.identity, row.line, record.recipient, record.message_id)
             if kept is None:
-                rendered = self._template.render(row.fields, message_id=record.message_id)
+                try:
+                    rendered = self._template.render(row.fields, message_id=record.message_id)
+                except MailctlError as err:  # valid at the validation pass: an attachment gone
+                    if self.on_invalid is not None:
+                        self.on_invalid(tag, err)
+                    continue
                 sender = rendered.sender.addr_spec
                 recipients = tuple(r.addr_spec for r in rendered.recipients)
                 data, smtputf8 = rendered.data, rendered.smtputf8
@@ -166,7 +183,6 @@ class RowFeed:
             payload = Payload(
                 Envelope(sender, recipients), data, smtputf8=smtputf8, eight_bit=not data.isascii()
             )
-            tag = RowTag(row.identity, row.line, record.recipient, record.message_id)
             jobs[row.identity] = Job(payload, tag=tag)
         if not jobs:
             self._done = True
@@ -189,6 +205,8 @@ class JournalObserver:
         self.quota: Reply | None = None
         # The last outcome of each job waiting for a retry (at most PoolConfig.max_waiting).
         self.waiting: dict[object, TransactionOutcome] = {}
+        self.invalid_count = 0  # rows that no longer rendered at send time (failed)
+        self.invalid_rows: list[InvalidRow] = []
 
     def outcome(self, job: Job, outcome: TransactionOutcome, final: bool) -> None:
         status = outcome.status
@@ -249,6 +267,17 @@ class JournalObserver:
         self.unflushed[state] += 1
         self._hooks.row(
             tag, state, attempts=job.attempts, reply=reply, queue_id=queue_id, latency_ms=latency
+        )
+
+    def invalid(self, tag: RowTag, error: MailctlError) -> None:
+        """A row that passed validation and no longer renders: failed, never tried."""
+        text = f"{error.code}: {error.message}"
+        self._journal.finish(tag.identity, RowState.FAILED, attempts=0, text=text)
+        self.invalid_count += 1
+        if len(self.invalid_rows) < MAX_INVALID_LISTED:
+            self.invalid_rows.append(InvalidRow(tag.line, 0, error.code, error.message))
+        self._hooks.row(
+            tag, RowState.FAILED, attempts=0, reply=None, queue_id=None, latency_ms=None
         )
 
     def flush(self) -> None:
@@ -334,6 +363,7 @@ async def send_rows(
         iter(source), records, template, journal,
         batch=batch, limit=request.limit, resend_unknown=request.resend_unknown, cache=cache,
     )  # fmt: skip
+    feed.on_invalid = observer.invalid
     started = time.perf_counter()
     run = asyncio.create_task(pool.run(feed))
 
@@ -417,6 +447,8 @@ def _outcome(
         connections_attempted=pool.counts.attempted,
         interrupted=stop.stopping,
         stopped_by=pool.breaker.tripped,
+        invalid=observer.invalid_count,
+        invalid_rows=observer.invalid_rows,
     )
     reply = observer.quota
     if reply is not None and outcome.stopped_by is None:

@@ -70,6 +70,8 @@ class BulkRequest:
     # Seconds in-flight transactions get to finish after a stop (Ctrl-C) before they are
     # cut and recorded unknown.
     settle_timeout: float = 30.0
+    # Bytes of messages the validation pass keeps for the send loop (core/bulk/cache.py).
+    render_cache: int = 16 * 2**20
 
     @property
     def journal_path(self) -> Path:

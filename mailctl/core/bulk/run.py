@@ -208,7 +208,7 @@ def bulk_send(
             )
         )
         result.recovered_unknown = journal.recover()
-        cache = RenderCache()
+        cache = RenderCache(request.render_cache)
         _validate(request, template, source, journal, result, cache=cache, stop=stop)
         changes = journal.changes()
         result.new_rows, result.vanished_rows = changes.new, changes.vanished
@@ -296,6 +296,9 @@ def _send(
         )
     )  # fmt: skip
     counts = outcome.counts
+    result.invalid += outcome.invalid
+    room = MAX_INVALID_LISTED - len(result.invalid_rows)
+    result.invalid_rows.extend(outcome.invalid_rows[: max(room, 0)])
     result.sent = counts[RowState.SENT]
     result.failed = counts[RowState.FAILED]
     result.deferred = counts[RowState.DEFERRED]
