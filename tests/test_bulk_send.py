@@ -676,3 +676,17 @@ def test_a_row_that_no_longer_renders_at_send_time_fails_alone(
     states = Counter(s for s, _ in journal_states(csv, template).values())
     assert states == {RowState.SENT: 10, RowState.FAILED: 10}
     assert len(server_.stored()) == 10
+
+
+def test_530_to_mail_stops_every_connection_and_leaves_the_rows_pending(
+    files: Callable[..., tuple[Path, Path]], smtp_server_factory: SmtpServerFactory
+) -> None:
+    csv, template = files(20)
+    smtp = smtp_server_factory(security=Security.NONE, auth=True, require_auth=True)
+    request = BulkRequest(csv=csv, template=template, send=True, concurrency=4, retries=5)
+    result = bulk_send(request, server=server(smtp.port))  # no credentials: 530 to MAIL
+    assert result.stopped_by is not None and result.stopped_by.code == "auth_failed"
+    assert (result.exit_code, result.status, result.sent, result.failed) == (77, "error", 0, 0)
+    assert not smtp.messages
+    states = journal_states(csv, template)
+    assert {s for s, _ in states.values()} == {RowState.PENDING}  # resumable once fixed

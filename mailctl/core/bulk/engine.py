@@ -46,7 +46,7 @@ from mailctl.core.pool import (
     SessionPool,
     TokenBucket,
 )
-from mailctl.core.pool.classify import is_quota
+from mailctl.core.pool.classify import is_quota, session_fatal
 from mailctl.errors import InputDataError, MailctlError, SmtpTransientError
 from mailctl.mime.template import MessageTemplate
 from mailctl.models import Envelope, Reply
@@ -229,11 +229,12 @@ class JournalObserver:
             if (
                 pool is not None
                 and pool.breaker.tripped is not None
-                and outcome.mail_reply is None
                 and status is not Status.UNKNOWN
+                and (outcome.mail_reply is None or session_fatal(outcome) is not None)
             ):
                 # Charged with the failed session set-up that tripped the breaker (AUTH,
-                # TLS): the message was never tried.
+                # TLS), or refused at MAIL for the session's sake (530, 535, 554 5.7.x): not
+                # this row's fault, and not delivered. It waits for the next run.
                 final_state = RowState.PENDING
         self.finish(job, final_state, outcome)
 
