@@ -3,12 +3,12 @@
 `pool` (`SessionPool`, `PoolConfig`, the worker loop), `jobs` (`Payload`, `Job`, the retry
 queue), `retry` (`RetryPolicy`, `Backoff`, `NoRetry`), `aimd` (`Aimd`, concurrency under
 throttling), `ratelimit` (`TokenBucket`), `breaker` (`CircuitBreaker`) and `classify`
-(throttling and session-fatal replies) are its parts.
+(throttling, session-fatal and sending-quota replies) are its parts.
 """
 
 from mailctl.core.pool.aimd import Aimd
 from mailctl.core.pool.breaker import BreakerLimits, CircuitBreaker
-from mailctl.core.pool.classify import is_throttling, session_fatal
+from mailctl.core.pool.classify import QuotaPatterns, is_quota, is_throttling, session_fatal
 from mailctl.core.pool.jobs import Job, Payload
 from mailctl.core.pool.pool import (
     MAX_CONCURRENCY,
@@ -36,12 +36,14 @@ __all__ = [
     "Pipelining",
     "PoolConfig",
     "PoolObserver",
+    "QuotaPatterns",
     "RateLimiter",
     "Retry",
     "RetryPolicy",
     "Scalable",
     "SessionPool",
     "TokenBucket",
+    "is_quota",
     "is_throttling",
     "session_fatal",
 ]
