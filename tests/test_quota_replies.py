@@ -138,3 +138,19 @@ async def test_gmail_quota_read_from_the_wire(scripted_smtp: ScriptedFactory) ->
     assert outcome.status is TransactionStatus.REFUSED
     assert outcome.failure_reply is not None and outcome.failure_reply.code == 550
     assert is_quota(outcome.failure_reply)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "452 Too many recipients",  # RFC 5321 4.5.3.1.10's own example text, no enhanced code
+        "452 too many recipients for this message",
+        "552 Too many recipients",
+    ],
+)
+def test_too_many_recipients_is_about_the_message_not_a_rate(line: str) -> None:
+    """RFC 5321 4.5.3.1.8/4.5.3.1.10: "452 Too many recipients" limits one transaction (send
+    the rest in another), it does not ask the client to slow down: halving the sessions for
+    it (AIMD) would punish every other row. Neither is it a sending quota."""
+    assert not is_throttling(reply(line))
+    assert not is_quota(reply(line))
