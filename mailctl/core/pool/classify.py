@@ -56,7 +56,11 @@ FATAL_OPEN: tuple[type[MailctlError], ...] = (
 _FATAL_SEND: tuple[type[MailctlError], ...] = (AuthError, ConfigError, ProtocolError)
 # RFC 4954 6: 530 authentication required, 534 mechanism too weak, 535 credentials invalid.
 _AUTH_CODES = frozenset({530, 534, 535})
-_THROTTLING_TEXT = re.compile(r"too many|rate.?limit|throttl|slow(?:ing)? down", re.IGNORECASE)
+# "too many" but not "too many recipients": RFC 5321 4.5.3.1.10's 452 limits one transaction
+# (the rest go in another), it does not ask to slow down.
+_THROTTLING_TEXT = re.compile(
+    r"too many(?! recipients)|rate.?limit|throttl|slow(?:ing)? down", re.IGNORECASE
+)
 
 
 def is_throttling(reply: Reply | None) -> bool:
