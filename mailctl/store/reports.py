@@ -1,4 +1,4 @@
-"""bulk-send's CSV outputs: the per-row `--report` and the `--failed-csv` to feed back in.
+"""bulk-send's CSV outputs: the per-row report and the failed rows, to feed back in.
 
 Both are streamed (rows are written as they come, a million-row run is never held) and
 written by `outputs.open_output`'s rule: a regular file atomically (temp, fsync, rename: a
@@ -124,7 +124,7 @@ def report_row(record: ReportRecord) -> list[str]:
 
 
 def write_report(path: Path, records: Iterable[ReportRecord]) -> int:
-    """Write the `--report` CSV (UTF-8, comma, CRLF: RFC 4180) from `records`, streamed.
+    """Write the report CSV (UTF-8, comma, CRLF: RFC 4180) from `records`, streamed.
 
     Returns the number of rows written. Raises CantCreateError (73) naming the path.
     """
@@ -148,7 +148,7 @@ def write_failed_csv(
     *,
     encoding: str = "utf-8",
 ) -> int:
-    """Write the `--failed-csv`: `header`, then each row's fields in header order, in the input's
+    """Write the failed-rows CSV: `header`, then each row's fields in header order, in the input's
     `dialect` and `encoding`, so the file is a valid input for the next run.
 
     A "utf-8-sig" input is written as UTF-8 without a BOM (readers tolerate either). Returns
@@ -227,7 +227,7 @@ class _Rows:
         except UnicodeEncodeError as err:
             raise CantCreateError(
                 f"{quote(self._path)}: a field cannot be written as {self._encoding}",
-                hint="name an encoding that holds every character (--encoding utf-8)",
+                hint="read the input with an encoding that holds every character, such as utf-8",
                 details={"file": str(self._path)},
             ) from err
         except LookupError as err:

@@ -1,4 +1,4 @@
-"""bulk-send's `--log-file`: one JSON object per line per event, appended, never a secret.
+"""bulk-send's event log file: one JSON object per line per event, appended, never a secret.
 
 Events: `run_started`/`run_stopped`, a row settling (`row_sent`, `row_failed`,
 `row_deferred`, `row_unknown`, `row_duplicate`, `row_invalid`), `session_opened`/
@@ -86,7 +86,7 @@ _DROPPABLE: Final = (
 
 
 class EventLog:
-    """An open `--log-file`. Use `open`, then the event methods, `flush` at batch ends and
+    """An open event log file. Use `open`, then the event methods, `flush` at batch ends and
     `close` (or `with`)."""
 
     def __init__(self, fd: int, *, path: Path, owned: bool, secret: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""bulk-send's Prometheus metrics: `--metrics-file` (textfile collector) and `--metrics-port`.
+"""bulk-send's Prometheus metrics: a file for the textfile collector, and an HTTP endpoint.
 
 A private `CollectorRegistry` (never the process-global one, so nothing else of the process
 is exported and two runs in one process do not share counters) holds:
@@ -182,7 +182,7 @@ class BulkMetrics:
         from prometheus_client import start_http_server
 
         if not 0 <= port <= 65535:
-            raise UsageError(f"--metrics-port must be 0..65535, not {port}")
+            raise UsageError(f"metrics port {port}: must be 0..65535")
         if self._server is not None:
             return self._server
         try:
@@ -190,7 +190,7 @@ class BulkMetrics:
         except OSError as err:
             raise MetricsListenError(
                 f"cannot serve metrics on {LOOPBACK}:{port}: {err.strerror or err}",
-                hint="choose another --metrics-port (one nothing else listens on)",
+                hint="choose another metrics port (one nothing else listens on)",
                 details={"port": port},
             ) from err
         self._server = MetricsServer(server, thread)
