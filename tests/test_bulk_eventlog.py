@@ -15,6 +15,7 @@ import select
 import stat
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,34 @@ def test_a_long_text_is_capped_not_dropped(tmp_path: Path) -> None:
     (entry,) = lines(path)
     assert str(entry["recipient"]) == "r" * 320 + "..."
     assert "truncated" not in entry
+
+
+@dataclass(frozen=True)
+class Record:
+    """Shaped like the journal's RowRecord."""
+
+    identity: str = "abc"
+    line: int = 7
+    state: str = "failed"
+    recipient: str = "b@example.org"
+    message_id: str = "<7@example.org>"
+    attempts: int = 3
+    code: int | None = 451
+    enhanced: str | None = "4.7.1"
+    text: str | None = f"Try later\nuser u pass {PASSWORD}"
+    queue_id: str | None = None
+    latency_ms: float | None = 12.3456
+
+
+def test_a_journal_record_is_logged_as_its_row_event(tmp_path: Path) -> None:
+    path = tmp_path / "bulk.log"
+    with EventLog.open(path, secret=PASSWORD) as log:
+        log.record(Record())
+        log.record(Record(state="sent", code=250, enhanced="2.0.0", text="Ok", queue_id="Q9"))
+    failed, sent = lines(path)
+    assert failed["event"] == "row_failed" and failed["line"] == 7 and failed["attempts"] == 3
+    assert failed["code"] == 451 and failed["enhanced"] == "4.7.1"
+    assert failed["text"] == "Try later user u pass <redacted>"  # one line, secret masked
+    assert failed["latency_ms"] == 12.346
+    assert sent["event"] == "row_sent" and sent["queue_id"] == "Q9"
+    assert PASSWORD.encode() not in path.read_bytes()

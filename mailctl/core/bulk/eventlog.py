@@ -36,6 +36,7 @@ from typing import Final
 from mailctl.errors import CantCreateError
 from mailctl.models import Reply
 from mailctl.store.outputs import file_kind, own_descriptor
+from mailctl.store.reports import ReportRecord
 from mailctl.text import excerpt, quote
 
 __all__ = ["MAX_LINE", "EventKind", "EventLog"]
@@ -175,11 +176,8 @@ class EventLog:
         queue_id: str | None = None,
     ) -> None:
         """A row settled in `state` (a RowState or its value: sent, failed, deferred, ...)."""
-        kind = _ROW_EVENTS.get(str(getattr(state, "value", state)))
-        if kind is None:
-            raise ValueError(f"not a settled row state: {state!r}")
         self._event(
-            kind,
+            _row_kind(state),
             {
                 "line": line,
                 "recipient": recipient,
@@ -188,6 +186,26 @@ class EventLog:
                 "latency_ms": None if latency_ms is None else round(latency_ms, 3),
                 "message_id": message_id,
                 "queue_id": queue_id,
+            },
+        )
+
+    def record(self, record: ReportRecord) -> None:
+        """A row settled, as the journal recorded it (its `RowRecord`)."""
+        text = record.text
+        self._event(
+            _row_kind(record.state),
+            {
+                "line": record.line,
+                "recipient": record.recipient,
+                "attempts": record.attempts,
+                "code": record.code,
+                "enhanced": record.enhanced,
+                "text": None
+                if text is None
+                else excerpt(text, limit=_MAX_TEXT, secret=self._secret),
+                "latency_ms": None if record.latency_ms is None else round(record.latency_ms, 3),
+                "message_id": record.message_id,
+                "queue_id": record.queue_id,
             },
         )
 
@@ -267,6 +285,13 @@ class EventLog:
         self._buffered += len(line)
         if self._buffered >= _FLUSH_BYTES:
             self.flush()
+
+
+def _row_kind(state: object) -> EventKind:
+    kind = _ROW_EVENTS.get(str(getattr(state, "value", state)))
+    if kind is None:
+        raise ValueError(f"not a settled row state: {state!r}")
+    return kind
 
 
 def _bounded(value: Scalar, secret: str | None) -> Scalar:
