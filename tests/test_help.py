@@ -148,6 +148,9 @@ def test_send_help_groups_options_into_panels(helps: dict[str, str]) -> None:
 def test_send_help_shows_the_known_defaults(helps: dict[str, str]) -> None:
     flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", helps["send"]).split())
     assert "[default: 300, or --timeout if shorter]" in flat
+    # The shared timeouts, whose real default sits in models.Timeouts (the flag's is None)
+    assert "greeting. [default: 30, or the account's]" in flat
+    assert "asks for more. [default: 60, or the account's]" in flat
     flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", helps["sink"]).split())
     assert "[default: 127.0.0.1:2525]" in flat
     assert "[default: mail]" in flat  # --reject-on's "mail (default), rcpt, ..."

@@ -117,14 +117,18 @@ AllowPlaintextAuthOpt = Annotated[
 ]
 ConnectTimeoutOpt = Annotated[
     float | None,
-    typer.Option("--connect-timeout", help="Seconds to connect and get the greeting."),
+    typer.Option(
+        "--connect-timeout",
+        help="Seconds to connect and get the greeting (default 30, or the account's).",
+    ),
 ]
 CommandTimeoutOpt = Annotated[
     float | None,
     typer.Option(
         "--timeout",
         help="Seconds per command; also the longest wait after the final dot "
-        "unless --data-timeout (or data_timeout in the account) asks for more.",
+        "unless --data-timeout (or data_timeout in the account) asks for more "
+        "(default 60, or the account's).",
     ),
 ]
 

@@ -6,8 +6,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from mailctl.errors import CantCreateError
 
@@ -39,6 +40,21 @@ def write_atomic(
     `outputs.write_output` decides how to write to them. Raises CantCreateError naming the
     path when any step fails or the target is not a regular file; it is untouched then.
     """
+    with atomic_file(path, mode=mode, shown=shown, what=what) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path, *, mode: int = 0o600, shown: Path | None = None, what: str = "file"
+) -> Iterator[BinaryIO]:
+    """Stream into a temp file beside `path`; on a clean exit fsync and rename it over `path`.
+
+    `write_atomic` for output made piece by piece (a report of a million rows is never held
+    whole): the target keeps its old content until the block ends without an exception, and
+    the temp file is removed whatever happens. An OSError while writing (ENOSPC) becomes
+    CantCreateError naming the path; any other exception from the block goes through as is.
+    """
     path = Path(path)
     try:
         existing = os.lstat(path).st_mode
@@ -55,7 +71,7 @@ def write_atomic(
     try:
         fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, mode)

@@ -26,14 +26,22 @@ import re
 import select
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from mailctl.errors import CantCreateError
-from mailctl.store.files import file_kind, write_atomic
+from mailctl.store.files import atomic_file, file_kind
 from mailctl.text import quote
 
-__all__ = ["check_output", "file_kind", "own_descriptor", "write_output"]
+__all__ = [
+    "OutputStream",
+    "check_output",
+    "file_kind",
+    "open_output",
+    "own_descriptor",
+    "write_output",
+]
 
 # Paths that name a descriptor of the process that opens them (Linux /proc, and the /dev
 # links to it that every Unix shell user knows). /proc/PID/fd counts only for our own PID.
@@ -106,23 +114,67 @@ def write_output(path: Path, data: bytes, *, mode: int = 0o600, what: str = "fil
     CantCreateError (73) naming the path: a directory, block device or socket; a FIFO nobody
     is reading; a descriptor that is not open; or any failed write.
     """
+    with open_output(path, mode=mode, what=what) as out:
+        out.write(data)
+
+
+class OutputStream(Protocol):
+    """Where `open_output` lets its caller write, piece by piece."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+@contextlib.contextmanager
+def open_output(path: Path, *, mode: int = 0o600, what: str = "file") -> Iterator[OutputStream]:
+    """Stream output to a user-named path by the module's rule (`write_output`, piece by piece).
+
+    A regular or missing file is written to a temp file and renamed over the target only when
+    the block ends cleanly (`files.atomic_file`), so a report cut short by an error leaves the
+    old file as it was; a descriptor, FIFO or character device is written as the block goes.
+    Raises CantCreateError (73) as `write_output` does; other exceptions pass through.
+    """
     number = own_descriptor(path)
     if number is not None:
-        _write_descriptor(number, data, path=path, what=what)
+        _check_descriptor(number, path=path, what=what)
+        yield _DescriptorStream(number, path=path, what=what)
         return
     target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     try:
         info = os.stat(target)
     except FileNotFoundError:
-        write_atomic(target, data, mode=mode, shown=path, what=what)
-        return
+        info = None
     except OSError as err:
         raise _cant(path, what, err) from err
-    if stat.S_ISREG(info.st_mode):
-        write_atomic(target, data, mode=mode, shown=path, what=what)
+    if info is None or stat.S_ISREG(info.st_mode):
+        with atomic_file(target, mode=mode, shown=path, what=what) as handle:
+            yield handle
         return
     _require_writable_kind(path, info.st_mode, what=what)
-    _write_in_place(target, data, path=path, what=what)
+    fd = _open_in_place(target, path=path, what=what)
+    if fd is None:  # replaced by a regular file since we looked: write that
+        with atomic_file(target, mode=0o600, shown=path, what=what) as handle:
+            yield handle
+        return
+    try:
+        yield _DescriptorStream(fd, path=path, what=what)
+    finally:
+        os.close(fd)
+
+
+class _DescriptorStream:
+    """Writes go straight to a descriptor (ours, a FIFO's, a device's), errors named."""
+
+    def __init__(self, fd: int, *, path: Path, what: str) -> None:
+        self._fd = fd
+        self._path = path
+        self._what = what
+
+    def write(self, data: bytes, /) -> int:
+        try:
+            _write_all(self._fd, data)
+        except OSError as err:
+            raise _cant(self._path, self._what, err) from err
+        return len(data)
 
 
 def _require_writable_kind(path: Path, mode: int, *, what: str) -> None:
@@ -135,8 +187,9 @@ def _require_writable_kind(path: Path, mode: int, *, what: str) -> None:
     )
 
 
-def _write_in_place(target: Path, data: bytes, *, path: Path, what: str) -> None:
-    """Write into an existing FIFO or character device; never create, truncate or replace."""
+def _open_in_place(target: Path, *, path: Path, what: str) -> int | None:
+    """Open an existing FIFO or character device for writing, never creating, truncating or
+    replacing it; None when a regular file stands there by the time it is open."""
     # O_NONBLOCK only for the open: a FIFO without a reader fails with ENXIO instead of
     # blocking forever. O_NOCTTY: a terminal named here must not become our controlling one.
     flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
@@ -152,23 +205,22 @@ def _write_in_place(target: Path, data: bytes, *, path: Path, what: str) -> None
         raise _cant(path, what, err) from err
     try:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode):  # replaced by a regular file since we looked: write that
+        if stat.S_ISREG(mode):
             os.close(fd)
-            fd = -1
-            write_atomic(target, data, mode=0o600, shown=path, what=what)
-            return
+            return None
         _require_writable_kind(path, mode, what=what)
         os.set_blocking(fd, True)  # from here on the reader sets the pace, like any pipe
-        _write_all(fd, data)
     except OSError as err:
+        os.close(fd)
         raise _cant(path, what, err) from err
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _write_descriptor(number: int, data: bytes, *, path: Path, what: str) -> None:
-    """Write to our own descriptor `number`, where a shell redirection or pipe put it."""
+def _check_descriptor(number: int, *, path: Path, what: str) -> None:
+    """Our own descriptor `number` is open; what was printed before it is flushed first."""
     for stream in (sys.stdout, sys.stderr):  # keep order with what was printed before
         with contextlib.suppress(Exception):
             if stream is not None and stream.fileno() == number:
@@ -180,10 +232,6 @@ def _write_descriptor(number: int, data: bytes, *, path: Path, what: str) -> Non
             f"{quote(path)}: descriptor {number} is not open, so the {what} cannot be written",
             details={"file": os.fsdecode(path)},
         ) from err
-    try:
-        _write_all(number, data)
-    except OSError as err:
-        raise _cant(path, what, err) from err
 
 
 def _write_all(fd: int, data: bytes) -> None:

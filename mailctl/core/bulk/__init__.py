@@ -1,6 +1,8 @@
-"""bulk-send: one personalised message per CSV row, fast, polite, and never losing a row.
+"""bulk-send: one personalised message per CSV row, through the session pool, never losing a row.
 
 `run` (`bulk_send`: validation, dry run, the send), `engine` (the send loop over the core
-session pool), `models` (request, result, progress, the stop switch), `rows` (the CSV
-stream) and `journal` (the SQLite journal of every row's state) are its parts.
+session pool), `models` (request, result, progress, the stop switch), `cache` (rendered
+messages kept from the validation pass), `hooks` (event log and metrics of a run), `rows`
+(the CSV stream), `journal` (the SQLite journal of every row's state), `metrics` and
+`eventlog` (--metrics-file/--metrics-port, --log-file) are its parts.
 """

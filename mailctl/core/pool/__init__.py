@@ -2,13 +2,15 @@
 
 `pool` (`SessionPool`, `PoolConfig`, the worker loop), `jobs` (`Payload`, `Job`, the retry
 queue), `retry` (`RetryPolicy`, `Backoff`, `NoRetry`), `aimd` (`Aimd`, concurrency under
-throttling), `ratelimit` (`TokenBucket`), `breaker` (`CircuitBreaker`) and `classify`
-(throttling and session-fatal replies) are its parts.
+throttling), `ratelimit` (`TokenBucket`), `breaker` (`CircuitBreaker`), `classify`
+(throttling, session-fatal and sending-quota replies) and `domains` (`DomainCaps`:
+messages in flight per recipient domain) are its parts.
 """
 
 from mailctl.core.pool.aimd import Aimd
 from mailctl.core.pool.breaker import BreakerLimits, CircuitBreaker
-from mailctl.core.pool.classify import is_throttling, session_fatal
+from mailctl.core.pool.classify import QuotaPatterns, is_quota, is_throttling, session_fatal
+from mailctl.core.pool.domains import DomainCaps
 from mailctl.core.pool.jobs import Job, Payload
 from mailctl.core.pool.pool import (
     MAX_CONCURRENCY,
@@ -29,6 +31,7 @@ __all__ = [
     "BreakerLimits",
     "CircuitBreaker",
     "ConnectionCounts",
+    "DomainCaps",
     "Feed",
     "Job",
     "NoRetry",
@@ -36,12 +39,14 @@ __all__ = [
     "Pipelining",
     "PoolConfig",
     "PoolObserver",
+    "QuotaPatterns",
     "RateLimiter",
     "Retry",
     "RetryPolicy",
     "Scalable",
     "SessionPool",
     "TokenBucket",
+    "is_quota",
     "is_throttling",
     "session_fatal",
 ]

@@ -34,6 +34,7 @@ from typing import Protocol
 from mailctl.core.pool.aimd import Aimd
 from mailctl.core.pool.breaker import CircuitBreaker
 from mailctl.core.pool.classify import is_throttling
+from mailctl.core.pool.domains import CappedFeed, DomainCaps
 from mailctl.core.pool.jobs import Job, Payload, RetryQueue
 from mailctl.core.pool.ratelimit import RateLimiter, Scalable
 from mailctl.core.pool.retry import NoRetry, RetryPolicy
@@ -165,6 +166,7 @@ class SessionPool:
         breaker: CircuitBreaker | None = None,
         aimd: Aimd | None = None,
         limiter: RateLimiter | None = None,
+        domains: DomainCaps | None = None,
     ) -> None:
         self._options = options
         self.config = config
@@ -173,6 +175,8 @@ class SessionPool:
         self.breaker = breaker or CircuitBreaker(concurrency=config.concurrency)
         self.aimd = aimd
         self._limiter = limiter
+        self._domain_caps = domains
+        self._capped: CappedFeed | None = None  # the feed, wrapped when domains are capped
         self.counts = ConnectionCounts()
         self._retry = config.retry
         self._retries = RetryQueue(config.max_waiting)
@@ -207,7 +211,8 @@ class SessionPool:
 
     def leftover(self) -> list[Job]:
         """Jobs not finished when the run stopped: waiting for a retry, or taken and never sent."""
-        return [*self._abandoned, *self._retries.drain()]
+        held = self._capped.held() if self._capped is not None else []
+        return [*self._abandoned, *self._retries.drain(), *held]
 
     def in_doubt(self) -> list[Job]:
         """Jobs in a transaction when the run was cancelled: written or not, delivered or
@@ -216,6 +221,8 @@ class SessionPool:
 
     async def run(self, feed: Feed) -> None:
         """Send until done (see the class doc). Cancelled: stop, close every session, re-raise."""
+        if self._domain_caps is not None:
+            feed = self._capped = CappedFeed(feed, self._domain_caps)
         self._feed = feed
         self._feed_take = feed.take
         self._changed = asyncio.Event()
@@ -461,8 +468,8 @@ class SessionPool:
         if self._feed_done:
             return None
         job = self._feed_take()
-        if job is None:
-            self._feed_done = True
+        if job is None and (self._capped is None or self._capped.exhausted()):
+            self._feed_done = True  # (a capped feed may have nothing *now*, more later)
         return job
 
     async def _next_job(self) -> Job | None:
@@ -486,7 +493,10 @@ class SessionPool:
                 return None
             due = self._retries.next_due()
             wait = _RECHECK if due is None else min(max(due - time.monotonic(), 0.0), _RECHECK)
-            await asyncio.sleep(wait)
+            if self._capped is None:
+                await asyncio.sleep(wait)
+            else:  # a job of a full domain may go as soon as one of its own settles
+                await self._wait_change(wait)
 
     def _put_back(self, job: Job) -> None:
         """A job taken but never sent (cancelled, or its session ended first): first in line."""
@@ -547,7 +557,7 @@ class SessionPool:
                 # without AIMD, not even a call to _settle).
                 report = self._outcome
                 breaker = self.breaker
-                plain = self.aimd is None
+                plain = self.aimd is None and self._capped is None
                 async for outcome in pipe.send_all(source):
                     job = popleft()
                     if plain and outcome.status is _SENT:
@@ -656,6 +666,8 @@ class SessionPool:
                 breaker.timeouts = 0
             if self.aimd is not None:
                 self._grew()
+            if self._capped is not None:
+                self._released(job)
             self._outcome(job, outcome, True)
             return
         self.breaker.failed(outcome)
@@ -668,6 +680,8 @@ class SessionPool:
                 outcome, attempts=job.attempts, reconnects=job.reconnects, reused=reused
             )
         if decision is None:
+            if self._capped is not None:
+                self._released(job)
             self._outcome(job, outcome, True)
             return
         if not decision.spend:
@@ -675,6 +689,13 @@ class SessionPool:
             job.reconnects += 1
         self._outcome(job, outcome, False)
         self._retries.push(job, time.monotonic() + decision.delay)
+
+    def _released(self, job: Job) -> None:
+        """`job` is done: its domains have room again; a worker waiting for one may go."""
+        capped = self._capped
+        assert capped is not None
+        capped.release(job)
+        self._wake()
 
     # -- AIMD -----------------------------------------------------------------------------
 
