@@ -690,3 +690,24 @@ def test_530_to_mail_stops_every_connection_and_leaves_the_rows_pending(
     assert not smtp.messages
     states = journal_states(csv, template)
     assert {s for s, _ in states.values()} == {RowState.PENDING}  # resumable once fixed
+
+
+def test_per_domain_caps_send_every_row_once(tmp_path: Path, sink: Callable[..., Sink]) -> None:
+    template = tmp_path / "letter.txt"
+    template.write_text(TEMPLATE)
+    domains = ("a.example", "b.example", "c.example")
+    rows = [f"P{n},p{n}@{domains[n % 3]},{n}" for n in range(60)]
+    csv = tmp_path / "contacts.csv"
+    csv.write_text("name,email,code\n" + "\n".join(rows) + "\n")
+    server_ = sink("--latency", "2", "--latency-on", "eod")
+    where = ("--server", f"127.0.0.1:{server_.port}", "--no-tls")
+    bad = cli("bulk-send", csv, template, "--send", "--domain-cap", "a.example", *where)
+    assert bad.exit_code == 64 and "DOMAIN=N" in bad.output
+    result = cli(
+        "bulk-send", csv, template, "--send", "-c", "4", "--per-domain", "1",
+        "--domain-cap", "b.example=2", "--json", *where,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["data"]["sent"] == 60
+    stored = server_.stored()
+    assert len(stored) == 60 and set(stored.values()) == {1}

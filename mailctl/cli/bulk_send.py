@@ -111,6 +111,22 @@ def bulk_send_command(
             "--rate", help="Global limit: 50/s, 3000/min, 10000/h.", rich_help_panel=SENDING
         ),
     ] = None,
+    per_domain: Annotated[
+        int | None,
+        typer.Option(
+            "--per-domain",
+            help="Messages in flight at most per recipient domain.",
+            rich_help_panel=SENDING,
+        ),
+    ] = None,
+    domain_cap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-cap",
+            help="DOMAIN=N: a cap for one domain (repeatable), over --per-domain.",
+            rich_help_panel=SENDING,
+        ),
+    ] = None,
     retries: Annotated[
         int,
         typer.Option(
@@ -222,6 +238,7 @@ def bulk_send_command(
         csv=data, template=template, html=html, journal=journal, send=send,
         concurrency=concurrency, max_per_connection=max_per_connection, max_age=max_age,
         rate=parse_rate(rate) if rate is not None else None, retries=retries, limit=limit,
+        domain_cap=per_domain, domain_caps=parse_domain_caps(domain_cap or []),
         sample=sample, skip_invalid=skip_invalid, allow_duplicates=allow_duplicates,
         resend_unknown=resend_unknown, template_changed=template_changed,
         delimiter=delimiter, encoding=encoding, default_from=default_from,
@@ -251,6 +268,23 @@ def parse_rate(text: str) -> float:
     if not (number > 0 and math.isfinite(number)):
         raise UsageError(f"--rate {text!r}: must be positive")
     return number / per
+
+
+def parse_domain_caps(values: list[str]) -> tuple[tuple[str, int], ...]:
+    """'gmail.com=2' (repeatable) -> (("gmail.com", 2),)."""
+    caps = []
+    for value in values:
+        domain, _, number = value.partition("=")
+        try:
+            cap = int(number)
+        except ValueError:
+            cap = 0
+        if not domain.strip() or cap < 1:
+            raise UsageError(
+                f"--domain-cap {value!r} is not DOMAIN=N", hint="write e.g. gmail.com=2"
+            )
+        caps.append((domain.strip(), cap))
+    return tuple(caps)
 
 
 def _resume_command(data: Path, template: Path, journal: Path | None) -> str:

@@ -47,6 +47,7 @@ from mailctl.core.pool import (
     TokenBucket,
 )
 from mailctl.core.pool.classify import is_quota, session_fatal
+from mailctl.core.pool.domains import DomainCaps
 from mailctl.errors import InputDataError, MailctlError, SmtpTransientError
 from mailctl.mime.template import MessageTemplate
 from mailctl.models import Envelope, Reply
@@ -327,6 +328,13 @@ def _pool(request: BulkRequest, options: SessionOptions, observer: JournalObserv
         # Rows waiting for a retry stay in_flight in the journal: bound them like a batch.
         max_waiting=max(batch, 8),
     )
+    domains = None
+    if request.domain_cap is not None or request.domain_caps:
+        # Jobs held while their domain is full are claimed rows that are not on the wire:
+        # bounded like a batch, so a crash leaves no more of them unknown.
+        domains = DomainCaps(
+            caps=dict(request.domain_caps), default=request.domain_cap, max_held=max(batch, 8)
+        )
     return SessionPool(
         options,
         config,
@@ -334,6 +342,7 @@ def _pool(request: BulkRequest, options: SessionOptions, observer: JournalObserv
         breaker=CircuitBreaker(BreakerLimits(), concurrency=concurrency),
         aimd=Aimd(concurrency),
         limiter=TokenBucket(request.rate, burst=float(concurrency)) if request.rate else None,
+        domains=domains,
     )
 
 

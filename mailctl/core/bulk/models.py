@@ -48,6 +48,8 @@ class BulkRequest:
     max_per_connection: int = DEFAULT_MAX_PER_CONNECTION
     max_age: float = DEFAULT_MAX_AGE
     rate: float | None = None  # messages per second, all connections together
+    domain_cap: int | None = None  # messages in flight at most per recipient domain
+    domain_caps: tuple[tuple[str, int], ...] = ()  # (domain, cap) pairs over domain_cap
     retries: int = DEFAULT_RETRIES
     retry_base: float = 1.0  # seconds before the first retry (at most; doubles, with jitter)
     limit: int | None = None  # send at most this many messages in this run
