@@ -125,7 +125,12 @@ def _memory(rows: int, port: int) -> None:
         csv, template = folder / "rows.csv", folder / "letter.txt"
         _write_csv(csv, rows)
         template.write_text(TEMPLATE)
-        wall, qps = _bulk(csv, template, port, Path("/dev/shm") / f"bulk-mem-{os.getpid()}.journal")
+        journal = Path("/dev/shm") / f"bulk-mem-{os.getpid()}.journal"
+        try:
+            wall, qps = _bulk(csv, template, port, journal)
+        finally:
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                Path(f"{journal}{suffix}").unlink(missing_ok=True)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"bulk-send --send, {rows:,} rows: {wall:.1f}s wall, {qps:,.0f} msg/s sending,")
         print(f"peak RSS of the largest child (bulk-send): {peak:.1f} MB (target < 100 MB)")
@@ -206,7 +211,8 @@ def _compare(args: argparse.Namespace, port: int, source_tool: str) -> None:
     )
     if "mailmerge" in median:
         print(
-            f"  mailmerge (one connection and login per message): {median['mailmerge']:>8,.0f} msg/s"
+            f"  mailmerge (a connection per message):             {median['mailmerge']:>8,.0f}"
+            " msg/s"
         )
     else:
         print("  mailmerge: not found (pip install mailmerge; --mailmerge PATH)")
@@ -218,7 +224,8 @@ def _compare(args: argparse.Namespace, port: int, source_tool: str) -> None:
     print(f"  smtp-source -d -s 10 -l {size}:                   {median['source']:>8,.0f} msg/s")
     if "mailmerge" in median:
         print(
-            f"ratio bulk-send / mailmerge:   {median['bulk'] / median['mailmerge']:.1f}x (target >= 10)"
+            f"ratio bulk-send / mailmerge: {median['bulk'] / median['mailmerge']:.1f}x"
+            " (target >= 10)"
         )
     print(
         f"ratio bulk-send / smtp-source: {median['bulk'] / median['source']:.2f}x (target >= 0.25)"
