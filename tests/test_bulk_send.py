@@ -418,10 +418,11 @@ def test_kill_9_at_a_random_moment_loses_nothing_and_sends_nothing_twice(
     process.kill()
     process.communicate(timeout=10)
     stored_at_kill = server_.stored()
-    # Resume: the crashed run's in-flight rows become unknown; at most a claimed batch, what
-    # the pool had on the wire (-c x 2) and the retries waiting (none here).
+    # Resume: the crashed run's in-flight rows become unknown: at most two batches claimed
+    # ahead (2 x -c x 2), what the pool had on the wire (-c x 2) and what was sent since the
+    # last claim's commit (less than a batch); the retries waiting (none here).
     result = run_core(csv, template, server_.port, concurrency=4)
-    assert result.recovered_unknown <= 4 * 2 * 2
+    assert result.recovered_unknown <= 4 * (4 * 2)
     stored = server_.stored()
     states = journal_states(csv, template)
     assert len(states) == rows

@@ -21,7 +21,9 @@ import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from mailctl.core.bulk.cache import RenderCache
 from mailctl.core.bulk.hooks import RowTag, RunHooks
@@ -57,6 +59,11 @@ from mailctl.serialize import to_data
 
 __all__ = ["PIPELINE_DEPTH", "SendOutcome", "send_rows"]
 
+_T = TypeVar("_T")
+# A row's outcome waiting for the journal: identity, state, attempts, reply, queue id,
+# latency (ms), text.
+Finished = tuple[str, RowState, int, Reply | None, str | None, float | None, str | None]
+
 # Transactions one pipelined session has on the wire at once: the current one and the next,
 # whose commands ride on its final dot (protocols/pipeline, RFC 2920 3.1).
 PIPELINE_DEPTH = 2
@@ -91,6 +98,10 @@ class RowFeed:
     The CSV stream and the journal's records of this run in a sendable state are both in
     line order: walked side by side, each row's state and Message-ID come from its record
     without a query per row, and rows already settled are never rendered again.
+
+    With a `worker` (the one thread that owns the journal while sending), the next batch is
+    prepared and claimed there while the pool sends the current one, so the claim's fsync
+    does not stall the event loop; the pool still gets a job only after its claim returned.
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class RowFeed:
         limit: int | None,
         resend_unknown: bool,
         cache: RenderCache | None = None,
+        worker: Worker | None = None,
     ) -> None:
         self._cache = cache or RenderCache(0)
         self._rows = rows
@@ -113,30 +125,81 @@ class RowFeed:
         self._batch = batch
         self._limit = limit
         self._resend_unknown = resend_unknown
+        self._worker = worker or Worker(None)
         self._ready: deque[Job] = deque()
+        self._next_batch: Future[tuple[list[Job], list[tuple[RowTag, MailctlError]]]] | None = None
+        self._asked = 0  # rows asked of batches so far (for the limit)
+        self._source_done = False  # set by the worker: no sendable row is left
         self._done = False
         self.taken = 0  # rows handed to the pool
         # Told about a row that no longer renders (it is recorded failed, the run goes on).
         self.on_invalid: Callable[[RowTag, MailctlError], None] | None = None
+        # The outcomes finished since the last commit ride on the next claim's commit.
+        self.hand_over: Callable[[], tuple[list[Finished], Counter[RowState]]] | None = None
+        self.committed: Callable[[Future[Any], Counter[RowState]], None] | None = None
 
     def stop(self) -> list[Job]:
         """Take no more rows; return the claimed ones never handed out (back to pending)."""
         self._done = True
         left = list(self._ready)
         self._ready.clear()
+        pending, self._next_batch = self._next_batch, None
+        if pending is not None:
+            with contextlib.suppress(MailctlError):  # it claimed nothing if it failed
+                left.extend(self._collect(pending))
         return left
 
+    def close(self) -> None:
+        """Close the CSV and journal readers (on the thread that used them)."""
+        self._worker.call(_close_all, self._records, self._rows).result()
+
     def take(self) -> Job | None:
-        if not self._ready and not self._done:
-            self._fill()
-        if not self._ready:
-            self._done = True
-            return None
+        while not self._ready:  # a batch may come back empty: every row failed to render
+            if self._done:
+                return None
+            if self._next_batch is None:
+                self._ask()
+            pending, self._next_batch = self._next_batch, None
+            if pending is None:  # nothing left to ask: the rows or the --limit are used up
+                self._done = True
+                return None
+            self._ready.extend(self._collect(pending))
         self.taken += 1
-        return self._ready.popleft()
+        job = self._ready.popleft()
+        if (
+            self._next_batch is None
+            and not self._source_done
+            and len(self._ready) * 2 < self._batch
+        ):
+            self._ask()  # prepared and claimed on the worker while these are sent
+        return job
 
     def exhausted(self) -> bool:
         return self._done and not self._ready
+
+    def _room(self) -> int:
+        if self._limit is None:
+            return self._batch
+        return max(min(self._batch, self._limit - self._asked), 0)
+
+    def _ask(self) -> None:
+        room = self._room()
+        if room == 0 or self._source_done:
+            return
+        self._asked += room
+        items, counts = self.hand_over() if self.hand_over is not None else ([], None)
+        self._next_batch = self._worker.call(self._prepare, room, items)
+        if counts is not None and self.committed is not None:
+            self.committed(self._next_batch, counts)
+
+    def _collect(
+        self, pending: Future[tuple[list[Job], list[tuple[RowTag, MailctlError]]]]
+    ) -> list[Job]:
+        jobs, invalid = pending.result()  # re-raises what the worker raised (a bug, a CSV change)
+        if self.on_invalid is not None:
+            for tag, error in invalid:
+                self.on_invalid(tag, error)
+        return jobs
 
     def _next(self) -> tuple[Row, RowRecord] | None:
         """The next CSV row that has a sendable record, with it."""
@@ -153,16 +216,19 @@ class RowFeed:
                 )
         return None
 
-    def _fill(self) -> None:
-        """Render the next batch of rows to send and claim them: one durable commit before
-        any of them can reach the pool (RFC 1047: in_flight first, then DATA)."""
-        room = self._batch
-        if self._limit is not None:
-            room = min(room, self._limit - self.taken - len(self._ready))
+    def _prepare(
+        self, room: int, finished: list[Finished]
+    ) -> tuple[list[Job], list[tuple[RowTag, MailctlError]]]:
+        """Render the next `room` rows to send and claim them: one durable commit before any
+        of them can reach the pool (RFC 1047: in_flight first, then DATA), which also makes
+        the `finished` outcomes durable. Runs on the worker."""
+        apply_finished(self._journal, finished)
         jobs: dict[str, Job] = {}
-        while len(jobs) < room:
+        invalid: list[tuple[RowTag, MailctlError]] = []
+        while len(jobs) + len(invalid) < room:
             found = self._next()
             if found is None:
+                self._source_done = True
                 break
             row, record = found
             kept = self._cache.pop(row.identity)
@@ -171,8 +237,7 @@ class RowFeed:
                 try:
                     rendered = self._template.render(row.fields, message_id=record.message_id)
                 except MailctlError as err:  # valid at the validation pass: an attachment gone
-                    if self.on_invalid is not None:
-                        self.on_invalid(tag, err)
+                    invalid.append((tag, err))
                     continue
                 sender = rendered.sender.addr_spec
                 recipients = tuple(r.addr_spec for r in rendered.recipients)
@@ -186,20 +251,65 @@ class RowFeed:
             )
             jobs[row.identity] = Job(payload, tag=tag)
         if not jobs:
-            self._done = True
-            return
+            self._journal.flush()
+            return [], invalid
         # Buffered outcomes ride on the same commit, so a claim never races a finish.
         claimed = self._journal.claim(list(jobs), resend_unknown=self._resend_unknown)
-        self._ready.extend(jobs[identity] for identity in claimed)
+        return [jobs[identity] for identity in claimed], invalid
+
+
+def apply_finished(journal: Journal, finished: list[Finished]) -> None:
+    """Hand buffered outcomes to the journal (durable at its next commit)."""
+    for identity, state, attempts, reply, queue_id, latency, text in finished:
+        journal.finish(
+            identity, state, attempts=attempts, reply=reply, queue_id=queue_id,
+            latency_ms=latency, text=text,
+        )  # fmt: skip
+
+
+def _close_all(*iterators: Iterator[object]) -> None:
+    for iterator in iterators:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class Worker:
+    """The one thread that uses the journal while the event loop sends (SQLite commits wait
+    for the disk); None: call in the caller's thread (after the run, or without a loop)."""
+
+    def __init__(self, executor: ThreadPoolExecutor | None) -> None:
+        self.executor = executor
+
+    def call(self, function: Callable[..., _T], *args: object) -> Future[_T]:
+        if self.executor is None:
+            done: Future[_T] = Future()
+            try:
+                done.set_result(function(*args))
+            except BaseException as err:  # handed to whoever reads the result
+                done.set_exception(err)
+            return done
+        return self.executor.submit(function, *args)
 
 
 class JournalObserver:
     """The pool's observer: each final outcome becomes the row's state in the journal."""
 
-    def __init__(self, journal: Journal, hooks: RunHooks, where: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        hooks: RunHooks,
+        where: tuple[str, int],
+        worker: Worker | None = None,
+    ) -> None:
         self._journal = journal
         self._hooks = hooks
         self._where = where
+        self.worker = worker or Worker(None)
+        self._finished: list[
+            tuple[str, RowState, int, Reply | None, str | None, float | None, str | None]
+        ] = []
+        self._commits: deque[tuple[Future[None], Counter[RowState]]] = deque()
         self.pool: SessionPool | None = None
         self.unflushed: Counter[RowState] = Counter()
         self.durable: Counter[RowState] = Counter()
@@ -257,14 +367,8 @@ class JournalObserver:
                 latency = (outcome.finished - (job.origin or outcome.started)) * 1000.0
         tag: RowTag = job.tag  # type: ignore[assignment]  # RowFeed's jobs
         self.waiting.pop(tag, None)
-        self._journal.finish(
-            tag.identity,
-            state,
-            attempts=job.attempts,
-            reply=reply,
-            queue_id=queue_id,
-            latency_ms=latency,
-            text=text or None,
+        self._finished.append(
+            (tag.identity, state, job.attempts, reply, queue_id, latency, text or None)
         )
         self.unflushed[state] += 1
         self._hooks.row(
@@ -274,7 +378,7 @@ class JournalObserver:
     def invalid(self, tag: RowTag, error: MailctlError) -> None:
         """A row that passed validation and no longer renders: failed, never tried."""
         text = f"{error.code}: {error.message}"
-        self._journal.finish(tag.identity, RowState.FAILED, attempts=0, text=text)
+        self._finished.append((tag.identity, RowState.FAILED, 0, None, None, None, text))
         self.invalid_count += 1
         if len(self.invalid_rows) < MAX_INVALID_LISTED:
             self.invalid_rows.append(InvalidRow(tag.line, 0, error.code, error.message))
@@ -283,10 +387,35 @@ class JournalObserver:
         )
 
     def flush(self) -> None:
-        """One commit for every row finished since the last one; they count from now."""
+        """One commit (on the worker) for every row finished since the last one; they count
+        once it returned (see `collect`)."""
+        items, self._finished = self._finished, []
+        counts, self.unflushed = self.unflushed, Counter()
+        self._commits.append((self.worker.call(self._commit, items), counts))
+        self.collect()
+
+    def collect(self, *, wait: bool = False) -> None:
+        """Count the rows of every commit done (all of them with `wait`); re-raise what a
+        commit raised (JournalError: the disk is full)."""
+        commits = self._commits
+        while commits and (wait or commits[0][0].done()):
+            done, counts = commits.popleft()
+            done.result()
+            self.durable.update(counts)
+
+    def hand_over(self) -> tuple[list[Finished], Counter[RowState]]:
+        """The outcomes finished since the last commit, for a claim's commit to carry."""
+        items, self._finished = self._finished, []
+        counts, self.unflushed = self.unflushed, Counter()
+        return items, counts
+
+    def committed(self, done: Future[Any], counts: Counter[RowState]) -> None:
+        """`counts` rows count as durable once `done` (a commit on the worker) returned."""
+        self._commits.append((done, counts))
+
+    def _commit(self, items: list[Finished]) -> None:
+        apply_finished(self._journal, items)
         self._journal.flush()
-        self.durable.update(self.unflushed)
-        self.unflushed.clear()
 
     def _quota(self, reply: Reply) -> None:
         if self.quota is None:
@@ -364,7 +493,9 @@ async def send_rows(
     module doc. Never raises for a row; returns what stopped the run early, if anything."""
     hooks = hooks or RunHooks()
     settings = options.settings
-    observer = JournalObserver(journal, hooks, (settings.host, settings.port))
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailctl-journal")
+    worker = Worker(executor)
+    observer = JournalObserver(journal, hooks, (settings.host, settings.port), worker)
     pool = _pool(request, options, observer)
     observer.pool = pool
     batch = request.concurrency * PIPELINE_DEPTH
@@ -372,8 +503,10 @@ async def send_rows(
     feed = RowFeed(
         iter(source), records, template, journal,
         batch=batch, limit=request.limit, resend_unknown=request.resend_unknown, cache=cache,
+        worker=worker,
     )  # fmt: skip
     feed.on_invalid = observer.invalid
+    feed.hand_over, feed.committed = observer.hand_over, observer.committed
     started = time.perf_counter()
     run = asyncio.create_task(pool.run(feed))
 
@@ -393,7 +526,15 @@ async def send_rows(
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run
-        _settle_the_rest(pool, feed, observer)
+        try:
+            left = feed.stop()  # waits for a batch being claimed: its rows go back too
+            feed.close()
+            observer.flush()
+        finally:
+            executor.shutdown(wait=True)
+            worker.executor = None  # from here on the journal is used from this thread
+        observer.collect(wait=True)
+        _settle_the_rest(pool, left, observer)
     if not run.cancelled():
         crash = run.exception()
         if crash is not None:
@@ -432,7 +573,7 @@ async def _supervise(
         report()
 
 
-def _settle_the_rest(pool: SessionPool, feed: RowFeed, observer: JournalObserver) -> None:
+def _settle_the_rest(pool: SessionPool, left: list[Job], observer: JournalObserver) -> None:
     """What the pool did not finish: cut mid-transaction (maybe delivered: unknown), or
     never written (a retry waiting: deferred; taken or claimed but not sent: pending)."""
     for job in pool.in_doubt():
@@ -441,7 +582,7 @@ def _settle_the_rest(pool: SessionPool, feed: RowFeed, observer: JournalObserver
         state = RowState.DEFERRED if job.attempts else RowState.PENDING
         last = observer.waiting.get(job.tag)  # its last failure, if it had one
         observer.finish(job, state, last, "not sent: the run stopped")
-    for job in feed.stop():
+    for job in left:
         observer.finish(job, RowState.PENDING, None)
     observer.flush()
 
