@@ -97,7 +97,8 @@ def _encode_text(text: str, boundary_free: Sequence[bytes]) -> tuple[str, bytes]
     if cte == "quoted-printable":
         # istext: line ends stay line ends; trailing blanks and '=' are escaped (RFC 2045 6.7).
         return cte, binascii.b2a_qp(data, istext=True).replace(b"\n", CRLF)
-    return cte, _base64_lines(data)
+    # RFC 2045 6.8 / RFC 2046 4.1.1: text is base64-encoded in canonical form, CRLF lines.
+    return cte, _base64_lines(data.replace(b"\n", CRLF))
 
 
 def text_part(text: str, subtype: str, *, boundaries: Sequence[bytes] = ()) -> bytes:

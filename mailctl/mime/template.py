@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
@@ -51,6 +52,7 @@ from mailctl.mime.compose import (
     attachment_name,
     compose,
     guess_content_type,
+    message_needs_smtputf8,
     serialize,
 )
 from mailctl.mime.headers import (
@@ -557,13 +559,19 @@ class MessageTemplate:
 
         Raises what `render` raises (the wording may differ: compose names options).
         """
+        message = self.reference_message(fields, message_id=message_id, date=date)
+        return serialize(message, utf8=message_needs_smtputf8(message))
+
+    def reference_message(
+        self, fields: Mapping[str, str], *, message_id: str, date: str | None = None
+    ) -> EmailMessage:
+        """The reference as an EmailMessage (what wire_check.check_wire_headers compares with)."""
         row = self._row(fields)
         row.recipients()
         extras: list[tuple[str, str]] = [("Date", self._date(date)), ("Message-ID", message_id)]
         if "sender" in row.boxes:
             extras.append(("Sender", row.boxes["sender"][0].formatted()))
         extras += row.texts
-        msgids = row.msgids
         request = ComposeRequest(
             sender=row.sender,
             to=row.boxes.get("to", ()),
@@ -575,10 +583,10 @@ class MessageTemplate:
             html=row.html,
             attachments=tuple(AttachmentSpec(p) for p in (*self._static_files, *row.attachments)),
             extra_headers=tuple(extras),
-            in_reply_to=msgids.get("in-reply-to"),
-            references=msgids.get("references"),
+            in_reply_to=row.msgids.get("in-reply-to"),
+            references=row.msgids.get("references"),
         )
-        return serialize(compose(request), utf8=row.utf8())
+        return compose(request)
 
 
 def _local(now: float) -> Any:

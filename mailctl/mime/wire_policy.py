@@ -242,9 +242,13 @@ class WirePolicy(_PolicyBase):
         Raises HeaderInjectionError for a control character in `text` or a folded result
         that is not header lines.
         """
+        if looks_encoded(text):
+            # A clean encoded word means its decoded text (README): the header object a
+            # message would hold decodes it, and _fold_value writes what that holds.
+            text = str(self.header_factory(name, text))
         problem = line_problem(text)
         if problem is not None:
-            raise HeaderInjectionError(f"header {name} holds {problem}")
+            raise HeaderInjectionError(f"header {name} holds {problem} after decoding")
         folded = None if looks_encoded(text) else self._plain_fold(name, text)
         if folded is None:
             folded = self._fold_tokens(name, [(" ", word) for word in _encoded_words(text)])
