@@ -236,7 +236,9 @@ SPEC = st.builds(
 )
 ITEM = st.one_of(
     SPEC,
-    st.builds(lambda n, s: f"{n} <{s}>", st.lists(ATOM, min_size=1, max_size=3).map(" ".join), SPEC),
+    st.builds(
+        lambda n, s: f"{n} <{s}>", st.lists(ATOM, min_size=1, max_size=3).map(" ".join), SPEC
+    ),
     st.builds(lambda n, s: f'"{n}" <{s}>', QUOTED, SPEC),
     st.builds(lambda n, s: f'"{n}"<{s}>', QUOTED, SPEC),
 )

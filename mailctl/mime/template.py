@@ -80,6 +80,8 @@ _SET_BY_BULK: Final = {
 }
 _REFUSED_PREFIXES: Final = ("content-", "resent-")
 _REFUSED: Final = frozenset({"mime-version", "return-path", "orig-date"})
+_MAX_REPEAT: Final = 1 << 20  # characters or items one `*` may make
+_MAX_EXPONENT: Final = 256
 _UNDEFINED: Final = re.compile(r"'([^']*)' is undefined")
 
 
@@ -101,15 +103,34 @@ def _address(name: object, email: object) -> str:
     `{{ name }} <{{ email }}>` breaks on a name with a comma, '<' or a quote; this writes
     the name as a quoted-string (RFC 5322 3.2.4), which the address parser reads back whole.
     """
-    text = " ".join(str(name).split())
+    text = str(name).strip(" \t")
     if not text:
         return str(email)
+    # Line breaks stay in, so the header check refuses them instead of hiding them.
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}" <{email}>'
 
 
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with `*` and `**` bounded: `{{ '-' * count|int }}` on a hostile row, or
+    `{{ 10 ** (10 ** 10) }}`, must not take the memory or the CPU of a whole run."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+                raise SecurityError(f"an exponent above {_MAX_EXPONENT} is not allowed")
+            return left**right
+        for seq, count in ((left, right), (right, left)):
+            repeated = isinstance(seq, (str, list, tuple)) and isinstance(count, int)
+            if repeated and len(seq) * count > _MAX_REPEAT:
+                raise SecurityError(f"a repetition longer than {_MAX_REPEAT} is not allowed")
+        return left * right
+
+
 def _environment(*, html: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _Sandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=html,
         keep_trailing_newline=True,
