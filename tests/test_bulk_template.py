@@ -420,7 +420,7 @@ def test_seven_bit_text_holding_the_boundary_is_re_encoded() -> None:
     assert boundary is not None and boundary.startswith("=_")
     hostile = f"x\n--{boundary}\nContent-Type: text/html\n\n<script>\n--{boundary}--\n"
     message = parse(b"Subject: x\r\n" + skeleton.body(hostile, "<p>b</p>"))
-    text, html = message.get_payload()
+    text, _ = message.get_payload()
     assert len(message.get_payload()) == 2
     assert text.get_content() == hostile
     assert text["Content-Transfer-Encoding"] == "quoted-printable"

@@ -85,7 +85,7 @@ PIECES = st.sampled_from(
 TEXT = st.lists(PIECES | st.text(max_size=8), max_size=12).map("".join)
 LOCAL = st.sampled_from(["bob", "b.o+b", "o'neil", "x_y", "jos\u00e9", "\u4e2d"])
 DOMAIN = st.sampled_from(["example.com", "ex-ample.org", "ex\u00e4mple.org", "xn--bcher-kva.de"])
-EMAIL = st.builds(lambda l, d: f"{l}@{d}", LOCAL, DOMAIN)
+EMAIL = st.builds(lambda local, domain: f"{local}@{domain}", LOCAL, DOMAIN)
 LIST = st.lists(EMAIL, max_size=3).map(", ".join)
 
 
@@ -230,7 +230,7 @@ def test_any_body_text_round_trips(folder: Path, body: str) -> None:
 ATOM = st.text(alphabet="abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
 QUOTED = st.text(alphabet="ab ,;:<>()[].é\u00a0-", max_size=8)
 SPEC = st.builds(
-    lambda l, d: f"{l}@{d}",
+    lambda local, domain: f"{local}@{domain}",
     st.lists(ATOM, min_size=1, max_size=3).map(".".join),
     st.sampled_from(["x.org", "a-b.example", "localhost", "-bad.org", "x..org", "x.org."]),
 )
