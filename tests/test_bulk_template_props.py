@@ -228,7 +228,7 @@ def test_any_body_text_round_trips(folder: Path, body: str) -> None:
 # ---------------------------------------------------------------- the simple-address path
 
 ATOM = st.text(alphabet="abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
-QUOTED = st.text(alphabet="ab ,;:<>()[].é\u00a0-", max_size=8)
+QUOTED = st.text(alphabet="ab ,;:<>()[].é\u00a0\u2000\u00ad中🙂Ü-", max_size=8)
 SPEC = st.builds(
     lambda local, domain: f"{local}@{domain}",
     st.lists(ATOM, min_size=1, max_size=3).map(".".join),

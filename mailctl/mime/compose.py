@@ -75,6 +75,7 @@ _BUILD: Final = wire_policy().clone(cte_type="7bit")
 # it starts a URL query, and "=?" would be decoded as an RFC 2047 word in the headers.
 _CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=^_`{|}~.@-]+")
 _PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
+_LONG_LINE: Final = re.compile(r"[^\n]{79}")  # a line past 78 characters (RFC 5322 2.1.1)
 _HIGH_BYTES: Final = bytes(range(128, 256))
 _COMPRESSED: Final = {
     "gzip": "application/gzip",
@@ -289,7 +290,7 @@ def _fill(node: MIMEPart, spec: _Text | _File | _Multi) -> None:
 
 def text_cte(text: str) -> str:
     """7bit for short-lined printable ASCII, else the cheaper of quoted-printable and base64."""
-    if _PLAIN_7BIT.fullmatch(text) and all(len(line) <= 78 for line in text.split("\n")):
+    if _PLAIN_7BIT.fullmatch(text) and not _LONG_LINE.search(text):
         return "7bit"
     data = text.encode("utf-8")
     high = len(data) - len(data.translate(None, _HIGH_BYTES))

@@ -170,6 +170,9 @@ class WirePolicy(_PolicyBase):
         # Text that could be read as an encoded word on the way back is encoded (_fold_value).
         if looks_encoded(text) or not pattern.fullmatch(text):
             return None
+        limit = self.max_line_length or 0
+        if text[:1] not in (" ", "\t") and text.strip(" \t") and len(name) + 2 + len(text) <= limit:
+            return f"{name}: {text}{self.linesep}"  # what the tokens below join to, unfolded
         tokens = _FOLD_TOKEN.findall(text)
         if any(len(token) > _MAX_TOKEN - len(name) for token in tokens):
             return None  # only encoded words can split a token this long
