@@ -444,3 +444,17 @@ def test_the_per_row_header_check_passes_folded_fields() -> None:
     check_header_block(b"Subject: a\r\n b\r\nTo: x@y.org\r\n", fields=2)
     with pytest.raises(InputDataError, match="998"):
         check_header_block(b"Subject: " + b"a" * 1000 + b"\r\n", fields=1)
+
+
+def test_a_part_is_named_after_the_path_written_not_a_links_target(attaching: Path) -> None:
+    (attaching / "files" / "blob-7f3a").write_bytes(b"%PDF blob")
+    (attaching / "files" / "invoice.pdf").symlink_to(attaching / "files" / "blob-7f3a")
+    message = render(load(attaching, ATTACHING), file="invoice.pdf")
+    names = [part.get_filename() for part in message.iter_attachments()]
+    assert names == ["brochure.pdf", "invoice.pdf"]
+
+
+def test_a_missing_static_attachment_names_the_template_line(tmp_path: Path) -> None:
+    path = write(tmp_path, PLAIN.replace("\n\n", "\nAttachment: gone.pdf\n\n", 1))
+    with pytest.raises(NoInputError, match=rf"{path}:5: attachment .*gone\.pdf"):
+        MessageTemplate.load(path)

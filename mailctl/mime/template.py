@@ -308,7 +308,7 @@ class _Row:
     msgids: dict[str, str]  # by lower-case name
     text: str
     html: str | None
-    attachments: list[Path]  # per-row files (real paths, inside the folder)
+    attachments: list[AttachmentSpec]  # per-row files (real paths, inside the folder)
 
     def recipients(self) -> tuple[Mailbox, ...]:
         out: list[Mailbox] = []
@@ -363,7 +363,7 @@ class MessageTemplate:
             dict(self._context_template.globals) if self._context_template is not None else {}
         )
         self._cache = AttachmentCache()
-        self._static_files: list[Path] = []
+        self._static_files: list[AttachmentSpec] = []
         static_parts: list[EncodedAttachment] = []
         self._dynamic: list[_Piece] = []
         budget = max_input_bytes()
@@ -371,14 +371,21 @@ class MessageTemplate:
             if piece.template is not None:
                 self._dynamic.append(piece)
                 continue
-            path = (self.path.parent / piece.source).resolve()
-            name = attachment_name(AttachmentSpec(path))
-            data = read_file(path, what="attachment", limit=budget)
+            # Written by the template's author, like `send --attach`: relative to the
+            # template's folder, and not confined (only paths row data helps write are).
+            spec = AttachmentSpec(
+                (self.path.parent / piece.source).resolve(), filename=Path(piece.source).name
+            )
+            try:
+                name = attachment_name(spec)
+                data = read_file(spec.path, what="attachment", limit=budget)
+            except MailctlError as err:
+                raise type(err)(f"{self.path}:{piece.line}: {err.message}", hint=err.hint) from None
             budget -= len(data)
             static_parts.append(
                 encode_attachment(data, filename=name, content_type=guess_content_type(name))
             )
-            self._static_files.append(path)
+            self._static_files.append(spec)
         self._budget = budget
         self._skeleton = Skeleton(
             html=html is not None, attachments=bool(self._dynamic), static=static_parts
@@ -588,8 +595,8 @@ class MessageTemplate:
         check_header_block(head, fields=len(lines))
         budget = self._budget
         attachments: list[EncodedAttachment] = []
-        for path in row.attachments:
-            part = self._cache.get(path, limit=budget)
+        for spec in row.attachments:
+            part = self._cache.get(spec, limit=budget)
             budget -= part.size
             attachments.append(part)
         data = head + self._skeleton.body(row.text, row.html, attachments)
@@ -637,7 +644,7 @@ class MessageTemplate:
             subject=row.subject,
             text=row.text,
             html=row.html,
-            attachments=tuple(AttachmentSpec(p) for p in (*self._static_files, *row.attachments)),
+            attachments=(*self._static_files, *row.attachments),
             extra_headers=tuple(extras),
             in_reply_to=row.msgids.get("in-reply-to"),
             references=row.msgids.get("references"),
