@@ -168,6 +168,11 @@ def test_a_missing_column_is_an_error_naming_it(tmp_path: Path) -> None:
     assert caught.value.details == {"column": "order"}
 
 
+def test_a_cell_a_short_row_lacks_is_a_missing_column(tmp_path: Path) -> None:
+    with pytest.raises(UndefinedColumn, match="'order'"):
+        load(tmp_path).render({**ROW, "order": None}, message_id=MSGID)  # type: ignore[dict-item]
+
+
 def test_an_empty_value_is_not_a_missing_column(tmp_path: Path) -> None:
     message = render(load(tmp_path), order="")
     assert message["Subject"] == "Order  for Bob"
@@ -295,6 +300,8 @@ def test_the_date_defaults_to_now(tmp_path: Path) -> None:
         "{{ '-' * 100000000 }}",
         "{{ 10 ** (10 ** 10) }}",
         "{{ [1] * 10000000 }}",
+        "{{ name.ljust(1000000000) }}",
+        "{{ name.center(order|int * 100000000) }}",
     ],
 )
 def test_template_injection_in_the_template_is_refused_per_row(
@@ -306,6 +313,13 @@ def test_template_injection_in_the_template_is_refused_per_row(
     assert "class 'str'" not in caught.value.message
     assert "unsafe" in caught.value.message
     assert caught.value.exit_code == ExitCode.DATAERR
+
+
+def test_lipsum_is_not_offered(tmp_path: Path) -> None:
+    template = load(tmp_path, PLAIN + "{{ lipsum(10000000) }}\n")
+    assert "lipsum" in template.columns  # not a global any more: a column like any name
+    with pytest.raises(UndefinedColumn, match="'lipsum'"):
+        template.render(ROW, message_id=MSGID)
 
 
 def test_row_values_are_data_never_templates(tmp_path: Path) -> None:

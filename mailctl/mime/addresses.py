@@ -287,10 +287,10 @@ def _parse_simple(field: str, text: str) -> tuple[Mailbox, ...] | None:
         bare, words, quoted, spec = match.group(1, 2, 3, 4)
         display = words if words is not None else quoted or ""
         addr_spec = bare or spec
-        # The pattern admits no control, blank or empty local part; the domain's label and
-        # total lengths are left, named after the field.
-        validate_domain(field, addr_spec.rpartition("@")[2])
-        out.append(Mailbox(display, addr_spec))
+        try:  # Mailbox checks the rest: label and domain lengths, the name's characters
+            out.append(Mailbox(display, addr_spec))
+        except AddressError as err:
+            raise AddressError(f"{field}: {err.message}", hint=err.note) from None
         position = match.end()
         if match.group(5) == "," and position == len(text):
             return None  # a trailing comma: let the full parsers name the problem

@@ -82,6 +82,7 @@ _REFUSED_PREFIXES: Final = ("content-", "resent-")
 _REFUSED: Final = frozenset({"mime-version", "return-path", "orig-date"})
 _MAX_REPEAT: Final = 1 << 20  # characters or items one `*` may make
 _MAX_EXPONENT: Final = 256
+_PADDING: Final = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
 _UNDEFINED: Final = re.compile(r"'([^']*)' is undefined")
 
 
@@ -128,6 +129,14 @@ class _Sandbox(SandboxedEnvironment):
                 raise SecurityError(f"a repetition longer than {_MAX_REPEAT} is not allowed")
         return left * right
 
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        # str methods whose size comes from an argument: `name.ljust(width|int)` on a row.
+        if isinstance(getattr(obj, "__self__", None), str) and obj.__name__ in _PADDING:
+            sizes = [a for a in (*args, *kwargs.values()) if isinstance(a, int)]
+            if any(size > _MAX_REPEAT for size in sizes):
+                raise SecurityError(f"a string longer than {_MAX_REPEAT} is not allowed")
+        return super().call(context, obj, *args, **kwargs)
+
 
 def _environment(*, html: bool) -> SandboxedEnvironment:
     env = _Sandbox(
@@ -136,6 +145,7 @@ def _environment(*, html: bool) -> SandboxedEnvironment:
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    del env.globals["lipsum"]  # lipsum(10**7) builds gigabytes of text
     env.globals["address"] = _address
     return env
 
@@ -473,7 +483,8 @@ class MessageTemplate:
             raise _name_column(err, header.piece, fields) from None
 
     def _row(self, fields: Mapping[str, str]) -> _Row:
-        missing = [column for column in self.columns if column not in fields]
+        # csv.DictReader fills the cells a short row lacks with None: missing too.
+        missing = [column for column in self.columns if fields.get(column) is None]
         if missing:
             raise _missing(sorted(missing)[0], "the template")
         context = None
