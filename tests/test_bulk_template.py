@@ -300,8 +300,8 @@ def test_the_date_defaults_to_now(tmp_path: Path) -> None:
         "{{ '-' * 100000000 }}",
         "{{ 10 ** (10 ** 10) }}",
         "{{ [1] * 10000000 }}",
-        "{{ name.ljust(1000000000) }}",
-        "{{ name.center(order|int * 100000000) }}",
+        "{{ name.ljust(50000000) }}",
+        "{{ name.center(order|int * 100000) }}",
     ],
 )
 def test_template_injection_in_the_template_is_refused_per_row(
