@@ -117,7 +117,11 @@ def text_part(text: str, subtype: str, *, boundaries: Sequence[bytes] = ()) -> b
     Line ends become LF then CRLF as `compose` does. Raises InputDataError for text that is
     not UTF-8 (surrogate escapes of undecodable input).
     """
-    require_utf8(f"the {subtype} body", text)
+    try:
+        text.encode("utf-8")  # one C pass; require_utf8's regex only to word the error
+    except UnicodeEncodeError:
+        require_utf8(f"the {subtype} body", text)
+        raise
     cte, body = _encode_text(normalise_text(text), boundaries)
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
     return head.encode("ascii") + CRLF + body

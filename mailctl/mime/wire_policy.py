@@ -30,6 +30,7 @@ _ENCODED_WORD: Final = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ADDRESS_HEADERS: Final = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to"})
 # RFC 5322 3.2.3 atext: a display-name word made only of these needs no quotes.
 _ATEXT: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_ATOM_PHRASE: Final = re.compile(rf"{_ATEXT.pattern}(?: {_ATEXT.pattern})*")
 _EW_CHUNK: Final = 45  # octets per encoded word: 60 base64 characters, 72 with the wrapper
 _MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and ": "
 
@@ -266,6 +267,8 @@ class WirePolicy(_PolicyBase):
         run, or text that readers would decode as an encoded word) becomes encoded words.
         """
         words = display_name.split(" ")
+        if _ATOM_PHRASE.fullmatch(display_name) and "=?" not in display_name:
+            return words  # the common case, decided below too: atoms need no quotes
         raw_ok = not looks_encoded(display_name) and all(words) and all(map(self._writable, words))
         if raw_ok:
             if all(self._atom(word) for word in words):
