@@ -35,7 +35,7 @@ PARAGRAPH = (
 )
 TEXT = (
     "From: Example Shop <shop@example.org>\n"
-    "To: {{ address(name, email) }}\n"
+    "To: {{ mailbox(name, email) }}\n"
     "Subject: Your order {{ order }} has shipped, {{ name }}\n"
     "X-Campaign: autumn-2025\n"
     "{attach}\n"

@@ -31,7 +31,7 @@ DATE = "Tue, 07 Jan 2025 10:00:00 +0100"
 ROW = {"name": "Bob", "email": "bob@example.com", "order": "42"}
 
 PLAIN = """From: Alice <alice@example.org>
-To: {{ address(name, email) }}
+To: {{ mailbox(name, email) }}
 Bcc: archive@example.org
 Subject: Order {{ order }} for {{ name }}
 
@@ -224,7 +224,7 @@ def test_line_breaks_in_the_body_are_text_and_never_bare(tmp_path: Path) -> None
 def test_addresses_from_a_row_are_parsed_strictly(
     tmp_path: Path, email_value: str, error: type[Exception] | None
 ) -> None:
-    template = load(tmp_path, PLAIN.replace("{{ address(name, email) }}", "{{ email }}"))
+    template = load(tmp_path, PLAIN.replace("{{ mailbox(name, email) }}", "{{ email }}"))
     if error is None:
         rendered = template.render({**ROW, "email": email_value}, message_id=MSGID)
         assert len(rendered.recipients) == 3
@@ -257,7 +257,7 @@ def test_names_with_commas_quotes_and_brackets_stay_one_mailbox(tmp_path: Path) 
 
 
 def test_a_too_long_header_line_is_refused(tmp_path: Path) -> None:
-    template = load(tmp_path, PLAIN.replace("{{ address(name, email) }}", "{{ email }}"))
+    template = load(tmp_path, PLAIN.replace("{{ mailbox(name, email) }}", "{{ email }}"))
     row = {**ROW, "email": "a" * 1000 + "@example.com"}
     with pytest.raises(InputDataError, match="998"):
         template.render(row, message_id=MSGID)
@@ -472,3 +472,10 @@ def test_a_missing_static_attachment_names_the_template_line(tmp_path: Path) -> 
     path = write(tmp_path, PLAIN.replace("\n\n", "\nAttachment: gone.pdf\n\n", 1))
     with pytest.raises(NoInputError, match=rf"{path}:5: attachment .*gone\.pdf"):
         MessageTemplate.load(path)
+
+
+def test_a_postal_address_column_does_not_hide_the_mailbox_helper(tmp_path: Path) -> None:
+    template = load(tmp_path, PLAIN + "Ship to: {{ address }}\n")
+    message = render(template, address="1 Main St, Springfield")
+    assert message["To"].addresses[0].display_name == "Bob"
+    assert "Ship to: 1 Main St, Springfield" in message.get_content()

@@ -34,7 +34,7 @@ DATE = "Tue, 07 Jan 2025 10:00:00 +0100"
 MSGID = "<row-1.abc@bulk.example.org>"
 
 HEAD = """From: Alice Example <alice@example.org>
-To: {{ address(name, email) }}
+To: {{ mailbox(name, email) }}
 Cc: {{ cc }}
 Bcc: {{ bcc }}
 Reply-To: {{ reply }}

@@ -98,8 +98,11 @@ class RenderedMessage:
     message_id: str
 
 
-def _address(name: object, email: object) -> str:
-    """`address(name, email)` in a template: one mailbox whatever the name holds.
+def _mailbox(name: object, email: object) -> str:
+    """`mailbox(name, email)` in a template: one mailbox whatever the name holds.
+
+    (Not `address`: a CSV column of that name, a postal address, would hide it; columns
+    come before globals.)
 
     `{{ name }} <{{ email }}>` breaks on a name with a comma, '<' or a quote; this writes
     the name as a quoted-string (RFC 5322 3.2.4), which the address parser reads back whole.
@@ -146,7 +149,7 @@ def _environment(*, html: bool) -> SandboxedEnvironment:
         auto_reload=False,
     )
     del env.globals["lipsum"]  # lipsum(10**7) builds gigabytes of text
-    env.globals["address"] = _address
+    env.globals["mailbox"] = _mailbox
     return env
 
 
