@@ -162,7 +162,8 @@ def _check(template: MessageTemplate, fields: dict[str, str]) -> None:
         return
     data = fast.data
     assert meaning(data) == meaning(reference)
-    assert b"\nBcc" not in data and not data.startswith(b"Bcc")
+    head = data.partition(b"\r\n\r\n")[0]
+    assert b"\nbcc" not in head.lower() and not head.lower().startswith(b"bcc")
     lines = data.split(b"\r\n")
     assert all(b"\r" not in line and b"\n" not in line for line in lines)
     assert max(map(len, lines)) <= 998
