@@ -479,3 +479,32 @@ def test_a_postal_address_column_does_not_hide_the_mailbox_helper(tmp_path: Path
     message = render(template, address="1 Main St, Springfield")
     assert message["To"].addresses[0].display_name == "Bob"
     assert "Ship to: 1 Main St, Springfield" in message.get_content()
+
+
+def test_every_header_kind_renders_as_the_reference_does(tmp_path: Path) -> None:
+    text = (
+        "from: Alice <alice@example.org>\n"
+        "sender: Bulk Robot <robot@example.org>\n"
+        "to: {{ email }}\n"
+        "cc: {{ cc }}\n"
+        "reply-to: Help Desk <help@example.org>\n"
+        "subject: Re: {{ order }}\n"
+        "in-reply-to: <{{ order }}@shop.example.org>\n"
+        "references: <a@example.org>\n"
+        "  <{{ order }}@shop.example.org>\n"
+        "X-Tag: one\n"
+        "X-Tag: {{ order }}\n"
+        "X-Empty: {{ cc }}\n"
+        "\n"
+        "hi\n"
+    )
+    template = load(tmp_path, text)
+    row = {"email": "bob@example.com", "cc": "", "order": "42"}
+    fast = template.render(row, message_id=MSGID, date=DATE).data
+    assert fast == template.reference(row, message_id=MSGID, date=DATE)
+    message = parse(fast)
+    assert message["Sender"] == "Bulk Robot <robot@example.org>"
+    assert message["In-Reply-To"] == "<42@shop.example.org>"
+    assert message["References"] == "<a@example.org> <42@shop.example.org>"
+    assert message.get_all("X-Tag") == ["one", "42"]
+    assert "Cc" not in message and "X-Empty" not in message
