@@ -508,3 +508,16 @@ def test_every_header_kind_renders_as_the_reference_does(tmp_path: Path) -> None
     assert message["References"] == "<a@example.org> <42@shop.example.org>"
     assert message.get_all("X-Tag") == ["one", "42"]
     assert "Cc" not in message and "X-Empty" not in message
+
+
+def test_a_cell_cannot_add_a_recipient_to_a_one_mailbox_header(tmp_path: Path) -> None:
+    template = load(
+        tmp_path, PLAIN.replace("{{ mailbox(name, email) }}", "{{ name }} <{{ email }}>")
+    )
+    assert render(template)["To"] == "Bob <bob@example.com>"
+    with pytest.raises(AddressError, match="2 addresses where the template writes one"):
+        template.render({**ROW, "name": "eve@evil.test, Bob"}, message_id=MSGID)
+    # A column holding a list is still a list when the template writes no <...> around it.
+    listing = load(tmp_path, PLAIN.replace("{{ mailbox(name, email) }}", "{{ email }}"))
+    rendered = listing.render({**ROW, "email": "a@example.com, b@example.com"}, message_id=MSGID)
+    assert len(rendered.recipients) == 3

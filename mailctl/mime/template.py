@@ -83,6 +83,7 @@ _REFUSED: Final = frozenset({"mime-version", "return-path", "orig-date"})
 _MAX_REPEAT: Final = 1 << 20  # characters or items one `*` may make
 _MAX_EXPONENT: Final = 256
 _PADDING: Final = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_JINJA: Final = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _UNDEFINED: Final = re.compile(r"'([^']*)' is undefined")
 
 
@@ -202,6 +203,9 @@ class _Header:
     name: str  # as written in the template
     key: str  # lower-case
     piece: _Piece
+    # An address list written as one `... <...>` around variables (`{{ name }} <{{ email }}>`)
+    # means one mailbox: a cell holding "x@evil.test, Bob" must not add a recipient.
+    single: bool = False
 
 
 @dataclass
@@ -281,10 +285,18 @@ def _parse_file(path: Path, text: str, compiler: _Compiler) -> _Source:
         if key == "attachment":
             source.attachments.append(replace(piece, where=f"the attachment path (line {line})"))
         else:
-            source.headers.append(_Header(name, key, piece))
+            source.headers.append(_Header(name, key, piece, single=_one_mailbox(key, piece)))
     body = "\n".join(lines[body_start:])
     source.body = compiler.piece("the body", body, body_start + 1)
     return source
+
+
+def _one_mailbox(key: str, piece: _Piece) -> bool:
+    """True for an address list whose literal text is one `<...>` (see _Header.single)."""
+    if key not in _ADDRESS_LISTS or piece.template is None:
+        return False
+    literal = _JINJA.sub("", piece.source)
+    return literal.count("<") == 1 and literal.count(">") == 1 and "," not in literal
 
 
 def _check_name(path: Path, line: int, name: str, key: str, seen: set[str]) -> None:
@@ -481,9 +493,16 @@ class MessageTemplate:
             return self._static_row[header.key]
         text = header.piece.render(context, fields).strip(" \t")
         try:
-            return self._value(header, text)
+            value = self._value(header, text)
         except HeaderInjectionError as err:
             raise _name_column(err, header.piece, fields) from None
+        if header.single and value is not None and len(value) != 1:
+            raise AddressError(
+                f"header {header.name}: the row's values make {len(value)} addresses where "
+                "the template writes one",
+                hint="write the header as {{ mailbox(name, email) }}, which quotes the name",
+            )
+        return value
 
     def _row(self, fields: Mapping[str, str]) -> _Row:
         # csv.DictReader fills the cells a short row lacks with None: missing too.
