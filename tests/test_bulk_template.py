@@ -521,3 +521,11 @@ def test_a_cell_cannot_add_a_recipient_to_a_one_mailbox_header(tmp_path: Path) -
     listing = load(tmp_path, PLAIN.replace("{{ mailbox(name, email) }}", "{{ email }}"))
     rendered = listing.render({**ROW, "email": "a@example.com, b@example.com"}, message_id=MSGID)
     assert len(rendered.recipients) == 3
+
+
+@pytest.mark.parametrize(
+    "cell", ["a@example.org>, <eve@evil.test", "a@example.org, eve@evil.test", "no-at-sign", ""]
+)
+def test_mailbox_takes_one_plain_address(tmp_path: Path, cell: str) -> None:
+    with pytest.raises(InputDataError, match="mailbox"):
+        load(tmp_path).render({**ROW, "email": cell}, message_id=MSGID)

@@ -83,6 +83,7 @@ _REFUSED: Final = frozenset({"mime-version", "return-path", "orig-date"})
 _MAX_REPEAT: Final = 1 << 20  # characters or items one `*` may make
 _MAX_EXPONENT: Final = 256
 _PADDING: Final = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_NOT_IN_SPEC: Final = frozenset('<>,;:"()[]\\ \t')
 _JINJA: Final = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _UNDEFINED: Final = re.compile(r"'([^']*)' is undefined")
 
@@ -108,12 +109,16 @@ def _mailbox(name: object, email: object) -> str:
     `{{ name }} <{{ email }}>` breaks on a name with a comma, '<' or a quote; this writes
     the name as a quoted-string (RFC 5322 3.2.4), which the address parser reads back whole.
     """
+    spec = str(email).strip(" \t")
+    if spec.count("@") != 1 or any(c in _NOT_IN_SPEC for c in spec):
+        # One addr-spec, or a cell could add a recipient ("a@x.org>, <eve@evil.test").
+        raise ValueError(f"mailbox(): {quote(spec)} is not one plain address")
     text = str(name).strip(" \t")
     if not text:
-        return str(email)
+        return spec
     # Line breaks stay in, so the header check refuses them instead of hiding them.
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}" <{email}>'
+    return f'"{escaped}" <{spec}>'
 
 
 class _Sandbox(SandboxedEnvironment):
