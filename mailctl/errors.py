@@ -160,6 +160,12 @@ class HeaderInjectionError(InputDataError):
     code = "header_injection"
 
 
+class UndefinedColumn(InputDataError):
+    """A bulk template uses a column the CSV row does not have (details: `column`)."""
+
+    code = "missing_column"
+
+
 class AddressError(InputDataError):
     code = "invalid_address"
 

@@ -24,8 +24,26 @@ _REGISTRY: Final = HeaderRegistry()
 _BLANKS: Final = re.compile(r"[ \t]+")
 
 
+# The common shapes, which both parsers read one way only (tests/test_bulk_template_props.py
+# checks that against the full parsers): a dot-atom local part (RFC 5322 3.4.1) and LDH
+# labels, and a list of `addr`, `atom words <addr>` or `"quoted words" <addr>`. Anything else
+# ("=?", comments, escapes, '@' in a name, non-ASCII outside a quoted name, Unicode blanks,
+# groups) takes the full parsers' path.
+_ATOM: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_SPEC: Final = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
+_SIMPLE_ADDR: Final = re.compile(_SIMPLE_SPEC)
+_SIMPLE_ITEM: Final = re.compile(
+    rf"[ \t]*(?:({_SIMPLE_SPEC})|(?:({_ATOM}(?:[ \t]+{_ATOM})*)|\"([^\"\\@\x00-\x1f\x7f]*)\")"
+    rf"[ \t]*<({_SIMPLE_SPEC})>)[ \t]*(,|$)"
+)
+
+
 def _split_addr_spec(addr_spec: str) -> tuple[str, str]:
     """Parse an addr-spec with the policy.default parser; (local_part, domain), or ValueError."""
+    if "=?" not in addr_spec and _SIMPLE_ADDR.fullmatch(addr_spec):
+        local, _, domain = addr_spec.rpartition("@")
+        return local, domain
     try:
         token, rest = hvp.get_addr_spec(addr_spec)
     except Exception as err:  # the parser raises IndexError and friends on odd input
@@ -203,6 +221,9 @@ def _parse(field: str, value: str, *, user: bool) -> tuple[Mailbox, ...]:
         if user:
             raise AddressError(f"{field} is empty")
         return ()
+    simple = _parse_simple(field, text) if user else None
+    if simple is not None:
+        return simple
     if user and "@" not in text:
         raise AddressError(f"{field}: {quote(value)} is not an email address (no '@')")
     try:
@@ -241,6 +262,39 @@ def _parse(field: str, value: str, *, user: bool) -> tuple[Mailbox, ...]:
             )
         mailboxes.append(Mailbox(display, address.addr_spec))
     return tuple(mailboxes)
+
+
+def _plain_unicode(text: str) -> bool:
+    """Non-ASCII only as printable non-blank characters (in a quoted display name)."""
+    return all(c.isascii() or (c.isprintable() and not c.isspace()) for c in text)
+
+
+def _parse_simple(field: str, text: str) -> tuple[Mailbox, ...] | None:
+    """The mailboxes of a list in only the common shapes (see _SIMPLE_ITEM), else None.
+
+    ~5 us instead of ~130 us a mailbox: bulk-send parses the addresses of every row.
+    """
+    if "=?" in text:
+        return None
+    if not text.isascii() and not _plain_unicode(text):
+        return None
+    out: list[Mailbox] = []
+    position = 0
+    while position < len(text):
+        match = _SIMPLE_ITEM.match(text, position)
+        if match is None:
+            return None
+        bare, words, quoted, spec = match.group(1, 2, 3, 4)
+        display = words if words is not None else quoted or ""
+        addr_spec = bare or spec
+        try:  # Mailbox checks the rest: label and domain lengths, the name's characters
+            out.append(Mailbox(display, addr_spec))
+        except AddressError as err:
+            raise AddressError(f"{field}: {err.message}", hint=err.note) from None
+        position = match.end()
+        if match.group(5) == "," and position == len(text):
+            return None  # a trailing comma: let the full parsers name the problem
+    return tuple(out)
 
 
 def parse_mailbox(field: str, value: str) -> Mailbox:

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_PARTS",
     "AttachmentSpec",
     "ComposeRequest",
+    "attachment_name",
     "compose",
     "dot_stuff",
     "dot_unstuff",
@@ -52,10 +53,12 @@ __all__ = [
     "guess_content_type",
     "header_recipients",
     "message_needs_smtputf8",
+    "normalise_text",
     "read_eml",
     "request_needs_smtputf8",
     "serialize",
     "strip_bcc",
+    "text_cte",
 ]
 
 # .eml input, and the sum of attachments: the default; $MAILCTL_MAX_INPUT changes it.
@@ -72,6 +75,7 @@ _BUILD: Final = wire_policy().clone(cte_type="7bit")
 # it starts a URL query, and "=?" would be decoded as an RFC 2047 word in the headers.
 _CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=^_`{|}~.@-]+")
 _PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
+_LONG_LINE: Final = re.compile(r"[^\n]{79}")  # a line past 78 characters (RFC 5322 2.1.1)
 _HIGH_BYTES: Final = bytes(range(128, 256))
 _COMPRESSED: Final = {
     "gzip": "application/gzip",
@@ -213,7 +217,7 @@ def _headers(request: ComposeRequest) -> list[tuple[str, Any]]:
     return out
 
 
-def _normalise_text(text: str) -> str:
+def normalise_text(text: str) -> str:
     """Line endings to LF (the generator writes CRLF), ending with one."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
@@ -234,14 +238,14 @@ def _body(request: ComposeRequest) -> _Text | _File | _Multi:
     files = _read_attachments(request.attachments)
     html_node: _Text | _Multi | None = None
     if request.html is not None:
-        html_node = _Text(_normalise_text(request.html), "html")
+        html_node = _Text(normalise_text(request.html), "html")
         related = tuple(f for f in files if f.inline)
         if related:
             # RFC 2387 3.1: `type` names the root part's content type.
             html_node = _Multi("related", (html_node, *related), (("type", "text/html"),))
     text_node = None
     if request.text is not None or html_node is None:
-        text_node = _Text(_normalise_text(request.text or ""), "plain")
+        text_node = _Text(normalise_text(request.text or ""), "plain")
     content: _Text | _Multi
     if text_node is None:
         assert html_node is not None  # text_node is built whenever there is no HTML
@@ -258,7 +262,7 @@ def _fill(node: MIMEPart, spec: _Text | _File | _Multi) -> None:
     """Give `node` the content described by `spec` (the top node is the message itself)."""
     if isinstance(spec, _Text):
         node.set_content(
-            spec.content, subtype=spec.subtype, charset="utf-8", cte=_text_cte(spec.content)
+            spec.content, subtype=spec.subtype, charset="utf-8", cte=text_cte(spec.content)
         )
     elif isinstance(spec, _File):
         maintype, _, subtype = spec.content_type.partition("/")
@@ -284,9 +288,9 @@ def _fill(node: MIMEPart, spec: _Text | _File | _Multi) -> None:
         node.set_payload(children)
 
 
-def _text_cte(text: str) -> str:
+def text_cte(text: str) -> str:
     """7bit for short-lined printable ASCII, else the cheaper of quoted-printable and base64."""
-    if _PLAIN_7BIT.fullmatch(text) and all(len(line) <= 78 for line in text.split("\n")):
+    if _PLAIN_7BIT.fullmatch(text) and not _LONG_LINE.search(text):
         return "7bit"
     data = text.encode("utf-8")
     high = len(data) - len(data.translate(None, _HIGH_BYTES))
@@ -309,7 +313,8 @@ def guess_content_type(filename: str) -> str:
     return guessed
 
 
-def _attachment_name(spec: AttachmentSpec) -> str:
+def attachment_name(spec: AttachmentSpec) -> str:
+    """The name an attachment part shows: a bare UTF-8 file name; InputDataError otherwise."""
     name = spec.filename if spec.filename is not None else spec.path.name
     # A file name on disk is bytes; one that is not UTF-8 opens, but cannot name the part.
     require_utf8("attachment file name", name, hint="name it with --attach-name NAME")
@@ -328,7 +333,7 @@ def _attachment_name(spec: AttachmentSpec) -> str:
 
 
 def _read_attachments(specs: tuple[AttachmentSpec, ...]) -> list[_File]:
-    names = [_attachment_name(spec) for spec in specs]
+    names = [attachment_name(spec) for spec in specs]
     inline_names = [name for name, spec in zip(names, specs, strict=True) if spec.inline]
     if len(set(inline_names)) != len(inline_names):
         raise InputDataError("two inline attachments have the same name; cid: URLs would clash")

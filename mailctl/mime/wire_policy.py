@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from email.headerregistry import (
     Address,
     AddressHeader,
@@ -29,6 +30,7 @@ _ENCODED_WORD: Final = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ADDRESS_HEADERS: Final = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to"})
 # RFC 5322 3.2.3 atext: a display-name word made only of these needs no quotes.
 _ATEXT: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_ATOM_PHRASE: Final = re.compile(rf"{_ATEXT.pattern}(?: {_ATEXT.pattern})*")
 _EW_CHUNK: Final = 45  # octets per encoded word: 60 base64 characters, 72 with the wrapper
 _MAX_TOKEN: Final = 990  # RFC 5322 2.1.1: 998 octets a line, less the name and ": "
 
@@ -169,6 +171,9 @@ class WirePolicy(_PolicyBase):
         # Text that could be read as an encoded word on the way back is encoded (_fold_value).
         if looks_encoded(text) or not pattern.fullmatch(text):
             return None
+        limit = self.max_line_length or 0
+        if text[:1] not in (" ", "\t") and text.strip(" \t") and len(name) + 2 + len(text) <= limit:
+            return f"{name}: {text}{self.linesep}"  # what the tokens below join to, unfolded
         tokens = _FOLD_TOKEN.findall(text)
         if any(len(token) > _MAX_TOKEN - len(name) for token in tokens):
             return None  # only encoded words can split a token this long
@@ -201,28 +206,58 @@ class WirePolicy(_PolicyBase):
         return self.linesep.join(lines) + self.linesep
 
     def _fold_addresses(self, name: str, header: AddressHeader) -> str | None:
-        """Write an address list as `phrase <addr-spec>` items, folding only between words.
-
-        Folding is allowed only at blanks between tokens; a quoted display name is split at
-        its own spaces, which RFC 5322 3.2.4 allows inside a quoted-string (FWS), so the
-        quotes and the comma inside them stay where they were.
-        """
-        pieces: list[tuple[str, str]] = []
+        """Write an address list as `phrase <addr-spec>` items (see fold_mailboxes)."""
+        items: list[tuple[str, str]] = []
         for group in header.groups:
             if group.display_name is not None:
                 return None  # pragma: no cover - compose never writes groups
             for address in group.addresses:
                 spec = Address(username=address.username, domain=address.domain).addr_spec
-                glue = ", " if pieces else " "
-                if not address.display_name:
-                    pieces.append((glue, spec))
-                    continue
-                limit = _MAX_TOKEN - len(name)
-                for word in self._phrase(address.display_name, limit):
-                    pieces.append((glue, word))
-                    glue = " "
-                pieces.append((" ", f"<{spec}>"))
+                items.append((address.display_name, spec))
+        return self.fold_mailboxes(name, items)
+
+    def fold_mailboxes(self, name: str, items: Iterable[tuple[str, str]]) -> str:
+        """Fold `name: phrase <addr-spec>, ...` for (display name, addr-spec) pairs.
+
+        The addr-specs are written as given (the caller picks U- or A-label domains).
+        Folding is allowed only at blanks between tokens; a quoted display name is split at
+        its own spaces, which RFC 5322 3.2.4 allows inside a quoted-string (FWS), so the
+        quotes and the comma inside them stay where they were. Also the fast path of bulk
+        messages (mime/compiled.py) folds with this, so both write the same header.
+        """
+        pieces: list[tuple[str, str]] = []
+        for display_name, spec in items:
+            glue = ", " if pieces else " "
+            if not display_name:
+                pieces.append((glue, spec))
+                continue
+            limit = _MAX_TOKEN - len(name)
+            for word in self._phrase(display_name, limit):
+                pieces.append((glue, word))
+                glue = " "
+            pieces.append((" ", f"<{spec}>"))
         return self._fold_tokens(name, pieces)
+
+    def fold_text(self, name: str, text: str) -> str:
+        """Fold an unstructured value (Subject, a custom header) given as a plain string.
+
+        What `fold` writes for an UnstructuredHeader, except that text needing encoding is
+        always written as 'B' encoded words (CPython picks 'Q' or 'B'): the same meaning.
+        Raises HeaderInjectionError for a control character in `text` or a folded result
+        that is not header lines.
+        """
+        if looks_encoded(text):
+            # A clean encoded word means its decoded text (README): the header object a
+            # message would hold decodes it, and _fold_value writes what that holds.
+            text = str(self.header_factory(name, text))
+        problem = line_problem(text)
+        if problem is not None:
+            raise HeaderInjectionError(f"header {name} holds {problem} after decoding")
+        folded = None if looks_encoded(text) else self._plain_fold(name, text)
+        if folded is None:
+            folded = self._fold_tokens(name, [(" ", word) for word in _encoded_words(text)])
+        self._check_lines(name, folded)
+        return folded
 
     def _phrase(self, display_name: str, limit: int) -> list[str]:
         """The words of a display name (RFC 5322 3.2.5 phrase); blanks separate them.
@@ -232,6 +267,8 @@ class WirePolicy(_PolicyBase):
         run, or text that readers would decode as an encoded word) becomes encoded words.
         """
         words = display_name.split(" ")
+        if _ATOM_PHRASE.fullmatch(display_name) and "=?" not in display_name:
+            return words  # the common case, decided below too: atoms need no quotes
         raw_ok = not looks_encoded(display_name) and all(words) and all(map(self._writable, words))
         if raw_ok:
             if all(self._atom(word) for word in words):
