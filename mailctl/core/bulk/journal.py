@@ -1,0 +1,738 @@
+"""The bulk-send journal: one SQLite file (WAL) holding every row's state, durable in batches.
+
+A row moves pending -> in_flight (claim(): committed with synchronous=FULL before its DATA is
+sent) -> sent | failed | deferred | unknown (finish(): buffered, durable at the next flush() or
+claim(), one commit for a whole pipelined batch). A commit costs ~220 us on this disk, so one
+per state change would cap a run near 2,000 rows/s; one per batch does not. After kill -9, the
+rows claimed but not flushed are still in_flight and recover() makes them unknown (RFC 1047:
+the connection may have died after the final dot, so they may have been delivered); their
+number is at most what the engine had claimed and not yet flushed.
+
+One run at a time: open() takes an flock(2) on "<journal>.lock" for the run's lifetime. The
+kernel drops it when the process dies however it dies, so a crashed run never leaves the
+journal locked; a second run meanwhile gets JournalBusyError naming the holder's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from mailctl.errors import (
+    InputDataError,
+    JournalBusyError,
+    JournalError,
+    NotAJournalError,
+    NotRegularFileError,
+    TemplateChangedError,
+)
+from mailctl.hosts import to_ascii_domain
+from mailctl.text import quote
+
+if TYPE_CHECKING:
+    from mailctl.core.bulk.rows import Row
+    from mailctl.models import Reply
+
+__all__ = [
+    "Journal",
+    "JournalBusyError",
+    "JournalChanges",
+    "RowRecord",
+    "RowState",
+    "TemplateChangedError",
+]
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x6D6A726E  # "mjrn": PRAGMA application_id, so `file` and we know it
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+# Bounds on what a row keeps from a server or the template: the journal stays small whatever
+# a server answers.
+TEXT_LIMIT: Final = 512
+ENHANCED_LIMIT: Final = 16
+QUEUE_ID_LIMIT: Final = 128
+RECIPIENT_LIMIT: Final = 2048
+FINISH_BUFFER: Final = 4096  # finish() flushes by itself past this many: bounded memory
+ADD_BATCH: Final = 10_000  # add() commits every so many rows (keeps the WAL checkpointable)
+PAGE: Final = 1000  # records() reads this many rows per query
+UNKNOWN_TEXT: Final = "in flight when a run stopped: it may have been delivered (RFC 1047)"
+
+
+class RowState(StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    UNKNOWN = "unknown"
+    DUPLICATE = "duplicate"
+
+
+CLAIMABLE: Final = (RowState.PENDING, RowState.DEFERRED)
+# What finish() may set: a row's outcome, or pending again for a claimed row never tried.
+FINISHED: Final = frozenset(
+    {RowState.SENT, RowState.FAILED, RowState.DEFERRED, RowState.UNKNOWN, RowState.PENDING}
+)
+# A row in one of these states may have reached its recipient: a new row to the same
+# recipient is a duplicate, whichever run it came from.
+MAYBE_DELIVERED: Final = (RowState.SENT, RowState.IN_FLIGHT, RowState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    """One row as the journal knows it."""
+
+    identity: str
+    line: int
+    state: RowState
+    recipient: str
+    message_id: str
+    attempts: int
+    code: int | None
+    enhanced: str | None
+    text: str | None
+    queue_id: str | None
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class JournalChanges:
+    """How the rows add()-ed in this run compare with the journal's earlier runs.
+
+    After a run has added every row of its CSV: `known` rows were in the journal already
+    (their states carry over), `new` ones were not (pending, or duplicate), `vanished` ones
+    are from earlier runs and were not seen in this one (edited or removed from the CSV: they
+    stay in the journal, never sent by this run). A CSV edited between runs shows as new and
+    vanished rows together; a column added or renamed changes every identity (all new, all
+    vanished), and duplicate detection against earlier runs' sent rows still keeps their
+    recipients from getting a second message.
+    """
+
+    run: int  # this run's number on the journal (1: the first)
+    known: int
+    new: int
+    vanished: int
+    sent_before: int  # rows sent by earlier runs
+
+    @property
+    def changed(self) -> bool:
+        """True when this is not the first run and the CSV's rows differ from the last ones."""
+        return self.run > 1 and (self.new > 0 or self.vanished > 0)
+
+
+_COLUMNS: Final = (
+    "identity, line, state, recipient, message_id, attempts, code, enhanced, text, queue_id,"
+    " latency_ms"
+)
+_SCHEMA: Final = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE runs (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,"
+    " pid INTEGER NOT NULL, template_digest TEXT NOT NULL, template_changed INTEGER NOT NULL)",
+    "CREATE TABLE rows ("
+    " identity TEXT PRIMARY KEY,"
+    " line INTEGER NOT NULL,"
+    " recipient TEXT NOT NULL,"
+    " rcpt_hash BLOB NOT NULL,"  # 16 bytes of sha256: duplicates found by index, not a set
+    " state TEXT NOT NULL CHECK (state IN"
+    " ('pending','in_flight','sent','failed','deferred','unknown','duplicate')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " code INTEGER, enhanced TEXT, text TEXT, queue_id TEXT, latency_ms REAL,"
+    " message_id TEXT NOT NULL,"
+    " first_run INTEGER NOT NULL,"
+    " seen_run INTEGER NOT NULL,"
+    " updated REAL NOT NULL"
+    ") WITHOUT ROWID",
+    "CREATE INDEX rows_rcpt ON rows (rcpt_hash)",
+    "CREATE INDEX rows_state ON rows (state)",
+    "CREATE INDEX rows_line ON rows (line)",
+)
+_DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.v]+\]")
+
+
+class Journal:
+    """The journal of one bulk-send run; open with Journal.open(), close (or `with`) at the end.
+
+    Not thread-safe: one caller at a time (it may be handed to a worker thread for a flush).
+    Every method raises JournalError (73) when SQLite cannot write the file.
+    """
+
+    def __init__(self, path: Path, db: sqlite3.Connection, lock_fd: int, run: int) -> None:
+        self.path = path
+        self.run = run  # this run's number
+        self._db = db
+        self._lock_fd: int | None = lock_fd
+        self._salt = bytes.fromhex(self._meta("salt"))
+        self._in_txn = False
+        self._adds = 0
+        self._finished: list[tuple[Any, ...]] = []
+        self._domain: tuple[str, str] = ("", "")
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, template_digest: str, template_changed: bool = False
+    ) -> Journal:
+        """Open (or create, mode 0600) the journal at `path` for one run, and lock it.
+
+        Raises JournalBusyError (75) when another run holds it; TemplateChangedError (65)
+        when `template_digest` differs from the last run's and `template_changed` is False;
+        NotAJournalError/NotRegularFileError (65) for a file that is not a journal;
+        JournalError (73) when it cannot be created or written.
+        """
+        path = Path(path)
+        lock_fd = _lock(path)
+        db: sqlite3.Connection | None = None
+        try:
+            _check_file(path)
+            db = _connect(path)
+            run = _start_run(db, path, template_digest, template_changed)
+            journal = cls(path, db, lock_fd, run)
+        except BaseException:
+            if db is not None:
+                db.close()
+            _unlock(lock_fd)
+            raise
+        return journal
+
+    def close(self) -> None:
+        """Flush, record the run's end, release the lock. Safe to call twice."""
+        if self._lock_fd is None:
+            return
+        try:
+            self.flush()
+            with _mapped(self.path):
+                self._db.execute("UPDATE runs SET ended = ? WHERE id = ?", (time.time(), self.run))
+        finally:
+            self._db.close()  # the last connection checkpoints the WAL into the file
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Make rows a crashed run left in_flight unknown (never resent without
+        --resend-unknown); durable on return. Returns how many there were."""
+        with _mapped(self.path):
+            self._begin()
+            self._apply_finished()
+            count = self._db.execute(
+                "UPDATE rows SET state = 'unknown', text = ?, updated = ?"
+                " WHERE state = 'in_flight'",
+                (UNKNOWN_TEXT, time.time()),
+            ).rowcount
+            self._commit()
+        return count
+
+    def add(
+        self,
+        row: Row,
+        *,
+        recipient: str,
+        allow_duplicates: bool = False,
+        domain: str = "localhost",
+    ) -> RowRecord:
+        """Record a CSV row for this run; return what the journal knows of it.
+
+        A known identity keeps its state (a rerun sends only pending and deferred rows); its
+        line (and, while it is not yet sent, its recipient) follow the current file. A new
+        one is pending, or duplicate when its recipient (compared case-insensitively through
+        a fixed-size hash column with an index) is on an earlier row of this run or on a row
+        of any run that may have been delivered; `allow_duplicates` makes it pending (and
+        turns a known duplicate back to pending). The row's Message-ID, `<hex@domain>`, is
+        made here once (`domain`: the sender's) and kept for every retry and rerun.
+
+        Buffered: committed with the next claim() or flush() (or every ADD_BATCH rows).
+        """
+        with _mapped(self.path):
+            self._begin()
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM rows WHERE identity = ?",  # noqa: S608 (constants)
+                (row.identity,),
+            ).fetchone()
+            if found is not None:
+                record = self._update_known(_record(found), row, recipient, allow_duplicates)
+            else:
+                record = self._insert(row, recipient, allow_duplicates, domain)
+            self._adds += 1
+            if self._adds >= ADD_BATCH:
+                self._commit()
+        return record
+
+    def claim(self, identities: Sequence[str], *, resend_unknown: bool = False) -> list[str]:
+        """Mark rows in_flight in ONE commit, durable (synchronous=FULL) on return: call it
+        before their DATA is sent. Only pending and deferred rows (and unknown ones when
+        `resend_unknown`) are claimed; returns those, in the order given. Buffered finishes
+        and adds ride on the same commit."""
+        if not identities:
+            return []
+        states = [*CLAIMABLE, RowState.UNKNOWN] if resend_unknown else list(CLAIMABLE)
+        claimed: set[str] = set()
+        now = time.time()
+        with _mapped(self.path):
+            self._begin()
+            self._apply_finished()
+            for start in range(0, len(identities), 500):  # SQLite's bound on parameters
+                chunk = identities[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                kinds = ",".join("?" * len(states))
+                claimed.update(
+                    found[0]
+                    for found in self._db.execute(
+                        f"UPDATE rows SET state = 'in_flight', updated = ?"  # noqa: S608 (only "?" marks)
+                        f" WHERE identity IN ({marks}) AND state IN ({kinds}) RETURNING identity",
+                        (now, *chunk, *states),
+                    )
+                )
+            self._commit()
+        return [identity for identity in identities if identity in claimed]
+
+    def finish(
+        self,
+        identity: str,
+        state: RowState,
+        *,
+        attempts: int,
+        reply: Reply | None = None,
+        queue_id: str | None = None,
+        latency_ms: float | None = None,
+        text: str | None = None,
+    ) -> None:
+        """Record a row's outcome (or pending again, for a claimed row never tried); durable
+        at the next flush() or claim(), never before. A sent row is never changed again.
+        `text` describes an outcome without a reply (a lost connection, an invalid row)."""
+        if state not in FINISHED:
+            raise ValueError(f"finish() cannot set {state!r}")
+        code = enhanced = None
+        if reply is not None:
+            code, enhanced, text = reply.code, reply.enhanced, reply.text
+        self._finished.append(
+            (
+                str(state),
+                attempts,
+                code,
+                _bounded(enhanced, ENHANCED_LIMIT),
+                _bounded(text, TEXT_LIMIT),
+                _bounded(queue_id, QUEUE_ID_LIMIT),
+                latency_ms,
+                time.time(),
+                identity,
+            )
+        )
+        if len(self._finished) >= FINISH_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit everything finished (and added) since the last commit: ONE commit."""
+        if not self._finished and not self._in_txn:
+            return
+        with _mapped(self.path):
+            self._begin()
+            self._apply_finished()
+            self._commit()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def counts(self) -> dict[RowState, int]:
+        """Rows by state, every state present (flushes first)."""
+        self.flush()
+        counts = dict.fromkeys(RowState, 0)
+        with _mapped(self.path):
+            for state, count in self._db.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"):
+                counts[RowState(state)] = count
+        return counts
+
+    def records(
+        self, states: Collection[RowState] | None = None, *, this_run: bool = False
+    ) -> Iterator[RowRecord]:
+        """Rows in line order (flushes first), PAGE at a time so none is held whole;
+        `this_run`: only rows add()-ed by this run (not those vanished from the CSV)."""
+        self.flush()
+        where = []
+        extra: list[Any] = []
+        if states is not None:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            extra.extend(str(state) for state in states)
+        if this_run:
+            where.append("seen_run = ?")
+            extra.append(self.run)
+        condition = "".join(f" AND {clause}" for clause in where)
+        after: tuple[int, str] = (-1, "")
+        while True:
+            with _mapped(self.path):
+                page = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM rows WHERE (line, identity) > (?, ?){condition}"  # noqa: S608
+                    f" ORDER BY line, identity LIMIT {PAGE}",
+                    (*after, *extra),
+                ).fetchall()
+            for found in page:
+                yield _record(found)
+            if len(page) < PAGE:
+                return
+            after = (page[-1][1], page[-1][0])
+
+    def changes(self) -> JournalChanges:
+        """This run's rows against earlier runs' (call after adding every row of the CSV)."""
+        self.flush()
+        with _mapped(self.path):
+            known, new, vanished, sent_before = self._db.execute(
+                "SELECT"
+                " SUM(seen_run = ?1 AND first_run < ?1),"
+                " SUM(first_run = ?1),"
+                " SUM(seen_run < ?1),"
+                " SUM(first_run < ?1 AND state = 'sent')"
+                " FROM rows",
+                (self.run,),
+            ).fetchone()
+        return JournalChanges(
+            run=self.run,
+            known=known or 0,
+            new=new or 0,
+            vanished=vanished or 0,
+            sent_before=sent_before or 0,
+        )
+
+    # -- inside ----------------------------------------------------------------------------
+
+    def _update_known(
+        self, record: RowRecord, row: Row, recipient: str, allow_duplicates: bool
+    ) -> RowRecord:
+        state, text = record.state, record.text
+        if allow_duplicates and state is RowState.DUPLICATE:
+            state, text = RowState.PENDING, None
+        recipient = _bounded(recipient, RECIPIENT_LIMIT) or ""
+        if state not in (RowState.PENDING, RowState.DEFERRED, RowState.DUPLICATE):
+            recipient = record.recipient  # what it was (maybe) delivered to stays on record
+        self._db.execute(
+            "UPDATE rows SET line = ?, seen_run = ?, state = ?, text = ?, recipient = ?,"
+            " rcpt_hash = ? WHERE identity = ?",
+            (
+                row.line,
+                self.run,
+                str(state),
+                text,
+                recipient,
+                _recipient_hash(recipient),
+                row.identity,
+            ),
+        )
+        return RowRecord(
+            identity=record.identity,
+            line=row.line,
+            state=state,
+            recipient=recipient,
+            message_id=record.message_id,
+            attempts=record.attempts,
+            code=record.code,
+            enhanced=record.enhanced,
+            text=text,
+            queue_id=record.queue_id,
+            latency_ms=record.latency_ms,
+        )
+
+    def _insert(self, row: Row, recipient: str, allow_duplicates: bool, domain: str) -> RowRecord:
+        recipient = _bounded(recipient, RECIPIENT_LIMIT) or ""
+        digest = _recipient_hash(recipient)
+        state, text = RowState.PENDING, None
+        if recipient and not allow_duplicates:
+            other = self._db.execute(
+                "SELECT line, seen_run FROM rows WHERE rcpt_hash = ?"
+                " AND (seen_run = ? OR state IN (?, ?, ?)) LIMIT 1",
+                (digest, self.run, *map(str, MAYBE_DELIVERED)),
+            ).fetchone()
+            if other is not None:
+                state = RowState.DUPLICATE
+                text = (
+                    f"same recipient as line {other[0]}"
+                    if other[1] == self.run
+                    else "this recipient was already sent to by an earlier run"
+                )
+        message_id = self._message_id(row.identity, domain)
+        self._db.execute(
+            "INSERT INTO rows (identity, line, recipient, rcpt_hash, state, text, message_id,"
+            " first_run, seen_run, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.identity,
+                row.line,
+                recipient,
+                digest,
+                str(state),
+                text,
+                message_id,
+                self.run,
+                self.run,
+                time.time(),
+            ),
+        )
+        return RowRecord(
+            identity=row.identity,
+            line=row.line,
+            state=state,
+            recipient=recipient,
+            message_id=message_id,
+            attempts=0,
+            code=None,
+            enhanced=None,
+            text=text,
+            queue_id=None,
+            latency_ms=None,
+        )
+
+    def _message_id(self, identity: str, domain: str) -> str:
+        """RFC 5322 3.6.4 msg-id, the same for a row whatever happens to the process: a
+        keyed hash of its identity (the key is the journal's own random salt)."""
+        if self._domain[0] != domain:
+            self._domain = (domain, _msgid_domain(domain))
+        token = hashlib.sha256(self._salt + identity.encode("utf-8")).hexdigest()[:32]
+        return f"<{token}@{self._domain[1]}>"
+
+    def _apply_finished(self) -> None:
+        if self._finished:
+            # A sent row is final: a late or repeated finish never turns it into anything else.
+            self._db.executemany(
+                "UPDATE rows SET state = ?, attempts = ?, code = ?, enhanced = ?, text = ?,"
+                " queue_id = ?, latency_ms = ?, updated = ? WHERE identity = ? AND state != 'sent'",
+                self._finished,
+            )
+            self._finished.clear()
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+
+    def _commit(self) -> None:
+        if self._in_txn:
+            self._db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'ed before return
+            self._in_txn = False
+            self._adds = 0
+
+    def _meta(self, key: str) -> str:
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(found[0]) if found else ""
+
+
+def _record(found: Sequence[Any]) -> RowRecord:
+    return RowRecord(
+        identity=found[0],
+        line=found[1],
+        state=RowState(found[2]),
+        recipient=found[3],
+        message_id=found[4],
+        attempts=found[5],
+        code=found[6],
+        enhanced=found[7],
+        text=found[8],
+        queue_id=found[9],
+        latency_ms=found[10],
+    )
+
+
+def _bounded(value: str | None, limit: int) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def _recipient_hash(recipient: str) -> bytes:
+    """16 bytes naming a recipient, case-insensitively (one mailbox, spelled two ways, is
+    treated as one: for duplicates, erring towards not sending twice)."""
+    return hashlib.sha256(recipient.strip().casefold().encode("utf-8", "replace")).digest()[:16]
+
+
+def _msgid_domain(domain: str) -> str:
+    try:
+        ascii_domain = to_ascii_domain(domain.strip().rstrip("."))
+    except UnicodeError:
+        ascii_domain = ""
+    if not _DOMAIN.fullmatch(ascii_domain):
+        raise InputDataError(
+            f"cannot make a Message-ID with the domain {quote(domain)}",
+            hint="the sender's address needs a valid domain",
+        )
+    return ascii_domain
+
+
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[None]:
+    """SQLite's exceptions as mailctl errors naming the journal."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        if "not a database" in str(err) or "malformed" in str(err):
+            raise NotAJournalError(
+                f"journal {quote(str(path))} is damaged or not a journal: {err}",
+                hint="give --journal a new file (the rows' states in this one are lost)",
+            ) from err
+        raise JournalError(
+            f"journal {quote(str(path))} cannot be written: {err}",
+            hint="check the disk space and permissions of its folder",
+        ) from err
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive flock on "<journal>.lock", writing our pid in it; the kernel drops it
+    when the process ends, however it ends. The file stays: removing it would let two runs lock
+    two different files."""
+    lock_path = path.with_name(path.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o600)
+    except OSError as err:
+        raise JournalError(
+            f"journal lock {quote(str(lock_path))} cannot be created: {err.strerror}",
+            hint="check that the journal's folder exists and is writable",
+        ) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise JournalBusyError(
+            f"journal {quote(str(path))} is in use by another bulk-send run{who}",
+            hint="wait for that run to end, or give this one another --journal",
+            details={"journal": str(path), "pid": int(holder) if holder.isdigit() else None},
+        ) from None
+    except OSError as err:
+        os.close(fd)
+        raise JournalError(
+            f"journal lock {quote(str(lock_path))} cannot be taken: {err.strerror}",
+            hint="put the journal on a local file system",
+        ) from err
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a journal before SQLite touches it (it would turn a CSV given as
+    --journal into garbage); create a new one with mode 0600, which the WAL files inherit."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except OSError as err:
+            raise JournalError(
+                f"journal {quote(str(path))} cannot be created: {err.strerror}",
+                hint="check that its folder exists and is writable",
+            ) from err
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(
+            f"journal {quote(str(path))} is not a regular file",
+            hint="give --journal a file name",
+        )
+    if info.st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(SQLITE_MAGIC))
+    except OSError as err:
+        raise JournalError(
+            f"journal {quote(str(path))} cannot be read: {err.strerror}",
+            hint="check its permissions",
+        ) from err
+    if magic != SQLITE_MAGIC:
+        raise NotAJournalError(
+            f"{quote(str(path))} is not a bulk-send journal",
+            hint="give --journal a new file name, or this CSV's journal",
+        )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    with _mapped(path):
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(
+                    f"journal {quote(str(path))} cannot use SQLite's WAL mode",
+                    hint="put the journal on a local file system",
+                )
+            db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when COMMIT returns
+            _schema(db, path)
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
+def _schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables in a new journal; refuse another program's SQLite file or a journal
+    of a newer schema."""
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+    if app == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise NotAJournalError(
+                f"journal {quote(str(path))} was written by a newer mailctl"
+                f" (schema {version}, this one reads {SCHEMA_VERSION})",
+                hint="use that mailctl version, or give --journal a new file",
+            )
+        return
+    if app != 0 or tables:
+        raise NotAJournalError(
+            f"{quote(str(path))} is an SQLite file but not a bulk-send journal",
+            hint="give --journal a new file name, or this CSV's journal",
+        )
+    db.execute("BEGIN IMMEDIATE")
+    for statement in _SCHEMA:
+        db.execute(statement)
+    db.execute("INSERT INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.execute("COMMIT")
+
+
+def _start_run(db: sqlite3.Connection, path: Path, digest: str, changed: bool) -> int:
+    """Check the template against the last run's; record this run. Returns its number."""
+    with _mapped(path):
+        last = db.execute("SELECT template_digest FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if last is not None and last[0] != digest and not changed:
+            sent = db.execute("SELECT COUNT(*) FROM rows WHERE state = 'sent'").fetchone()[0]
+            raise TemplateChangedError(
+                f"the template changed since the last run on journal {quote(str(path))}"
+                f" ({sent} row{'s' if sent != 1 else ''} already sent with the old one)",
+                hint="pass --template-changed to send the rest with the new template"
+                " (rows already sent are never sent again)",
+                details={"journal": str(path), "sent": sent},
+            )
+        cursor = db.execute(
+            "INSERT INTO runs (started, pid, template_digest, template_changed)"
+            " VALUES (?, ?, ?, ?)",
+            (time.time(), os.getpid(), digest, int(changed)),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
