@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from mailctl.errors import (
     TemplateChangedError,
 )
 from mailctl.models import Reply
+from tests.bounded_run import MIB, run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,6 +218,11 @@ def test_changes_between_runs(tmp_path: Path) -> None:
         changes = journal.changes()
         assert changes == JournalChanges(run=2, known=2, new=2, vanished=1, sent_before=1)
         assert changes.changed
+        assert changes.explain() == (
+            "the CSV changed since the last run: 2 rows as before, 2 new or edited,"
+            " 1 no longer in the file (kept in the journal, not sent)"
+        )
+        assert first.explain() == ""
         # the vanished row stays in the journal, and reports of this run can leave it out
         assert len(list(journal.records())) == 5
         assert [r.recipient for r in journal.records(this_run=True)] == [
@@ -223,6 +231,68 @@ def test_changes_between_runs(tmp_path: Path) -> None:
             "c@x.test",
             "d@x.test",
         ]
+
+
+def test_a_column_added_changes_every_identity_but_sends_nobody_twice(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    csv_path = tmp_path / "data.csv"
+    csv_path.write_text("email,name\na@x.test,A\nb@x.test,B\n")
+    with Journal.open(path, template_digest="t") as journal:
+        rows = list(CsvSource(csv_path))
+        for row in rows:
+            journal.add(row, recipient=row.fields["email"])
+        journal.claim([rows[0].identity])
+        journal.finish(rows[0].identity, RowState.SENT, attempts=1)
+    csv_path.write_text("email,name,city\na@x.test,A,Oslo\nb@x.test,B,Rome\n")
+    with Journal.open(path, template_digest="t") as journal:
+        states = [
+            journal.add(row, recipient=row.fields["email"]).state for row in CsvSource(csv_path)
+        ]
+        assert states == [RowState.DUPLICATE, RowState.PENDING]
+        changes = journal.changes()
+        assert (changes.known, changes.new, changes.vanished) == (0, 2, 2)
+        assert changes.explain().startswith("no row of the CSV matches the journal's 2 rows")
+
+
+_BULK_MEMORY = """
+import sys
+from mailctl.core.bulk import CsvSource, Journal, RowState
+journal = Journal.open(sys.argv[2], template_digest="t")
+batch = []
+for row in CsvSource(sys.argv[1]):
+    journal.add(row, recipient=row.fields["email"], domain="example.test")
+    batch.append(row.identity)
+    if len(batch) == 64:
+        for identity in journal.claim(batch):
+            journal.finish(identity, RowState.SENT, attempts=1)
+        batch = []
+journal.flush()
+print(journal.counts()[RowState.SENT], file=sys.stderr)
+journal.close()
+"""
+
+
+def test_journal_memory_does_not_grow_with_rows(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):  # memory, not the disk's fsync, is measured
+        tmp_path = Path(tempfile.mkdtemp(dir=shm))
+    peaks = []
+    for rows in (5_000, 80_000):
+        csv_path = tmp_path / f"{rows}.csv"
+        with csv_path.open("w") as handle:
+            handle.write("email,name\n")
+            handle.writelines(f"user{n}@example.test,Name {n}\n" for n in range(rows))
+        run = run_python(
+            ["-c", _BULK_MEMORY, str(csv_path), str(tmp_path / f"{rows}.journal")],
+            timeout=180,
+            address_space=512 * MIB,
+        )
+        assert run.code == 0, run.stderr
+        assert run.lines[-1] == str(rows // 64 * 64)
+        peaks.append(run.peak_rss)
+    assert peaks[1] - peaks[0] < 12 * MIB, peaks
+    if tmp_path.parent == shm:
+        shutil.rmtree(tmp_path)
 
 
 def test_records_page_through_many_rows(tmp_path: Path) -> None:

@@ -131,6 +131,21 @@ class JournalChanges:
         """True when this is not the first run and the CSV's rows differ from the last ones."""
         return self.run > 1 and (self.new > 0 or self.vanished > 0)
 
+    def explain(self) -> str:
+        """One line for the user when `changed`: what differs, and what happens to it."""
+        if not self.changed:
+            return ""
+        if self.known == 0:
+            return (
+                f"no row of the CSV matches the journal's {self.vanished} rows (a column added,"
+                " renamed or removed changes every row): rows are treated as new, and"
+                f" recipients already sent to ({self.sent_before} rows) are not sent again"
+            )
+        return (
+            f"the CSV changed since the last run: {self.known} rows as before, {self.new} new"
+            f" or edited, {self.vanished} no longer in the file (kept in the journal, not sent)"
+        )
+
 
 _COLUMNS: Final = (
     "identity, line, state, recipient, message_id, attempts, code, enhanced, text, queue_id,"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from mailctl.errors import InputDataError, UsageError
+from mailctl.errors import CantCreateError, InputDataError, UsageError
 from mailctl.inputs import KIB, MIB, describe, open_regular
 from mailctl.text import quote
 
@@ -272,7 +272,21 @@ class _Occurrences:
         self._db: sqlite3.Connection | None = None
 
     def number(self, digest: bytes) -> int:
-        """1 for a digest not seen before in this pass, k for its k-th occurrence."""
+        """1 for a digest not seen before in this pass, k for its k-th occurrence.
+
+        Raises CantCreateError (73) when the temporary file cannot be written (TMPDIR).
+        """
+        import sqlite3
+
+        try:
+            return self._number(digest)
+        except sqlite3.Error as err:
+            raise CantCreateError(
+                f"cannot write a temporary file to count identical CSV rows: {err}",
+                hint="set TMPDIR to a writable folder with free space",
+            ) from err
+
+    def _number(self, digest: bytes) -> int:
         bits = self._bits
         maybe = True
         for start in (0, 8, 16):
