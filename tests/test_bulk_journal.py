@@ -322,10 +322,27 @@ def test_template_change_needs_consent_and_never_resends(tmp_path: Path) -> None
     assert "1 row already sent" in info.value.message
     assert "--template-changed" in (info.value.hint or "")
     with Journal.open(path, template_digest="two", template_changed=True) as journal:
+        assert journal.template_changed
         assert journal.claim(["a", "b"]) == ["b"]
         journal.finish("b", RowState.SENT, attempts=1)
     with Journal.open(path, template_digest="two") as journal:  # the new one is now the last
         assert journal.run == 3
+        assert not journal.template_changed
+
+
+def test_template_change_before_anything_went_out_needs_no_consent(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with Journal.open(path, template_digest="one") as journal:
+        journal.add(_row(2, "a"), recipient="a@x.test")
+        journal.add(_row(3, "b"), recipient="b@x.test")
+        journal.claim(["a", "b"])
+        journal.finish("a", RowState.FAILED, attempts=1, reply=Reply(550, "5.1.1 no"))
+        journal.finish("b", RowState.DEFERRED, attempts=1, reply=Reply(451, "4.3.0 later"))
+    with Journal.open(path, template_digest="two") as journal:
+        assert journal.template_changed  # the engine can say so; nothing sent disagrees
+        journal.claim(["b"])  # in flight with the new template from now on
+    with pytest.raises(TemplateChangedError, match="1 row already sent"):
+        Journal.open(path, template_digest="three")
 
 
 def test_not_a_journal(tmp_path: Path) -> None:

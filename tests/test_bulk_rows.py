@@ -119,6 +119,16 @@ def test_header_names_trimmed_and_kept_raw(tmp_path: Path) -> None:
     assert source.raw_header_line() == (" name ", " email")
 
 
+def test_blank_lines_and_rows_of_empty_cells_are_skipped(tmp_path: Path) -> None:
+    rows = list(CsvSource(_write(tmp_path, "\n\na,b\n1,2\n\n,\n3,\n,,\n\n")))
+    assert [(row.line, row.index, row.values) for row in rows] == [
+        (4, 1, ("1", "2")),
+        (7, 2, ("3", "")),
+    ]
+    with pytest.raises(InputDataError, match="line 2: column 1 of the header row has no name"):
+        CsvSource(_write(tmp_path, "\n,,\na,b\n", "empty-header.csv"))
+
+
 def test_ragged_rows_are_errors_of_their_row_only(tmp_path: Path) -> None:
     path = _write(tmp_path, 'a,b,c\n1,2,3\n1,2\n1,2,3,4\n"x\ny",2\n7,8,9\n')
     rows = list(CsvSource(path))

@@ -15,14 +15,10 @@ journal locked; a second run meanwhile gets JournalBusyError naming the holder's
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
-import secrets
 import sqlite3
-import stat
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,14 +27,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from mailctl.errors import (
-    InputDataError,
-    JournalBusyError,
-    JournalError,
-    NotAJournalError,
-    NotRegularFileError,
-    TemplateChangedError,
+from mailctl.core.bulk.journal_file import (
+    check_file,
+    connect,
+    lock,
+    mapped,
+    start_run,
+    unlock,
 )
+from mailctl.errors import InputDataError, JournalBusyError, TemplateChangedError
 from mailctl.hosts import to_ascii_domain
 from mailctl.text import quote
 
@@ -55,9 +52,6 @@ __all__ = [
     "TemplateChangedError",
 ]
 
-SCHEMA_VERSION: Final = 1
-APPLICATION_ID: Final = 0x6D6A726E  # "mjrn": PRAGMA application_id, so `file` and we know it
-SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 # Bounds on what a row keeps from a server or the template: the journal stays small whatever
 # a server answers.
 TEXT_LIMIT: Final = 512
@@ -151,32 +145,6 @@ _COLUMNS: Final = (
     "identity, line, state, recipient, message_id, attempts, code, enhanced, text, queue_id,"
     " latency_ms"
 )
-_SCHEMA: Final = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE runs (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL,"
-    " pid INTEGER NOT NULL, template_digest TEXT NOT NULL, template_changed INTEGER NOT NULL)",
-    # Rows by rowid, in the order first added (the CSV's): the rows of one batch share a few
-    # pages, so a commit writes (and fsyncs) a few pages rather than one per row, as keying
-    # the table by the identity's hash would.
-    "CREATE TABLE rows ("
-    " id INTEGER PRIMARY KEY,"
-    " identity TEXT NOT NULL UNIQUE,"
-    " line INTEGER NOT NULL,"
-    " recipient TEXT NOT NULL,"
-    " rcpt_hash BLOB NOT NULL,"  # 16 bytes of sha256: duplicates found by index, not a set
-    " state TEXT NOT NULL CHECK (state IN"
-    " ('pending','in_flight','sent','failed','deferred','unknown','duplicate')),"
-    " attempts INTEGER NOT NULL DEFAULT 0,"
-    " code INTEGER, enhanced TEXT, text TEXT, queue_id TEXT, latency_ms REAL,"
-    " message_id TEXT NOT NULL,"
-    " first_run INTEGER NOT NULL,"
-    " seen_run INTEGER NOT NULL,"
-    " updated REAL NOT NULL"
-    ")",
-    "CREATE INDEX rows_rcpt ON rows (rcpt_hash)",
-    "CREATE INDEX rows_state ON rows (state)",
-    "CREATE INDEX rows_line ON rows (line)",
-)
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.v]+\]")
 
 
@@ -190,6 +158,7 @@ class Journal:
     def __init__(self, path: Path, db: sqlite3.Connection, lock_fd: int, run: int) -> None:
         self.path = path
         self.run = run  # this run's number
+        self.template_changed = False  # the template differs from the last run's
         self._db = db
         self._lock_fd: int | None = lock_fd
         self._salt = bytes.fromhex(self._meta("salt"))
@@ -207,22 +176,25 @@ class Journal:
         """Open (or create, mode 0600) the journal at `path` for one run, and lock it.
 
         Raises JournalBusyError (75) when another run holds it; TemplateChangedError (65)
-        when `template_digest` differs from the last run's and `template_changed` is False;
+        when `template_digest` differs from the last run's, a row may have gone out with the
+        old one (sent, in flight, unknown), and `template_changed` is False (the journal's
+        `template_changed` then tells whether it differs);
         NotAJournalError/NotRegularFileError (65) for a file that is not a journal;
         JournalError (73) when it cannot be created or written.
         """
         path = Path(path)
-        lock_fd = _lock(path)
+        lock_fd = lock(path)
         db: sqlite3.Connection | None = None
         try:
-            _check_file(path)
-            db = _connect(path)
-            run = _start_run(db, path, template_digest, template_changed)
+            check_file(path)
+            db = connect(path)
+            run, differs = start_run(db, path, template_digest, template_changed)
             journal = cls(path, db, lock_fd, run)
+            journal.template_changed = differs
         except BaseException:
             if db is not None:
                 db.close()
-            _unlock(lock_fd)
+            unlock(lock_fd)
             raise
         return journal
 
@@ -232,11 +204,11 @@ class Journal:
             return
         try:
             self.flush()
-            with _mapped(self.path):
+            with mapped(self.path):
                 self._db.execute("UPDATE runs SET ended = ? WHERE id = ?", (time.time(), self.run))
         finally:
             self._db.close()  # the last connection checkpoints the WAL into the file
-            _unlock(self._lock_fd)
+            unlock(self._lock_fd)
             self._lock_fd = None
 
     def __enter__(self) -> Journal:
@@ -255,7 +227,7 @@ class Journal:
     def recover(self) -> int:
         """Make rows a crashed run left in_flight unknown (never resent without
         --resend-unknown); durable on return. Returns how many there were."""
-        with _mapped(self.path):
+        with mapped(self.path):
             self._begin()
             self._apply_finished()
             count = self._db.execute(
@@ -286,7 +258,7 @@ class Journal:
 
         Buffered: committed with the next claim() or flush() (or every ADD_BATCH rows).
         """
-        with _mapped(self.path):
+        with mapped(self.path):
             self._begin()
             found = self._db.execute(
                 f"SELECT {_COLUMNS} FROM rows WHERE identity = ?",  # noqa: S608 (constants)
@@ -311,7 +283,7 @@ class Journal:
         states = [*CLAIMABLE, RowState.UNKNOWN] if resend_unknown else list(CLAIMABLE)
         claimed: set[str] = set()
         now = time.time()
-        with _mapped(self.path):
+        with mapped(self.path):
             self._begin()
             self._apply_finished()
             for start in range(0, len(identities), 500):  # SQLite's bound on parameters
@@ -368,7 +340,7 @@ class Journal:
         """Commit everything finished (and added) since the last commit: ONE commit."""
         if not self._finished and not self._in_txn:
             return
-        with _mapped(self.path):
+        with mapped(self.path):
             self._begin()
             self._apply_finished()
             self._commit()
@@ -379,7 +351,7 @@ class Journal:
         """Rows by state, every state present (flushes first)."""
         self.flush()
         counts = dict.fromkeys(RowState, 0)
-        with _mapped(self.path):
+        with mapped(self.path):
             for state, count in self._db.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"):
                 counts[RowState(state)] = count
         return counts
@@ -401,7 +373,7 @@ class Journal:
         condition = "".join(f" AND {clause}" for clause in where)
         after = (-1, -1)
         while True:
-            with _mapped(self.path):
+            with mapped(self.path):
                 page = self._db.execute(
                     f"SELECT {_COLUMNS}, id FROM rows WHERE (line, id) > (?, ?){condition}"  # noqa: S608
                     f" ORDER BY line, id LIMIT {PAGE}",
@@ -416,7 +388,7 @@ class Journal:
     def changes(self) -> JournalChanges:
         """This run's rows against earlier runs' (call after adding every row of the CSV)."""
         self.flush()
-        with _mapped(self.path):
+        with mapped(self.path):
             known, new, vanished, sent_before = self._db.execute(
                 "SELECT"
                 " SUM(seen_run = ?1 AND first_run < ?1),"
@@ -593,165 +565,3 @@ def _msgid_domain(domain: str) -> str:
             hint="the sender's address needs a valid domain",
         )
     return ascii_domain
-
-
-@contextlib.contextmanager
-def _mapped(path: Path) -> Iterator[None]:
-    """SQLite's exceptions as mailctl errors naming the journal."""
-    try:
-        yield
-    except sqlite3.DatabaseError as err:
-        if "not a database" in str(err) or "malformed" in str(err):
-            raise NotAJournalError(
-                f"journal {quote(str(path))} is damaged or not a journal: {err}",
-                hint="give --journal a new file (the rows' states in this one are lost)",
-            ) from err
-        raise JournalError(
-            f"journal {quote(str(path))} cannot be written: {err}",
-            hint="check the disk space and permissions of its folder",
-        ) from err
-
-
-def _lock(path: Path) -> int:
-    """Hold an exclusive flock on "<journal>.lock", writing our pid in it; the kernel drops it
-    when the process ends, however it ends. The file stays: removing it would let two runs lock
-    two different files."""
-    lock_path = path.with_name(path.name + ".lock")
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(lock_path, flags, 0o600)
-    except OSError as err:
-        raise JournalError(
-            f"journal lock {quote(str(lock_path))} cannot be created: {err.strerror}",
-            hint="check that the journal's folder exists and is writable",
-        ) from err
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        raise JournalBusyError(
-            f"journal {quote(str(path))} is in use by another bulk-send run{who}",
-            hint="wait for that run to end, or give this one another --journal",
-            details={"journal": str(path), "pid": int(holder) if holder.isdigit() else None},
-        ) from None
-    except OSError as err:
-        os.close(fd)
-        raise JournalError(
-            f"journal lock {quote(str(lock_path))} cannot be taken: {err.strerror}",
-            hint="put the journal on a local file system",
-        ) from err
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _check_file(path: Path) -> None:
-    """Refuse what is not a journal before SQLite touches it (it would turn a CSV given as
-    --journal into garbage); create a new one with mode 0600, which the WAL files inherit."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-        except OSError as err:
-            raise JournalError(
-                f"journal {quote(str(path))} cannot be created: {err.strerror}",
-                hint="check that its folder exists and is writable",
-            ) from err
-        return
-    if not stat.S_ISREG(info.st_mode):
-        raise NotRegularFileError(
-            f"journal {quote(str(path))} is not a regular file",
-            hint="give --journal a file name",
-        )
-    if info.st_size == 0:
-        return
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(len(SQLITE_MAGIC))
-    except OSError as err:
-        raise JournalError(
-            f"journal {quote(str(path))} cannot be read: {err.strerror}",
-            hint="check its permissions",
-        ) from err
-    if magic != SQLITE_MAGIC:
-        raise NotAJournalError(
-            f"{quote(str(path))} is not a bulk-send journal",
-            hint="give --journal a new file name, or this CSV's journal",
-        )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    with _mapped(path):
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JournalError(
-                    f"journal {quote(str(path))} cannot use SQLite's WAL mode",
-                    hint="put the journal on a local file system",
-                )
-            db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when COMMIT returns
-            _schema(db, path)
-        except BaseException:
-            db.close()
-            raise
-    return db
-
-
-def _schema(db: sqlite3.Connection, path: Path) -> None:
-    """Create the tables in a new journal; refuse another program's SQLite file or a journal
-    of a newer schema."""
-    app = db.execute("PRAGMA application_id").fetchone()[0]
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    tables = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-    if app == APPLICATION_ID:
-        if version > SCHEMA_VERSION:
-            raise NotAJournalError(
-                f"journal {quote(str(path))} was written by a newer mailctl"
-                f" (schema {version}, this one reads {SCHEMA_VERSION})",
-                hint="use that mailctl version, or give --journal a new file",
-            )
-        return
-    if app != 0 or tables:
-        raise NotAJournalError(
-            f"{quote(str(path))} is an SQLite file but not a bulk-send journal",
-            hint="give --journal a new file name, or this CSV's journal",
-        )
-    db.execute("BEGIN IMMEDIATE")
-    for statement in _SCHEMA:
-        db.execute(statement)
-    db.execute("INSERT INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    db.execute("COMMIT")
-
-
-def _start_run(db: sqlite3.Connection, path: Path, digest: str, changed: bool) -> int:
-    """Check the template against the last run's; record this run. Returns its number."""
-    with _mapped(path):
-        last = db.execute("SELECT template_digest FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        if last is not None and last[0] != digest and not changed:
-            sent = db.execute("SELECT COUNT(*) FROM rows WHERE state = 'sent'").fetchone()[0]
-            raise TemplateChangedError(
-                f"the template changed since the last run on journal {quote(str(path))}"
-                f" ({sent} row{'s' if sent != 1 else ''} already sent with the old one)",
-                hint="pass --template-changed to send the rest with the new template"
-                " (rows already sent are never sent again)",
-                details={"journal": str(path), "sent": sent},
-            )
-        cursor = db.execute(
-            "INSERT INTO runs (started, pid, template_digest, template_changed)"
-            " VALUES (?, ?, ?, ?)",
-            (time.time(), os.getpid(), digest, int(changed)),
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid

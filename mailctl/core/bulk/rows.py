@@ -148,6 +148,7 @@ class CsvSource:
         limit = csv.field_size_limit()
         try:
             reader = csv.reader(feed, self.dialect)
+            header = True
             while True:
                 start = feed.row_start = feed.lines + 1
                 feed.row_chars = 0
@@ -160,7 +161,11 @@ class CsvSource:
                     csv.field_size_limit(limit)
                 if values is None:
                     return
-                if values:  # a blank line reads as []: skipped, but counted
+                # A blank line reads as [], and spreadsheets leave rows of empty cells (",,")
+                # below the data: nothing to send, so skipped (and counted). Not the header:
+                # one without names is an error.
+                if any(values) or (values and header):
+                    header = False
                     yield start, feed.lines, values
         finally:
             text.close()
