@@ -3,6 +3,7 @@ and kill -9 at random points of a process that claims and finishes rows."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -34,13 +35,19 @@ from tests.bounded_run import MIB, run_python
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _db(path: Path, *, readonly: bool = False) -> contextlib.closing[sqlite3.Connection]:
+    """A connection of another process's kind, closed at the end (`with connect()` is not)."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    return contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None))
+
+
 def _row(line: int, identity: str) -> Row:
     return Row(line=line, index=line - 1, fields={}, identity=identity)
 
 
 def _state(path: Path, identity: str) -> str:
     """The state as another process would read it: only what is committed."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with _db(path, readonly=True) as db:
         return str(
             db.execute("SELECT state FROM rows WHERE identity = ?", (identity,)).fetchone()[0]
         )
@@ -54,7 +61,7 @@ def test_new_journal_file(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
         assert stat.S_IMODE(Path(f"{path}.lock").stat().st_mode) == 0o600
-    with sqlite3.connect(path) as db:
+    with _db(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert record.state is RowState.PENDING
@@ -189,7 +196,7 @@ def test_duplicate_lookup_uses_the_index(tmp_path: Path) -> None:
     path = tmp_path / "j"
     with Journal.open(path, template_digest="t") as journal:
         journal.add(_row(2, "a"), recipient="a@x.test")
-    with sqlite3.connect(path) as db:
+    with _db(path) as db:
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT line FROM rows WHERE rcpt_hash = ?"
             " AND (seen_run = 1 OR state IN ('sent','in_flight','unknown')) LIMIT 1",
@@ -353,13 +360,13 @@ def test_not_a_journal(tmp_path: Path) -> None:
     assert info.value.exit_code == ExitCode.DATAERR
     assert csv_path.read_text() == "email\na@x.test\n"  # untouched
     other = tmp_path / "other.db"
-    with sqlite3.connect(other) as db:
+    with _db(other) as db:
         db.execute("CREATE TABLE t (x)")
     with pytest.raises(NotAJournalError, match="not a bulk-send journal"):
         Journal.open(other, template_digest="t")
     newer = tmp_path / "newer"
     Journal.open(newer, template_digest="t").close()
-    with sqlite3.connect(newer) as db:
+    with _db(newer) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(NotAJournalError, match="newer mailctl"):
         Journal.open(newer, template_digest="t")
@@ -511,7 +518,7 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, seed: int) -> Non
     assert "END" not in log.read_text(), "killed too late to test anything"
     # the kernel freed the lock; the reopened journal holds every row in exactly one state
     with Journal.open(path, template_digest="t") as journal:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        with _db(path, readonly=True) as db:
             states = dict(db.execute("SELECT identity, state FROM rows").fetchall())
         assert len(states) == rows
         assert set(states.values()) <= {s.value for s in RowState}
