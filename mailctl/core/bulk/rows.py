@@ -15,6 +15,7 @@ import codecs
 import csv
 import hashlib
 import io
+import json
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class CsvSource:
         # Identity is over (name, value) pairs in name order, so reordering columns in a
         # spreadsheet keeps every row's identity (and a rerun sends nothing twice).
         self._order = sorted(range(self._width), key=lambda i: self.header[i])
-        self._names = [_framed(self.header[i].encode("utf-8")) for i in range(self._width)]
+        self._sorted_names = [self.header[i] for i in self._order]
 
     def raw_header_line(self) -> tuple[str, ...]:
         """The header row's fields exactly as read (before trimming): with `dialect`, what
@@ -196,29 +197,30 @@ class CsvSource:
         )
 
     def _digest(self, values: list[str]) -> tuple[bytes, str | None]:
-        """sha256 over the framed (name, value) pairs in name order; extra fields after them.
+        """sha256 over the JSON of [names, values] in name order, extra fields after them.
 
-        A missing field (short row) is framed differently from an empty one. Also returns the
-        first column whose value is not text in the encoding (a lone surrogate), if any.
+        JSON's string escaping is fixed (unlike repr, which follows the Unicode database of
+        the running Python), so a rerun under another Python finds the same identities. A
+        missing field (short row) is null, not "". Also returns the first column whose value
+        is not text in the encoding (a lone surrogate from surrogateescape), if any.
         """
-        parts: list[bytes] = []
-        bad: str | None = None
         count = len(values)
-        for i in self._order:
-            parts.append(self._names[i])
-            if i >= count:
-                parts.append(b"\xff" * 8)
-                continue
-            value = values[i]
-            try:
-                data = value.encode("utf-8")
-            except UnicodeEncodeError:
-                data = value.encode("utf-8", "surrogateescape")
-                bad = bad or self.header[i]
-            parts.append(_framed(data))
-        for value in values[self._width :]:
-            parts.append(_framed(value.encode("utf-8", "surrogateescape")))
-        return hashlib.sha256(b"".join(parts)).digest(), bad
+        ordered: list[object] = [values[i] if i < count else None for i in self._order]
+        if count > self._width:
+            ordered.append(values[self._width :])
+        text = json.dumps([self._sorted_names, ordered], ensure_ascii=False, separators=(",", ":"))
+        try:
+            return hashlib.sha256(text.encode("utf-8")).digest(), None
+        except UnicodeEncodeError:
+            bad = next(
+                (
+                    name
+                    for name, value in zip(self.header, values, strict=False)
+                    if _undecoded(value)
+                ),
+                "",
+            )
+            return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), bad or None
 
 
 class _LineFeed:
@@ -273,7 +275,7 @@ class _Occurrences:
 
     def __init__(self) -> None:
         self._bits = bytearray(self.BITS // 8)
-        self._pending: list[tuple[bytes]] = []
+        self._pending: list[tuple[int]] = []
         self._db: sqlite3.Connection | None = None
 
     def number(self, digest: bytes) -> int:
@@ -292,26 +294,28 @@ class _Occurrences:
             ) from err
 
     def _number(self, digest: bytes) -> int:
+        # 64 bits of the digest are the key: two different rows share it with probability
+        # ~n^2/2^65 (3e-8 for a million rows), and then the second is numbered #2: still
+        # distinct, and the same on every pass.
+        key = int.from_bytes(digest[:8], "big", signed=True)
         bits = self._bits
         maybe = True
-        for start in (0, 8, 16):
+        for start in (8, 16, 24):
             bit = int.from_bytes(digest[start : start + 8], "big") % self.BITS
             byte, mask = bit >> 3, 1 << (bit & 7)
             if not bits[byte] & mask:
                 maybe = False
                 bits[byte] |= mask
         if not maybe:
-            self._pending.append((digest,))
+            self._pending.append((key,))
             if len(self._pending) >= self.BATCH:
                 self._write()
             return 1
         self._write()
         db = self._connect()
-        found = db.execute(
-            "UPDATE seen SET n = n + 1 WHERE digest = ? RETURNING n", (digest,)
-        ).fetchone()
+        found = db.execute("UPDATE seen SET n = n + 1 WHERE key = ? RETURNING n", (key,)).fetchone()
         if found is None:  # a false positive of the filter
-            db.execute("INSERT INTO seen VALUES (?, 1)", (digest,))
+            db.execute("INSERT INTO seen VALUES (?, 1)", (key,))
             return 1
         return int(found[0])
 
@@ -328,9 +332,7 @@ class _Occurrences:
             self._db = sqlite3.connect("", isolation_level=None)
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(
-                "CREATE TABLE seen (digest BLOB PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
-            )
+            self._db.execute("CREATE TABLE seen (key INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
         return self._db
 
     def _write(self) -> None:
@@ -339,8 +341,12 @@ class _Occurrences:
             self._pending.clear()
 
 
-def _framed(data: bytes) -> bytes:
-    return len(data).to_bytes(8, "big") + data
+def _undecoded(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _lines(line: int, end: int) -> str:
