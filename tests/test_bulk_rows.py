@@ -4,6 +4,7 @@ and memory that does not grow with the number of rows."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -195,6 +196,16 @@ def test_identity(tmp_path: Path) -> None:
     assert [row.identity for row in CsvSource(swapped)] == [rows[0].identity, rows[1].identity]
     renamed = _write(tmp_path, "a,c\n1,2\n", "renamed.csv")
     assert next(iter(CsvSource(renamed))).identity != first
+
+
+def test_identity_is_pinned(tmp_path: Path) -> None:
+    """Journals outlive mailctl versions: if this changes, every row of an old journal looks
+    new on a rerun (duplicate detection would be all that stops a second message)."""
+    path = _write(tmp_path, "name,email\nAnn,ann@example.test\n")
+    canonical = '[["email","name"],["ann@example.test","Ann"]]'
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert expected == "fb4e51d44c26c99479c9dd97f227da907407346a41499cda18efbf6502ca9abd"
+    assert next(iter(CsvSource(path))).identity == expected
 
 
 def test_many_identical_rows_beyond_the_bloom_filter_batch(tmp_path: Path) -> None:
