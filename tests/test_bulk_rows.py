@@ -225,6 +225,15 @@ def test_file_changed_between_passes(tmp_path: Path) -> None:
     path.write_text("a\n1\n2\n")
     with pytest.raises(InputDataError, match="changed while mailctl was reading it"):
         list(source)
+    # changed during a pass: found when the pass ends
+    grow = _write(tmp_path, "a\n1\n2\n", "grow.csv")
+    growing = CsvSource(grow)
+    rows = iter(growing)
+    next(rows)
+    with grow.open("a") as handle:
+        handle.write("3\n")
+    with pytest.raises(InputDataError, match="changed while mailctl was reading it"):
+        list(rows)
 
 
 def test_missing_and_not_regular(tmp_path: Path) -> None:

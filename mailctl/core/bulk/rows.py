@@ -20,7 +20,7 @@ import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, BinaryIO, Final, TextIO
 
 from mailctl.errors import CantCreateError, InputDataError, UsageError
 from mailctl.inputs import KIB, MIB, describe, open_regular
@@ -126,21 +126,26 @@ class CsvSource:
     def _open(self) -> TextIO:
         raw = open_regular(self.path, what="CSV file")
         try:
-            info = os.fstat(raw.fileno())
-            stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if self._stamp is None:
-                self._stamp = stamp
-            elif stamp != self._stamp:
-                raise InputDataError(
-                    f"{self.label} changed while mailctl was reading it",
-                    hint="let it be written completely, then run again",
-                )
+            self._check_unchanged(raw)
         except BaseException:
             raw.close()
             raise
         # newline="": the csv module sees line ends as they are (RFC 4180 quoted CRLF kept);
         # surrogateescape: a bad byte becomes a row's error instead of ending the whole run.
         return io.TextIOWrapper(raw, encoding=self.encoding, errors="surrogateescape", newline="")
+
+    def _check_unchanged(self, stream: TextIO | BinaryIO) -> None:
+        """The file is the one first read, as it was: the validation pass and the sending
+        pass must see the same rows (checked when a pass opens it and when it ends)."""
+        info = os.fstat(stream.fileno())
+        stamp = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if self._stamp is None:
+            self._stamp = stamp
+        elif stamp != self._stamp:
+            raise InputDataError(
+                f"{self.label} changed while mailctl was reading it",
+                hint="let it be written completely, then run again",
+            )
 
     def _records(self) -> Generator[tuple[int, int, list[str]], None, None]:
         """(first line, last line, fields) of every non-blank record, header included."""
@@ -161,6 +166,7 @@ class CsvSource:
                 finally:
                     csv.field_size_limit(limit)
                 if values is None:
+                    self._check_unchanged(text)
                     return
                 # A blank line reads as [], and spreadsheets leave rows of empty cells (",,")
                 # below the data: nothing to send, so skipped (and counted). Not the header:
