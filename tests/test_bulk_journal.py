@@ -379,6 +379,49 @@ def test_not_a_journal(tmp_path: Path) -> None:
     Journal.open(newer.with_name("fresh"), template_digest="t").close()
 
 
+_DISK_FULL = """
+import resource, signal, sys
+from mailctl.core.bulk import Journal, Row, RowState
+from mailctl.errors import JournalError
+journal = Journal.open(sys.argv[1], template_digest="t")
+for n in range(50):
+    journal.add(Row(line=n + 2, index=n + 1, fields={}, identity=f"id{n}"), recipient=f"{n}@x.test")
+journal.claim([f"id{n}" for n in range(50)])
+journal.finish("id0", RowState.SENT, attempts=1)
+journal.flush()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+try:
+    for n in range(1, 50):
+        journal.finish(f"id{n}", RowState.SENT, attempts=1, text="x" * 400)
+    journal.flush()
+except JournalError as err:
+    print(err.exit_code.value, err.one_line())
+else:
+    sys.exit("flushed past the limit")
+# space again: the journal goes on (SQLite rolled the failed transaction back by itself)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+journal.finish("id1", RowState.SENT, attempts=1)
+journal.close()
+sys.exit(3)
+"""
+
+
+def test_a_journal_that_cannot_be_written_stops_without_counting_rows(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    child = _python(_DISK_FULL, str(path))
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 3, out
+    code, message = out.split(" ", 1)
+    assert int(code) == ExitCode.CANTCREAT
+    assert "cannot be written" in message and "disk space" in message
+    with Journal.open(path, template_digest="t") as journal:
+        counts = journal.counts()
+        # what was flushed stayed; what failed to flush is still in flight, never sent
+        assert (counts[RowState.SENT], counts[RowState.IN_FLIGHT]) == (2, 48)
+        assert journal.recover() == 48
+
+
 _HOLD = """
 import sys, time
 from mailctl.core.bulk import Journal

@@ -162,7 +162,6 @@ class Journal:
         self._db = db
         self._lock_fd: int | None = lock_fd
         self._salt = bytes.fromhex(self._meta("salt"))
-        self._in_txn = False
         self._adds = 0
         self._finished: list[tuple[Any, ...]] = []
         self._domain: tuple[str, str] = ("", "")
@@ -338,7 +337,7 @@ class Journal:
 
     def flush(self) -> None:
         """Commit everything finished (and added) since the last commit: ONE commit."""
-        if not self._finished and not self._in_txn:
+        if not self._finished and not self._db.in_transaction:
             return
         with mapped(self.path):
             self._begin()
@@ -510,16 +509,16 @@ class Journal:
             )
             self._finished.clear()
 
+    # SQLite's own view of the transaction, not a flag of ours: after an error (disk full)
+    # SQLite may have rolled it back by itself, and the next write must begin a new one.
     def _begin(self) -> None:
-        if not self._in_txn:
+        if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-            self._in_txn = True
 
     def _commit(self) -> None:
-        if self._in_txn:
+        if self._db.in_transaction:
             self._db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'ed before return
-            self._in_txn = False
-            self._adds = 0
+        self._adds = 0
 
     def _meta(self, key: str) -> str:
         found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
