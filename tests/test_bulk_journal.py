@@ -370,6 +370,10 @@ def test_not_a_journal(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(NotAJournalError, match="newer mailctl"):
         Journal.open(newer, template_digest="t")
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 600)
+    with pytest.raises(NotAJournalError, match="damaged or not a journal"):
+        Journal.open(damaged, template_digest="t")
     with pytest.raises(NotRegularFileError):
         Journal.open(tmp_path, template_digest="t")
     with pytest.raises(JournalError) as error:
