@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mailctl.core.bulk import CsvSource, Journal, JournalChanges, Row, RowState
+from mailctl.core.bulk import CsvSource, Journal, JournalChanges, Row, RowState, default_path
 from mailctl.core.bulk.journal import PAGE, TEXT_LIMIT, UNKNOWN_TEXT
 from mailctl.errors import (
     ExitCode,
@@ -230,6 +230,19 @@ def test_changes_between_runs(tmp_path: Path) -> None:
             " 1 no longer in the file (kept in the journal, not sent)"
         )
         assert first.explain() == ""
+        assert journal.counts()[RowState.PENDING] == 4
+        assert journal.counts(this_run=True)[RowState.PENDING] == 3
+        # get() sees a finish before it is flushed (the --failed-csv pass reads the CSV again)
+        last = list(CsvSource(csv_path))[-1]
+        journal.claim([last.identity])
+        journal.finish(last.identity, RowState.FAILED, attempts=1, text="invalid address")
+        record = journal.get(last.identity)
+        assert record is not None and (record.state, record.text, record.line) == (
+            RowState.FAILED,
+            "invalid address",
+            5,
+        )
+        assert journal.get("no-such-row") is None
         # the vanished row stays in the journal, and reports of this run can leave it out
         assert len(list(journal.records())) == 5
         assert [r.recipient for r in journal.records(this_run=True)] == [
@@ -238,6 +251,7 @@ def test_changes_between_runs(tmp_path: Path) -> None:
             "c@x.test",
             "d@x.test",
         ]
+    assert default_path(csv_path) == tmp_path / "data.csv.journal"
 
 
 def test_a_column_added_changes_every_identity_but_sends_nobody_twice(tmp_path: Path) -> None:

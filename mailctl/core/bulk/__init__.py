@@ -2,17 +2,23 @@
 
 from mailctl.core.bulk.journal import (
     Journal,
+    JournalBusyError,
     JournalChanges,
     RowRecord,
     RowState,
+    TemplateChangedError,
+    default_path,
 )
 from mailctl.core.bulk.rows import CsvSource, Row
 
 __all__ = [
     "CsvSource",
     "Journal",
+    "JournalBusyError",
     "JournalChanges",
     "Row",
     "RowRecord",
     "RowState",
+    "TemplateChangedError",
+    "default_path",
 ]

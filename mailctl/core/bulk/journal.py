@@ -50,6 +50,7 @@ __all__ = [
     "RowRecord",
     "RowState",
     "TemplateChangedError",
+    "default_path",
 ]
 
 # Bounds on what a row keeps from a server or the template: the journal stays small whatever
@@ -146,6 +147,13 @@ _COLUMNS: Final = (
     " latency_ms"
 )
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.v]+\]")
+
+
+def default_path(csv_path: str | os.PathLike[str]) -> Path:
+    """Where a CSV's journal lives unless --journal says otherwise: beside it, so a rerun
+    on the same file finds it (DATA.csv -> DATA.csv.journal, its lock DATA.csv.journal.lock)."""
+    path = Path(csv_path)
+    return path.with_name(path.name + ".journal")
 
 
 class Journal:
@@ -346,14 +354,29 @@ class Journal:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def counts(self) -> dict[RowState, int]:
-        """Rows by state, every state present (flushes first)."""
+    def counts(self, *, this_run: bool = False) -> dict[RowState, int]:
+        """Rows by state, every state present (flushes first); `this_run`: only the rows
+        add()-ed by this run, not those of earlier runs gone from the CSV."""
         self.flush()
         counts = dict.fromkeys(RowState, 0)
+        query = "SELECT state, COUNT(*) FROM rows GROUP BY state"
+        if this_run:
+            query = "SELECT state, COUNT(*) FROM rows WHERE seen_run = ? GROUP BY state"
         with mapped(self.path):
-            for state, count in self._db.execute("SELECT state, COUNT(*) FROM rows GROUP BY state"):
+            for state, count in self._db.execute(query, (self.run,) if this_run else ()):
                 counts[RowState(state)] = count
         return counts
+
+    def get(self, identity: str) -> RowRecord | None:
+        """What the journal holds of one row (committed or not), or None: for --failed-csv,
+        which reads the CSV again and keeps the rows whose record failed."""
+        self._apply_pending()
+        with mapped(self.path):
+            found = self._db.execute(
+                f"SELECT {_COLUMNS} FROM rows WHERE identity = ?",  # noqa: S608 (constants)
+                (identity,),
+            ).fetchone()
+        return None if found is None else _record(found)
 
     def records(
         self, states: Collection[RowState] | None = None, *, this_run: bool = False
@@ -498,6 +521,13 @@ class Journal:
             self._domain = (domain, _msgid_domain(domain))
         token = hashlib.sha256(self._salt + identity.encode("utf-8")).hexdigest()[:32]
         return f"<{token}@{self._domain[1]}>"
+
+    def _apply_pending(self) -> None:
+        """Make buffered finishes visible to this connection's reads (not yet durable)."""
+        if self._finished:
+            with mapped(self.path):
+                self._begin()
+                self._apply_finished()
 
     def _apply_finished(self) -> None:
         if self._finished:
