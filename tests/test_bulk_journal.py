@@ -123,6 +123,8 @@ def test_claim_finish_flush(tmp_path: Path) -> None:
         journal.finish("c", RowState.SENT, attempts=2)
         journal.claim(["d"])
         assert _state(path, "c") == "sent"
+        total = journal.get("c")
+        assert total is not None and total.attempts == 3  # 1 + 2: the total over claims
         counts = journal.counts()
         assert counts == {
             RowState.PENDING: 2,
@@ -149,6 +151,8 @@ def test_recover_and_resend_unknown(tmp_path: Path) -> None:
     with Journal.open(path, template_digest="t") as journal:
         assert journal.recover() == 2
         assert _state(path, "a") == "unknown"
+        left = journal.get("a")
+        assert left is not None and left.attempts == 1  # it may have been delivered once
         assert {r.identity: r.text for r in journal.records({RowState.UNKNOWN})} == {
             "a": UNKNOWN_TEXT,
             "b": UNKNOWN_TEXT,

@@ -238,7 +238,7 @@ class Journal:
             self._begin()
             self._apply_finished()
             count = self._db.execute(
-                "UPDATE rows SET state = 'unknown', text = ?, updated = ?"
+                "UPDATE rows SET state = 'unknown', attempts = attempts + 1, text = ?, updated = ?"
                 " WHERE state = 'in_flight'",
                 (UNKNOWN_TEXT, time.time()),
             ).rowcount
@@ -321,7 +321,10 @@ class Journal:
     ) -> None:
         """Record a row's outcome (or pending again, for a claimed row never tried); durable
         at the next flush() or claim(), never before. A sent row is never changed again.
-        `text` describes an outcome without a reply (a lost connection, an invalid row)."""
+        `attempts`: the transactions tried since the claim (0 for a row never tried); the
+        journal keeps the total over claims and runs (recover() counts one for a row a
+        crash left in flight). `text` describes an outcome without a reply (a lost
+        connection, an invalid row)."""
         if state not in FINISHED:
             raise ValueError(f"finish() cannot set {state!r}")
         code = enhanced = None
@@ -533,8 +536,9 @@ class Journal:
         if self._finished:
             # A sent row is final: a late or repeated finish never turns it into anything else.
             self._db.executemany(
-                "UPDATE rows SET state = ?, attempts = ?, code = ?, enhanced = ?, text = ?,"
-                " queue_id = ?, latency_ms = ?, updated = ? WHERE identity = ? AND state != 'sent'",
+                "UPDATE rows SET state = ?, attempts = attempts + ?, code = ?, enhanced = ?,"
+                " text = ?, queue_id = ?, latency_ms = ?, updated = ?"
+                " WHERE identity = ? AND state != 'sent'",
                 self._finished,
             )
             self._finished.clear()
