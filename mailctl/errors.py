@@ -187,7 +187,7 @@ class TemplateChangedError(InputDataError):
 
 
 class NotAJournalError(InputDataError):
-    """A --journal file that is not a bulk-send journal (or one from a newer mailctl)."""
+    """A journal file that is not a bulk-send journal (or one from a newer mailctl)."""
 
     code = "not_a_journal"
 

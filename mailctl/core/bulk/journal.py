@@ -150,7 +150,7 @@ _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[
 
 
 def default_path(csv_path: str | os.PathLike[str]) -> Path:
-    """Where a CSV's journal lives unless --journal says otherwise: beside it, so a rerun
+    """Where a CSV's journal lives unless the user names another: beside it, so a rerun
     on the same file finds it (DATA.csv -> DATA.csv.journal, its lock DATA.csv.journal.lock)."""
     path = Path(csv_path)
     return path.with_name(path.name + ".journal")
@@ -233,7 +233,7 @@ class Journal:
 
     def recover(self) -> int:
         """Make rows a crashed run left in_flight unknown (never resent without
-        --resend-unknown); durable on return. Returns how many there were."""
+        asking for it); durable on return. Returns how many there were."""
         with mapped(self.path):
             self._begin()
             self._apply_finished()
@@ -371,7 +371,7 @@ class Journal:
         return counts
 
     def get(self, identity: str) -> RowRecord | None:
-        """What the journal holds of one row (committed or not), or None: for --failed-csv,
+        """What the journal holds of one row (committed or not), or None: for the failed-rows CSV,
         which reads the CSV again and keeps the rows whose record failed."""
         self._apply_pending()
         with mapped(self.path):

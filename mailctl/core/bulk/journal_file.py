@@ -116,7 +116,7 @@ def unlock(fd: int) -> None:
 
 def check_file(path: Path) -> None:
     """Refuse what is not a journal before SQLite touches it (it would turn a CSV given as
-    --journal into garbage); create a new one with mode 0600, which the WAL files inherit."""
+    journal into garbage); create a new one with mode 0600, which the WAL files inherit."""
     try:
         info = os.stat(path)
     except FileNotFoundError:

@@ -6,7 +6,7 @@ again from the start. Problems with the file as a whole (no header row, an empty
 column name, a field over the size bound, the file changing between passes) raise
 InputDataError naming the line. Problems of one row (too many or too few fields, bytes that are
 not text in the encoding) are carried by that row (`Row.error`), so a caller can report every
-bad row and, with --skip-invalid, send the others.
+bad row and, if asked to skip invalid rows, send the others.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Row:
     index: int  # 1-based data row number
     fields: dict[str, str]  # header -> value (for a ragged row: the columns it has)
     identity: str  # sha256 hex of the canonical fields, "#k" added for the k-th identical row
-    values: tuple[str, ...] = ()  # the fields as read, in file order (--failed-csv writes them)
+    values: tuple[str, ...] = ()  # the fields as read, in file order (for the failed-rows CSV)
     end_line: int = 0  # the last physical line of the row (> line for quoted multi-line fields)
     error: InputDataError | None = field(default=None, compare=False)  # why it cannot be sent
 
@@ -105,7 +105,7 @@ class CsvSource:
 
     def raw_header_line(self) -> tuple[str, ...]:
         """The header row's fields exactly as read (before trimming): with `dialect`, what
-        --failed-csv writes to reproduce the header."""
+        the failed-rows CSV writes to reproduce the header."""
         return self._raw_header
 
     def __iter__(self) -> Iterator[Row]:
