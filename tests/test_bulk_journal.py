@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,45 @@ def test_records_page_through_many_rows(tmp_path: Path) -> None:
         assert lines == sorted(lines)
         pending = list(journal.records({RowState.PENDING, RowState.SENT}))
         assert len(pending) == total + 1
+
+
+def _vm_steps(journal: Journal, work: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps (in hundreds) that `work` costs: a deterministic measure
+    of how a query scales, unlike a stopwatch on a shared machine."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    journal._db.set_progress_handler(count, 100)  # white-box: the journal's own connection
+    try:
+        work()
+    finally:
+        journal._db.set_progress_handler(None, 0)
+    return steps
+
+
+def test_claim_and_records_do_not_grow_with_the_journal(tmp_path: Path) -> None:
+    costs = []
+    for size in (1_000, 20_000):
+        with Journal.open(tmp_path / f"j{size}", template_digest="t") as journal:
+            for n in range(size):
+                journal.add(_row(n + 2, f"id{n}"), recipient=f"r{n}@x.test")
+            journal.flush()
+            batch = [f"id{n}" for n in range(size // 2, size // 2 + 32)]
+            claim = _vm_steps(journal, lambda j=journal, b=batch: j.claim(b))  # type: ignore[misc]
+            pending = _vm_steps(
+                journal,
+                lambda j=journal: list(j.records({RowState.PENDING})),  # type: ignore[misc]
+            )
+            costs.append((claim, pending))
+    (small_claim, small_pending), (big_claim, big_pending) = costs
+    assert big_claim <= 2 * small_claim + 5, costs  # by index: not by a scan of the table
+    # 20 times the rows: one walk of the table in line order costs ~20 times as much; a sort
+    # of every match for each page of 1,000 would cost ~400 times
+    assert big_pending <= 40 * small_pending, costs
 
 
 def test_template_change_needs_consent_and_never_resends(tmp_path: Path) -> None:
