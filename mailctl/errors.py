@@ -186,6 +186,18 @@ class NotRegularFileError(InputDataError):
     code = "not_regular_file"
 
 
+class TemplateChangedError(InputDataError):
+    """The template differs from the last run's on this journal: goes on only when told."""
+
+    code = "template_changed"
+
+
+class NotAJournalError(InputDataError):
+    """A journal file that is not a bulk-send journal (or one from a newer mailctl)."""
+
+    code = "not_a_journal"
+
+
 class NoInputError(MailctlError):
     exit_code = ExitCode.NOINPUT
     code = "no_input"
@@ -194,6 +206,12 @@ class NoInputError(MailctlError):
 class CantCreateError(MailctlError):
     exit_code = ExitCode.CANTCREAT
     code = "cant_create"
+
+
+class JournalError(CantCreateError):
+    """The journal cannot be written (disk full, read-only, damaged): nothing is sent."""
+
+    code = "journal_failed"
 
 
 class HostNotFoundError(MailctlError):
@@ -229,6 +247,12 @@ class OutcomeUnknownError(TemporaryError):
     """The connection dropped after the final dot: RFC 1047, it may have been delivered."""
 
     code = "outcome_unknown"
+
+
+class JournalBusyError(TemporaryError):
+    """Another bulk-send run holds the journal's lock: one run per journal at a time."""
+
+    code = "journal_busy"
 
 
 class SmtpPermanentError(MailctlError):

@@ -39,6 +39,7 @@ __all__ = [
     "check_regular_file",
     "describe",
     "max_input_bytes",
+    "open_regular",
     "read_file",
     "read_input",
     "read_line",
@@ -234,6 +235,29 @@ def check_regular_file(path: str | os.PathLike[str], *, what: str, limit: int) -
     _require_regular(label, info)
     if info.st_size > limit:
         raise too_large(label, limit, size=info.st_size)
+
+
+def open_regular(path: str | os.PathLike[str], *, what: str) -> BinaryIO:
+    """Open a regular file for streaming (a CSV read row by row): no size limit, the caller
+    bounds what it keeps. Checked on the open descriptor like read_file.
+
+    Raises NoInputError (66: missing, unreadable), NotRegularFileError (65: directory, FIFO,
+    device, socket).
+    """
+    label = f"{what} {quote(path)}"
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise NotRegularFileError(f"{label} is not a regular file (a directory)") from None
+    except OSError as err:
+        raise _open_error(label, err) from err
+    try:
+        _require_regular(label, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")
 
 
 def _read_file(
