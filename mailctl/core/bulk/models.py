@@ -78,9 +78,9 @@ class BulkRequest:
     @property
     def journal_path(self) -> Path:
         """The journal: --journal, else DATA.csv.journal beside the CSV."""
-        if self.journal is not None:
-            return self.journal
-        return self.csv.with_name(self.csv.name + ".journal")
+        from mailctl.core.bulk.journal import default_path  # the journal's own rule
+
+        return self.journal if self.journal is not None else default_path(self.csv)
 
 
 @dataclass(frozen=True)
