@@ -349,3 +349,39 @@ def test_bench(tmp_path: Path) -> None:
     for report in (compared, checked):
         for each in report["data"]["runs"]:
             assert set(each["phases"]) <= set(BENCH_PHASES)  # send's names, plus quit
+
+
+# -- bulk-send -----------------------------------------------------------------------------
+
+BULK_SEND = {
+    "csv", "journal", "dry_run", "rows", "valid", "invalid", "invalid_rows",
+    "invalid_rows[].line", "invalid_rows[].row", "invalid_rows[].code", "invalid_rows[].message",
+    "duplicates", "new_rows", "vanished_rows", "csv_changed", "sent", "failed", "deferred",
+    "unknown", "not_tried", "skipped_done", "to_send", "recovered_unknown", "journal_counts",
+    "journal_counts.*", "elapsed_ms", "qps", "connections_opened", "connections_attempted",
+    "interrupted", "stopped_by", "quota", "resume_command", "previews", "previews[].line",
+    "previews[].sender", "previews[].recipients", "previews[].message", "skip_invalid",
+}  # fmt: skip
+
+
+def test_bulk_send(tmp_path: Path) -> None:
+    csv = tmp_path / "contacts.csv"
+    csv.write_text("name,email\nAnn,ann@example.org\nBad,not an address\nBob,bob@example.org\n")
+    template = tmp_path / "letter.txt"
+    template.write_text("From: me@example.org\nTo: {{ name }} <{{ email }}>\nSubject: Hi\n\nHi\n")
+    dry = run(["bulk-send", str(csv), str(template), "--json"], {}, ["bulk-send"])
+    assert (dry["status"], dry["exit_code"]) == ("error", 65)
+    assert [e["code"] for e in dry["errors"]] == ["invalid_input"]
+    assert key_paths(dry["data"], maps=["journal_counts"]) == BULK_SEND
+    process, info = start_sink(tmp_path)
+    try:
+        sent = run(
+            ["bulk-send", str(csv), str(template), "--json", "--send", "--skip-invalid",
+             "--server", f"127.0.0.1:{info['port']}", "--no-tls"],
+            {}, ["bulk-send"],
+        )  # fmt: skip
+    finally:
+        stop(process)
+    assert (sent["status"], sent["exit_code"], sent["data"]["sent"]) == ("partial", 65, 2)
+    assert key_paths(sent["data"], maps=["journal_counts"]) <= BULK_SEND
+    assert sent["data"]["journal_counts"] == {"sent": 2, "failed": 1}

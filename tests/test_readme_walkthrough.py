@@ -105,7 +105,10 @@ def test_the_readme_walkthrough_runs_from_a_fresh_folder_twice(tmp_path: Path) -
     assert len(inboxes) == 2  # one scratch folder per run
     for inbox in inboxes:
         messages = sorted(path.read_bytes() for path in inbox.iterdir())
-        assert len(messages) == 2
+        assert len(messages) == 4
+        # bulk-send: one message per CSV row (the dry run sent none)
+        for name in (b"Ann", b"Bob"):
+            assert sum(b"Subject: Hi " + name + b"\r\n" in m for m in messages) == 1
         report = next(m for m in messages if b"Subject: Report" in m)
         assert b"report.txt" in report and b"X-Mailctl-Rcpt: <you@example.org>" in report
         note = next(m for m in messages if b"Subject: hi" in m)

@@ -42,6 +42,12 @@ def _register_bench(app: typer.Typer) -> None:
     app.command("bench")(bench.bench_command)
 
 
+def _register_bulk_send(app: typer.Typer) -> None:
+    from mailctl.cli import bulk_send
+
+    app.command("bulk-send")(bulk_send.bulk_send_command)
+
+
 def _register_completion(app: typer.Typer) -> None:
     from mailctl.cli import completion
 
@@ -81,6 +87,11 @@ _COMMANDS = lazy_group(
         "bench",
         "Benchmark SMTP sending: QPS, latency percentiles, per-phase timings.",
         _register_bench,
+    ),
+    LazyCommand(
+        "bulk-send",
+        "Send one personalised message per CSV row: dry run first, resumable, never twice.",
+        _register_bulk_send,
     ),
     LazyCommand("completion", "Print a shell completion script.", _register_completion),
     LazyCommand(

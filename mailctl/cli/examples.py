@@ -122,6 +122,25 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl bench --baseline baseline.json --max-regression 10%",
         ),
     ),
+    "mailctl bulk-send": (
+        _ex(
+            "Dry run: check every row, print the first message, send nothing",
+            "mailctl bulk-send contacts.csv letter.txt",
+        ),
+        _ex(
+            "Send for real through the account's server, 4 connections, 20 msg/s",
+            "mailctl bulk-send contacts.csv letter.txt --send --rate 20/s",
+        ),
+        _ex(
+            "Try it on a local sink first (mailctl sink --maildir inbox elsewhere)",
+            "mailctl bulk-send contacts.csv letter.txt --send --server 127.0.0.1:2525",
+            "--no-tls",
+        ),
+        _ex(
+            "Resume after Ctrl-C or a crash: the same command; nothing is sent twice",
+            "mailctl bulk-send contacts.csv letter.txt --send",
+        ),
+    ),
     "mailctl completion": (
         _ex(
             "Install for bash (new shells complete mailctl)",
