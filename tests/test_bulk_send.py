@@ -238,6 +238,11 @@ def test_send_then_rerun_sends_nothing_twice(
     assert result.exit_code == 0, result.output
     assert (data["data"]["sent"], data["data"]["skipped_done"]) == (0, 40)
     assert server_.stored() == stored
+    # ... so it does not even connect (no login for nothing, nothing in the server's log)
+    assert data["data"]["connections_attempted"] == 0, data["data"]
+    human = cli("bulk-send", csv, template, "--send", *where)
+    assert human.exit_code == 0, human.output
+    assert "nothing left to send, no connection made" in human.output
 
 
 def test_allow_duplicates_sends_each_row(

@@ -520,11 +520,14 @@ def _send_summary(console: Any, result: "BulkResult") -> None:
         console.print(table, soft_wrap=False)
     else:
         print_wrapped(console, ", ".join(f"{n} {c:,}" for n, c in rows if c))
-    print_wrapped(
-        console,
-        f"{result.sent:,} sent in {result.elapsed:.2f}s ({result.qps:,.0f} msg/s), "
-        f"{result.connections_opened:,} connections; journal {result.journal}",
-    )
+    if result.connections_attempted == 0 and not result.sent and result.skipped_done:
+        line = f"nothing left to send, no connection made; journal {result.journal}"
+    else:
+        line = (
+            f"{result.sent:,} sent in {result.elapsed:.2f}s ({result.qps:,.0f} msg/s), "
+            f"{result.connections_opened:,} connections; journal {result.journal}"
+        )
+    print_wrapped(console, line)
     if result.csv_changed:
         print_wrapped(
             console,

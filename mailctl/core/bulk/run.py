@@ -280,6 +280,9 @@ def _send(
     sendable = _sendable(request)
     todo = result.to_send
     total = min(todo, request.limit) if request.limit is not None else todo
+    if total <= 0:  # every row settled (a rerun) or --limit 0: no connection, no login
+        result.journal_counts = _counts(journal)
+        return SendOutcome()
     if hooks.events is not None:
         hooks.events.run_started(
             send=True, concurrency=request.concurrency, rate=request.rate,
