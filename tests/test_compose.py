@@ -753,3 +753,21 @@ def test_dot_stuff_round_trip_and_wire_safety(data: bytes) -> None:
     if crlf and not crlf.endswith(b"\r\n"):
         crlf += b"\r\n"
     assert dot_unstuff(out) == crlf
+
+
+@pytest.mark.parametrize(
+    ("text", "cte"),
+    [
+        ("", "7bit"),
+        ("a" * 78, "7bit"),
+        ("a" * 79, "quoted-printable"),  # RFC 5322 2.1.1: lines should stay within 78
+        ("short\n" + "a" * 79 + "\nshort", "quoted-printable"),
+        ("short\n" + "a" * 78 + "\n", "7bit"),
+        ("caf\u00e9 au lait, please\n", "quoted-printable"),
+        ("\u00e9" * 40, "base64"),
+    ],
+)
+def test_text_cte_by_line_length_and_bytes(text: str, cte: str) -> None:
+    from mailctl.mime.compose import text_cte
+
+    assert text_cte(text) == cte
