@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mailmerge", default=shutil.which("mailmerge"))
     parser.add_argument("--memory-rows", type=int, default=None)
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=4, help="bulk-send's -c (its default: 4)"
+    )
     args = parser.parse_args()
     sink_tool, source_tool = _tool("smtp-sink"), _tool("smtp-source")
     if not sink_tool or not source_tool:
@@ -188,10 +191,10 @@ def _compare(args: argparse.Namespace, port: int, source_tool: str) -> None:
         for round_number in range(1, args.rounds + 1):
             if args.mailmerge:
                 figures["mailmerge"].append(rows / _mailmerge(args.mailmerge, folder, port))
-            wall, qps = _bulk(csv, template, port, shm, "-c", "4")
+            wall, qps = _bulk(csv, template, port, shm, "-c", str(args.concurrency))
             figures["bulk"].append(rows / wall)
             own.append(qps)
-            wall, _qps = _bulk(csv, template, port, disk, "-c", "4")
+            wall, _qps = _bulk(csv, template, port, disk, "-c", str(args.concurrency))
             figures["disk"].append(rows / wall)
             started = time.perf_counter()
             subprocess.run(
@@ -217,10 +220,14 @@ def _compare(args: argparse.Namespace, port: int, source_tool: str) -> None:
     else:
         print("  mailmerge: not found (pip install mailmerge; --mailmerge PATH)")
     print(
-        f"  mailctl bulk-send -c 4, journal on tmpfs:          {median['bulk']:>8,.0f} msg/s"
+        f"  mailctl bulk-send -c {args.concurrency}, journal on tmpfs:          "
+        f"{median['bulk']:>8,.0f} msg/s"
         f" (sending alone: {statistics.median(own):,.0f} msg/s)"
     )
-    print(f"  mailctl bulk-send -c 4, journal beside the CSV:    {median['disk']:>8,.0f} msg/s")
+    print(
+        f"  mailctl bulk-send -c {args.concurrency}, journal beside the CSV:    "
+        f"{median['disk']:>8,.0f} msg/s"
+    )
     print(f"  smtp-source -d -s 10 -l {size}:                   {median['source']:>8,.0f} msg/s")
     if "mailmerge" in median:
         print(
