@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,6 +377,7 @@ def _progress_factory(
     from rich.progress import BarColumn, TextColumn
     from rich.progress import Progress as RichProgress
 
+    from mailctl.cli.layout import clock
     from mailctl.sink.rates import RateWindow, eta
 
     def factory(mode: BenchMode) -> Progress:
@@ -403,7 +403,7 @@ def _progress_factory(
                 size, completed = float(total or 0), float(done)
                 left = eta((total or 0) - done, rate)
                 count = f"{done:,}/{total or 0:,}"
-            status = f"{count}  {rate:,.0f} msg/s  ETA {_clock(left)}"
+            status = f"{count}  {rate:,.0f} msg/s  ETA {clock(left)}"
             if "task" not in state:
                 bar.start()
                 state["task"] = bar.add_task(mode.value, total=size, status=status)
@@ -414,16 +414,6 @@ def _progress_factory(
         return update
 
     return factory
-
-
-def _clock(seconds: float | None) -> str:
-    """m:ss (h:mm:ss past an hour); -:-- when unknown."""
-    if seconds is None:
-        return "-:--"
-    whole = math.ceil(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --------------------------------------------------------------------------- output

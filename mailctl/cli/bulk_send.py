@@ -332,7 +332,7 @@ def _progress_bar(output: Output) -> Any:
     from rich.progress import BarColumn, TextColumn
     from rich.progress import Progress as RichProgress
 
-    from mailctl.cli.layout import width_of
+    from mailctl.cli.layout import clock, width_of
     from mailctl.core.bulk.models import BulkProgress as BulkProgressCls
     from mailctl.sink.rates import RateWindow, eta
 
@@ -343,7 +343,7 @@ def _progress_bar(output: Output) -> Any:
     def text(progress: "BulkProgress", done: int, speed: float, left: float | None) -> str:
         return (
             f"{done:,}/{progress.total:,} sent {progress.sent:,} failed {progress.failed:,} "
-            f"deferred {progress.deferred:,} {speed:,.0f}/s ETA {_clock(left)}"
+            f"deferred {progress.deferred:,} {speed:,.0f}/s ETA {clock(left)}"
         )
 
     def start(progress: "BulkProgress", status: str) -> None:
@@ -375,15 +375,6 @@ def _progress_bar(output: Output) -> Any:
             bar.stop()
 
     return update
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-:--"
-    whole = math.ceil(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --------------------------------------------------------------------------- result

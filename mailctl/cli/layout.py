@@ -9,6 +9,7 @@ are wrapped here at spaces (a terminal wraps at the last column, mid-word).
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import TYPE_CHECKING
 
@@ -67,3 +68,13 @@ def print_wrapped(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def clock(seconds: float | None) -> str:
+    """A progress bar's ETA: m:ss (h:mm:ss past an hour); -:-- when unknown."""
+    if seconds is None:
+        return "-:--"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
