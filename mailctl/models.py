@@ -34,6 +34,9 @@ class Protocol(StrEnum):
 # mailctl.serialize metadata: a duration held in seconds, written as `<key>_ms` (this module is a
 # stdlib-only leaf, so it spells the metadata out instead of importing serialize.SECONDS).
 _SECONDS: Final = {"json_unit": "s"}
+# Sessions one session pool may hold (bench -c, bulk-send -c): here, so that checking the
+# option does not import the pool (asyncio, the SMTP client) for a dry run.
+MAX_CONCURRENCY: Final = 1000
 
 
 @dataclass(frozen=True)

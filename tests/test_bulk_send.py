@@ -717,3 +717,51 @@ def test_per_domain_caps_send_every_row_once(tmp_path: Path, sink: Callable[...,
     assert json.loads(result.stdout)["data"]["sent"] == 60
     stored = server_.stored()
     assert len(stored) == 60 and set(stored.values()) == {1}
+
+
+def test_the_feed_sends_rows_kept_rendered_without_parsing_the_csv_again(
+    files: Callable[..., tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """The send loop takes a row the validation pass kept rendered from its journal record
+    alone; the CSV is parsed again only up to a row the cache does not hold, which is
+    rendered with the same Message-ID. Every row is claimed (in_flight) before it is handed
+    out."""
+    from mailctl.core.bulk.cache import RenderCache, stand_in_id
+    from mailctl.core.bulk.engine import RowFeed
+    from mailctl.core.bulk.rows import CsvSource
+    from mailctl.core.bulk.run import recipient_key
+
+    csv, template_path = files(10)
+    template = MessageTemplate.load(template_path)
+    cache = RenderCache()
+    with Journal.open(tmp_path / "feed.journal", template_digest=template.digest) as journal:
+        for row in CsvSource(csv):
+            stand_in = stand_in_id("example.org")
+            rendered = template.render(row.fields, message_id=stand_in)
+            record = journal.add(row, recipient=recipient_key(rendered), domain="example.org")
+            assert cache.put(row.identity, rendered, stand_in, record.message_id)
+        journal.flush()
+        records = list(journal.records({RowState.PENDING}, this_run=True))
+        evicted = records[6]
+        assert cache.pop(evicted.identity) is not None  # as when over the cache's budget
+        read: list[int] = []
+
+        def rows() -> Iterator[Any]:
+            for row in CsvSource(csv):
+                read.append(row.line)
+                yield row
+
+        feed = RowFeed(
+            rows(), iter(records), template, journal,
+            batch=4, limit=None, resend_unknown=False, cache=cache,
+        )  # fmt: skip
+        jobs = []
+        while (job := feed.take()) is not None:
+            jobs.append(job)
+        feed.close()
+        assert [job.tag.identity for job in jobs] == [r.identity for r in records]
+        assert read == [r.line for r in records[:7]]  # up to the evicted row, no further
+        for job, record in zip(jobs, records, strict=True):
+            assert f"\r\nMessage-ID: {record.message_id}\r\n".encode() in job.payload.data
+        states = {r.identity: r.state for r in journal.records()}
+        assert set(states.values()) == {RowState.IN_FLIGHT}

@@ -122,6 +122,20 @@ def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     assert {"asyncio", "email"} <= loaded, proc.stderr
 
 
+def test_a_bulk_send_dry_run_imports_no_network_library(tmp_path: Path) -> None:
+    """The dry run (bulk-send's default) renders and checks rows, it sends nothing: the send
+    loop (asyncio, the pool, the SMTP client, ssl) is imported only for --send."""
+    csv = tmp_path / "rows.csv"
+    csv.write_text("email,name\nann@example.org,Ann\n", encoding="utf-8")
+    template = tmp_path / "letter.txt"
+    template.write_text("From: me@example.org\nTo: {{ name }} <{{ email }}>\n\nHi\n")
+    proc, loaded = _run_probe(["bulk-send", str(csv), str(template), "--json"], None, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '"dry_run": true' in proc.stdout
+    assert {"email", "jinja2"} <= loaded  # the probe saw the imports that the run does need
+    assert not loaded & {"asyncio", "ssl", "aiosmtplib"}, sorted(loaded)
+
+
 # ---------------------------------------------------------------------------------------------
 # The lazy root group (mailctl/cli/lazy.py), on a small app whose registrations record that
 # they ran: a registration that did not run did not import its module.

@@ -97,7 +97,9 @@ class RowFeed:
 
     The CSV stream and the journal's records of this run in a sendable state are both in
     line order: walked side by side, each row's state and Message-ID come from its record
-    without a query per row, and rows already settled are never rendered again.
+    without a query per row, and rows already settled are never rendered again. A row the
+    validation pass kept rendered (cache.py) needs only its record: the CSV is parsed again
+    only as far as the next row the cache does not hold.
 
     With a `worker` (the one thread that owns the journal while sending), the next batch is
     prepared and claimed there while the pool sends the current one, so the claim's fsync
@@ -201,14 +203,12 @@ class RowFeed:
                 self.on_invalid(tag, error)
         return jobs
 
-    def _next(self) -> tuple[Row, RowRecord] | None:
-        """The next CSV row that has a sendable record, with it."""
-        record = next(self._records, None)
-        if record is None:
-            return None
+    def _row(self, record: RowRecord) -> Row | None:
+        """The CSV row `record` names (the rows before it are passed over: settled, or kept
+        rendered in the cache); None when the file ends first."""
         for row in self._rows:
             if row.identity == record.identity:
-                return row, record
+                return row
             if row.line >= record.line:  # the file no longer holds the row the journal has
                 raise InputDataError(
                     f"line {record.line} of the CSV changed while bulk-send was running",
@@ -226,14 +226,19 @@ class RowFeed:
         jobs: dict[str, Job] = {}
         invalid: list[tuple[RowTag, MailctlError]] = []
         while len(jobs) + len(invalid) < room:
-            found = self._next()
-            if found is None:
+            record = next(self._records, None)
+            if record is None:
                 self._source_done = True
                 break
-            row, record = found
-            kept = self._cache.pop(row.identity)
-            tag = RowTag(row.identity, row.line, record.recipient, record.message_id)
-            if kept is None:
+            # A row the validation pass rendered is sent as it was validated, by its record
+            # alone: the CSV is parsed again only up to the rows the cache does not hold.
+            kept = self._cache.pop(record.identity)
+            row = None if kept is not None else self._row(record)
+            if kept is None and row is None:
+                self._source_done = True
+                break
+            tag = RowTag(record.identity, record.line, record.recipient, record.message_id)
+            if row is not None:
                 try:
                     rendered = self._template.render(row.fields, message_id=record.message_id)
                 except MailctlError as err:  # valid at the validation pass: an attachment gone
@@ -243,13 +248,14 @@ class RowFeed:
                 recipients = tuple(r.addr_spec for r in rendered.recipients)
                 data, smtputf8 = rendered.data, rendered.smtputf8
             else:
+                assert kept is not None
                 sender, recipients, data, smtputf8 = (
                     kept.sender, kept.recipients, kept.data, kept.smtputf8,
                 )  # fmt: skip
             payload = Payload(
                 Envelope(sender, recipients), data, smtputf8=smtputf8, eight_bit=not data.isascii()
             )
-            jobs[row.identity] = Job(payload, tag=tag)
+            jobs[record.identity] = Job(payload, tag=tag)
         if not jobs:
             self._journal.flush()
             return [], invalid

@@ -12,14 +12,13 @@ which records them failed and sends the rest.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailctl.core.bulk.cache import RenderCache, stand_in_id
-from mailctl.core.bulk.engine import SendOutcome, send_rows
 from mailctl.core.bulk.hooks import RunHooks
 from mailctl.core.bulk.journal import Journal, RowRecord, RowState
 from mailctl.core.bulk.models import (
@@ -32,11 +31,12 @@ from mailctl.core.bulk.models import (
     StopSwitch,
 )
 from mailctl.core.bulk.rows import CsvSource, Row
-from mailctl.core.pool import MAX_CONCURRENCY
 from mailctl.errors import InputDataError, InterruptedByUser, MailctlError, UsageError
 from mailctl.mime.template import MessageTemplate, RenderedMessage
-from mailctl.models import ResolvedServer
-from mailctl.protocols.smtp import SessionOptions
+from mailctl.models import MAX_CONCURRENCY, ResolvedServer
+
+if TYPE_CHECKING:  # the send loop (asyncio, the pool, the SMTP client): --send only
+    from mailctl.core.bulk.engine import SendOutcome
 
 __all__ = ["bulk_send"]
 
@@ -277,6 +277,11 @@ def _send(
     cache: RenderCache,
 ) -> SendOutcome:
     """The send loop over the rows the journal says are still to send; fills `result`."""
+    import asyncio
+
+    from mailctl.core.bulk.engine import SendOutcome, send_rows
+    from mailctl.protocols.smtp import SessionOptions
+
     sendable = _sendable(request)
     todo = result.to_send
     total = min(todo, request.limit) if request.limit is not None else todo

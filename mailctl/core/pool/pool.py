@@ -39,6 +39,7 @@ from mailctl.core.pool.jobs import Job, Payload, RetryQueue
 from mailctl.core.pool.ratelimit import RateLimiter, Scalable
 from mailctl.core.pool.retry import NoRetry, RetryPolicy
 from mailctl.errors import MailctlError, ProtocolError, UsageError
+from mailctl.models import MAX_CONCURRENCY
 from mailctl.protocols.pipeline import PreparedTransaction, pipelined
 from mailctl.protocols.smtp import (
     SessionInfo,
@@ -58,7 +59,6 @@ __all__ = [
     "SessionPool",
 ]
 
-MAX_CONCURRENCY = 1000
 _SENT = TransactionStatus.SENT
 # The first pause after a failed connection attempt; it doubles up to PoolConfig.reconnect_delay.
 _FIRST_RECONNECT_DELAY = 0.01
