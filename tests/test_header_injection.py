@@ -515,3 +515,38 @@ def test_sendmail_t_with_iso_2022_jp_display_names(
     proc = _sendmail(["-t", "-i"], message, config)
     assert proc.returncode == 0, proc.stderr
     assert smtp_server.messages[0].rcpt_tos == ["x@example.org"]
+
+
+# Found by test_no_encoded_value_escapes_its_header: an encoded word whose bytes are not text
+# in its charset (an unknown one, or invalid UTF-8) leaves the email package holding
+# surrogates, and serialising it crashed (exit 70, internal error).
+UNDECODABLE = [
+    "=?unknown-8bit?b?QmNjOiB4QGV2aWwudGVzdEJjYzogeEBldmlsLnRlc3TDqQ==?=x@evil.test",
+    "=?unknown-8bit?b?w6k=?=x",
+    "=?x-no-such-charset?q?caf=C3=A9?=",
+    "=?utf-8?q?=80=81?=",
+    "=?us-ascii?q?caf=E9?=",
+]
+
+
+@pytest.mark.parametrize("payload", UNDECODABLE)
+@pytest.mark.parametrize("option", ["--subject", "--header"])
+def test_encoded_word_that_is_not_text_in_its_charset_is_refused(
+    tmp_path: Path, payload: str, option: str
+) -> None:
+    value = payload if option == "--subject" else f"X-Note: {payload}"
+    result = _cli([*BASE, option, value], tmp_path)
+    assert result.exit_code == 65, result.stdout + result.stderr
+    (error,) = json.loads(result.stdout)["errors"]
+    assert error["code"] == "invalid_input", error
+    assert "not text in its charset" in error["message"], error
+
+
+def test_clean_encoded_words_in_odd_charsets_still_mean_their_text(tmp_path: Path) -> None:
+    for word in (
+        "=?iso-2022-jp?b?GyRCRnxLXDhsGyhC?=",
+        "=?utf-7?q?Zo+AOs-?=",
+        "=?utf-8?q?caf=C3=A9?=",
+    ):
+        result = _cli([*BASE, "--subject", word], tmp_path)
+        assert result.exit_code == 0, result.stdout

@@ -6,7 +6,7 @@ import binascii
 import re
 from typing import Final
 
-__all__ = ["decoded_texts", "looks_encoded"]
+__all__ = ["decoded_texts", "looks_encoded", "undecodable_charsets"]
 
 # `=?charset?encoding?` (RFC 2047 2; RFC 2231 5 adds `*language` to the charset). The text
 # runs to the next `?=`: where CPython first finds `?=` at `?q?=0D`, it reads on to the next
@@ -51,6 +51,44 @@ def decoded_texts(value: str) -> list[str]:
     return list(found)
 
 
+def undecodable_charsets(value: str) -> list[str]:
+    """The charsets of the encoded words in `value` whose bytes are not text in them.
+
+    Bytes invalid in a known charset, or 8-bit bytes under a charset Python does not know
+    (`unknown-8bit`), have no one meaning: readers show replacement characters or guess,
+    and the email package keeps them as surrogates that it cannot write again. Only the
+    words of `value` itself are read (decoded_texts goes deeper, for line breaks).
+    """
+    bad: dict[str, None] = {}
+    start = value.find("=?")
+    while start >= 0:
+        head = _HEAD.match(value, start)
+        if head is not None:
+            end = value.find("?=", head.end())
+            if end >= 0:
+                charset, encoding = head.group(1), head.group(2).lower()
+                if not _is_text(charset, _word_bytes(encoding, value[head.end() : end])):
+                    bad[charset] = None
+        start = value.find("=?", start + 2)
+    return list(bad)
+
+
+def _is_text(charset: str, data: bytes) -> bool:
+    try:
+        data.decode(charset.partition("*")[0])
+    except (LookupError, ValueError):  # UnicodeDecodeError is a ValueError
+        return data.isascii()  # CPython reads an unknown charset as ASCII
+    return True
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes:
+    raw = payload.encode("utf-8", "surrogateescape")
+    if encoding == "q":
+        # RFC 2047 4.2: '_' is a space, =XX an octet (either case of hex digits).
+        return _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"_", b" "))
+    return _base64(raw)
+
+
 def _decode_spans(text: str) -> list[str]:
     out: list[str] = []
     start = text.find("=?")
@@ -67,12 +105,7 @@ def _decode_spans(text: str) -> list[str]:
 
 def _decode_word(charset: str, encoding: str, payload: str) -> list[str]:
     """What readers may see of one word: its text, and line breaks its bytes hold."""
-    raw = payload.encode("utf-8", "surrogateescape")
-    if encoding == "q":
-        # RFC 2047 4.2: '_' is a space, =XX an octet (either case of hex digits).
-        data = _Q_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"_", b" "))
-    else:
-        data = _base64(raw)
+    data = _word_bytes(encoding, payload)
     try:
         text = data.decode(charset.partition("*")[0], "replace")
     except (LookupError, ValueError):

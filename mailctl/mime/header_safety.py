@@ -6,6 +6,7 @@ import re
 from typing import Final
 
 from mailctl.errors import HeaderInjectionError, InputDataError
+from mailctl.text import quote
 
 __all__ = ["line_problem", "non_utf8", "require_clean", "require_utf8"]
 
@@ -65,7 +66,8 @@ def require_clean(field: str, value: str) -> str:
     start there), NUL, and other control or line-separator characters, in the value itself
     or in the text of an RFC 2047 encoded word in it: the email package and mail readers
     decode those, so `=?UTF-8?Q?a=0D=0ABcc:_x?=` means a line break as much as CRLF does.
-    Raises InputDataError for text that is not UTF-8 (see require_utf8).
+    Raises InputDataError for text that is not UTF-8 (see require_utf8), and for an encoded
+    word whose bytes are not text in its charset (it has no one meaning to check).
     """
     require_utf8(field, value)
     problem = line_problem(value)
@@ -76,8 +78,14 @@ def require_clean(field: str, value: str) -> str:
     if problem is not None:
         raise HeaderInjectionError(f"{field} contains {problem}")
     if "=?" in value:
-        from mailctl.mime.encoded_words import decoded_texts
+        from mailctl.mime.encoded_words import decoded_texts, undecodable_charsets
 
+        for charset in undecodable_charsets(value):
+            raise InputDataError(
+                f"{field} contains an RFC 2047 encoded word whose bytes are not text in its "
+                f"charset ({quote(charset)})",
+                hint="write the text itself; mailctl encodes it",
+            )
         for text in decoded_texts(value):
             problem = line_problem(text)
             if problem is not None:
