@@ -16,11 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from loopback import free_port, wait_listening
 
 
 def _tool(name: str) -> str | None:
@@ -34,22 +35,6 @@ def _tool(name: str) -> str | None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"smtp-sink did not listen on port {port}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -61,7 +46,7 @@ def main() -> None:
             "skipped: Postfix's smtp-sink/smtp-source are not installed (apt-get install postfix)"
         )
         return
-    port = _free_port()
+    port = free_port()
     sink_cmd = [sink_tool]
     if os.geteuid() == 0:
         sink_cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
@@ -78,7 +63,7 @@ def main() -> None:
         "--no-tls",
     ]
     try:
-        _wait_listening(port)
+        wait_listening(port, what="smtp-sink")
         source_rates: list[float] = []
         bench_rates: list[float] = []
         bench_walls: list[float] = []

@@ -29,13 +29,14 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from loopback import free_port, wait_listening
 
 TEMPLATE = (
     "From: Sender <sender@example.org>\n"
@@ -57,22 +58,6 @@ def _tool(name: str) -> str | None:
     return shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/lib/postfix/{name}") if os.path.exists(p)), None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"smtp-sink did not listen on port {port}")
 
 
 _BYTE_COMPILE = (
@@ -177,7 +162,7 @@ def main() -> None:
             "skipped: Postfix's smtp-sink/smtp-source are not installed (apt-get install postfix)"
         )
         return
-    port = _free_port()
+    port = free_port()
     sink_cmd = [
         sink_tool,
         *(["-u", "nobody"] if os.geteuid() == 0 else []),
@@ -187,7 +172,7 @@ def main() -> None:
     _byte_compile()
     sink = subprocess.Popen(sink_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_listening(port)
+        wait_listening(port, what="smtp-sink")
         if args.memory_rows:
             _memory(args.memory_rows, port)
             return

@@ -41,7 +41,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from loopback import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: bench\r\n\r\nhi\r\n"
@@ -94,22 +95,6 @@ def _tool(name: str) -> str | None:
         return found
     places = (f"/usr/sbin/{name}", f"/usr/lib/postfix/{name}")
     return next((p for p in places if Path(p).exists()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"the SMTP server did not listen on port {port}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +213,7 @@ def _smtp_sink(tmp: Path, notes: list[str]) -> Iterator[int | None]:
         notes.append("plain send rows skipped: smtp-sink not found (postfix, see FACTS.md)")
         yield None
         return
-    port = _free_port()
+    port = free_port()
     cmd = [tool]
     if os.geteuid() == 0:
         cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root
@@ -236,7 +221,7 @@ def _smtp_sink(tmp: Path, notes: list[str]) -> Iterator[int | None]:
     with (tmp / "smtp-sink.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            _wait_listening(port)
+            wait_listening(port)
             yield port
         finally:
             proc.terminate()
@@ -268,7 +253,7 @@ def _starttls_server(tmp: Path, notes: list[str]) -> Iterator[tuple[int, Path] |
     controller = Controller(
         _Discard(),
         hostname="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         tls_context=server_ctx,
         require_starttls=True,
     )

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +22,7 @@ from typing import Any
 
 import pytest
 from servers.postfix import PostfixServer
+from servers.sink_process import SinkProcess, sinks
 from servers.smtp_server import SmtpServerFactory
 from servers.threaded import ThreadedServer
 
@@ -134,63 +131,16 @@ async def run_pool(
 # -- mailctl's sink, faults from the command line ---------------------------------------------
 
 
-class Sink:
-    """`mailctl sink --maildir --json` in a child process; its counters come at SIGTERM."""
-
-    def __init__(self, folder: Path, *args: str) -> None:
-        self.maildir = folder / "box"
-        ready = folder / "ready.json"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mailctl", "sink", "--listen", "127.0.0.1:0",
-             "--ready-file", str(ready), "--quiet", "--json", "--maildir", str(self.maildir),
-             *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while not ready.exists() or not ready.read_text().strip():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail("the sink did not start")
-            time.sleep(0.02)
-        self.port = int(json.loads(ready.read_text())["port"])
-        self.stats: dict[str, Any] = {}
+class Sink(SinkProcess):
+    """The pool tests name messages `N@pool.test`: Message-IDs without their brackets."""
 
     def stored(self) -> Counter[str]:
-        """Message-ID -> how many times the sink stored it."""
-        found: Counter[str] = Counter()
-        for path in (self.maildir / "new").iterdir():
-            match = re.search(rb"Message-ID: <([^>]+)>", path.read_bytes())
-            assert match is not None
-            found[match.group(1).decode()] += 1
-        return found
-
-    def stop(self) -> dict[str, Any]:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        if out:
-            self.stats = json.loads(out)["data"]
-        return self.stats
+        return Counter({key.strip("<>"): count for key, count in super().stored().items()})
 
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[Callable[..., Sink]]:
-    started: list[Sink] = []
-
-    def start(*args: str) -> Sink:
-        folder = tmp_path / f"sink{len(started)}"
-        folder.mkdir()
-        found = Sink(folder, *args)
-        started.append(found)
-        return found
-
-    yield start
-    for found in started:
-        found.stop()
+    yield from sinks(tmp_path, Sink)  # type: ignore[misc]
 
 
 def sent_ids(journal: Journal) -> Counter[str]:
