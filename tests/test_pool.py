@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from list_feed import ListFeed
 from servers.postfix import PostfixServer
 from servers.sink_process import SinkProcess, sinks
 from servers.smtp_server import SmtpServerFactory
@@ -61,20 +62,6 @@ def jobs(count: int, recipient: str = "b@example.org") -> list[Job]:
         Job(Payload(Envelope("a@example.org", (recipient,)), message(n)), tag=n)
         for n in range(count)
     ]
-
-
-class ListFeed:
-    def __init__(self, items: list[Job]) -> None:
-        self._items = iter(items)
-        self._done = False
-
-    def take(self) -> Job | None:
-        found = next(self._items, None)
-        self._done = found is None
-        return found
-
-    def exhausted(self) -> bool:
-        return self._done
 
 
 @dataclass

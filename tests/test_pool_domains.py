@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+from list_feed import ListFeed
 
 from mailctl.core.pool import Job, Payload, Pipelining, PoolConfig, SessionPool
 from mailctl.core.pool.domains import CappedFeed, DomainCaps, domain_key
@@ -97,20 +98,6 @@ class CountingServer:
             return
         finally:
             writer.close()
-
-
-class ListFeed:
-    def __init__(self, items: list[Job]) -> None:
-        self._items = iter(items)
-        self._done = False
-
-    def take(self) -> Job | None:
-        found = next(self._items, None)
-        self._done = found is None
-        return found
-
-    def exhausted(self) -> bool:
-        return self._done
 
 
 @dataclass
