@@ -196,12 +196,18 @@ def _join_strings(strings: Any) -> bytes:
 
 
 def _no_nameservers(err: Any) -> str:
-    """SERVFAIL/REFUSED in a few words, not dnspython's paragraph."""
+    """SERVFAIL/REFUSED or a CNAME loop in a few words, not dnspython's paragraph.
+
+    dnspython lists (server, tcp, port, error, response) per server it tried.
+    """
     errors = err.kwargs.get("errors", []) if hasattr(err, "kwargs") else []
     for entry in errors:
-        answer = entry[-1] if isinstance(entry, tuple) else None
-        if isinstance(answer, dns.message.Message):
-            return f"the server answered {dns.rcode.to_text(answer.rcode())}"
-        if answer is not None:
-            return " ".join(str(answer).split())[:200]
+        problem = entry[3] if isinstance(entry, tuple) and len(entry) > 4 else None
+        response = entry[4] if isinstance(entry, tuple) and len(entry) > 4 else None
+        if isinstance(problem, dns.message.ChainTooLong):
+            return "CNAME chain too long (a loop?)"
+        if isinstance(response, dns.message.Message) and response.rcode() != dns.rcode.NOERROR:
+            return f"the server answered {dns.rcode.to_text(response.rcode())}"
+        if problem is not None:
+            return " ".join(str(problem).split())[:200] or type(problem).__name__
     return "no server could answer"
