@@ -115,7 +115,8 @@ class DnsServer:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if self.ad:
+        # RFC 6840 5.7: a resolver sets AD only for a query with AD or DO set.
+        if self.ad and (query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO):
             response.flags |= dns.flags.AD
         if qname in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
