@@ -12,10 +12,11 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mailctl.errors import ConnectError, ProtocolError, ResponseLimitError, TimeoutFailure
 from mailctl.hosts import endpoint
-from mailctl.protocols.tls import map_ssl_error
+from mailctl.protocols.tls import client_context, map_ssl_error
 
 HEAD_LIMIT = 16 * 1024
 _READ = 16 * 1024
@@ -26,6 +27,28 @@ class HttpsReply:
     status: int
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names, first value kept
     body: bytes = b""
+
+
+class HttpsClient:
+    """Verifying GETs: the system CAs, or only those of `ca_file` (built once, so a bad CA
+    file is an error before any lookup: NoInputError, NotRegularFileError, ConfigError)."""
+
+    def __init__(self, *, ca_file: Path | None) -> None:
+        self._context = client_context(ca_file=ca_file)
+
+    def get(
+        self, host: str, address: str, path: str, *, timeout: float, max_body: int, port: int = 443
+    ) -> HttpsReply:
+        """See `https_get`."""
+        return https_get(
+            host,
+            address,
+            path,
+            context=self._context,
+            timeout=timeout,
+            max_body=max_body,
+            port=port,
+        )
 
 
 def https_get(

@@ -23,6 +23,7 @@ from mailctl.core.probe.spf import check_spf, spf_records
 from mailctl.core.probe.tls_rpt import check_tls_rpt, rpt_records
 from mailctl.errors import TemporaryError, TimeoutFailure
 from mailctl.protocols.dnslookup import TXT_LIMIT, Answer, Resolver, Status
+from mailctl.protocols.httpsget import HttpsClient
 
 __all__ = [
     "DnsOptions",
@@ -152,9 +153,7 @@ def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> 
     Raises ConfigError/NoInputError only for an unusable `options.ca_file` and UsageError
     for a bad `nameserver`; everything about the domain is a finding.
     """
-    from mailctl.protocols.tls import client_context
-
-    context = client_context(ca_file=options.ca_file)
+    client = HttpsClient(ca_file=options.ca_file)
     resolver = resolver_for(options)
     names = [f"_mta-sts.{domain}", f"_smtp._tls.{domain}", domain, f"_dmarc.{domain}"]
     answers = _parallel(resolver.txt, names)
@@ -182,7 +181,7 @@ def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> 
     if usable[0] is not None:
         real_mx = [name for name in mx_names if name.rstrip(".") not in ("", ".")]
         policy, sts_findings = check_mta_sts(
-            domain, usable[0], real_mx, resolver=resolver, context=context, options=options
+            domain, usable[0], real_mx, resolver=resolver, client=client, timeout=options.timeout
         )
         findings[0:0] = sts_findings
     return DomainPolicy(

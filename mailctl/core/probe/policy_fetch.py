@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.mta_sts import (
@@ -19,10 +17,7 @@ from mailctl.core.probe.mta_sts import (
 )
 from mailctl.errors import CertificateError, MailctlError, ResponseLimitError, TlsError
 from mailctl.protocols.dnslookup import Resolver
-from mailctl.protocols.httpsget import https_get
-
-if TYPE_CHECKING:
-    from mailctl.core.probe.dns_policy import DnsOptions
+from mailctl.protocols.httpsget import HttpsClient
 
 POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 3.3
 # A domain may publish several addresses; a dead first one should not hide a live second.
@@ -35,8 +30,8 @@ def check_mta_sts(
     mx_names: Sequence[str],
     *,
     resolver: Resolver,
-    context: ssl.SSLContext,
-    options: DnsOptions,
+    client: HttpsClient,
+    timeout: float,
 ) -> tuple[StsPolicy | None, list[Finding]]:
     """The policy (or None) and the MTA-STS findings for `domain`, given its TXT records at
     `_mta-sts.DOMAIN` and its MX host names."""
@@ -74,7 +69,7 @@ def check_mta_sts(
                 'write it as "v=STSv1; id=<1-32 letters and digits>;"',
             )
         ]
-    body, failure = _fetch(domain, resolver=resolver, context=context, options=options)
+    body, failure = _fetch(domain, resolver=resolver, client=client, timeout=timeout)
     if failure is not None:
         return None, [failure]
     assert body is not None
@@ -143,7 +138,7 @@ def _policy_findings(domain: str, policy: StsPolicy, mx_names: Sequence[str]) ->
 
 
 def _fetch(
-    domain: str, *, resolver: Resolver, context: ssl.SSLContext, options: DnsOptions
+    domain: str, *, resolver: Resolver, client: HttpsClient, timeout: float
 ) -> tuple[bytes | None, Finding | None]:
     """The policy body, or a finding saying why there is none."""
     host = f"mta-sts.{domain}"
@@ -157,14 +152,7 @@ def _fetch(
     error: MailctlError | None = None
     for address in addresses.values[:_ADDRESSES_TRIED]:
         try:
-            reply = https_get(
-                host,
-                address,
-                POLICY_PATH,
-                context=context,
-                timeout=options.timeout,
-                max_body=POLICY_LIMIT,
-            )
+            reply = client.get(host, address, POLICY_PATH, timeout=timeout, max_body=POLICY_LIMIT)
         except (CertificateError, TlsError) as err:
             return None, _finding(
                 Severity.ERROR,
