@@ -13,7 +13,7 @@ from servers.dns import DnsServer, PolicyReply, PolicyServer
 
 from mailctl.core.probe.dns_policy import DnsOptions, DomainPolicy, domain_policy, resolve_mx
 from mailctl.core.probe.findings import Severity
-from mailctl.errors import ConfigError, UsageError
+from mailctl.errors import ConfigError, HeaderInjectionError, InputDataError, UsageError
 
 
 @pytest.fixture
@@ -358,3 +358,42 @@ def test_dmarc(
     serve(policy_server)
     replace_txt(zone, "_dmarc.good.test", records)
     assert codes(check(zone, ca_file)) == {code: severity}
+
+
+def test_mx_record_naming_no_host_name(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {"d.test": ["MX 10 bad\\032name.d.test.", "MX 20 mx.d.test."], "mx.d.test": ["A 127.0.0.1"]}
+    )
+    bad, real = resolve_mx("d.test", options(dns_server))
+    assert [f.code for f in bad.findings] == ["mx.invalid_name"] and bad.addresses == ()
+    assert ("bad name.d.test", "A") not in dns_server.queries()
+    assert real.addresses == ("127.0.0.1",)
+
+
+@pytest.mark.parametrize(
+    ("domain", "error"),
+    [
+        ("good.test\r\nHost: evil.test", HeaderInjectionError),
+        ("good test", InputDataError),
+        ("192.0.2.1", InputDataError),
+        ("", InputDataError),
+    ],
+)
+def test_domain_must_be_a_domain_name(
+    dns_server: DnsServer, domain: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        resolve_mx(domain, options(dns_server))
+    with pytest.raises(error):
+        domain_policy(domain, [], options(dns_server))
+    assert dns_server.queries() == []
+
+
+def test_unicode_domain_is_asked_as_a_labels(dns_server: DnsServer) -> None:
+    dns_server.set_records({"xn--bcher-kva.test": ["MX 10 mx.xn--bcher-kva.test."]})
+    dns_server.set_records({"mx.xn--bcher-kva.test": ["A 127.0.0.1"]})
+    [host] = resolve_mx("Bücher.test.", options(dns_server))
+    assert host.name == "mx.xn--bcher-kva.test" and host.addresses == ("127.0.0.1",)
+    policy = domain_policy("bücher.test", [host.name], options(dns_server))
+    assert policy.domain == "xn--bcher-kva.test"
+    assert ("_mta-sts.xn--bcher-kva.test", "TXT") in dns_server.queries()

@@ -21,9 +21,11 @@ from mailctl.core.probe.mta_sts import StsPolicy, sts_records
 from mailctl.core.probe.policy_fetch import check_mta_sts
 from mailctl.core.probe.spf import check_spf, spf_records
 from mailctl.core.probe.tls_rpt import check_tls_rpt, rpt_records
-from mailctl.errors import TemporaryError, TimeoutFailure
+from mailctl.errors import HeaderInjectionError, InputDataError, TemporaryError, TimeoutFailure
+from mailctl.hosts import tls_name_problem, to_ascii_domain
 from mailctl.protocols.dnslookup import TXT_LIMIT, Answer, Resolver, Status
 from mailctl.protocols.httpsget import HttpsClient
+from mailctl.text import quote
 
 __all__ = [
     "DnsOptions",
@@ -98,6 +100,22 @@ class DomainPolicy:
     findings: tuple[Finding, ...]
 
 
+def mail_domain(value: str, *, what: str = "domain") -> str:
+    """`value` as a lower-case A-label domain name, or InputDataError/HeaderInjectionError.
+
+    Names reach DNS questions, the policy URL and its Host header: no controls, no spaces,
+    no IP address.
+    """
+    problem = tls_name_problem(value)
+    if problem is not None and problem.startswith("contains"):
+        raise HeaderInjectionError(f"{what} {quote(value)} {problem}", hint="give one domain")
+    if problem is not None or value.replace(".", "").isdigit() or ":" in value:
+        raise InputDataError(
+            f"{what} {quote(value)} is not a domain name", hint="e.g. --mx example.org"
+        )
+    return to_ascii_domain(value.rstrip(".")).lower()
+
+
 def resolver_for(options: DnsOptions) -> Resolver:
     """The one resolver of a run (UsageError when `nameserver` is not an IP address)."""
     return Resolver(nameserver=options.nameserver, port=options.port, timeout=options.timeout)
@@ -109,8 +127,9 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
     A null MX (RFC 7505) is one `MxHost(null=True)` with the `mx.null` finding; no MX record
     gives the domain itself (RFC 5321 5.1) with `mx.none`. Raises TimeoutFailure or
     TemporaryError when the MX question itself gets no usable answer: no host list can be
-    honest then.
+    honest then. Raises InputDataError for a `domain` that is not a domain name.
     """
+    domain = mail_domain(domain)
     resolver = resolver_for(options)
     answer = resolver.mx(domain)
     _raise_on_failure(answer, "MX")
@@ -120,7 +139,10 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
     hosts: list[MxHost] = []
     if len(real) < len(answer.values):
         hosts.append(_null_mx(domain, answer, mixed=bool(real)))
+    bad = [item for item in real if tls_name_problem(item[1]) is not None]
+    real = [item for item in real if item not in bad]
     looked_up = _parallel(lambda item: resolver.addresses(item[1]), real)
+    hosts.extend(_bad_name(preference, name, domain) for preference, name in bad)
     for (preference, name), addresses in zip(real, looked_up, strict=True):
         hosts.append(
             MxHost(
@@ -131,6 +153,7 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
                 findings=_address_findings(name, addresses, domain),
             )
         )
+    hosts.sort(key=lambda host: (host.preference, not host.null, host.name))
     return hosts
 
 
@@ -141,6 +164,7 @@ def lookup_tlsa(host: str, port: int, options: DnsOptions) -> tuple[list[TlsaRec
     TemporaryError when the lookup fails: RFC 7672 2.2 has senders defer delivery then, so
     the caller reports it rather than taking it for "no DANE".
     """
+    host = mail_domain(host, what="host")
     answer = resolver_for(options).tlsa(tlsa_name(host, port))
     _raise_on_failure(answer, "TLSA")
     records = [TlsaRecord(v.usage, v.selector, v.matching, v.data.hex()) for v in answer.values]
@@ -151,8 +175,10 @@ def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> 
     """MTA-STS (checked against `mx_names`), TLS-RPT, SPF and DMARC of `domain`.
 
     Raises ConfigError/NoInputError only for an unusable `options.ca_file` and UsageError
-    for a bad `nameserver`; everything about the domain is a finding.
+    for a bad `nameserver`, InputDataError for a `domain` that is not a domain name;
+    everything about the domain is a finding.
     """
+    domain = mail_domain(domain)
     client = HttpsClient(ca_file=options.ca_file)
     resolver = resolver_for(options)
     names = [f"_mta-sts.{domain}", f"_smtp._tls.{domain}", domain, f"_dmarc.{domain}"]
@@ -270,6 +296,17 @@ def _null_mx(domain: str, answer: Answer[Any], *, mixed: bool) -> MxHost:
             f"if {domain} should receive mail, replace the null MX with real MX records",
         )
     return MxHost(0, ".", (), answer.ad, null=True, findings=(finding,))
+
+
+def _bad_name(preference: int, name: str, domain: str) -> MxHost:
+    finding = Finding(
+        Severity.ERROR,
+        "mx.invalid_name",
+        domain,
+        f"{domain} has an MX record naming {quote(name)}, which is not a host name",
+        f"point {domain}'s MX at a host name",
+    )
+    return MxHost(preference, name, findings=(finding,))
 
 
 def _address_findings(name: str, answer: Answer[str], domain: str) -> tuple[Finding, ...]:
