@@ -174,7 +174,7 @@ def test_unrelated_txt_records_are_not_mta_sts(
         (GOOD_POLICY.replace(b"604800", b"99999999999"), {}, "max_age"),
         (b"version: STSv1\r\nmode: enforce\r\nmax_age: 604800\r\n", {}, "mx"),
         (GOOD_POLICY + b"no colon here\r\n", {}, "line 6"),
-        (GOOD_POLICY, {"content_type": "text/html"}, "text/html"),
+        (GOOD_POLICY, {"content_type": "text/html\x1b[31m"}, "'text/html\\x1b[31m'"),
         (b"\xff\xfe", {}, "UTF-8"),
         (GOOD_POLICY + b"#" * 70_000, {}, "65536"),
     ],

@@ -18,6 +18,7 @@ from mailctl.core.probe.mta_sts import (
 from mailctl.errors import CertificateError, MailctlError, ResponseLimitError, TlsError
 from mailctl.protocols.dnslookup import Resolver
 from mailctl.protocols.httpsget import HttpsClient
+from mailctl.text import quote
 
 POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 3.3
 # A domain may publish several addresses; a dead first one should not hide a live second.
@@ -192,7 +193,8 @@ def _reply_body(
             Severity.ERROR,
             "mta_sts.policy_invalid",
             domain,
-            f"{url} is served as {media_type or 'no media type'}, not text/plain",
+            f"{url} is served as {quote(media_type) if media_type else 'no media type'}, "
+            "not text/plain",
             "serve the policy with Content-Type: text/plain",
         )
     return body, None
