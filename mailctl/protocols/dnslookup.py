@@ -1,5 +1,5 @@
-"""DNS lookups for `probe --mx` (dnspython): one query each, bounded in time and size,
-answered as data (`Answer`), never as an exception."""
+"""DNS lookups for the probe's mail policy checks (dnspython): one query each, bounded in
+time and size, answered as data (`Answer`), never as an exception."""
 
 from __future__ import annotations
 
@@ -82,14 +82,14 @@ def check_nameserver(nameserver: str) -> str:
     """Return `nameserver` as an IP address string; raise UsageError for anything else.
 
     A host name would need a resolver to find the resolver; the system's would then decide
-    where every lookup goes, which is what `--nameserver` exists to override.
+    where every lookup goes, which is what naming a nameserver exists to override.
     """
     try:
         return str(ipaddress.ip_address(nameserver))
     except ValueError:
         raise UsageError(
-            f"--nameserver {quote(nameserver)} is not an IP address",
-            hint="give the DNS server's address, e.g. --nameserver 127.0.0.1",
+            f"nameserver {quote(nameserver)} is not an IP address",
+            hint="give the DNS server's IP address, such as 127.0.0.1",
         ) from None
 
 

@@ -1,6 +1,6 @@
 """One bounded HTTPS GET to an address we resolved ourselves (the MTA-STS policy fetch).
 
-Not urllib: it would resolve the host with the system resolver (`--nameserver` must apply to
+Not urllib: it would resolve the host with the system resolver (a chosen nameserver must apply to
 the policy host too), follow redirects (RFC 8461 3.3 forbids it) and read without a total
 deadline or size cap. Here the caller gives the address, the whole exchange has one deadline,
 and head and body each have a byte cap.

@@ -1,5 +1,5 @@
-"""A domain's DNS mail policy for `probe --mx`: its MX set, MTA-STS (TXT and policy file),
-TLS-RPT, SPF, DMARC and the TLSA records of its MX hosts, as findings.
+"""A domain's DNS mail policy, for the probe of its MX hosts: its MX set, MTA-STS (TXT and
+policy file), TLS-RPT, SPF, DMARC and the TLSA records of its MX hosts, as findings.
 
 Every lookup goes to `DnsOptions.nameserver` (the system resolver when None), the MTA-STS
 policy host's address included, and each is bounded by `DnsOptions.timeout`; the RFC rules
@@ -111,7 +111,7 @@ def mail_domain(value: str, *, what: str = "domain") -> str:
         raise HeaderInjectionError(f"{what} {quote(value)} {problem}", hint="give one domain")
     if problem is not None or value.replace(".", "").isdigit() or ":" in value:
         raise InputDataError(
-            f"{what} {quote(value)} is not a domain name", hint="e.g. --mx example.org"
+            f"{what} {quote(value)} is not a domain name", hint="give a domain such as example.org"
         )
     return to_ascii_domain(value.rstrip(".")).lower()
 
