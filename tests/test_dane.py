@@ -16,7 +16,13 @@ import pytest
 import trustme
 from servers.dns import DnsServer
 
-from mailctl.core.probe.dns_policy import DnsOptions, TlsaRecord, dane_check, lookup_tlsa
+from mailctl.core.probe.dns_policy import (
+    DnsOptions,
+    TlsaRecord,
+    dane_check,
+    dane_findings,
+    lookup_tlsa,
+)
 from mailctl.core.probe.findings import Finding, Severity
 
 HOST = "mx1.good.test"
@@ -228,3 +234,17 @@ def test_records_from_dns_match_the_chain_a_server_presents(
     assert summary(dane_check(HOST, tls_server, records, presented, ad=ad)) == [
         ("dane.match", Severity.INFO)
     ]
+
+
+def test_dane_findings_looks_up_and_matches(dns_server: DnsServer, pki: Pki) -> None:
+    wanted = record(pki, 3, 1, 1, pki.chain[0])
+    dns_server.set_records({f"_25._tcp.{HOST}": [f"TLSA 3 1 1 {wanted.association}"]})
+    options = DnsOptions(nameserver="127.0.0.1", port=dns_server.port, timeout=1)
+    assert summary(dane_findings(HOST, 25, pki.chain, options)) == [
+        ("dane.no_dnssec", Severity.WARNING),
+        ("dane.match", Severity.INFO),
+    ]
+    dns_server.silent.add(f"_25._tcp.{HOST}")
+    found = dane_findings(HOST, 25, pki.chain, options)
+    assert summary(found) == [("dane.lookup_failed", Severity.ERROR)]
+    assert "timed out" in found[0].message and found[0].subject == f"{HOST}:25"

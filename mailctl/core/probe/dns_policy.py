@@ -35,6 +35,7 @@ __all__ = [
     "StsPolicy",
     "TlsaRecord",
     "dane_check",
+    "dane_findings",
     "domain_policy",
     "lookup_tlsa",
     "resolve_mx",
@@ -169,6 +170,26 @@ def lookup_tlsa(host: str, port: int, options: DnsOptions) -> tuple[list[TlsaRec
     _raise_on_failure(answer, "TLSA")
     records = [TlsaRecord(v.usage, v.selector, v.matching, v.data.hex()) for v in answer.values]
     return records, answer.ad
+
+
+def dane_findings(
+    host: str, port: int, chain_der: Sequence[bytes], options: DnsOptions
+) -> list[Finding]:
+    """`lookup_tlsa` then `dane_check`, with a failed lookup as `dane.lookup_failed` (an
+    error: RFC 7672 2.2 has DANE senders defer mail when the TLSA lookup fails)."""
+    try:
+        records, ad = lookup_tlsa(host, port, options)
+    except (TimeoutFailure, TemporaryError) as err:
+        return [
+            Finding(
+                Severity.ERROR,
+                "dane.lookup_failed",
+                f"{host}:{port}",
+                str(err),
+                "check the DNS servers of the MX host's zone",
+            )
+        ]
+    return dane_check(host, port, records, chain_der, ad=ad)
 
 
 def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> DomainPolicy:
