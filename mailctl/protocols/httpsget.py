@@ -98,6 +98,12 @@ def https_get(
         raise ProtocolError(f"{where} broke the connection: {type(err).__name__}") from err
 
 
+def _too_much(message: str) -> ResponseLimitError:
+    return ResponseLimitError(
+        message, hint="the server sends more than mailctl reads: check what it serves at that URL"
+    )
+
+
 def _settle(sock: socket.socket, deadline: float, where: str, timeout: float) -> None:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -120,17 +126,17 @@ def _read_reply(
             buffer += chunk
             # Chunk framing adds a few bytes per chunk; twice the body is a generous cap.
             if len(buffer) > HEAD_LIMIT + 2 * max_body + 64:
-                raise ResponseLimitError(f"{where} sent over {max_body} bytes of body")
+                raise _too_much(f"{where} sent over {max_body} bytes of body")
         if reply is None:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(buffer) > HEAD_LIMIT:
-                    raise ResponseLimitError(f"{where} sent an HTTP head over {HEAD_LIMIT} bytes")
+                    raise _too_much(f"{where} sent an HTTP head over {HEAD_LIMIT} bytes")
                 if not chunk:
                     raise ProtocolError(f"{where} closed the connection before a full HTTP head")
                 continue
             if end > HEAD_LIMIT:
-                raise ResponseLimitError(f"{where} sent an HTTP head over {HEAD_LIMIT} bytes")
+                raise _too_much(f"{where} sent an HTTP head over {HEAD_LIMIT} bytes")
             reply = _parse_head(bytes(buffer[:end]), where)
             del buffer[: end + 4]
         body = reply.body(buffer, done=not chunk, where=where, max_body=max_body)
@@ -154,12 +160,10 @@ class _Partial:
             if not length.isdigit():
                 raise ProtocolError(f"{where} sent a bad Content-Length")
             if int(length) > max_body:
-                raise ResponseLimitError(
-                    f"{where} announced a body of {length} bytes (cap {max_body})"
-                )
+                raise _too_much(f"{where} announced a body of {length} bytes (cap {max_body})")
             return bytes(buffer[: int(length)]) if len(buffer) >= int(length) else None
         if len(buffer) > max_body:
-            raise ResponseLimitError(f"{where} sent a body over {max_body} bytes")
+            raise _too_much(f"{where} sent a body over {max_body} bytes")
         return bytes(buffer) if done else None
 
 
@@ -194,7 +198,7 @@ def _dechunk(data: bytes, where: str, max_body: int) -> bytes | None:
         if size == 0:
             return bytes(body)
         if len(body) + size > max_body:
-            raise ResponseLimitError(f"{where} sent a body over {max_body} bytes")
+            raise _too_much(f"{where} sent a body over {max_body} bytes")
         start = line_end + 2
         if len(data) < start + size + 2:
             return None

@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -246,10 +246,7 @@ class PolicyServer:
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._stop = threading.Event()
         self._deadline = time.monotonic() + lifetime
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(32)
+        self.sock = _listen(port)
         self.context = self._context_for("localhost", trusted=True)
         self.context.sni_callback = self._pick
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -308,7 +305,22 @@ class PolicyServer:
                 reply.write(conn, self._stop)
 
 
-PolicyServerFactory = Callable[[], PolicyServer]
+def _listen(port: int, *, wait: float = 5.0) -> socket.socket:
+    """Listen on 127.0.0.1:`port`; a port another test run holds gets `wait` seconds to free."""
+    deadline = time.monotonic() + wait
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(32)
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        else:
+            return sock
 
 
 @pytest.fixture(scope="session")
