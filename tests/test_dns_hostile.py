@@ -178,3 +178,14 @@ def test_huge_chunk_announced_is_refused(
     policy_server.policies["mta-sts.good.test"] = PolicyReply(raw=raw)
     policy = domain_policy("good.test", ["mx1.good.test"], options(zone, ca_file))
     assert codes(policy) == {"mta_sts.policy_invalid": Severity.ERROR}
+
+
+def test_policy_host_that_never_completes_the_handshake(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    policy_server.stall_handshake = True
+    started = time.monotonic()
+    policy = domain_policy("good.test", ["mx1.good.test"], options(zone, ca_file, timeout=1.0))
+    assert time.monotonic() - started < 3
+    assert codes(policy) == {"mta_sts.policy_unreachable": Severity.ERROR}
+    assert "TLS handshake with mta-sts.good.test:443 took over 1 s" in policy.findings[0].message

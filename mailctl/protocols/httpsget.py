@@ -80,6 +80,7 @@ def https_get(
         raise ConnectError(f"cannot connect to {where} ({address}): {reason}") from err
     try:
         with raw:
+            _settle(raw, deadline, where, timeout)  # the handshake gets what is left
             try:
                 tls = context.wrap_socket(raw, server_hostname=host)
             except TimeoutError as err:

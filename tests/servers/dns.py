@@ -241,6 +241,7 @@ class PolicyServer:
         self.rogue = trustme.CA()  # issues for names in `untrusted`
         self.policies: dict[str, PolicyReply] = {}
         self.untrusted: set[str] = set()
+        self.stall_handshake = False  # accept, then never answer the ClientHello
         self.requests: list[tuple[str, str]] = []  # (Host, request line)
         self.sni: list[str] = []  # the names clients asked for in their ClientHello
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
@@ -255,6 +256,7 @@ class PolicyServer:
     def reset(self) -> None:
         self.policies.clear()
         self.untrusted.clear()
+        self.stall_handshake = False
         self.requests.clear()
         self.sni.clear()
 
@@ -287,6 +289,9 @@ class PolicyServer:
     def _handle(self, raw: socket.socket) -> None:
         raw.settimeout(10)
         with contextlib.suppress(OSError, ValueError), raw:
+            if self.stall_handshake:
+                self._stop.wait(30)
+                return
             conn = self.context.wrap_socket(raw, server_side=True)
             with conn:
                 request = b""
