@@ -14,6 +14,7 @@ from servers.dns import DnsServer, PolicyReply, PolicyServer
 from mailctl.core.probe.dns_policy import DnsOptions, DomainPolicy, domain_policy, resolve_mx
 from mailctl.core.probe.findings import Severity
 from mailctl.errors import ConfigError, HeaderInjectionError, InputDataError, UsageError
+from mailctl.serialize import to_data
 
 
 @pytest.fixture
@@ -130,6 +131,12 @@ def test_a_domain_with_everything_right_has_no_findings(
     assert policy_server.requests == [
         ("mta-sts.good.test", "GET /.well-known/mta-sts.txt HTTP/1.1")
     ]
+    # The results go into the probe's JSON as they are (no bytes, every key present).
+    data = to_data(policy)
+    assert data["mta_sts_policy"]["mx"] == ["mx1.good.test", "*.mail.good.test"]
+    spf = {"name": "good.test", "status": "ok", "records": ["v=spf1 mx -all"], "ad": False}
+    assert data["spf"] == spf
+    assert to_data(resolve_mx("good.test", options(zone)))[0]["addresses"] == ["127.0.0.1"]
 
 
 def test_policy_served_chunked_is_read(
