@@ -260,6 +260,13 @@ class SmtpPermanentError(MailctlError):
     code = "smtp_permanent"
 
 
+class ServerUnsupportedError(MailctlError):
+    """The server lacks what was asked for (IMAP UIDPLUS for --delete, MOVE/COPY, IDLE)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    code = "server_unsupported"
+
+
 class ProtocolError(MailctlError):
     exit_code = ExitCode.PROTOCOL
     code = "protocol_error"

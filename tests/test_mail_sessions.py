@@ -58,7 +58,7 @@ def test_imap_session_reads_a_message(dovecot: DovecotServer, security: Security
     settings = dovecot.settings(Protocol.IMAP, security, user=user.name)
     with ImapSession.open(settings, secret=lambda: user.password) as session:
         assert session.info.authenticated and session.info.tls is not None
-        assert session.select("INBOX") == 1
+        assert session.select("INBOX").exists == 1
         [uid] = session.uids()
         assert session.fetch_message(uid) == raw
 
@@ -158,7 +158,7 @@ def imap_logged_in(peer: Peer) -> tuple[bytes, bytes]:
     peer.send(tag + b" OK logged in\r\n")
     tag, command = imap_next(peer)
     assert command == b"EXAMINE", command  # SELECT read-only
-    peer.send(b"* 1 EXISTS\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
+    peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
     return imap_next(peer)
 
 
@@ -236,7 +236,7 @@ def test_imap_capability_answer_without_data_is_a_protocol_error() -> None:
         tag, _ = imap_next(peer)  # LOGIN
         peer.send(tag + b" OK logged in\r\n")
         tag, _ = imap_next(peer)  # EXAMINE
-        peer.send(b"* 1 EXISTS\r\n" + tag + b" OK selected\r\n")
+        peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK selected\r\n")
         tag, command = peer.command()
         assert command == b"CAPABILITY", command
         peer.send(tag + b" OK but no capabilities\r\n")

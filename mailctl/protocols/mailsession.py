@@ -46,7 +46,7 @@ from mailctl.protocols.checks import (
     map_os_error,
     preflight,
 )
-from mailctl.protocols.limits import ReadLimits, login_check_limits
+from mailctl.protocols.limits import ReadLimits, listing_limits, login_check_limits
 from mailctl.protocols.tls import (
     TlsInfo,
     certificate_names,
@@ -171,6 +171,12 @@ class MailSession(ABC):
             return None
         finally:
             probe.abort()
+
+    def size_for(self, count: int) -> None:
+        """Raise the line and count caps so a listing of `count` messages fits (count from
+        STAT or EXISTS: the server's own figure)."""
+        self.limits = listing_limits(self.limits, count)
+        self.wire.widen(self.limits)
 
     @property
     def secret_shown(self) -> str | None:

@@ -88,6 +88,15 @@ class Wire:
         """True once a limit, a deadline or an injection check failed the connection."""
         return self._failure is not None
 
+    @property
+    def buffered(self) -> bool:
+        """True when bytes the server sent wait in the buffer (IDLE checks before polling)."""
+        return bool(self._buffer)
+
+    def widen(self, limits: ReadLimits) -> None:
+        """Use `limits` from the next command on (a listing sized from STAT/EXISTS)."""
+        self._limits = limits
+
     # -- connecting and commands ---------------------------------------------------------
 
     def open_socket(
