@@ -29,7 +29,7 @@ from mailctl.core.fetch.summary import parse_full, summarize_headers
 from mailctl.errors import ServerUnsupportedError, UsageError
 from mailctl.hosts import endpoint
 from mailctl.protocols.imap import ImapSession
-from mailctl.protocols.imap.search import SearchCriteria
+from mailctl.protocols.imap.search import SearchCriteria, require_folder_name
 from mailctl.protocols.imap.types import SelectedFolder
 from mailctl.protocols.limits import octets
 from mailctl.protocols.pop3 import Pop3Session
@@ -72,6 +72,10 @@ def fetch(request: FetchRequest, on_message: OnMessage | None = None) -> FetchRe
 
 
 def _check(request: FetchRequest) -> None:
+    """Refuse what cannot work before anything is created or connected."""
+    for name in (request.folder, request.move_to):
+        if name is not None:
+            require_folder_name(name)
     if (request.delete or request.move_to) and not request.destinations.writes:
         raise UsageError(
             "--delete and --move need a place that keeps the messages first",

@@ -115,6 +115,16 @@ class SearchCriteria:
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def require_folder_name(folder: str) -> None:
+    """Refuse a folder name imapclient would send with a line break in it (its issue
+    #657: CR/LF would end the command and start another). Raises HeaderInjectionError."""
+    if any(char in folder for char in _FORBIDDEN):
+        raise HeaderInjectionError(
+            f"the IMAP folder name contains a CR, LF or NUL character: {quote(folder)}",
+            hint="remove line breaks and NUL characters from the folder name",
+        )
+
+
 def _flag(name: str) -> str:
     return {"from_": "--from", "uid_range": "--uid", "raw": "--search"}.get(name, f"--{name}")
 

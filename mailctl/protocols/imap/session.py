@@ -12,13 +12,12 @@ from typing import Any
 from mailctl.errors import (
     AuthUnsupportedError,
     ConnectionLostError,
-    HeaderInjectionError,
     ProtocolError,
     ServerUnsupportedError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
-from mailctl.protocols.imap.search import SearchCriteria
+from mailctl.protocols.imap.search import SearchCriteria, require_folder_name
 from mailctl.protocols.imap.types import FolderStatus, ImapMessage, SelectedFolder
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
@@ -42,8 +41,11 @@ class ImapSession(MailSession):
     # -- operations (folders, fetch) ----------------------------------------------------
 
     def supports(self, capability: str) -> bool:
-        """Whether the server listed `capability` (after TLS and login)."""
-        return capability.upper() in self._capability_list
+        """Whether the server offers `capability` now. Servers list more after login (RFC
+        3501 6.2.3: Dovecot's MOVE and UIDPLUS), so imapclient's own list is asked, which
+        it takes from the login answer or a new CAPABILITY."""
+        with self.guard("capability"):
+            return bool(self._client.has_capability(capability.upper()))
 
     def folders(self) -> list[FolderStatus]:
         """Every folder (LIST "" "*", RFC 3501 6.3.8) with its STATUS counts (6.3.10).
@@ -89,7 +91,7 @@ class ImapSession(MailSession):
         inline, its issue #657), ProtocolError (no such folder: the server's NO), and the
         session's I/O errors.
         """
-        _require_clean_name(folder)
+        require_folder_name(folder)
         with self.guard("select"):
             response = self._client.select_folder(folder, readonly=readonly)
         exists = int(response.get(b"EXISTS", 0))
@@ -183,7 +185,7 @@ class ImapSession(MailSession):
         """Move `uids` to `folder`: UID MOVE (RFC 6851) when offered, else UID COPY, then
         STORE \\Deleted and UID EXPUNGE (RFC 4315), refused without UIDPLUS before any change.
         """
-        _require_clean_name(folder)
+        require_folder_name(folder)
         if not uids:
             return
         if self.supports("MOVE"):
@@ -400,15 +402,6 @@ def _is_change(item: object) -> bool:
 
 def _clean_name(folder: str) -> bool:
     return not any(char in folder for char in "\r\n\0")
-
-
-def _require_clean_name(folder: str) -> None:
-    """Refuse a folder name imapclient would send with a line break in it (its issue #657)."""
-    if not _clean_name(folder):
-        raise HeaderInjectionError(
-            "the IMAP folder name contains a CR, LF or NUL character",
-            hint="remove line breaks and NUL characters from the folder name",
-        )
 
 
 def _quoted(value: str) -> str:
