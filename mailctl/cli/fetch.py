@@ -164,9 +164,8 @@ def fetch_command(
     Nothing changes on the server unless asked (--mark-seen, --delete, --move), and then
     only after the local copy is on disk.
     """
-    from mailctl.core.fetch import Destinations, FetchRequest, fetch
+    from mailctl.core.fetch import Destinations, FetchRequest, SearchCriteria, fetch
     from mailctl.models import Protocol
-    from mailctl.protocols.imap.search import SearchCriteria
 
     if jsonl and app.options.json_mode:
         raise UsageError("--json and --jsonl exclude each other", hint="pick one")

@@ -18,6 +18,7 @@ from mailctl.core.fetch.models import (
     SavedAttachment,
 )
 from mailctl.core.fetch.run import fetch, folders
+from mailctl.protocols.imap.search import SearchCriteria
 
 __all__ = [
     "Destinations",
@@ -28,6 +29,7 @@ __all__ = [
     "FoldersResult",
     "MessageError",
     "SavedAttachment",
+    "SearchCriteria",
     "fetch",
     "folders",
 ]

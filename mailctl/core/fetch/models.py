@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from mailctl.errors import ExitCode, MailctlError, worst_exit_code
 from mailctl.models import ResolvedServer, TranscriptCallback
 from mailctl.protocols.imap.search import SearchCriteria
 from mailctl.protocols.imap.types import FolderStatus
-from mailctl.serialize import SKIP, JsonAttrs, meta
+from mailctl.serialize import SKIP, meta
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,12 @@ class FetchResult:
     rekeyed: bool = False  # UIDVALIDITY changed since the last run: matched by Message-ID
     deleted: int = 0
     moved: int = 0
-    watched_seconds: float | None = field(default=None, metadata=meta(seconds=True))
+    watched: float | None = field(default=None, metadata=meta(seconds=True))
     state_file: Path | None = None
     messages: list[FetchedMessage] = field(default_factory=list)
-    failed: list[MessageError] = field(default_factory=list)
+    # The envelope's `errors` carries these (with uid/number): not repeated in `data`.
+    failed: list[MessageError] = field(default_factory=list, metadata=SKIP)
     interrupted: bool = False
-
-    JSON_ATTRS: ClassVar[JsonAttrs] = ("status",)
 
     @property
     def status(self) -> Literal["ok", "partial", "error"]:

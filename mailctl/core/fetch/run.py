@@ -211,7 +211,7 @@ class _Run:
         while (left := end - time.monotonic()) > 0:
             if session.idle(min(left, self.request.idle_seconds)):
                 floor = self._imap_pass(session, selected, floor=floor)
-        self.result.watched_seconds = time.monotonic() - started
+        self.result.watched = time.monotonic() - started
 
     def _imap_pass(
         self, session: ImapSession, selected: SelectedFolder, *, floor: int | None
