@@ -132,9 +132,10 @@ class _Run:
 
     def _load_state(self, folder: str | None) -> FetchState:
         settings = self.request.server.settings
+        # The host without the port: IMAPS on 993 and STARTTLS on 143 reach one mailbox.
         identity = {
             "protocol": self.request.protocol,
-            "server": endpoint(settings.host, settings.port),
+            "server": settings.host.lower(),
             "user": settings.username or "",
             "folder": folder or "",
             "destination": self.request.destinations.key(),
