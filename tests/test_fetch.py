@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 from mailctl.cli.app import app
 from mailctl.models import Protocol, Security
 from mailctl.protocols.imap import ImapSession
+from mailctl.protocols.imap.search import SearchCriteria
 
 
 def mail(
@@ -327,3 +328,96 @@ def test_state_lives_in_the_xdg_state_dir(dovecot: DovecotServer, tmp_path: Path
     assert oct(state_file.stat().st_mode & 0o777) == "0o600"
     assert json.loads(state_file.read_text())["uidvalidity"] is not None
     assert os.stat(state_file.parent).st_mode & 0o777 == 0o700
+
+
+# -- --trace and --watch ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protocol", "security"),
+    [
+        (Protocol.IMAP, Security.TLS),
+        (Protocol.IMAP, Security.STARTTLS),
+        (Protocol.POP3, Security.TLS),
+        (Protocol.POP3, Security.STARTTLS),
+    ],
+    ids=["imaps", "imap-starttls", "pop3s", "pop3-stls"],
+)
+def test_trace_shows_the_dialogue_without_the_password(
+    dovecot: DovecotServer, protocol: Protocol, security: Security
+) -> None:
+    user = dovecot.add_user()
+    dovecot.seed(mail("traced " + "x" * 10), user=user.name)
+    result = run(dovecot, user, "--trace", protocol=protocol, security=security)
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert user.password not in result.output
+    import base64
+
+    token = base64.b64encode(f"\0{user.name}\0{user.password}".encode()).decode()
+    assert token not in result.output and token[:20] not in result.output
+    assert "<redacted" in err
+    if protocol is Protocol.IMAP:
+        assert "UID FETCH" in err and "<literal:" in err
+    else:
+        assert "RETR 1" in err and "<message:" in err
+    assert "Body of traced" not in err  # messages are summarised, not printed
+
+
+def test_watch_fetches_mail_arriving_during_idle(dovecot: DovecotServer, tmp_path: Path) -> None:
+    import threading
+
+    user = dovecot.add_user()
+    dovecot.seed(mail("before"), user=user.name)
+    box = tmp_path / "M"
+    timer = threading.Timer(1.0, lambda: dovecot.seed(mail("during"), user=user.name))
+    timer.start()
+    started = time.monotonic()
+    try:
+        result = run(dovecot, user, "--new", "--maildir", str(box), "--watch", "--watch-for", "4",
+                     "--json")  # fmt: skip
+    finally:
+        timer.cancel()
+    assert result.exit_code == 0, result.output
+    data = envelope(result)["data"]
+    assert [m["subject"] for m in data["messages"]] == ["before", "during"]
+    assert 3.5 < time.monotonic() - started < 15  # bounded by --watch-for
+    assert data["watched_ms"] >= 3500
+    assert len(maildir_files(box)) == 2
+
+
+def test_a_message_over_max_message_is_skipped_alone(dovecot: DovecotServer) -> None:
+    """fetch_bodies leaves out what exceeds max_message and yields the rest; POP3 too."""
+    from mailctl.protocols.limits import ReadLimits
+    from mailctl.protocols.pop3 import Pop3Session
+
+    user = dovecot.add_user()
+    dovecot.seed(mail("small 1"), user=user.name)
+    dovecot.seed(mail("big") + b"y" * 5000 + b"\r\n", user=user.name)
+    dovecot.seed(mail("small 2"), user=user.name)
+    limits = ReadLimits(max_message=3000)
+    imap = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
+    with ImapSession.open(imap, secret=lambda: user.password, limits=limits) as session:
+        session.select("INBOX")
+        uids = session.search(SearchCriteria())
+        got = list(session.fetch_bodies(uids, batch=2))
+    assert [m.uid for m in got] == [uids[0], uids[2]]
+    assert all(b"Subject: small" in m.data for m in got)
+    pop3 = dovecot.settings(Protocol.POP3, Security.TLS, user=user.name)
+    with Pop3Session.open(pop3, secret=lambda: user.password, limits=limits) as pop:
+        assert [m.number for m in pop.retrieve([1, 2, 3])] == [1, 3]
+
+
+def test_a_broken_message_is_kept_with_the_rest(dovecot: DovecotServer, tmp_path: Path) -> None:
+    user = dovecot.add_user()
+    dovecot.seed(mail("fine 1"), user=user.name)
+    dovecot.seed(
+        b"Subject: =?bogus-charset?Q?=FF?=\r\nContent-Type: multipart/mixed; boundary=\r\n"
+        b"\r\n--\r\n\xff\xfe garbage\r\n",
+        user=user.name,
+    )
+    dovecot.seed(mail("fine 2"), user=user.name)
+    result = run(dovecot, user, "--maildir", str(tmp_path / "M"), "--json")
+    assert result.exit_code == 0, result.output
+    assert envelope(result)["data"]["fetched"] == 3
+    assert len(maildir_files(tmp_path / "M")) == 3

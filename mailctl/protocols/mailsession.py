@@ -37,7 +37,7 @@ from mailctl.errors import (
     TimeoutFailure,
     TlsError,
 )
-from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
+from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings, TranscriptCallback
 from mailctl.protocols.checks import (
     LoginCheck,
     PhaseClock,
@@ -55,6 +55,7 @@ from mailctl.protocols.tls import (
     security_fixes,
     with_names,
 )
+from mailctl.protocols.transcript import Transcript
 from mailctl.protocols.wire import Wire
 from mailctl.text import excerpt
 
@@ -123,10 +124,13 @@ class MailSession(ABC):
         *,
         secret: Callable[[], str] | None,
         limits: ReadLimits | None = None,
+        on_transcript: TranscriptCallback | None = None,
     ) -> Self:
         """Connect, secure the connection, read capabilities and log in if a username is set.
 
         `secret` is called at most once, after TLS is up, right before authenticating.
+        `on_transcript` gets every line in and out as it happens (passwords and SASL
+        payloads redacted, literals and messages summarised).
 
         Raises (before connecting) HeaderInjectionError, PlaintextAuthRefusedError,
         CredentialError; then HostNotFoundError, ConnectError, TimeoutFailure,
@@ -136,6 +140,9 @@ class MailSession(ABC):
         preflight(settings, protocol=cls.protocol, secret=secret)
         box = SecretBox(secret, protocol=cls.protocol, where=endpoint(settings))
         session = cls(settings, box, limits if limits is not None else ReadLimits())
+        if on_transcript is not None:
+            session.wire.transcript = Transcript(on_transcript)
+            session.wire.transcript.info(f"connecting to {session.where} ({settings.security})")
         try:
             with session.guard():
                 session._info = session._establish()

@@ -38,7 +38,9 @@ from mailctl.protocols.pop3 import Pop3Session
 def folders(request: FoldersRequest) -> FoldersResult:
     """List the IMAP folders with their counts. Raises the session's errors."""
     settings = request.server.settings
-    with ImapSession.open(settings, secret=request.server.secret) as session:
+    with ImapSession.open(
+        settings, secret=request.server.secret, on_transcript=request.on_transcript
+    ) as session:
         found = session.folders()
     return FoldersResult(server=endpoint(settings.host, settings.port), folders=tuple(found))
 
@@ -188,7 +190,11 @@ class _Run:
     def imap(self) -> None:
         request = self.request
         changes = request.delete or request.move_to is not None
-        with ImapSession.open(request.server.settings, secret=request.server.secret) as session:
+        with ImapSession.open(
+            request.server.settings,
+            secret=request.server.secret,
+            on_transcript=request.on_transcript,
+        ) as session:
             needs_uidplus = request.delete or (request.move_to and not session.supports("MOVE"))
             if needs_uidplus and not session.supports("UIDPLUS"):
                 what = "--delete" if request.delete else "--move without MOVE"
@@ -353,7 +359,11 @@ class _Run:
     def pop3(self) -> None:
         request = self.request
         result = self.result
-        with Pop3Session.open(request.server.settings, secret=request.server.secret) as session:
+        with Pop3Session.open(
+            request.server.settings,
+            secret=request.server.secret,
+            on_transcript=request.on_transcript,
+        ) as session:
             sizes, uidls = session.listing()
             numbers = sorted(sizes)
             result.selected = len(numbers)
