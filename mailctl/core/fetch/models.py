@@ -30,15 +30,15 @@ class Destinations:
         return any(p is not None for p in (self.maildir, self.mbox, self.eml_dir))
 
     def key(self) -> str:
-        """The destination as the state file names it: every path, absolute."""
+        """The destination as the state file names it: the places that keep messages, as
+        absolute paths (--attachments and --manifest come along with them and do not make
+        another destination)."""
         parts = [
             f"{name}={path.resolve()}"
             for name, path in (
                 ("maildir", self.maildir),
                 ("mbox", self.mbox),
                 ("eml-dir", self.eml_dir),
-                ("attachments", self.attachments),
-                ("manifest", self.manifest),
             )
             if path is not None
         ]
@@ -151,17 +151,13 @@ class FetchResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        """0, else the worst class among failed messages (65 unreadable, 69 too large)."""
+        """0, else 130 when interrupted, else 69 for messages left on the server."""
         codes = [ExitCode.INTERRUPTED] if self.interrupted else []
         codes += [_CODES.get(item.code, ExitCode.TEMPFAIL) for item in self.failed]
         return worst_exit_code(codes)
 
 
-_CODES = {
-    "message_too_large": ExitCode.UNAVAILABLE,
-    "message_gone": ExitCode.TEMPFAIL,
-    "message_unparseable": ExitCode.DATAERR,
-}
+_CODES = {"message_not_fetched": ExitCode.UNAVAILABLE}
 
 
 @dataclass(frozen=True)
