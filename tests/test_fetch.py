@@ -421,3 +421,24 @@ def test_a_broken_message_is_kept_with_the_rest(dovecot: DovecotServer, tmp_path
     assert result.exit_code == 0, result.output
     assert envelope(result)["data"]["fetched"] == 3
     assert len(maildir_files(tmp_path / "M")) == 3
+
+
+def test_listings_of_a_big_mailbox_fit_the_caps_sized_from_exists(dovecot: DovecotServer) -> None:
+    """12,000 messages: the UID SEARCH line (> 64 KiB) and the UIDL/LIST answers (> 10,000
+    lines) exceed the default caps, which grow with the count the server announced."""
+    from mailctl.protocols.pop3 import Pop3Session
+
+    user = dovecot.add_user()
+    new = dovecot.maildir(user.name) / "new"
+    for n in range(12_000):
+        (new / f"{n}.M1P1Q{n}.test").write_bytes(b"Subject: n\r\n\r\nx\r\n")
+        if os.geteuid() == 0:
+            os.chown(new / f"{n}.M1P1Q{n}.test", dovecot.mail_uid, dovecot.mail_gid)
+    imap = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
+    with ImapSession.open(imap, secret=lambda: user.password) as session:
+        assert session.select("INBOX").exists == 12_000
+        assert len(session.search(SearchCriteria())) == 12_000
+    pop3 = dovecot.settings(Protocol.POP3, Security.TLS, user=user.name)
+    with Pop3Session.open(pop3, secret=lambda: user.password) as pop:
+        sizes, uidls = pop.listing()
+        assert len(sizes) == len(uidls) == 12_000

@@ -426,3 +426,37 @@ def test_imap_authenticate_sends_the_credentials_once() -> None:
         credentials = base64.b64encode(b"\0alice\0pw")
         assert server.received.count(credentials) == 1, server.received
         assert server.received[-1] == b"*"
+
+
+def test_a_folder_name_with_a_line_break_from_the_server_is_never_sent_back() -> None:
+    """A LIST name decoding (modified UTF-7, RFC 3501 5.1.3) to CR LF + a command: folders()
+    lists it without counts and never puts it in a STATUS (imapclient would send it inline)."""
+    commands: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK ready\r\n")
+        tag, command = imap_next(peer)
+        peer.send(tag + b" OK logged in\r\n")
+        tag, command = imap_next(peer)
+        assert command == b"LIST", command
+        peer.send(
+            b'* LIST () "." "INBOX"\r\n* LIST () "." "x&AA0ACg-A9 DELETE INBOX"\r\n'
+            + tag
+            + b" OK listed\r\n"
+        )
+        while True:
+            tag, command = imap_next(peer)
+            commands.append(command)
+            if command == b"LOGOUT":
+                peer.send(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                return
+            peer.send(b'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1)\r\n' + tag + b" OK done\r\n")
+
+    with (
+        hostile(script) as server,
+        ImapSession.open(plain(server), secret=lambda: "pw") as session,
+    ):
+        found = {folder.name: folder for folder in session.folders()}
+    assert found["INBOX"].messages == 2
+    assert found["x\r\nA9 DELETE INBOX"].messages is None
+    assert commands == [b"STATUS", b"LOGOUT"]
