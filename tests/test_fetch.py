@@ -442,3 +442,23 @@ def test_listings_of_a_big_mailbox_fit_the_caps_sized_from_exists(dovecot: Dovec
     with Pop3Session.open(pop3, secret=lambda: user.password) as pop:
         sizes, uidls = pop.listing()
         assert len(sizes) == len(uidls) == 12_000
+
+
+def test_pop3_selects_by_message_number_and_mark_seen_marks(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    for n in range(4):
+        dovecot.seed(mail(f"n{n}"), user=user.name)
+    popped = envelope(run(dovecot, user, "--uid", "2:3", "--json", protocol=Protocol.POP3))
+    assert sorted(m["number"] for m in popped["data"]["messages"]) == [2, 3]
+    starred = envelope(run(dovecot, user, "--uid", "3:*", "--json", protocol=Protocol.POP3))
+    assert sorted(m["number"] for m in starred["data"]["messages"]) == [3, 4]
+    # IMAP: --mark-seen sets \Seen (BODY[] in a read-write SELECT); without it nothing changes.
+    user = dovecot.add_user()  # Dovecot's POP3 RETR marks messages seen itself
+    for n in range(4):
+        dovecot.seed(mail(f"i{n}"), user=user.name)
+    assert envelope(run(dovecot, user, "--unseen", "--json"))["data"]["fetched"] == 4
+    seen = run(dovecot, user, "--unseen", "--limit", "1", "--mark-seen", "--json")
+    assert envelope(seen)["data"]["fetched"] == 1
+    assert envelope(run(dovecot, user, "--unseen", "--json"))["data"]["fetched"] == 3

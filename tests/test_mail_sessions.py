@@ -460,3 +460,32 @@ def test_a_folder_name_with_a_line_break_from_the_server_is_never_sent_back() ->
     assert found["INBOX"].messages == 2
     assert found["x\r\nA9 DELETE INBOX"].messages is None
     assert commands == [b"STATUS", b"LOGOUT"]
+
+
+def test_imap_delete_and_move_without_uidplus_change_nothing() -> None:
+    """Without UIDPLUS a plain EXPUNGE would also remove what others flagged \\Deleted: delete
+    and COPY-based move refuse before sending STORE, COPY or EXPUNGE."""
+    from mailctl.errors import ServerUnsupportedError
+
+    commands: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        tag, command = imap_logged_in(peer)
+        while True:
+            commands.append(command)
+            if command == b"LOGOUT":
+                peer.send(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                return
+            peer.send(tag + b" OK done\r\n")
+            tag, command = imap_next(peer)
+
+    with (
+        hostile(script) as server,
+        ImapSession.open(plain(server), secret=lambda: "pw") as session,
+    ):
+        session.select("INBOX")
+        with pytest.raises(ServerUnsupportedError, match="UIDPLUS"):
+            session.delete([1])
+        with pytest.raises(ServerUnsupportedError, match="UIDPLUS"):
+            session.move([1], "Archive")
+    assert not {b"STORE", b"COPY", b"EXPUNGE", b"MOVE", b"UID"} & set(commands), commands

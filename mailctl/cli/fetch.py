@@ -77,7 +77,11 @@ def fetch_command(
     ] = None,
     uid: Annotated[
         str | None,
-        typer.Option("--uid", help="UID set: N, N:M, N:* or a comma list.", rich_help_panel=SELECT),
+        typer.Option(
+            "--uid",
+            help="UID set: N, N:M, N:* or a comma list (POP3: message numbers).",
+            rich_help_panel=SELECT,
+        ),
     ] = None,
     search: Annotated[
         str | None,

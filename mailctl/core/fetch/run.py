@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mailctl.core.fetch.destinations import Keeper
@@ -29,7 +30,7 @@ from mailctl.core.fetch.summary import parse_full, summarize_headers
 from mailctl.errors import ServerUnsupportedError, UsageError
 from mailctl.hosts import endpoint
 from mailctl.protocols.imap import ImapSession
-from mailctl.protocols.imap.search import SearchCriteria, require_folder_name
+from mailctl.protocols.imap.search import SearchCriteria, in_set, require_folder_name
 from mailctl.protocols.imap.types import SelectedFolder
 from mailctl.protocols.limits import octets
 from mailctl.protocols.pop3 import Pop3Session
@@ -91,7 +92,10 @@ def _check(request: FetchRequest) -> None:
         imap_only = [
             flag
             for flag, used in (
-                ("selection options", request.criteria != SearchCriteria()),
+                (
+                    "selection options but --uid",
+                    replace(request.criteria, uid_range=None) != SearchCriteria(),
+                ),
                 ("--folder", request.folder.upper() != "INBOX"),
                 ("--mark-seen", request.mark_seen),
                 ("--move", request.move_to is not None),
@@ -102,7 +106,7 @@ def _check(request: FetchRequest) -> None:
         if imap_only:
             raise UsageError(
                 f"{', '.join(imap_only)} work over IMAP only; POP3 has one mailbox and no search",
-                hint="drop --pop3, or select with --new and --limit",
+                hint="drop --pop3, or select with --new, --limit and --uid (message numbers)",
             )
 
 
@@ -366,6 +370,9 @@ class _Run:
         ) as session:
             sizes, uidls = session.listing()
             numbers = sorted(sizes)
+            if request.criteria.uid_range is not None:
+                # POP3 has no UIDs: --uid selects by message number (RFC 1939 "msg").
+                numbers = in_set(numbers, request.criteria.uid_range)
             result.selected = len(numbers)
             state = self._load_state(None) if self.tracking else None
             self.state = state

@@ -125,6 +125,16 @@ def require_folder_name(folder: str) -> None:
         )
 
 
+def in_set(numbers: list[int], sequence_set: str) -> list[int]:
+    """The `numbers` (ascending) inside an RFC 3501 sequence set, "*" being the largest."""
+    top = max(numbers, default=0)
+    ranges = []
+    for part in sequence_set.split(","):
+        ends = [top if end == "*" else int(end) for end in part.split(":")]
+        ranges.append((min(ends), max(ends)))
+    return [n for n in numbers if any(low <= n <= high for low, high in ranges)]
+
+
 def _flag(name: str) -> str:
     return {"from_": "--from", "uid_range": "--uid", "raw": "--search"}.get(name, f"--{name}")
 
