@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +147,44 @@ def test_kill_9_between_keeping_and_deleting_loses_nothing(
     assert data["fetched"] == 0 and data["already_fetched"] == 1 and data["deleted"] == 1
     assert len(list((box / "new").iterdir())) == 1
     assert on_server(dovecot, user, protocol) == 0
+
+
+def test_ctrl_c_during_watch_keeps_what_was_fetched(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """SIGINT while waiting in IDLE: exit 130, the messages kept are in the state (a next
+    --new run fetches nothing again), nothing deleted."""
+    user = dovecot.add_user()
+    dovecot.seed(MESSAGE, user=user.name)
+    box = tmp_path / "Mail"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MAILCTL_PASSWORD": user.password,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "MAILCTL_CONFIG": str(tmp_path / "none.toml"),
+    }
+    port = dovecot.port(Protocol.IMAP, Security.TLS)
+    args = [
+        sys.executable, "-m", "mailctl", "fetch", "--server", f"127.0.0.1:{port}", "--tls",
+        "--ca-file", str(dovecot.ca_pem), "--user", user.name, "--new", "--maildir", str(box),
+        "--watch", "--json",
+    ]  # fmt: skip
+    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (box / "new").is_dir() or not any((box / "new").iterdir()):
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)  # into IDLE
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    assert child.returncode == 130, err
+    data = json.loads(out)
+    assert data["data"]["fetched"] == 1 and data["data"]["interrupted"] is True
+    again = subprocess.run([*args[:-2], "--json"], env=env, capture_output=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["data"]["already_fetched"] == 1
+    assert on_server(dovecot, user, Protocol.IMAP) == 1
