@@ -203,6 +203,12 @@ class NoInputError(MailctlError):
     code = "no_input"
 
 
+class FolderUnavailableError(NoInputError):
+    """An IMAP folder the server will not open (SELECT/EXAMINE or MOVE/COPY answered NO)."""
+
+    code = "folder_unavailable"
+
+
 class CantCreateError(MailctlError):
     exit_code = ExitCode.CANTCREAT
     code = "cant_create"

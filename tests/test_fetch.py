@@ -462,3 +462,16 @@ def test_pop3_selects_by_message_number_and_mark_seen_marks(
     seen = run(dovecot, user, "--unseen", "--limit", "1", "--mark-seen", "--json")
     assert envelope(seen)["data"]["fetched"] == 1
     assert envelope(run(dovecot, user, "--unseen", "--json"))["data"]["fetched"] == 3
+
+
+def test_a_missing_folder_is_named(dovecot: DovecotServer, tmp_path: Path) -> None:
+    user = dovecot.add_user()
+    dovecot.seed(mail("m"), user=user.name)
+    result = run(dovecot, user, "--folder", "Nope", "--json")
+    assert result.exit_code == 66, result.output
+    [error] = envelope(result)["errors"]
+    assert error["code"] == "folder_unavailable" and "'Nope'" in error["message"]
+    moved = run(dovecot, user, "--maildir", str(tmp_path / "M"), "--move", "Nope", "--json")
+    assert moved.exit_code == 66 and envelope(moved)["errors"][0]["code"] == "folder_unavailable"
+    assert on_server(dovecot, user) == 1  # kept here, still there
+    assert len(maildir_files(tmp_path / "M")) == 1

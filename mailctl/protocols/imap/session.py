@@ -12,6 +12,7 @@ from typing import Any
 from mailctl.errors import (
     AuthUnsupportedError,
     ConnectionLostError,
+    FolderUnavailableError,
     ProtocolError,
     ServerUnsupportedError,
 )
@@ -22,7 +23,7 @@ from mailctl.protocols.imap.types import FolderStatus, ImapMessage, SelectedFold
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
-from mailctl.text import excerpt
+from mailctl.text import excerpt, quote
 
 
 class ImapSession(MailSession):
@@ -92,7 +93,7 @@ class ImapSession(MailSession):
         session's I/O errors.
         """
         require_folder_name(folder)
-        with self.guard("select"):
+        with self._folder_refusal(folder), self.guard("select"):
             response = self._client.select_folder(folder, readonly=readonly)
         exists = int(response.get(b"EXISTS", 0))
         validity = response.get(b"UIDVALIDITY")
@@ -189,11 +190,11 @@ class ImapSession(MailSession):
         if not uids:
             return
         if self.supports("MOVE"):
-            with self.guard("move"):
+            with self._folder_refusal(folder), self.guard("move"):
                 self._client.move(list(uids), folder)
             return
         self._require("UIDPLUS", "move messages without MOVE")
-        with self.guard("copy"):
+        with self._folder_refusal(folder), self.guard("copy"):
             self._client.copy(list(uids), folder)
         self.delete(uids)
 
@@ -216,6 +217,22 @@ class ImapSession(MailSession):
             self.wire.begin(sock, "DONE")
             _text, responses = self._client.idle_done()
         return changed or any(_is_change(item) for item in responses)
+
+    @contextlib.contextmanager
+    def _folder_refusal(self, folder: str) -> Iterator[None]:
+        """A NO to SELECT, EXAMINE, MOVE or COPY names the folder (66), not the protocol."""
+        try:
+            yield
+        except ProtocolError as err:
+            cause = err.__cause__
+            if cause is None or not self._refusal(cause):
+                raise
+            text = excerpt(_error_text(cause), secret=self.secret_shown)
+            raise FolderUnavailableError(
+                f"IMAP server {self.where} refused folder {quote(folder)}: {text}",
+                hint="check the name with `mailctl folders` (names are case-sensitive, "
+                "INBOX aside)",
+            ) from cause
 
     def _require(self, capability: str, what: str) -> None:
         if not self.supports(capability):
