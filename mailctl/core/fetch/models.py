@@ -106,7 +106,6 @@ class FetchedMessage:
     path: Path | None = None  # the Maildir or .eml file written
     problem: str | None = None
     parsed: object = None  # --full: the parsed message (mailctl.serialize writes it)
-    data: bytes = field(default=b"", metadata=SKIP, repr=False)
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,12 @@ class _Run:
                     "to remove only the messages fetched (RFC 4315)",
                     hint="fetch without it and clean up in a mail client",
                 )
+            if request.watch is not None and not session.supports("IDLE"):
+                raise ServerUnsupportedError(
+                    f"IMAP server {session.where} does not offer IDLE, which --watch needs "
+                    "(RFC 2177)",
+                    hint="run fetch --new from a timer instead",
+                )
             readonly = not (changes or request.mark_seen)
             selected = session.select(request.folder, readonly=readonly)
             self.result.uidvalidity = selected.uidvalidity
