@@ -475,3 +475,32 @@ def test_a_missing_folder_is_named(dovecot: DovecotServer, tmp_path: Path) -> No
     assert moved.exit_code == 66 and envelope(moved)["errors"][0]["code"] == "folder_unavailable"
     assert on_server(dovecot, user) == 1  # kept here, still there
     assert len(maildir_files(tmp_path / "M")) == 1
+
+
+def test_hostile_attachment_names_stay_inside_the_folder(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    names = ["../../x", "/etc/passwd", "..\\x", "a\0b", "CON", "n" * 300 + ".txt", "planted"]
+    parts = b"".join(
+        b'--b\r\nContent-Disposition: attachment; filename="' + n.encode("utf-8", "replace")
+        + b'"\r\n\r\npayload\r\n'
+        for n in names
+    )  # fmt: skip
+    raw = (
+        b"From: a@example.org\r\nSubject: names\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
+    )
+    dovecot.seed(raw, user=user.name)
+    files = tmp_path / "files"
+    files.mkdir()
+    outside = tmp_path / "outside"
+    (files / "planted").symlink_to(outside)
+    result = run(dovecot, user, "--maildir", str(tmp_path / "M"), "--attachments", str(files))
+    assert result.exit_code == 0, result.output
+    assert not outside.exists() and not (tmp_path / "x").exists()
+    saved = sorted(p.name for p in files.iterdir())
+    assert len(saved) == len(names) + 1  # the symlink stays, untouched
+    assert (files / "planted").is_symlink() and (files / "planted (1)").read_bytes() == b"payload"
+    assert all("/" not in n and "\0" not in n and len(n.encode()) <= 255 for n in saved)
+    assert "CON" not in saved
