@@ -504,3 +504,27 @@ def test_hostile_attachment_names_stay_inside_the_folder(
     assert (files / "planted").is_symlink() and (files / "planted (1)").read_bytes() == b"payload"
     assert all("/" not in n and "\0" not in n and len(n.encode()) <= 255 for n in saved)
     assert "CON" not in saved
+
+
+def test_new_with_another_selection_neither_skips_nor_deletes_what_was_never_fetched(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """Run 1 takes the unseen messages around a seen one; run 2 (--new --delete, no
+    --unseen) must fetch the seen one (never fetched) and delete only what is kept."""
+    user = dovecot.add_user()
+    dovecot.seed(mail("u1"), user=user.name)
+    dovecot.seed(mail("seen"), user=user.name, flags="S")
+    dovecot.seed(mail("u2"), user=user.name)
+    box = tmp_path / "M"
+    first = envelope(run(dovecot, user, "--unseen", "--new", "--maildir", str(box), "--json"))
+    assert sorted(m["subject"] for m in first["data"]["messages"]) == ["u1", "u2"]
+    second = run(dovecot, user, "--new", "--maildir", str(box), "--delete", "--json")
+    assert second.exit_code == 0, second.output
+    data = envelope(second)["data"]
+    assert [m["subject"] for m in data["messages"]] == ["seen"]
+    assert data["already_fetched"] == 2 and data["deleted"] == 3
+    kept = sorted(
+        p.read_bytes().split(b"Subject: ")[1].split(b"\r\n")[0] for p in maildir_files(box)
+    )
+    assert kept == [b"seen", b"u1", b"u2"]
+    assert on_server(dovecot, user) == 0
