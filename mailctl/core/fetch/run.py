@@ -237,13 +237,13 @@ class _Run:
         request = self.request
         state = self.state
         uids, already, seen_high = self._selection(session, selected, floor)
+        if self.result.rekeyed and already:
+            self._record_taken(selected, already)  # matched by Message-ID: taken already
         ascending = request.destinations.writes or request.new
         order = uids if ascending else list(reversed(uids))
-        pending: list[int] = list(already) if (request.new and state is not None) else []
+        pending: list[int] = already if request.new and state is not None else []
         done: list[int] = []
-        missing_from: int | None = None
         expected = iter(order)
-        completed = False
         try:
             for message in session.fetch_bodies(
                 order, mark_seen=request.mark_seen, batch=request.batch
@@ -252,7 +252,6 @@ class _Run:
                     if uid == message.uid:
                         break
                     self._not_fetched(uid=uid)
-                    missing_from = uid if missing_from is None else min(missing_from, uid)
                 record = self._record(
                     message.data,
                     size=message.size,
@@ -265,27 +264,15 @@ class _Run:
                     state.keys.add(message_key(message.data))
                 done.append(message.uid)
                 if len(done) >= request.batch:
-                    self._imap_checkpoint(session, selected, done, pending, missing_from)
+                    self._imap_checkpoint(session, selected, done, pending)
                     done, pending = [], []
             for uid in expected:
                 self._not_fetched(uid=uid)
-                missing_from = uid if missing_from is None else min(missing_from, uid)
-            completed = True
         finally:
             # Also on the way out of a failed or interrupted run: what was kept is
             # recorded (without a server change: the state is what makes it safe later).
             if state is not None:
-                if state.uidvalidity != selected.uidvalidity:
-                    state.highest_uid = 0  # UIDs of another UIDVALIDITY say nothing here
-                if completed and request.limit is None:
-                    high = seen_high  # everything selected up to here was handled
-                else:
-                    high = max(done, default=state.highest_uid)
-                if missing_from is not None:
-                    high = min(high, missing_from - 1)
-                state.highest_uid = max(state.highest_uid, high)
-                state.uidvalidity = selected.uidvalidity
-                state.save()
+                self._record_taken(selected, done + already)
         self._imap_change(session, done + pending)
         return seen_high
 
@@ -306,14 +293,13 @@ class _Run:
             if state.uidvalidity is not None and state.uidvalidity != selected.uidvalidity:
                 # RFC 3501 2.3.1.1: the old UIDs mean nothing now; match by Message-ID.
                 result.rekeyed = True
-                state.highest_uid = 0
                 keys = {
                     header.uid: message_key(header.data)
                     for header in session.fetch_headers(uids, batch=request.batch)
                 }
                 already = [uid for uid in uids if keys.get(uid) in state.keys]
             else:
-                already = [uid for uid in uids if uid <= state.highest_uid]
+                already = [uid for uid in uids if uid in state.uids]
             known = set(already)
             uids = [uid for uid in uids if uid not in known]
             result.already_fetched += len(already)
@@ -328,17 +314,21 @@ class _Run:
         selected: SelectedFolder,
         done: list[int],
         pending: list[int],
-        missing_from: int | None,
     ) -> None:
-        state = self.state
-        if state is not None:
-            high = max(done)
-            if missing_from is not None:
-                high = min(high, missing_from - 1)
-            state.highest_uid = max(state.highest_uid, high)
-            state.uidvalidity = selected.uidvalidity
-            state.save()
+        if self.state is not None:
+            self._record_taken(selected, done)
         self._imap_change(session, done + pending)
+
+    def _record_taken(self, selected: SelectedFolder, uids: list[int]) -> None:
+        """Write the state with `uids` taken (kept here) under the folder's UIDVALIDITY."""
+        state = self.state
+        if state is None:
+            return
+        if state.uidvalidity != selected.uidvalidity:
+            state.uids = set()  # UIDs of another UIDVALIDITY say nothing here
+        state.uids.update(uids)
+        state.uidvalidity = selected.uidvalidity
+        state.save()
 
     def _imap_change(self, session: ImapSession, uids: Sequence[int]) -> None:
         """The server change asked for, for messages now durable here and in the state."""

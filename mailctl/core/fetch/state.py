@@ -57,7 +57,7 @@ class FetchState:
     path: Path
     identity: dict[str, str]
     uidvalidity: int | None = None
-    highest_uid: int = 0
+    uids: set[int] = field(default_factory=set)  # taken under `uidvalidity`
     keys: set[str] = field(default_factory=set)
     uidls: set[str] = field(default_factory=set)
 
@@ -84,7 +84,7 @@ class FetchState:
                 raise ValueError("not this fetch's state")
             validity = data.get("uidvalidity")
             state.uidvalidity = int(validity) if validity is not None else None
-            state.highest_uid = int(data.get("highest_uid", 0))
+            state.uids = parse_ranges(str(data.get("uids", "")))
             state.keys = {str(k) for k in data.get("message_keys", [])}
             state.uidls = {str(u) for u in data.get("uidls", [])}
         except (ValueError, TypeError, AttributeError) as err:
@@ -104,11 +104,38 @@ class FetchState:
             "version": VERSION,
             "identity": self.identity,
             "uidvalidity": self.uidvalidity,
-            "highest_uid": self.highest_uid,
+            "uids": format_ranges(self.uids),
             "message_keys": sorted(self.keys),
             "uidls": sorted(self.uidls),
         }
         write_atomic(self.path, json.dumps(document).encode(), what="fetch state")
+
+
+def format_ranges(numbers: set[int]) -> str:
+    """UIDs as an IMAP-style set, "1:500,502,510:900" (RFC 3501 9): short for runs."""
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    index = 0
+    while index < len(ordered):
+        start = end = ordered[index]
+        index += 1
+        while index < len(ordered) and ordered[index] == end + 1:
+            end = ordered[index]
+            index += 1
+        parts.append(str(start) if start == end else f"{start}:{end}")
+    return ",".join(parts)
+
+
+def parse_ranges(text: str) -> set[int]:
+    """The UIDs of `format_ranges`' text. Raises ValueError when it is not such a set."""
+    numbers: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition(":")
+        first, last = int(low), int(high or low)
+        if last < first or last - first > 100_000_000:
+            raise ValueError(f"bad UID range {part!r}")
+        numbers.update(range(first, last + 1))
+    return numbers
 
 
 def _damaged(path: Path, why: str) -> ConfigError:
