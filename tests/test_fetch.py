@@ -294,11 +294,13 @@ def test_pop3_refuses_imap_only_options(dovecot: DovecotServer) -> None:
     assert result.exit_code == 64 and "IMAP only" in result.stderr
 
 
-def test_delete_needs_a_destination(dovecot: DovecotServer) -> None:
+def test_delete_needs_a_destination(dovecot: DovecotServer, tmp_path: Path) -> None:
     user = dovecot.add_user()
     dovecot.seed(mail("stays"), user=user.name)
     result = run(dovecot, user, "--delete")
     assert result.exit_code == 64 and "--maildir" in result.stderr
+    same = run(dovecot, user, "--maildir", str(tmp_path / "M"), "--move", "inbox")
+    assert same.exit_code == 64 and "folder being fetched" in same.stderr
     assert on_server(dovecot, user) == 1
 
 

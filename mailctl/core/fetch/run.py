@@ -86,6 +86,10 @@ def _check(request: FetchRequest) -> None:
         )
     if request.delete and request.move_to:
         raise UsageError("--delete and --move exclude each other", hint="pick one")
+    if request.move_to is not None and _same_folder(request.move_to, request.folder):
+        raise UsageError(
+            "--move names the folder being fetched", hint="name another folder, or drop --move"
+        )
     if request.limit is not None and request.limit < 1:
         raise UsageError("--limit must be at least 1", hint="give a number of messages")
     if request.protocol == "pop3":
@@ -108,6 +112,11 @@ def _check(request: FetchRequest) -> None:
                 f"{', '.join(imap_only)} work over IMAP only; POP3 has one mailbox and no search",
                 hint="drop --pop3, or select with --new, --limit and --uid (message numbers)",
             )
+
+
+def _same_folder(one: str, other: str) -> bool:
+    """RFC 3501 5.1: INBOX is case-insensitive, every other name is not."""
+    return one == other or one.upper() == other.upper() == "INBOX"
 
 
 def _state_dir(request: FetchRequest) -> Path:
