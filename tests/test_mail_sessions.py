@@ -489,3 +489,30 @@ def test_imap_delete_and_move_without_uidplus_change_nothing() -> None:
         with pytest.raises(ServerUnsupportedError, match="UIDPLUS"):
             session.move([1], "Archive")
     assert not {b"STORE", b"COPY", b"EXPUNGE", b"MOVE", b"UID"} & set(commands), commands
+
+
+def test_imap_idle_is_bounded_when_the_server_never_ends_it() -> None:
+    """IDLE waits `seconds` at most; a server that never answers DONE hits command_timeout."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK ready\r\n")
+        while True:
+            tag, command = peer.command()
+            if command == b"CAPABILITY":
+                peer.send(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + tag + b" OK done\r\n")
+            elif command == b"EXAMINE":
+                peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK done\r\n")
+            elif command == b"IDLE":
+                peer.send(b"+ idling\r\n")
+                peer.stall()  # DONE is never answered
+            else:
+                peer.send(tag + b" OK done\r\n")
+
+    with hostile(script) as server:
+        session = ImapSession.open(plain(server), secret=lambda: "pw")
+        session.select("INBOX")
+        started = time.monotonic()
+        with pytest.raises(TimeoutFailure, match="DONE"):
+            session.idle(0.3)
+        assert time.monotonic() - started < FAST.command + 2
+        session.abort()
