@@ -203,6 +203,12 @@ class NoInputError(MailctlError):
     code = "no_input"
 
 
+class FolderUnavailableError(NoInputError):
+    """An IMAP folder the server will not open (SELECT/EXAMINE or MOVE/COPY answered NO)."""
+
+    code = "folder_unavailable"
+
+
 class CantCreateError(MailctlError):
     exit_code = ExitCode.CANTCREAT
     code = "cant_create"
@@ -258,6 +264,13 @@ class JournalBusyError(TemporaryError):
 class SmtpPermanentError(MailctlError):
     exit_code = ExitCode.UNAVAILABLE
     code = "smtp_permanent"
+
+
+class ServerUnsupportedError(MailctlError):
+    """The server lacks what was asked for (IMAP UIDPLUS for --delete, MOVE/COPY, IDLE)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    code = "server_unsupported"
 
 
 class ProtocolError(MailctlError):

@@ -385,3 +385,76 @@ def test_bulk_send(tmp_path: Path) -> None:
     assert (sent["status"], sent["exit_code"], sent["data"]["sent"]) == ("partial", 65, 2)
     assert key_paths(sent["data"], maps=["journal_counts"]) <= BULK_SEND
     assert sent["data"]["journal_counts"] == {"sent": 2, "failed": 1}
+
+
+# -- fetch and folders -----------------------------------------------------------------------
+
+FOLDERS = {
+    "server", "folders", *(f"folders[].{key}" for key in (
+        "name", "delimiter", "flags", "messages", "unseen", "size",
+    )),
+}  # fmt: skip
+FETCHED_MESSAGE = (
+    "uid",
+    "uidvalidity",
+    "number",
+    "uidl",
+    "message_id",
+    "date_iso",
+    "from",
+    "to",
+    "subject",
+    "size",
+    "flags",
+    "attachment_count",
+    "attachments",
+    "path",
+    "problem",
+    "parsed",
+)
+FETCH = {
+    "protocol", "server", "folder", "uidvalidity", "selected", "fetched", "already_fetched",
+    "rekeyed", "deleted", "moved", "watched_ms", "state_file", "messages", "interrupted",
+    *(f"messages[].{key}" for key in FETCHED_MESSAGE),
+    *(f"messages[].attachments[].{key}" for key in ("name", "path", "size", "sha256")),
+}  # fmt: skip
+
+
+def test_fetch_and_folders(tmp_path: Path, dovecot: Any) -> None:
+    """Through an account (its imap and pop3 blocks), as a user would run them."""
+    env = {"MAILCTL_CONFIG": str(tmp_path / "mailctl" / "config.toml")}
+    user = dovecot.add_user()
+    attached = (
+        b"From: a@example.org\r\nSubject: c\r\nMessage-ID: <c@x>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\ntext\r\n--b\r\n'
+        b'Content-Disposition: attachment; filename="f.txt"\r\n\r\nfile\r\n--b--\r\n'
+    )
+    dovecot.seed(attached, user=user.name)
+    imaps = dovecot.settings(Protocol.IMAP, Security.TLS)
+    pop3s = dovecot.settings(Protocol.POP3, Security.TLS)
+    run(
+        [
+            "account", "add", "d", "--from", "me@example.org", "--ca-file", str(dovecot.ca_pem),
+            "--imap-host", imaps.host, "--imap-port", str(imaps.port), "--imap-security", "tls",
+            "--imap-user", user.name, "--pop3-host", pop3s.host, "--pop3-port", str(pop3s.port),
+            "--pop3-security", "tls", "--pop3-user", user.name, "--password-stdin", "--json",
+        ],
+        env, ["account", "add"], stdin=user.password,
+    )  # fmt: skip
+    env["MAILCTL_PASSWORD"] = user.password
+    listed = run(["folders", "-A", "d", "--json"], env, ["folders"])
+    assert key_paths(listed["data"]) == FOLDERS
+    fetched = run(
+        ["fetch", "-A", "d", "--maildir", str(tmp_path / "M"), "--attachments",
+         str(tmp_path / "a"), "--json"],
+        env, ["fetch"],
+    )  # fmt: skip
+    assert fetched["data"]["fetched"] == 1
+    assert key_paths(fetched["data"]) == FETCH
+    popped = run(["fetch", "-A", "d", "--pop3", "--new", "--json"], env, ["fetch"])
+    assert popped["data"]["fetched"] == 1 and popped["data"]["protocol"] == "pop3"
+    assert key_paths(popped["data"]) == FETCH - {
+        f"messages[].attachments[].{key}" for key in ("name", "path", "size", "sha256")
+    }
+    full = run(["fetch", "-A", "d", "--full", "--json"], env, ["fetch"])
+    assert isinstance(full["data"]["messages"][0]["parsed"], dict)

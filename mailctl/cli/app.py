@@ -48,6 +48,18 @@ def _register_bulk_send(app: typer.Typer) -> None:
     app.command("bulk-send")(bulk_send.bulk_send_command)
 
 
+def _register_fetch(app: typer.Typer) -> None:
+    from mailctl.cli import fetch
+
+    app.command("fetch")(fetch.fetch_command)
+
+
+def _register_folders(app: typer.Typer) -> None:
+    from mailctl.cli import folders
+
+    app.command("folders")(folders.folders_command)
+
+
 def _register_completion(app: typer.Typer) -> None:
     from mailctl.cli import completion
 
@@ -92,6 +104,16 @@ _COMMANDS = lazy_group(
         "bulk-send",
         "Send one personalised message per CSV row: dry run first, resumable, never twice.",
         _register_bulk_send,
+    ),
+    LazyCommand(
+        "fetch",
+        "Fetch mail over IMAP or POP3: list envelopes or keep messages (Maildir, mbox, .eml).",
+        _register_fetch,
+    ),
+    LazyCommand(
+        "folders",
+        "List IMAP folders with their flags and counts (messages, unseen, size).",
+        _register_folders,
     ),
     LazyCommand("completion", "Print a shell completion script.", _register_completion),
     LazyCommand(
