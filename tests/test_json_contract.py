@@ -102,7 +102,16 @@ ACCOUNT_SET_PASSWORD = {"account", "stored_in_keyring", "warnings"}
 ACCOUNT_REMOVE = {
     "account", "config", "default_account", "deleted_from_keyring", "warnings", "removed",
 }  # fmt: skip
-TLS = {"version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after"}
+# Issue 11 added the verdict, the unknowns (group, OCSP staple) and the chain (one typed
+# protocols.handshake.HandshakeFacts for send, account test and probe): keys added, none renamed.
+TLS = {
+    "version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after", "verified",
+    "verify_code", "verify_message", "group", "ocsp_stapled", "chain",
+}  # fmt: skip
+CERTIFICATE = {
+    "subject", "sans", "issuer", "not_before", "not_after", "days_left", "key_type", "key_bits",
+    "signature_algorithm", "sha256", "self_signed",
+}  # fmt: skip
 ACCOUNT_TEST = {
     "account", "warnings", "checks",
     *(f"checks[].{key}" for key in (
@@ -110,6 +119,7 @@ ACCOUNT_TEST = {
         "authenticated", "auth_mechanism", "capabilities", "timings_ms", "error", "ok",
     )),
     *(f"checks[].tls.{key}" for key in TLS),
+    *(f"checks[].tls.chain[].{key}" for key in CERTIFICATE),
     *(f"checks[].error.{key}" for key in ERROR_ENTRY),
     # Phase names: SMTP as in send; IMAP/POP3 connect (greeting), tls, capability, login.
     *(f"checks[].timings_ms.{phase}" for phase in (

@@ -17,7 +17,6 @@ from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt
 
 
@@ -100,9 +99,6 @@ class ImapSession(MailSession):
         raw: tuple[bytes, ...] = self._client.capabilities()
         self._capability_list = tuple(item.decode("ascii", "replace").upper() for item in raw)
         return self._capability_list
-
-    def _tls_info(self) -> TlsInfo | None:
-        return tls_info(self._client.socket())
 
     def _tls_socket(self) -> ssl.SSLSocket | None:
         sock = self._client.socket() if self._client is not None else None
