@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from mailctl.serialize import SKIP
 
 # A hostile server may send any number of certificates; a report shows the first few.
 CHAIN_LIMIT = 10
@@ -38,6 +40,8 @@ class CertificateFacts:
     signature_algorithm: str | None  # e.g. sha256WithRSAEncryption
     sha256: str  # fingerprint of the DER bytes, lower-case hex
     self_signed: bool  # subject equals issuer
+    # The certificate itself, for checks that need it (DANE TLSA matching); never in JSON.
+    der: bytes = field(default=b"", repr=False, metadata=SKIP)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ def describe_certificate(der: bytes, *, now: datetime | None = None) -> Certific
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        return CertificateFacts(None, (), None, None, None, None, None, None, None, digest, False)
+        return CertificateFacts(
+            None, (), None, None, None, None, None, None, None, digest, False, der
+        )
     moment = now or datetime.now(UTC)
     not_after = cert.not_valid_after_utc
     key_type: str | None = None
@@ -139,6 +145,7 @@ def describe_certificate(der: bytes, *, now: datetime | None = None) -> Certific
         signature_algorithm=signature,
         sha256=digest,
         self_signed=cert.subject == cert.issuer,
+        der=der,
     )
 
 
