@@ -11,9 +11,12 @@ from mailctl.core.probe.models import (
     VersionCheck,
 )
 from mailctl.core.probe.run import run_probe
+from mailctl.protocols.handshake import CertificateFacts, HandshakeFacts
 
 __all__ = [
+    "CertificateFacts",
     "Finding",
+    "HandshakeFacts",
     "HostReport",
     "Politeness",
     "ProbeProtocol",

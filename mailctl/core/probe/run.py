@@ -10,9 +10,8 @@ is a finding; the probe never falls back to plaintext and never authenticates.
 
 from __future__ import annotations
 
-import ssl
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mailctl.core.probe.findings import Finding
 from mailctl.core.probe.models import (
@@ -24,20 +23,13 @@ from mailctl.core.probe.models import (
     VersionCheck,
 )
 from mailctl.core.probe.verdicts import certificate_findings, dialogue_findings, version_findings
-from mailctl.errors import ConnectionLostError
-from mailctl.protocols.handshake import HandshakeFacts
 from mailctl.protocols.probe import DialogueFacts, LinkLimits, converse
-from mailctl.protocols.tls import client_context
-
-# Newest first: the versions that matter most are tried while the budget is fresh.
-_VERSIONS = (
-    ("TLSv1.3", ssl.TLSVersion.TLSv1_3),
-    ("TLSv1.2", ssl.TLSVersion.TLSv1_2),
-    ("TLSv1.1", ssl.TLSVersion.TLSv1_1),
-    ("TLSv1", ssl.TLSVersion.TLSv1),
+from mailctl.protocols.probe.scan import (
+    ScanContexts,
+    TlsContext,
+    version_outcome,
+    with_verdict,
 )
-# OpenSSL reasons meaning "we could not even offer this version here" (not the server's doing).
-_LOCAL_REASONS = frozenset({"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE"})
 
 
 def run_probe(request: ProbeRequest) -> ProbeResult:
@@ -45,26 +37,10 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
 
     Raises NoInputError/ConfigError only for an unusable --ca-file (before any connection).
     """
-    contexts = _Contexts(request)
+    contexts = ScanContexts(request.ca_file)
     ehlo = request.ehlo_name
     hosts = tuple(_probe_host(target, request, contexts, ehlo) for target in request.targets)
     return ProbeResult(hosts=hosts, fail_on=request.fail_on)
-
-
-class _Contexts:
-    """The run's SSL contexts, built once: the dialogue's (no verification, any version the
-    local OpenSSL has, to read what is presented) and one verifying context per version."""
-
-    def __init__(self, request: ProbeRequest) -> None:
-        self.dialogue = client_context(verify=False, minimum=ssl.TLSVersion.TLSv1)
-        self.pinned: dict[str, ssl.SSLContext | str] = {}
-        for name, version in _VERSIONS:
-            try:
-                self.pinned[name] = client_context(
-                    verify=True, ca_file=request.ca_file, minimum=version, maximum=version
-                )
-            except (ValueError, ssl.SSLError) as err:  # this OpenSSL cannot do it at all
-                self.pinned[name] = f"the local OpenSSL cannot try it ({err})"
 
 
 @dataclass
@@ -97,7 +73,7 @@ class _Budget:
 
 
 def _probe_host(
-    target: Target, request: ProbeRequest, contexts: _Contexts, ehlo: str | None
+    target: Target, request: ProbeRequest, contexts: ScanContexts, ehlo: str | None
 ) -> HostReport:
     politeness = request.politeness
     budget = _Budget(politeness, deadline=time.monotonic() + politeness.deadline)
@@ -106,7 +82,7 @@ def _probe_host(
     )
     server_hostname = target.tls_name or target.host
 
-    def connect(context: ssl.SSLContext, *, tls_only: bool) -> DialogueFacts | str:
+    def connect(context: TlsContext, *, tls_only: bool) -> DialogueFacts | str:
         while True:
             refused = budget.take()
             if refused is not None:
@@ -165,11 +141,20 @@ def _probe_host(
                 checks.append(VersionCheck(name, None, reason=outcome))
                 continue
             verdicts[name] = outcome
-            checks.append(_version_check(name, outcome))
+            found = version_outcome(outcome)
+            checks.append(
+                VersionCheck(
+                    name,
+                    found.offered,
+                    cipher=found.cipher,
+                    reason=found.reason,
+                    elapsed=sum(outcome.timings.values()),
+                )
+            )
         versions = tuple(checks)
         timings["scan"] = time.perf_counter() - scan_started
         if tls is not None:
-            tls = _with_verdict(tls, verdicts.get(tls.version))
+            tls = with_verdict(tls, verdicts.get(tls.version))
         findings += version_findings(target, versions)
     if tls is not None:
         findings += certificate_findings(target, tls)
@@ -191,48 +176,6 @@ def _probe_host(
         connections=budget.used,
         timings=timings,
     )
-
-
-def _version_check(name: str, facts: DialogueFacts) -> VersionCheck:
-    """Offered when the handshake completed or failed only on the certificate (the version
-    was agreed before the certificate was judged)."""
-    seconds = sum(facts.timings.values())
-    if facts.tls is not None:
-        return VersionCheck(name, True, cipher=facts.tls.cipher, elapsed=seconds)
-    err = facts.handshake_error
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return VersionCheck(name, True, reason="offered; certificate refused", elapsed=seconds)
-    if err is not None:
-        reason = str(err.reason or type(err).__name__)
-        if reason in _LOCAL_REASONS:
-            return VersionCheck(name, None, reason="the local OpenSSL cannot offer it")
-        return VersionCheck(name, False, reason=reason.replace("_", " ").lower(), elapsed=seconds)
-    if facts.error is not None:
-        # A server that hangs up on a ClientHello it does not like refuses the version; a
-        # timeout or a limit says nothing about it.
-        lost = isinstance(facts.error, ConnectionLostError) and facts.connected
-        return VersionCheck(
-            name,
-            False if lost else None,
-            reason=facts.error.message,
-            elapsed=seconds,
-        )
-    return VersionCheck(name, None, reason="the server did not start TLS", elapsed=seconds)
-
-
-def _with_verdict(tls: HandshakeFacts, facts: DialogueFacts | None) -> HandshakeFacts:
-    """The dialogue's facts (read without verifying) with the verdict of the verifying
-    handshake of the same version; unchanged (verified None) when there was none."""
-    if facts is None:
-        return tls
-    if facts.tls is not None:
-        return replace(tls, verified=True)
-    err = facts.handshake_error
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return replace(
-            tls, verified=False, verify_code=err.verify_code, verify_message=err.verify_message
-        )
-    return tls
 
 
 def _unique(findings: list[Finding]) -> tuple[Finding, ...]:

@@ -10,7 +10,6 @@ tls.version.no_modern, tls.version.untested.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 
 from mailctl.core.probe.findings import Finding, Severity
@@ -95,7 +94,7 @@ def dialogue_findings(target: Target, facts: DialogueFacts) -> Iterator[Finding]
             Severity.ERROR,
             "tls.handshake_failed",
             subject,
-            f"the TLS handshake failed: {_ssl_reason(facts.handshake_error)}",
+            f"the TLS handshake failed: {facts.handshake_reason}",
             "check the server's certificate, key and allowed TLS versions and ciphers",
         )
     if facts.error is not None:
@@ -293,10 +292,3 @@ def version_findings(target: Target, versions: tuple[VersionCheck, ...]) -> Iter
             "not tried: " + "; ".join(f"{v.version} ({v.reason or 'not tried'})" for v in untested),
             None,
         )
-
-
-def _ssl_reason(err: ssl.SSLError) -> str:
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return str(err.verify_message)
-    reason = err.reason or type(err).__name__
-    return str(reason).replace("_", " ").lower()

@@ -49,6 +49,16 @@ class DialogueFacts:
     timings: dict[str, float] = field(default_factory=dict)
     sent: list[str] = field(default_factory=list)  # the commands we sent, verbs only
 
+    @property
+    def handshake_reason(self) -> str | None:
+        """Why the handshake failed, in words (OpenSSL's reason, or the verify message)."""
+        err = self.handshake_error
+        if err is None:
+            return None
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return str(err.verify_message)
+        return str(err.reason or type(err).__name__).replace("_", " ").lower()
+
     def lap(self, phase: str, started: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + (time.perf_counter() - started)
 
