@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from mailctl.core.probe.findings import Finding
+from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.models import (
     HostReport,
     Politeness,
@@ -50,6 +50,7 @@ class _Budget:
     politeness: Politeness
     deadline: float
     used: int = 0
+    sent_away: int = 0  # busy greetings (421, BYE, -ERR) seen
     backoff: float = 0.0
     _last: float = field(default=0.0)
 
@@ -83,10 +84,13 @@ def _probe_host(
     server_hostname = target.tls_name or target.host
 
     def connect(context: TlsContext, *, tls_only: bool) -> DialogueFacts | str:
+        """One connection's dialogue; after a 421 (or BYE, -ERR) greeting, back off and try
+        again while the budget and the deadline allow. The last answer, or why none."""
+        last: DialogueFacts | None = None
         while True:
             refused = budget.take()
             if refused is not None:
-                return refused
+                return last if last is not None else refused
             facts = converse(
                 target.protocol.family,
                 target.host,
@@ -100,15 +104,27 @@ def _probe_host(
                 tls_only=tls_only,
                 injection_grace=0.0 if tls_only else 0.03,
             )
-            if not facts.busy or budget.used >= politeness.connections:
+            if not facts.busy:
                 return facts
-            budget.busy()  # 421 / BYE: back off, then try again within the budget
+            last = facts
+            budget.sent_away += 1
+            budget.busy()
 
     started = time.perf_counter()
     dialogue = connect(contexts.dialogue, tls_only=False)
     if isinstance(dialogue, str):  # cannot happen on the first connection; keep types honest
         dialogue = DialogueFacts()
     findings: list[Finding] = list(dialogue_findings(target, dialogue))
+    if budget.sent_away and not dialogue.busy:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                "connect.busy",
+                target.where,
+                f"the server sent the probe away {budget.sent_away} time(s) before answering",
+                None,
+            )
+        )
     timings = dict(dialogue.timings)
     if not dialogue.connected:
         return HostReport(

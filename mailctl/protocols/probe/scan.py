@@ -60,20 +60,26 @@ def version_outcome(facts: DialogueFacts) -> VersionOutcome:
     """What one pinned connection says about its version."""
     if facts.tls is not None:
         return VersionOutcome(True, facts.tls.cipher, None)
+    if facts.busy:
+        return VersionOutcome(None, None, f"the server sent the probe away: {facts.banner}")
     err = facts.handshake_error
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return VersionOutcome(True, None, "offered; certificate refused")
     if err is not None:
-        reason = str(err.reason or type(err).__name__)
-        if reason in _LOCAL_REASONS:
-            return VersionOutcome(None, None, "the local OpenSSL cannot offer it")
-        return VersionOutcome(False, None, reason.replace("_", " ").lower())
+        return _refusal(err)
     if facts.error is not None:
         # A server that hangs up on a ClientHello it does not like refuses the version; a
         # timeout or a limit says nothing about it.
         lost = isinstance(facts.error, ConnectionLostError) and facts.connected
         return VersionOutcome(False if lost else None, None, facts.error.message)
     return VersionOutcome(None, None, "the server did not start TLS")
+
+
+def _refusal(err: ssl.SSLError) -> VersionOutcome:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return VersionOutcome(True, None, "offered; certificate refused")
+    reason = str(err.reason or type(err).__name__)
+    if reason in _LOCAL_REASONS:
+        return VersionOutcome(None, None, "the local OpenSSL cannot offer it")
+    return VersionOutcome(False, None, reason.replace("_", " ").lower())
 
 
 def with_verdict(tls: HandshakeFacts, facts: DialogueFacts | None) -> HandshakeFacts:
