@@ -14,6 +14,7 @@ pytest_plugins = [
     "servers.dovecot",
     "servers.postfix",
     "servers.scripted_smtp",
+    "servers.probe_servers",
     "fixtures_keyring",
 ]
 

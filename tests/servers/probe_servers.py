@@ -21,10 +21,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -266,3 +267,27 @@ class ProbeSmtpServer:
                 return
             else:
                 sock.sendall(b"502 5.5.2 not here\r\n")
+
+
+ProbeServerFactory = Callable[..., ProbeSmtpServer]
+
+
+@pytest.fixture(scope="session")
+def probe_certs(tmp_path_factory: pytest.TempPathFactory) -> ProbeCerts:
+    """Certificates made once per test run (see ProbeCerts)."""
+    return ProbeCerts(tmp_path_factory.mktemp("probe-certs"))
+
+
+@pytest.fixture
+def probe_server(probe_certs: ProbeCerts) -> Iterator[ProbeServerFactory]:
+    """`probe_server(**knobs) -> ProbeSmtpServer`; every server is stopped after the test."""
+    started: list[ProbeSmtpServer] = []
+
+    def factory(**knobs: object) -> ProbeSmtpServer:
+        server = ProbeSmtpServer(probe_certs, **knobs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

@@ -69,8 +69,10 @@ class _Budget:
         return None
 
     def busy(self) -> None:
-        """The server sent us away (421): wait longer before the next connection (doubling)."""
-        self.backoff = self.politeness.backoff if self.backoff == 0 else self.backoff * 2
+        """The server sent us away (421): wait longer before the next connection, doubling
+        with each refusal (1 s, 2 s, 4 s ... by default)."""
+        self.sent_away += 1
+        self.backoff = self.politeness.backoff * 2 ** (self.sent_away - 1)
 
 
 def _probe_host(
@@ -107,7 +109,6 @@ def _probe_host(
             if not facts.busy:
                 return facts
             last = facts
-            budget.sent_away += 1
             budget.busy()
 
     started = time.perf_counter()
