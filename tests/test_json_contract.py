@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -395,3 +396,38 @@ def test_bulk_send(tmp_path: Path) -> None:
     assert (sent["status"], sent["exit_code"], sent["data"]["sent"]) == ("partial", 65, 2)
     assert key_paths(sent["data"], maps=["journal_counts"]) <= BULK_SEND
     assert sent["data"]["journal_counts"] == {"sent": 2, "failed": 1}
+
+
+FINDING = {"severity", "code", "subject", "message", "fix"}
+PROBE = {
+    "hosts", "findings", *(f"findings[].{key}" for key in FINDING), "fail_on", "worst",
+    *(f"hosts[].{key}" for key in (
+        "host", "port", "protocol", "probed", "banner", "esmtp", "capabilities_before_tls",
+        "capabilities_after_tls", "starttls_offered", "tls", "versions", "commands_sent",
+        "connections", "timings_ms", "timings_ms.*", "worst", "findings",
+    )),
+    *(f"hosts[].tls.{key}" for key in TLS),
+    *(f"hosts[].tls.chain[].{key}" for key in CERTIFICATE),
+    *(f"hosts[].versions[].{key}" for key in (
+        "version", "offered", "cipher", "reason", "elapsed_ms",
+    )),
+    *(f"hosts[].findings[].{key}" for key in FINDING),
+}  # fmt: skip
+
+
+def test_probe(probe_server: Any, probe_certs: Any) -> None:
+    """A host with findings and one that could not be reached: every key appears."""
+    server = probe_server(cert="expired")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]
+    probed = run(
+        ["probe", f"127.0.0.1:{server.port}", f"127.0.0.1:{closed}", "-p", "submission",
+         "--ca-file", str(probe_certs.ca_file), "--json", "--fail-on", "error"],
+        {}, ["probe"],
+    )  # fmt: skip
+    assert (probed["status"], probed["exit_code"]) == ("partial", 1)
+    assert key_paths(probed["data"], maps=["hosts[].timings_ms"]) == PROBE - {
+        *(f"findings[].{key}" for key in FINDING)  # domain findings come with --mx
+    }
+    assert probed["data"]["fail_on"] == "error" and probed["data"]["worst"] == "error"
