@@ -113,6 +113,8 @@ def probe_command(
     for name, seconds in (("--timeout", timeout), ("--deadline", deadline)):
         if not seconds > 0:
             raise UsageError(f"{name} must be more than 0 seconds, got {seconds:g}")
+    if nameserver is not None and mx is None:
+        raise UsageError("--nameserver applies to the lookups of --mx DOMAIN", hint="add --mx")
     checked_name = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
     targets = tuple(_target(value, protocol, checked_name) for value in hosts or ())
     if not targets and mx is None:

@@ -67,9 +67,13 @@ class Target:
     port: int
     protocol: ProbeProtocol
     tls_name: str | None = None  # the name the certificate must match (default: host)
+    mx_name: str | None = None  # --mx: the MX host's name (`host` is its address)
 
     @property
     def where(self) -> str:
+        """How findings name it: the MX name when probed by address for --mx."""
+        if self.mx_name is not None:
+            return f"{self.mx_name}:{self.port}"
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
@@ -99,6 +103,7 @@ class ProbeRequest:
     fail_on: Severity | None = None
     ehlo_name: str | None = None
     politeness: Politeness = Politeness()
+    mx_port: int = 25  # where --mx probes each MX host (RFC 5321: 25; tests use another)
     scan_versions: bool = True
 
 
@@ -138,6 +143,7 @@ class HostReport:
     port: int
     protocol: ProbeProtocol
     probed: bool
+    mx_name: str | None = None
     banner: str | None = None
     esmtp: bool | None = None
     capabilities_before_tls: tuple[str, ...] = ()

@@ -11,8 +11,9 @@ is a finding; the probe never falls back to plaintext and never authenticates.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mailctl.core.probe import mx
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.models import (
     HostReport,
@@ -39,8 +40,24 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
     """
     contexts = ScanContexts(request.ca_file)
     ehlo = request.ehlo_name
-    hosts = tuple(_probe_host(target, request, contexts, ehlo) for target in request.targets)
-    return ProbeResult(hosts=hosts, fail_on=request.fail_on)
+    targets = request.targets
+    domain_findings: tuple[Finding, ...] = ()
+    options = None
+    if request.mx_domain is not None:
+        options = mx.dns_options(request)
+        plan = mx.plan_mx(request, options)
+        targets += plan.targets
+        domain_findings = plan.findings
+    hosts: list[HostReport] = []
+    for target in targets:
+        report = _probe_host(target, request, contexts, ehlo)
+        if target.mx_name is not None and report.tls is not None:
+            # RFC 7672: DANE for SMTP, the TLSA records of the MX name and port.
+            chain = [cert.der for cert in report.tls.chain]
+            extra = tuple(mx.dane(target, chain, options))
+            report = replace(report, findings=report.findings + extra)
+        hosts.append(report)
+    return ProbeResult(hosts=tuple(hosts), findings=domain_findings, fail_on=request.fail_on)
 
 
 @dataclass
@@ -133,6 +150,7 @@ def _probe_host(
             port=target.port,
             protocol=target.protocol,
             probed=False,
+            mx_name=target.mx_name,
             findings=tuple(findings),
             connections=budget.used,
             timings=timings,
@@ -181,6 +199,7 @@ def _probe_host(
         port=target.port,
         protocol=target.protocol,
         probed=True,
+        mx_name=target.mx_name,
         banner=dialogue.banner,
         esmtp=dialogue.esmtp if target.protocol.family == "smtp" else None,
         capabilities_before_tls=dialogue.before,
