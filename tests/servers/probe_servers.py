@@ -9,7 +9,8 @@ connections, and hostile greetings (a 10 MB banner, endless "250-" lines, one by
 minute). Every connection is bounded in time; `stop()` closes everything.
 
 `ProbeCerts`: per run, a trusted CA (trustme) and server certificates: good, expired, for
-the wrong name, from an unknown CA, self-signed (made with cryptography).
+the wrong name, from an unknown CA, self-signed (made with cryptography), and
+"names:a.test,b.test" for given names from the trusted CA.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class ProbeCerts:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if kind == "self-signed":
             context.load_cert_chain(*self._self_signed)
+        elif kind.startswith("names:"):  # "names:mx1.example.test,mx2.example.test"
+            self.ca.issue_cert(*kind[6:].split(",")).configure_cert(context)
         else:
             self._certs[kind].configure_cert(context)
         if minimum is not None or maximum is not None:
