@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("mailctl.core.probe.dns_policy")
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives.serialization import (  # noqa: E402
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
 )
-from dns_zone import GOOD_POLICY, good_zone  # noqa: E402
+from dns_zone import GOOD_POLICY, good_zone
 
-from mailctl.core.probe import ProbeRequest, run_probe  # noqa: E402
+from mailctl.core.probe import ProbeRequest, run_probe
 
 
 def _both_cas(probe_certs: Any, policy_server: Any, tmp_path: Path) -> Path:
