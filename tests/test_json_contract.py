@@ -403,8 +403,8 @@ PROBE = {
     "hosts", "findings", *(f"findings[].{key}" for key in FINDING), "fail_on", "worst",
     *(f"hosts[].{key}" for key in (
         "host", "port", "protocol", "probed", "mx_name", "banner", "esmtp",
-        "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls", "versions", "commands_sent",
-        "connections", "timings_ms", "timings_ms.*", "worst", "findings",
+        "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls",
+        "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst", "findings",
     )),
     *(f"hosts[].tls.{key}" for key in TLS),
     *(f"hosts[].tls.chain[].{key}" for key in CERTIFICATE),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from mailctl.core.probe.findings import Finding
@@ -26,22 +25,15 @@ class MxPlan:
     findings: tuple[Finding, ...]
 
 
-def _dns() -> ModuleType:
-    """core/probe/dns_policy.py, imported when --mx is used (dnspython costs start-up)."""
-    try:
-        from mailctl.core.probe import dns_policy  # type: ignore[attr-defined, unused-ignore]
-    except ImportError as err:  # pragma: no cover - only in a build without the DNS part
-        raise UsageError("--mx is not available in this build of mailctl") from err
-    module: ModuleType = dns_policy
-    return module
-
-
 def dns_options(request: ProbeRequest) -> Any:
     """The DnsOptions of a run: --nameserver IP[:PORT], the reply timeout, --ca-file (the
     MTA-STS policy fetch trusts what the SMTP checks trust). Raises UsageError."""
-    dns_policy = _dns()
+    try:
+        from mailctl.core.probe.dns_policy import DnsOptions  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as err:  # pragma: no cover - only in a build without the DNS part
+        raise UsageError("--mx is not available in this build of mailctl") from err
     host, port = split_nameserver(request.nameserver)
-    return dns_policy.DnsOptions(
+    return DnsOptions(
         nameserver=host,
         port=port,
         timeout=min(request.politeness.reply_seconds, 10.0),
@@ -76,9 +68,10 @@ def plan_mx(request: ProbeRequest, options: Any) -> MxPlan:
     (TimeoutFailure, TemporaryError), InputDataError for a bad domain, UsageError for a bad
     nameserver; everything about the domain itself is a finding.
     """
-    dns_policy = _dns()
+    from mailctl.core.probe.dns_policy import domain_policy, resolve_mx  # type: ignore[import-not-found, unused-ignore]
+
     domain = request.mx_domain or ""
-    hosts: Sequence[Any] = dns_policy.resolve_mx(domain, options)
+    hosts: Sequence[Any] = resolve_mx(domain, options)
     findings: list[Finding] = []
     targets: list[Target] = []
     for host in hosts:
@@ -96,14 +89,15 @@ def plan_mx(request: ProbeRequest, options: Any) -> MxPlan:
             )
         )
     names = [t.mx_name for t in targets if t.mx_name is not None]
-    policy = dns_policy.domain_policy(domain, names, options)
+    policy = domain_policy(domain, names, options)
     findings += policy.findings
     return MxPlan(tuple(targets), tuple(findings))
 
 
 def dane(target: Target, chain_der: Sequence[bytes], options: Any) -> list[Finding]:
     """DANE (RFC 7672) for one probed MX host: its TLSA records against the chain it sent."""
-    dns_policy = _dns()
+    from mailctl.core.probe.dns_policy import dane_findings  # type: ignore[import-not-found, unused-ignore]
+
     name = target.mx_name or target.host
-    found: list[Finding] = dns_policy.dane_findings(name, target.port, list(chain_der), options)
+    found: list[Finding] = dane_findings(name, target.port, list(chain_der), options)
     return found

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from mailctl.core.probe import mx
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.models import (
     HostReport,
@@ -23,6 +22,7 @@ from mailctl.core.probe.models import (
     Target,
     VersionCheck,
 )
+from mailctl.core.probe.mx import dane, dns_options, plan_mx
 from mailctl.core.probe.verdicts import certificate_findings, dialogue_findings, version_findings
 from mailctl.protocols.probe import DialogueFacts, LinkLimits, converse
 from mailctl.protocols.probe.scan import (
@@ -44,8 +44,8 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
     domain_findings: tuple[Finding, ...] = ()
     options = None
     if request.mx_domain is not None:
-        options = mx.dns_options(request)
-        plan = mx.plan_mx(request, options)
+        options = dns_options(request)
+        plan = plan_mx(request, options)
         targets += plan.targets
         domain_findings = plan.findings
     hosts: list[HostReport] = []
@@ -54,7 +54,7 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
         if target.mx_name is not None and report.tls is not None:
             # RFC 7672: DANE for SMTP, the TLSA records of the MX name and port.
             chain = [cert.der for cert in report.tls.chain]
-            extra = tuple(mx.dane(target, chain, options))
+            extra = tuple(dane(target, chain, options))
             report = replace(report, findings=report.findings + extra)
         hosts.append(report)
     return ProbeResult(hosts=tuple(hosts), findings=domain_findings, fail_on=request.fail_on)
