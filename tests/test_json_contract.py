@@ -404,7 +404,8 @@ PROBE = {
     *(f"hosts[].{key}" for key in (
         "host", "port", "protocol", "probed", "mx_name", "banner", "esmtp",
         "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls",
-        "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst", "findings",
+        "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst",
+        "findings",
     )),
     *(f"hosts[].tls.{key}" for key in TLS),
     *(f"hosts[].tls.chain[].{key}" for key in CERTIFICATE),
