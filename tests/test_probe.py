@@ -426,3 +426,101 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- IMAP and POP3 servers that misbehave --------------------------------------------------
+
+
+def scripted(replies: dict[bytes, bytes], greeting: bytes, heard: list[bytes]) -> Any:
+    """A `greeting` hook: send `greeting`, then answer each command line by its first word
+    (or its second, after an IMAP tag) from `replies`; record every line in `heard`."""
+
+    def run(conn: Any) -> None:
+        conn.sendall(greeting)
+        reader = conn.makefile("rb")
+        try:
+            for _ in range(20):
+                line = reader.readline(1024)
+                if not line:
+                    return
+                heard.append(line.rstrip())
+                words = line.split()
+                verb = words[0].upper() if words else b""
+                if verb not in replies and len(words) > 1:
+                    verb = words[1].upper()
+                reply = replies.get(verb, b"-ERR unknown\r\n")
+                if callable(reply):
+                    reply(conn)
+                    return
+                conn.sendall(reply)
+                if verb in (b"QUIT", b"LOGOUT"):
+                    return
+        finally:
+            reader.close()
+
+    return run
+
+
+def test_an_imap_bye_greeting_is_the_server_sending_us_away(
+    probe_server: ProbeServerFactory,
+) -> None:
+    heard: list[bytes] = []
+    server = probe_server(greeting=scripted({}, b"* BYE too many connections\r\n", heard))
+    _, envelope = probe(target(server), "-p", "imap", "--deadline", "1.5", expect=0)
+    assert codes(envelope).get("connect.busy") == "warning"
+    assert heard == []  # nothing said to a server that said goodbye
+
+
+def test_imap_preauth_and_no_starttls(probe_server: ProbeServerFactory) -> None:
+    heard: list[bytes] = []
+    replies = {
+        b"CAPABILITY": b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\np1 OK done\r\n",
+        b"LOGOUT": b"* BYE bye\r\np9 OK done\r\n",
+    }
+    server = probe_server(greeting=scripted(replies, b"* PREAUTH welcome\r\n", heard))
+    _, envelope = probe(target(server), "-p", "imap", expect=0)
+    found = codes(envelope)
+    assert found.get("imap.preauth") == "error"
+    assert found.get("starttls.missing") == "error"
+    assert found.get("auth.before_tls") == "error"  # AUTH=PLAIN, and LOGIN not disabled
+    assert heard == [b"p1 CAPABILITY", b"p9 LOGOUT"]
+
+
+def test_pop3_stls_offered_but_refused(probe_server: ProbeServerFactory) -> None:
+    heard: list[bytes] = []
+    replies = {
+        b"CAPA": b"+OK\r\nUSER\r\nSTLS\r\nSASL PLAIN\r\n.\r\n",
+        b"STLS": b"-ERR TLS not available right now\r\n",
+        b"QUIT": b"+OK bye\r\n",
+    }
+    server = probe_server(greeting=scripted(replies, b"+OK POP3 ready\r\n", heard))
+    _, envelope = probe(target(server), "-p", "pop3", expect=0)
+    found = codes(envelope)
+    assert found.get("starttls.failed") == "error"
+    assert found.get("auth.before_tls") == "error"
+    failed = next(
+        f for f in envelope["data"]["hosts"][0]["findings"] if f["code"] == "starttls.failed"
+    )
+    assert "TLS not available right now" in failed["message"]
+    assert heard == [b"CAPA", b"STLS", b"QUIT"]  # never USER, PASS or AUTH
+
+
+def test_pop3_endless_capa_is_bounded(probe_server: ProbeServerFactory) -> None:
+    def endless(conn: Any) -> None:
+        conn.sendall(b"+OK\r\n")
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                conn.sendall(b"X-CAPABILITY-FOREVER\r\n" * 200)
+        except OSError:
+            pass
+
+    heard: list[bytes] = []
+    server = probe_server(greeting=scripted({b"CAPA": endless}, b"+OK ready\r\n", heard))
+    started = time.monotonic()
+    _, envelope = probe(target(server), "-p", "pop3", "--fail-on", "error", expect=1)
+    assert time.monotonic() - started < 5
+    finding = next(
+        f for f in envelope["data"]["hosts"][0]["findings"] if f["code"] == "protocol.error"
+    )
+    assert "more than 200 lines" in finding["message"]

@@ -157,7 +157,10 @@ def _probe_host(
         )
     tls = dialogue.tls
     versions: tuple[VersionCheck, ...] = ()
-    can_tls = target.protocol.implicit_tls or bool(dialogue.starttls_offered)
+    # Scan only where TLS started (or its handshake failed): a STARTTLS that was refused or
+    # never reached would be refused again on every connection.
+    started_tls = dialogue.tls is not None or dialogue.handshake_error is not None
+    can_tls = target.protocol.implicit_tls or started_tls
     if can_tls and not dialogue.busy:
         scan_started = time.perf_counter()
         wanted = [
