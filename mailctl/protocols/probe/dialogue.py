@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailctl.errors import MailctlError, ProtocolError
+from mailctl.protocols.ehlo import default_ehlo_name
 from mailctl.protocols.handshake import HandshakeFacts, handshake_facts
 from mailctl.protocols.probe.link import LinkLimits, ProbeLink
-from mailctl.protocols.smtp.connect import default_ehlo_name
 from mailctl.text import excerpt
 
 # How long to watch for bytes a server sends right after its "ready to start TLS" reply,
