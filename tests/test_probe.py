@@ -524,3 +524,32 @@ def test_pop3_endless_capa_is_bounded(probe_server: ProbeServerFactory) -> None:
         f for f in envelope["data"]["hosts"][0]["findings"] if f["code"] == "protocol.error"
     )
     assert "more than 200 lines" in finding["message"]
+
+
+def test_the_readme_walkthrough_on_mailctl_sink(tmp_path: Any) -> None:
+    """README: probe the sink (STARTTLS, its kept certificate untrusted), then trust it."""
+    import os
+    import subprocess
+    import sys
+
+    from servers.sink_process import SinkProcess
+
+    ca = tmp_path / "sink-ca.pem"
+    sink = SinkProcess(tmp_path, "--starttls", "--ca-out", str(ca))
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+    command = [sys.executable, "-m", "mailctl", "probe", f"127.0.0.1:{sink.port}"]
+    try:
+        first = subprocess.run(
+            [*command, "--protocol", "submission"],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        second = subprocess.run(
+            [*command, "--protocol", "submission", "--ca-file", str(ca)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        stats = sink.stop()
+    assert first.returncode == 0, first.stderr
+    assert "ERROR   cert.self_signed:" in first.stdout and "fix: use a certificate" in first.stdout
+    assert second.returncode == 0 and "  no findings" in second.stdout, second.stdout
+    assert stats.get("messages") == 0  # nothing was sent, only looked at

@@ -267,9 +267,10 @@ def render_probe(out: Output, result: ProbeResult) -> None:
         level: sum(1 for f in found if f.severity.label == level)
         for level in ("error", "warning", "info")
     }
-    summary = ", ".join(f"{n} {level}{'s' if n != 1 else ''}" for level, n in counts.items())
+    plural = {"error": "errors", "warning": "warnings", "info": "info"}
+    summary = ", ".join(f"{n} {level if n == 1 else plural[level]}" for level, n in counts.items())
     probed = sum(1 for h in result.hosts if h.probed)
-    out.print(f"{summary} on {probed} of {len(result.hosts)} host(s) probed.")
+    out.print(f"Findings: {summary}; {probed} of {len(result.hosts)} host(s) probed.")
     if result.fail_on is not None and result.exit_code == 1:
         out.print(f"Findings at or above {result.fail_on.label}: exit 1 (--fail-on).")
 
