@@ -553,3 +553,36 @@ def test_the_readme_walkthrough_on_mailctl_sink(tmp_path: Any) -> None:
     assert "ERROR   cert.self_signed:" in first.stdout and "fix: use a certificate" in first.stdout
     assert second.returncode == 0 and "  no findings" in second.stdout, second.stdout
     assert stats.get("messages") == 0  # nothing was sent, only looked at
+
+
+def test_without_a_host_the_accounts_servers_are_probed(
+    probe_server: ProbeServerFactory, probe_certs: Any, tmp_path: Any
+) -> None:
+    from servers.hostile import write_config
+
+    server = probe_server(cert="expired")
+    config = write_config(
+        tmp_path / "cfg" / "config.toml",
+        "smtp",
+        host="127.0.0.1",
+        port=server.port,
+        security="starttls",
+        ca_file=str(probe_certs.ca_file),
+    )
+    _, envelope = probe("--config", str(config), "--account", "h", expect=0)
+    host = envelope["data"]["hosts"][0]
+    assert (host["port"], host["protocol"]) == (server.port, "submission")
+    # The block's ca_file is trusted: only the expiry is wrong, not the issuer.
+    assert codes(envelope).get("tls.expired") == "error"
+    assert "cert.untrusted" not in codes(envelope)
+    assert_read_only(server)
+
+
+def test_nothing_to_probe_is_a_usage_error(tmp_path: Any) -> None:
+    result = runner.invoke(
+        app,
+        ["probe"],
+        env={"NO_COLOR": "1", "XDG_CONFIG_HOME": str(tmp_path), "MAILCTL_CONFIG": ""},
+    )
+    assert result.exit_code == 64, result.output
+    assert "nothing to probe" in result.output

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mailctl.cli.context import AppContext, command
-from mailctl.cli.options import CaFileOpt, EhloOpt, TlsNameOpt
+from mailctl.cli.options import AccountOpt, CaFileOpt, EhloOpt, TlsNameOpt
 from mailctl.cli.output import CommandResult
 from mailctl.errors import ConnectError, MailctlError, UsageError
 from mailctl.text import quote
@@ -99,6 +99,7 @@ def probe_command(
     ca_file: CaFileOpt = None,
     tls_name: TlsNameOpt = None,
     ehlo: EhloOpt = None,
+    account: AccountOpt = None,  # read through app.options: the servers probed without a HOST
 ) -> CommandResult:
     """Diagnose mail servers: TLS versions and certificate, STARTTLS, AUTH before TLS.
 
@@ -118,7 +119,14 @@ def probe_command(
     checked_name = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
     targets = tuple(_target(value, protocol, checked_name) for value in hosts or ())
     if not targets and mx is None:
-        targets = _account_targets(app, checked_name)
+        chosen = _account(app)
+        targets = _blocks(chosen, checked_name)
+        # The account's CA file (its first block's), unless --ca-file says otherwise.
+        if ca_file is None:
+            from mailctl.models import Protocol
+
+            blocks = (chosen.server(p) for p in Protocol)
+            ca_file = next((b.ca_file for b in blocks if b is not None and b.ca_file), None)
     request = ProbeRequest(
         targets=targets,
         mx_domain=mx,
@@ -195,20 +203,19 @@ def _target(value: str, protocol: str | None, tls_name: str | None) -> Target:
     return Target(host, port if port is not None else chosen.port, chosen, tls_name=tls_name)
 
 
-def _account_targets(app: AppContext, tls_name: str | None) -> tuple[Target, ...]:
-    """The servers of --account (or the default account), each as its block says."""
+def _account(app: AppContext) -> Account:
+    """--account's account (or the default one): probing it needs no HOST."""
     from mailctl.errors import ConfigError
 
     if app.options.account is not None:
-        return _blocks(app.account(None), tls_name)  # a named account must exist
+        return app.account(None)  # a named account must exist
     try:
-        account = app.account(None)
+        return app.account(None)
     except ConfigError as err:
         raise UsageError(
             "nothing to probe: name a HOST[:PORT], --mx DOMAIN or an account",
             hint="e.g. mailctl probe mail.example.org:587",
         ) from err
-    return _blocks(account, tls_name)
 
 
 def _blocks(account: Account, tls_name: str | None) -> tuple[Target, ...]:
