@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     """Process exit codes, sysexits(3) values so that cron, git and MTAs understand them."""
 
     OK = 0
+    FOUND = 1  # probe --fail-on: a finding at or above that severity (like grep, linters)
     USAGE = 64  # bad flags or arguments
     DATAERR = 65  # bad input data: header injection, invalid address, bad message
     NOINPUT = 66  # an input file does not exist or cannot be read
@@ -47,6 +48,7 @@ _PRECEDENCE: Final = (
     ExitCode.IOERR,
     ExitCode.TEMPFAIL,
     ExitCode.REGRESSION,
+    ExitCode.FOUND,
     ExitCode.OK,
 )
 

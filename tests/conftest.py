@@ -15,6 +15,7 @@ pytest_plugins = [
     "servers.postfix",
     "servers.scripted_smtp",
     "servers.dns",
+    "servers.probe_servers",
     "fixtures_keyring",
 ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,7 +103,16 @@ ACCOUNT_SET_PASSWORD = {"account", "stored_in_keyring", "warnings"}
 ACCOUNT_REMOVE = {
     "account", "config", "default_account", "deleted_from_keyring", "warnings", "removed",
 }  # fmt: skip
-TLS = {"version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after"}
+# Issue 11 added the verdict, the unknowns (group, OCSP staple) and the chain (one typed
+# protocols.handshake.HandshakeFacts for send, account test and probe): keys added, none renamed.
+TLS = {
+    "version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after", "verified",
+    "verify_code", "verify_message", "group", "ocsp_stapled", "chain",
+}  # fmt: skip
+CERTIFICATE = {
+    "subject", "sans", "issuer", "not_before", "not_after", "days_left", "key_type", "key_bits",
+    "signature_algorithm", "sha256", "self_signed",
+}  # fmt: skip
 ACCOUNT_TEST = {
     "account", "warnings", "checks",
     *(f"checks[].{key}" for key in (
@@ -110,6 +120,7 @@ ACCOUNT_TEST = {
         "authenticated", "auth_mechanism", "capabilities", "timings_ms", "error", "ok",
     )),
     *(f"checks[].tls.{key}" for key in TLS),
+    *(f"checks[].tls.chain[].{key}" for key in CERTIFICATE),
     *(f"checks[].error.{key}" for key in ERROR_ENTRY),
     # Phase names: SMTP as in send; IMAP/POP3 connect (greeting), tls, capability, login.
     *(f"checks[].timings_ms.{phase}" for phase in (
@@ -458,3 +469,39 @@ def test_fetch_and_folders(tmp_path: Path, dovecot: Any) -> None:
     }
     full = run(["fetch", "-A", "d", "--full", "--json"], env, ["fetch"])
     assert isinstance(full["data"]["messages"][0]["parsed"], dict)
+
+
+FINDING = {"severity", "code", "subject", "message", "fix"}
+PROBE = {
+    "hosts", "findings", *(f"findings[].{key}" for key in FINDING), "fail_on", "worst",
+    *(f"hosts[].{key}" for key in (
+        "host", "port", "protocol", "probed", "mx_name", "banner", "esmtp",
+        "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls",
+        "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst",
+        "findings",
+    )),
+    *(f"hosts[].tls.{key}" for key in TLS),
+    *(f"hosts[].tls.chain[].{key}" for key in CERTIFICATE),
+    *(f"hosts[].versions[].{key}" for key in (
+        "version", "offered", "cipher", "reason", "elapsed_ms",
+    )),
+    *(f"hosts[].findings[].{key}" for key in FINDING),
+}  # fmt: skip
+
+
+def test_probe(probe_server: Any, probe_certs: Any) -> None:
+    """A host with findings and one that could not be reached: every key appears."""
+    server = probe_server(cert="expired")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]
+    probed = run(
+        ["probe", f"127.0.0.1:{server.port}", f"127.0.0.1:{closed}", "-p", "submission",
+         "--ca-file", str(probe_certs.ca_file), "--json", "--fail-on", "error"],
+        {}, ["probe"],
+    )  # fmt: skip
+    assert (probed["status"], probed["exit_code"]) == ("partial", 1)
+    assert key_paths(probed["data"], maps=["hosts[].timings_ms"]) == PROBE - {
+        *(f"findings[].{key}" for key in FINDING)  # domain findings come with --mx
+    }
+    assert probed["data"]["fail_on"] == "error" and probed["data"]["worst"] == "error"

@@ -60,6 +60,12 @@ def _register_folders(app: typer.Typer) -> None:
     app.command("folders")(folders.folders_command)
 
 
+def _register_probe(app: typer.Typer) -> None:
+    from mailctl.cli import probe
+
+    app.command("probe")(probe.probe_command)
+
+
 def _register_completion(app: typer.Typer) -> None:
     from mailctl.cli import completion
 
@@ -114,6 +120,11 @@ _COMMANDS = lazy_group(
         "folders",
         "List IMAP folders with their flags and counts (messages, unseen, size).",
         _register_folders,
+    ),
+    LazyCommand(
+        "probe",
+        "Diagnose mail servers: TLS versions and certificate, STARTTLS, AUTH before TLS.",
+        _register_probe,
     ),
     LazyCommand("completion", "Print a shell completion script.", _register_completion),
     LazyCommand(

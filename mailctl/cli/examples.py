@@ -167,6 +167,20 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl folders --server 127.0.0.1:993 --user alice --ca-file ca.pem",
         ),
     ),
+    "mailctl probe": (
+        _ex(
+            "Check a submission server's STARTTLS, TLS and AUTH",
+            "mailctl probe mail.example.org:587",
+        ),
+        _ex(
+            "Monitoring: exit 1 when anything at warning or worse is found",
+            "mailctl probe mail.example.org:993 --json --fail-on warning",
+        ),
+        _ex(
+            "A local test server on another port, its private CA trusted",
+            "mailctl probe 127.0.0.1:2525 --protocol submission --ca-file ca.pem",
+        ),
+    ),
     "mailctl completion": (
         _ex(
             "Install for bash (new shells complete mailctl)",

@@ -46,9 +46,9 @@ from mailctl.protocols.checks import (
     map_os_error,
     preflight,
 )
+from mailctl.protocols.handshake import HandshakeFacts, handshake_facts
 from mailctl.protocols.limits import ReadLimits, listing_limits, login_check_limits
 from mailctl.protocols.tls import (
-    TlsInfo,
     certificate_names,
     client_context,
     name_mismatch,
@@ -409,9 +409,10 @@ class MailSession(ABC):
     def _capabilities(self) -> tuple[str, ...]:
         """Ask for the capabilities (after TLS); return them as shown to users."""
 
-    @abstractmethod
-    def _tls_info(self) -> TlsInfo | None:
-        """Facts about the TLS connection."""
+    def _tls_info(self) -> HandshakeFacts | None:
+        """Facts about the TLS connection, with the chain (`account test` shows them)."""
+        verified = True if self.settings.verify else None  # else the handshake had failed
+        return handshake_facts(self._tls_socket(), verified=verified, with_chain=True)
 
     @abstractmethod
     def _tls_socket(self) -> ssl.SSLSocket | None:

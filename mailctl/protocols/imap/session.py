@@ -22,7 +22,6 @@ from mailctl.protocols.imap.search import SearchCriteria, require_folder_name
 from mailctl.protocols.imap.types import FolderStatus, ImapMessage, SelectedFolder
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt, quote
 
 
@@ -298,9 +297,6 @@ class ImapSession(MailSession):
         raw: tuple[bytes, ...] = self._client.capabilities()
         self._capability_list = tuple(item.decode("ascii", "replace").upper() for item in raw)
         return self._capability_list
-
-    def _tls_info(self) -> TlsInfo | None:
-        return tls_info(self._client.socket())
 
     def _tls_socket(self) -> ssl.SSLSocket | None:
         sock = self._client.socket() if self._client is not None else None

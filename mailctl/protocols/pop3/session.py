@@ -15,7 +15,6 @@ from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3.types import Pop3Message
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
-from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt
 
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
@@ -177,10 +176,6 @@ class Pop3Session(MailSession):
     def _tls_socket(self) -> ssl.SSLSocket | None:
         sock = self._client.sock if self._client is not None else None
         return sock if isinstance(sock, ssl.SSLSocket) else None
-
-    def _tls_info(self) -> TlsInfo | None:
-        sock = self.client.sock
-        return tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None
 
     def _logins(self) -> dict[AuthMechanism, str]:
         capabilities = self._capability_map
