@@ -220,6 +220,62 @@ class Wire:
             del self._buffer[:take]
         return bytes(data)
 
+    # -- bulk answers (protocols/imap/bulk.py, protocols/pop3/bulk.py) ----------------------
+
+    def next_message(self) -> None:
+        """A bulk answer delivered one message: the next gets fresh budgets and data_timeout.
+
+        One UID FETCH (or a window of pipelined RETRs) answers with many messages; each
+        is bounded like a single message command (`max_message`, `max_response_lines`,
+        `max_response`, `data_timeout`). The caller counts the messages against what it
+        asked for, so the budgets cannot be renewed without end.
+        """
+        self._check()
+        if not self._message:
+            raise RuntimeError("next_message outside a message command")
+        self._lines = self._octets = self._message_octets = 0
+        self._end = time.monotonic() + self._timeouts.data
+
+    def read_dot_block(self, sock: socket.socket) -> bytes:
+        """The lines of a POP3 multi-line answer up to and including the lone "." line
+        (RFC 1939 3), still dot-stuffed; the block starts at a line start.
+
+        Counted against `max_message`. At EOF before the end, what arrived (the caller
+        sees no terminator). Raises ResponseLimitError, TimeoutFailure, ProtocolError.
+        """
+        self._check()
+        self._bind(sock)
+        limit = self._limits.max_message
+        buffer = self._buffer
+        scanned = 0
+        while (end := _dot_end(buffer, scanned)) < 0:
+            # + 3: the ".\r\n" line is not part of the message.
+            if len(buffer) > limit + 3:
+                raise self._over(
+                    "max_message", limit, f"sent a message larger than {octets(limit)}"
+                )
+            scanned = max(0, len(buffer) - 4)  # a terminator may straddle two reads
+            if not self._fill():
+                block = bytes(buffer)
+                buffer.clear()
+                return block
+        # The message as sent (dot-stuffed), without its terminator line.
+        self._charge_message(end - (3 if buffer[end - 2 : end] == b"\r\n" else 2))
+        block = bytes(buffer[:end])
+        del buffer[:end]
+        return block
+
+    def abandon(self, what: str) -> None:
+        """Stop reading mid-answer (the caller gave up): the rest of the answer is still on
+        its way, so the connection is out of step; fail the wire and hang up."""
+        if self._failure is None:
+            self._fail(
+                ProtocolError(
+                    f"{self._name} session with {self._where} stopped reading {what} "
+                    f"mid-answer{_CLOSED}"
+                )
+            )
+
     # -- internals ----------------------------------------------------------------------------
 
     def _check(self) -> None:
@@ -345,3 +401,25 @@ class Wire:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
         return error
+
+
+def _dot_end(buffer: bytearray, start: int) -> int:
+    """Where the block in `buffer` ends after its lone "." line (CRLF or bare LF), or -1.
+
+    The block starts at a line start, so "." at 0 is a terminator too (an empty answer).
+    `start`: where the search may begin (earlier bytes held no terminator).
+    """
+    if buffer[:3] == b".\r\n":
+        return 3
+    if buffer[:2] == b".\n":
+        return 2
+    position = start
+    while (position := buffer.find(b"\n.", position)) >= 0:
+        after = position + 2
+        following = buffer[after : after + 2]
+        if following == b"\r\n":
+            return after + 2
+        if following[:1] == b"\n":
+            return after + 1
+        position = after
+    return -1

@@ -79,6 +79,15 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._pending_tag = tag
         return tag
 
+    def start_command(self, text: bytes) -> bytes:
+        """Send `TAG text` under a fresh imaplib tag; return the tag. The caller reads the
+        answer itself through the wire (the bulk FETCH reader), up to its tagged line."""
+        tag = self._new_tag()
+        # imaplib would wait for this tag's completion among its own; the caller reads it.
+        self.tagged_commands.pop(tag, None)
+        self.send(tag + b" " + text + b"\r\n")
+        return tag
+
     def send(self, data: ReadableBuffer) -> None:
         # The first write after a new tag starts that command (imaplib and imapclient both
         # send "TAG NAME ..." first): its response gets fresh budgets and deadline.
@@ -127,3 +136,9 @@ class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no 
             context=context,
             tls_name=self._mailctl_tls_name,
         )
+
+    @property
+    def bounded(self) -> BoundedIMAP4:
+        """The imaplib object underneath, for commands whose answers mailctl reads itself."""
+        imap: BoundedIMAP4 = self._imap
+        return imap

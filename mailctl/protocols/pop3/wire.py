@@ -66,6 +66,12 @@ class BoundedPOP3(poplib.POP3):
         self._wire.begin(self.sock, name if name.isalpha() else "a command")
         self.sock.sendall(line.encode(self.encoding) + CRLF)
 
+    def send_commands(self, name: str, lines: list[bytes]) -> None:
+        """Send several commands in one write (RFC 2449 6.6 PIPELINING), answers read by
+        the caller: `name` (no arguments) names them in messages and starts their budgets."""
+        self._wire.begin(self.sock, name)
+        self.sock.sendall(b"".join(line + CRLF for line in lines))
+
     def _getline(self) -> tuple[bytes, int]:
         line = self._wire.readline(self.sock)
         if not line.endswith(b"\n"):
