@@ -103,6 +103,7 @@ def main() -> None:
             config = mbsync_config(work, port, ca, box, dest)
             run = run_child(["mbsync", "-q", "-c", str(config), "bench"])
             assert count_files(dest / "INBOX") == box.count, "mbsync fetched the wrong count"
+            cpu["mbsync"].append(run.cpu_seconds)
             return box.count / run.seconds
 
         def ours(variant: str) -> float:
@@ -115,13 +116,18 @@ def main() -> None:
             run = run_child(argv)
             got = count_files(dest)
             assert got == box.count, f"{variant} wrote {got} of {box.count} messages"
+            cpu[names[variant]].append(run.cpu_seconds)
             return box.count / run.seconds
 
+        names = {"mailctl": "mailctl", "imapclient": "imapclient loop", "imaplib": "raw imaplib"}
+        cpu: dict[str, list[float]] = {name: [] for name in ["mbsync", *names.values()]}
         programs = {"mbsync": mbsync, "mailctl": lambda: ours("mailctl")}
         if args.baselines:
             programs["imapclient loop"] = lambda: ours("imapclient")
             programs["raw imaplib"] = lambda: ours("imaplib")
         mbsync()  # warm-up: Dovecot builds its index, moves new/ to cur/
+        for values in cpu.values():
+            values.clear()
         rates: dict[str, list[float]] = {name: [] for name in programs}
         for round_number in range(args.rounds):
             order = list(programs)
@@ -130,7 +136,7 @@ def main() -> None:
             for name in order:
                 rates[name].append(programs[name]())
         mode = "mailctl fetch (CLI)" if args.cli else "mailctl engine"
-        report(f"IMAPS -> Maildir on /dev/shm, fsync on ({mode})", rates, "mbsync", box.count)
+        report(f"IMAPS -> Maildir on /dev/shm, fsync on ({mode})", rates, "mbsync", box.count, cpu)
         if args.rss:
             big = seed(server, 4 * args.messages, seed_value=11)
             peaks = []

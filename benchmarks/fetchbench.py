@@ -6,24 +6,22 @@ not ext4's file creation (~0.75 ms a file here, FACTS.md). Every program under t
 as a child process and is timed by wall clock from spawn to exit (interpreter or binary
 start-up included), its peak RSS from wait4.
 
-`python benchmarks/fetchbench.py engine ...` is the mailctl side of a round (and the
-library baselines): one child per run, printing a JSON line with what it did.
+benchmarks/fetch_engine.py is the mailctl side of a round (and the library baselines):
+one child per run, printing a JSON line with what it did.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +30,10 @@ SHM = Path("/dev/shm")
 sys.path.insert(0, str(ROOT / "tests"))  # servers.dovecot
 sys.path.insert(0, str(ROOT))
 
-WORDS = (
-    "mail delivery message folder server client batch fetch quarterly report meeting notes "
-    "invoice attached please review the draft before friday thanks regards team update "
-    "project schedule budget approval customer support ticket release"
+WORDS = (  # noqa: SIM905  (one readable line of words)
+    "mail delivery message folder server client batch fetch quarterly report meeting "
+    "notes invoice attached please review the draft before friday thanks regards team "
+    "update project schedule budget approval customer support ticket release"
 ).split()
 
 
@@ -101,6 +99,7 @@ def seed(server: object, count: int, *, seed_value: int = 10) -> Mailbox:
 class Run:
     seconds: float
     max_rss_mib: float
+    cpu_seconds: float = 0.0  # user + system time of the program (not the server's)
     inner_seconds: float | None = None  # what a mailctl child timed itself (no start-up)
     count: int | None = None
 
@@ -125,8 +124,14 @@ def run_child(argv: Sequence[str], *, timeout: float = 600.0) -> Run:
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if process.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    run = Run(seconds=seconds, max_rss_mib=usage.ru_maxrss / 1024)
+        raise SystemExit(
+            f"{argv[0]} failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}"
+        )
+    run = Run(
+        seconds=seconds,
+        max_rss_mib=usage.ru_maxrss / 1024,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
     lines = stdout.strip().splitlines()
     if lines and lines[-1].startswith("{"):
         facts = json.loads(lines[-1])
@@ -146,173 +151,35 @@ def count_files(maildir: Path) -> int:
     return sum(len(os.listdir(maildir / sub)) for sub in ("new", "cur") if (maildir / sub).is_dir())
 
 
-def engine_argv(variant: str, protocol: str, port: int, ca: Path, box: Mailbox, dest: Path) -> list[str]:
+def engine_argv(
+    variant: str, protocol: str, port: int, ca: Path, box: Mailbox, dest: Path
+) -> list[str]:
     return [
-        sys.executable, __file__, "engine", "--variant", variant, "--protocol", protocol,
+        sys.executable, str(Path(__file__).with_name("fetch_engine.py")), "--variant", variant,
+        "--protocol", protocol,
         "--port", str(port), "--ca", str(ca), "--user", box.user, "--password", box.password,
         "--dest", str(dest),
     ]  # fmt: skip
 
 
-def report(title: str, rates: dict[str, list[float]], peer: str, count: int) -> None:
-    """Medians per program over the rounds, and each one's ratio to `peer`."""
+def report(
+    title: str, rates: dict[str, list[float]], peer: str, count: int,
+    cpu: dict[str, list[float]] | None = None,
+) -> None:  # fmt: skip
+    """Medians per program over the rounds, each one's ratio to `peer`, and its CPU time
+    per message (user + system, the server's not included: load-independent)."""
     print(f"\n{title}: {count} messages, msg/s per round (wall clock, start-up included)")
     peer_median = statistics.median(rates[peer])
     for name, values in rates.items():
         median = statistics.median(values)
-        shown = " ".join(f"{value:7.0f}" for value in values)
-        ratio = "" if name == peer else f"  ratio vs {peer}: {median / peer_median:.2f}"
-        print(f"  {name:22s} median {median:7.0f}  [{shown}]{ratio}")
+        shown = " ".join(f"{value:6.0f}" for value in values)
+        ratio = "" if name == peer else f"  ratio {median / peer_median:.2f}"
+        used = ""
+        if cpu and cpu.get(name):
+            used = f"  cpu {statistics.median(cpu[name]) / count * 1e6:5.0f} us/msg"
+        print(f"  {name:16s} median {median:6.0f}  [{shown}]{used}{ratio}")
 
 
 def load() -> str:
     one, five, _fifteen = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
-
-
-# -- the child side: one fetch run --------------------------------------------------------
-
-
-def _engine(args: argparse.Namespace) -> None:
-    from mailctl.store.maildir import Maildir
-
-    maildir = Maildir(Path(args.dest))
-    started = time.perf_counter()
-    run: Callable[[argparse.Namespace, Maildir], int] = ENGINES[(args.protocol, args.variant)]
-    count = run(args, maildir)
-    seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"count": count, "seconds": seconds, "max_rss_mib": rss}))
-
-
-def _limits() -> object:
-    """Read limits sized for a big folder: the UID SEARCH line and LIST/UIDL lines grow
-    with it (what `mailctl fetch` sizes from EXISTS/STAT)."""
-    from mailctl.protocols.limits import MIB, ReadLimits
-
-    return ReadLimits(max_line=4 * MIB, max_response=64 * MIB, max_response_lines=1_000_000)
-
-
-def _settings(args: argparse.Namespace) -> object:
-    from mailctl.models import Security, ServerSettings
-
-    return ServerSettings(
-        host="127.0.0.1",
-        port=args.port,
-        security=Security.TLS,
-        username=args.user,
-        ca_file=Path(args.ca),
-    )
-
-
-def _context(args: argparse.Namespace) -> object:
-    import ssl
-
-    return ssl.create_default_context(cafile=args.ca)
-
-
-def imap_mailctl(args: argparse.Namespace, maildir: object) -> int:
-    from mailctl.protocols.imap import ImapSession
-
-    count = 0
-    with ImapSession.open(
-        _settings(args),  # type: ignore[arg-type]
-        secret=lambda: args.password,
-        limits=_limits(),  # type: ignore[arg-type]
-    ) as session:
-        session.select("INBOX")
-        for message in session.fetch_bodies(session.uids()):
-            maildir.deliver(message.data)  # type: ignore[attr-defined]
-            count += 1
-    return count
-
-
-def imap_imapclient(args: argparse.Namespace, maildir: object) -> int:
-    """The plain imapclient loop the issue quotes (~2,600 msg/s): batch FETCH of 500."""
-    from imapclient import IMAPClient
-
-    count = 0
-    with IMAPClient("127.0.0.1", port=args.port, ssl=True, ssl_context=_context(args)) as client:
-        client.login(args.user, args.password)
-        client.select_folder("INBOX", readonly=True)
-        uids = client.search("ALL")
-        for start in range(0, len(uids), 500):
-            answer = client.fetch(uids[start : start + 500], [b"BODY.PEEK[]"])
-            for item in answer.values():
-                maildir.deliver(item[b"BODY[]"])  # type: ignore[attr-defined]
-                count += 1
-    return count
-
-
-def imap_imaplib(args: argparse.Namespace, maildir: object) -> int:
-    """Raw imaplib (~4,600 msg/s in the issue): UID FETCH per batch of 500."""
-    import imaplib
-
-    count = 0
-    client = imaplib.IMAP4_SSL("127.0.0.1", args.port, ssl_context=_context(args))  # type: ignore[arg-type]
-    client.login(args.user, args.password)
-    client.select("INBOX", readonly=True)
-    _status, data = client.uid("SEARCH", "ALL")
-    uids = data[0].split()
-    for start in range(0, len(uids), 500):
-        batch = b",".join(uids[start : start + 500]).decode()
-        _status, items = client.uid("FETCH", batch, "(BODY.PEEK[])")
-        for item in items:
-            if isinstance(item, tuple):
-                maildir.deliver(item[1])  # type: ignore[attr-defined]
-                count += 1
-    client.logout()
-    return count
-
-
-def pop3_mailctl(args: argparse.Namespace, maildir: object) -> int:
-    from mailctl.protocols.pop3 import Pop3Session
-
-    count = 0
-    with Pop3Session.open(
-        _settings(args),  # type: ignore[arg-type]
-        secret=lambda: args.password,
-        limits=_limits(),  # type: ignore[arg-type]
-    ) as session:
-        total, _size = session.stat()
-        for message in session.retrieve(range(1, total + 1)):
-            maildir.deliver(message.data)  # type: ignore[attr-defined]
-            count += 1
-    return count
-
-
-def pop3_poplib(args: argparse.Namespace, maildir: object) -> int:
-    """The plain poplib RETR loop the issue quotes (~1,600 msg/s)."""
-    import poplib
-
-    client = poplib.POP3_SSL("127.0.0.1", args.port, context=_context(args))  # type: ignore[arg-type]
-    client.user(args.user)
-    client.pass_(args.password)
-    total, _size = client.stat()
-    for number in range(1, total + 1):
-        _response, lines, _octets = client.retr(number)
-        maildir.deliver(b"\r\n".join(lines) + b"\r\n")  # type: ignore[attr-defined]
-    client.quit()
-    return total
-
-
-ENGINES: dict[tuple[str, str], Callable[[argparse.Namespace, object], int]] = {
-    ("imap", "mailctl"): imap_mailctl,
-    ("imap", "imapclient"): imap_imapclient,
-    ("imap", "imaplib"): imap_imaplib,
-    ("pop3", "mailctl"): pop3_mailctl,
-    ("pop3", "poplib"): pop3_poplib,
-}
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="what", required=True)
-    engine = sub.add_parser("engine")
-    engine.add_argument("--variant", required=True)
-    engine.add_argument("--protocol", choices=["imap", "pop3"], required=True)
-    for name in ("--port", "--ca", "--user", "--password", "--dest"):
-        engine.add_argument(name, required=True)
-    parsed = parser.parse_args()
-    parsed.port = int(parsed.port)
-    _engine(parsed)

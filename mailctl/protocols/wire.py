@@ -43,6 +43,10 @@ from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
 _CHUNK = 64 * 1024
+# Longest single wait in a recv: the deadline is checked between waits, so a socket timeout
+# of this much can stay set across reads (each settimeout is a syscall; a bulk fetch does
+# thousands of reads) and is only lowered in the last second before the deadline.
+_WAIT = 1.0
 _CLOSED = "; mailctl closed the connection"
 
 
@@ -82,6 +86,7 @@ class Wire:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._failure: MailctlError | None = None
+        self._wait: float | None = None  # the socket timeout `_fill` last set
 
     @property
     def failed(self) -> bool:
@@ -115,7 +120,15 @@ class Wire:
             sock.close()
             raise
         self._sock = sock
+        self._wait = None
         return sock
+
+    def sending(self, sock: socket.socket) -> None:
+        """More of the current command is about to be sent (an IMAP literal or SASL answer
+        after a continuation): the send gets what is left of the deadline."""
+        self._check()
+        sock.settimeout(self._left())
+        self._wait = None
 
     def begin(self, sock: socket.socket, command: str) -> None:
         """A command is about to be sent on `sock`: fresh budgets and a fresh deadline.
@@ -144,6 +157,7 @@ class Wire:
         seconds = self._timeouts.data if self._message else self._timeouts.command
         self._end = time.monotonic() + seconds
         sock.settimeout(self._left())  # bounds the send as well
+        self._wait = None
 
     @contextlib.contextmanager
     def message_command(self, command: str) -> Iterator[None]:
@@ -211,14 +225,14 @@ class Wire:
                     "max_literal", self._limits.max_literal, f"announced a {size}-octet literal"
                 )
             self._charge(size, lines=0)
-        data = bytearray()
-        while len(data) < size:
-            if not self._buffer and not self._fill():
+        buffer = self._buffer
+        while len(buffer) < size:
+            if not self._fill():
                 break  # EOF: the caller sees a short literal and then the EOF
-            take = min(size - len(data), len(self._buffer))
-            data += self._buffer[:take]
-            del self._buffer[:take]
-        return bytes(data)
+        with memoryview(buffer) as view:
+            data = view[:size].tobytes()  # one copy, whatever the size
+        del buffer[:size]
+        return data
 
     # -- bulk answers (protocols/imap/bulk.py, protocols/pop3/bulk.py) ----------------------
 
@@ -293,6 +307,7 @@ class Wire:
             return
         leftover = bool(self._buffer) and self._sock is not None
         self._sock = sock
+        self._wait = None
         if leftover:
             raise self._fail(
                 ProtocolError(
@@ -307,15 +322,19 @@ class Wire:
         sock = self._sock
         if sock is None:
             raise ProtocolError(f"{self._name} session with {self._where} is not connected")
-        sock.settimeout(self._left())
-        try:
-            chunk = sock.recv(_CHUNK)
-        except TimeoutError as err:
-            raise self._late() from err
-        if not chunk:
-            return False
-        self._buffer += chunk
-        return True
+        while True:
+            wait = min(self._left(), _WAIT)  # raises once the deadline has passed
+            if wait != self._wait or wait < _WAIT:
+                sock.settimeout(wait)
+                self._wait = wait
+            try:
+                chunk = sock.recv(_CHUNK)
+            except TimeoutError:
+                continue  # the loop checks the deadline
+            if not chunk:
+                return False
+            self._buffer += chunk
+            return True
 
     def _left(self) -> float:
         """Seconds left before the nearest deadline; raises when none are left."""

@@ -38,6 +38,13 @@ _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\.)*)"')
 # RFC 3501 4.3 (and RFC 7888's non-synchronising form): a literal ends its line.
 _LITERAL = re.compile(rb"\{(\d{1,20})\+?\}\r?\n\Z")
 _MAX_DEPTH = 16  # nested lists in one value (BODYSTRUCTURE needs a few)
+# The answer as Dovecot (and most servers) words it, items in the order asked: read with
+# one match; anything else goes through the general parser below.
+_USUAL = re.compile(
+    rb"\* \d+ FETCH \(UID (\d{1,10}) FLAGS \(([^()\"{}\r\n]*)\) RFC822\.SIZE (\d{1,20}) "
+    rb'INTERNALDATE "([^"\\\r\n]*)" BODY\[(HEADER)?\] \{(\d{1,20})\}\r\n\Z',
+    re.IGNORECASE,
+)
 
 Value = bytes | None | tuple["Value", ...]
 
@@ -132,14 +139,20 @@ class _Answer:
 
 
 class _BatchReader:
-    """Reads the answer to one UID FETCH sent under `tag`."""
+    """Reads the answer to one UID FETCH sent under `tag`, for the UIDs `wanted`."""
 
-    def __init__(self, imap: BoundedIMAP4, wire: Wire, where: str, tag: bytes) -> None:
+    def __init__(
+        self, imap: BoundedIMAP4, wire: Wire, *, where: str, tag: bytes, wanted: set[int],
+        section: bytes,
+    ) -> None:  # fmt: skip
         self.imap = imap
         self.wire = wire
         self.where = where
         self.tag = tag
         self.done = tag + b" "
+        self.wanted = wanted
+        self.section = section.upper()
+        self.key = b"BODY[" + self.section + b"]"
 
     def line(self) -> bytes:
         line = self.wire.readline(self.imap.sock)
@@ -162,6 +175,54 @@ class _BatchReader:
             f"IMAP server {self.where} sent a FETCH answer mailctl cannot read: {excerpt(line)}",
             hint="the server is broken or hostile; if it is yours, check its logs",
         )
+
+    def message(self, line: bytes) -> ImapMessage | None:
+        """The message an untagged response starting with `line` carries, if any."""
+        usual = _USUAL.match(line)
+        if usual is not None and (usual.group(5) or b"").upper() == self.section:
+            return self._usual(usual)
+        match = _FETCH.match(line)
+        if match is None:
+            _other(self, line)
+            return None
+        items = _Answer(self, line, match.end()).items()
+        body = items.get(self.key)
+        if body is None:
+            return None  # a flag update or another item without the body
+        if not isinstance(body, bytes):
+            raise self.malformed(line)
+        size = _number(items.get(b"RFC822.SIZE"))
+        date = items.get(b"INTERNALDATE")
+        return ImapMessage(
+            uid=self._asked(_number(items.get(b"UID")), items.get(b"UID")),
+            flags=_flags(items.get(b"FLAGS")),
+            size=len(body) if size is None else size,
+            internal_date=date.decode("ascii", "replace") if isinstance(date, bytes) else None,
+            data=body,
+        )
+
+    def _usual(self, usual: re.Match[bytes]) -> ImapMessage:
+        body = self.literal(int(usual.group(6)))
+        rest = self.line()
+        if rest != b")\r\n":  # more items after the body: read them the general way
+            items = _Answer(self, rest, 0).items()
+            if self.key in items:
+                raise self.malformed(rest)
+        flags = usual.group(2)
+        return ImapMessage(
+            uid=self._asked(int(usual.group(1)), usual.group(1)),
+            flags=tuple(flags.decode("ascii", "replace").split()) if flags else (),
+            size=int(usual.group(3)),
+            internal_date=usual.group(4).decode("ascii", "replace"),
+            data=body,
+        )
+
+    def _asked(self, uid: int | None, shown: object) -> int:
+        """`uid`, once: a body for a UID not asked for (or twice) is refused."""
+        if uid is None or uid not in self.wanted:
+            raise _unasked(self.where, str(shown))
+        self.wanted.discard(uid)
+        return uid
 
 
 def read_batch(
@@ -188,49 +249,28 @@ def read_batch(
     fetch = b"BODY.PEEK[" if peek else b"BODY["
     command = b"UID FETCH " + uid_set(wanted) + b" (UID FLAGS RFC822.SIZE INTERNALDATE "
     command += fetch + section + b"])"
-    key = b"BODY[" + section.upper() + b"]"
     tag = imap.start_command(command)
-    reader = _BatchReader(imap, wire, where, tag)
+    reader = _BatchReader(imap, wire, where=where, tag=tag, wanted=wanted, section=section)
     finished = False
     try:
-        while True:
-            line = reader.line()
-            match = _FETCH.match(line)
-            if match is None:
-                if line.startswith(reader.done):
-                    _completed(reader, line)
-                    finished = True
-                    return
-                _other(reader, line)
-                continue
-            answer = _Answer(reader, line, match.end())
-            items = answer.items()
-            body = items.get(key)
-            if body is None:
-                continue  # a flag update or another item without the body
-            if not isinstance(body, bytes):
-                raise reader.malformed(line)
-            uid = _number(items.get(b"UID"))
-            if uid is None or uid not in wanted:
-                raise ProtocolError(
-                    f"IMAP server {where} sent a message nobody asked for "
-                    f"(UID {excerpt(str(items.get(b'UID')))}) in its answer to UID FETCH",
-                    hint="the server is broken or hostile; if it is yours, check its logs",
-                )
-            wanted.discard(uid)
-            size = _number(items.get(b"RFC822.SIZE"))
-            date = items.get(b"INTERNALDATE")
-            yield ImapMessage(
-                uid=uid,
-                flags=_flags(items.get(b"FLAGS")),
-                size=len(body) if size is None else size,
-                internal_date=date.decode("ascii", "replace") if isinstance(date, bytes) else None,
-                data=body,
-            )
-            wire.next_message()
+        while not (line := reader.line()).startswith(reader.done):
+            message = reader.message(line)
+            if message is not None:
+                yield message
+                wire.next_message()  # the next message gets its own budgets
+        finished = True  # in step again: a NO or BAD is a refusal, not a broken answer
+        _completed(reader, line)
     finally:
         if not finished:
             wire.abandon("a UID FETCH answer")
+
+
+def _unasked(where: str, uid: str) -> ProtocolError:
+    return ProtocolError(
+        f"IMAP server {where} sent a message nobody asked for (UID {excerpt(uid)}) "
+        "in its answer to UID FETCH",
+        hint="the server is broken or hostile; if it is yours, check its logs",
+    )
 
 
 def _completed(reader: _BatchReader, line: bytes) -> None:

@@ -92,13 +92,14 @@ class BoundedIMAP4(imaplib.IMAP4):
         # The first write after a new tag starts that command (imaplib and imapclient both
         # send "TAG NAME ..." first): its response gets fresh budgets and deadline.
         tag = self._pending_tag
-        if tag is not None:
-            head = bytes(memoryview(data)[: len(tag) + 40])
-            if head.startswith(tag + b" "):
-                self._pending_tag = None
-                match = _COMMAND.match(head, len(tag) + 1)
-                name = match.group(0).decode("ascii").upper() if match else "a command"
-                self._wire.begin(self.sock, name)
+        head = bytes(memoryview(data)[: len(tag) + 40]) if tag is not None else b""
+        if tag is not None and head.startswith(tag + b" "):
+            self._pending_tag = None
+            match = _COMMAND.match(head, len(tag) + 1)
+            name = match.group(0).decode("ascii").upper() if match else "a command"
+            self._wire.begin(self.sock, name)
+        else:
+            self._wire.sending(self.sock)  # a continuation: reads may have left 1 s
         super().send(data)
 
 
