@@ -17,6 +17,7 @@ budgets renewed for each body, that count is what keeps one answer finite.
 
 from __future__ import annotations
 
+import imaplib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -277,9 +278,12 @@ def _completed(reader: _BatchReader, line: bytes) -> None:
     """The tagged line: OK ends the answer; NO or BAD is the server refusing."""
     status = line[len(reader.done) :].split(b" ", 1)[0].upper().rstrip(b"\r\n")
     if status != b"OK":
+        text = excerpt(line[len(reader.done) :])
+        # Chained to imaplib's refusal type: the session knows a NO/BAD leaves it in step
+        # (LOGOUT may follow), as when imaplib itself reads the refusal.
         raise ProtocolError(
-            f"IMAP server {reader.where} refused UID FETCH: {excerpt(line[len(reader.tag) :])}"
-        )
+            f"IMAP server {reader.where} refused UID FETCH: {text}"
+        ) from imaplib.IMAP4.error(text)
 
 
 def _other(reader: _BatchReader, line: bytes) -> None:
