@@ -279,6 +279,26 @@ def test_each_message_has_its_own_budget_and_deadline() -> None:
     assert [item.uid for item in got] == [11, 12, 13, 14]
 
 
+def test_a_pause_within_the_deadline_is_waited_out() -> None:
+    """The wire waits at most 1 s per recv and checks the deadline in between: a pause of
+    1.5 s inside a message is fine when data_timeout is 2.5 s."""
+    body = b"P" * 3000
+
+    def script(peer: Peer) -> None:
+        tag, _rest = fetch_command(peer)
+        whole = literal(3, body) + tag + b" OK done\r\n"
+        peer.send(whole[:1000])
+        time.sleep(1.5)
+        peer.send(whole[1000:])
+        logout(peer)
+
+    with hostile(script) as server:
+        settings = settings_for(server, timeouts=Timeouts(connect=2.0, command=2.0, data=2.5))
+        with ImapSession.open(settings, secret=lambda: "pw") as session:
+            session.select("INBOX")
+            assert [item.data for item in session.fetch_bodies([3])] == [body]
+
+
 def test_a_hung_fetch_hits_the_data_timeout() -> None:
     def script(peer: Peer) -> None:
         fetch_command(peer)
@@ -380,10 +400,12 @@ def test_a_connection_cut_mid_answer_is_a_lost_connection(line: bytes) -> None:
         b"* 1 FETCH (UID 3 BODY[] {5}\r\nhello\r\n",  # no ")" after the literal
         b"* 1 FETCH (UID 3 BODY[] {5}garbage\r\n",
         b'* 1 FETCH (UID 3 BODY[] "unterminated)\r\n',
-        b"* 1 FETCH (UID 3 FLAGS " + b"(" * 40 + b"\r\n",
+        b"* 1 FETCH (UID 3 FLAGS " + b"(" * 40 + b")" * 40 + b")\r\n",
         b"+ go ahead\r\n",
+        b'* 1 FETCH (UID 3 FLAGS () RFC822.SIZE 1 INTERNALDATE "x" BODY[] {1}\r\n'
+        b'x BODY[] "again")\r\n',
     ],
-    ids=["no-close", "bad-literal", "bad-quoted", "deep-lists", "continuation"],
+    ids=["no-close", "bad-literal", "bad-quoted", "deep-lists", "continuation", "two-bodies"],
 )
 def test_malformed_answers_are_protocol_errors(answer: bytes) -> None:
     def script(peer: Peer) -> None:
