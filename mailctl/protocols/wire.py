@@ -250,9 +250,11 @@ class Wire:
         self._lines = self._octets = self._message_octets = 0
         self._end = time.monotonic() + self._timeouts.data
 
-    def read_dot_block(self, sock: socket.socket) -> bytes:
+    def read_dot_block(self, sock: socket.socket) -> tuple[bytes, list[int]]:
         """The lines of a POP3 multi-line answer up to and including the lone "." line
-        (RFC 1939 3), still dot-stuffed; the block starts at a line start.
+        (RFC 1939 3), still dot-stuffed (the block starts at a line start), and where the
+        doubled leading dots are (the index of one dot of each pair): found by the same
+        scan that looks for the end, so unstuffing need not scan again.
 
         Counted against `max_message`. At EOF before the end, what arrived (the caller
         sees no terminator). Raises ResponseLimitError, TimeoutFailure, ProtocolError.
@@ -261,8 +263,9 @@ class Wire:
         self._bind(sock)
         limit = self._limits.max_message
         buffer = self._buffer
+        dots: list[int] = []
         scanned = 0
-        while (end := _dot_end(buffer, scanned)) < 0:
+        while (end := dot_block_end(buffer, scanned, dots)) < 0:
             # + 3: the ".\r\n" line is not part of the message.
             if len(buffer) > limit + 3:
                 raise self._over(
@@ -272,12 +275,13 @@ class Wire:
             if not self._fill():
                 block = bytes(buffer)
                 buffer.clear()
-                return block
+                return block, dots
         # The message as sent (dot-stuffed), without its terminator line.
         self._charge_message(end - (3 if buffer[end - 2 : end] == b"\r\n" else 2))
-        block = bytes(buffer[:end])
+        with memoryview(buffer) as view:
+            block = view[:end].tobytes()
         del buffer[:end]
-        return block
+        return block, dots
 
     def abandon(self, what: str) -> None:
         """Stop reading mid-answer (the caller gave up): the rest of the answer is still on
@@ -422,8 +426,9 @@ class Wire:
         return error
 
 
-def _dot_end(buffer: bytearray, start: int) -> int:
-    """Where the block in `buffer` ends after its lone "." line (CRLF or bare LF), or -1.
+def dot_block_end(buffer: bytearray, start: int, dots: list[int]) -> int:
+    """Where the block in `buffer` ends after its lone "." line (CRLF or bare LF), or -1;
+    appends to `dots` the index of the first dot of each line starting with two (once).
 
     The block starts at a line start, so "." at 0 is a terminator too (an empty answer).
     `start`: where the search may begin (earlier bytes held no terminator).
@@ -432,6 +437,8 @@ def _dot_end(buffer: bytearray, start: int) -> int:
         return 3
     if buffer[:2] == b".\n":
         return 2
+    if buffer[:2] == b".." and not dots:
+        dots.append(0)
     position = start
     while (position := buffer.find(b"\n.", position)) >= 0:
         after = position + 2
@@ -440,5 +447,7 @@ def _dot_end(buffer: bytearray, start: int) -> int:
             return after + 2
         if following[:1] == b"\n":
             return after + 1
+        if following[:1] == b"." and (not dots or dots[-1] <= position):
+            dots.append(position + 1)  # RFC 1939 3: the server doubled this line's dot
         position = after
     return -1

@@ -72,6 +72,12 @@ class BoundedPOP3(poplib.POP3):
         self._wire.begin(self.sock, name)
         self.sock.sendall(b"".join(line + CRLF for line in lines))
 
+    def send_more(self, lines: list[bytes]) -> None:
+        """Send more pipelined commands while answers to earlier ones are still unread:
+        the budgets and deadline of the answer being read stay as they are."""
+        self._wire.sending(self.sock)
+        self.sock.sendall(b"".join(line + CRLF for line in lines))
+
     def _getline(self) -> tuple[bytes, int]:
         line = self._wire.readline(self.sock)
         if not line.endswith(b"\n"):
