@@ -144,6 +144,30 @@ def test_retrs_go_out_pipelined_when_offered() -> None:
     assert got[2].data == b"Subject: 3\r\n\r\nbody\r\n"
 
 
+def test_the_window_slides() -> None:
+    """More RETRs go out once half of the window is answered, before the rest is."""
+    count = WINDOW + WINDOW // 2
+
+    def script(peer: Peer) -> None:
+        logged_in(peer, sizes=dict.fromkeys(range(1, count + 1), 10))
+        assert [peer.line() for _ in range(WINDOW)] == [
+            b"RETR %d" % n for n in range(1, WINDOW + 1)
+        ]
+        assert not peer.has_pending(wait=0.1)  # one window at most
+        for number in range(1, WINDOW // 2 + 1):
+            peer.send(b"+OK\r\nm%d\r\n.\r\n" % number)
+        assert peer.has_pending(wait=1.0)  # the next RETRs, half a window still unanswered
+        assert peer.line() == b"RETR %d" % (WINDOW + 1)
+        for number in range(WINDOW // 2 + 1, count + 1):
+            if number > WINDOW + 1:
+                assert peer.line() == b"RETR %d" % number
+            peer.send(b"+OK\r\nm%d\r\n.\r\n" % number)
+        quit_(peer)
+
+    got, _server = retrieved(script, list(range(1, count + 1)))
+    assert [item.data for item in got] == [b"m%d\r\n" % n for n in range(1, count + 1)]
+
+
 def test_one_retr_at_a_time_without_pipelining() -> None:
     def script(peer: Peer) -> None:
         logged_in(peer, capa=b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
