@@ -111,6 +111,8 @@ class Pop3Session(MailSession):
         """
         from mailctl.protocols.pop3.bulk import retrieve
 
+        if not numbers:
+            return
         sizes, uids = self._bulk_index()
         limit = self.limits.max_message
         for number in numbers:
