@@ -1,12 +1,12 @@
 """The bulk RETR path of POP3: pipelined commands (RFC 2449 6.6), answers read in blocks.
 
 poplib sends one RETR, waits, and builds the message line by line (one Python object a
-line). Here a window of RETR commands goes out in one write when the server lists
-PIPELINING (else one at a time), and each answer is read from the session's `Wire` as
-one block up to its lone "." line; the scan for that line also finds the doubled dots,
-so unstuffing is a join of slices. Every
-answer is bounded like a single RETR: `max_message` (as sent, dot-stuffed) and a
-`data_timeout` deadline of its own; the caller counts answers against the commands sent.
+line). Here RETR commands go out in a sliding window when the server lists PIPELINING
+(else one at a time), and each answer is read from the session's `Wire` as one block up
+to its lone "." line; the scan for that line also finds the doubled dots, so unstuffing
+is a join of slices. Every answer is bounded like a single RETR: `max_message` (as sent,
+dot-stuffed) and a `data_timeout` deadline of its own; answers are counted against the
+commands sent.
 """
 
 from __future__ import annotations
