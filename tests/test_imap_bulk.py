@@ -243,6 +243,25 @@ def test_a_ten_gigabyte_literal_is_refused_before_reading() -> None:
         session.close()  # no LOGOUT after a limit: just hangs up
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [b"* 1 FETCH (UID 3 X-NOTE {2000000}\r\n", b"* OK [ALERT] see {2000000}\r\n"],
+    ids=["other-item", "untagged-text"],
+)
+def test_a_literal_other_than_the_body_is_bounded_by_max_literal(answer: bytes) -> None:
+    def script(peer: Peer) -> None:
+        fetch_command(peer)
+        peer.send(answer)
+        peer.flood(b"x" * 1000)
+
+    with hostile(script) as server:
+        session = ImapSession.open(settings_for(server), secret=lambda: "pw")
+        session.select("INBOX")
+        with pytest.raises(ResponseLimitError, match=r"2000000-octet literal.*max_literal = 1 MiB"):
+            list(session.fetch_bodies([3]))
+        session.abort()
+
+
 @pytest.mark.parametrize("extra", [0, 1], ids=["at-limit", "one-over"])
 def test_a_message_at_max_message_passes_one_octet_more_does_not(extra: int) -> None:
     limit = 64 * KIB

@@ -206,14 +206,16 @@ class Wire:
         del self._buffer[:size]  # bytearray drops a prefix in O(1)
         return line
 
-    def read(self, sock: socket.socket, size: int) -> bytes:
+    def read(self, sock: socket.socket, size: int, *, body: bool = True) -> bytes:
         """An IMAP literal of `size` octets, refused before reading when it is too big.
 
+        During a message command a literal is the message (`max_message`) unless the
+        caller knows it is another item (`body=False`: `max_literal`, as outside one).
         Raises ResponseLimitError, TimeoutFailure, ProtocolError.
         """
         self._check()
         self._bind(sock)
-        if self._message:
+        if self._message and body:
             if size > self._limits.max_message:
                 raise self._over(
                     "max_message", self._limits.max_message, f"announced a {size}-octet message"

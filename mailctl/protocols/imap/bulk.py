@@ -3,8 +3,9 @@
 imapclient parses a FETCH answer into nested Python objects and imaplib keeps every
 untagged response in a dict; for thousands of messages that parsing is the cost
 (FACTS.md: ~0.9 s per 5,000 messages). Here the answer is read straight from the
-session's `Wire` (every line under `max_line`, every literal announced size checked
-against `max_message` before a byte is read, a `data_timeout` deadline per message) and
+session's `Wire` (every line under `max_line`, every literal's announced size checked
+before a byte is read: the body against `max_message`, any other against `max_literal`;
+a `data_timeout` deadline per message) and
 only the items asked for are kept. imapclient still runs every other command.
 
 Answers (RFC 3501 7.4.2, 6.4.8): each untagged FETCH carries UID (a UID command
@@ -87,8 +88,11 @@ class _Answer:
             return -1
         return line[self.position]
 
-    def value(self, depth: int = 0) -> Value:
-        """One value: atom/number/NIL, quoted string, literal or parenthesised list."""
+    def value(self, depth: int = 0, *, body: bool = False) -> Value:
+        """One value: atom/number/NIL, quoted string, literal or parenthesised list.
+
+        A literal is bounded by `max_message` when it is the `body` asked for, else by
+        `max_literal`."""
         first = self.peek()
         if first == 0x28:  # "("
             if depth >= _MAX_DEPTH:
@@ -111,7 +115,7 @@ class _Answer:
             match = _LITERAL.match(self.line, self.position)
             if match is None:
                 raise self.reader.malformed(self.line)
-            data = self.reader.literal(int(match.group(1)))
+            data = self.reader.literal(int(match.group(1)), body=body)
             self.line = self.reader.line()  # the response goes on after the literal
             self.position = 0
             return data
@@ -132,7 +136,8 @@ class _Answer:
             if match is None:
                 raise self.reader.malformed(self.line)
             self.position = match.end()
-            found[match.group(0).upper()] = self.value()
+            name = match.group(0).upper()
+            found[name] = self.value(body=name == self.reader.key)
         self.position += 1
         if self.peek() >= 0:
             raise self.reader.malformed(self.line)  # nothing may follow the list
@@ -163,8 +168,8 @@ class _BatchReader:
             )
         return line
 
-    def literal(self, size: int) -> bytes:
-        data = self.wire.read(self.imap.sock, size)
+    def literal(self, size: int, *, body: bool) -> bytes:
+        data = self.wire.read(self.imap.sock, size, body=body)
         if len(data) != size:
             raise ConnectionLostError(
                 f"IMAP server {self.where} closed the connection in the middle of a message"
@@ -203,7 +208,7 @@ class _BatchReader:
         )
 
     def _usual(self, usual: re.Match[bytes]) -> ImapMessage:
-        body = self.literal(int(usual.group(6)))
+        body = self.literal(int(usual.group(6)), body=True)
         rest = self.line()
         if rest != b")\r\n":  # more items after the body: read them the general way
             items = _Answer(self, rest, 0).items()
@@ -297,7 +302,7 @@ def _other(reader: _BatchReader, line: bytes) -> None:
     # e.g. "* 3 EXISTS", "* OK [ALERT] text": free text, not values. A line ending in a
     # literal (as imaplib reads it) goes on after the literal, which is read and dropped.
     while (match := _LITERAL.search(line)) is not None:
-        reader.literal(int(match.group(1)))
+        reader.literal(int(match.group(1)), body=False)
         line = reader.line()
 
 
