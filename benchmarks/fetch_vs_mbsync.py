@@ -22,10 +22,12 @@ Everything shares this machine's 2 cores with Dovecot: the load average is print
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from fetchbench import (
+    SHM,
     Mailbox,
     count_files,
     engine_argv,
@@ -150,6 +152,7 @@ def main() -> None:
             )
     finally:
         stop_server(server)
+        shutil.rmtree(SHM / "mailctl-bench-imap", ignore_errors=True)
         print(f"after: {load()}")
 
 

@@ -20,10 +20,12 @@ with `--rss` mailctl's peak RSS for the mailbox and a 4x mailbox (it must stay f
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from fetchbench import (
+    SHM,
     Mailbox,
     count_files,
     engine_argv,
@@ -141,6 +143,7 @@ def main() -> None:
             )
     finally:
         stop_server(server)
+        shutil.rmtree(SHM / "mailctl-bench-pop3", ignore_errors=True)
         print(f"after: {load()}")
 
 
