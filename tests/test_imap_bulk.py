@@ -198,6 +198,48 @@ def test_answers_out_of_order_and_in_unusual_forms() -> None:
     assert got[1].size == len(body) and got[0].size == 11 and got[2].size == 0
 
 
+def test_the_next_batch_is_asked_for_before_the_current_one_is_answered() -> None:
+    """RFC 3501 5.5: two UID FETCH commands in flight, so the server never waits."""
+
+    def script(peer: Peer) -> None:
+        first, rest = fetch_command(peer)
+        assert rest.startswith(b"UID FETCH 1:2 "), rest
+        assert peer.has_pending(wait=1.0)  # before any answer
+        second, rest = command(peer)
+        assert rest.startswith(b"UID FETCH 3:4 "), rest
+        assert not peer.has_pending(wait=0.1)  # two at most
+        peer.send(literal(1, b"a\r\n") + literal(2, b"b\r\n", number=2) + first + b" OK\r\n")
+        third, rest = command(peer)  # sent once the first was answered
+        assert rest.startswith(b"UID FETCH 5 "), rest
+        peer.send(literal(3, b"c\r\n", number=3) + literal(4, b"d\r\n", number=4))
+        peer.send(second + b" OK\r\n" + literal(5, b"e\r\n", number=5) + third + b" OK\r\n")
+        logout(peer)
+
+    with hostile(script) as server:
+        with ImapSession.open(settings_for(server), secret=lambda: "pw") as session:
+            session.select("INBOX")
+            got = [item.data for item in session.fetch_bodies([1, 2, 3, 4, 5], batch=2)]
+        assert server.wait_closed(3)
+    assert got == [b"a\r\n", b"b\r\n", b"c\r\n", b"d\r\n", b"e\r\n"]
+
+
+def test_a_refusal_with_another_fetch_in_flight_abandons_the_connection() -> None:
+    def script(peer: Peer) -> None:
+        first, _rest = fetch_command(peer)
+        command(peer)
+        peer.send(first + b" NO [SERVERBUG] broken\r\n")
+        peer.stall()
+
+    with hostile(script) as server:
+        session = ImapSession.open(settings_for(server), secret=lambda: "pw")
+        session.select("INBOX")
+        with pytest.raises(ProtocolError, match="refused UID FETCH"):
+            list(session.fetch_bodies([1, 2, 3], batch=2))
+        assert server.wait_closed(2)  # the second answer is still coming: out of step
+        session.close()
+        assert not any(b"LOGOUT" in line for line in server.received)
+
+
 def test_a_literal_cut_into_pieces_is_read_whole() -> None:
     body = b"Subject: pieces\r\n\r\n" + bytes(range(256)) * 64
 

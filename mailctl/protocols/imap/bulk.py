@@ -145,18 +145,13 @@ class _Answer:
 
 
 class _BatchReader:
-    """Reads the answer to one UID FETCH sent under `tag`, for the UIDs `wanted`."""
+    """Reads the answers to the UID FETCH commands in flight, for the UIDs `wanted`."""
 
-    def __init__(
-        self, imap: BoundedIMAP4, wire: Wire, *, where: str, tag: bytes, wanted: set[int],
-        section: bytes,
-    ) -> None:  # fmt: skip
+    def __init__(self, imap: BoundedIMAP4, wire: Wire, *, where: str, section: bytes) -> None:
         self.imap = imap
         self.wire = wire
         self.where = where
-        self.tag = tag
-        self.done = tag + b" "
-        self.wanted = wanted
+        self.wanted: set[int] = set()  # UIDs of the commands sent, not yet received
         self.section = section.upper()
         self.key = b"BODY[" + self.section + b"]"
 
@@ -231,41 +226,59 @@ class _BatchReader:
         return uid
 
 
-def read_batch(
+def read_batches(
     imap: BoundedIMAP4,
     wire: Wire,
     *,
     where: str,
-    uids: Sequence[int],
+    batches: Sequence[Sequence[int]],
     section: bytes,
     peek: bool,
 ) -> Iterator[ImapMessage]:
-    """Send one `UID FETCH` for `uids` and yield each message as its answer arrives.
+    """Send one `UID FETCH` per batch of UIDs and yield each message as its answer arrives.
 
     `section`: b"" for the whole message, b"HEADER" for the header block. `peek`: BODY.PEEK
-    (leaves \\Seen alone, RFC 3501 6.4.5). Messages come in the server's order; a UID the
-    server no longer has is simply missing. The caller must run this inside a message
-    command (`Wire.message_command("UID FETCH")`) and consume it to the end: closing the
-    iterator early abandons the connection (the rest of the answer is still coming).
+    (leaves \\Seen alone, RFC 3501 6.4.5). The next batch's command goes out while the
+    current one is answered (RFC 3501 5.5: FETCH commands may be pipelined), so the server
+    never waits for it: at most two in flight. Messages come in the server's order; a
+    UID the server no longer has is simply missing. Consume the iterator to the end:
+    closing it early abandons the connection (the rest of the answer is still coming).
 
     Raises ResponseLimitError, TimeoutFailure, ConnectionLostError, ProtocolError
     (malformed answer, unexpected body, NO/BAD).
     """
-    wanted = set(uids)
     fetch = b"BODY.PEEK[" if peek else b"BODY["
-    command = b"UID FETCH " + uid_set(wanted) + b" (UID FLAGS RFC822.SIZE INTERNALDATE "
-    command += fetch + section + b"])"
-    tag = imap.start_command(command)
-    reader = _BatchReader(imap, wire, where=where, tag=tag, wanted=wanted, section=section)
+    items = b" (UID FLAGS RFC822.SIZE INTERNALDATE " + fetch + section + b"])"
+    reader = _BatchReader(imap, wire, where=where, section=section)
+    pending = iter(batches)
+    in_flight: dict[bytes, None] = {}  # tags, oldest first
+
+    def send_next() -> None:
+        uids = next(pending, None)
+        if uids is not None:
+            reader.wanted.update(uids)
+            # Each command starts fresh budgets and deadline (between two messages).
+            with wire.message_command("UID FETCH"):
+                in_flight[imap.start_command(b"UID FETCH " + uid_set(uids) + items)] = None
+
     finished = False
     try:
-        while not (line := reader.line()).startswith(reader.done):
+        send_next()
+        send_next()
+        while in_flight:
+            line = reader.line()
+            tag = line.split(b" ", 1)[0]
+            if tag in in_flight:
+                del in_flight[tag]
+                finished = not in_flight  # in step only if nothing else is coming
+                _completed(reader, line, tag)
+                send_next()
+                continue
             message = reader.message(line)
             if message is not None:
                 yield message
                 wire.next_message()  # the next message gets its own budgets
-        finished = True  # in step again: a NO or BAD is a refusal, not a broken answer
-        _completed(reader, line)
+        finished = True
     finally:
         if not finished:
             wire.abandon("a UID FETCH answer")
@@ -279,11 +292,11 @@ def _unasked(where: str, uid: str) -> ProtocolError:
     )
 
 
-def _completed(reader: _BatchReader, line: bytes) -> None:
+def _completed(reader: _BatchReader, line: bytes, tag: bytes) -> None:
     """The tagged line: OK ends the answer; NO or BAD is the server refusing."""
-    status = line[len(reader.done) :].split(b" ", 1)[0].upper().rstrip(b"\r\n")
+    status = line[len(tag) + 1 :].split(b" ", 1)[0].upper().rstrip(b"\r\n")
     if status != b"OK":
-        text = excerpt(line[len(reader.done) :])
+        text = excerpt(line[len(tag) + 1 :])
         # Chained to imaplib's refusal type: the session knows a NO/BAD leaves it in step
         # (LOGOUT may follow), as when imaplib itself reads the refusal.
         raise ProtocolError(

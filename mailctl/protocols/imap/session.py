@@ -82,7 +82,8 @@ class ImapSession(MailSession):
     def fetch_bodies(
         self, uids: Sequence[int], *, mark_seen: bool = False, batch: int = 500
     ) -> Iterator[ImapMessage]:
-        """The messages with `uids` (whole, raw), one UID FETCH per `batch` UIDs.
+        """The messages with `uids` (whole, raw), one UID FETCH per `batch` UIDs (the
+        next one sent while the current one is answered).
 
         BODY.PEEK[] leaves \\Seen alone unless `mark_seen`. Messages come as they arrive
         (server order within a batch); a UID the server no longer has is left out. Each
@@ -101,23 +102,23 @@ class ImapSession(MailSession):
     def _bulk(
         self, uids: Sequence[int], *, section: bytes, peek: bool, batch: int
     ) -> Iterator[ImapMessage]:
-        from mailctl.protocols.imap.bulk import read_batch
+        from mailctl.protocols.imap.bulk import read_batches
 
         if batch < 1:
             raise ValueError("batch must be at least 1")
         if any(uid < 1 for uid in uids):
             raise ValueError("IMAP UIDs are positive (RFC 3501 2.3.1.1)")
-        for start in range(0, len(uids), batch):
-            chunk = uids[start : start + batch]
-            with self.guard("fetch"), self.wire.message_command("UID FETCH"):
-                yield from read_batch(
-                    self._client.bounded,
-                    self.wire,
-                    where=self.where,
-                    uids=chunk,
-                    section=section,
-                    peek=peek,
-                )
+        if not uids:
+            return
+        with self.guard("fetch"):
+            yield from read_batches(
+                self._client.bounded,
+                self.wire,
+                where=self.where,
+                batches=[uids[start : start + batch] for start in range(0, len(uids), batch)],
+                section=section,
+                peek=peek,
+            )
 
     # == end of bulk reads (branch i10-fast) ============================================
 
