@@ -49,6 +49,7 @@ class Maildir:
         self._tmp = os.path.join(self.path, "tmp", "")
         self._new = os.path.join(self.path, "new", "")
         self._new_fd: int | None = None  # new/, opened once to fsync after each rename
+        self._new_path = self.path / "new"
 
     def deliver(self, data: bytes) -> Path:
         """Write one message; return its path in new/. Raise CantCreateError, leaving no file."""
@@ -79,7 +80,7 @@ class Maildir:
                 hint="check free space and permissions",
             ) from err
         self._sync_new()
-        return Path(final)
+        return self._new_path / name
 
     def _sync_new(self) -> None:
         """Make the rename durable: the directory entry lives in new/ (POSIX)."""
