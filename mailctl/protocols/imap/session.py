@@ -6,7 +6,7 @@ import contextlib
 import imaplib
 import ssl
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailctl.errors import (
     AuthUnsupportedError,
@@ -16,11 +16,13 @@ from mailctl.errors import (
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
-from mailctl.protocols.imap.types import ImapMessage
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt
+
+if TYPE_CHECKING:  # the bulk reader builds them; imported when it runs
+    from mailctl.protocols.imap.types import ImapMessage
 
 
 class ImapSession(MailSession):

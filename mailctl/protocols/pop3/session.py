@@ -7,16 +7,19 @@ import poplib
 import re
 import ssl
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from mailctl.errors import ConnectionLostError, ProtocolError, ResponseLimitError
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
 from mailctl.protocols.limits import ReadLimits, octets
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.pop3.types import Pop3Message
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt
+
+if TYPE_CHECKING:  # the bulk reader builds them; imported when it runs
+    from mailctl.protocols.pop3.types import Pop3Message
 
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
