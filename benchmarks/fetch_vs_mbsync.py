@@ -119,16 +119,19 @@ def main() -> None:
             got = count_files(dest)
             assert got == box.count, f"{variant} wrote {got} of {box.count} messages"
             cpu[names[variant]].append(run.cpu_seconds)
+            if run.inner_seconds and variant == "mailctl" and not args.cli:
+                inner["mailctl"].append(box.count / run.inner_seconds)
             return box.count / run.seconds
 
         names = {"mailctl": "mailctl", "imapclient": "imapclient loop", "imaplib": "raw imaplib"}
         cpu: dict[str, list[float]] = {name: [] for name in ["mbsync", *names.values()]}
+        inner: dict[str, list[float]] = {"mailctl": []}
         programs = {"mbsync": mbsync, "mailctl": lambda: ours("mailctl")}
         if args.baselines:
             programs["imapclient loop"] = lambda: ours("imapclient")
             programs["raw imaplib"] = lambda: ours("imaplib")
         mbsync()  # warm-up: Dovecot builds its index, moves new/ to cur/
-        for values in cpu.values():
+        for values in [*cpu.values(), *inner.values()]:
             values.clear()
         rates: dict[str, list[float]] = {name: [] for name in programs}
         for round_number in range(args.rounds):
@@ -138,7 +141,8 @@ def main() -> None:
             for name in order:
                 rates[name].append(programs[name]())
         mode = "mailctl fetch (CLI)" if args.cli else "mailctl engine"
-        report(f"IMAPS -> Maildir on /dev/shm, fsync on ({mode})", rates, "mbsync", box.count, cpu)
+        title = f"IMAPS -> Maildir on /dev/shm, fsync on ({mode})"
+        report(title, rates, "mbsync", box.count, cpu, inner)
         if args.rss:
             big = seed(server, 4 * args.messages, seed_value=11)
             peaks = []

@@ -164,10 +164,12 @@ def engine_argv(
 
 def report(
     title: str, rates: dict[str, list[float]], peer: str, count: int,
-    cpu: dict[str, list[float]] | None = None,
+    cpu: dict[str, list[float]] | None = None, inner: dict[str, list[float]] | None = None,
 ) -> None:  # fmt: skip
     """Medians per program over the rounds, each one's ratio to `peer`, and its CPU time
-    per message (user + system, the server's not included: load-independent)."""
+    per message (user + system, the server's not included: load-independent). `inner`:
+    the rates a Python child timed itself, from session open to the last message (no
+    interpreter start-up or imports), printed apart: the headline is the wall clock."""
     print(f"\n{title}: {count} messages, msg/s per round (wall clock, start-up included)")
     peer_median = statistics.median(rates[peer])
     for name, values in rates.items():
@@ -178,6 +180,13 @@ def report(
         if cpu and cpu.get(name):
             used = f"  cpu {statistics.median(cpu[name]) / count * 1e6:5.0f} us/msg"
         print(f"  {name:16s} median {median:6.0f}  [{shown}]{used}{ratio}")
+    for name, values in (inner or {}).items():
+        if values:
+            median = statistics.median(values)
+            print(
+                f"  ({name} from session open to the last message, without start-up: median "
+                f"{median:6.0f} msg/s, {median / peer_median:.2f} of {peer}'s wall-clock rate)"
+            )
 
 
 def load() -> str:
