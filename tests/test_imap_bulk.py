@@ -260,11 +260,15 @@ def test_mark_seen_asks_for_body_without_peek() -> None:
     def script(peer: Peer) -> None:
         tag, rest = fetch_command(peer)
         assert rest == b"UID FETCH 3 (UID FLAGS RFC822.SIZE INTERNALDATE BODY[])", rest
-        peer.send(literal(3, b"hi\r\n") + tag + b" OK done\r\n")
+        # Dovecot's form, with the \Seen that fetching BODY[] set sent after the body.
+        peer.send(
+            b'* 1 FETCH (UID 3 FLAGS () RFC822.SIZE 4 INTERNALDATE "01-Jan-2026 00:00:00 +0000" '
+            b"BODY[] {4}\r\nhi\r\n FLAGS (\\Seen))\r\n" + tag + b" OK done\r\n"
+        )
         logout(peer)
 
     got, _server = fetched(script, [3], mark_seen=True)
-    assert [item.data for item in got] == [b"hi\r\n"]
+    assert [(item.data, item.flags) for item in got] == [(b"hi\r\n", ("\\Seen",))]
 
 
 def test_a_ten_gigabyte_literal_is_refused_before_reading() -> None:

@@ -205,14 +205,17 @@ class _BatchReader:
     def _usual(self, usual: re.Match[bytes]) -> ImapMessage:
         body = self.literal(int(usual.group(6)), body=True)
         rest = self.line()
+        flags = usual.group(2)
+        shown = tuple(flags.decode("ascii", "replace").split()) if flags else ()
         if rest != b")\r\n":  # more items after the body: read them the general way
             items = _Answer(self, rest, 0).items()
             if self.key in items:
                 raise self.malformed(rest)
-        flags = usual.group(2)
+            if b"FLAGS" in items:  # e.g. \Seen, set by fetching BODY[] (RFC 3501 6.4.5)
+                shown = _flags(items[b"FLAGS"])
         return ImapMessage(
             uid=self._asked(int(usual.group(1)), usual.group(1)),
-            flags=tuple(flags.decode("ascii", "replace").split()) if flags else (),
+            flags=shown,
             size=int(usual.group(3)),
             internal_date=usual.group(4).decode("ascii", "replace"),
             data=body,
