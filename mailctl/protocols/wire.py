@@ -44,6 +44,10 @@ from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
 _CHUNK = 64 * 1024
+# Longest single wait in a recv: the deadline is checked between waits, so a socket timeout
+# of this much can stay set across reads (each settimeout is a syscall; a bulk fetch does
+# thousands of reads) and is only lowered in the last second before the deadline.
+_WAIT = 1.0
 _CLOSED = "; mailctl closed the connection"
 
 
@@ -86,6 +90,7 @@ class Wire:
         # --trace: every line in and out, recorded by the protocol's wire subclass for what
         # it sends (it knows what to redact) and here for what arrives.
         self.transcript: Transcript | None = None
+        self._wait: float | None = None  # the socket timeout `_fill` last set
 
     @property
     def failed(self) -> bool:
@@ -138,7 +143,15 @@ class Wire:
             sock.close()
             raise
         self._sock = sock
+        self._wait = None
         return sock
+
+    def sending(self, sock: socket.socket) -> None:
+        """More of the current command is about to be sent (an IMAP literal or SASL answer
+        after a continuation): the send gets what is left of the deadline."""
+        self._check()
+        sock.settimeout(self._left())
+        self._wait = None
 
     def begin(self, sock: socket.socket, command: str) -> None:
         """A command is about to be sent on `sock`: fresh budgets and a fresh deadline.
@@ -167,6 +180,7 @@ class Wire:
         seconds = self._timeouts.data if self._message else self._timeouts.command
         self._end = time.monotonic() + seconds
         sock.settimeout(self._left())  # bounds the send as well
+        self._wait = None
 
     @contextlib.contextmanager
     def message_command(self, command: str) -> Iterator[None]:
@@ -217,14 +231,16 @@ class Wire:
             self._record_received(line)
         return line
 
-    def read(self, sock: socket.socket, size: int) -> bytes:
+    def read(self, sock: socket.socket, size: int, *, body: bool = True) -> bytes:
         """An IMAP literal of `size` octets, refused before reading when it is too big.
 
+        During a message command a literal is the message (`max_message`) unless the
+        caller knows it is another item (`body=False`: `max_literal`, as outside one).
         Raises ResponseLimitError, TimeoutFailure, ProtocolError.
         """
         self._check()
         self._bind(sock)
-        if self._message:
+        if self._message and body:
             if size > self._limits.max_message:
                 raise self._over(
                     "max_message", self._limits.max_message, f"announced a {size}-octet message"
@@ -236,16 +252,78 @@ class Wire:
                     "max_literal", self._limits.max_literal, f"announced a {size}-octet literal"
                 )
             self._charge(size, lines=0)
-        data = bytearray()
-        while len(data) < size:
-            if not self._buffer and not self._fill():
+        buffer = self._buffer
+        while len(buffer) < size:
+            if not self._fill():
                 break  # EOF: the caller sees a short literal and then the EOF
-            take = min(size - len(data), len(self._buffer))
-            data += self._buffer[:take]
-            del self._buffer[:take]
+        with memoryview(buffer) as view:
+            data = view[:size].tobytes()  # one copy, whatever the size
+        del buffer[:size]
         if self.transcript is not None:
             self.transcript.info(f"<literal: {len(data)} octets>")
-        return bytes(data)
+        return data
+
+    # -- bulk answers (protocols/imap/bulk.py, protocols/pop3/bulk.py) ----------------------
+
+    def next_message(self) -> None:
+        """A bulk answer delivered one message: the next gets fresh budgets and data_timeout.
+
+        One UID FETCH (or a window of pipelined RETRs) answers with many messages; each
+        is bounded like a single message command (`max_message`, `max_response_lines`,
+        `max_response`, `data_timeout`). The caller counts the messages against what it
+        asked for, so the budgets cannot be renewed without end.
+        """
+        self._check()
+        if not self._message:
+            raise RuntimeError("next_message outside a message command")
+        self._lines = self._octets = self._message_octets = 0
+        self._end = time.monotonic() + self._timeouts.data
+
+    def read_dot_block(self, sock: socket.socket) -> tuple[bytes, list[int]]:
+        """The lines of a POP3 multi-line answer up to and including the lone "." line
+        (RFC 1939 3), still dot-stuffed (the block starts at a line start), and where the
+        doubled leading dots are (the index of one dot of each pair): found by the same
+        scan that looks for the end, so unstuffing need not scan again.
+
+        Counted against `max_message`. At EOF before the end, what arrived (the caller
+        sees no terminator). Raises ResponseLimitError, TimeoutFailure, ProtocolError.
+        """
+        self._check()
+        self._bind(sock)
+        limit = self._limits.max_message
+        buffer = self._buffer
+        dots: list[int] = []
+        scanned = 0
+        while (end := dot_block_end(buffer, scanned, dots)) < 0:
+            # + 3: the ".\r\n" line is not part of the message.
+            if len(buffer) > limit + 3:
+                raise self._over(
+                    "max_message", limit, f"sent a message larger than {octets(limit)}"
+                )
+            scanned = max(0, len(buffer) - 4)  # a terminator may straddle two reads
+            if not self._fill():
+                block = bytes(buffer)
+                buffer.clear()
+                return block, dots
+        # The message as sent (dot-stuffed), without its terminator line.
+        self._charge_message(end - (3 if buffer[end - 2 : end] == b"\r\n" else 2))
+        with memoryview(buffer) as view:
+            block = view[:end].tobytes()
+        del buffer[:end]
+        if self.transcript is not None:
+            self.transcript.info(f"<message: {len(block)} octets>")
+        return block, dots
+
+    def abandon(self, what: str) -> None:
+        """Stop reading mid-answer (the caller gave up): the rest of the answer is still on
+        its way, so the connection is out of step; fail the wire and hang up."""
+        if self._failure is None:
+            self._fail(
+                ProtocolError(
+                    f"{self._name} session with {self._where} stopped reading {what} "
+                    f"mid-answer{_CLOSED}"
+                )
+            )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -264,6 +342,7 @@ class Wire:
             return
         leftover = bool(self._buffer) and self._sock is not None
         self._sock = sock
+        self._wait = None
         if leftover:
             raise self._fail(
                 ProtocolError(
@@ -278,15 +357,19 @@ class Wire:
         sock = self._sock
         if sock is None:
             raise ProtocolError(f"{self._name} session with {self._where} is not connected")
-        sock.settimeout(self._left())
-        try:
-            chunk = sock.recv(_CHUNK)
-        except TimeoutError as err:
-            raise self._late() from err
-        if not chunk:
-            return False
-        self._buffer += chunk
-        return True
+        while True:
+            wait = min(self._left(), _WAIT)  # raises once the deadline has passed
+            if wait != self._wait or wait < _WAIT:
+                sock.settimeout(wait)
+                self._wait = wait
+            try:
+                chunk = sock.recv(_CHUNK)
+            except TimeoutError:
+                continue  # the loop checks the deadline
+            if not chunk:
+                return False
+            self._buffer += chunk
+            return True
 
     def _left(self) -> float:
         """Seconds left before the nearest deadline; raises when none are left."""
@@ -372,3 +455,30 @@ class Wire:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
         return error
+
+
+def dot_block_end(buffer: bytearray, start: int, dots: list[int]) -> int:
+    """Where the block in `buffer` ends after its lone "." line (CRLF or bare LF), or -1;
+    appends to `dots` the index of the first dot of each line starting with two (once).
+
+    The block starts at a line start, so "." at 0 is a terminator too (an empty answer).
+    `start`: where the search may begin (earlier bytes held no terminator).
+    """
+    if buffer[:3] == b".\r\n":
+        return 3
+    if buffer[:2] == b".\n":
+        return 2
+    if buffer[:2] == b".." and not dots:
+        dots.append(0)
+    position = start
+    while (position := buffer.find(b"\n.", position)) >= 0:
+        after = position + 2
+        following = buffer[after : after + 2]
+        if following == b"\r\n":
+            return after + 2
+        if following[:1] == b"\n":
+            return after + 1
+        if following[:1] == b"." and (not dots or dots[-1] <= position):
+            dots.append(position + 1)  # RFC 1939 3: the server doubled this line's dot
+        position = after
+    return -1

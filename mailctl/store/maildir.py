@@ -7,6 +7,7 @@ import itertools
 import os
 import stat
 import time
+import weakref
 from pathlib import Path
 
 from mailctl.errors import CantCreateError
@@ -44,6 +45,11 @@ class Maildir:
         self._host = host.replace("/", r"\057").replace(":", r"\072")
         self._pid = os.getpid()
         self._counter = itertools.count(1)
+        # Plain strings: pathlib joins cost more than the write on tmpfs (bulk fetch).
+        self._tmp = os.path.join(self.path, "tmp", "")
+        self._new = os.path.join(self.path, "new", "")
+        self._new_fd: int | None = None  # new/, opened once to fsync after each rename
+        self._new_path = self.path / "new"
 
     def deliver(self, data: bytes) -> Path:
         """Write one message; return its path in new/. Raise CantCreateError, leaving no file."""
@@ -51,8 +57,8 @@ class Maildir:
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
         name = f"{seconds}.M{micros}P{self._pid}Q{next(self._counter)}.{self._host}"
-        temp = self.path / "tmp" / name
-        final = self.path / "new" / name
+        temp = self._tmp + name
+        final = self._new + name
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as err:
@@ -73,8 +79,16 @@ class Maildir:
                 f"cannot deliver into {self.path}: {err.strerror or err}",
                 hint="check free space and permissions",
             ) from err
-        _fsync_dir(self.path / "new")
-        return final
+        self._sync_new()
+        return self._new_path / name
+
+    def _sync_new(self) -> None:
+        """Make the rename durable: the directory entry lives in new/ (POSIX)."""
+        with contextlib.suppress(OSError):
+            if self._new_fd is None:
+                self._new_fd = os.open(self._new, os.O_RDONLY | os.O_DIRECTORY)
+                weakref.finalize(self, os.close, self._new_fd)
+            os.fsync(self._new_fd)
 
 
 def _require_directory(folder: Path) -> None:
@@ -88,13 +102,3 @@ def _require_directory(folder: Path) -> None:
             f"maildir folder {folder} is not a directory (it is {file_kind(mode)})",
             hint="a Maildir is a folder with tmp/, new/ and cur/; name a new path or a Maildir",
         )
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable: the directory entry lives in new/ (POSIX)."""
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

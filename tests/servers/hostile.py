@@ -75,6 +75,27 @@ class Peer:
         self._server.received.append(text)
         return text
 
+    def has_pending(self, wait: float = 0.0) -> bool:
+        """Whether the client sent more than was read (checking up to `wait` seconds)."""
+        if self._pending:
+            return True
+        deadline = time.monotonic() + wait
+        while True:
+            chunk = self._recv_within(max(0.0, deadline - time.monotonic()))
+            if chunk:
+                self._pending += chunk
+                return True
+            if chunk == b"" or time.monotonic() >= deadline:
+                return False
+
+    def _recv_within(self, seconds: float) -> bytes | None:
+        previous = self._conn.gettimeout()
+        self._conn.settimeout(max(seconds, 0.001))
+        try:
+            return self._recv()
+        finally:
+            self._conn.settimeout(previous)
+
     def command(self) -> tuple[bytes, bytes]:
         """(tag, upper-case command name) of the next IMAP command line."""
         tag, _, rest = self.line().partition(b" ")

@@ -11,7 +11,7 @@ duplicate, never a loss); one killed before the server change leaves it on the s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from mailctl.errors import ServerUnsupportedError, UsageError
 from mailctl.hosts import endpoint
 from mailctl.protocols.imap import ImapSession
 from mailctl.protocols.imap.search import SearchCriteria, in_set, require_folder_name
-from mailctl.protocols.imap.types import SelectedFolder
+from mailctl.protocols.imap.types import ImapMessage, SelectedFolder
 from mailctl.protocols.limits import octets
 from mailctl.protocols.pop3 import Pop3Session
 
@@ -144,6 +144,7 @@ class _Run:
         # State is kept when messages are kept somewhere, or a listing asks for --new.
         self.tracking = request.destinations.writes or request.new
         self.state: FetchState | None = None
+        self._held: list[FetchedMessage] | None = None  # a listing batch's reports
 
     def _load_state(self, folder: str | None) -> FetchState:
         settings = self.request.server.settings
@@ -163,11 +164,17 @@ class _Run:
         """Keep (durably) and report one message."""
         kept = self.keeper.keep(record, data)
         self.result.fetched += 1
+        if self._held is not None:
+            self._held.append(kept)  # reported in listing order at the batch's end
+        else:
+            self._report(kept)
+        return kept
+
+    def _report(self, kept: FetchedMessage) -> None:
         if self.on_message is not None:
             self.on_message(kept)
         else:
             self.result.messages.append(kept)
-        return kept
 
     def _record(
         self,
@@ -252,15 +259,12 @@ class _Run:
         order = uids if ascending else list(reversed(uids))
         pending: list[int] = already if request.new and state is not None else []
         done: list[int] = []
-        expected = iter(order)
+        got: set[int] = set()
         try:
-            for message in session.fetch_bodies(
-                order, mark_seen=request.mark_seen, batch=request.batch
-            ):
-                for uid in expected:  # UIDs the reader skipped: too large, or gone
-                    if uid == message.uid:
-                        break
-                    self._not_fetched(uid=uid)
+            # Messages come in the server's order within a batch (a newest-first listing
+            # is answered oldest first by Dovecot): what was skipped is told by set.
+            for message in self._bodies(session, order, listing=not ascending):
+                got.add(message.uid)
                 record = self._record(
                     message.data,
                     size=message.size,
@@ -275,8 +279,9 @@ class _Run:
                 if len(done) >= request.batch:
                     self._imap_checkpoint(session, selected, done, pending)
                     done, pending = [], []
-            for uid in expected:
-                self._not_fetched(uid=uid)
+            for uid in order:  # UIDs the reader skipped: too large, or gone
+                if uid not in got:
+                    self._not_fetched(uid=uid)
         finally:
             # Also on the way out of a failed or interrupted run: what was kept is
             # recorded (without a server change: the state is what makes it safe later).
@@ -284,6 +289,29 @@ class _Run:
                 self._record_taken(selected, done + already)
         self._imap_change(session, done + pending)
         return seen_high
+
+    def _bodies(
+        self, session: ImapSession, order: list[int], *, listing: bool
+    ) -> Iterator[ImapMessage]:
+        """`fetch_bodies` over `order`; for a listing (newest first), one batch at a time
+        with its reports held and given in `order` at the batch's end, so a `--jsonl`
+        stream is newest first too while memory holds only a batch of summaries."""
+        request = self.request
+        if not listing:
+            yield from session.fetch_bodies(order, mark_seen=request.mark_seen, batch=request.batch)
+            return
+        for start in range(0, len(order), request.batch):
+            chunk = order[start : start + request.batch]
+            self._held = []
+            try:
+                yield from session.fetch_bodies(
+                    chunk, mark_seen=request.mark_seen, batch=request.batch
+                )
+            finally:
+                held, self._held = self._held, None
+                position = {uid: index for index, uid in enumerate(chunk)}
+                for kept in sorted(held, key=lambda item: position.get(item.uid or 0, -1)):
+                    self._report(kept)
 
     def _selection(
         self, session: ImapSession, selected: SelectedFolder, floor: int | None

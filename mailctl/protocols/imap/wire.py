@@ -80,27 +80,37 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._pending_tag = tag
         return tag
 
+    def start_command(self, text: bytes) -> bytes:
+        """Send `TAG text` under a fresh imaplib tag; return the tag. The caller reads the
+        answer itself through the wire (the bulk FETCH reader), up to its tagged line."""
+        tag = self._new_tag()
+        # imaplib would wait for this tag's completion among its own; the caller reads it.
+        self.tagged_commands.pop(tag, None)
+        self.send(tag + b" " + text + b"\r\n")
+        return tag
+
     def send(self, data: ReadableBuffer) -> None:
         # The first write after a new tag starts that command (imaplib and imapclient both
         # send "TAG NAME ..." first): its response gets fresh budgets and deadline.
         tag = self._pending_tag
-        if tag is not None:
-            head = bytes(memoryview(data)[: len(tag) + 40])
-            if head.startswith(tag + b" "):
-                self._pending_tag = None
-                match = _COMMAND.match(head, len(tag) + 1)
-                name = match.group(0).decode("ascii").upper() if match else "a command"
-                self._wire.begin(self.sock, name)
-                self._secret_command = name in ("LOGIN", "AUTHENTICATE")
-                self._record(bytes(data), tag, name)
-        elif self._wire.transcript is not None:
-            # A continuation: an AUTHENTICATE response (secret) or a literal's octets.
-            size = len(memoryview(data))
-            self._wire.record_sent(
-                f"<redacted: {size} octets>"
-                if self._secret_command
-                else f"<{size} octets of a literal or continuation>"
-            )
+        head = bytes(memoryview(data)[: len(tag) + 40]) if tag is not None else b""
+        if tag is not None and head.startswith(tag + b" "):
+            self._pending_tag = None
+            match = _COMMAND.match(head, len(tag) + 1)
+            name = match.group(0).decode("ascii").upper() if match else "a command"
+            self._wire.begin(self.sock, name)
+            self._secret_command = name in ("LOGIN", "AUTHENTICATE")
+            self._record(bytes(data), tag, name)
+        else:
+            self._wire.sending(self.sock)  # a continuation: reads may have left 1 s
+            if self._wire.transcript is not None:
+                # An AUTHENTICATE response (secret) or a literal's octets.
+                size = len(memoryview(data))
+                self._wire.record_sent(
+                    f"<redacted: {size} octets>"
+                    if self._secret_command
+                    else f"<{size} octets of a literal or continuation>"
+                )
         super().send(data)
 
     def _record(self, data: bytes, tag: bytes, name: str) -> None:
@@ -149,3 +159,9 @@ class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no 
             context=context,
             tls_name=self._mailctl_tls_name,
         )
+
+    @property
+    def bounded(self) -> BoundedIMAP4:
+        """The imaplib object underneath, for commands whose answers mailctl reads itself."""
+        imap: BoundedIMAP4 = self._imap
+        return imap

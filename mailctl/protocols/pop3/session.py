@@ -7,6 +7,7 @@ import poplib
 import re
 import ssl
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from mailctl.errors import ConnectionLostError, ProtocolError
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
@@ -16,6 +17,9 @@ from mailctl.protocols.mailsession import MailSession
 from mailctl.protocols.pop3.types import Pop3Message
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
 from mailctl.text import excerpt
+
+if TYPE_CHECKING:  # the bulk reader builds them; imported when it runs
+    from mailctl.protocols.pop3.types import Pop3Message
 
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
@@ -92,20 +96,52 @@ class Pop3Session(MailSession):
             return self.client.message(f"RETR {int(number)}")
 
     def retrieve(self, numbers: Sequence[int]) -> Iterator[Pop3Message]:
-        """Messages `numbers` in that order, one RETR at a time (the simple reader).
+        """Messages `numbers` in that order: RETR, pipelined in a sliding window when CAPA
+        lists PIPELINING (RFC 2449 6.6), else one at a time (pop3/bulk.py).
 
-        LIST and UIDL are asked once per session and kept (their caps raised from STAT
-        first); a message whose LIST size exceeds `max_message` is not retrieved (poplib
-        would collect it whole; FACTS.md) and not yielded, nor is one the server no longer
-        lists. Raises the session's errors.
+        LIST and UIDL are asked once per session and kept (`listing`). A number the server
+        no longer lists, or whose LIST size exceeds `max_message`, is not retrieved (poplib
+        would collect it whole; FACTS.md) and not yielded: the caller tells it from those
+        asked for, and one such message does not end the run. Each message is bounded by
+        `max_message` (as sent) and has `data_timeout`; memory holds one message (and at
+        most a window's unread answers in the socket). Nothing is deleted. Consume the
+        iterator to the end: stopping early abandons the connection.
+
+        Raises ResponseLimitError, TimeoutFailure, ConnectionLostError, ProtocolError.
         """
-        sizes, uids = self.listing()
-        for number in numbers:
-            size = sizes.get(number)
-            if size is None or size > self.limits.max_message:
-                continue
-            data = self.retr(number)
-            yield Pop3Message(number=number, uid=uids.get(number), size=size, data=data)
+        from mailctl.protocols.pop3.bulk import retrieve
+
+        if not numbers:
+            return
+        # fetch asked `listing` already (caps sized from STAT); a caller that did not
+        # gets LIST, and UIDL when CAPA offers it (RFC 2449 6.5), once per session.
+        sizes, uids = self._listing if self._listing is not None else self._bulk_index()
+        limit = self.limits.max_message
+        wanted = [n for n in numbers if n in sizes and sizes[n] <= limit]
+        if not wanted:
+            return
+        with self.guard("retr"):
+            yield from retrieve(
+                self.client,
+                self.wire,
+                where=self.where,
+                numbers=wanted,
+                sizes=sizes,
+                uids=uids,
+                pipelining="PIPELINING" in self._capability_map,
+            )
+
+    def _bulk_index(self) -> tuple[dict[int, int], dict[int, str]]:
+        sizes = self.list_sizes()
+        uids: dict[int, str] = {}
+        if "UIDL" in self._capability_map or not self._capability_map:
+            try:
+                uids = self.list_uids()
+            except ProtocolError:
+                if self.wire.failed:
+                    raise
+        self._listing = (sizes, uids)
+        return self._listing
 
     def listing(self) -> tuple[dict[int, int], dict[int, str]]:
         """(LIST sizes, UIDL ids) of the session, asked once; no UIDL (-ERR) gives {}."""

@@ -1,0 +1,194 @@
+"""What the fetch benchmarks share: a seeded Dovecot, timed child runs, medians.
+
+The Dovecot is tests/servers/dovecot.py's, started with TMPDIR=/dev/shm so its Maildirs
+(and indexes) are on tmpfs like the destinations: the benchmark measures the programs,
+not ext4's file creation (~0.75 ms a file here, FACTS.md). Every program under test runs
+as a child process and is timed by wall clock from spawn to exit (interpreter or binary
+start-up included), its peak RSS from wait4.
+
+benchmarks/fetch_engine.py is the mailctl side of a round (and the library baselines):
+one child per run, printing a JSON line with what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHM = Path("/dev/shm")
+sys.path.insert(0, str(ROOT / "tests"))  # servers.dovecot
+sys.path.insert(0, str(ROOT))
+
+WORDS = (  # noqa: SIM905  (one readable line of words)
+    "mail delivery message folder server client batch fetch quarterly report meeting "
+    "notes invoice attached please review the draft before friday thanks regards team "
+    "update project schedule budget approval customer support ticket release"
+).split()
+
+
+def make_message(index: int, rng: random.Random, *, average: int = 10_000) -> bytes:
+    """A plain-text message of about `average` octets (uniform 0.6x..1.4x), CRLF lines."""
+    target = int(average * rng.uniform(0.6, 1.4))
+    head = (
+        f"Return-Path: <sender{index % 97}@example.org>\r\n"
+        f"From: Sender {index % 97} <sender{index % 97}@example.org>\r\n"
+        f"To: Alice <alice@example.net>\r\n"
+        f"Subject: benchmark message {index}: {' '.join(rng.choices(WORDS, k=5))}\r\n"
+        f"Date: Fri, 27 Nov 2026 12:{index % 60:02d}:00 +0000\r\n"
+        f"Message-ID: <bench-{index}@example.org>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode()
+    lines = [head]
+    size = len(head)
+    while size < target:
+        line = (" ".join(rng.choices(WORDS, k=11)) + "\r\n").encode()
+        if rng.random() < 0.02:
+            line = b"." + line  # POP3 must stuff these
+        lines.append(line)
+        size += len(line)
+    return b"".join(lines)
+
+
+@dataclass
+class Mailbox:
+    user: str
+    password: str
+    count: int
+    octets: int
+
+
+def start_server() -> object:
+    """A TLS Dovecot with its temp dir on tmpfs."""
+    os.environ["TMPDIR"] = str(SHM)
+    from servers.dovecot import start_dovecot
+
+    return start_dovecot(tls=True)
+
+
+def stop_server(server: object) -> None:
+    from servers.dovecot import stop_dovecot
+
+    stop_dovecot(server)  # type: ignore[arg-type]
+
+
+def seed(server: object, count: int, *, seed_value: int = 10) -> Mailbox:
+    """A new user with `count` messages of ~10 KB in INBOX (written straight into new/)."""
+    rng = random.Random(seed_value)
+    user = server.add_user()  # type: ignore[attr-defined]
+    octets = 0
+    for index in range(count):
+        data = make_message(index, rng)
+        server.seed(data, user=user.name)  # type: ignore[attr-defined]
+        octets += len(data)
+    return Mailbox(user.name, user.password, count, octets)
+
+
+@dataclass
+class Run:
+    seconds: float
+    max_rss_mib: float
+    cpu_seconds: float = 0.0  # user + system time of the program (not the server's)
+    inner_seconds: float | None = None  # what a mailctl child timed itself (no start-up)
+    count: int | None = None
+
+
+def run_child(argv: Sequence[str], *, timeout: float = 600.0) -> Run:
+    """Run `argv`; wall time and its own peak RSS (wait4). Exits the benchmark on failure."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                raise SystemExit(f"{argv[0]} did not finish within {timeout:g} s")
+            time.sleep(0.002)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if process.returncode != 0:
+        raise SystemExit(
+            f"{argv[0]} failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}"
+        )
+    run = Run(
+        seconds=seconds,
+        max_rss_mib=usage.ru_maxrss / 1024,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
+    lines = stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        facts = json.loads(lines[-1])
+        run.inner_seconds = facts.get("seconds")
+        run.count = facts.get("count")
+    return run
+
+
+def fresh_dir(name: str) -> Path:
+    path = SHM / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def count_files(maildir: Path) -> int:
+    return sum(len(os.listdir(maildir / sub)) for sub in ("new", "cur") if (maildir / sub).is_dir())
+
+
+def engine_argv(
+    variant: str, protocol: str, port: int, ca: Path, box: Mailbox, dest: Path
+) -> list[str]:
+    return [
+        sys.executable, str(Path(__file__).with_name("fetch_engine.py")), "--variant", variant,
+        "--protocol", protocol,
+        "--port", str(port), "--ca", str(ca), "--user", box.user, "--password", box.password,
+        "--dest", str(dest),
+    ]  # fmt: skip
+
+
+def report(
+    title: str, rates: dict[str, list[float]], peer: str, count: int,
+    cpu: dict[str, list[float]] | None = None, inner: dict[str, list[float]] | None = None,
+) -> None:  # fmt: skip
+    """Medians per program over the rounds, each one's ratio to `peer`, and its CPU time
+    per message (user + system, the server's not included: load-independent). `inner`:
+    the rates a Python child timed itself, from session open to the last message (no
+    interpreter start-up or imports), printed apart: the headline is the wall clock."""
+    print(f"\n{title}: {count} messages, msg/s per round (wall clock, start-up included)")
+    peer_median = statistics.median(rates[peer])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        shown = " ".join(f"{value:6.0f}" for value in values)
+        ratio = "" if name == peer else f"  ratio {median / peer_median:.2f}"
+        used = ""
+        if cpu and cpu.get(name):
+            used = f"  cpu {statistics.median(cpu[name]) / count * 1e6:5.0f} us/msg"
+        print(f"  {name:16s} median {median:6.0f}  [{shown}]{used}{ratio}")
+    for name, values in (inner or {}).items():
+        if values:
+            median = statistics.median(values)
+            print(
+                f"  ({name} from session open to the last message, without start-up: median "
+                f"{median:6.0f} msg/s, {median / peer_median:.2f} of {peer}'s wall-clock rate)"
+            )
+
+
+def load() -> str:
+    one, five, _fifteen = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
