@@ -54,6 +54,65 @@ def _state(path: Path, identity: str) -> str:
         )
 
 
+def _finish_all(path: Path, plan: list[tuple[str, RowState, int]], identities: str) -> dict:
+    """Claim `identities`, finish rows by `plan` in one buffer, flush: {identity: record}."""
+    with Journal.open(path, template_digest="t") as journal:
+        for n, identity in enumerate(identities, start=2):
+            journal.add(_row(n, identity), recipient=f"{identity}@x.test")
+        journal.claim(list(identities))
+        for identity, state, attempts in plan:
+            journal.finish(identity, state, attempts=attempts, text=f"{state} {attempts}")
+        journal.flush()
+        return {record.identity: record for record in journal.records()}
+
+
+def test_a_batch_of_finishes_is_one_statement_with_the_same_meaning(tmp_path: Path) -> None:
+    # Distinct rows are applied by one statement; a row finished twice in one buffer in order
+    # (deferred then sent: the retry's attempts add up; sent then failed: sent is final).
+    plan = [(f"r{n}", RowState.SENT if n % 3 else RowState.FAILED, 1) for n in range(2500)]
+    identities = [identity for identity, _, _ in plan]
+    statements: list[str] = []
+    with Journal.open(tmp_path / "count", template_digest="t") as journal:
+        for n, identity in enumerate(identities, start=2):
+            journal.add(_row(n, identity), recipient=f"{identity}@x.test")
+        journal.claim(identities)
+        for identity, state, attempts in plan:
+            journal.finish(identity, state, attempts=attempts)
+        journal._db.set_trace_callback(statements.append)  # white-box: the journal's connection
+        journal.flush()
+        journal._db.set_trace_callback(None)
+        states = {r.identity: r.state for r in journal.records()}
+    assert states == {identity: state for identity, state, _ in plan}
+    assert len([s for s in statements if s.startswith("UPDATE")]) <= 3  # not one per row
+    twice = [
+        ("a", RowState.DEFERRED, 1), ("a", RowState.SENT, 2),
+        ("b", RowState.SENT, 1), ("b", RowState.FAILED, 1),
+        ("c", RowState.FAILED, 1),
+    ]  # fmt: skip
+    records = _finish_all(tmp_path / "twice", twice, "abc")
+    assert (records["a"].state, records["a"].attempts, records["a"].text) == (
+        RowState.SENT, 3, "sent 2",
+    )  # fmt: skip
+    assert (records["b"].state, records["b"].attempts) == (RowState.SENT, 1)
+    assert (records["c"].state, records["c"].attempts) == (RowState.FAILED, 1)
+
+
+def test_a_claim_is_two_statements_whatever_the_batch(tmp_path: Path) -> None:
+    # The journal's worker thread waits for the GIL after every SQLite step: not one a row.
+    statements: list[str] = []
+    with Journal.open(tmp_path / "j", template_digest="t") as journal:
+        for n in range(40):
+            journal.add(_row(n + 2, f"id{n}"), recipient=f"r{n}@x.test")
+        journal.flush()
+        journal._db.set_trace_callback(statements.append)  # white-box: the journal's connection
+        assert journal.claim([f"id{n}" for n in range(20, 0, -1)]) == [
+            f"id{n}" for n in range(20, 0, -1)
+        ]
+        journal._db.set_trace_callback(None)
+    work = [s for s in statements if s.split()[0] in ("SELECT", "UPDATE")]
+    assert len(work) == 2, statements
+
+
 def test_new_journal_file(tmp_path: Path) -> None:
     path = tmp_path / "data.csv.journal"
     with Journal.open(path, template_digest="t") as journal:
