@@ -113,6 +113,55 @@ def test_a_claim_is_two_statements_whatever_the_batch(tmp_path: Path) -> None:
     assert len(work) == 2, statements
 
 
+def _table(path: Path) -> list[tuple[object, ...]]:
+    with _db(path, readonly=True) as db:
+        return db.execute(
+            "SELECT id, identity, line, recipient, rcpt_hash, state, text, message_id,"
+            " first_run, seen_run FROM rows ORDER BY id"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_add_many_is_add_after_add(tmp_path: Path, seed: int) -> None:
+    # The validation pass adds rows a batch at a time: the same records, the same duplicate
+    # verdicts (within the batch, against earlier batches and earlier runs) and the same
+    # table as one add() per row, first run and rerun, with or without --allow-duplicates.
+    rng = random.Random(seed)
+    people = [f"p{n}@x.test" for n in range(12)] + ["P0@X.test", "", "  "]
+
+    def rows(count: int) -> list[tuple[Row, str, str]]:
+        return [
+            (_row(n + 2, f"id{rng.randrange(count * 2)}-{n}"), rng.choice(people), "x.test")
+            for n in range(count)
+        ]
+
+    runs = [rows(60), rows(60)]
+    runs[1][5:40] = runs[0][10:45]  # a rerun: known rows among new ones
+    allow = seed % 3 == 0
+    one, many = tmp_path / "one", tmp_path / "many"
+    for number, batch in enumerate(runs):
+        with (
+            Journal.open(one, template_digest="t") as single,
+            Journal.open(many, template_digest="t") as batched,
+        ):
+            batched._salt = single._salt  # white-box: the same Message-IDs
+            if number == 1:  # some rows were sent by the first run
+                for row, _, _ in runs[0][::4]:
+                    for journal in (single, batched):
+                        journal.claim([row.identity])
+                        journal.finish(row.identity, RowState.SENT, attempts=1)
+            expected = [
+                single.add(row, recipient=rcpt, allow_duplicates=allow, domain=domain)
+                for row, rcpt, domain in batch
+            ]
+            got: list[object] = []
+            for start in range(0, len(batch), 7):
+                got += batched.add_many(batch[start : start + 7], allow_duplicates=allow)
+            assert got == expected
+            assert any(r.state is RowState.DUPLICATE for r in got) is not allow
+    assert _table(one) == _table(many)
+
+
 def test_new_journal_file(tmp_path: Path) -> None:
     path = tmp_path / "data.csv.journal"
     with Journal.open(path, template_digest="t") as journal:
