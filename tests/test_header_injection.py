@@ -550,3 +550,33 @@ def test_clean_encoded_words_in_odd_charsets_still_mean_their_text(tmp_path: Pat
     ):
         result = _cli([*BASE, "--subject", word], tmp_path)
         assert result.exit_code == 0, result.stdout
+
+
+# Every character the full check refuses, some it accepts, and the encoded-word marker.
+_SUSPECT = st.sampled_from(
+    [chr(c) for c in range(0x00, 0x21)]
+    + [chr(c) for c in range(0x7F, 0xA1)]
+    + ["\u2028", "\u2029", "\ud800", "\udcff", "\u00a0", "\u3000", "é", "a", "=", "?", " "]
+)
+
+
+@given(value=st.text(alphabet=_SUSPECT, max_size=12))
+@settings(max_examples=3000, deadline=None)
+def test_the_fast_clean_check_accepts_nothing_the_full_check_refuses(value: str) -> None:
+    # header_safety._clean skips the full check for printable text without "=?" (bulk-send
+    # checks several values a row): it must never let through what the full check refuses.
+    from mailctl.mime import header_safety
+
+    controls = (
+        "\r" in value
+        or "\n" in value
+        or "\x00" in value
+        or header_safety._OTHER_CONTROLS.search(value) is not None
+    )
+    full = header_safety.non_utf8(value) is None and not controls
+    assert (header_safety.line_problem(value) is not None) == controls, repr(value)
+    if header_safety._clean(value):
+        assert full, repr(value)
+    if not full:
+        with pytest.raises((HeaderInjectionError, InputDataError)):
+            header_safety.require_clean("field", value)
