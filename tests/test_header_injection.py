@@ -580,3 +580,45 @@ def test_the_fast_clean_check_accepts_nothing_the_full_check_refuses(value: str)
     if not full:
         with pytest.raises((HeaderInjectionError, InputDataError)):
             header_safety.require_clean("field", value)
+
+
+_FOLDABLE = st.sampled_from(
+    [
+        "a",
+        "Z",
+        " ",
+        "\t",
+        "=",
+        "?",
+        "é",
+        "\u00a0",
+        "\r",
+        "\x7f",
+        "\u2028",
+        "x" * 30,
+        "=?utf-8?q?a?=",
+    ]
+)
+
+
+@given(
+    name=st.sampled_from(["Subject", "Message-ID", "X-Campaign", "X\rBad"]),
+    text=st.lists(_FOLDABLE, max_size=8).map("".join),
+    utf8=st.booleans(),
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_short_line_fast_path_folds_as_the_full_path(name: str, text: str, utf8: bool) -> None:
+    # WirePolicy.fold_text writes a short printable line directly (bulk-send's Subject and
+    # Message-ID of every row): the same text, or the same refusal, as the full path.
+    from mailctl.mime.wire_policy import wire_policy
+
+    policy = wire_policy(utf8=utf8)
+    try:
+        expected: str | type[Exception] = policy._fold_text_full(name, text)
+    except (HeaderInjectionError, InputDataError) as err:
+        expected = type(err)
+    try:
+        got: str | type[Exception] = policy.fold_text(name, text)
+    except (HeaderInjectionError, InputDataError) as err:
+        got = type(err)
+    assert got == expected
