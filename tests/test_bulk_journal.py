@@ -757,3 +757,18 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, seed: int) -> Non
         assert counts[RowState.IN_FLIGHT] == 0
         assert counts[RowState.UNKNOWN] == unknown_before + len(in_flight)
         assert sum(counts.values()) == rows
+
+
+def test_commit_cost_is_measured_on_commits_that_wrote(tmp_path: Path) -> None:
+    # The send loop commits claims on its own thread only when they are cheap (engine.Worker).
+    with Journal.open(tmp_path / "j", template_digest="t") as journal:
+        assert journal.commit_cost() == float("inf")  # not measured yet: the journal thread
+        for n in range(12):
+            journal.add(_row(n + 2, f"id{n}"), recipient=f"r{n}@x.test")
+        journal.flush()
+        for n in range(10):
+            journal.claim([f"id{n}"])
+            journal.claim([f"id{n}"])  # claims nothing: writes nothing, not counted
+        cost = journal.commit_cost()
+        assert 0 < cost < 5.0
+        assert len(journal._commit_costs) == 5  # white-box: the last few, not every one

@@ -16,10 +16,12 @@ journal locked; a second run meanwhile gets JournalBusyError naming the holder's
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,6 +64,7 @@ RECIPIENT_LIMIT: Final = 2048
 FINISH_BUFFER: Final = 4096  # finish() flushes by itself past this many: bounded memory
 ADD_BATCH: Final = 10_000  # add() commits every so many rows (keeps the WAL checkpointable)
 PAGE: Final = 1000  # records() reads this many rows per query
+COMMIT_SAMPLES: Final = 5  # commit_cost() is the median of this many recent commits
 FINISH_CHUNK: Final = 1000  # finished rows per statement (9 host parameters each)
 CLAIM_CHUNK: Final = 500  # identities per claim statement (SQLite host parameters: 32766)
 _UPDATE_FROM: Final = sqlite3.sqlite_version_info >= (3, 33, 0)
@@ -190,6 +193,8 @@ class Journal:
         self._adds = 0
         self._finished: list[tuple[Any, ...]] = []
         self._domain: tuple[str, str] = ("", "")
+        self._commit_costs: deque[float] = deque(maxlen=COMMIT_SAMPLES)
+        self._changes = db.total_changes
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -708,8 +713,20 @@ class Journal:
 
     def _commit(self) -> None:
         if self._db.in_transaction:
+            started = time.perf_counter()
             self._db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'ed before return
+            if self._db.total_changes != self._changes:  # it wrote: it had to reach the disk
+                self._changes = self._db.total_changes
+                self._commit_costs.append(time.perf_counter() - started)
         self._adds = 0
+
+    def commit_cost(self) -> float:
+        """Seconds the recent commits that wrote something took (the median of the last
+        COMMIT_SAMPLES); infinite until there are that many."""
+        costs = self._commit_costs
+        if len(costs) < COMMIT_SAMPLES:
+            return math.inf
+        return sorted(costs)[len(costs) // 2]
 
     def _meta(self, key: str) -> str:
         found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
