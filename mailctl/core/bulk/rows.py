@@ -39,6 +39,11 @@ DELIMITER_NAMES: Final = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": "
 _LINE_ENDS: Final = ("\n", "\r")
 
 
+# json.dumps with these options builds an encoder per call (~1 us a row): one, made once.
+# Its output is the identity's canonical form: never change it (journals hold identities).
+_CANONICAL: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Row:
     """One data row of the CSV."""
@@ -214,7 +219,7 @@ class CsvSource:
         ordered: list[object] = [values[i] if i < count else None for i in self._order]
         if count > self._width:
             ordered.append(values[self._width :])
-        text = json.dumps([self._sorted_names, ordered], ensure_ascii=False, separators=(",", ":"))
+        text = _CANONICAL.encode([self._sorted_names, ordered])
         try:
             return hashlib.sha256(text.encode("utf-8")).digest(), None
         except UnicodeEncodeError:
