@@ -237,7 +237,7 @@ def bulk_send(
             return result
         outcome = _send(
             request, server, template, journal, result,
-            hooks=hooks, progress=progress, stop=stop, cache=cache,
+            source=source, hooks=hooks, progress=progress, stop=stop, cache=cache,
         )  # fmt: skip
         _write_outputs(request, journal)
         if hooks.events is not None:
@@ -289,12 +289,15 @@ def _send(
     journal: Journal,
     result: BulkResult,
     *,
+    source: CsvSource,
     hooks: RunHooks,
     progress: ProgressCallback | None,
     stop: StopSwitch,
     cache: RenderCache,
 ) -> SendOutcome:
-    """The send loop over the rows the journal says are still to send; fills `result`."""
+    """The send loop over the rows the journal says are still to send; fills `result`.
+    `source`: the validation pass's, read again (its dialect is not sniffed twice, and a
+    file changed since that pass is noticed)."""
     import asyncio
 
     from mailctl.core.bulk.engine import SendOutcome, send_rows
@@ -314,7 +317,6 @@ def _send(
     options = SessionOptions(
         settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
     )
-    source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
     outcome = asyncio.run(
         send_rows(
             request, options, template, journal, source, total=total, sendable=sendable,
