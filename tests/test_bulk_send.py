@@ -764,3 +764,32 @@ def test_the_journal_is_used_inline_only_while_commits_are_cheap_and_one_thread_
             failed.result()
         cheap = False
         assert worker.call(threading.get_ident).result() != here
+
+
+def test_the_send_loop_runs_on_uvloop_when_installed_and_asyncio_without(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    from mailctl.core.bulk.engine import loop_factory
+
+    uvloop = pytest.importorskip("uvloop")
+    assert loop_factory() is uvloop.new_event_loop  # every other test here sends on it
+    csv, template = files(30)
+    server_ = sink()
+    # Without uvloop (Windows, or not installed): asyncio's loop, the same result.
+    code = (
+        "import sys; sys.modules['uvloop'] = None\n"
+        "from mailctl.core.bulk.engine import loop_factory\n"
+        "assert loop_factory() is None\n"
+        "sys.argv = ['mailctl', *sys.argv[1:]]\n"
+        "from mailctl.__main__ import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "bulk-send", str(csv), str(template), "--send", "--json",
+         "--server", f"127.0.0.1:{server_.port}", "--no-tls"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["data"]["sent"] == 30
+    stored = server_.stored()
+    assert len(stored) == 30 and set(stored.values()) == {1}

