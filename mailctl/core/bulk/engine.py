@@ -11,7 +11,8 @@ unknown (RFC 1047: maybe delivered). `JournalObserver` finishes each row in the 
 (buffered) and the ticker flushes every FLUSH_INTERVAL (one commit for many rows); a row
 counts as sent in the progress and the result only once flushed. A stop (Ctrl-C) takes no
 new row, lets in-flight transactions end (bounded), returns the rows never written to
-pending and flushes.
+pending and flushes. The journal is used from the loop's thread while its commits are
+cheap, else from a thread of its own (Worker); the loop is uvloop's when installed.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class RowFeed:
     validation pass kept rendered (cache.py) needs only its record: the CSV is parsed again
     only as far as the next row the cache does not hold.
 
-    With a `worker` (the one thread that owns the journal while sending), the next batch is
-    prepared and claimed there while the pool sends the current one, so the claim's fsync
-    does not stall the event loop; the pool still gets a job only after its claim returned.
+    With a `worker` whose journal commits cost an fsync, the next batch is prepared and
+    claimed on the journal thread while the pool sends the current one, so the fsync does
+    not stall the event loop; with cheap commits, inline (see Worker). Either way the pool
+    gets a job only after its claim returned.
     """
 
     def __init__(
