@@ -54,6 +54,114 @@ def _state(path: Path, identity: str) -> str:
         )
 
 
+def _finish_all(path: Path, plan: list[tuple[str, RowState, int]], identities: str) -> dict:
+    """Claim `identities`, finish rows by `plan` in one buffer, flush: {identity: record}."""
+    with Journal.open(path, template_digest="t") as journal:
+        for n, identity in enumerate(identities, start=2):
+            journal.add(_row(n, identity), recipient=f"{identity}@x.test")
+        journal.claim(list(identities))
+        for identity, state, attempts in plan:
+            journal.finish(identity, state, attempts=attempts, text=f"{state} {attempts}")
+        journal.flush()
+        return {record.identity: record for record in journal.records()}
+
+
+def test_a_batch_of_finishes_is_one_statement_with_the_same_meaning(tmp_path: Path) -> None:
+    # Distinct rows are applied by one statement; a row finished twice in one buffer in order
+    # (deferred then sent: the retry's attempts add up; sent then failed: sent is final).
+    plan = [(f"r{n}", RowState.SENT if n % 3 else RowState.FAILED, 1) for n in range(2500)]
+    identities = [identity for identity, _, _ in plan]
+    statements: list[str] = []
+    with Journal.open(tmp_path / "count", template_digest="t") as journal:
+        for n, identity in enumerate(identities, start=2):
+            journal.add(_row(n, identity), recipient=f"{identity}@x.test")
+        journal.claim(identities)
+        for identity, state, attempts in plan:
+            journal.finish(identity, state, attempts=attempts)
+        journal._db.set_trace_callback(statements.append)  # white-box: the journal's connection
+        journal.flush()
+        journal._db.set_trace_callback(None)
+        states = {r.identity: r.state for r in journal.records()}
+    assert states == {identity: state for identity, state, _ in plan}
+    assert len([s for s in statements if s.startswith("UPDATE")]) <= 3  # not one per row
+    twice = [
+        ("a", RowState.DEFERRED, 1), ("a", RowState.SENT, 2),
+        ("b", RowState.SENT, 1), ("b", RowState.FAILED, 1),
+        ("c", RowState.FAILED, 1),
+    ]  # fmt: skip
+    records = _finish_all(tmp_path / "twice", twice, "abc")
+    assert (records["a"].state, records["a"].attempts, records["a"].text) == (
+        RowState.SENT, 3, "sent 2",
+    )  # fmt: skip
+    assert (records["b"].state, records["b"].attempts) == (RowState.SENT, 1)
+    assert (records["c"].state, records["c"].attempts) == (RowState.FAILED, 1)
+
+
+def test_a_claim_is_two_statements_whatever_the_batch(tmp_path: Path) -> None:
+    # The journal's worker thread waits for the GIL after every SQLite step: not one a row.
+    statements: list[str] = []
+    with Journal.open(tmp_path / "j", template_digest="t") as journal:
+        for n in range(40):
+            journal.add(_row(n + 2, f"id{n}"), recipient=f"r{n}@x.test")
+        journal.flush()
+        journal._db.set_trace_callback(statements.append)  # white-box: the journal's connection
+        assert journal.claim([f"id{n}" for n in range(20, 0, -1)]) == [
+            f"id{n}" for n in range(20, 0, -1)
+        ]
+        journal._db.set_trace_callback(None)
+    work = [s for s in statements if s.split()[0] in ("SELECT", "UPDATE")]
+    assert len(work) == 2, statements
+
+
+def _table(path: Path) -> list[tuple[object, ...]]:
+    with _db(path, readonly=True) as db:
+        return db.execute(
+            "SELECT id, identity, line, recipient, rcpt_hash, state, text, message_id,"
+            " first_run, seen_run FROM rows ORDER BY id"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_add_many_is_add_after_add(tmp_path: Path, seed: int) -> None:
+    # The validation pass adds rows a batch at a time: the same records, the same duplicate
+    # verdicts (within the batch, against earlier batches and earlier runs) and the same
+    # table as one add() per row, first run and rerun, with or without --allow-duplicates.
+    rng = random.Random(seed)
+    people = [f"p{n}@x.test" for n in range(12)] + ["P0@X.test", "", "  "]
+
+    def rows(count: int) -> list[tuple[Row, str, str]]:
+        return [
+            (_row(n + 2, f"id{rng.randrange(count * 2)}-{n}"), rng.choice(people), "x.test")
+            for n in range(count)
+        ]
+
+    runs = [rows(60), rows(60)]
+    runs[1][5:40] = runs[0][10:45]  # a rerun: known rows among new ones
+    allow = seed % 3 == 0
+    one, many = tmp_path / "one", tmp_path / "many"
+    for number, batch in enumerate(runs):
+        with (
+            Journal.open(one, template_digest="t") as single,
+            Journal.open(many, template_digest="t") as batched,
+        ):
+            batched._salt = single._salt  # white-box: the same Message-IDs
+            if number == 1:  # some rows were sent by the first run
+                for row, _, _ in runs[0][::4]:
+                    for journal in (single, batched):
+                        journal.claim([row.identity])
+                        journal.finish(row.identity, RowState.SENT, attempts=1)
+            expected = [
+                single.add(row, recipient=rcpt, allow_duplicates=allow, domain=domain)
+                for row, rcpt, domain in batch
+            ]
+            got: list[object] = []
+            for start in range(0, len(batch), 7):
+                got += batched.add_many(batch[start : start + 7], allow_duplicates=allow)
+            assert got == expected
+            assert any(r.state is RowState.DUPLICATE for r in got) is not allow
+    assert _table(one) == _table(many)
+
+
 def test_new_journal_file(tmp_path: Path) -> None:
     path = tmp_path / "data.csv.journal"
     with Journal.open(path, template_digest="t") as journal:
@@ -649,3 +757,18 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, seed: int) -> Non
         assert counts[RowState.IN_FLIGHT] == 0
         assert counts[RowState.UNKNOWN] == unknown_before + len(in_flight)
         assert sum(counts.values()) == rows
+
+
+def test_commit_cost_is_measured_on_commits_that_wrote(tmp_path: Path) -> None:
+    # The send loop commits claims on its own thread only when they are cheap (engine.Worker).
+    with Journal.open(tmp_path / "j", template_digest="t") as journal:
+        assert journal.commit_cost() == float("inf")  # not measured yet: the journal thread
+        for n in range(12):
+            journal.add(_row(n + 2, f"id{n}"), recipient=f"r{n}@x.test")
+        journal.flush()
+        for n in range(10):
+            journal.claim([f"id{n}"])
+            journal.claim([f"id{n}"])  # claims nothing: writes nothing, not counted
+        cost = journal.commit_cost()
+        assert 0 < cost < 5.0
+        assert len(journal._commit_costs) == 5  # white-box: the last few, not every one

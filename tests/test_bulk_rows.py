@@ -296,3 +296,51 @@ def test_rows_from_a_stream_equal_the_csv_module(tmp_path: Path) -> None:
     writer.writerows(data)
     rows = list(CsvSource(_write(tmp_path, buffer.getvalue())))
     assert [list(row.values) for row in rows] == data[1:]
+
+
+def _whole_sample_dialect(sample: str) -> str:
+    """The sniffing rule, reading every row of the sample (as before it stopped early)."""
+    from mailctl.core.bulk.rows import SNIFF_DELIMITERS, SNIFF_ROWS, SNIFF_SAMPLE, _with_delimiter
+
+    truncated = len(sample) >= SNIFF_SAMPLE
+    best, best_score = ",", (0.0, 0)
+    for char in SNIFF_DELIMITERS:
+        rows = [row for row in csv.reader(io.StringIO(sample), _with_delimiter(char)) if row]
+        if truncated and len(rows) > 1:
+            rows.pop()
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        body = rows[1:SNIFF_ROWS] or rows[:1]
+        score = (sum(len(row) == width for row in body) / len(body), width)
+        if score > best_score:
+            best, best_score = char, score
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sniffing_reads_only_the_rows_it_scores(seed: int) -> None:
+    # _dialect parses the first SNIFF_ROWS + 1 rows per delimiter, not the whole 64 KiB
+    # sample four times: the same delimiter as the rule applied to every row of the sample.
+    import random
+
+    from mailctl.core.bulk.rows import SNIFF_ROWS, SNIFF_SAMPLE, _dialect
+
+    rng = random.Random(seed)
+    cells = ["a", "b c", '"x,y"', '"p;q"', "1|2", "t\tu", '"multi\nline"', ""]
+    # Some samples end (cut by SNIFF_SAMPLE) before, at, or after the rows scored.
+    cells.append("z" * rng.choice([0, 200, 700, 1400]))
+    lines = []
+    for _ in range(rng.choice([1, 2, SNIFF_ROWS - 1, SNIFF_ROWS, SNIFF_ROWS + 1, 3000])):
+        sep = rng.choice(",;\t|")
+        lines.append(sep.join(rng.choice(cells) for _ in range(rng.randint(1, 5))))
+    sample = ("\n".join(lines) + "\n")[:SNIFF_SAMPLE]
+    assert _dialect(None, sample).delimiter == _whole_sample_dialect(sample)
+
+
+def test_sniffing_leaves_out_the_row_cut_by_the_samples_end() -> None:
+    from mailctl.core.bulk.rows import SNIFF_SAMPLE, _dialect
+
+    # Whole, the last row would tie ',' with ';' (',' wins ties); it is cut, so ';' wins.
+    sample = ("h1,h2;h3\n" + "x" * (SNIFF_SAMPLE - 100) + ";y\n" + "p,q" + "r" * 200)[:SNIFF_SAMPLE]
+    assert _dialect(None, sample).delimiter == _whole_sample_dialect(sample) == ";"

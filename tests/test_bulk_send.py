@@ -12,9 +12,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -347,12 +350,30 @@ def test_a_signal_stops_cleanly_and_the_resume_sends_the_rest_once(
     assert len(stored) == 200 and set(stored.values()) == {1}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.fixture
+def tmpfs_folder() -> Iterator[Path]:
+    """A folder in RAM (/dev/shm): a journal there commits in microseconds, so the send loop
+    uses it from its own thread rather than the journal thread (engine.Worker)."""
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    with tempfile.TemporaryDirectory(prefix="mailctl-test-", dir="/dev/shm") as name:
+        yield Path(name)
+
+
+# Seeds 1-4: the journal on disk (claims committed on the journal thread); 5-6: in RAM
+# (claims committed inline, between the loop's writes).
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_kill_9_at_a_random_moment_loses_nothing_and_sends_nothing_twice(
-    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink], seed: int
+    files: Callable[..., tuple[Path, Path]],
+    sink: Callable[..., Sink],
+    seed: int,
+    request: pytest.FixtureRequest,
 ) -> None:
     rows = 1500
     csv, template = files(rows)
+    if seed > 4:
+        folder: Path = request.getfixturevalue("tmpfs_folder")
+        csv, template = Path(shutil.copy(csv, folder)), Path(shutil.copy(template, folder))
     server_ = sink("--latency", "2", "--latency-on", "eod")
     rng = random.Random(seed)
     # Killed once the sink has stored a random number of messages (seed 4: at once, maybe
@@ -718,3 +739,57 @@ def test_the_feed_sends_rows_kept_rendered_without_parsing_the_csv_again(
             assert f"\r\nMessage-ID: {record.message_id}\r\n".encode() in job.payload.data
         states = {r.identity: r.state for r in journal.records()}
         assert set(states.values()) == {RowState.IN_FLIGHT}
+
+
+def test_the_journal_is_used_inline_only_while_commits_are_cheap_and_one_thread_at_a_time() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailctl.core.bulk.engine import Worker
+
+    cheap = False
+    here = threading.get_ident()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        worker = Worker(executor, cheap=lambda: cheap)
+        assert worker.call(threading.get_ident).result() != here  # dear commits: the thread
+        gate = threading.Event()
+        busy = worker.call(gate.wait, 10)  # still running on the thread
+        cheap = True
+        after = worker.call(threading.get_ident)  # not beside it: after it, on the thread
+        assert not after.done()
+        gate.set()
+        assert busy.result() and after.result() != here
+        assert worker.call(threading.get_ident).result() == here  # cheap, idle: inline
+        failed = worker.call(int, "x")  # inline, an error is handed over, not raised
+        with pytest.raises(ValueError):
+            failed.result()
+        cheap = False
+        assert worker.call(threading.get_ident).result() != here
+
+
+def test_the_send_loop_runs_on_uvloop_when_installed_and_asyncio_without(
+    files: Callable[..., tuple[Path, Path]], sink: Callable[..., Sink]
+) -> None:
+    from mailctl.core.bulk.engine import loop_factory
+
+    uvloop = pytest.importorskip("uvloop")
+    assert loop_factory() is uvloop.new_event_loop  # every other test here sends on it
+    csv, template = files(30)
+    server_ = sink()
+    # Without uvloop (Windows, or not installed): asyncio's loop, the same result.
+    code = (
+        "import sys; sys.modules['uvloop'] = None\n"
+        "from mailctl.core.bulk.engine import loop_factory\n"
+        "assert loop_factory() is None\n"
+        "sys.argv = ['mailctl', *sys.argv[1:]]\n"
+        "from mailctl.__main__ import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "bulk-send", str(csv), str(template), "--send", "--json",
+         "--server", f"127.0.0.1:{server_.port}", "--no-tls"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["data"]["sent"] == 30
+    stored = server_.stored()
+    assert len(stored) == 30 and set(stored.values()) == {1}

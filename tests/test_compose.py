@@ -771,3 +771,11 @@ def test_text_cte_by_line_length_and_bytes(text: str, cte: str) -> None:
     from mailctl.mime.compose import text_cte
 
     assert text_cte(text) == cte
+
+
+@given(st.text(alphabet=st.sampled_from([chr(c) for c in range(0, 0x82)] + ["é", "\u2028"])))
+@settings(max_examples=2000, deadline=None)
+def test_plain_7bit_is_the_regex_it_replaces(text: str) -> None:
+    from mailctl.mime.compose import _PLAIN_7BIT, plain_7bit
+
+    assert plain_7bit(text) == (_PLAIN_7BIT.fullmatch(text) is not None), repr(text)

@@ -550,3 +550,75 @@ def test_clean_encoded_words_in_odd_charsets_still_mean_their_text(tmp_path: Pat
     ):
         result = _cli([*BASE, "--subject", word], tmp_path)
         assert result.exit_code == 0, result.stdout
+
+
+# Every character the full check refuses, some it accepts, and the encoded-word marker.
+_SUSPECT = st.sampled_from(
+    [chr(c) for c in range(0x00, 0x21)]
+    + [chr(c) for c in range(0x7F, 0xA1)]
+    + ["\u2028", "\u2029", "\ud800", "\udcff", "\u00a0", "\u3000", "é", "a", "=", "?", " "]
+)
+
+
+@given(value=st.text(alphabet=_SUSPECT, max_size=12))
+@settings(max_examples=3000, deadline=None)
+def test_the_fast_clean_check_accepts_nothing_the_full_check_refuses(value: str) -> None:
+    # header_safety._clean skips the full check for printable text without "=?" (bulk-send
+    # checks several values a row): it must never let through what the full check refuses.
+    from mailctl.mime import header_safety
+
+    controls = (
+        "\r" in value
+        or "\n" in value
+        or "\x00" in value
+        or header_safety._OTHER_CONTROLS.search(value) is not None
+    )
+    full = header_safety.non_utf8(value) is None and not controls
+    assert (header_safety.line_problem(value) is not None) == controls, repr(value)
+    if header_safety._clean(value):
+        assert full, repr(value)
+    if not full:
+        with pytest.raises((HeaderInjectionError, InputDataError)):
+            header_safety.require_clean("field", value)
+
+
+_FOLDABLE = st.sampled_from(
+    [
+        "a",
+        "Z",
+        " ",
+        "\t",
+        "=",
+        "?",
+        "é",
+        "\u00a0",
+        "\r",
+        "\x7f",
+        "\u2028",
+        "x" * 30,
+        "=?utf-8?q?a?=",
+    ]
+)
+
+
+@given(
+    name=st.sampled_from(["Subject", "Message-ID", "X-Campaign", "X\rBad"]),
+    text=st.lists(_FOLDABLE, max_size=8).map("".join),
+    utf8=st.booleans(),
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_short_line_fast_path_folds_as_the_full_path(name: str, text: str, utf8: bool) -> None:
+    # WirePolicy.fold_text writes a short printable line directly (bulk-send's Subject and
+    # Message-ID of every row): the same text, or the same refusal, as the full path.
+    from mailctl.mime.wire_policy import wire_policy
+
+    policy = wire_policy(utf8=utf8)
+    try:
+        expected: str | type[Exception] = policy._fold_text_full(name, text)
+    except (HeaderInjectionError, InputDataError) as err:
+        expected = type(err)
+    try:
+        got: str | type[Exception] = policy.fold_text(name, text)
+    except (HeaderInjectionError, InputDataError) as err:
+        got = type(err)
+    assert got == expected

@@ -387,3 +387,19 @@ def test_encoded_words_keep_spaces_at_word_boundaries() -> None:
     assert data.isascii()
     words = re.findall(rb"=\?utf-8\?b\?([A-Za-z0-9+/=]+)\?=", data)
     assert "".join(base64.b64decode(w).decode() for w in words) == name
+
+
+def test_validated_domains_are_remembered_in_bounded_memory_and_bad_ones_never() -> None:
+    # bulk-send validates the same few domains on every row: the answer is kept, bounded.
+    from mailctl.errors import AddressError
+    from mailctl.mime import domains
+
+    assert domains.validate_domain("To", "bücher.example") == "xn--bcher-kva.example"
+    assert domains.validate_domain("Cc", "bücher.example") == "xn--bcher-kva.example"
+    for field in ("To", "Cc"):  # refused every time, naming the field asked about
+        with pytest.raises(AddressError, match=f"^{field}: domain"):
+            domains.validate_domain(field, "-bad.example")
+    assert "-bad.example" not in domains._VALID
+    for n in range(domains._VALID_MAX * 2):
+        domains.validate_domain("To", f"d{n}.example")
+    assert len(domains._VALID) <= domains._VALID_MAX

@@ -7,9 +7,11 @@ in order, it just does not say so). Without the advertisement, the lock-step fal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from postfix_tools import SinkFactory, smtp_sink_factory_fixture  # noqa: F401
 from servers.scripted_smtp import Reply, ScriptedFactory, standard_reply
 from servers.smtp_server import SmtpServerFactory, SmtpTestServer
@@ -312,3 +314,41 @@ async def test_a_421_after_the_refusals_past_354_is_named(
     assert (result.status, result.reason) == (TransactionStatus.REFUSED, "550"), result.error
     assert result.error is not None and "550 5.1.1 no such user" in result.error
     assert "then it closed the connection: 421 4.3.2 scripted.test closing" in result.error
+
+
+_ADDRESS_CHARS = st.sampled_from(
+    ["a", "@", ".", "x.test", " ", "<", ">", '"', "\\", "\t", "\x00", "\x7f", "\x85", "é", "\udcff"]
+)
+
+
+@given(address=st.lists(_ADDRESS_CHARS, max_size=6).map("".join), smtputf8=st.booleans())
+@settings(max_examples=3000, deadline=None)
+def test_the_envelope_fast_path_is_the_full_check(address: str, smtputf8: bool) -> None:
+    # envelope_path writes printable ASCII without blanks, quotes or <> directly (twice a
+    # message in a bulk run): the same bytes, or the same refusal, as the full checks.
+    from mailctl.errors import AddressError
+    from mailctl.protocols.smtp.envelope import _checked_path, envelope_path
+
+    def outcome(call: Callable[[], bytes]) -> bytes | type[Exception]:
+        try:
+            return call()
+        except (AddressError, InputDataError) as err:
+            return type(err)
+
+    got = outcome(lambda: envelope_path("recipient", address, smtputf8=smtputf8, allow_empty=False))
+    full = outcome(lambda: _checked_path("recipient", address, smtputf8=smtputf8))
+    assert got == full, repr(address)
+
+
+@given(lines=st.lists(st.integers(0, 1200), min_size=1, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_a_long_line_is_named_whatever_its_place(lines: list[int]) -> None:
+    from mailctl.protocols.smtp.envelope import MAX_LINE_OCTETS, require_short_lines
+
+    wire = b"\r\n".join(b"x" * n for n in lines) + b"\r\n"
+    too_long = [number for number, n in enumerate(lines, start=1) if n > MAX_LINE_OCTETS]
+    if not too_long:
+        require_short_lines(wire)
+        return
+    with pytest.raises(InputDataError, match=f"message line {too_long[0]} is"):
+        require_short_lines(wire)

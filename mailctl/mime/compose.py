@@ -74,7 +74,8 @@ _BUILD: Final = wire_policy().clone(cte_type="7bit")
 # RFC 2392: the Content-ID of an inline part is what `cid:` URLs in the HTML name. No '?':
 # it starts a URL query, and "=?" would be decoded as an RFC 2047 word in the headers.
 _CID_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+=^_`{|}~.@-]+")
-_PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")
+_PLAIN_7BIT: Final = re.compile(r"[\t\n\x20-\x7e]*")  # what plain_7bit() accepts
+_CONTROLS_7BIT: Final = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 _MAX_7BIT_LINE: Final = 78  # longer lines go out encoded (RFC 5322 2.1.1)
 _HIGH_BYTES: Final = bytes(range(128, 256))
 _COMPRESSED: Final = {
@@ -288,11 +289,23 @@ def _fill(node: MIMEPart, spec: _Text | _File | _Multi) -> None:
         node.set_payload(children)
 
 
+def plain_7bit(text: str) -> bool:
+    """True for text of printable ASCII, tabs and line feeds only (_PLAIN_7BIT's language).
+
+    Two C passes (ASCII? then no control left after deleting them) instead of the regex
+    engine's per-character loop: ~3 -> ~1.5 us on a 2 KB body, paid per bulk-send row.
+    """
+    if not text.isascii():
+        return False
+    data = text.encode("ascii")
+    return len(data.translate(None, _CONTROLS_7BIT)) == len(data)
+
+
 def text_cte(text: str) -> str:
     """7bit for short-lined printable ASCII, else the cheaper of quoted-printable and base64."""
     # Line lengths by split (C speed), not a `[^\n]{79}` search, which rescans each line
     # from every position: ~36 us against ~2 us on a 2 KB body, paid per bulk-send row.
-    if _PLAIN_7BIT.fullmatch(text) and max(map(len, text.split("\n"))) <= _MAX_7BIT_LINE:
+    if plain_7bit(text) and max(map(len, text.split("\n"))) <= _MAX_7BIT_LINE:
         return "7bit"
     data = text.encode("utf-8")
     high = len(data) - len(data.translate(None, _HIGH_BYTES))

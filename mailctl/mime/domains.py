@@ -18,6 +18,9 @@ __all__ = ["validate_domain"]
 
 # RFC 1035 2.3.1 / RFC 5321 4.1.2: letters, digits, hyphen; no hyphen at either end.
 _LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Domains found valid, with their A-labels (the answer depends on the domain alone): bounded.
+_VALID: dict[str, str] = {}
+_VALID_MAX: Final = 1024
 
 
 def validate_domain(field: str, domain: str) -> str:
@@ -25,6 +28,17 @@ def validate_domain(field: str, domain: str) -> str:
 
     Raises AddressError naming `field` for empty labels, bad characters or lengths.
     """
+    known = _VALID.get(domain)
+    if known is not None:  # bulk-send checks the same few domains on every row
+        return known
+    ascii_domain = _validate(field, domain)
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[domain] = ascii_domain
+    return ascii_domain
+
+
+def _validate(field: str, domain: str) -> str:
     require_clean(field, domain)
     if not domain:
         raise AddressError(f"{field} has an empty domain")

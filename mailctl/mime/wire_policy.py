@@ -246,6 +246,23 @@ class WirePolicy(_PolicyBase):
         Raises HeaderInjectionError for a control character in `text` or a folded result
         that is not header lines.
         """
+        limit = self.max_line_length or 0
+        if (
+            len(name) + 2 + len(text) <= limit
+            and "=?" not in text
+            and text.isprintable()
+            and name.isprintable()
+            and (self.utf8 or text.isascii())
+            and text[:1] != " "
+            and text.strip(" ")
+        ):
+            # What the steps below return for a short line of printable text (no tab, no
+            # control, nothing a reader could decode), without them: the Subject and the
+            # Message-ID of every bulk-send row.
+            return f"{name}: {text}{self.linesep}"
+        return self._fold_text_full(name, text)
+
+    def _fold_text_full(self, name: str, text: str) -> str:
         if looks_encoded(text):
             # A clean encoded word means its decoded text (README): the header object a
             # message would hold decodes it, and _fold_value writes what that holds.

@@ -11,7 +11,8 @@ unknown (RFC 1047: maybe delivered). `JournalObserver` finishes each row in the 
 (buffered) and the ticker flushes every FLUSH_INTERVAL (one commit for many rows); a row
 counts as sent in the progress and the result only once flushed. A stop (Ctrl-C) takes no
 new row, lets in-flight transactions end (bounded), returns the rows never written to
-pending and flushes.
+pending and flushes. The journal is used from the loop's thread while its commits are
+cheap, else from a thread of its own (Worker); the loop is uvloop's when installed.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from mailctl.protocols.smtp import SessionInfo, SessionOptions, TransactionOutco
 from mailctl.protocols.smtp import TransactionStatus as Status
 from mailctl.serialize import to_data
 
-__all__ = ["PIPELINE_DEPTH", "SendOutcome", "send_rows"]
+__all__ = ["PIPELINE_DEPTH", "SendOutcome", "loop_factory", "send_rows"]
 
 _T = TypeVar("_T")
 # A row's outcome waiting for the journal: identity, state, attempts, reply, queue id,
@@ -68,12 +69,27 @@ Finished = tuple[str, RowState, int, Reply | None, str | None, float | None, str
 # whose commands ride on its final dot (protocols/pipeline, RFC 2920 3.1).
 PIPELINE_DEPTH = 2
 FLUSH_INTERVAL = 0.05  # seconds between journal commits while sending
+# A journal whose recent commits took less than this is used from the event loop's thread
+# (see Worker): tmpfs ~20 us here, a disk's fsync ~200 us to milliseconds.
+INLINE_COMMIT = 100e-6
 _STATES = {
     Status.SENT: RowState.SENT,
     Status.REFUSED: RowState.FAILED,
     Status.TRANSIENT: RowState.DEFERRED,
     Status.UNKNOWN: RowState.UNKNOWN,
 }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the send loop runs on: uvloop's when installed (a dependency except on
+    Windows, as for the sink): every message costs a few loop iterations, which uvloop runs
+    in C (the 2,000-row benchmark's send phase: ~8% less CPU); else asyncio's (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 @dataclass
@@ -101,9 +117,10 @@ class RowFeed:
     validation pass kept rendered (cache.py) needs only its record: the CSV is parsed again
     only as far as the next row the cache does not hold.
 
-    With a `worker` (the one thread that owns the journal while sending), the next batch is
-    prepared and claimed there while the pool sends the current one, so the claim's fsync
-    does not stall the event loop; the pool still gets a job only after its claim returned.
+    With a `worker` whose journal commits cost an fsync, the next batch is prepared and
+    claimed on the journal thread while the pool sends the current one, so the fsync does
+    not stall the event loop; with cheap commits, inline (see Worker). Either way the pool
+    gets a job only after its claim returned.
     """
 
     def __init__(
@@ -281,21 +298,44 @@ def _close_all(*iterators: Iterator[object]) -> None:
 
 
 class Worker:
-    """The one thread that uses the journal while the event loop sends (SQLite commits wait
-    for the disk); None: call in the caller's thread (after the run, or without a loop)."""
+    """Where the journal is used while the event loop sends: the one journal thread when a
+    commit takes long enough to stall the loop (a disk's fsync), else the loop's own thread.
 
-    def __init__(self, executor: ThreadPoolExecutor | None) -> None:
+    A claim must be durable before its rows are sent, so the loop waits for it either way;
+    on the thread it waits for the GIL hand-overs too (the thread takes the GIL back at every
+    SQLite step while the loop runs Python), which cost more than a commit on tmpfs or a
+    fast disk (~20-100 us). So each call runs inline while `cheap()` says the journal's
+    recent commits are (Journal.commit_cost) and nothing sent to the thread is still running
+    (the journal is never used from two threads at once), else on the thread. executor
+    None: always inline (after the run, or without a loop).
+    """
+
+    def __init__(
+        self, executor: ThreadPoolExecutor | None, cheap: Callable[[], bool] | None = None
+    ) -> None:
         self.executor = executor
+        self._cheap = cheap
+        self._last: Future[Any] | None = None  # the thread runs its calls in order
+        self.inline_calls = 0
+        self.thread_calls = 0
 
     def call(self, function: Callable[..., _T], *args: object) -> Future[_T]:
-        if self.executor is None:
-            done: Future[_T] = Future()
-            try:
-                done.set_result(function(*args))
-            except BaseException as err:  # handed to whoever reads the result
-                done.set_exception(err)
-            return done
-        return self.executor.submit(function, *args)
+        executor = self.executor
+        if executor is not None and (
+            self._cheap is None
+            or (self._last is not None and not self._last.done())
+            or not self._cheap()
+        ):
+            self.thread_calls += 1
+            self._last = future = executor.submit(function, *args)
+            return future
+        self.inline_calls += 1
+        done: Future[_T] = Future()
+        try:
+            done.set_result(function(*args))
+        except BaseException as err:  # handed to whoever reads the result
+            done.set_exception(err)
+        return done
 
 
 class JournalObserver:
@@ -500,7 +540,7 @@ async def send_rows(
     hooks = hooks or RunHooks()
     settings = options.settings
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailctl-journal")
-    worker = Worker(executor)
+    worker = Worker(executor, cheap=lambda: journal.commit_cost() < INLINE_COMMIT)
     observer = JournalObserver(journal, hooks, (settings.host, settings.port), worker)
     pool = _pool(request, options, observer)
     observer.pool = pool

@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # the send loop (asyncio, the pool, the SMTP client): --send 
 
 __all__ = ["bulk_send"]
 
+# Valid rows added to the journal at once (journal.add_many): rendered messages held meanwhile.
+ADD_BATCH = 256
 _DONE = frozenset({RowState.SENT, RowState.FAILED, RowState.UNKNOWN, RowState.DUPLICATE})
 
 
@@ -90,8 +92,30 @@ def _validate(
     shown: list[Row] = []
     sendable = _sendable(request)
     domain = "localhost"  # the last sender's domain: the stand-in ID's length
+    # Valid rows wait here (rendered) to be added to the journal a batch at a time, in order.
+    batch: list[tuple[Row, RenderedMessage, str]] = []
+
+    def add_batch() -> None:
+        records = journal.add_many(
+            [(row, recipient_key(rendered), _domain(rendered)) for row, rendered, _ in batch],
+            allow_duplicates=request.allow_duplicates,
+        )
+        for (row, rendered, stand_in), record in zip(batch, records, strict=True):
+            if record.state is RowState.DUPLICATE:
+                result.duplicates += 1
+            elif record.state in _DONE and record.state not in sendable:
+                result.skipped_done += 1
+            if record.state in sendable:
+                result.to_send += 1
+                if len(shown) < request.sample:
+                    shown.append(row)
+                if cache is not None:
+                    cache.put(row.identity, rendered, stand_in, record.message_id)
+        batch.clear()
+
     for row in source:
         if stop is not None and stop.stopping:
+            add_batch()
             journal.flush()
             raise InterruptedByUser(
                 f"interrupted during the validation pass (row {row.index:,}): nothing was sent"
@@ -107,31 +131,25 @@ def _validate(
             if len(result.invalid_rows) < MAX_INVALID_LISTED:
                 result.invalid_rows.append(_invalid(row, err))
             if request.skip_invalid:
+                add_batch()  # the journal sees the rows in the CSV's order
                 record = journal.add(row, recipient="")
                 if record.state not in _DONE:
                     text = f"{err.code}: {err.message}"
                     journal.finish(row.identity, RowState.FAILED, attempts=0, text=text)
             continue
         result.valid += 1
-        domain = rendered.sender.addr_spec.rpartition("@")[2]
-        record = journal.add(
-            row,
-            recipient=recipient_key(rendered),
-            allow_duplicates=request.allow_duplicates,
-            domain=domain,  # of the Message-ID
-        )
-        if record.state is RowState.DUPLICATE:
-            result.duplicates += 1
-        elif record.state in _DONE and record.state not in sendable:
-            result.skipped_done += 1
-        if record.state in sendable:
-            result.to_send += 1
-            if len(shown) < request.sample:
-                shown.append(row)
-            if cache is not None:
-                cache.put(row.identity, rendered, stand_in, record.message_id)
+        domain = _domain(rendered)
+        batch.append((row, rendered, stand_in))
+        if len(batch) >= ADD_BATCH:
+            add_batch()
+    add_batch()
     journal.flush()
     return shown
+
+
+def _domain(rendered: RenderedMessage) -> str:
+    """The sender's domain: the domain of the row's Message-ID."""
+    return rendered.sender.addr_spec.rpartition("@")[2]
 
 
 def _preview(template: MessageTemplate, journal: Journal, rows: list[Row]) -> list[Preview]:
@@ -219,7 +237,7 @@ def bulk_send(
             return result
         outcome = _send(
             request, server, template, journal, result,
-            hooks=hooks, progress=progress, stop=stop, cache=cache,
+            source=source, hooks=hooks, progress=progress, stop=stop, cache=cache,
         )  # fmt: skip
         _write_outputs(request, journal)
         if hooks.events is not None:
@@ -271,15 +289,18 @@ def _send(
     journal: Journal,
     result: BulkResult,
     *,
+    source: CsvSource,
     hooks: RunHooks,
     progress: ProgressCallback | None,
     stop: StopSwitch,
     cache: RenderCache,
 ) -> SendOutcome:
-    """The send loop over the rows the journal says are still to send; fills `result`."""
+    """The send loop over the rows the journal says are still to send; fills `result`.
+    `source`: the validation pass's, read again (its dialect is not sniffed twice, and a
+    file changed since that pass is noticed)."""
     import asyncio
 
-    from mailctl.core.bulk.engine import SendOutcome, send_rows
+    from mailctl.core.bulk.engine import SendOutcome, loop_factory, send_rows
     from mailctl.protocols.smtp import SessionOptions
 
     sendable = _sendable(request)
@@ -296,13 +317,13 @@ def _send(
     options = SessionOptions(
         settings=server.settings, secret=server.secret, ehlo_name=server.ehlo_name
     )
-    source = CsvSource(request.csv, delimiter=request.delimiter, encoding=request.encoding)
-    outcome = asyncio.run(
-        send_rows(
-            request, options, template, journal, source, total=total, sendable=sendable,
-            progress=progress, stop=stop, hooks=hooks, cache=cache,
-        )
-    )  # fmt: skip
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        outcome = runner.run(
+            send_rows(
+                request, options, template, journal, source, total=total, sendable=sendable,
+                progress=progress, stop=stop, hooks=hooks, cache=cache,
+            )
+        )  # fmt: skip
     counts = outcome.counts
     result.invalid += outcome.invalid
     room = MAX_INVALID_LISTED - len(result.invalid_rows)

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from aiosmtplib.errors import (
     SMTPDataError,
@@ -435,10 +435,12 @@ class SmtpSession:
             client = self._client
             transport = client.transport
             protocol = client.protocol
-            if not isinstance(transport, asyncio.Transport) or protocol is None:
+            # Duck-typed: uvloop's transports (bulk-send's loop) are not asyncio.Transport
+            # subclasses, and they can change protocols too.
+            if transport is None or not hasattr(transport, "set_protocol") or protocol is None:
                 raise ConnectionLostError(f"the connection to {self._where} is closed")
             try:
-                yield transport
+                yield cast(asyncio.Transport, transport)
             finally:
                 if transport.is_closing() or client.protocol is not protocol:
                     client.close()
