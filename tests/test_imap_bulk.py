@@ -138,9 +138,7 @@ def fetch_command(peer: Peer) -> tuple[bytes, bytes]:
     peer.send(tag + b" OK logged in\r\n")
     tag, rest = command(peer)
     assert rest.startswith(b"EXAMINE"), rest
-    peer.send(
-        b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-ONLY] selected\r\n"
-    )
+    peer.send(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
     tag, rest = command(peer)
     assert rest.startswith(b"UID FETCH "), rest
     if rest.endswith(b" (UID RFC822.SIZE)"):
