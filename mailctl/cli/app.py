@@ -48,6 +48,12 @@ def _register_bulk_send(app: typer.Typer) -> None:
     app.command("bulk-send")(bulk_send.bulk_send_command)
 
 
+def _register_parse(app: typer.Typer) -> None:
+    from mailctl.cli import parse
+
+    app.command("parse")(parse.parse_command)
+
+
 def _register_completion(app: typer.Typer) -> None:
     from mailctl.cli import completion
 
@@ -92,6 +98,11 @@ _COMMANDS = lazy_group(
         "bulk-send",
         "Send one personalised message per CSV row: dry run first, resumable, never twice.",
         _register_bulk_send,
+    ),
+    LazyCommand(
+        "parse",
+        "Read a message (.eml or stdin) as data: headers, bodies, attachments, hops, verdicts.",
+        _register_parse,
     ),
     LazyCommand("completion", "Print a shell completion script.", _register_completion),
     LazyCommand(

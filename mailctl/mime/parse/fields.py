@@ -16,6 +16,7 @@ from mailctl.mime.parse.model import AddressInfo
 __all__ = ["addresses", "date_of", "first", "iso_date", "message_ids"]
 
 # RFC 5322 3.6.4: msg-id is "<" id-left "@" id-right ">"; read leniently (no '@' needed).
+_NAME_ADDR: Final = re.compile(r"([^<>,]*)<([^<>\s,]+@[^<>\s,]+)>")
 _MSG_ID: Final = re.compile(r"<[^<>\s]{1,998}>")
 
 
@@ -54,11 +55,17 @@ def _utf8(value: str) -> str:
 
 
 def _lenient(value: str) -> list[AddressInfo]:
+    """What the legacy parser finds that looks like an address; else the text as a name."""
+    text = _utf8(value)
+    single = _NAME_ADDR.fullmatch(text.strip())
+    if single is not None:  # `Name <a@b>` with something the strict parsers refuse in Name
+        return [AddressInfo(header_text(single.group(1).strip().strip('"')), single.group(2))]
     try:
-        pairs = getaddresses([_utf8(value)])
+        pairs = getaddresses([text])
     except Exception:  # the legacy parser has its own odd failures
-        return []
-    return [AddressInfo(header_text(name), addr) for name, addr in pairs if addr]
+        pairs = []
+    found = [AddressInfo(header_text(name), addr) for name, addr in pairs if "@" in addr]
+    return found or ([AddressInfo(header_text(text), "")] if text.strip() else [])
 
 
 def date_of(headers: list[tuple[str, str]]) -> tuple[str | None, str | None]:

@@ -26,7 +26,7 @@ from mailctl.mime.parse.parts import Leaf, leaves
 from mailctl.mime.parse.received import received_hops
 from mailctl.mime.parse.tree import parse_tree, walk
 
-__all__ = ["attachment_parts", "parse_message", "summarize"]
+__all__ = ["attachment_parts", "parse_message", "parse_with_parts", "summarize"]
 
 _DEFAULT: Final = ParseLimits()
 _UNSUBSCRIBE: Final = re.compile(r"<([^<>\s]{1,2000})>")
@@ -40,12 +40,23 @@ def parse_message(data: bytes, *, limits: ParseLimits = _DEFAULT) -> ParsedMessa
     replacement, attachments hashed; what was read leniently is listed in `problems`.
     Raises MessageParseError (65) naming the ParseLimits bound that tripped.
     """
+    return parse_with_parts(data, limits=limits)[0]
+
+
+def parse_with_parts(
+    data: bytes, *, limits: ParseLimits = _DEFAULT
+) -> tuple[ParsedMessage, tuple[AttachmentPart, ...]]:
+    """parse_message and attachment_parts from one parse (to save what is described).
+
+    Raises MessageParseError (65) as parse_message does.
+    """
     tree = parse_tree(data, limits)
     headers = raw_headers(tree)
     problems: list[str] = []
     text: list[str] = []
     html: list[str] = []
     attachments: list[AttachmentInfo] = []
+    parts: list[AttachmentPart] = []
     for leaf in leaves(tree, limits):
         if leaf.is_body:
             decoded, problem = part_text(leaf.part, leaf.payload)
@@ -54,11 +65,12 @@ def parse_message(data: bytes, *, limits: ParseLimits = _DEFAULT) -> ParsedMessa
             (html if leaf.content_type == "text/html" else text).append(decoded)
         else:
             attachments.append(_info(leaf))
+            parts.append(_part(leaf))
     date, date_iso = date_of(headers)
     unsubscribe = first(headers, "List-Unsubscribe")
     one_click = first(headers, "List-Unsubscribe-Post")
     problems.extend(_defects(tree))
-    return ParsedMessage(
+    parsed = ParsedMessage(
         size=len(data),
         subject=_decoded(first(headers, "Subject")),
         from_=addresses(headers, "From", problems),
@@ -84,6 +96,7 @@ def parse_message(data: bytes, *, limits: ParseLimits = _DEFAULT) -> ParsedMessa
         headers=tuple(HeaderField(name, header_text(value)) for name, value in headers),
         problems=tuple(dict.fromkeys(problems))[:_MAX_PROBLEMS],
     )
+    return parsed, tuple(parts)
 
 
 def _decoded(value: str | None) -> str | None:
@@ -128,15 +141,18 @@ def attachment_parts(data: bytes, *, limits: ParseLimits = _DEFAULT) -> Iterator
     safe. Raises MessageParseError (65) as parse_message does, before the first part.
     """
     tree = parse_tree(data, limits)
-    found = [leaf for leaf in leaves(tree, limits) if not leaf.is_body]
-    for leaf in found:
-        yield AttachmentPart(
-            name=leaf.name,
-            content_type=leaf.content_type,
-            content_id=leaf.content_id,
-            inline=_inline(leaf),
-            payload=leaf.payload,
-        )
+    found = [_part(leaf) for leaf in leaves(tree, limits) if not leaf.is_body]
+    yield from found
+
+
+def _part(leaf: Leaf) -> AttachmentPart:
+    return AttachmentPart(
+        name=leaf.name,
+        content_type=leaf.content_type,
+        content_id=leaf.content_id,
+        inline=_inline(leaf),
+        payload=leaf.payload,
+    )
 
 
 def summarize(data: bytes, *, limits: ParseLimits = _DEFAULT) -> MessageSummary:
