@@ -18,8 +18,8 @@ _FALLBACK: Final = "utf-8"
 def charset_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
     """Decode `data` in `charset` with replacement; (text, problem or None).
 
-    An unknown charset, or one that is not a text encoding (`base64`, `rot13`), is read as
-    UTF-8 with replacement, and the problem says so; so is a charset's own failure.
+    An unknown charset, one that is not a text encoding (`base64`, `rot13`), or one whose
+    codec fails (`idna` cannot replace) is read as UTF-8 with replacement; the problem says so.
     """
     name = (charset or "").strip().strip('"').lower()
     if not name or name in ("us-ascii", "ascii"):
@@ -30,7 +30,8 @@ def charset_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
     except (LookupError, ValueError, TypeError, UnicodeError):
         # bytes.decode raises LookupError for unknown names and for codecs that are not
         # text encodings; some codecs do not support "replace" (idna) and raise instead.
-        return data.decode(_FALLBACK, "replace"), f"unknown charset {name[:40]!r}, read as UTF-8"
+        problem = f"charset {name[:40]!r} is unknown or cannot decode, read as UTF-8"
+        return data.decode(_FALLBACK, "replace"), problem
 
 
 def _raw_value_text(value: str) -> str:

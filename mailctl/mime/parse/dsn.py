@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+import quopri
 import re
 from email.message import Message
 from typing import Final
@@ -36,24 +38,51 @@ def dsn_of(message: Message) -> DsnInfo | None:
 def _blocks(part: Message) -> list[Block]:
     """The field groups of a delivery-status body (RFC 3464 2.1), lower-cased names."""
     payload = part.get_payload()
-    if isinstance(payload, list):  # the email package parsed each group as a header block
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    blocks = (
+        [block for block in payload if isinstance(block, Message)]
+        if isinstance(payload, list)
+        else []
+    )
+    if blocks and encoding not in ("base64", "quoted-printable"):
+        # The email package parsed each group as a header block (RFC 3464 2.1).
         return [
             {name.lower(): header_text(str(value)) for name, value in block.raw_items()}
-            for block in payload
-            if isinstance(block, Message)
+            for block in blocks
         ]
-    # Sent base64-encoded (or read as text): split the groups ourselves.
-    text, _problem = charset_text(part_bytes(part), "utf-8")
+    if blocks:  # encoded: the groups it made hold the encoded lines; put them back together
+        raw = "".join(_block_source(block) for block in blocks).encode("ascii", "replace")
+        data = _decode(raw, encoding)
+    else:
+        data = part_bytes(part)
+    text, _problem = charset_text(data, "utf-8")
     out: list[Block] = []
     for group in _BLANK_LINE.split(text):
         block: Block = {}
-        for line in _FOLD.sub(" ", group).splitlines():
+        for line in _FOLD.sub("", group).splitlines():
             name, colon, value = line.partition(":")
             if colon and name.strip():
                 block.setdefault(name.strip().lower(), header_text(value))
         if block:
             out.append(block)
     return out
+
+
+def _block_source(block: Message) -> str:
+    head = "".join(f"{name}:{value}\n" for name, value in block.raw_items())
+    body = block.get_payload()
+    return head + (body if isinstance(body, str) else "")
+
+
+def _decode(raw: bytes, encoding: str) -> bytes:
+    if encoding == "quoted-printable":
+        return quopri.decodestring(raw)
+    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+    clean = clean[: len(clean) - len(clean) % 4]
+    try:
+        return binascii.a2b_base64(clean)
+    except binascii.Error:
+        return b""
 
 
 def _typed(value: str | None) -> str | None:

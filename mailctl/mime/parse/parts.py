@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.generator import BytesGenerator
@@ -16,6 +17,8 @@ from mailctl.mime.parse.tree import walk
 
 __all__ = ["Leaf", "leaves"]
 
+# RFC 2045 5.1: type "/" subtype, each a token (lower-cased by the email package).
+_TYPE: Final = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+/[a-z0-9!#$%&'*+.^_`|~-]+")
 _BODY_TYPES: Final = frozenset({"text/plain", "text/html"})
 # Parts that describe the message rather than carry content of their own.
 _REPORT_TYPES: Final = frozenset(
@@ -63,7 +66,9 @@ def _name(part: Message) -> str | None:
 
 
 def _content_type(part: Message) -> str:
-    return safe(part.get_content_type) or "application/octet-stream"
+    """The part's type; RFC 2045 5.2: an invalid one (`text/`, `;;`) means text/plain."""
+    found = safe(part.get_content_type) or ""
+    return found if _TYPE.fullmatch(found) else "text/plain"
 
 
 def _message_bytes(part: Message) -> bytes:
@@ -90,7 +95,11 @@ def leaves(message: Message, limits: ParseLimits) -> Iterator[Leaf]:
     for part, _depth in walk(message):
         content_type = _content_type(part)
         maintype = content_type.partition("/")[0]
-        if maintype == "multipart" or content_type in _REPORT_TYPES:
+        if maintype == "multipart" and not part.is_multipart():
+            # No boundary, or none found (RFC 2046 5.1.1): the email package keeps the whole
+            # body as text, and so does every mail reader; it is shown, not lost.
+            content_type, maintype = "text/plain", "text"
+        elif maintype == "multipart" or content_type in _REPORT_TYPES:
             continue
         if part.is_multipart() and maintype != "message":
             continue
