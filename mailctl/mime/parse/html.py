@@ -21,6 +21,7 @@ _BLOCKS: Final = frozenset(
 _HIDDEN: Final = frozenset({"script", "style", "head", "template", "noscript", "title"})
 _TAG: Final = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]{0,30})?[^<>]*>")
 _SPACES: Final = re.compile(r"[ \t\r\f\v\n]+")
+_SPACES_ONLY: Final = re.compile(r"[ \t]{2,}")
 _BLANK_LINES: Final = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 
@@ -46,11 +47,11 @@ def html_text(html: str) -> str:
         closing, name = tag.group(1), (tag.group(2) or "").lower()
         position = tag.end()
         if name in _HIDDEN and not closing:
-            end = re.compile(rf"</{name}\s*>", re.IGNORECASE).search(html, position)
-            position = size if end is None else end.end()
+            closed = re.compile(rf"</{name}\s*>", re.IGNORECASE).search(html, position)
+            position = size if closed is None else closed.end()
         elif name in _BLOCKS:
             out.append("\n")
-    lines = "".join(out).split("\n")
+    lines = _SPACES_ONLY.sub(" ", "".join(out)).split("\n")
     return _BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in lines)).strip()
 
 
