@@ -3,10 +3,14 @@ with their tests (issue 10: one parser), now bounded by ParseLimits."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from mailctl.cli.app import app
 from mailctl.errors import AddressError, InputDataError, MessageTooLargeError
 from mailctl.inputs import DEFAULT_MAX_INPUT
 from mailctl.mime.compose import ComposeRequest, compose
@@ -110,3 +114,21 @@ def test_header_recipients_of_a_composed_message() -> None:
     )
     assert [m.addr_spec for m in header_recipients(message)] == ["bob@example.net", "j@example.org"]
     assert envelope_sender(message) == SENDER
+
+
+def test_send_eml_is_parsed_within_the_same_limits(tmp_path: Path) -> None:
+    """`send --eml` (and sendmail mode, the same core path) reads through mime.parse: a 1 MB
+    header line, which main accepted and sent, is refused before anything is sent."""
+    eml = tmp_path / "big.eml"
+    eml.write_bytes(
+        b"From: a@example.org\r\nTo: b@example.org\r\nSubject: "
+        + b"x" * (1024 * 1024)
+        + b"\r\n\r\nhi\r\n"
+    )
+    result = CliRunner().invoke(
+        app, ["send", "--dry-run", "--eml", str(eml), "--to", "c@example.org", "--json"]
+    )
+    assert result.exit_code == 65, result.output
+    error = json.loads(result.stdout)["errors"][0]
+    assert error["code"] == "message_unparseable"
+    assert "ParseLimits.max_header_line" in error["message"]
