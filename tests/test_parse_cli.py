@@ -172,3 +172,22 @@ def test_an_attachment_folder_that_cannot_be_made_is_73(tmp_path: Path) -> None:
     )
     assert "attachment folder" in line
     assert code == 73 and error["code"] == "cant_create"
+
+
+def test_json_output_escapes_what_a_terminal_would_act_on() -> None:
+    """--json printed to a terminal: json.dumps escapes C0 controls (ESC) but, with
+    ensure_ascii off, writes C1 controls (U+009B is CSI), bidi overrides and line separators
+    raw. They are written as JSON escapes instead: the same data, nothing a terminal acts on."""
+    raw = (
+        "Subject: a\u202eb \u009b2J c\u2028d\u2029e \x7f\r\n"
+        "From: =?utf-8?q?=C2=9B31m?= <a@example.org>\r\n\r\nbody \u2066x\u2069\r\n"
+    ).encode()
+    result = runner.invoke(app, ["parse", "-", "--json"], input=raw)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for char in ("\u202e", "\u009b", "\u2028", "\u2029", "\x7f", "\u2066", "\u2069", "\x1b"):
+        assert char not in out, repr(char)
+    parsed = json.loads(out)["data"]["message"]
+    assert parsed["subject"] == "a\u202eb \u009b2J c\u2028d\u2029e \x7f"
+    assert parsed["from"][0]["name"] == "\u009b31m"
+    assert parsed["text"] == "body \u2066x\u2069\r\n"
