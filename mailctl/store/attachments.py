@@ -113,9 +113,15 @@ class AttachmentFolder:
         self.close()
 
     def close(self) -> None:
+        """Close the folder's descriptor (saves fail after this); closing twice is fine."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        # A caller that forgot close() must not leak a descriptor per folder in a long run.
+        with contextlib.suppress(AttributeError, OSError):
+            self.close()
 
     def save(self, name: str | None, payload: bytes, *, fallback: str = "attachment") -> Path:
         """Write `payload` under the safe form of `name`, or a numbered variant; fsynced.

@@ -169,7 +169,7 @@ def summarize(data: bytes, *, limits: ParseLimits = _DEFAULT) -> MessageSummary:
     count = 0
     problem: str | None = None
     try:
-        count = sum(1 for leaf in leaves(tree, limits) if not leaf.is_body)
+        count = sum(1 for leaf in leaves(tree, limits, payloads=False) if not leaf.is_body)
     except MailctlError as err:
         problem = err.message
     sender = addresses(headers, "From", problems)

@@ -84,13 +84,15 @@ def _message_bytes(part: Message) -> bytes:
     return part_bytes(part)
 
 
-def leaves(message: Message, limits: ParseLimits) -> Iterator[Leaf]:
+def leaves(message: Message, limits: ParseLimits, *, payloads: bool = True) -> Iterator[Leaf]:
     """The parts with content, in document order, bodies marked.
 
     A text/plain or text/html part is a body unless it is an attachment (disposition
     attachment, or a file name with no inline disposition); every other leaf is an
     attachment, and so is an attached message (message/rfc822), which is not entered.
-    Raises MessageParseError when a part's decoded content passes max_part_bytes.
+    Raises MessageParseError when a part's decoded content passes max_part_bytes. Without
+    `payloads` (counting only), nothing is decoded, every payload is empty and the part size
+    is not checked.
     """
     for part, _depth in walk(message):
         content_type = _content_type(part)
@@ -107,7 +109,12 @@ def leaves(message: Message, limits: ParseLimits) -> Iterator[Leaf]:
         name = _name(part)
         cid = safe(lambda: part.get("Content-ID"))  # noqa: B023 - called at once
         content_id = (header_text(cid).strip("<> ") or None) if cid else None
-        payload = _message_bytes(part) if maintype == "message" else part_bytes(part)
+        if not payloads:
+            payload = b""
+        elif maintype == "message":
+            payload = _message_bytes(part)
+        else:
+            payload = part_bytes(part)
         if len(payload) > limits.max_part_bytes:
             limit = limits.max_part_bytes
             what = f"has a part of {len(payload)} bytes, over {describe(limit)}"
