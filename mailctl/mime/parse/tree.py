@@ -95,7 +95,7 @@ class _BoundedParser(_Base):
         super()._parse_headers(lines)  # type: ignore[misc]
 
 
-def _depth_error(limits: ParseLimits) -> Exception:
+def _depth_error(limits: ParseLimits) -> MessageParseError:
     limit = limits.max_depth
     return limit_error(f"nests more than {limit} levels deep", "max_depth", limit)
 
