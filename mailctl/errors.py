@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     """Process exit codes, sysexits(3) values so that cron, git and MTAs understand them."""
 
     OK = 0
+    FOUND = 1  # probe --fail-on: a finding at or above that severity (like grep, linters)
     USAGE = 64  # bad flags or arguments
     DATAERR = 65  # bad input data: header injection, invalid address, bad message
     NOINPUT = 66  # an input file does not exist or cannot be read
@@ -47,6 +48,7 @@ _PRECEDENCE: Final = (
     ExitCode.IOERR,
     ExitCode.TEMPFAIL,
     ExitCode.REGRESSION,
+    ExitCode.FOUND,
     ExitCode.OK,
 )
 
@@ -209,6 +211,12 @@ class NoInputError(MailctlError):
     code = "no_input"
 
 
+class FolderUnavailableError(NoInputError):
+    """An IMAP folder the server will not open (SELECT/EXAMINE or MOVE/COPY answered NO)."""
+
+    code = "folder_unavailable"
+
+
 class CantCreateError(MailctlError):
     exit_code = ExitCode.CANTCREAT
     code = "cant_create"
@@ -264,6 +272,13 @@ class JournalBusyError(TemporaryError):
 class SmtpPermanentError(MailctlError):
     exit_code = ExitCode.UNAVAILABLE
     code = "smtp_permanent"
+
+
+class ServerUnsupportedError(MailctlError):
+    """The server lacks what was asked for (IMAP UIDPLUS for --delete, MOVE/COPY, IDLE)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    code = "server_unsupported"
 
 
 class ProtocolError(MailctlError):

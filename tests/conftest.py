@@ -14,6 +14,8 @@ pytest_plugins = [
     "servers.dovecot",
     "servers.postfix",
     "servers.scripted_smtp",
+    "servers.dns",
+    "servers.probe_servers",
     "fixtures_keyring",
 ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,7 +103,16 @@ ACCOUNT_SET_PASSWORD = {"account", "stored_in_keyring", "warnings"}
 ACCOUNT_REMOVE = {
     "account", "config", "default_account", "deleted_from_keyring", "warnings", "removed",
 }  # fmt: skip
-TLS = {"version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after"}
+# Issue 11 added the verdict, the unknowns (group, OCSP staple) and the chain (one typed
+# protocols.handshake.HandshakeFacts for send, account test and probe): keys added, none renamed.
+TLS = {
+    "version", "cipher", "bits", "peer_subject", "peer_issuer", "not_after", "verified",
+    "verify_code", "verify_message", "group", "ocsp_stapled", "chain",
+}  # fmt: skip
+CERTIFICATE = {
+    "subject", "sans", "issuer", "not_before", "not_after", "days_left", "key_type", "key_bits",
+    "signature_algorithm", "sha256", "self_signed",
+}  # fmt: skip
 ACCOUNT_TEST = {
     "account", "warnings", "checks",
     *(f"checks[].{key}" for key in (
@@ -110,6 +120,7 @@ ACCOUNT_TEST = {
         "authenticated", "auth_mechanism", "capabilities", "timings_ms", "error", "ok",
     )),
     *(f"checks[].tls.{key}" for key in TLS),
+    *(f"checks[].tls.chain[].{key}" for key in CERTIFICATE),
     *(f"checks[].error.{key}" for key in ERROR_ENTRY),
     # Phase names: SMTP as in send; IMAP/POP3 connect (greeting), tls, capability, login.
     *(f"checks[].timings_ms.{phase}" for phase in (
@@ -450,3 +461,112 @@ def test_parse(tmp_path: Path) -> None:
     # An error before any result: the envelope with empty data.
     failed = run(["parse", str(tmp_path / "missing.eml"), "--json"], {}, ["parse"])
     assert failed["data"] == {} and failed["errors"][0]["code"] == "no_input"
+
+
+# -- fetch and folders -----------------------------------------------------------------------
+
+FOLDERS = {
+    "server", "folders", *(f"folders[].{key}" for key in (
+        "name", "delimiter", "flags", "messages", "unseen", "size",
+    )),
+}  # fmt: skip
+FETCHED_MESSAGE = (
+    "uid",
+    "uidvalidity",
+    "number",
+    "uidl",
+    "message_id",
+    "date_iso",
+    "from",
+    "to",
+    "subject",
+    "size",
+    "flags",
+    "attachment_count",
+    "attachments",
+    "path",
+    "problem",
+    "parsed",
+)
+FETCH = {
+    "protocol", "server", "folder", "uidvalidity", "selected", "fetched", "already_fetched",
+    "rekeyed", "deleted", "moved", "watched_ms", "state_file", "messages", "interrupted",
+    *(f"messages[].{key}" for key in FETCHED_MESSAGE),
+    *(f"messages[].attachments[].{key}" for key in ("name", "path", "size", "sha256")),
+}  # fmt: skip
+
+
+def test_fetch_and_folders(tmp_path: Path, dovecot: Any) -> None:
+    """Through an account (its imap and pop3 blocks), as a user would run them."""
+    env = {"MAILCTL_CONFIG": str(tmp_path / "mailctl" / "config.toml")}
+    user = dovecot.add_user()
+    attached = (
+        b"From: a@example.org\r\nSubject: c\r\nMessage-ID: <c@x>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\ntext\r\n--b\r\n'
+        b'Content-Disposition: attachment; filename="f.txt"\r\n\r\nfile\r\n--b--\r\n'
+    )
+    dovecot.seed(attached, user=user.name)
+    imaps = dovecot.settings(Protocol.IMAP, Security.TLS)
+    pop3s = dovecot.settings(Protocol.POP3, Security.TLS)
+    run(
+        [
+            "account", "add", "d", "--from", "me@example.org", "--ca-file", str(dovecot.ca_pem),
+            "--imap-host", imaps.host, "--imap-port", str(imaps.port), "--imap-security", "tls",
+            "--imap-user", user.name, "--pop3-host", pop3s.host, "--pop3-port", str(pop3s.port),
+            "--pop3-security", "tls", "--pop3-user", user.name, "--password-stdin", "--json",
+        ],
+        env, ["account", "add"], stdin=user.password,
+    )  # fmt: skip
+    env["MAILCTL_PASSWORD"] = user.password
+    listed = run(["folders", "-A", "d", "--json"], env, ["folders"])
+    assert key_paths(listed["data"]) == FOLDERS
+    fetched = run(
+        ["fetch", "-A", "d", "--maildir", str(tmp_path / "M"), "--attachments",
+         str(tmp_path / "a"), "--json"],
+        env, ["fetch"],
+    )  # fmt: skip
+    assert fetched["data"]["fetched"] == 1
+    assert key_paths(fetched["data"]) == FETCH
+    popped = run(["fetch", "-A", "d", "--pop3", "--new", "--json"], env, ["fetch"])
+    assert popped["data"]["fetched"] == 1 and popped["data"]["protocol"] == "pop3"
+    assert key_paths(popped["data"]) == FETCH - {
+        f"messages[].attachments[].{key}" for key in ("name", "path", "size", "sha256")
+    }
+    full = run(["fetch", "-A", "d", "--full", "--json"], env, ["fetch"])
+    assert isinstance(full["data"]["messages"][0]["parsed"], dict)
+
+
+FINDING = {"severity", "code", "subject", "message", "fix"}
+PROBE = {
+    "hosts", "findings", *(f"findings[].{key}" for key in FINDING), "fail_on", "worst",
+    *(f"hosts[].{key}" for key in (
+        "host", "port", "protocol", "probed", "mx_name", "banner", "esmtp",
+        "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls",
+        "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst",
+        "findings",
+    )),
+    *(f"hosts[].tls.{key}" for key in TLS),
+    *(f"hosts[].tls.chain[].{key}" for key in CERTIFICATE),
+    *(f"hosts[].versions[].{key}" for key in (
+        "version", "offered", "cipher", "reason", "elapsed_ms",
+    )),
+    *(f"hosts[].findings[].{key}" for key in FINDING),
+}  # fmt: skip
+
+
+def test_probe(probe_server: Any, probe_certs: Any) -> None:
+    """A host with findings and one that could not be reached: every key appears."""
+    server = probe_server(cert="expired")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]
+    probed = run(
+        ["probe", f"127.0.0.1:{server.port}", f"127.0.0.1:{closed}", "-p", "submission",
+         "--ca-file", str(probe_certs.ca_file), "--json", "--fail-on", "error"],
+        {}, ["probe"],
+    )  # fmt: skip
+    assert (probed["status"], probed["exit_code"]) == ("partial", 1)
+    assert key_paths(probed["data"], maps=["hosts[].timings_ms"]) == PROBE - {
+        *(f"findings[].{key}" for key in FINDING)  # domain findings come with --mx
+    }
+    assert probed["data"]["fail_on"] == "error" and probed["data"]["worst"] == "error"

@@ -21,7 +21,7 @@ from servers.hostile import Peer, Script, hostile, write_config
 from typer.testing import CliRunner, Result
 
 from mailctl.cli.app import app
-from mailctl.errors import ProtocolError
+from mailctl.errors import FolderUnavailableError, ProtocolError
 from mailctl.models import Protocol, Security
 from mailctl.protocols.imap import ImapSession
 from mailctl.protocols.pop3 import Pop3Session
@@ -105,7 +105,7 @@ def test_a_refused_imap_operation_ends_with_logout(dovecot: DovecotServer) -> No
     user = dovecot.add_user()
     settings = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
     with (
-        pytest.raises(ProtocolError, match="select"),
+        pytest.raises(FolderUnavailableError, match="No such folder"),
         ImapSession.open(settings, secret=lambda: user.password) as session,
     ):
         session.select("No such folder")

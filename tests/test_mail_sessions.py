@@ -58,7 +58,7 @@ def test_imap_session_reads_a_message(dovecot: DovecotServer, security: Security
     settings = dovecot.settings(Protocol.IMAP, security, user=user.name)
     with ImapSession.open(settings, secret=lambda: user.password) as session:
         assert session.info.authenticated and session.info.tls is not None
-        assert session.select("INBOX") == 1
+        assert session.select("INBOX").exists == 1
         [uid] = session.uids()
         assert session.fetch_message(uid) == raw
 
@@ -158,7 +158,7 @@ def imap_logged_in(peer: Peer) -> tuple[bytes, bytes]:
     peer.send(tag + b" OK logged in\r\n")
     tag, command = imap_next(peer)
     assert command == b"EXAMINE", command  # SELECT read-only
-    peer.send(b"* 1 EXISTS\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
+    peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
     return imap_next(peer)
 
 
@@ -236,7 +236,7 @@ def test_imap_capability_answer_without_data_is_a_protocol_error() -> None:
         tag, _ = imap_next(peer)  # LOGIN
         peer.send(tag + b" OK logged in\r\n")
         tag, _ = imap_next(peer)  # EXAMINE
-        peer.send(b"* 1 EXISTS\r\n" + tag + b" OK selected\r\n")
+        peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK selected\r\n")
         tag, command = peer.command()
         assert command == b"CAPABILITY", command
         peer.send(tag + b" OK but no capabilities\r\n")
@@ -426,3 +426,113 @@ def test_imap_authenticate_sends_the_credentials_once() -> None:
         credentials = base64.b64encode(b"\0alice\0pw")
         assert server.received.count(credentials) == 1, server.received
         assert server.received[-1] == b"*"
+
+
+def test_a_folder_name_with_a_line_break_from_the_server_is_never_sent_back() -> None:
+    """A LIST name decoding (modified UTF-7, RFC 3501 5.1.3) to CR LF + a command: folders()
+    lists it without counts and never puts it in a STATUS (imapclient would send it inline)."""
+    commands: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK ready\r\n")
+        tag, command = imap_next(peer)
+        peer.send(tag + b" OK logged in\r\n")
+        tag, command = imap_next(peer)
+        assert command == b"LIST", command
+        peer.send(
+            b'* LIST () "." "INBOX"\r\n* LIST () "." "x&AA0ACg-A9 DELETE INBOX"\r\n'
+            + tag
+            + b" OK listed\r\n"
+        )
+        while True:
+            tag, command = imap_next(peer)
+            commands.append(command)
+            if command == b"LOGOUT":
+                peer.send(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                return
+            peer.send(b'* STATUS "INBOX" (MESSAGES 2 UNSEEN 1)\r\n' + tag + b" OK done\r\n")
+
+    with (
+        hostile(script) as server,
+        ImapSession.open(plain(server), secret=lambda: "pw") as session,
+    ):
+        found = {folder.name: folder for folder in session.folders()}
+    assert found["INBOX"].messages == 2
+    assert found["x\r\nA9 DELETE INBOX"].messages is None
+    assert commands == [b"STATUS", b"LOGOUT"]
+
+
+def test_imap_delete_and_move_without_uidplus_change_nothing() -> None:
+    """Without UIDPLUS a plain EXPUNGE would also remove what others flagged \\Deleted: delete
+    and COPY-based move refuse before sending STORE, COPY or EXPUNGE."""
+    from mailctl.errors import ServerUnsupportedError
+
+    commands: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        tag, command = imap_logged_in(peer)
+        while True:
+            commands.append(command)
+            if command == b"LOGOUT":
+                peer.send(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                return
+            peer.send(tag + b" OK done\r\n")
+            tag, command = imap_next(peer)
+
+    with (
+        hostile(script) as server,
+        ImapSession.open(plain(server), secret=lambda: "pw") as session,
+    ):
+        session.select("INBOX")
+        with pytest.raises(ServerUnsupportedError, match="UIDPLUS"):
+            session.delete([1])
+        with pytest.raises(ServerUnsupportedError, match="UIDPLUS"):
+            session.move([1], "Archive")
+    assert not {b"STORE", b"COPY", b"EXPUNGE", b"MOVE", b"UID"} & set(commands), commands
+
+
+def test_imap_idle_is_bounded_when_the_server_never_ends_it() -> None:
+    """IDLE waits `seconds` at most; a server that never answers DONE hits command_timeout."""
+
+    def script(peer: Peer) -> None:
+        peer.send(b"* OK ready\r\n")
+        while True:
+            tag, command = peer.command()
+            if command == b"CAPABILITY":
+                peer.send(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + tag + b" OK done\r\n")
+            elif command == b"EXAMINE":
+                peer.send(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n" + tag + b" OK done\r\n")
+            elif command == b"IDLE":
+                peer.send(b"+ idling\r\n")
+                peer.stall()  # DONE is never answered
+            else:
+                peer.send(tag + b" OK done\r\n")
+
+    with hostile(script) as server:
+        session = ImapSession.open(plain(server), secret=lambda: "pw")
+        session.select("INBOX")
+        started = time.monotonic()
+        with pytest.raises(TimeoutFailure, match="DONE"):
+            session.idle(0.3)
+        assert time.monotonic() - started < FAST.command + 2
+        session.abort()
+
+
+def test_imap_fetch_bodies_with_a_literal_bigger_than_its_announced_size() -> None:
+    """RFC822.SIZE says 10 octets, the body literal announces 10 GB: refused before reading."""
+
+    def script(peer: Peer) -> None:
+        tag, command = imap_logged_in(peer)
+        assert command == b"UID", command  # UID FETCH 7 (RFC822.SIZE)
+        peer.send(b"* 1 FETCH (UID 7 RFC822.SIZE 10)\r\n" + tag + b" OK done\r\n")
+        imap_next(peer)  # UID FETCH 7 (... BODY.PEEK[])
+        peer.send(b"* 1 FETCH (UID 7 RFC822.SIZE 10 BODY[] {9999999999}\r\n")
+        peer.trickle(b"From: x\r\n", interval=0.05, repeat=True)
+
+    with hostile(script) as server:
+        session = ImapSession.open(plain(server), secret=lambda: "pw")
+        session.select("INBOX")
+        with pytest.raises(ResponseLimitError, match=r"9999999999.*max_message"):
+            list(session.fetch_bodies([7]))
+        assert server.wait_closed(3)
+        session.abort()

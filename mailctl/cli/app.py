@@ -48,6 +48,24 @@ def _register_bulk_send(app: typer.Typer) -> None:
     app.command("bulk-send")(bulk_send.bulk_send_command)
 
 
+def _register_fetch(app: typer.Typer) -> None:
+    from mailctl.cli import fetch
+
+    app.command("fetch")(fetch.fetch_command)
+
+
+def _register_folders(app: typer.Typer) -> None:
+    from mailctl.cli import folders
+
+    app.command("folders")(folders.folders_command)
+
+
+def _register_probe(app: typer.Typer) -> None:
+    from mailctl.cli import probe
+
+    app.command("probe")(probe.probe_command)
+
+
 def _register_parse(app: typer.Typer) -> None:
     from mailctl.cli import parse
 
@@ -98,6 +116,21 @@ _COMMANDS = lazy_group(
         "bulk-send",
         "Send one personalised message per CSV row: dry run first, resumable, never twice.",
         _register_bulk_send,
+    ),
+    LazyCommand(
+        "fetch",
+        "Fetch mail over IMAP or POP3: list envelopes or keep messages (Maildir, mbox, .eml).",
+        _register_fetch,
+    ),
+    LazyCommand(
+        "folders",
+        "List IMAP folders with their flags and counts (messages, unseen, size).",
+        _register_folders,
+    ),
+    LazyCommand(
+        "probe",
+        "Diagnose mail servers: TLS versions and certificate, STARTTLS, AUTH before TLS.",
+        _register_probe,
     ),
     LazyCommand(
         "parse",

@@ -154,6 +154,46 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl bulk-send contacts.csv letter.txt --send",
         ),
     ),
+    "mailctl fetch": (
+        _ex("List the unseen messages of the default account's INBOX", "mailctl fetch --unseen"),
+        _ex(
+            "Keep new mail in a Maildir with attachments saved; again: only what is new",
+            "mailctl fetch --new --maildir ~/Mail/inbox --attachments ~/Mail/files",
+        ),
+        _ex(
+            "Over POP3, deleting each message once it is on disk",
+            "mailctl fetch --pop3 --new --maildir ~/Mail/inbox --delete",
+        ),
+        _ex(
+            "One JSON object per message from a folder, for a script",
+            "mailctl fetch --folder Lists --since 2026-01-01 --from alice --jsonl",
+        ),
+        _ex(
+            "Wait for new mail (IMAP IDLE) and keep it as it arrives",
+            "mailctl fetch --new --maildir ~/Mail/inbox --watch",
+        ),
+    ),
+    "mailctl folders": (
+        _ex("The folders of the default account with their counts", "mailctl folders"),
+        _ex(
+            "Without an account, from a local Dovecot",
+            "mailctl folders --server 127.0.0.1:993 --user alice --ca-file ca.pem",
+        ),
+    ),
+    "mailctl probe": (
+        _ex(
+            "Check a submission server's STARTTLS, TLS and AUTH",
+            "mailctl probe mail.example.org:587",
+        ),
+        _ex(
+            "Monitoring: exit 1 when anything at warning or worse is found",
+            "mailctl probe mail.example.org:993 --json --fail-on warning",
+        ),
+        _ex(
+            "A local test server on another port, its private CA trusted",
+            "mailctl probe 127.0.0.1:2525 --protocol submission --ca-file ca.pem",
+        ),
+    ),
     "mailctl completion": (
         _ex(
             "Install for bash (new shells complete mailctl)",

@@ -27,8 +27,8 @@ from mailctl.serialize import SECONDS, SKIP, JsonAttrs
 
 if TYPE_CHECKING:
     from mailctl.models import Account, Config
+    from mailctl.protocols.handshake import HandshakeFacts
     from mailctl.protocols.smtp import SessionOptions, SmtpSession, TransactionOutcome
-    from mailctl.protocols.tls import TlsInfo
 
 __all__ = [
     "Attachment",
@@ -68,7 +68,7 @@ class SendResult:
     server: str | None = None
     security: str | None = None
     banner: Reply | None = None
-    tls: TlsInfo | None = None
+    tls: HandshakeFacts | None = None
     auth_mechanism: str | None = None
     recipients: tuple[RecipientResult, ...] = ()
     final_reply: Reply | None = None

@@ -24,7 +24,8 @@ from mailctl.errors import (
 )
 from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
-from mailctl.protocols.tls import TlsInfo, map_ssl_error, plaintext_auth_fixes
+from mailctl.protocols.handshake import HandshakeFacts
+from mailctl.protocols.tls import map_ssl_error, plaintext_auth_fixes
 from mailctl.serialize import SECONDS
 
 
@@ -41,7 +42,7 @@ class LoginCheck:
     host: str
     port: int
     security: Security
-    tls: TlsInfo | None
+    tls: HandshakeFacts | None
     capabilities: tuple[str, ...]
     authenticated: bool
     timings: dict[str, float] = field(metadata=SECONDS)

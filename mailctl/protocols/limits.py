@@ -58,3 +58,22 @@ def login_check_limits(timeouts: Timeouts) -> ReadLimits:
     (connect, greeting, STARTTLS, capabilities, login, logout) within
     connect_timeout + 2 x command_timeout."""
     return ReadLimits(session_seconds=timeouts.connect + 2 * timeouts.command)
+
+
+def listing_limits(base: ReadLimits, count: int) -> ReadLimits:
+    """`base` raised so that a listing of `count` messages fits: UID SEARCH answers on one
+    line (up to 11 octets a UID), UIDL/LIST/FETCH answers one line or two a message.
+
+    `count` comes from STAT or EXISTS, which the server sent itself: what it announced is
+    what it may list, never more than what it holds.
+    """
+    from dataclasses import replace
+
+    lines = 2 * count + 100
+    line = 12 * count + 1024
+    return replace(
+        base,
+        max_line=max(base.max_line, line),
+        max_response_lines=max(base.max_response_lines, lines),
+        max_response=max(base.max_response, line + 80 * lines),
+    )

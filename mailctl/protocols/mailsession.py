@@ -37,7 +37,7 @@ from mailctl.errors import (
     TimeoutFailure,
     TlsError,
 )
-from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
+from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings, TranscriptCallback
 from mailctl.protocols.checks import (
     LoginCheck,
     PhaseClock,
@@ -46,15 +46,16 @@ from mailctl.protocols.checks import (
     map_os_error,
     preflight,
 )
-from mailctl.protocols.limits import ReadLimits, login_check_limits
+from mailctl.protocols.handshake import HandshakeFacts, handshake_facts
+from mailctl.protocols.limits import ReadLimits, listing_limits, login_check_limits
 from mailctl.protocols.tls import (
-    TlsInfo,
     certificate_names,
     client_context,
     name_mismatch,
     security_fixes,
     with_names,
 )
+from mailctl.protocols.transcript import Transcript
 from mailctl.protocols.wire import Wire
 from mailctl.text import excerpt
 
@@ -123,10 +124,13 @@ class MailSession(ABC):
         *,
         secret: Callable[[], str] | None,
         limits: ReadLimits | None = None,
+        on_transcript: TranscriptCallback | None = None,
     ) -> Self:
         """Connect, secure the connection, read capabilities and log in if a username is set.
 
         `secret` is called at most once, after TLS is up, right before authenticating.
+        `on_transcript` gets every line in and out as it happens (passwords and SASL
+        payloads redacted, literals and messages summarised).
 
         Raises (before connecting) HeaderInjectionError, PlaintextAuthRefusedError,
         CredentialError; then HostNotFoundError, ConnectError, TimeoutFailure,
@@ -136,6 +140,9 @@ class MailSession(ABC):
         preflight(settings, protocol=cls.protocol, secret=secret)
         box = SecretBox(secret, protocol=cls.protocol, where=endpoint(settings))
         session = cls(settings, box, limits if limits is not None else ReadLimits())
+        if on_transcript is not None:
+            session.wire.transcript = Transcript(on_transcript)
+            session.wire.transcript.info(f"connecting to {session.where} ({settings.security})")
         try:
             with session.guard():
                 session._info = session._establish()
@@ -171,6 +178,12 @@ class MailSession(ABC):
             return None
         finally:
             probe.abort()
+
+    def size_for(self, count: int) -> None:
+        """Raise the line and count caps so a listing of `count` messages fits (count from
+        STAT or EXISTS: the server's own figure)."""
+        self.limits = listing_limits(self.limits, count)
+        self.wire.widen(self.limits)
 
     @property
     def secret_shown(self) -> str | None:
@@ -396,9 +409,10 @@ class MailSession(ABC):
     def _capabilities(self) -> tuple[str, ...]:
         """Ask for the capabilities (after TLS); return them as shown to users."""
 
-    @abstractmethod
-    def _tls_info(self) -> TlsInfo | None:
-        """Facts about the TLS connection."""
+    def _tls_info(self) -> HandshakeFacts | None:
+        """Facts about the TLS connection, with the chain (`account test` shows them)."""
+        verified = True if self.settings.verify else None  # else the handshake had failed
+        return handshake_facts(self._tls_socket(), verified=verified, with_chain=True)
 
     @abstractmethod
     def _tls_socket(self) -> ssl.SSLSocket | None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from mailctl.errors import (
 from mailctl.hosts import DEFAULT_PORTS
 from mailctl.inputs import PEM_LIMIT, check_regular_file
 from mailctl.models import Protocol, Security, ServerSettings
+from mailctl.protocols.handshake import HandshakeFacts, handshake_facts
 from mailctl.text import quote
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h) we explain in words.
@@ -30,17 +30,6 @@ _FIXED_REASONS = {
 }
 _HOSTNAME_MISMATCH = 62
 _IP_MISMATCH = 64
-
-# X.509 attribute names as ssl.getpeercert() spells them -> the RFC 4514 short forms.
-_SHORT_NAMES = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "stateOrProvinceName": "ST",
-    "localityName": "L",
-    "emailAddress": "emailAddress",
-}
 
 
 def plaintext_auth_fixes(protocol: Protocol) -> list[Fix]:
@@ -80,12 +69,20 @@ def security_fixes(protocol: Protocol, *, tried: Security, seen: str) -> list[Fi
     return [starttls, none] if tried is Security.TLS else []
 
 
-def client_context(*, verify: bool = True, ca_file: Path | None = None) -> ssl.SSLContext:
+def client_context(
+    *,
+    verify: bool = True,
+    ca_file: Path | None = None,
+    minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+) -> ssl.SSLContext:
     """Build the one SSLContext every mailctl client connection uses.
 
     TLS 1.2 is the floor (RFC 8996 deprecates 1.0/1.1; RFC 8314 4.1 asks mail clients
-    for current TLS). With `verify`, the hostname is checked and either the system CAs
-    or only `ca_file` are trusted. `verify=False` exists solely for --insecure.
+    for current TLS); `minimum`/`maximum` change it for one context (`probe` tries each
+    version on its own connection, see `set_versions`). With `verify`, the hostname is
+    checked and either the system CAs or only `ca_file` are trusted.
+    `verify=False` exists solely for --insecure.
 
     Raises NoInputError if `ca_file` cannot be read, NotRegularFileError/InputTooLargeError
     if it is not a regular file of at most PEM_LIMIT bytes, ConfigError if it holds no
@@ -102,11 +99,38 @@ def client_context(*, verify: bool = True, ca_file: Path | None = None) -> ssl.S
         context = _context_with_ca_file(ca_file)
     else:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    set_versions(context, minimum, maximum)
     if verify:
         context.check_hostname = True
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+_LEGACY = frozenset({ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1})
+
+
+def set_versions(context: ssl.SSLContext, minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> None:
+    """Allow only TLS versions `minimum`..`maximum` on `context`.
+
+    TLS 1.0 and 1.1 (RFC 8996: deprecated) are only ever asked for by `probe`, to report
+    that a server still offers them: Python warns when a context names them
+    (DeprecationWarning, an error in the test suite) and OpenSSL 3 negotiates them only at
+    security level 0 (their handshake signs with SHA-1). The warning is expected here and
+    silenced here only, for exactly those two names.
+    """
+    if minimum not in _LEGACY and maximum not in _LEGACY:
+        context.minimum_version = minimum
+        context.maximum_version = maximum
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"ssl\.TLSVersion\.TLSv1(_1)? is deprecated",
+            category=DeprecationWarning,
+        )
+        context.minimum_version = minimum
+        context.maximum_version = maximum
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
 
 
 def _context_with_ca_file(ca_file: Path) -> ssl.SSLContext:
@@ -133,89 +157,18 @@ def _context_with_ca_file(ca_file: Path) -> ssl.SSLContext:
     return context
 
 
-@dataclass(frozen=True)
-class TlsInfo:
-    """What was negotiated, for probe output and transcripts."""
+def tls_info(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None,
+    *,
+    verified: bool | None = True,
+    with_chain: bool = False,
+) -> HandshakeFacts | None:
+    """Describe an established session (protocols.handshake); None when there is none.
 
-    version: str
-    cipher: str
-    bits: int | None
-    peer_subject: str | None
-    peer_issuer: str | None
-    not_after: str | None  # ISO 8601, UTC
-
-
-def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsInfo | None:
-    """Describe an established TLS session; None when there is none."""
-    if ssl_object is None:
-        return None
-    version = ssl_object.version() or "unknown"
-    cipher_tuple = ssl_object.cipher()
-    cipher = cipher_tuple[0] if cipher_tuple else "unknown"
-    bits = cipher_tuple[2] if cipher_tuple else None
-    subject: str | None = None
-    issuer: str | None = None
-    not_after: str | None = None
-    try:
-        cert = ssl_object.getpeercert()
-    except ValueError:  # handshake not done
-        cert = None
-    if cert:
-        subject = _format_name(cert.get("subject", ()))
-        issuer = _format_name(cert.get("issuer", ()))
-        raw_not_after = cert.get("notAfter")
-        if isinstance(raw_not_after, str):
-            not_after = _iso_time(raw_not_after)
-    else:
-        # With verification off (--insecure) Python hands out only the DER bytes.
-        der = ssl_object.getpeercert(binary_form=True)
-        if der:
-            subject, issuer, not_after = _describe_der(der)
-    return TlsInfo(
-        version=version,
-        cipher=cipher,
-        bits=bits,
-        peer_subject=subject,
-        peer_issuer=issuer,
-        not_after=not_after,
-    )
-
-
-def _format_name(rdns: Any) -> str | None:
-    parts: list[str] = []
-    for rdn in rdns:
-        for key, value in rdn:
-            parts.append(f"{_SHORT_NAMES.get(key, key)}={value}")
-    return ",".join(parts) or None
-
-
-def _iso_time(openssl_time: str) -> str | None:
-    try:
-        seconds = ssl.cert_time_to_seconds(openssl_time)
-    except ValueError:
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
-
-
-def _describe_der(der: bytes) -> tuple[str | None, str | None, str | None]:
-    """Best-effort subject/issuer/expiry from DER when the stdlib will not decode it.
-
-    `cryptography` is optional here (it is not a mailctl dependency); without it the
-    fields stay None rather than pulling a heavy import into every run.
+    `verified`: True when the context verified chain and name (the handshake would have
+    failed otherwise), None with --insecure.
     """
-    try:
-        from cryptography import x509
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None, None, None
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return None, None, None
-    return (
-        cert.subject.rfc4514_string() or None,
-        cert.issuer.rfc4514_string() or None,
-        cert.not_valid_after_utc.isoformat(),
-    )
+    return handshake_facts(ssl_object, verified=verified, with_chain=with_chain)
 
 
 def _find_ssl_error(err: BaseException) -> ssl.SSLError | None:

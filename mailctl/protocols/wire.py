@@ -39,6 +39,7 @@ from mailctl.models import Protocol, Security, Timeouts
 from mailctl.protocols.checks import PhaseClock
 from mailctl.protocols.limits import ReadLimits, octets
 from mailctl.protocols.tls import security_fixes
+from mailctl.protocols.transcript import Transcript
 from mailctl.text import excerpt
 
 # Octets asked of the kernel per recv.
@@ -82,11 +83,33 @@ class Wire:
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
         self._failure: MailctlError | None = None
+        # --trace: every line in and out, recorded by the protocol's wire subclass for what
+        # it sends (it knows what to redact) and here for what arrives.
+        self.transcript: Transcript | None = None
 
     @property
     def failed(self) -> bool:
         """True once a limit, a deadline or an injection check failed the connection."""
         return self._failure is not None
+
+    def record_sent(self, text: str) -> None:
+        """Note a line mailctl sent (already redacted by the caller) in the transcript."""
+        if self.transcript is not None:
+            self.transcript.sent(text, tls=isinstance(self._sock, ssl.SSLSocket))
+
+    def _record_received(self, line: bytes) -> None:
+        if self.transcript is not None:
+            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            self.transcript.received(text, tls=isinstance(self._sock, ssl.SSLSocket))
+
+    @property
+    def buffered(self) -> bool:
+        """True when bytes the server sent wait in the buffer (IDLE checks before polling)."""
+        return bool(self._buffer)
+
+    def widen(self, limits: ReadLimits) -> None:
+        """Use `limits` from the next command on (a listing sized from STAT/EXISTS)."""
+        self._limits = limits
 
     # -- connecting and commands ---------------------------------------------------------
 
@@ -190,6 +213,8 @@ class Wire:
             self._charge(size, lines=1)
         line = bytes(self._buffer[:size])
         del self._buffer[:size]  # bytearray drops a prefix in O(1)
+        if not message:  # a message's lines are summarised by the caller, not listed
+            self._record_received(line)
         return line
 
     def read(self, sock: socket.socket, size: int) -> bytes:
@@ -218,6 +243,8 @@ class Wire:
             take = min(size - len(data), len(self._buffer))
             data += self._buffer[:take]
             del self._buffer[:take]
+        if self.transcript is not None:
+            self.transcript.info(f"<literal: {len(data)} octets>")
         return bytes(data)
 
     # -- internals ----------------------------------------------------------------------------

@@ -536,3 +536,55 @@ def dovecot_plain() -> Iterator[DovecotServer]:
         yield server
     finally:
         stop_dovecot(server)
+
+
+# -- a throwaway Dovecot for the README's "Fetching mail" walk-through ---------------------
+
+_DEMO_MESSAGES = (
+    b"From: Alice <alice@example.org>\r\nTo: you@example.org\r\nSubject: Lunch?\r\n"
+    b"Message-ID: <lunch@example.org>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\n"
+    b"Noon at the usual place?\r\n",
+    b"From: =?utf-8?q?Bj=C3=B6rn?= <bjorn@example.org>\r\nTo: you@example.org\r\n"
+    b"Subject: =?utf-8?q?R=C3=A9sum=C3=A9_attached?=\r\nMessage-ID: <cv@example.org>\r\n"
+    b"Date: Fri, 27 Nov 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment.\r\n--b1\r\n"
+    b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="cv.pdf"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJWZha2UK\r\n--b1--\r\n",
+    b"From: News <news@example.org>\r\nTo: you@example.org\r\nSubject: Weekly digest\r\n"
+    b"Message-ID: <digest@example.org>\r\nDate: Fri, 27 Nov 2026 12:00:00 +0000\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n",
+)
+
+
+def _demo(env_file: Path) -> None:
+    """Start a Dovecot, seed the demo mail, write its settings as shell variables to
+    `env_file`, then run until SIGTERM or Ctrl-C."""
+    server = start_dovecot(tls=True)
+    try:
+        for raw in _DEMO_MESSAGES:
+            server.seed(raw)
+        server.seed(_DEMO_MESSAGES[0].replace(b"lunch@", b"old@"), flags="S")
+        lines = [
+            f"DOVECOT_IMAPS=127.0.0.1:{server.imaps_port}",
+            f"DOVECOT_POP3S=127.0.0.1:{server.pop3s_port}",
+            f"DOVECOT_CA={server.ca_pem}",
+            f"DOVECOT_USER={server.user}",
+            f"MAILCTL_PASSWORD='{server.password}'",
+            "export MAILCTL_PASSWORD",
+        ]
+        temp = env_file.with_name(env_file.name + ".tmp")
+        temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        temp.rename(env_file)  # whole or absent: the walk-through waits for it
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with contextlib.suppress(KeyboardInterrupt):
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.2)
+    finally:
+        stop_dovecot(server)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _demo(Path(sys.argv[1] if len(sys.argv) > 1 else "dovecot.env"))

@@ -15,8 +15,8 @@ from mailctl.serialize import SECONDS, JsonAttrs, meta
 
 if TYPE_CHECKING:
     from mailctl.credentials import Secrets
+    from mailctl.protocols.handshake import HandshakeFacts
     from mailctl.protocols.smtp import SessionInfo
-    from mailctl.protocols.tls import TlsInfo
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class BlockCheck:
     security: str
     username: str | None
     connected: bool = False
-    tls: TlsInfo | None = None
+    tls: HandshakeFacts | None = None
     authenticated: bool | None = None  # None: no username configured, login not attempted
     auth_mechanism: str | None = None
     capabilities: tuple[str, ...] = ()
@@ -163,7 +163,7 @@ async def _open_smtp(
     from mailctl.protocols.smtp import SessionOptions, SmtpSession
 
     session = await SmtpSession.open(
-        SessionOptions(settings=settings, ehlo_name=ehlo, secret=secret)
+        SessionOptions(settings=settings, ehlo_name=ehlo, secret=secret, tls_chain=True)
     )
     try:
         return session.info

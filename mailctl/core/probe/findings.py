@@ -8,7 +8,7 @@ from enum import IntEnum
 
 
 class Severity(IntEnum):
-    """Ordered so `--fail-on warning` means "severity >= WARNING"."""
+    """Ordered so a threshold of WARNING means "severity >= WARNING"."""
 
     INFO = 10
     WARNING = 20

@@ -5,20 +5,24 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import ssl
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from mailctl.errors import (
     AuthUnsupportedError,
     ConnectionLostError,
-    HeaderInjectionError,
+    FolderUnavailableError,
     ProtocolError,
+    ServerUnsupportedError,
 )
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
+from mailctl.protocols.imap.search import SearchCriteria, require_folder_name
+from mailctl.protocols.imap.types import FolderStatus, ImapMessage, SelectedFolder
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
-from mailctl.protocols.tls import TlsInfo, tls_info
-from mailctl.text import excerpt
+from mailctl.text import excerpt, quote
 
 
 class ImapSession(MailSession):
@@ -34,45 +38,238 @@ class ImapSession(MailSession):
         self._client: Any = None  # a BoundedIMAPClient once connected
         self._capability_list: tuple[str, ...] = ()
 
-    # -- operations (fetch) ------------------------------------------------------------
+    # -- operations (folders, fetch) ----------------------------------------------------
 
-    def select(self, folder: str) -> int:
-        """Open `folder` read-only; return how many messages it holds.
+    def supports(self, capability: str) -> bool:
+        """Whether the server offers `capability` now. Servers list more after login (RFC
+        3501 6.2.3: Dovecot's MOVE and UIDPLUS), so imapclient's own list is asked, which
+        it takes from the login answer or a new CAPABILITY."""
+        with self.guard("capability"):
+            return bool(self._client.has_capability(capability.upper()))
+
+    def folders(self) -> list[FolderStatus]:
+        """Every folder (LIST "" "*", RFC 3501 6.3.8) with its STATUS counts (6.3.10).
+
+        SIZE (RFC 8438) is asked for when STATUS=SIZE is offered. A \\Noselect or
+        \\NonExistent folder, or one whose STATUS is refused, has None counts.
+        """
+        with self.guard("list"):
+            listed = self._client.list_folders()
+        items = ["MESSAGES", "UNSEEN"] + (["SIZE"] if self.supports("STATUS=SIZE") else [])
+        out: list[FolderStatus] = []
+        for raw_flags, raw_delimiter, raw_name in listed:
+            name = _server_text(raw_name)
+            flags = tuple(_server_text(flag) for flag in raw_flags)
+            delimiter = _server_text(raw_delimiter) if raw_delimiter is not None else None
+            counts: dict[bytes, int] = {}
+            if not {"\\NOSELECT", "\\NONEXISTENT"} & {flag.upper() for flag in flags} and (
+                _clean_name(name)
+            ):
+                try:
+                    with self.guard("status"):
+                        counts = self._client.folder_status(name, items)
+                except ProtocolError as err:
+                    if not (err.__cause__ is not None and self._refusal(err.__cause__)):
+                        raise
+            out.append(
+                FolderStatus(
+                    name=name,
+                    delimiter=delimiter,
+                    flags=flags,
+                    messages=_count(counts, b"MESSAGES"),
+                    unseen=_count(counts, b"UNSEEN"),
+                    size=_count(counts, b"SIZE"),
+                )
+            )
+        return out
+
+    def select(self, folder: str, *, readonly: bool = True) -> SelectedFolder:
+        """EXAMINE (`readonly`) or SELECT `folder` (RFC 3501 6.3.1-2); the caps on listings
+        are raised to fit the EXISTS it announces.
 
         Raises HeaderInjectionError (CR, LF or NUL in the name: imapclient would send it
-        inline, its issue #657), ProtocolError, and the session's I/O errors.
+        inline, its issue #657), ProtocolError (no such folder: the server's NO), and the
+        session's I/O errors.
         """
-        if any(char in folder for char in "\r\n\0"):
-            raise HeaderInjectionError(
-                "the IMAP folder name contains a CR, LF or NUL character",
-                hint="remove line breaks and NUL characters from the folder name",
-            )
-        with self.guard("select"):
-            response = self._client.select_folder(folder, readonly=True)
-            return int(response.get(b"EXISTS", 0))
+        require_folder_name(folder)
+        with self._folder_refusal(folder), self.guard("select"):
+            response = self._client.select_folder(folder, readonly=readonly)
+        exists = int(response.get(b"EXISTS", 0))
+        validity = response.get(b"UIDVALIDITY")
+        uidnext = response.get(b"UIDNEXT")
+        if not isinstance(validity, int):
+            # RFC 3501 6.3.1: UIDVALIDITY is required; without it UIDs mean nothing next time.
+            raise ProtocolError(f"IMAP server {self.where} sent no UIDVALIDITY for the folder")
+        self.size_for(exists)
+        return SelectedFolder(
+            name=folder,
+            uidvalidity=validity,
+            uidnext=uidnext if isinstance(uidnext, int) else None,
+            exists=exists,
+        )
+
+    def search(self, criteria: SearchCriteria) -> list[int]:
+        """UID SEARCH with `criteria` in the selected folder; UIDs in ascending order."""
+        from imapclient.response_parser import parse_message_list
+
+        with self.guard("search"):
+            data = self._client._raw_command_untagged(b"SEARCH", criteria.words())
+            return sorted(int(uid) for uid in parse_message_list(data))
 
     def uids(self) -> list[int]:
-        """The UIDs of every message in the selected folder (UID SEARCH ALL).
+        """The UIDs of every message in the selected folder (UID SEARCH ALL)."""
+        return self.search(SearchCriteria())
 
-        The answer is one line: a folder of more than a few thousand messages needs a
-        larger `ReadLimits.max_line`.
+    def fetch_bodies(
+        self, uids: Sequence[int], *, mark_seen: bool = False, batch: int = 500
+    ) -> Iterator[ImapMessage]:
+        """The messages with `uids`, in that order: one UID FETCH a batch (RFC 3501 6.4.5).
+
+        BODY.PEEK[] leaves \\Seen alone unless `mark_seen` (BODY[], in a read-write
+        folder). The simple reader: RFC822.SIZE first, then batches of at most `batch`
+        messages whose sizes add up to at most `max_message`, so memory is bounded by one
+        batch. A message larger than `max_message`, or gone meanwhile, is not yielded (the
+        caller tells it from those asked for). Raises the session's errors.
         """
-        with self.guard("search"):
-            return [int(uid) for uid in self._client.search("ALL")]
+        item = b"BODY[]" if mark_seen else b"BODY.PEEK[]"
+        wanted = [b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE", item]
+        limit = self.limits.max_message
+        for start in range(0, len(uids), max(1, batch)):
+            chunk = list(uids[start : start + max(1, batch)])
+            sizes = self._sizes(chunk)
+            group: list[int] = []
+            total = 0
+            for uid in chunk:
+                size = sizes.get(uid)
+                if size is None or size > limit:
+                    continue
+                if group and total + size > limit:
+                    yield from self._fetch_group(group, wanted)
+                    group, total = [], 0
+                group.append(uid)
+                total += size
+            if group:
+                yield from self._fetch_group(group, wanted)
+
+    def fetch_headers(self, uids: Sequence[int], *, batch: int = 500) -> Iterator[ImapMessage]:
+        """The header blocks of `uids` (BODY.PEEK[HEADER]), `data` holding the header only;
+        one UID FETCH a batch, all header literals of a batch within `max_message`."""
+        wanted = [b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE", b"BODY.PEEK[HEADER]"]
+        for start in range(0, len(uids), max(1, batch)):
+            yield from self._fetch_group(list(uids[start : start + max(1, batch)]), wanted)
 
     def fetch_message(self, uid: int) -> bytes:
         """The whole message with `uid`, without setting \\Seen (BODY.PEEK[]).
 
-        The literal may be up to `max_message` octets and the answer has `data_timeout`.
         Raises ResponseLimitError, ProtocolError (no such message), and I/O errors.
         """
+        for message in self._fetch_group([uid], [b"BODY.PEEK[]"]):
+            return message.data
+        raise ProtocolError(f"IMAP server {self.where} sent no message for UID {uid}")
+
+    def delete(self, uids: Sequence[int]) -> None:
+        """Delete `uids` from the selected (read-write) folder: STORE \\Deleted, then UID
+        EXPUNGE (RFC 4315 2.1), which expunges those UIDs only.
+
+        A plain EXPUNGE would also remove what anyone else flagged \\Deleted, so without
+        UIDPLUS this refuses (ServerUnsupportedError) before changing anything.
+        """
+        if not uids:
+            return
+        self._require("UIDPLUS", "delete messages by UID")
+        with self.guard("delete"):
+            self._client.add_flags(list(uids), [b"\\Deleted"], silent=True)
+            self._client.uid_expunge(list(uids))
+
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move `uids` to `folder`: UID MOVE (RFC 6851) when offered, else UID COPY, then
+        STORE \\Deleted and UID EXPUNGE (RFC 4315), refused without UIDPLUS before any change.
+        """
+        require_folder_name(folder)
+        if not uids:
+            return
+        if self.supports("MOVE"):
+            with self._folder_refusal(folder), self.guard("move"):
+                self._client.move(list(uids), folder)
+            return
+        self._require("UIDPLUS", "move messages without MOVE")
+        with self._folder_refusal(folder), self.guard("copy"):
+            self._client.copy(list(uids), folder)
+        self.delete(uids)
+
+    def idle(self, seconds: float) -> bool:
+        """Wait up to `seconds` in IDLE (RFC 2177) for the server to report a change;
+        return whether it did. Ends IDLE (DONE) before returning, so other commands may
+        follow. Raises ServerUnsupportedError without IDLE, and the session's errors."""
+        import select
+
+        self._require("IDLE", "watch a folder")
+        with self.guard("idle"):
+            self._client.idle()
+            sock = self._client.socket()
+            changed = self.wire.buffered or bool(
+                select.select([sock], [], [], max(0.0, seconds))[0]
+            )
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                changed = True
+            # DONE is not a tagged command: give its answer a fresh deadline by hand.
+            self.wire.begin(sock, "DONE")
+            _text, responses = self._client.idle_done()
+        return changed or any(_is_change(item) for item in responses)
+
+    @contextlib.contextmanager
+    def _folder_refusal(self, folder: str) -> Iterator[None]:
+        """A NO to SELECT, EXAMINE, MOVE or COPY names the folder (66), not the protocol."""
+        try:
+            yield
+        except ProtocolError as err:
+            cause = err.__cause__
+            if cause is None or not self._refusal(cause):
+                raise
+            text = excerpt(_error_text(cause), secret=self.secret_shown)
+            raise FolderUnavailableError(
+                f"IMAP server {self.where} refused folder {quote(folder)}: {text}",
+                hint="check the name with `mailctl folders` (names are case-sensitive, "
+                "INBOX aside)",
+            ) from cause
+
+    def _require(self, capability: str, what: str) -> None:
+        if not self.supports(capability):
+            raise ServerUnsupportedError(
+                f"IMAP server {self.where} does not offer {capability}, needed to {what}",
+                hint="fetch without that option, or use a server that offers it",
+            )
+
+    def _sizes(self, uids: list[int]) -> dict[int, int]:
+        with self.guard("fetch"):
+            response = self._client.fetch(uids, [b"RFC822.SIZE"])
+        sizes: dict[int, int] = {}
+        for uid, item in response.items():
+            size = item.get(b"RFC822.SIZE") if isinstance(item, dict) else None
+            if isinstance(uid, int) and isinstance(size, int):
+                sizes[uid] = size
+        return sizes
+
+    def _fetch_group(self, uids: list[int], wanted: list[bytes]) -> Iterator[ImapMessage]:
+        """One UID FETCH for `uids`; its literals together within `max_message`."""
         with self.guard("fetch"), self.wire.message_command("UID FETCH"):
-            response = self._client.fetch([uid], [b"BODY.PEEK[]"])
-        item = response.get(uid) or {}
-        body = item.get(b"BODY[]")
-        if not isinstance(body, bytes):
-            raise ProtocolError(f"IMAP server {self.where} sent no message for UID {uid}")
-        return body
+            self._client.normalise_times = False
+            response = self._client.fetch(uids, wanted)
+        for uid in uids:
+            item = response.get(uid)
+            if not isinstance(item, dict):
+                continue
+            data = item.get(b"BODY[]", item.get(b"BODY[HEADER]"))
+            if not isinstance(data, bytes):
+                continue
+            size = item.get(b"RFC822.SIZE")
+            yield ImapMessage(
+                uid=uid,
+                flags=tuple(_server_text(flag) for flag in item.get(b"FLAGS", ())),
+                size=size if isinstance(size, int) else len(data),
+                internal_date=_imap_date(item.get(b"INTERNALDATE")),
+                data=data,
+            )
 
     # -- the skeleton's steps ----------------------------------------------------------
 
@@ -100,9 +297,6 @@ class ImapSession(MailSession):
         raw: tuple[bytes, ...] = self._client.capabilities()
         self._capability_list = tuple(item.decode("ascii", "replace").upper() for item in raw)
         return self._capability_list
-
-    def _tls_info(self) -> TlsInfo | None:
-        return tls_info(self._client.socket())
 
     def _tls_socket(self) -> ssl.SSLSocket | None:
         sock = self._client.socket() if self._client is not None else None
@@ -178,6 +372,49 @@ class ImapSession(MailSession):
         if self._client is not None:
             with contextlib.suppress(imaplib.IMAP4.error, OSError, EOFError):
                 self._client.shutdown()
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _imap_date(value: object) -> str | None:
+    """INTERNALDATE as RFC 3501 writes it ("17-Jul-1996 02:44:25 -0700"); imapclient
+    hands a datetime (with its zone: normalise_times is off)."""
+    if not isinstance(value, datetime):
+        return None
+    offset = value.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    return (
+        f"{value.day:02d}-{_MONTHS[value.month - 1]}-{value.year} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
+    )
+
+
+def _count(counts: dict[bytes, int], key: bytes) -> int | None:
+    value = counts.get(key)
+    return value if isinstance(value, int) else None
+
+
+def _is_change(item: object) -> bool:
+    """An untagged answer during IDLE that says the folder changed (EXISTS, RECENT,
+    EXPUNGE, FETCH: RFC 3501 7.3-7.4)."""
+    return (
+        isinstance(item, tuple)
+        and len(item) >= 2
+        and item[1]
+        in (
+            b"EXISTS",
+            b"RECENT",
+            b"EXPUNGE",
+            b"FETCH",
+        )
+    )
+
+
+def _clean_name(folder: str) -> bool:
+    return not any(char in folder for char in "\r\n\0")
 
 
 def _quoted(value: str) -> str:

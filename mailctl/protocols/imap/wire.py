@@ -46,6 +46,7 @@ class BoundedIMAP4(imaplib.IMAP4):
         self._implicit_tls = context
         self._tls_name = tls_name
         self._pending_tag: bytes | None = None
+        self._secret_command = False
         super().__init__(host, port)
         if tls_name is not None:
             # imaplib's starttls() hands self.host to wrap_socket as server_hostname; the
@@ -90,7 +91,28 @@ class BoundedIMAP4(imaplib.IMAP4):
                 match = _COMMAND.match(head, len(tag) + 1)
                 name = match.group(0).decode("ascii").upper() if match else "a command"
                 self._wire.begin(self.sock, name)
+                self._secret_command = name in ("LOGIN", "AUTHENTICATE")
+                self._record(bytes(data), tag, name)
+        elif self._wire.transcript is not None:
+            # A continuation: an AUTHENTICATE response (secret) or a literal's octets.
+            size = len(memoryview(data))
+            self._wire.record_sent(
+                f"<redacted: {size} octets>"
+                if self._secret_command
+                else f"<{size} octets of a literal or continuation>"
+            )
         super().send(data)
+
+    def _record(self, data: bytes, tag: bytes, name: str) -> None:
+        """--trace: the command line; LOGIN's and AUTHENTICATE's arguments redacted."""
+        if self._wire.transcript is None:
+            return
+        if self._secret_command:
+            self._wire.record_sent(f"{tag.decode()} {name} <redacted>")
+            return
+        for line in data.decode("utf-8", "replace").split("\r\n"):
+            if line:
+                self._wire.record_sent(line)
 
 
 class BoundedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient has no type hints

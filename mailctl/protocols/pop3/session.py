@@ -6,14 +6,15 @@ import base64
 import poplib
 import re
 import ssl
+from collections.abc import Iterator, Sequence
 
 from mailctl.errors import ConnectionLostError, ProtocolError
 from mailctl.models import AuthMechanism, Protocol, Security, ServerSettings
 from mailctl.protocols.checks import SecretBox
 from mailctl.protocols.limits import ReadLimits
 from mailctl.protocols.mailsession import MailSession
+from mailctl.protocols.pop3.types import Pop3Message
 from mailctl.protocols.pop3.wire import EOF_TEXT, BoundedPOP3, NotOkError
-from mailctl.protocols.tls import TlsInfo, tls_info
 from mailctl.text import excerpt
 
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
@@ -23,7 +24,7 @@ _UNIQUE_ID = re.compile(rb"[\x21-\x7e]{1,70}")
 class Pop3Session(MailSession):
     """A POP3 session: `open()` (TLS, CAPA, login), operations, `close()` (QUIT).
 
-    Nothing here deletes mail: QUIT only ends the session (RFC 1939 6).
+    Only `delete` (DELE) removes mail, and only at QUIT (RFC 1939 6).
     """
 
     protocol = Protocol.POP3
@@ -35,6 +36,7 @@ class Pop3Session(MailSession):
         super().__init__(settings, box, limits)
         self._client: BoundedPOP3 | None = None
         self._capability_map: dict[str, list[str]] = {}
+        self._listing: tuple[dict[int, int], dict[int, str]] | None = None
 
     @property
     def client(self) -> BoundedPOP3:
@@ -89,6 +91,43 @@ class Pop3Session(MailSession):
         with self.guard("retr"):
             return self.client.message(f"RETR {int(number)}")
 
+    def retrieve(self, numbers: Sequence[int]) -> Iterator[Pop3Message]:
+        """Messages `numbers` in that order, one RETR at a time (the simple reader).
+
+        LIST and UIDL are asked once per session and kept (their caps raised from STAT
+        first); a message whose LIST size exceeds `max_message` is not retrieved (poplib
+        would collect it whole; FACTS.md) and not yielded, nor is one the server no longer
+        lists. Raises the session's errors.
+        """
+        sizes, uids = self.listing()
+        for number in numbers:
+            size = sizes.get(number)
+            if size is None or size > self.limits.max_message:
+                continue
+            data = self.retr(number)
+            yield Pop3Message(number=number, uid=uids.get(number), size=size, data=data)
+
+    def listing(self) -> tuple[dict[int, int], dict[int, str]]:
+        """(LIST sizes, UIDL ids) of the session, asked once; no UIDL (-ERR) gives {}."""
+        if self._listing is None:
+            count, _size = self.stat()
+            self.size_for(count)
+            sizes = self.list_sizes()
+            try:
+                uids = self.list_uids()
+            except ProtocolError as err:
+                if not (err.__cause__ is not None and self._refusal(err.__cause__)):
+                    raise
+                uids = {}
+            self._listing = (sizes, uids)
+        return self._listing
+
+    def delete(self, number: int) -> None:
+        """DELE `number` (RFC 1939 5): marked now, removed only when QUIT ends the session
+        (UPDATE state); a dropped connection deletes nothing."""
+        with self.guard("dele"):
+            self.client.command(f"DELE {int(number)}")
+
     def _malformed(self, command: str, line: bytes) -> ProtocolError:
         return ProtocolError(
             f"POP3 server {self.where} answered {command} with a malformed line: {excerpt(line)}"
@@ -137,10 +176,6 @@ class Pop3Session(MailSession):
     def _tls_socket(self) -> ssl.SSLSocket | None:
         sock = self._client.sock if self._client is not None else None
         return sock if isinstance(sock, ssl.SSLSocket) else None
-
-    def _tls_info(self) -> TlsInfo | None:
-        sock = self.client.sock
-        return tls_info(sock) if isinstance(sock, ssl.SSLSocket) else None
 
     def _logins(self) -> dict[AuthMechanism, str]:
         capabilities = self._capability_map

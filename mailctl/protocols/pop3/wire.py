@@ -64,6 +64,14 @@ class BoundedPOP3(poplib.POP3):
         """Every command goes through here: fresh budgets and deadline for its answer."""
         name = line.split(" ", 1)[0].upper()  # never the argument: PASS carries the password
         self._wire.begin(self.sock, name if name.isalpha() else "a command")
+        if name == "PASS" or line.upper().startswith("AUTH PLAIN "):
+            self._wire.record_sent(
+                f"{line.split(' ', 2)[0] if name == 'PASS' else 'AUTH PLAIN'} <redacted>"
+            )
+        elif name.isalpha():
+            self._wire.record_sent(line)
+        else:
+            self._wire.record_sent(f"<redacted: {len(line)} characters>")
         self.sock.sendall(line.encode(self.encoding) + CRLF)
 
     def _getline(self) -> tuple[bytes, int]:
@@ -126,6 +134,8 @@ class BoundedPOP3(poplib.POP3):
                 raise poplib.error_proto(EOF_TEXT)  # cut off: a partial message is no message
             line = line[:-2] if line.endswith(CRLF) else line[:-1]
             if line == b".":
+                if self._wire.transcript is not None:
+                    self._wire.transcript.info(f"<message: {len(body)} octets>")
                 return bytes(body)
             if line.startswith(b".."):
                 line = line[1:]  # RFC 1939 3: a leading dot was doubled

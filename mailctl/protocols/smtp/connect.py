@@ -23,9 +23,9 @@ from mailctl.errors import (
     SmtpTransientError,
     StartTlsUnavailableError,
 )
-from mailctl.hosts import ehlo_problem
 from mailctl.models import AuthMechanism, Protocol, Reply, ServerSettings
 from mailctl.protocols.checks import connect_reason
+from mailctl.protocols.ehlo import default_ehlo_name
 from mailctl.protocols.smtp.client import Client
 from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
 from mailctl.protocols.tls import security_fixes
@@ -58,23 +58,6 @@ def check_command_text(what: str, value: str) -> None:
     """Refuse CR, LF, NUL and other controls before they can become extra commands."""
     if not value or re.search(r"[\s\x00-\x1f\x7f]", value):
         raise InputDataError(f"{what} {value!r} is empty or contains spaces or control characters")
-
-
-def default_ehlo_name(sock: socket.socket) -> str:
-    """RFC 5321 4.1.4: our FQDN, or an address literal when the host has none.
-
-    socket.getfqdn() can block for seconds on a broken resolver; the host name plus a
-    dot check is instant and an address literal is always acceptable.
-    """
-    name = socket.gethostname()
-    if "." in name.strip(".") and ehlo_problem(name) is None and not name.endswith(".localdomain"):
-        return name
-    try:
-        local = str(sock.getsockname()[0])
-    except OSError:
-        return "localhost"  # the connection is already gone; EHLO will fail anyway
-    # RFC 5321 4.1.3: IPv6 literals carry an "IPv6:" tag.
-    return f"[IPv6:{local}]" if ":" in local else f"[{local}]"
 
 
 async def starttls(

@@ -44,6 +44,7 @@ from mailctl.models import (
     Security,
     ServerSettings,
 )
+from mailctl.protocols.handshake import HandshakeFacts
 from mailctl.protocols.smtp.client import Client, describe_tls
 from mailctl.protocols.smtp.connect import (
     AUTO_MECHANISMS,
@@ -77,7 +78,6 @@ from mailctl.protocols.smtp.outcome import (
     deciding_refusal,
 )
 from mailctl.protocols.tls import (
-    TlsInfo,
     certificate_names,
     client_context,
     name_mismatch,
@@ -185,6 +185,9 @@ class SessionOptions:
     secret: Callable[[], str] | None = field(default=None, repr=False)
     transcript: Transcript | None = None
     source_address: tuple[str, int] | None = None
+    # Decode the whole presented chain into SessionInfo.tls (`account test`); `send` skips
+    # it (cryptography's import and parse cost time it does not show).
+    tls_chain: bool = False
 
 
 @dataclass
@@ -193,7 +196,7 @@ class SessionInfo:
 
     banner: Reply
     extensions: dict[str, str]  # EHLO keyword (upper case) -> parameters
-    tls: TlsInfo | None
+    tls: HandshakeFacts | None
     auth_mechanism: str | None
     # seconds: connect, banner, ehlo, starttls, auth
     timings: dict[str, float] = field(metadata=SECONDS)
@@ -372,7 +375,11 @@ class SmtpSession:
         info = SessionInfo(
             banner=banner,
             extensions={key.upper(): value for key, value in client.esmtp_extensions.items()},
-            tls=tls_info(client.ssl_object),
+            tls=tls_info(
+                client.ssl_object,
+                verified=True if settings.verify else None,
+                with_chain=options.tls_chain,
+            ),
             auth_mechanism=mechanism.value.upper() if mechanism else None,
             timings=timings,
         )

@@ -1,0 +1,189 @@
+"""Where fetched messages are written (`Keeper`): Maildir, mbox, a folder of .eml files,
+attachments, and the manifest. Every write is durable (fsync, and rename for files) when
+`keep` returns, which is what lets state and server changes follow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from pathlib import Path
+from types import TracebackType
+
+from mailctl.core.fetch.models import Destinations, FetchedMessage, SavedAttachment
+from mailctl.core.fetch.summary import save_attachments
+from mailctl.errors import CantCreateError
+from mailctl.serialize import to_data
+from mailctl.store.files import file_kind
+from mailctl.store.maildir import Maildir
+from mailctl.store.mbox import Mbox
+
+_RETURN_PATH = re.compile(rb"^return-path:[ \t]*<([^<>\s]*)>", re.IGNORECASE | re.MULTILINE)
+
+
+class Keeper:
+    """The destinations of one fetch, opened once; `keep` writes one message to all."""
+
+    def __init__(self, destinations: Destinations) -> None:
+        self.destinations = destinations
+        self._maildir = Maildir(destinations.maildir) if destinations.maildir else None
+        self._mbox = Mbox(destinations.mbox) if destinations.mbox else None
+        self._eml = EmlFolder(destinations.eml_dir) if destinations.eml_dir else None
+        self._manifest = Manifest(destinations.manifest) if destinations.manifest else None
+
+    def keep(self, record: FetchedMessage, data: bytes) -> FetchedMessage:
+        """Write `data` everywhere asked for; return the record with its path and saved
+        attachments. Raises CantCreateError (nothing half-written is left in a Maildir or
+        .eml folder; an mbox append is truncated back)."""
+        path: Path | None = None
+        if self._maildir is not None:
+            path = self._maildir.deliver(data)
+        if self._eml is not None:
+            written = self._eml.write(data)
+            path = path or written
+        if self._mbox is not None:
+            match = _RETURN_PATH.search(data[:65536])
+            sender = match.group(1).decode("ascii", "replace") if match else "MAILER-DAEMON"
+            self._mbox.deliver(data, sender=sender or "MAILER-DAEMON")
+        attachments: tuple[SavedAttachment, ...] = ()
+        if self.destinations.attachments is not None:
+            attachments = tuple(
+                SavedAttachment(name=s.name, path=s.path, size=s.size, sha256=s.sha256)
+                for s in save_attachments(self.destinations.attachments, data)
+            )
+        kept = _replace(record, path=path, attachments=attachments)
+        if self._manifest is not None:
+            self._manifest.append(kept)
+        return kept
+
+    def close(self) -> None:
+        if self._mbox is not None:
+            self._mbox.close()
+        if self._manifest is not None:
+            self._manifest.close()
+
+    def __enter__(self) -> Keeper:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _replace(record: FetchedMessage, **changes: object) -> FetchedMessage:
+    from dataclasses import replace
+
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+class EmlFolder:
+    """A folder of raw messages, one `.eml` file each, named by time, process and a random
+    part (nothing from the message), written to a dot-file, fsynced, then renamed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise CantCreateError(
+                f"cannot create the .eml folder {self.path}: {err.strerror or err}",
+                hint="name a folder you can write to",
+            ) from err
+        mode = os.stat(self.path).st_mode
+        if not stat.S_ISDIR(mode):
+            raise CantCreateError(
+                f"{self.path} is not a folder (it is {file_kind(mode)})", hint="name a folder"
+            )
+        self._counter = itertools.count(1)
+
+    def write(self, data: bytes) -> Path:
+        name = f"{int(time.time())}-{os.getpid()}-{next(self._counter)}-{secrets.token_hex(4)}"
+        temp = self.path / f".{name}.tmp"
+        final = self.path / f"{name}.eml"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if os.path.lexists(final):  # never over another file (a 1-in-2^32 clash)
+                raise FileExistsError(17, "File exists", str(final))
+            os.rename(temp, final)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise CantCreateError(
+                f"cannot write into {self.path}: {err.strerror or err}",
+                hint="check free space and permissions",
+            ) from err
+        _fsync_dir(self.path)
+        return final
+
+
+class Manifest:
+    """`--manifest FILE.jsonl`: one JSON line per message kept, appended and fsynced after
+    the message itself is durable (a line means the message is there)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as err:
+            raise CantCreateError(
+                f"cannot open the manifest {self.path}: {err.strerror or err}",
+                hint="name a file in a folder you can write to",
+            ) from err
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise CantCreateError(
+                f"the manifest {self.path} is not a regular file (it is {file_kind(mode)})",
+                hint="name a regular file or a new path",
+            )
+        os.set_blocking(fd, True)
+        self._fd = fd
+
+    def append(self, record: FetchedMessage) -> None:
+        data = to_data(record)
+        if isinstance(data, dict):
+            data.pop("parsed", None)
+        line = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as err:
+            raise CantCreateError(
+                f"cannot append to the manifest {self.path}: {err.strerror or err}",
+                hint="check free space",
+            ) from err
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,228 @@
+"""`run_probe`: probe each target politely (a connection budget, spacing, backoff, a deadline).
+
+Per host: one dialogue connection (banner, capabilities before and after STARTTLS, the
+handshake's facts read without verifying), then each TLS version on its own connection
+with a verifying context pinned to that version: a handshake that completes, or fails
+only on the certificate, proves the version is offered, and the verifying handshake of
+the version the dialogue negotiated gives the verification verdict. A certificate problem
+is a finding; the probe never falls back to plaintext and never authenticates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from mailctl.core.probe.findings import Finding, Severity
+from mailctl.core.probe.models import (
+    HostReport,
+    Politeness,
+    ProbeRequest,
+    ProbeResult,
+    Target,
+    VersionCheck,
+)
+from mailctl.core.probe.mx import dane, dns_options, plan_mx
+from mailctl.core.probe.verdicts import certificate_findings, dialogue_findings, version_findings
+from mailctl.protocols.probe import DialogueFacts, LinkLimits, converse
+from mailctl.protocols.probe.scan import (
+    ScanContexts,
+    TlsContext,
+    version_outcome,
+    with_verdict,
+)
+
+
+def run_probe(request: ProbeRequest) -> ProbeResult:
+    """Probe every target in turn; failures are findings, never raised.
+
+    Raises NoInputError/ConfigError only for an unusable --ca-file (before any connection).
+    """
+    contexts = ScanContexts(request.ca_file)
+    ehlo = request.ehlo_name
+    targets = request.targets
+    domain_findings: tuple[Finding, ...] = ()
+    options = None
+    if request.mx_domain is not None:
+        options = dns_options(request)
+        plan = plan_mx(request, options)
+        targets += plan.targets
+        domain_findings = plan.findings
+    hosts: list[HostReport] = []
+    for target in targets:
+        report = _probe_host(target, request, contexts, ehlo)
+        if target.mx_name is not None and report.tls is not None:
+            # RFC 7672: DANE for SMTP, the TLSA records of the MX name and port.
+            chain = [cert.der for cert in report.tls.chain]
+            extra = tuple(dane(target, chain, options))
+            report = replace(report, findings=report.findings + extra)
+        hosts.append(report)
+    return ProbeResult(hosts=tuple(hosts), findings=domain_findings, fail_on=request.fail_on)
+
+
+@dataclass
+class _Budget:
+    """Connections left, the host deadline, and the spacing between connections."""
+
+    politeness: Politeness
+    deadline: float
+    used: int = 0
+    sent_away: int = 0  # busy greetings (421, BYE, -ERR) seen
+    backoff: float = 0.0
+    _last: float = field(default=0.0)
+
+    def take(self) -> str | None:
+        """Wait for the next connection slot; None when granted, else why not."""
+        if self.used >= self.politeness.connections:
+            return "no connection budget left"
+        wait = self._last + self.politeness.spacing + self.backoff - time.monotonic()
+        if time.monotonic() + max(wait, 0.0) >= self.deadline:
+            return "the per-host deadline passed"
+        if wait > 0:
+            time.sleep(wait)
+        self.backoff = 0.0
+        self.used += 1
+        self._last = time.monotonic()
+        return None
+
+    def busy(self) -> None:
+        """The server sent us away (421): wait longer before the next connection, doubling
+        with each refusal (1 s, 2 s, 4 s ... by default)."""
+        self.sent_away += 1
+        self.backoff = self.politeness.backoff * 2 ** (self.sent_away - 1)
+
+
+def _probe_host(
+    target: Target, request: ProbeRequest, contexts: ScanContexts, ehlo: str | None
+) -> HostReport:
+    politeness = request.politeness
+    budget = _Budget(politeness, deadline=time.monotonic() + politeness.deadline)
+    limits = LinkLimits(
+        reply_seconds=politeness.reply_seconds, connect_seconds=politeness.reply_seconds
+    )
+    server_hostname = target.tls_name or target.host
+
+    def connect(context: TlsContext, *, tls_only: bool) -> DialogueFacts | str:
+        """One connection's dialogue; after a 421 (or BYE, -ERR) greeting, back off and try
+        again while the budget and the deadline allow. The last answer, or why none."""
+        last: DialogueFacts | None = None
+        while True:
+            refused = budget.take()
+            if refused is not None:
+                return last if last is not None else refused
+            facts = converse(
+                target.protocol.family,
+                target.host,
+                target.port,
+                implicit_tls=target.protocol.implicit_tls,
+                context=context,
+                server_hostname=server_hostname,
+                ehlo_name=ehlo,
+                limits=limits,
+                deadline=budget.deadline,
+                tls_only=tls_only,
+                injection_grace=0.0 if tls_only else 0.03,
+            )
+            if not facts.busy:
+                return facts
+            last = facts
+            budget.busy()
+
+    started = time.perf_counter()
+    dialogue = connect(contexts.dialogue, tls_only=False)
+    if isinstance(dialogue, str):  # cannot happen on the first connection; keep types honest
+        dialogue = DialogueFacts()
+    findings: list[Finding] = list(dialogue_findings(target, dialogue))
+    if budget.sent_away and not dialogue.busy:
+        findings.append(
+            Finding(
+                Severity.INFO,
+                "connect.busy",
+                target.where,
+                f"the server sent the probe away {budget.sent_away} time(s) before answering",
+                None,
+            )
+        )
+    timings = dict(dialogue.timings)
+    if not dialogue.connected:
+        return HostReport(
+            host=target.host,
+            port=target.port,
+            protocol=target.protocol,
+            probed=False,
+            mx_name=target.mx_name,
+            findings=tuple(findings),
+            connections=budget.used,
+            timings=timings,
+        )
+    tls = dialogue.tls
+    versions: tuple[VersionCheck, ...] = ()
+    # Scan only where TLS started (or its handshake failed): a STARTTLS that was refused or
+    # never reached would be refused again on every connection.
+    started_tls = dialogue.tls is not None or dialogue.handshake_error is not None
+    can_tls = target.protocol.implicit_tls or started_tls
+    if can_tls and not dialogue.busy:
+        scan_started = time.perf_counter()
+        wanted = [
+            (name, pinned)
+            for name, pinned in contexts.pinned.items()
+            if request.scan_versions or (tls is not None and name == tls.version)
+        ]
+        checks: list[VersionCheck] = []
+        verdicts: dict[str, DialogueFacts] = {}
+        for name, pinned in wanted:
+            if isinstance(pinned, str):
+                checks.append(VersionCheck(name, None, reason=pinned))
+                continue
+            outcome = connect(pinned, tls_only=True)
+            if isinstance(outcome, str):
+                checks.append(VersionCheck(name, None, reason=outcome))
+                continue
+            verdicts[name] = outcome
+            found = version_outcome(outcome)
+            checks.append(
+                VersionCheck(
+                    name,
+                    found.offered,
+                    cipher=found.cipher,
+                    reason=found.reason,
+                    elapsed=sum(outcome.timings.values()),
+                )
+            )
+        versions = tuple(checks)
+        timings["scan"] = time.perf_counter() - scan_started
+        if tls is not None:
+            tls = with_verdict(tls, verdicts.get(tls.version))
+        findings += version_findings(target, versions)
+    if tls is not None:
+        findings += certificate_findings(target, tls)
+    timings["total"] = time.perf_counter() - started
+    return HostReport(
+        host=target.host,
+        port=target.port,
+        protocol=target.protocol,
+        probed=True,
+        mx_name=target.mx_name,
+        banner=dialogue.banner,
+        esmtp=dialogue.esmtp if target.protocol.family == "smtp" else None,
+        capabilities_before_tls=dialogue.before,
+        capabilities_after_tls=dialogue.after,
+        starttls_offered=dialogue.starttls_offered,
+        tls=tls,
+        versions=versions,
+        findings=_unique(findings),
+        commands_sent=tuple(dialogue.sent),
+        connections=budget.used,
+        timings=timings,
+    )
+
+
+def _unique(findings: list[Finding]) -> tuple[Finding, ...]:
+    seen: set[tuple[str, str, str]] = set()
+    out: list[Finding] = []
+    for finding in findings:
+        key = (finding.code, finding.subject, finding.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return tuple(out)

@@ -1,0 +1,406 @@
+"""probe --mx's DNS mail policy against a local authoritative DNS server and a local HTTPS
+server for MTA-STS policies: every finding code, and `nameserver`/`ca_file` applied to the
+policy fetch too (tests/servers/dns.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dns_zone import GOOD_POLICY, codes, good_zone, options
+from servers.dns import DnsServer, PolicyReply, PolicyServer
+
+from mailctl.core.probe.dns_policy import DnsOptions, DomainPolicy, domain_policy, resolve_mx
+from mailctl.core.probe.findings import Severity
+from mailctl.errors import ConfigError, HeaderInjectionError, InputDataError, UsageError
+from mailctl.serialize import to_data
+
+
+@pytest.fixture
+def ca_file(policy_server: PolicyServer, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    policy_server.ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+def zone(dns_server: DnsServer) -> Iterator[DnsServer]:
+    dns_server.set_records(good_zone())
+    yield dns_server
+
+
+def serve(policy_server: PolicyServer, body: bytes = GOOD_POLICY, **kwargs: object) -> None:
+    policy_server.policies["mta-sts.good.test"] = PolicyReply(body, **kwargs)  # type: ignore[arg-type]
+
+
+def check(zone: DnsServer, ca_file: Path | None, mx: list[str] | None = None) -> DomainPolicy:
+    return domain_policy(
+        "good.test", mx or ["mx1.good.test", "a.mail.good.test"], options(zone, ca_file)
+    )
+
+
+# --- MX ------------------------------------------------------------------------------------
+
+
+def test_mx_hosts_in_preference_order_with_addresses_from_the_nameserver(zone: DnsServer) -> None:
+    zone.set_records({"good.test": ["MX 5 mx0.good.test."], "mx0.good.test": ["AAAA ::1"]})
+    hosts = resolve_mx("good.test", options(zone))
+    assert [(h.preference, h.name, h.addresses) for h in hosts] == [
+        (5, "mx0.good.test", ("::1",)),
+        (10, "mx1.good.test", ("127.0.0.1",)),
+        (20, "a.mail.good.test", ("127.0.0.1",)),
+    ]
+    assert all(not h.findings and not h.ad for h in hosts)
+    assert ("mx0.good.test", "AAAA") in zone.queries()
+
+
+def test_ad_bit_reported_as_the_resolver_gave_it(zone: DnsServer) -> None:
+    zone.ad = True
+    assert all(h.ad for h in resolve_mx("good.test", options(zone)))
+    zone.ad = False
+    assert not any(h.ad for h in resolve_mx("good.test", options(zone)))
+
+
+def test_null_mx_is_reported_and_has_no_host(dns_server: DnsServer) -> None:
+    dns_server.set_records({"null.test": ["MX 0 ."]})
+    [host] = resolve_mx("null.test", options(dns_server))
+    assert host.null and host.name == "." and host.addresses == ()
+    assert [(f.code, f.severity) for f in host.findings] == [("mx.null", Severity.WARNING)]
+
+
+def test_null_mx_beside_real_mx_is_an_error(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {"mixed.test": ["MX 0 .", "MX 10 mx.mixed.test."], "mx.mixed.test": ["A 127.0.0.1"]}
+    )
+    hosts = resolve_mx("mixed.test", options(dns_server))
+    assert [h.name for h in hosts] == [".", "mx.mixed.test"]
+    assert [(f.code, f.severity) for f in hosts[0].findings] == [("mx.null", Severity.ERROR)]
+
+
+def test_no_mx_falls_back_to_the_domain_address(dns_server: DnsServer) -> None:
+    dns_server.set_records({"plain.test": ["A 127.0.0.3"]})
+    [host] = resolve_mx("plain.test", options(dns_server))
+    assert host.implicit and host.name == "plain.test" and host.addresses == ("127.0.0.3",)
+    assert [(f.code, f.severity) for f in host.findings] == [("mx.none", Severity.WARNING)]
+
+
+@pytest.mark.parametrize("records", [{}, {"empty.test": ['TXT "hello"']}])
+def test_no_mx_and_no_address_is_an_error(
+    dns_server: DnsServer, records: dict[str, list[str]]
+) -> None:
+    dns_server.set_records(records)
+    [host] = resolve_mx("empty.test", options(dns_server))
+    assert host.implicit and host.addresses == ()
+    assert [(f.code, f.severity) for f in host.findings] == [("mx.none", Severity.ERROR)]
+
+
+def test_mx_host_without_address_is_named(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {"d.test": ["MX 10 ghost.d.test.", "MX 20 mx.d.test."], "mx.d.test": ["A 127.0.0.1"]}
+    )
+    ghost, real = resolve_mx("d.test", options(dns_server))
+    assert [f.code for f in ghost.findings] == ["mx.unresolvable"] and ghost.addresses == ()
+    assert "ghost.d.test" in ghost.findings[0].message
+    assert real.findings == ()
+
+
+def test_nameserver_must_be_an_address() -> None:
+    with pytest.raises(UsageError, match="not an IP address"):
+        resolve_mx("good.test", DnsOptions(nameserver="ns.example.test"))
+
+
+# --- the whole policy ----------------------------------------------------------------------
+
+
+def test_a_domain_with_everything_right_has_no_findings(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    serve(policy_server)
+    policy = check(zone, ca_file)
+    assert policy.findings == ()
+    assert policy.mta_sts_policy is not None
+    assert policy.mta_sts_policy.mode == "enforce"
+    assert policy.mta_sts_policy.mx == ("mx1.good.test", "*.mail.good.test")
+    assert policy.mta_sts.records == ("v=STSv1; id=20240101",)
+    assert policy.spf.records == ("v=spf1 mx -all",)
+    assert policy.dmarc.status == "ok" and policy.tls_rpt.status == "ok"
+    # The policy host was looked up through our nameserver and fetched with SNI and Host.
+    assert ("mta-sts.good.test", "A") in zone.queries()
+    assert policy_server.sni == ["mta-sts.good.test"]
+    assert policy_server.requests == [
+        ("mta-sts.good.test", "GET /.well-known/mta-sts.txt HTTP/1.1")
+    ]
+    # The results go into the probe's JSON as they are (no bytes, every key present).
+    data = to_data(policy)
+    assert data["mta_sts_policy"]["mx"] == ["mx1.good.test", "*.mail.good.test"]
+    spf = {"name": "good.test", "status": "ok", "records": ["v=spf1 mx -all"], "ad": False}
+    assert data["spf"] == spf
+    assert to_data(resolve_mx("good.test", options(zone)))[0]["addresses"] == ["127.0.0.1"]
+
+
+def test_policy_served_chunked_is_read(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    serve(policy_server, chunked=True)
+    assert check(zone, ca_file).findings == ()
+
+
+def test_mta_sts_missing(zone: DnsServer, ca_file: Path) -> None:
+    zone.rrsets.pop(("_mta-sts.good.test", 16))
+    assert codes(check(zone, ca_file)) == {"mta_sts.missing": Severity.WARNING}
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        ['TXT "v=STSv1; id=a-b"'],  # id is letters and digits only
+        ['TXT "v=STSv1;"'],  # no id
+        ['TXT "v=STSv1; id=1"', 'TXT "v=STSv1; id=2"'],  # two records: none applies
+    ],
+)
+def test_mta_sts_record_invalid(zone: DnsServer, ca_file: Path, records: list[str]) -> None:
+    zone.rrsets.pop(("_mta-sts.good.test", 16))
+    zone.set_records({"_mta-sts.good.test": records})
+    assert codes(check(zone, ca_file)) == {"mta_sts.record_invalid": Severity.ERROR}
+
+
+def test_unrelated_txt_records_are_not_mta_sts(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    zone.set_records({"_mta-sts.good.test": ['TXT "something else"']})
+    serve(policy_server)
+    assert check(zone, ca_file).findings == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "kwargs", "why"),
+    [
+        (GOOD_POLICY.replace(b"enforce", b"strict"), {}, "mode must be"),
+        (GOOD_POLICY.replace(b"version: STSv1\r\n", b""), {}, "version"),
+        (GOOD_POLICY.replace(b"604800", b"99999999999"), {}, "max_age"),
+        (b"version: STSv1\r\nmode: enforce\r\nmax_age: 604800\r\n", {}, "mx"),
+        (GOOD_POLICY + b"no colon here\r\n", {}, "line 6"),
+        (GOOD_POLICY, {"content_type": "text/html\x1b[31m"}, "'text/html\\x1b[31m'"),
+        (b"\xff\xfe", {}, "UTF-8"),
+        (GOOD_POLICY + b"#" * 70_000, {}, "65536"),
+    ],
+)
+def test_mta_sts_policy_invalid(
+    zone: DnsServer,
+    policy_server: PolicyServer,
+    ca_file: Path,
+    body: bytes,
+    kwargs: dict[str, object],
+    why: str,
+) -> None:
+    serve(policy_server, body, **kwargs)
+    policy = check(zone, ca_file)
+    assert codes(policy) == {"mta_sts.policy_invalid": Severity.ERROR}
+    assert why in policy.findings[0].message
+    assert policy.mta_sts_policy is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (PolicyReply(b"gone", status=404), "HTTP 404"),
+        (
+            PolicyReply(b"", status=301, headers={"Location": "https://elsewhere.test/"}),
+            "redirects",
+        ),
+        (PolicyReply(raw=b"SSH-2.0-OpenSSH\r\n\r\n"), "HTTP/1.x"),
+    ],
+)
+def test_mta_sts_policy_unreachable(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path, reply: PolicyReply, why: str
+) -> None:
+    policy_server.policies["mta-sts.good.test"] = reply
+    policy = check(zone, ca_file)
+    assert codes(policy) == {"mta_sts.policy_unreachable": Severity.ERROR}
+    assert why in policy.findings[0].message
+    assert len(policy_server.requests) == 1  # the redirect was not followed
+
+
+def test_policy_host_without_address(zone: DnsServer, ca_file: Path) -> None:
+    zone.rrsets.pop(("mta-sts.good.test", 1))
+    policy = check(zone, ca_file)
+    assert codes(policy) == {"mta_sts.policy_unreachable": Severity.ERROR}
+    assert "mta-sts.good.test" in policy.findings[0].message
+
+
+def test_policy_certificate_from_an_unknown_ca(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    serve(policy_server)
+    policy_server.untrusted.add("mta-sts.good.test")
+    policy = check(zone, ca_file)
+    assert codes(policy) == {"mta_sts.policy_tls": Severity.ERROR}
+    assert policy_server.requests == []  # nothing was asked over an unverified connection
+
+
+def test_ca_file_applies_to_the_policy_fetch(zone: DnsServer, policy_server: PolicyServer) -> None:
+    """Without --ca-file the system store is used, which does not know the test CA."""
+    serve(policy_server)
+    assert codes(check(zone, None)) == {"mta_sts.policy_tls": Severity.ERROR}
+
+
+def test_unusable_ca_file_is_an_error_not_a_finding(zone: DnsServer, tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="no usable PEM"):
+        check(zone, bad)
+
+
+@pytest.mark.parametrize(
+    ("mode", "severity"), [(b"enforce", Severity.ERROR), (b"testing", Severity.WARNING)]
+)
+def test_mx_mismatch(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path, mode: bytes, severity: Severity
+) -> None:
+    serve(policy_server, GOOD_POLICY.replace(b"enforce", mode))
+    # a.b.mail.good.test: the wildcard stands for one label only (RFC 8461 4.1).
+    policy = check(zone, ca_file, ["mx1.good.test", "a.b.mail.good.test", "mail.good.test"])
+    found = [f for f in policy.findings if f.code == "mta_sts.mx_mismatch"]
+    assert [f.severity for f in found] == [severity]
+    assert "a.b.mail.good.test, mail.good.test" in found[0].message
+
+
+def test_policy_modes_and_short_max_age(
+    zone: DnsServer, policy_server: PolicyServer, ca_file: Path
+) -> None:
+    serve(policy_server, GOOD_POLICY.replace(b"enforce", b"testing"))
+    assert codes(check(zone, ca_file)) == {"mta_sts.mode_testing": Severity.INFO}
+    serve(policy_server, b"version: STSv1\nmode: none\nmax_age: 86400\n")
+    assert codes(check(zone, ca_file, ["elsewhere.test"])) == {"mta_sts.mode_none": Severity.INFO}
+    serve(policy_server, GOOD_POLICY.replace(b"604800", b"300"))
+    assert codes(check(zone, ca_file)) == {"mta_sts.max_age_short": Severity.WARNING}
+
+
+# --- TLS-RPT, SPF, DMARC ---------------------------------------------------------------------
+
+
+def replace_txt(zone: DnsServer, name: str, records: list[str]) -> None:
+    zone.rrsets.pop((name, 16), None)
+    if records:
+        zone.set_records({name: records})
+
+
+@pytest.mark.parametrize(
+    ("records", "code", "severity"),
+    [
+        ([], "tls_rpt.missing", Severity.INFO),
+        (['TXT "v=TLSRPTv1; rua=ftp://x.test"'], "tls_rpt.invalid", Severity.WARNING),
+        (['TXT "v=TLSRPTv1;"'], "tls_rpt.invalid", Severity.WARNING),
+        (
+            ['TXT "v=TLSRPTv1; rua=mailto:a@x.test"', 'TXT "v=TLSRPTv1; rua=mailto:b@x.test"'],
+            "tls_rpt.invalid",
+            Severity.WARNING,
+        ),
+    ],
+)
+def test_tls_rpt(
+    zone: DnsServer,
+    policy_server: PolicyServer,
+    ca_file: Path,
+    records: list[str],
+    code: str,
+    severity: Severity,
+) -> None:
+    serve(policy_server)
+    replace_txt(zone, "_smtp._tls.good.test", records)
+    assert codes(check(zone, ca_file)) == {code: severity}
+
+
+@pytest.mark.parametrize(
+    ("records", "code", "severity"),
+    [
+        (['TXT "google-site-verification=abc"'], "spf.missing", Severity.WARNING),
+        (['TXT "v=spf1 mx -all"', 'TXT "v=spf1 a -all"'], "spf.multiple", Severity.ERROR),
+        (['TXT "v=spf1 ip4:300.1.2.3 -all"'], "spf.invalid", Severity.ERROR),
+        (['TXT "v=spf1 include: -all"'], "spf.invalid", Severity.ERROR),
+        (['TXT "v=spf1 frobnicate -all"'], "spf.invalid", Severity.ERROR),
+        (['TXT "v=spf1 redirect=a.test redirect=b.test"'], "spf.invalid", Severity.ERROR),
+        (['TXT "v=spf1 " "+all"'], "spf.pass_all", Severity.WARNING),  # strings are joined
+        (
+            [f'TXT "v=spf1 {" ".join(f"include:s{i}.test" for i in range(11))} -all"'],
+            "spf.too_many_lookups",
+            Severity.ERROR,
+        ),
+    ],
+)
+def test_spf(
+    zone: DnsServer,
+    policy_server: PolicyServer,
+    ca_file: Path,
+    records: list[str],
+    code: str,
+    severity: Severity,
+) -> None:
+    serve(policy_server)
+    replace_txt(zone, "good.test", records)
+    assert codes(check(zone, ca_file)) == {code: severity}
+
+
+@pytest.mark.parametrize(
+    ("records", "code", "severity"),
+    [
+        ([], "dmarc.missing", Severity.WARNING),
+        (['TXT "v=DMARC1; p=reject"', 'TXT "v=DMARC1; p=none"'], "dmarc.multiple", Severity.ERROR),
+        (['TXT "v=DMARC1; rua=mailto:d@good.test"'], "dmarc.invalid", Severity.ERROR),  # no p=
+        (['TXT "v=DMARC1; p=drop"'], "dmarc.invalid", Severity.ERROR),
+        (['TXT "v=DMARC1; p=reject; pct=150"'], "dmarc.invalid", Severity.ERROR),
+        (['TXT "p=reject; v=DMARC1"'], "dmarc.missing", Severity.WARNING),  # v= must come first
+        (['TXT "v=DMARC1; p=none; rua=mailto:d@good.test"'], "dmarc.policy_none", Severity.INFO),
+    ],
+)
+def test_dmarc(
+    zone: DnsServer,
+    policy_server: PolicyServer,
+    ca_file: Path,
+    records: list[str],
+    code: str,
+    severity: Severity,
+) -> None:
+    serve(policy_server)
+    replace_txt(zone, "_dmarc.good.test", records)
+    assert codes(check(zone, ca_file)) == {code: severity}
+
+
+def test_mx_record_naming_no_host_name(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {"d.test": ["MX 10 bad\\032name.d.test.", "MX 20 mx.d.test."], "mx.d.test": ["A 127.0.0.1"]}
+    )
+    bad, real = resolve_mx("d.test", options(dns_server))
+    assert [f.code for f in bad.findings] == ["mx.invalid_name"] and bad.addresses == ()
+    assert ("bad name.d.test", "A") not in dns_server.queries()
+    assert real.addresses == ("127.0.0.1",)
+
+
+@pytest.mark.parametrize(
+    ("domain", "error"),
+    [
+        ("good.test\r\nHost: evil.test", HeaderInjectionError),
+        ("good test", InputDataError),
+        ("192.0.2.1", InputDataError),
+        ("", InputDataError),
+    ],
+)
+def test_domain_must_be_a_domain_name(
+    dns_server: DnsServer, domain: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        resolve_mx(domain, options(dns_server))
+    with pytest.raises(error):
+        domain_policy(domain, [], options(dns_server))
+    assert dns_server.queries() == []
+
+
+def test_unicode_domain_is_asked_as_a_labels(dns_server: DnsServer) -> None:
+    dns_server.set_records({"xn--bcher-kva.test": ["MX 10 mx.xn--bcher-kva.test."]})
+    dns_server.set_records({"mx.xn--bcher-kva.test": ["A 127.0.0.1"]})
+    [host] = resolve_mx("Bücher.test.", options(dns_server))
+    assert host.name == "mx.xn--bcher-kva.test" and host.addresses == ("127.0.0.1",)
+    policy = domain_policy("bücher.test", [host.name], options(dns_server))
+    assert policy.domain == "xn--bcher-kva.test"
+    assert ("_mta-sts.xn--bcher-kva.test", "TXT") in dns_server.queries()
