@@ -127,8 +127,9 @@ def test_summary() -> None:
         "Grüße aus Köln",
         len(FULL),
     )
+    # Decoded header text (a listing shows it; parse_message has the address lists).
     assert s.from_ == "Jörg <jorg@example.net>"
-    assert s.to == "Doe, John <j@example.org>, 日本 <n@example.jp>"
+    assert s.to == '"Doe, John" <j@example.org>, undisclosed:;, 日本 <n@example.jp>'
     assert (s.attachment_count, s.problem) == (4, None)
     header_only = summarize(FULL.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
     assert (header_only.subject, header_only.attachment_count) == ("Grüße aus Köln", 0)

@@ -11,7 +11,7 @@ from mailctl.inputs import MAX_INPUT_HINT, describe, max_input_bytes
 from mailctl.mime.addresses import mailbox_key
 from mailctl.mime.headers import Mailbox, parse_address_header
 from mailctl.mime.parse.limits import ParseLimits
-from mailctl.mime.parse.tree import parse_tree
+from mailctl.mime.parse.tree import parse_email
 
 __all__ = ["envelope_sender", "header_recipients", "read_eml"]
 
@@ -29,7 +29,7 @@ def read_eml(data: bytes) -> EmailMessage:
             f"the message is {len(data)} bytes, over the {describe(limit)} limit",
             hint=MAX_INPUT_HINT,
         )
-    message = parse_tree(data, ParseLimits(max_message_bytes=limit, max_part_bytes=limit))
+    message = parse_email(data, ParseLimits(max_message_bytes=limit, max_part_bytes=limit))
     if not message.keys():
         raise InputDataError(
             "the input has no header block", hint="a message starts with headers like From:"

@@ -15,7 +15,6 @@ from mailctl.mime.parse.dsn import dsn_of
 from mailctl.mime.parse.fields import addresses, date_of, every, first, message_ids
 from mailctl.mime.parse.limits import ParseLimits
 from mailctl.mime.parse.model import (
-    AddressInfo,
     AttachmentInfo,
     AttachmentPart,
     HeaderField,
@@ -165,31 +164,24 @@ def summarize(data: bytes, *, limits: ParseLimits = _DEFAULT) -> MessageSummary:
     except MailctlError as err:
         return _header_summary(data, limits, err.message)
     headers = raw_headers(tree)
-    problems: list[str] = []
     count = 0
     problem: str | None = None
     try:
         count = sum(1 for leaf in leaves(tree, limits, payloads=False) if not leaf.is_body)
     except MailctlError as err:
         problem = err.message
-    sender = addresses(headers, "From", problems)
-    to = addresses(headers, "To", problems)
+    # The address headers as decoded text: a listing shows them, and the strict address
+    # parsers (~0.2 ms a header) are parse_message's job.
     return MessageSummary(
         message_id=next(iter(message_ids(first(headers, "Message-ID"))), None),
         date_iso=date_of(headers)[1],
-        from_=_shown(sender) or _decoded(first(headers, "From")),
-        to=_shown(to) or _decoded(first(headers, "To")),
+        from_=_decoded(first(headers, "From")),
+        to=_decoded(first(headers, "To")),
         subject=_decoded(first(headers, "Subject")),
         size=len(data),
         attachment_count=count,
-        problem=problem or (problems[0] if problems else None),
+        problem=problem,
     )
-
-
-def _shown(boxes: tuple[AddressInfo, ...]) -> str | None:
-    if not boxes:
-        return None
-    return ", ".join(f"{box.name} <{box.address}>" if box.name else box.address for box in boxes)
 
 
 def _header_summary(data: bytes, limits: ParseLimits, problem: str) -> MessageSummary:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from io import BytesIO
 from typing import Final
 
@@ -57,8 +58,13 @@ def _name(part: Message) -> str | None:
     """The part's file name as the message gives it: RFC 2231 and RFC 2047 decoded."""
     name = safe(part.get_filename)
     if name is None:
-        name = safe(lambda: part.get_param("name"))
-    if name is None:
+        # RFC 2046 4.5.1's older `name` parameter; RFC 2231 values arrive as a triple.
+        try:
+            value = part.get_param("name")
+            name = collapse_rfc2231_value(value) if value is not None else None
+        except Exception:  # a Content-Type the parameter parser cannot read
+            name = None
+    if not name:
         return None
     # RFC 2231 arrives decoded; encoded words in a quoted name (not standard, but what most
     # mailers write) are decoded here, with raw 8-bit octets read as UTF-8.
