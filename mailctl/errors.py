@@ -176,6 +176,12 @@ class MessageTooLargeError(InputDataError):
     code = "message_too_large"
 
 
+class MessageParseError(InputDataError):
+    """A message past a parse limit (mime.parse.ParseLimits: depth, parts, header size ...)."""
+
+    code = "message_unparseable"
+
+
 class InputTooLargeError(InputDataError):
     """A local input (file or stdin) over its size limit; refused before it is all read."""
 

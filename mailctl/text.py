@@ -4,6 +4,10 @@
   line breaks and tabs stay; undecodable bytes show as `\\xNN`.
 - `quote`: a value someone gave (an address, a path, a config value) inside a one-line message.
   Quoted and escaped like Python's repr, so a trailing space or a CR is visible; capped.
+- `inert`: text a message or server chose (a subject, a file name, a body) for a terminal, in
+  a table cell (one line) or as a block of lines: every control, bidi control and line
+  separator is shown as an escape (\\x1b, \\u202e) instead of acting; print it with rich
+  markup off (cli/output.make_console, or rich.text.Text) so `[red]` stays text.
 - `excerpt`: someone else's prose (a server reply) inside a one-line message. Whitespace runs
   become one space, anything else unprintable is escaped, a secret is masked, capped; no quotes,
   so callers can still match the server's words in it.
@@ -17,7 +21,7 @@ import os
 import re
 from typing import Final
 
-__all__ = ["clean", "excerpt", "quote"]
+__all__ = ["clean", "excerpt", "inert", "quote"]
 
 # C0 and C1 controls except tab and newline (they move the cursor, ring, change colours), and
 # the Unicode bidirectional controls, which reorder what is shown (CVE-2021-42574).
@@ -38,6 +42,28 @@ def clean(text: str) -> str:
     strict UTF-8 stream cannot fail.
     """
     return _SURROGATE.sub(_escape_match, _TERMINAL_UNSAFE.sub("", text))
+
+
+# What `inert` escapes: controls and bidi controls as above, CR, the Unicode line and paragraph
+# separators and lone surrogates; tab and LF only on one line.
+_ACTIVE: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
+_ACTIVE_IN_BLOCK: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
+
+
+def inert(text: str, *, lines: bool = False) -> str:
+    """Return `text` with everything a terminal would act on shown as an escape instead.
+
+    ESC (ANSI sequences), the other C0/C1 controls, CR, bidi controls and line separators
+    become `\\x1b`, `\\u202e` ...; with `lines`, LF and tab stay (a body), else they are
+    escaped too (a table cell, one line). Rich markup is not touched here: print the result
+    with markup off.
+    """
+    pattern = _ACTIVE_IN_BLOCK if lines else _ACTIVE
+    return pattern.sub(_escape_match, text)
 
 
 def quote(value: object, *, limit: int = QUOTE_LIMIT) -> str:

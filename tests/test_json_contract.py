@@ -398,6 +398,72 @@ def test_bulk_send(tmp_path: Path) -> None:
     assert sent["data"]["journal_counts"] == {"sent": 2, "failed": 1}
 
 
+# -- parse ---------------------------------------------------------------------------------
+
+PARSED = {
+    "size", "subject", "from", "to", "cc", "reply_to", "date", "date_iso", "message_id",
+    "in_reply_to", "references", "text", "html", "attachments", "received", "authentication",
+    "list_unsubscribe", "list_unsubscribe_one_click", "dsn", "headers", "problems",
+    *(f"{key}[].{sub}" for key in ("from", "to", "cc", "reply_to") for sub in ("name", "address")),
+    *(f"attachments[].{key}" for key in (
+        "name", "content_type", "size", "sha256", "content_id", "inline",
+    )),
+    *(f"received[].{key}" for key in ("from", "by", "with", "timestamp", "delay_ms")),
+    *(f"authentication[].{key}" for key in ("authserv_id", "method", "result", "properties")),
+    "authentication[].properties.*",
+    "dsn.reporting_mta", "dsn.recipients",
+    *(f"dsn.recipients[].{key}" for key in (
+        "original_recipient", "final_recipient", "action", "status", "diagnostic_code",
+        "remote_mta",
+    )),
+    "headers[].name", "headers[].value",
+}  # fmt: skip
+PARSED_MAPS = ["authentication[].properties"]  # fetch --full's `parsed` is the same object
+PARSE = {
+    "source", "message", "saved", "saved[].name", "saved[].path", "saved[].size", "saved[].sha256",
+    *(f"message.{key}" for key in PARSED),
+}  # fmt: skip
+BOUNCE = (
+    b"Received: from mx.example.net by mail.example.org with ESMTPS id 1;"
+    b" Tue, 1 Oct 2024 10:00:05 +0000\r\n"
+    b"Received: from a by mx.example.net with ESMTP id 2; Tue, 1 Oct 2024 10:00:00 +0000\r\n"
+    b"Authentication-Results: mail.example.org; spf=pass smtp.mailfrom=example.net\r\n"
+    b"From: Mail Delivery System <MAILER-DAEMON@example.net>\r\n"
+    b"To: a@example.org\r\nCc: c@example.org\r\nReply-To: r@example.org\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"Date: Tue, 1 Oct 2024 10:00:00 +0000\r\nMessage-ID: <b@example.net>\r\n"
+    b"In-Reply-To: <x@example.org>\r\nReferences: <x@example.org>\r\n"
+    b"List-Unsubscribe: <mailto:u@example.net>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n"
+    b"--r\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n"
+    b"--r\r\nContent-Type: text/html\r\n\r\n<p>It bounced.</p>\r\n"
+    b"--r\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+    b"Original-Recipient: rfc822; x@example.org\r\nFinal-Recipient: rfc822; x@example.org\r\n"
+    b"Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.example.org\r\n"
+    b"Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n"
+    b"--r\r\nContent-Type: message/rfc822\r\n\r\nSubject: original\r\n\r\nhi\r\n--r--\r\n"
+)
+
+
+def test_parse(tmp_path: Path) -> None:
+    message = tmp_path / "bounce.eml"
+    message.write_bytes(BOUNCE)
+    parsed = run(
+        ["parse", str(message), "--attachments", str(tmp_path / "files"), "--json"],
+        {},
+        ["parse"],
+    )
+    assert key_paths(parsed["data"], maps=["message.authentication[].properties"]) == PARSE
+    data = parsed["data"]["message"]
+    assert data["dsn"]["recipients"][0]["status"] == "5.1.1"
+    assert [hop["delay_ms"] for hop in data["received"]] == [None, 5000.0]
+    # An error before any result: the envelope with empty data.
+    failed = run(["parse", str(tmp_path / "missing.eml"), "--json"], {}, ["parse"])
+    assert failed["data"] == {} and failed["errors"][0]["code"] == "no_input"
+
+
 # -- fetch and folders -----------------------------------------------------------------------
 
 FOLDERS = {
@@ -468,7 +534,8 @@ def test_fetch_and_folders(tmp_path: Path, dovecot: Any) -> None:
         f"messages[].attachments[].{key}" for key in ("name", "path", "size", "sha256")
     }
     full = run(["fetch", "-A", "d", "--full", "--json"], env, ["fetch"])
-    assert isinstance(full["data"]["messages"][0]["parsed"], dict)
+    parsed_keys = key_paths(full["data"]["messages"][0]["parsed"], maps=PARSED_MAPS)
+    assert parsed_keys <= PARSED and {"subject", "text", "attachments"} <= parsed_keys
 
 
 FINDING = {"severity", "code", "subject", "message", "fix"}

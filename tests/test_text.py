@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mailctl.cli.app import app
 from mailctl.cli.output import make_console
-from mailctl.text import EXCERPT_LIMIT, QUOTE_LIMIT, clean, excerpt, quote
+from mailctl.text import EXCERPT_LIMIT, QUOTE_LIMIT, clean, excerpt, inert, quote
 
 # Every code point class that matters: controls, C1, bidi, line separators, surrogates, astral.
 ANY_TEXT = st.text(
@@ -147,3 +147,27 @@ def test_excerpt_examples() -> None:
     assert excerpt("x" * 500) == "x" * (EXCERPT_LIMIT - 3) + "..."
     assert excerpt("NO " + TEST_PASSWORD, secret=TEST_PASSWORD) == "NO <redacted>"
     assert excerpt(b"\xff ok") == "\ufffd ok"
+
+
+# -- inert: text a message chose (subjects, names, bodies), for tables and blocks ---------------
+
+_ACTING = {"\x1b", "\r", "\x00", "\x07", "\x9b", "\u202e", "\u2066", "\u2028", "\u2029"}
+
+
+@given(ANY_TEXT)
+def test_inert_leaves_nothing_a_terminal_acts_on(text: str) -> None:
+    one_line = inert(text)
+    assert not _ACTING.intersection(one_line) and "\n" not in one_line and "\t" not in one_line
+    block = inert(text, lines=True)
+    assert not _ACTING.intersection(block)
+    assert block.count("\n") == text.count("\n")
+    one_line.encode("utf-8")  # lone surrogates are shown as \xNN: writable to any UTF-8 stream
+    block.encode("utf-8")
+
+
+def test_inert_shows_what_it_replaced() -> None:
+    assert inert("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"
+    assert inert("a\r\nb") == "a\\x0d\\x0ab"
+    assert inert("a\r\nb\tc", lines=True) == "a\\x0d\nb\tc"
+    assert inert("\u202egpj.exe") == "\\u202egpj.exe"
+    assert inert("[bold red]x[/]") == "[bold red]x[/]"  # markup is the printer's business

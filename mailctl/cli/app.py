@@ -66,6 +66,12 @@ def _register_probe(app: typer.Typer) -> None:
     app.command("probe")(probe.probe_command)
 
 
+def _register_parse(app: typer.Typer) -> None:
+    from mailctl.cli import parse
+
+    app.command("parse")(parse.parse_command)
+
+
 def _register_completion(app: typer.Typer) -> None:
     from mailctl.cli import completion
 
@@ -125,6 +131,11 @@ _COMMANDS = lazy_group(
         "probe",
         "Diagnose mail servers: TLS versions and certificate, STARTTLS, AUTH before TLS.",
         _register_probe,
+    ),
+    LazyCommand(
+        "parse",
+        "Read a message (.eml or stdin) as data: headers, bodies, attachments, hops, verdicts.",
+        _register_parse,
     ),
     LazyCommand("completion", "Print a shell completion script.", _register_completion),
     LazyCommand(

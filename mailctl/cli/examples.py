@@ -94,6 +94,19 @@ EXAMPLES: Final[dict[str, tuple[Example, ...]]] = {
             "mailctl sendmail -oi -t -f me@example.org < message.eml",
         ),
     ),
+    "mailctl parse": (
+        _ex(
+            "Read a saved message: headers, hops, verdicts, attachments, text",
+            "mailctl parse message.eml",
+        ),
+        _ex(
+            "Save its attachments (safe names, never over a file)",
+            "mailctl parse message.eml --attachments files",
+        ),
+        _ex(
+            "The whole message as JSON, from standard input", "mailctl parse --json - < message.eml"
+        ),
+    ),
     "mailctl sink": (
         _ex("Discard and count on 127.0.0.1:2525 until Ctrl-C", "mailctl sink"),
         _ex("A catch-all dev mail server that keeps a Maildir", "mailctl sink --maildir inbox"),

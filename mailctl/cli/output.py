@@ -130,6 +130,10 @@ class Output:
         text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False)
         # A lone surrogate (a non-UTF-8 path) becomes the JSON escape \udcXX: valid UTF-8 out.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        # json.dumps escapes C0 controls but, without ensure_ascii, writes DEL, C1 controls
+        # (U+009B is CSI), bidi controls (CVE-2021-42574) and line separators raw; they occur
+        # only inside strings, so their JSON escapes carry the same data to a terminal inertly.
+        text = _json_inert(text)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
@@ -140,6 +144,16 @@ class Output:
         else:
             _write_line(sys.stderr, f"mailctl: {clean(error.one_line())}", "red")
         raise SystemExit(int(error.exit_code))
+
+
+def _json_inert(text: str) -> str:
+    import re
+
+    return re.sub(
+        "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]",
+        lambda match: f"\\u{ord(match.group()):04x}",
+        text,
+    )
 
 
 def make_console(*, stderr: bool = False, file: TextIO | None = None) -> Console:

@@ -175,14 +175,8 @@ def _prepare_composed(request: ComposeRequest) -> PreparedMessage:
 
 
 def _prepare_raw(raw: RawMessage) -> PreparedMessage:
-    from mailctl.mime.compose import (
-        crlf_lines,
-        envelope_of,
-        envelope_sender,
-        header_recipients,
-        read_eml,
-        strip_bcc,
-    )
+    from mailctl.mime.compose import crlf_lines, envelope_of, strip_bcc
+    from mailctl.mime.parse import envelope_sender, header_recipients, read_eml
     from mailctl.mime.rawmessage import add_missing_headers, header_value
 
     data = raw.data

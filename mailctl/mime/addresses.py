@@ -129,6 +129,13 @@ class Mailbox:
         return f"{local_text}@{to_ascii_domain(domain)}"
 
 
+def mailbox_key(address: str) -> str:
+    """The key two addresses name the same mailbox by (RFC 5321 2.4: the local part may be
+    case-sensitive, the domain is not)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
 def _count_at_signs(value: str) -> int:
     """Count '@' outside quoted strings: each real address has exactly one there.
 

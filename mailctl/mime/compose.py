@@ -1,4 +1,6 @@
-"""Building messages for `send` (the reference MIME output), reading .eml input, and wire bytes."""
+"""Building messages for `send` (the reference MIME output) and their wire bytes.
+
+Reading messages (.eml input, parsed mail) is mailctl.mime.parse's job."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.feedparser import BytesFeedParser
 from email.generator import BytesGenerator
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, MIMEPart
@@ -17,16 +18,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from mailctl.errors import (
-    AddressError,
     InputDataError,
     InputTooLargeError,
     MessageTooLargeError,
 )
 from mailctl.inputs import DEFAULT_MAX_INPUT, MAX_INPUT_HINT, describe, max_input_bytes, read_file
+from mailctl.mime.addresses import mailbox_key
 from mailctl.mime.headers import (
     Mailbox,
     check_extra_header,
-    parse_address_header,
     parse_msg_ids,
     require_clean,
     require_utf8,
@@ -38,9 +38,7 @@ from mailctl.models import Envelope
 from mailctl.text import quote
 
 __all__ = [
-    "MAX_DEPTH",
     "MAX_MESSAGE_BYTES",
-    "MAX_PARTS",
     "AttachmentSpec",
     "ComposeRequest",
     "attachment_name",
@@ -49,12 +47,9 @@ __all__ = [
     "dot_unstuff",
     "envelope_for",
     "envelope_of",
-    "envelope_sender",
     "guess_content_type",
-    "header_recipients",
     "message_needs_smtputf8",
     "normalise_text",
-    "read_eml",
     "request_needs_smtputf8",
     "serialize",
     "strip_bcc",
@@ -63,8 +58,6 @@ __all__ = [
 
 # .eml input, and the sum of attachments: the default; $MAILCTL_MAX_INPUT changes it.
 MAX_MESSAGE_BYTES: Final = DEFAULT_MAX_INPUT
-MAX_PARTS: Final = 1000  # MIME parts in one parsed message
-MAX_DEPTH: Final = 50  # nesting levels of multiparts and message/rfc822 in one parsed message
 MAX_LINE: Final = 998  # RFC 5322 2.1.1, octets without CRLF
 
 # The policy parts are built with: CRLF, and cte_type 7bit so the email package never picks
@@ -401,17 +394,11 @@ def envelope_of(sender: Mailbox, recipients: Iterable[Mailbox], *, smtputf8: boo
     seen: set[str] = set()
     for box in recipients:
         address = box.envelope_address(smtputf8=smtputf8)
-        key = _dedupe_key(address)
+        key = mailbox_key(address)
         if key not in seen:
             seen.add(key)
             unique.append(address)
     return Envelope(sender.envelope_address(smtputf8=smtputf8), tuple(unique))
-
-
-def _dedupe_key(address: str) -> str:
-    # RFC 5321 2.4: the local part may be case-sensitive, the domain is not.
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
 
 
 # --------------------------------------------------------------------------- wire bytes
@@ -496,117 +483,7 @@ def dot_unstuff(wire: bytes) -> bytes:
     return wire.replace(b"\r\n.", b"\r\n")
 
 
-# --------------------------------------------------------------------------- reading .eml
-
-
-class _LimitExceeded(Exception):
-    """Raised inside the parser's message factory to stop parsing early."""
-
-
-def read_eml(data: bytes) -> EmailMessage:
-    """Parse untrusted message bytes with policy.default, within limits.
-
-    The limits are enforced while parsing (the email package's parser costs ~0.5 ms per
-    part, so a post-parse check would come too late): MessageTooLargeError above
-    the input limit ($MAILCTL_MAX_INPUT, default MAX_MESSAGE_BYTES); InputDataError for more
-    than MAX_PARTS parts, more than MAX_DEPTH levels of nesting, or no header block at all.
-    """
-    limit = max_input_bytes()
-    if len(data) > limit:
-        raise MessageTooLargeError(
-            f"the message is {len(data)} bytes, over the {describe(limit)} limit",
-            hint=MAX_INPUT_HINT,
-        )
-    policy = wire_policy().clone(linesep="\n")  # policy.default semantics, our folding fixes
-    parser: BytesFeedParser[EmailMessage] | None = None
-    created = 0
-
-    def factory(**kwargs: Any) -> EmailMessage:
-        nonlocal created
-        created += 1
-        if created > MAX_PARTS:
-            raise _LimitExceeded(f"the message has more than {MAX_PARTS} MIME parts")
-        # FeedParser keeps the open ancestors of the part being created in _msgstack.
-        stack = getattr(parser, "_msgstack", None)
-        if stack is not None and len(stack) > MAX_DEPTH:
-            raise _LimitExceeded(f"the message nests more than {MAX_DEPTH} levels deep")
-        return EmailMessage(**kwargs)
-
-    parser = BytesFeedParser(_factory=factory, policy=policy)
-    created = 0  # FeedParser calls the factory once to probe its signature
-    try:
-        parser.feed(data)
-        message = parser.close()
-    except _LimitExceeded as err:
-        raise InputDataError(str(err)) from err
-    except RecursionError as err:
-        raise InputDataError(f"the message nests more than {MAX_DEPTH} levels deep") from err
-    if not message.keys():
-        raise InputDataError(
-            "the input has no header block", hint="a message starts with headers like From:"
-        )
-    return message
-
-
-_UNFOLD: Final = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
-
-
-def _header_values(message: EmailMessage, name: str) -> list[str]:
-    """The values of every `name` header, unfolded (RFC 5322 2.2.3) and decoded as UTF-8."""
-    out: list[str] = []
-    for key, value in message.raw_items():
-        if key.lower() != name.lower():
-            continue
-        if hasattr(value, "name"):  # a header object (a message built by compose)
-            out.append(str(value))
-            continue
-        text = _UNFOLD.sub("", str(value))
-        try:  # RFC 6532: raw UTF-8 arrives from the bytes parser as surrogate escapes
-            text = text.encode("utf-8", "surrogateescape").decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise AddressError(f"header {name} is not valid UTF-8") from err
-        out.append(text)
-    return out
-
-
-def envelope_sender(message: EmailMessage) -> Mailbox | None:
-    """The mailbox in Sender, else in From (RFC 5322 3.6.2); None if neither has one.
-
-    Raises AddressError for invalid or ambiguous values, a repeated header, or a From with
-    several mailboxes and no Sender.
-    """
-    for name in ("Sender", "From"):
-        values = _header_values(message, name)
-        if not values:
-            continue
-        if len(values) > 1:
-            raise AddressError(f"the message has {len(values)} {name} headers")
-        boxes = parse_address_header(f"header {name}", values[0])
-        if len(boxes) == 1:
-            return boxes[0]
-        if boxes or name == "Sender":
-            raise AddressError(
-                f"header {name} has {len(boxes)} addresses; one is needed",
-                hint="RFC 5322 3.6.2: with several From addresses, Sender names the one sender",
-            )
-    return None
-
-
-def header_recipients(message: EmailMessage) -> tuple[Mailbox, ...]:
-    """Every mailbox in To, Cc and Bcc (all occurrences, groups opened), each once.
-
-    Raises AddressError for invalid or ambiguous values.
-    """
-    out: list[Mailbox] = []
-    seen: set[str] = set()
-    for name in ("To", "Cc", "Bcc"):
-        for value in _header_values(message, name):
-            for box in parse_address_header(f"header {name}", value):
-                key = _dedupe_key(box.addr_spec)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(box)
-    return tuple(out)
+# --------------------------------------------------------------------------- Bcc
 
 
 # Line classes of a header block, as the email package's parser sees them (feedparser

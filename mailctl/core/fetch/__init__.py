@@ -3,8 +3,9 @@
 `run.py` (the use cases and the durability order: message, state, server), `models.py`
 (requests, results, one message's record), `state.py` (what earlier runs into a
 destination took, in the XDG state dir; Message-ID keys for UIDVALIDITY changes),
-`destinations.py` (Maildir, mbox, .eml folder, attachments, manifest), `summary.py` (the
-stand-in for mime.parse behind one function each: envelope, attachments, --full).
+`destinations.py` (Maildir, mbox, .eml folder, attachments, manifest), `summary.py` (what
+fetch reads of a message: the envelope from the header block; attachments and --full
+through mime.parse).
 """
 
 from mailctl.core.fetch.models import (

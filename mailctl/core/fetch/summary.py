@@ -1,32 +1,28 @@
-"""Stand-ins for the parser of `mailctl parse` (mime/parse), each behind ONE function.
+"""What fetch reads of a message, each behind ONE function; none raises on a bad message.
 
-fetch needs three things from a message: its envelope (`summarize_headers`), its
-attachments to save (`save_attachments`), and with --full the whole parsed view
-(`parse_full`). Until mime.parse (summarize, attachment_parts, parse_message) and
-store.attachments.AttachmentFolder land, these minimal versions keep their shapes, so
-swapping them is a change to this module only. They never raise on a bad message: what
-fails is said in `problem`.
+`save_attachments` and `parse_full` are mailctl parse's (mime.parse with
+store.attachments.AttachmentFolder), so fetch --attachments and --full read mail exactly as
+`mailctl parse` does. `summarize_headers` stays a header-block reader on purpose: it runs for
+every message fetched, and mime.parse.summarize, which parses the whole MIME tree to count
+attachments, costs ~330 us on a 10 KB message against ~125 us here (mbsync's rate leaves
+~185 us per message in all).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailctl.errors import CantCreateError
+if TYPE_CHECKING:
+    from mailctl.mime.parse import ParsedMessage
 
-# Bounds on what the stand-in walks (the real parser has ParseLimits).
+# Attachments a listing counts, at most (parse and --attachments have ParseLimits).
 MAX_PARTS = 1000
-MAX_DEPTH = 50
-MAX_NAME_BYTES = 200
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f/\\:*?\"<>|\u202a-\u202e\u2066-\u2069]")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ATTACHMENT = re.compile(rb"^content-disposition:[ \t]*attachment", re.IGNORECASE | re.MULTILINE)
-_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -117,59 +113,17 @@ def _wanted_headers(block: bytes) -> dict[str, str]:
     return found
 
 
-def _count_attachments(message: object) -> int | None:
-    parts = list(_parts(message))
-    if parts is None:
-        return None
-    return sum(1 for part in parts if _is_attachment(part))
+def parse_full(data: bytes) -> ParsedMessage | None:
+    """With --full: the message as `mailctl parse` reads it (mime.parse.parse_message); None
+    when it trips a ParseLimits bound (one bad message never stops the run)."""
+    from mailctl.core.parse import parse_limits
+    from mailctl.errors import MessageParseError
+    from mailctl.mime.parse import parse_message
 
-
-def _parts(message: object, depth: int = 0) -> list[object]:
-    """Leaf parts, at most MAX_PARTS, MAX_DEPTH deep (no recursion error on a MIME bomb)."""
-    out: list[object] = []
-    stack: list[tuple[object, int]] = [(message, depth)]
-    while stack and len(out) < MAX_PARTS:
-        part, level = stack.pop()
-        if getattr(part, "is_multipart", lambda: False)() and level < MAX_DEPTH:
-            payload = part.get_payload()  # type: ignore[attr-defined]
-            if isinstance(payload, list):
-                stack.extend((child, level + 1) for child in reversed(payload))
-        else:
-            out.append(part)
-    return out
-
-
-def _is_attachment(part: object) -> bool:
-    disposition = getattr(part, "get_content_disposition", lambda: None)()
-    return disposition == "attachment" or (
-        disposition is None and getattr(part, "get_filename", lambda: None)() is not None
-    )
-
-
-def parse_full(data: bytes) -> dict[str, object]:
-    """With --full: the parsed message (the stand-in: headers and the text body)."""
-    import email
-    from email import policy
-
-    summary = summarize_headers(data)
-    text: str | None = None
     try:
-        message = email.message_from_bytes(data, policy=policy.default)
-        body = message.get_body(("plain",)) if hasattr(message, "get_body") else None
-        if body is not None:
-            text = str(body.get_content())
-    except Exception:  # the envelope says what failed
-        text = None
-    return {
-        "message_id": summary.message_id,
-        "date_iso": summary.date_iso,
-        "from": summary.from_,
-        "to": summary.to,
-        "subject": summary.subject,
-        "text": text,
-        "size": summary.size,
-        "problem": summary.problem,
-    }
+        return parse_message(data, limits=parse_limits())
+    except MessageParseError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -181,97 +135,37 @@ class Saved:
 
 
 def save_attachments(folder: Path, data: bytes) -> list[Saved]:
-    """Save every attachment of `data` in `folder` under a sanitised, unique name.
+    """Save every attachment of `data` in `folder`, as `mailctl parse --attachments` does:
+    mime.parse.attachment_parts into store.attachments.AttachmentFolder (safe names, never
+    through a symlink nor over a file: "name (1).ext"). `Saved.name` is the file's name.
 
-    The stand-in for AttachmentFolder(folder).save over attachment_parts(data): the name
-    the message gives loses separators, controls and dots in front, is capped in bytes,
-    and is created O_EXCL|O_NOFOLLOW relative to the folder's descriptor (never through
-    a planted symlink, never over an existing file: "name (1).ext"). Raises CantCreateError.
+    A message that trips a ParseLimits bound has no attachments to save. Raises
+    CantCreateError.
     """
-    import email
-    from email import policy
+    import mimetypes
+
+    from mailctl.core.parse import parse_limits
+    from mailctl.errors import MessageParseError
+    from mailctl.mime.parse import attachment_parts
+    from mailctl.store.attachments import AttachmentFolder
 
     try:
-        message = email.message_from_bytes(data, policy=policy.default)
-        parts = [part for part in _parts(message) if _is_attachment(part)]
-    except Exception:  # an unreadable message has no attachments to save
+        parts = list(attachment_parts(data, limits=parse_limits()))
+    except MessageParseError:
         return []
     if not parts:
         return []
-    dir_fd = _open_folder(folder)
     saved: list[Saved] = []
-    try:
-        for part in parts:
-            try:
-                payload = part.get_payload(decode=True)  # type: ignore[attr-defined]
-                name = part.get_filename()  # type: ignore[attr-defined]
-            except Exception:  # noqa: S112  # one broken part skips only itself
-                continue
-            if not isinstance(payload, bytes):
-                continue
-            written = _create(dir_fd, _safe_name(name), payload, folder)
+    with AttachmentFolder(folder) as target:
+        for index, part in enumerate(parts, start=1):
+            extension = mimetypes.guess_extension(part.content_type) or ".bin"
+            path = target.save(part.name, part.payload, fallback=f"part-{index}{extension}")
             saved.append(
                 Saved(
-                    name=written,
-                    path=folder / written,
-                    size=len(payload),
-                    sha256=hashlib.sha256(payload).hexdigest(),
+                    name=path.name,
+                    path=path,
+                    size=len(part.payload),
+                    sha256=hashlib.sha256(part.payload).hexdigest(),
                 )
             )
-    finally:
-        os.close(dir_fd)
     return saved
-
-
-def _open_folder(folder: Path) -> int:
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as err:
-        raise CantCreateError(
-            f"cannot open the attachments folder {folder}: {err.strerror or err}",
-            hint="name a folder you can write to",
-        ) from err
-    if not stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise CantCreateError(f"{folder} is not a folder", hint="name a folder")
-    return fd
-
-
-def _safe_name(name: object) -> str:
-    text = str(name) if isinstance(name, str) else ""
-    text = _UNSAFE_NAME.sub("_", text).strip().lstrip(".").strip()
-    if _RESERVED.match(text):
-        text = "_" + text
-    encoded = text.encode("utf-8", "replace")
-    if len(encoded) > MAX_NAME_BYTES:
-        stem, dot, ext = text.rpartition(".")
-        keep = ext if dot and len(ext.encode()) <= 16 else ""
-        budget = MAX_NAME_BYTES - len(keep.encode()) - 1
-        cut = (stem if keep else text).encode("utf-8")[:budget].decode("utf-8", "ignore")
-        text = f"{cut}.{keep}" if keep else cut
-    return text or "attachment"
-
-
-def _create(dir_fd: int, name: str, payload: bytes, folder: Path) -> str:
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        stem, ext = name, ""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for attempt in range(1000):
-        candidate = name if attempt == 0 else f"{stem} ({attempt})" + (f".{ext}" if ext else "")
-        try:
-            fd = os.open(candidate, flags, 0o600, dir_fd=dir_fd)
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise CantCreateError(f"cannot write {folder / candidate}: {err.strerror}") from err
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return candidate
-    raise CantCreateError(f"too many files named like {name!r} in {folder}")
