@@ -63,11 +63,23 @@ def probe_command(
             rich_help_panel=PROBE,
         ),
     ] = None,
+    mx_port: Annotated[
+        int,
+        typer.Option(
+            "--mx-port",
+            help="The port --mx probes each MX host on: 25 (RFC 5321); another only for a "
+            "test setup.",
+            min=1,
+            max=65535,
+            rich_help_panel=PROBE,
+        ),
+    ] = 25,
     nameserver: Annotated[
         str | None,
         typer.Option(
             "--nameserver",
-            help="Send every DNS lookup of --mx (the MTA-STS policy host too) to this IP[:PORT].",
+            help="Send every DNS lookup to this IP[:PORT]: the host names probed, and with "
+            "--mx its records and the MTA-STS policy host.",
             rich_help_panel=PROBE,
         ),
     ] = None,
@@ -114,22 +126,18 @@ def probe_command(
     for name, seconds in (("--timeout", timeout), ("--deadline", deadline)):
         if not seconds > 0:
             raise UsageError(f"{name} must be more than 0 seconds, got {seconds:g}")
-    if nameserver is not None and mx is None:
-        raise UsageError("--nameserver applies to the lookups of --mx DOMAIN", hint="add --mx")
+    if mx_port != 25 and mx is None:
+        raise UsageError("--mx-port applies to the MX hosts of --mx DOMAIN", hint="add --mx")
     checked_name = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
     targets = tuple(_target(value, protocol, checked_name) for value in hosts or ())
     if not targets and mx is None:
         chosen = _account(app)
-        targets = _blocks(chosen, checked_name)
-        # The account's CA file (its first block's), unless --ca-file says otherwise.
-        if ca_file is None:
-            from mailctl.models import Protocol
-
-            blocks = (chosen.server(p) for p in Protocol)
-            ca_file = next((b.ca_file for b in blocks if b is not None and b.ca_file), None)
+        # Each block trusts its own ca_file, unless --ca-file says otherwise for all.
+        targets = _blocks(chosen, checked_name, use_ca_files=ca_file is None)
     request = ProbeRequest(
         targets=targets,
         mx_domain=mx,
+        mx_port=mx_port,
         nameserver=nameserver,
         ca_file=ca_file,
         fail_on=_severity(fail_on),
@@ -218,7 +226,7 @@ def _account(app: AppContext) -> Account:
         ) from err
 
 
-def _blocks(account: Account, tls_name: str | None) -> tuple[Target, ...]:
+def _blocks(account: Account, tls_name: str | None, *, use_ca_files: bool) -> tuple[Target, ...]:
     from mailctl.core.probe import ProbeProtocol, Target
     from mailctl.models import Protocol, Security
 
@@ -243,6 +251,7 @@ def _blocks(account: Account, tls_name: str | None) -> tuple[Target, ...]:
                     settings.port,
                     names[(protocol, settings.security)],
                     tls_name=tls_name or settings.tls_name,
+                    ca_file=settings.ca_file if use_ca_files else None,
                 )
             )
     return tuple(targets)
