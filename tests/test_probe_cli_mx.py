@@ -39,7 +39,9 @@ def _leaf_spki_sha256(port: int) -> str:
         smtp.starttls(context=context)
         der = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
     key = x509.load_der_x509_certificate(der).public_key()
-    return hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
 
 
 @pytest.fixture
@@ -133,9 +135,7 @@ def test_mx_through_the_cli_reports_each_policy_and_probes_in_preference_order(
 
 
 def test_mx_human_report_names_each_problem_with_its_fix(broken_domain: dict[str, Any]) -> None:
-    result = runner.invoke(
-        app, broken_domain["args"], env={"NO_COLOR": "1", "COLUMNS": "100"}
-    )
+    result = runner.invoke(app, broken_domain["args"], env={"NO_COLOR": "1", "COLUMNS": "100"})
     assert result.exit_code == 1, result.output
     text = result.stdout
     port = broken_domain["port"]

@@ -102,6 +102,7 @@ def test_a_name_that_does_not_resolve_is_a_connect_finding(
 def test_the_system_resolver_answers_without_a_nameserver(probe_server: Any) -> None:
     server = probe_server(cert="good")
     code, envelope = probe(f"localhost:{server.port}", "-p", "submission")
+    assert code == 0, envelope
     host = envelope["data"]["hosts"][0]
     assert host["probed"] and host["address"] in ("127.0.0.1", "::1"), host
     assert "dns" in host["timings_ms"]
