@@ -542,7 +542,7 @@ FINDING = {"severity", "code", "subject", "message", "fix"}
 PROBE = {
     "hosts", "findings", *(f"findings[].{key}" for key in FINDING), "fail_on", "worst",
     *(f"hosts[].{key}" for key in (
-        "host", "port", "protocol", "probed", "mx_name", "banner", "esmtp",
+        "host", "port", "protocol", "probed", "mx_name", "address", "banner", "esmtp",
         "capabilities_before_tls", "capabilities_after_tls", "starttls_offered", "tls",
         "versions", "commands_sent", "connections", "timings_ms", "timings_ms.*", "worst",
         "findings",

@@ -63,11 +63,23 @@ def probe_command(
             rich_help_panel=PROBE,
         ),
     ] = None,
+    mx_port: Annotated[
+        int,
+        typer.Option(
+            "--mx-port",
+            help="The port --mx probes each MX host on: 25 (RFC 5321); another only for a "
+            "test setup.",
+            min=1,
+            max=65535,
+            rich_help_panel=PROBE,
+        ),
+    ] = 25,
     nameserver: Annotated[
         str | None,
         typer.Option(
             "--nameserver",
-            help="Send every DNS lookup of --mx (the MTA-STS policy host too) to this IP[:PORT].",
+            help="Send every DNS lookup to this IP[:PORT]: the host names probed, and with "
+            "--mx its records and the MTA-STS policy host.",
             rich_help_panel=PROBE,
         ),
     ] = None,
@@ -114,22 +126,18 @@ def probe_command(
     for name, seconds in (("--timeout", timeout), ("--deadline", deadline)):
         if not seconds > 0:
             raise UsageError(f"{name} must be more than 0 seconds, got {seconds:g}")
-    if nameserver is not None and mx is None:
-        raise UsageError("--nameserver applies to the lookups of --mx DOMAIN", hint="add --mx")
+    if mx_port != 25 and mx is None:
+        raise UsageError("--mx-port applies to the MX hosts of --mx DOMAIN", hint="add --mx")
     checked_name = None if tls_name is None else tls_name_rule(tls_name, field="--tls-name")
     targets = tuple(_target(value, protocol, checked_name) for value in hosts or ())
     if not targets and mx is None:
         chosen = _account(app)
-        targets = _blocks(chosen, checked_name)
-        # The account's CA file (its first block's), unless --ca-file says otherwise.
-        if ca_file is None:
-            from mailctl.models import Protocol
-
-            blocks = (chosen.server(p) for p in Protocol)
-            ca_file = next((b.ca_file for b in blocks if b is not None and b.ca_file), None)
+        # Each block trusts its own ca_file, unless --ca-file says otherwise for all.
+        targets = _blocks(chosen, checked_name, use_ca_files=ca_file is None)
     request = ProbeRequest(
         targets=targets,
         mx_domain=mx,
+        mx_port=mx_port,
         nameserver=nameserver,
         ca_file=ca_file,
         fail_on=_severity(fail_on),
@@ -218,7 +226,7 @@ def _account(app: AppContext) -> Account:
         ) from err
 
 
-def _blocks(account: Account, tls_name: str | None) -> tuple[Target, ...]:
+def _blocks(account: Account, tls_name: str | None, *, use_ca_files: bool) -> tuple[Target, ...]:
     from mailctl.core.probe import ProbeProtocol, Target
     from mailctl.models import Protocol, Security
 
@@ -243,6 +251,7 @@ def _blocks(account: Account, tls_name: str | None) -> tuple[Target, ...]:
                     settings.port,
                     names[(protocol, settings.security)],
                     tls_name=tls_name or settings.tls_name,
+                    ca_file=settings.ca_file if use_ca_files else None,
                 )
             )
     return tuple(targets)
@@ -267,8 +276,13 @@ def render_probe(out: Output, result: ProbeResult) -> None:
 
     for host in result.hosts:
         _host(out, host, width)
+    if result.findings:
+        out.print(f"DNS mail policy: {len(result.findings)} finding(s)")
     for finding in result.findings:
         _finding(out, finding, width)
+    if len(result.hosts) + bool(result.findings) > 1:
+        out.print("")
+        _summary(out, result)
     found = result.all_findings()
     counts = {
         level: sum(1 for f in found if f.severity.label == level)
@@ -286,12 +300,16 @@ def _host(out: Output, host: HostReport, width: int) -> None:
     from mailctl.cli.layout import wrapped
 
     def say(label: str, text: str) -> None:
-        out.print(wrapped(f"{label:<11} {text}", width, indent="  ", hanging=" " * 12))
+        # A no-break space keeps words together through the wrap; printed as a plain space.
+        lines = wrapped(f"{label:<11} {text}", width, indent="  ", hanging=" " * 12)
+        out.print(lines.replace(_KEEP, " "))
 
-    where = f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
     total = host.timings.get("total")
     took = f", {total:.2f} s" if total is not None else ""
-    out.print(f"{host.protocol.value} {where}: {host.connections} connection(s){took}")
+    name = _where(host)
+    at = f" ({host.address})" if host.address not in (None, host.mx_name or host.host) else ""
+    head = f"{host.protocol.value} {name}{at}: {host.connections} connection(s){took}"
+    out.print(wrapped(head, width, hanging="    "))
     if host.banner is not None:
         say("banner", host.banner)
     if host.capabilities_before_tls:
@@ -308,11 +326,75 @@ def _host(out: Output, host: HostReport, width: int) -> None:
         say("versions", ", ".join(words))
     timings = {k: v for k, v in host.timings.items() if k != "total"}
     if timings:
-        say("timings", ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
+        # "phase N ms" kept whole on one line: the wrap goes between phases.
+        say("timings", ", ".join(f"{k}{_KEEP}{v * 1000:.0f}{_KEEP}ms" for k, v in timings.items()))
     if not host.findings:
         out.print("  no findings")
     for finding in host.findings:
         _finding(out, finding, width)
+
+
+def _where(host: HostReport) -> str:
+    """The name a host is known by: its MX name (--mx), else the host given."""
+    name = host.mx_name or host.host
+    return f"[{name}]:{host.port}" if ":" in name else f"{name}:{host.port}"
+
+
+_COUNTED = ("error", "warning", "info")
+_KEEP = "\u00a0"  # joins "phase N ms" for the wrap (textwrap breaks only at ASCII spaces)
+
+
+def _summary(out: Output, result: ProbeResult) -> None:
+    """One row per host (and one for the domain's DNS policy): what it runs and how many
+    findings of each level; a table when every cell fits whole, else one line per host."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from mailctl.cli.layout import first_fitting, terminal_width, wrapped
+    from mailctl.text import clean
+
+    rows: list[tuple[str, ...]] = []
+    for host in result.hosts:
+        tls = host.tls
+        if not host.probed:
+            state = ("-", "not reached")
+        elif tls is None:
+            state = ("no TLS", "-")
+        else:
+            verdict = {True: "verified", False: "NOT verified", None: "not checked"}[tls.verified]
+            state = (_VERSION_WORDS.get(tls.version or "", tls.version or "?"), verdict)
+        rows.append((_where(host), host.protocol.value, *state, *_counts(host.findings)))
+    if result.findings:
+        rows.append(("DNS mail policy", "dns", "-", "-", *_counts(result.findings)))
+
+    def table(columns: tuple[str, ...], keep: tuple[int, ...]) -> Table:
+        made = Table(box=None, pad_edge=False, header_style="bold")
+        for number, column in enumerate(columns):
+            made.add_column(column, no_wrap=True, justify="right" if number >= 4 else "left")
+        for row in rows:
+            made.add_row(*(Text(clean(row[i])) for i in keep))
+        return made
+
+    everything = tuple(range(7))
+    layout = first_fitting(
+        out.out,
+        table(("HOST", "PROTOCOL", "TLS", "CERTIFICATE", "ERRORS", "WARNINGS", "INFO"), everything),
+        table(("HOST", "PROTO", "TLS", "CERT", "ERR", "WARN", "INFO"), everything),
+    )
+    if layout is not None:
+        out.out.print(layout, soft_wrap=False)
+        return
+    width = terminal_width()
+    for row in rows:  # too narrow for a table: one indented line per host
+        out.print(wrapped(row[0], width, hanging="    "))
+        line = (
+            f"{row[1]}, {row[2]}, {row[3]}: {row[4]} error(s), {row[5]} warning(s), {row[6]} info"
+        )
+        out.print(wrapped(line, width, indent="  "))
+
+
+def _counts(findings: tuple[Finding, ...]) -> tuple[str, ...]:
+    return tuple(str(sum(1 for f in findings if f.severity.label == level)) for level in _COUNTED)
 
 
 def _tls(say: Callable[[str, str], None], tls: HandshakeFacts) -> None:

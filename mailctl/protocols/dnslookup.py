@@ -4,6 +4,7 @@ time and size, answered as data (`Answer`), never as an exception."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -211,3 +212,34 @@ def _no_nameservers(err: Any) -> str:
         if problem is not None:
             return " ".join(str(problem).split())[:200] or type(problem).__name__
     return "no server could answer"
+
+
+def host_addresses(
+    name: str, *, resolver: Resolver | None, timeout: float
+) -> tuple[tuple[str, ...], str | None]:
+    """The addresses of host `name` (A then AAAA), through `resolver` when given (--nameserver),
+    else the system's (getaddrinfo, so /etc/hosts counts): (addresses, None), or ((), why).
+
+    The probe resolves a host once and connects to the address, timing the lookup as its own
+    phase; the name stays the certificate's name and the SNI.
+    """
+    if resolver is not None:
+        answer = resolver.addresses(name, timeout=timeout)
+        if answer.found:
+            return answer.values, None
+        why = {
+            Status.NXDOMAIN: "no such name",
+            Status.NODATA: "no address records",
+            Status.TIMEOUT: answer.detail or "no answer",
+        }.get(answer.status, answer.detail or "the lookup failed")
+        return (), why
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        return (), str(getattr(err, "strerror", None) or err)
+    found: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in found:
+            found.append(address)
+    return tuple(found[:MAX_VALUES]), None

@@ -166,10 +166,13 @@ class ProbeSmtpServer:
     received: list[str] = field(default_factory=list)
     connections: int = 0
     handshakes: int = 0
+    # Where to listen: another loopback address (127.0.0.2) can share a port number, as the
+    # MX hosts of `probe --mx --mx-port` must.
+    listen: tuple[str, int] = ("127.0.0.1", 0)
 
     def __post_init__(self) -> None:
         self._context = self.certs.context(self.cert, minimum=self.minimum, maximum=self.maximum)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(self.listen)
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()

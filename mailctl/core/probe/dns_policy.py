@@ -8,6 +8,7 @@ live in `mta_sts`, `tls_rpt`, `spf`, `dmarc` and `dane`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class MxHost:
     implicit: bool = False
     null: bool = False
     findings: tuple[Finding, ...] = ()
+    lookup_seconds: float | None = None  # the address lookup's time (the probe's "dns" phase)
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,9 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
         hosts.append(_null_mx(domain, answer, mixed=bool(real)))
     bad = [item for item in real if tls_name_problem(item[1]) is not None]
     real = [item for item in real if item not in bad]
-    looked_up = _parallel(lambda item: resolver.addresses(item[1]), real)
+    looked_up = _parallel(lambda item: _timed(resolver.addresses, item[1]), real)
     hosts.extend(_bad_name(preference, name, domain) for preference, name in bad)
-    for (preference, name), addresses in zip(real, looked_up, strict=True):
+    for (preference, name), (addresses, seconds) in zip(real, looked_up, strict=True):
         hosts.append(
             MxHost(
                 preference,
@@ -152,6 +154,7 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
                 addresses.values,
                 answer.ad,
                 findings=_address_findings(name, addresses, domain),
+                lookup_seconds=seconds,
             )
         )
     hosts.sort(key=lambda host: (host.preference, not host.null, host.name))
@@ -278,7 +281,7 @@ def _implicit(domain: str, answer: Answer[Any], resolver: Resolver) -> MxHost:
             "check the domain's spelling and its delegation",
         )
         return MxHost(0, domain, (), answer.ad, implicit=True, findings=(finding,))
-    addresses = resolver.addresses(domain)
+    addresses, seconds = _timed(resolver.addresses, domain)
     if addresses.found:
         finding = Finding(
             Severity.WARNING,
@@ -295,7 +298,21 @@ def _implicit(domain: str, answer: Answer[Any], resolver: Resolver) -> MxHost:
             f"{domain} has no MX record and no address: no mail can be delivered to it",
             f"publish an MX record for {domain} (or a null MX if it takes no mail)",
         )
-    return MxHost(0, domain, addresses.values, answer.ad, implicit=True, findings=(finding,))
+    return MxHost(
+        0,
+        domain,
+        addresses.values,
+        answer.ad,
+        implicit=True,
+        findings=(finding,),
+        lookup_seconds=seconds,
+    )
+
+
+def _timed(function: Callable[[str], R], name: str) -> tuple[R, float]:
+    """`function(name)` and how long it took (seconds)."""
+    started = time.perf_counter()
+    return function(name), time.perf_counter() - started
 
 
 def _null_mx(domain: str, answer: Answer[Any], *, mixed: bool) -> MxHost:

@@ -68,6 +68,9 @@ class Target:
     protocol: ProbeProtocol
     tls_name: str | None = None  # the name the certificate must match (default: host)
     mx_name: str | None = None  # --mx: the MX host's name (`host` is its address)
+    # --mx: how long the MX host's address lookup took (it is done with the MX set).
+    dns_seconds: float | None = None
+    ca_file: Path | None = None  # --account: this block's CA file (else the request's)
 
     @property
     def where(self) -> str:
@@ -103,7 +106,7 @@ class ProbeRequest:
     fail_on: Severity | None = None
     ehlo_name: str | None = None
     politeness: Politeness = Politeness()
-    mx_port: int = 25  # where --mx probes each MX host (RFC 5321: 25; tests use another)
+    mx_port: int = 25  # where --mx probes each MX host (RFC 5321: 25; --mx-port for tests)
     scan_versions: bool = True
 
 
@@ -144,6 +147,7 @@ class HostReport:
     protocol: ProbeProtocol
     probed: bool
     mx_name: str | None = None
+    address: str | None = None  # the address connected to (`host` resolved once)
     banner: str | None = None
     esmtp: bool | None = None
     capabilities_before_tls: tuple[str, ...] = ()

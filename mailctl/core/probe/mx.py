@@ -86,6 +86,7 @@ def plan_mx(request: ProbeRequest, options: Any) -> MxPlan:
                 ProbeProtocol.SMTP,
                 tls_name=host.name,
                 mx_name=host.name,
+                dns_seconds=host.lookup_seconds,
             )
         )
     names = [t.mx_name for t in targets if t.mx_name is not None]

@@ -10,8 +10,11 @@ is a finding; the probe never falls back to plaintext and never authenticates.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.models import (
@@ -22,8 +25,9 @@ from mailctl.core.probe.models import (
     Target,
     VersionCheck,
 )
-from mailctl.core.probe.mx import dane, dns_options, plan_mx
+from mailctl.core.probe.mx import dane, dns_options, plan_mx, split_nameserver
 from mailctl.core.probe.verdicts import certificate_findings, dialogue_findings, version_findings
+from mailctl.errors import HostNotFoundError
 from mailctl.protocols.probe import DialogueFacts, LinkLimits, converse
 from mailctl.protocols.probe.scan import (
     ScanContexts,
@@ -32,13 +36,22 @@ from mailctl.protocols.probe.scan import (
     with_verdict,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mailctl.protocols.dnslookup import Resolver
+
 
 def run_probe(request: ProbeRequest) -> ProbeResult:
     """Probe every target in turn; failures are findings, never raised.
 
     Raises NoInputError/ConfigError only for an unusable --ca-file (before any connection).
     """
-    contexts = ScanContexts(request.ca_file)
+    # One set of contexts per CA file: --account's blocks may each name their own.
+    scan: dict[Path | None, ScanContexts] = {}
+    for ca_file in (request.ca_file, *(t.ca_file for t in request.targets if t.ca_file)):
+        if ca_file not in scan:
+            scan[ca_file] = ScanContexts(ca_file)
     ehlo = request.ehlo_name
     targets = request.targets
     domain_findings: tuple[Finding, ...] = ()
@@ -48,9 +61,11 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
         plan = plan_mx(request, options)
         targets += plan.targets
         domain_findings = plan.findings
+    resolver = _resolver(request)
     hosts: list[HostReport] = []
     for target in targets:
-        report = _probe_host(target, request, contexts, ehlo)
+        contexts = scan[target.ca_file or request.ca_file]
+        report = _probe_host(target, request, contexts, ehlo, resolver)
         if target.mx_name is not None and report.tls is not None:
             # RFC 7672: DANE for SMTP, the TLSA records of the MX name and port.
             chain = [cert.der for cert in report.tls.chain]
@@ -58,6 +73,36 @@ def run_probe(request: ProbeRequest) -> ProbeResult:
             report = replace(report, findings=report.findings + extra)
         hosts.append(report)
     return ProbeResult(hosts=tuple(hosts), findings=domain_findings, fail_on=request.fail_on)
+
+
+def _resolver(request: ProbeRequest) -> Resolver | None:
+    """--nameserver's resolver for the host names probed (None: the system's)."""
+    if request.nameserver is None:
+        return None
+    from mailctl.protocols.dnslookup import Resolver
+
+    host, port = split_nameserver(request.nameserver)
+    return Resolver(nameserver=host, port=port, timeout=min(request.politeness.reply_seconds, 10))
+
+
+def _lookup(
+    target: Target, resolver: Resolver | None, seconds: float
+) -> tuple[tuple[str, ...], float | None, str | None]:
+    """The addresses to try for `target`, the DNS phase's time (None: no lookup, the host
+    is an address) and why there is no address."""
+    if target.dns_seconds is not None:  # --mx: looked up with the MX set
+        return (target.host,), target.dns_seconds, None
+    try:
+        ipaddress.ip_address(target.host)
+    except ValueError:
+        pass
+    else:
+        return (target.host,), None, None
+    from mailctl.protocols.dnslookup import host_addresses
+
+    started = time.perf_counter()
+    addresses, why = host_addresses(target.host, resolver=resolver, timeout=seconds)
+    return addresses, time.perf_counter() - started, why
 
 
 @dataclass
@@ -85,6 +130,11 @@ class _Budget:
         self._last = time.monotonic()
         return None
 
+    def refund(self) -> None:
+        """A TCP connection that never opened (the next address of the name is tried) does
+        not count against the server's budget."""
+        self.used -= 1
+
     def busy(self) -> None:
         """The server sent us away (421): wait longer before the next connection, doubling
         with each refusal (1 s, 2 s, 4 s ... by default)."""
@@ -93,7 +143,11 @@ class _Budget:
 
 
 def _probe_host(
-    target: Target, request: ProbeRequest, contexts: ScanContexts, ehlo: str | None
+    target: Target,
+    request: ProbeRequest,
+    contexts: ScanContexts,
+    ehlo: str | None,
+    resolver: Resolver | None,
 ) -> HostReport:
     politeness = request.politeness
     budget = _Budget(politeness, deadline=time.monotonic() + politeness.deadline)
@@ -101,8 +155,15 @@ def _probe_host(
         reply_seconds=politeness.reply_seconds, connect_seconds=politeness.reply_seconds
     )
     server_hostname = target.tls_name or target.host
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    # Resolve once, time it, and connect to the address; the name stays the SNI and the name
+    # the certificate is checked for.
+    addresses, dns_seconds, why = _lookup(target, resolver, politeness.reply_seconds)
+    if dns_seconds is not None:
+        timings["dns"] = dns_seconds
 
-    def connect(context: TlsContext, *, tls_only: bool) -> DialogueFacts | str:
+    def connect(context: TlsContext, *, tls_only: bool, address: str) -> DialogueFacts | str:
         """One connection's dialogue; after a 421 (or BYE, -ERR) greeting, back off and try
         again while the budget and the deadline allow. The last answer, or why none."""
         last: DialogueFacts | None = None
@@ -112,7 +173,7 @@ def _probe_host(
                 return last if last is not None else refused
             facts = converse(
                 target.protocol.family,
-                target.host,
+                address,
                 target.port,
                 implicit_tls=target.protocol.implicit_tls,
                 context=context,
@@ -122,16 +183,21 @@ def _probe_host(
                 deadline=budget.deadline,
                 tls_only=tls_only,
                 injection_grace=0.0 if tls_only else 0.03,
+                where=target.where,
             )
             if not facts.busy:
                 return facts
             last = facts
             budget.busy()
 
-    started = time.perf_counter()
-    dialogue = connect(contexts.dialogue, tls_only=False)
-    if isinstance(dialogue, str):  # cannot happen on the first connection; keep types honest
-        dialogue = DialogueFacts()
+    dialogue, address = _first_dialogue(
+        addresses, why, lambda at: connect(contexts.dialogue, tls_only=False, address=at), budget
+    )
+    if not addresses:
+        dialogue.error = HostNotFoundError(
+            f"cannot connect to {target.where}: host not found ({why})",
+            hint="check the host name",
+        )
     findings: list[Finding] = list(dialogue_findings(target, dialogue))
     if budget.sent_away and not dialogue.busy:
         findings.append(
@@ -143,10 +209,11 @@ def _probe_host(
                 None,
             )
         )
-    timings = dict(dialogue.timings)
+    timings.update(dialogue.timings)
     if not dialogue.connected:
         return HostReport(
             host=target.host,
+            address=address,
             port=target.port,
             protocol=target.protocol,
             probed=False,
@@ -168,28 +235,9 @@ def _probe_host(
             for name, pinned in contexts.pinned.items()
             if request.scan_versions or (tls is not None and name == tls.version)
         ]
-        checks: list[VersionCheck] = []
-        verdicts: dict[str, DialogueFacts] = {}
-        for name, pinned in wanted:
-            if isinstance(pinned, str):
-                checks.append(VersionCheck(name, None, reason=pinned))
-                continue
-            outcome = connect(pinned, tls_only=True)
-            if isinstance(outcome, str):
-                checks.append(VersionCheck(name, None, reason=outcome))
-                continue
-            verdicts[name] = outcome
-            found = version_outcome(outcome)
-            checks.append(
-                VersionCheck(
-                    name,
-                    found.offered,
-                    cipher=found.cipher,
-                    reason=found.reason,
-                    elapsed=sum(outcome.timings.values()),
-                )
-            )
-        versions = tuple(checks)
+        versions, verdicts = _scan(
+            wanted, lambda pinned: connect(pinned, tls_only=True, address=address or "")
+        )
         timings["scan"] = time.perf_counter() - scan_started
         if tls is not None:
             tls = with_verdict(tls, verdicts.get(tls.version))
@@ -199,6 +247,7 @@ def _probe_host(
     timings["total"] = time.perf_counter() - started
     return HostReport(
         host=target.host,
+        address=address,
         port=target.port,
         protocol=target.protocol,
         probed=True,
@@ -215,6 +264,54 @@ def _probe_host(
         connections=budget.used,
         timings=timings,
     )
+
+
+def _first_dialogue(
+    addresses: tuple[str, ...],
+    why: str | None,
+    connect: Callable[[str], DialogueFacts | str],
+    budget: _Budget,
+) -> tuple[DialogueFacts, str | None]:
+    """The dialogue with the first address that accepts a connection (as a client would try
+    them), and that address; no address: an empty DialogueFacts (the caller says why)."""
+    for address in addresses:
+        dialogue = connect(address)
+        if isinstance(dialogue, str):  # cannot happen on a first connection; keep types honest
+            dialogue = DialogueFacts()
+        if dialogue.connected or address == addresses[-1]:
+            return dialogue, address
+        budget.refund()
+    return DialogueFacts(), None
+
+
+def _scan(
+    wanted: list[tuple[str, TlsContext | str]],
+    connect: Callable[[TlsContext], DialogueFacts | str],
+) -> tuple[tuple[VersionCheck, ...], dict[str, DialogueFacts]]:
+    """Each TLS version on its own connection: what each showed, and each connection's facts
+    (for the verdict of the version the dialogue negotiated)."""
+    checks: list[VersionCheck] = []
+    verdicts: dict[str, DialogueFacts] = {}
+    for name, pinned in wanted:
+        if isinstance(pinned, str):
+            checks.append(VersionCheck(name, None, reason=pinned))
+            continue
+        outcome = connect(pinned)
+        if isinstance(outcome, str):
+            checks.append(VersionCheck(name, None, reason=outcome))
+            continue
+        verdicts[name] = outcome
+        found = version_outcome(outcome)
+        checks.append(
+            VersionCheck(
+                name,
+                found.offered,
+                cipher=found.cipher,
+                reason=found.reason,
+                elapsed=sum(outcome.timings.values()),
+            )
+        )
+    return tuple(checks), verdicts
 
 
 def _unique(findings: list[Finding]) -> tuple[Finding, ...]:

@@ -76,13 +76,16 @@ def converse(
     deadline: float,
     tls_only: bool = False,
     injection_grace: float = INJECTION_GRACE,
+    where: str | None = None,
 ) -> DialogueFacts:
     """Run one connection's dialogue for `family` ("smtp", "imap" or "pop3").
 
     `tls_only` stops right after the handshake (a version scan's connection). The
-    handshake's facts are read without judging them: `context` decides what fails.
+    handshake's facts are read without judging them: `context` decides what fails. `where`
+    names the server in errors (default: `host:port`; the probe passes the name it resolved).
     """
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if where is None:
+        where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     facts = DialogueFacts()
     talk = _FAMILIES[family]
     started = time.perf_counter()
