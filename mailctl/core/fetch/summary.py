@@ -60,11 +60,14 @@ def summarize_headers(data: bytes) -> MessageSummary:
             if raw is None:
                 values[name] = None
                 continue
-            try:
-                text = str(make_header(decode_header(str(raw))))
-            except (LookupError, UnicodeError, ValueError) as err:  # an unknown charset
-                text = str(raw)
-                problem = f"{name}: {type(err).__name__}"
+            if "=?" not in raw:  # no encoded word (RFC 2047 2): nothing to decode
+                text = raw
+            else:
+                try:
+                    text = str(make_header(decode_header(raw)))
+                except (LookupError, UnicodeError, ValueError) as err:  # an unknown charset
+                    text = raw
+                    problem = f"{name}: {type(err).__name__}"
             values[name] = " ".join(text.split())
         date = headers.get("Date")
         try:
@@ -89,27 +92,26 @@ def summarize_headers(data: bytes) -> MessageSummary:
     )
 
 
-_WANTED = {b"message-id", b"from", b"to", b"subject", b"date"}
+# One field of those wanted, with its continuation lines (RFC 5322 2.2.3 folding).
+_WANTED_FIELD = re.compile(
+    rb"^(message-id|from|to|subject|date)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_NAMES = {"message-id": "Message-ID", "from": "From", "to": "To", "subject": "Subject"}
+_NAMES["date"] = "Date"
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
 
 def _wanted_headers(block: bytes) -> dict[str, str]:
     """The first Message-ID, From, To, Subject and Date of a header block, unfolded (RFC
-    5322 2.2.3), bytes that are not ASCII read as UTF-8 (RFC 6532) with replacement."""
+    5322 2.2.3), bytes that are not ASCII read as UTF-8 (RFC 6532) with replacement.
+    One regex pass in C: this runs for every message fetched."""
     found: dict[str, str] = {}
-    name: bytes | None = None
-    value: list[bytes] = []
-    names = {"message-id": "Message-ID", "from": "From", "to": "To", "subject": "Subject"}
-    names["date"] = "Date"
-    for raw in [*block.split(b"\n"), b"end:"]:
-        line = raw.rstrip(b"\r")
-        if line[:1] in (b" ", b"\t") and name is not None:
-            value.append(line)
-            continue
-        if name is not None and names[name.decode()] not in found:
-            found[names[name.decode()]] = b" ".join(value).decode("utf-8", "replace").strip()
-        field, colon, rest = line.partition(b":")
-        key = field.strip().lower()
-        name, value = (key, [rest]) if colon and key in _WANTED else (None, [])
+    for match in _WANTED_FIELD.finditer(block):
+        name = _NAMES[match.group(1).decode("ascii").lower()]
+        if name not in found:
+            value = _FOLD.sub(b" ", match.group(2)).rstrip(b"\r")
+            found[name] = value.decode("utf-8", "replace").strip()
     return found
 
 
