@@ -89,6 +89,7 @@ class MailSession(ABC):
             security=settings.security,
         )
         self._box = box
+        self.tls_chain = False  # `open(tls_chain=True)`: the chain in the TLS facts
         self._open = False
         self._info: LoginCheck | None = None
 
@@ -112,7 +113,10 @@ class MailSession(ABC):
         whole check within its session deadline. Raises what `open` raises.
         """
         session = cls.open(
-            settings, secret=secret, limits=limits or login_check_limits(settings.timeouts)
+            settings,
+            secret=secret,
+            limits=limits or login_check_limits(settings.timeouts),
+            tls_chain=True,
         )
         session.close()
         return session.info
@@ -125,8 +129,12 @@ class MailSession(ABC):
         secret: Callable[[], str] | None,
         limits: ReadLimits | None = None,
         on_transcript: TranscriptCallback | None = None,
+        tls_chain: bool = False,
     ) -> Self:
         """Connect, secure the connection, read capabilities and log in if a username is set.
+
+        `tls_chain`: describe every certificate the server sent in `info.tls` (what
+        `account test` shows; it imports cryptography, which fetch need not pay for).
 
         `secret` is called at most once, after TLS is up, right before authenticating.
         `on_transcript` gets every line in and out as it happens (passwords and SASL
@@ -140,6 +148,7 @@ class MailSession(ABC):
         preflight(settings, protocol=cls.protocol, secret=secret)
         box = SecretBox(secret, protocol=cls.protocol, where=endpoint(settings))
         session = cls(settings, box, limits if limits is not None else ReadLimits())
+        session.tls_chain = tls_chain
         if on_transcript is not None:
             session.wire.transcript = Transcript(on_transcript)
             session.wire.transcript.info(f"connecting to {session.where} ({settings.security})")
@@ -410,9 +419,9 @@ class MailSession(ABC):
         """Ask for the capabilities (after TLS); return them as shown to users."""
 
     def _tls_info(self) -> HandshakeFacts | None:
-        """Facts about the TLS connection, with the chain (`account test` shows them)."""
+        """Facts about the TLS connection, with the chain when asked (`account test`)."""
         verified = True if self.settings.verify else None  # else the handshake had failed
-        return handshake_facts(self._tls_socket(), verified=verified, with_chain=True)
+        return handshake_facts(self._tls_socket(), verified=verified, with_chain=self.tls_chain)
 
     @abstractmethod
     def _tls_socket(self) -> ssl.SSLSocket | None:
