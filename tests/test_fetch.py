@@ -560,3 +560,23 @@ def test_fetch_does_not_describe_the_chain(dovecot: DovecotServer, tmp_path: Pat
     settings = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
     info = ImapSession.check(settings, secret=lambda: user.password)
     assert info.tls is not None and info.tls.chain  # account test still gets the chain
+
+
+def test_pop3_selects_by_uidl(dovecot: DovecotServer) -> None:
+    """RFC 1939 7: --uidl picks messages by unique-id (numbers change between sessions)."""
+    user = dovecot.add_user()
+    for subject in ("u1", "u2", "u3"):
+        dovecot.seed(mail(subject), user=user.name)
+    listing = envelope(run(dovecot, user, "--json", protocol=Protocol.POP3))["data"]["messages"]
+    by_subject = {m["subject"]: m["uidl"] for m in listing}
+    picked = run(
+        dovecot, user, "--uidl", by_subject["u1"], "--uidl", by_subject["u3"], "--json",
+        protocol=Protocol.POP3,
+    )  # fmt: skip
+    assert picked.exit_code == 0, picked.output
+    assert sorted(m["subject"] for m in envelope(picked)["data"]["messages"]) == ["u1", "u3"]
+    for bad, hint in ((["--uidl", "has space"], "unique-id"), (["--uidl", "x"], "POP3")):
+        refused = run(
+            dovecot, user, *bad, protocol=Protocol.POP3 if hint != "POP3" else Protocol.IMAP
+        )
+        assert refused.exit_code == 64 and hint in refused.output, refused.output

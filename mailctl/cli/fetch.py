@@ -83,6 +83,15 @@ def fetch_command(
             rich_help_panel=SELECT,
         ),
     ] = None,
+    uidl: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--uidl",
+            metavar="ID",
+            help="POP3: only the message with this unique-id (UIDL); repeat for more.",
+            rich_help_panel=SELECT,
+        ),
+    ] = None,
     search: Annotated[
         str | None,
         typer.Option(
@@ -203,6 +212,7 @@ def fetch_command(
         folder=folder,
         criteria=criteria,
         limit=limit,
+        uidls=tuple(uidl or ()),
         new=new,
         mark_seen=mark_seen,
         delete=delete,

@@ -61,6 +61,7 @@ class FetchRequest:
     folder: str = "INBOX"
     criteria: SearchCriteria = field(default_factory=SearchCriteria)
     limit: int | None = None
+    uidls: tuple[str, ...] = ()  # POP3: only the messages with these unique-ids (RFC 1939 7)
     new: bool = False
     mark_seen: bool = False
     delete: bool = False

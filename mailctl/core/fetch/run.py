@@ -10,6 +10,7 @@ duplicate, never a loss); one killed before the server change leaves it on the s
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -34,6 +35,7 @@ from mailctl.protocols.imap.search import SearchCriteria, in_set, require_folder
 from mailctl.protocols.imap.types import ImapMessage, SelectedFolder
 from mailctl.protocols.limits import octets
 from mailctl.protocols.pop3 import Pop3Session
+from mailctl.text import quote
 
 
 def folders(request: FoldersRequest) -> FoldersResult:
@@ -92,6 +94,14 @@ def _check(request: FetchRequest) -> None:
         )
     if request.limit is not None and request.limit < 1:
         raise UsageError("--limit must be at least 1", hint="give a number of messages")
+    if request.uidls and request.protocol != "pop3":
+        raise UsageError("--uidl selects POP3 messages", hint="add --pop3, or use --uid for IMAP")
+    for uidl in request.uidls:
+        if not _UNIQUE_ID.fullmatch(uidl):
+            raise UsageError(
+                f"--uidl {quote(uidl)} is not a POP3 unique-id",
+                hint="RFC 1939 7: 1 to 70 printable ASCII characters, no spaces",
+            )
     if request.protocol == "pop3":
         imap_only = [
             flag
@@ -112,6 +122,10 @@ def _check(request: FetchRequest) -> None:
                 f"{', '.join(imap_only)} work over IMAP only; POP3 has one mailbox and no search",
                 hint="drop --pop3, or select with --new, --limit and --uid (message numbers)",
             )
+
+
+# RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
+_UNIQUE_ID = re.compile(r"[\x21-\x7e]{1,70}")
 
 
 def _same_folder(one: str, other: str) -> bool:
@@ -406,6 +420,9 @@ class _Run:
             if request.criteria.uid_range is not None:
                 # POP3 has no UIDs: --uid selects by message number (RFC 1939 "msg").
                 numbers = in_set(numbers, request.criteria.uid_range)
+            if request.uidls:
+                wanted = set(request.uidls)
+                numbers = [number for number in numbers if uidls.get(number) in wanted]
             result.selected = len(numbers)
             state = self._load_state(None) if self.tracking else None
             self.state = state
