@@ -21,24 +21,10 @@ Everything shares this machine's 2 cores with Dovecot: the load average is print
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 
-from fetchbench import (
-    SHM,
-    Mailbox,
-    count_files,
-    engine_argv,
-    fresh_dir,
-    load,
-    report,
-    run_child,
-    seed,
-    start_server,
-    stop_server,
-)
+from fetchbench import Bench, Mailbox, Run, compare, count_files, run_child
 
 
 def mbsync_config(folder: Path, port: int, ca: Path, box: Mailbox, dest: Path) -> Path:
@@ -83,81 +69,25 @@ def cli_argv(port: int, ca: Path, box: Mailbox, dest: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def run_mbsync(bench: Bench) -> Run:
+    dest = bench.dest("mbsync")
+    config = mbsync_config(bench.work, bench.port, bench.ca, bench.box, dest)
+    run = run_child(["mbsync", "-q", "-c", str(config), "bench"])
+    assert count_files(dest / "INBOX") == bench.box.count, "mbsync fetched the wrong count"
+    return run
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--baselines", action="store_true", help="also imapclient and imaplib")
-    parser.add_argument("--cli", action="store_true", help="time `mailctl fetch`, not the engine")
-    parser.add_argument("--rss", action="store_true", help="peak RSS at 1x and 4x the mailbox")
-    args = parser.parse_args()
-    print(f"before: {load()}")
-    server = start_server()
-    try:
-        port = server.imaps_port  # type: ignore[attr-defined]
-        ca = server.ca_pem  # type: ignore[attr-defined]
-        box = seed(server, args.messages)
-        print(f"seeded {box.count} messages, {box.octets / box.count / 1024:.1f} KiB average")
-        work = fresh_dir("mailctl-bench-imap")
-
-        def mbsync() -> float:
-            dest = fresh_dir("mailctl-bench-imap/mbsync")
-            config = mbsync_config(work, port, ca, box, dest)
-            run = run_child(["mbsync", "-q", "-c", str(config), "bench"])
-            assert count_files(dest / "INBOX") == box.count, "mbsync fetched the wrong count"
-            cpu["mbsync"].append(run.cpu_seconds)
-            return box.count / run.seconds
-
-        def ours(variant: str) -> float:
-            dest = fresh_dir(f"mailctl-bench-imap/{variant}")
-            argv = (
-                cli_argv(port, ca, box, dest)
-                if variant == "mailctl" and args.cli
-                else engine_argv(variant, "imap", port, ca, box, dest)
-            )
-            run = run_child(argv)
-            got = count_files(dest)
-            assert got == box.count, f"{variant} wrote {got} of {box.count} messages"
-            cpu[names[variant]].append(run.cpu_seconds)
-            if run.inner_seconds and variant == "mailctl" and not args.cli:
-                inner["mailctl"].append(box.count / run.inner_seconds)
-            return box.count / run.seconds
-
-        names = {"mailctl": "mailctl", "imapclient": "imapclient loop", "imaplib": "raw imaplib"}
-        cpu: dict[str, list[float]] = {name: [] for name in ["mbsync", *names.values()]}
-        inner: dict[str, list[float]] = {"mailctl": []}
-        programs = {"mbsync": mbsync, "mailctl": lambda: ours("mailctl")}
-        if args.baselines:
-            programs["imapclient loop"] = lambda: ours("imapclient")
-            programs["raw imaplib"] = lambda: ours("imaplib")
-        mbsync()  # warm-up: Dovecot builds its index, moves new/ to cur/
-        for values in [*cpu.values(), *inner.values()]:
-            values.clear()
-        rates: dict[str, list[float]] = {name: [] for name in programs}
-        for round_number in range(args.rounds):
-            order = list(programs)
-            if round_number % 2:
-                order.reverse()
-            for name in order:
-                rates[name].append(programs[name]())
-        mode = "mailctl fetch (CLI)" if args.cli else "mailctl engine"
-        title = f"IMAPS -> Maildir on /dev/shm, fsync on ({mode})"
-        report(title, rates, "mbsync", box.count, cpu, inner)
-        if args.rss:
-            big = seed(server, 4 * args.messages, seed_value=11)
-            peaks = []
-            for mailbox in (box, big):
-                dest = fresh_dir("mailctl-bench-imap/rss")
-                peaks.append(run_child(engine_argv("mailctl", "imap", port, ca, mailbox, dest)))
-            print(
-                f"\npeak RSS of mailctl: {peaks[0].max_rss_mib:.1f} MiB for {box.count} messages, "
-                f"{peaks[1].max_rss_mib:.1f} MiB for {big.count} "
-                f"(ratio {peaks[1].max_rss_mib / peaks[0].max_rss_mib:.2f})"
-            )
-    finally:
-        stop_server(server)
-        shutil.rmtree(SHM / "mailctl-bench-imap", ignore_errors=True)
-        print(f"after: {load()}")
+    compare(
+        protocol="imap",
+        peer="mbsync",
+        run_peer=run_mbsync,
+        cli_argv=cli_argv,
+        baselines={"imapclient loop": "imapclient", "raw imaplib": "imaplib"},
+        baselines_help="also imapclient and imaplib",
+        title="IMAPS -> Maildir on /dev/shm, fsync on",
+        cli_mode="mailctl fetch (CLI)",
+    )
 
 
 if __name__ == "__main__":

@@ -19,24 +19,10 @@ with `--rss` mailctl's peak RSS for the mailbox and a 4x mailbox (it must stay f
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 
-from fetchbench import (
-    SHM,
-    Mailbox,
-    count_files,
-    engine_argv,
-    fresh_dir,
-    load,
-    report,
-    run_child,
-    seed,
-    start_server,
-    stop_server,
-)
+from fetchbench import Bench, Mailbox, Run, compare, count_files, run_child
 
 
 def mpop_config(folder: Path, port: int, ca: Path, box: Mailbox, dest: Path) -> Path:
@@ -72,83 +58,29 @@ def cli_argv(port: int, ca: Path, box: Mailbox, dest: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def run_mpop(bench: Bench) -> Run:
+    dest = bench.dest("mpop")
+    for sub in ("tmp", "new", "cur"):
+        (dest / sub).mkdir()
+    (bench.work / "uidls").unlink(missing_ok=True)
+    config = mpop_config(bench.work, bench.port, bench.ca, bench.box, dest)
+    run = run_child(["mpop", "-q", "-C", str(config), "bench"])
+    got = count_files(dest)
+    assert got == bench.box.count, f"mpop wrote {got} of {bench.box.count} messages"
+    return run
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--baselines", action="store_true", help="also a plain poplib loop")
-    parser.add_argument("--cli", action="store_true", help="time `mailctl fetch`, not the engine")
-    parser.add_argument("--rss", action="store_true", help="peak RSS at 1x and 4x the mailbox")
-    args = parser.parse_args()
-    print(f"before: {load()}")
-    server = start_server()
-    try:
-        port = server.pop3s_port  # type: ignore[attr-defined]
-        ca = server.ca_pem  # type: ignore[attr-defined]
-        box = seed(server, args.messages)
-        print(f"seeded {box.count} messages, {box.octets / box.count / 1024:.1f} KiB average")
-        work = fresh_dir("mailctl-bench-pop3")
-        cpu: dict[str, list[float]] = {"mpop": [], "mailctl": [], "poplib loop": []}
-        inner: dict[str, list[float]] = {"mailctl": []}
-
-        def mpop() -> float:
-            dest = fresh_dir("mailctl-bench-pop3/mpop")
-            for sub in ("tmp", "new", "cur"):
-                (dest / sub).mkdir()
-            (work / "uidls").unlink(missing_ok=True)
-            config = mpop_config(work, port, ca, box, dest)
-            run = run_child(["mpop", "-q", "-C", str(config), "bench"])
-            got = count_files(dest)
-            assert got == box.count, f"mpop wrote {got} of {box.count} messages"
-            cpu["mpop"].append(run.cpu_seconds)
-            return box.count / run.seconds
-
-        def ours(variant: str, name: str) -> float:
-            dest = fresh_dir(f"mailctl-bench-pop3/{variant}")
-            argv = (
-                cli_argv(port, ca, box, dest)
-                if variant == "mailctl" and args.cli
-                else engine_argv(variant, "pop3", port, ca, box, dest)
-            )
-            run = run_child(argv)
-            got = count_files(dest)
-            assert got == box.count, f"{variant} wrote {got} of {box.count} messages"
-            cpu[name].append(run.cpu_seconds)
-            if run.inner_seconds and name == "mailctl" and not args.cli:
-                inner[name].append(box.count / run.inner_seconds)
-            return box.count / run.seconds
-
-        programs = {"mpop": mpop, "mailctl": lambda: ours("mailctl", "mailctl")}
-        if args.baselines:
-            programs["poplib loop"] = lambda: ours("poplib", "poplib loop")
-        mpop()  # warm-up: Dovecot builds its index
-        for values in [*cpu.values(), *inner.values()]:
-            values.clear()
-        rates: dict[str, list[float]] = {name: [] for name in programs}
-        for round_number in range(args.rounds):
-            order = list(programs)
-            if round_number % 2:
-                order.reverse()
-            for name in order:
-                rates[name].append(programs[name]())
-        mode = "mailctl fetch --pop3 (CLI)" if args.cli else "mailctl engine"
-        title = f"POP3S -> Maildir on /dev/shm, fsync on ({mode})"
-        report(title, rates, "mpop", box.count, cpu, inner)
-        if args.rss:
-            big = seed(server, 4 * args.messages, seed_value=11)
-            peaks = []
-            for mailbox in (box, big):
-                dest = fresh_dir("mailctl-bench-pop3/rss")
-                peaks.append(run_child(engine_argv("mailctl", "pop3", port, ca, mailbox, dest)))
-            print(
-                f"\npeak RSS of mailctl: {peaks[0].max_rss_mib:.1f} MiB for {box.count} messages, "
-                f"{peaks[1].max_rss_mib:.1f} MiB for {big.count} "
-                f"(ratio {peaks[1].max_rss_mib / peaks[0].max_rss_mib:.2f})"
-            )
-    finally:
-        stop_server(server)
-        shutil.rmtree(SHM / "mailctl-bench-pop3", ignore_errors=True)
-        print(f"after: {load()}")
+    compare(
+        protocol="pop3",
+        peer="mpop",
+        run_peer=run_mpop,
+        cli_argv=cli_argv,
+        baselines={"poplib loop": "poplib"},
+        baselines_help="also a plain poplib loop",
+        title="POP3S -> Maildir on /dev/shm, fsync on",
+        cli_mode="mailctl fetch --pop3 (CLI)",
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ one child per run, printing a JSON line with what it did.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import os
 import random
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +194,109 @@ def report(
 def load() -> str:
     one, five, _fifteen = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+@dataclass
+class Bench:
+    """One comparison's setup: what the peer's runner and mailctl's runs share."""
+
+    args: argparse.Namespace
+    protocol: str  # "imap" or "pop3", for fetch_engine.py
+    port: int
+    ca: Path
+    box: Mailbox
+    work: Path  # SHM / "mailctl-bench-<protocol>", removed at the end
+    cpu: dict[str, list[float]]  # CPU seconds per run, per program
+    inner: dict[str, list[float]]  # rates mailctl's engine child timed itself
+
+    def dest(self, name: str) -> Path:
+        return fresh_dir(f"{self.work.name}/{name}")
+
+
+def compare(
+    *,
+    protocol: str,
+    peer: str,
+    run_peer: Callable[[Bench], Run],
+    cli_argv: Callable[[int, Path, Mailbox, Path], list[str]],
+    baselines: dict[str, str],
+    baselines_help: str,
+    title: str,
+    cli_mode: str,
+) -> None:
+    """A benchmark's main: seed Dovecot, time `peer` (run_peer checks its own count) against
+    mailctl (the engine child, or `cli_argv` with --cli) and the `baselines` (shown name ->
+    fetch_engine.py variant) in alternating order per round, report, and with --rss
+    mailctl's peak RSS at 1x and 4x the mailbox (it must stay flat)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--baselines", action="store_true", help=baselines_help)
+    parser.add_argument("--cli", action="store_true", help="time `mailctl fetch`, not the engine")
+    parser.add_argument("--rss", action="store_true", help="peak RSS at 1x and 4x the mailbox")
+    args = parser.parse_args()
+    print(f"before: {load()}")
+    server = start_server()
+    work = SHM / f"mailctl-bench-{protocol}"
+    try:
+        port = getattr(server, f"{protocol}s_port")
+        ca = server.ca_pem  # type: ignore[attr-defined]
+        box = seed(server, args.messages)
+        print(f"seeded {box.count} messages, {box.octets / box.count / 1024:.1f} KiB average")
+        names = {"mailctl": "mailctl", **baselines}
+        bench = Bench(
+            args, protocol, port, ca, box, fresh_dir(work.name),
+            cpu={name: [] for name in [peer, *names]}, inner={"mailctl": []},
+        )  # fmt: skip
+
+        def peer_rate() -> float:
+            run = run_peer(bench)
+            bench.cpu[peer].append(run.cpu_seconds)
+            return box.count / run.seconds
+
+        def ours(name: str) -> float:
+            variant = names[name]
+            dest = bench.dest(variant)
+            argv = (
+                cli_argv(port, ca, box, dest)
+                if variant == "mailctl" and args.cli
+                else engine_argv(variant, protocol, port, ca, box, dest)
+            )
+            run = run_child(argv)
+            got = count_files(dest)
+            assert got == box.count, f"{variant} wrote {got} of {box.count} messages"
+            bench.cpu[name].append(run.cpu_seconds)
+            if run.inner_seconds and variant == "mailctl" and not args.cli:
+                bench.inner["mailctl"].append(box.count / run.inner_seconds)
+            return box.count / run.seconds
+
+        programs: dict[str, Callable[[], float]] = {peer: peer_rate}
+        for name in names if args.baselines else ["mailctl"]:
+            programs[name] = functools.partial(ours, name)
+        peer_rate()  # warm-up: Dovecot builds its index (and moves new/ to cur/ for IMAP)
+        for values in [*bench.cpu.values(), *bench.inner.values()]:
+            values.clear()
+        rates: dict[str, list[float]] = {name: [] for name in programs}
+        for round_number in range(args.rounds):
+            order = list(programs)
+            if round_number % 2:
+                order.reverse()
+            for name in order:
+                rates[name].append(programs[name]())
+        mode = cli_mode if args.cli else "mailctl engine"
+        report(f"{title} ({mode})", rates, peer, box.count, bench.cpu, bench.inner)
+        if args.rss:
+            big = seed(server, 4 * args.messages, seed_value=11)
+            peaks = []
+            for mailbox in (box, big):
+                dest = bench.dest("rss")
+                peaks.append(run_child(engine_argv("mailctl", protocol, port, ca, mailbox, dest)))
+            print(
+                f"\npeak RSS of mailctl: {peaks[0].max_rss_mib:.1f} MiB for {box.count} messages, "
+                f"{peaks[1].max_rss_mib:.1f} MiB for {big.count} "
+                f"(ratio {peaks[1].max_rss_mib / peaks[0].max_rss_mib:.2f})"
+            )
+    finally:
+        stop_server(server)
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"after: {load()}")

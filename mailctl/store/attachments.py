@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Final
 
 from mailctl.errors import CantCreateError
+from mailctl.store.files import write_all_and_sync
 from mailctl.text import quote
 
 __all__ = ["MAX_NAME_BYTES", "AttachmentFolder", "safe_name"]
@@ -161,11 +162,7 @@ class AttachmentFolder:
     def _write(self, fd: int, name: str, payload: bytes) -> None:
         try:
             try:
-                view = memoryview(payload)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
+                write_all_and_sync(fd, payload)
             finally:
                 os.close(fd)
             assert self._fd is not None

@@ -87,10 +87,40 @@ def atomic_file(
         if temp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temp_name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
+def write_all_and_sync(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (os.write may write less than asked) and fsync it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def publish_new(fd: int, temp: str, final: str, data: bytes, *, replace: bool = True) -> None:
+    """Write `data` into `fd`, a new file just created at `temp`, fsync and close it, then
+    rename `temp` to `final` (Maildir and .eml delivery: a reader sees all or nothing).
+
+    `replace=False` refuses an existing `final` (FileExistsError) rather than renaming over
+    it. Raises OSError with `temp` removed; fsyncing the folder is the caller's job (one
+    kept directory descriptor on the hot path, not an open per message).
+    """
+    try:
+        try:
+            write_all_and_sync(fd, data)
+        finally:
+            os.close(fd)
+        if not replace and os.path.lexists(final):
+            raise FileExistsError(17, "File exists", final)
+        os.rename(temp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (POSIX: the directory entry lives in the folder)."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY)

@@ -11,7 +11,7 @@ import weakref
 from pathlib import Path
 
 from mailctl.errors import CantCreateError
-from mailctl.store.files import file_kind
+from mailctl.store.files import file_kind, publish_new
 
 _SUBDIRS = ("tmp", "new", "cur")
 
@@ -64,17 +64,8 @@ class Maildir:
         except OSError as err:
             raise CantCreateError(f"cannot write {temp}: {err.strerror or err}") from err
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, final)
+            publish_new(fd, temp, final, data)
         except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise CantCreateError(
                 f"cannot deliver into {self.path}: {err.strerror or err}",
                 hint="check free space and permissions",

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mailctl.errors import CantCreateError
-from mailctl.store.files import file_kind
+from mailctl.store.files import file_kind, write_all_and_sync
 
 # mboxrd: any line that is "From " after zero or more ">" gets one more ">", so reading
 # back removes exactly one and the body round-trips (unlike mboxo).
@@ -92,10 +92,7 @@ class Mbox:
                     os.lseek(self._fd, start - 1, os.SEEK_SET)
                     if os.read(self._fd, 1) != b"\n":
                         record = b"\n\n" + record
-                view = memoryview(record)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                os.fsync(self._fd)
+                write_all_and_sync(self._fd, record)
             except OSError as err:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, start)

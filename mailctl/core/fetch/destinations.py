@@ -5,14 +5,10 @@ attachments, and the manifest. Every write is durable (fsync, and rename for fil
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import os
 import re
-import secrets
 import stat
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -20,7 +16,8 @@ from mailctl.core.fetch.models import Destinations, FetchedMessage, SavedAttachm
 from mailctl.core.fetch.summary import save_attachments
 from mailctl.errors import CantCreateError
 from mailctl.serialize import to_data
-from mailctl.store.files import file_kind
+from mailctl.store.emlfolder import EmlFolder
+from mailctl.store.files import file_kind, write_all_and_sync
 from mailctl.store.maildir import Maildir
 from mailctl.store.mbox import Mbox
 
@@ -86,54 +83,6 @@ def _replace(record: FetchedMessage, **changes: object) -> FetchedMessage:
     return replace(record, **changes)  # type: ignore[arg-type]
 
 
-class EmlFolder:
-    """A folder of raw messages, one `.eml` file each, named by time, process and a random
-    part (nothing from the message), written to a dot-file, fsynced, then renamed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as err:
-            raise CantCreateError(
-                f"cannot create the .eml folder {self.path}: {err.strerror or err}",
-                hint="name a folder you can write to",
-            ) from err
-        mode = os.stat(self.path).st_mode
-        if not stat.S_ISDIR(mode):
-            raise CantCreateError(
-                f"{self.path} is not a folder (it is {file_kind(mode)})", hint="name a folder"
-            )
-        self._counter = itertools.count(1)
-
-    def write(self, data: bytes) -> Path:
-        name = f"{int(time.time())}-{os.getpid()}-{next(self._counter)}-{secrets.token_hex(4)}"
-        temp = self.path / f".{name}.tmp"
-        final = self.path / f"{name}.eml"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(temp, flags, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if os.path.lexists(final):  # never over another file (a 1-in-2^32 clash)
-                raise FileExistsError(17, "File exists", str(final))
-            os.rename(temp, final)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise CantCreateError(
-                f"cannot write into {self.path}: {err.strerror or err}",
-                hint="check free space and permissions",
-            ) from err
-        _fsync_dir(self.path)
-        return final
-
-
 class Manifest:
     """`--manifest FILE.jsonl`: one JSON line per message kept, appended and fsynced after
     the message itself is durable (a line means the message is there)."""
@@ -164,10 +113,7 @@ class Manifest:
             data.pop("parsed", None)
         line = json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
+            write_all_and_sync(self._fd, line)
         except OSError as err:
             raise CantCreateError(
                 f"cannot append to the manifest {self.path}: {err.strerror or err}",
@@ -178,12 +124,3 @@ class Manifest:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

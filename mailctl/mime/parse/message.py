@@ -170,18 +170,7 @@ def summarize(data: bytes, *, limits: ParseLimits = _DEFAULT) -> MessageSummary:
         count = sum(1 for leaf in leaves(tree, limits, payloads=False) if not leaf.is_body)
     except MailctlError as err:
         problem = err.message
-    # The address headers as decoded text: a listing shows them, and the strict address
-    # parsers (~0.2 ms a header) are parse_message's job.
-    return MessageSummary(
-        message_id=next(iter(message_ids(first(headers, "Message-ID"))), None),
-        date_iso=date_of(headers)[1],
-        from_=_decoded(first(headers, "From")),
-        to=_decoded(first(headers, "To")),
-        subject=_decoded(first(headers, "Subject")),
-        size=len(data),
-        attachment_count=count,
-        problem=problem,
-    )
+    return _summary(headers, len(data), count, problem)
 
 
 def _header_summary(data: bytes, limits: ParseLimits, problem: str) -> MessageSummary:
@@ -192,14 +181,22 @@ def _header_summary(data: bytes, limits: ParseLimits, problem: str) -> MessageSu
         headers = raw_headers(tree)
     except MailctlError:
         headers = []
+    return _summary(headers, len(data), 0, problem)
+
+
+def _summary(
+    headers: list[tuple[str, str]], size: int, count: int, problem: str | None
+) -> MessageSummary:
+    # The address headers as decoded text: a listing shows them, and the strict address
+    # parsers (~0.2 ms a header) are parse_message's job.
     return MessageSummary(
         message_id=next(iter(message_ids(first(headers, "Message-ID"))), None),
         date_iso=date_of(headers)[1],
         from_=_decoded(first(headers, "From")),
         to=_decoded(first(headers, "To")),
         subject=_decoded(first(headers, "Subject")),
-        size=len(data),
-        attachment_count=0,
+        size=size,
+        attachment_count=count,
         problem=problem,
     )
 

@@ -204,30 +204,62 @@ def _smtp(session: _Session, implicit_tls: bool, tls_only: bool) -> None:
         facts.busy = True
         session.goodbye("QUIT", _smtp_last)
         return
-    capabilities = _ehlo(session)
+
+    def starttls() -> tuple[bool, str]:
+        session.command("STARTTLS")
+        code, lines = _smtp_reply(session, "STARTTLS")
+        return code == 220, _text(lines)
+
+    # RFC 3207 4.2: forget what was learned before TLS; ask again.
+    _upgrade(
+        session,
+        _ehlo(session),
+        implicit_tls,
+        tls_only,
+        keyword="STARTTLS",
+        starttls=starttls,
+        ask_again=lambda: _ehlo(session, phase="ehlo_tls"),
+        goodbye=lambda: session.goodbye("QUIT", _smtp_last),
+    )
+
+
+def _upgrade(
+    session: _Session,
+    capabilities: tuple[str, ...],
+    implicit_tls: bool,
+    tls_only: bool,
+    *,
+    keyword: str,
+    starttls: Callable[[], tuple[bool, str]],
+    ask_again: Callable[[], tuple[str, ...]],
+    goodbye: Callable[[], None],
+) -> None:
+    """The TLS step every family shares, after the greeting and the first capabilities:
+    with implicit TLS those are the ones over TLS; else, when `keyword` is offered, send
+    `starttls` (accepted?, reply text), hand over to TLS and ask again (every RFC says to
+    discard what was learned in the clear). `goodbye` ends the dialogue politely, except
+    after a failed handshake or with `tls_only` (a version scan: TLS was all it wanted)."""
+    facts = session.facts
     if implicit_tls:
         facts.after = capabilities
     else:
         facts.before = capabilities
-        facts.starttls_offered = any(c.upper() == "STARTTLS" for c in capabilities)
+        facts.starttls_offered = keyword in (c.upper() for c in capabilities)
         if not facts.starttls_offered:
-            session.goodbye("QUIT", _smtp_last)
+            goodbye()
             return
         started = time.perf_counter()
-        session.command("STARTTLS")
-        code, lines = _smtp_reply(session, "STARTTLS")
-        facts.starttls_reply = _text(lines)
-        if code != 220:
+        accepted, facts.starttls_reply = starttls()
+        if not accepted:
             facts.lap("starttls", started)
-            session.goodbye("QUIT", _smtp_last)
+            goodbye()
             return
         session.check_injection()
         facts.lap("starttls", started)
         if not session.handshake() or tls_only:
             return
-        # RFC 3207 4.2: forget what was learned before TLS; ask again.
-        facts.after = _ehlo(session, phase="ehlo_tls")
-    session.goodbye("QUIT", _smtp_last)
+        facts.after = ask_again()
+    goodbye()
 
 
 def _ehlo(session: _Session, *, phase: str = "ehlo") -> tuple[str, ...]:
@@ -266,30 +298,23 @@ def _imap(session: _Session, implicit_tls: bool, tls_only: bool) -> None:
             f"{session.link.where} sent something that is not an IMAP greeting: {facts.banner}",
             hint="check that the port speaks IMAP",
         )
-    capabilities = _imap_capabilities(session, "p1")
-    if implicit_tls:
-        facts.after = capabilities
-    else:
-        facts.before = capabilities
-        facts.starttls_offered = "STARTTLS" in (c.upper() for c in capabilities)
-        if not facts.starttls_offered:
-            _imap_logout(session)
-            return
-        started = time.perf_counter()
+
+    def starttls() -> tuple[bool, str]:
         session.command("p2 STARTTLS", verb="STARTTLS")
         lines = session.link.read_lines(last=lambda line: line.startswith(b"p2 "))
-        facts.starttls_reply = _text(lines[-1:])
-        if not lines[-1].upper().startswith(b"P2 OK"):
-            facts.lap("starttls", started)
-            _imap_logout(session)
-            return
-        session.check_injection()
-        facts.lap("starttls", started)
-        if not session.handshake() or tls_only:
-            return
-        # RFC 3501 6.2.1: capabilities learned before STARTTLS are discarded.
-        facts.after = _imap_capabilities(session, "p3", phase="capability_tls")
-    _imap_logout(session)
+        return lines[-1].upper().startswith(b"P2 OK"), _text(lines[-1:])
+
+    # RFC 3501 6.2.1: capabilities learned before STARTTLS are discarded.
+    _upgrade(
+        session,
+        _imap_capabilities(session, "p1"),
+        implicit_tls,
+        tls_only,
+        keyword="STARTTLS",
+        starttls=starttls,
+        ask_again=lambda: _imap_capabilities(session, "p3", phase="capability_tls"),
+        goodbye=lambda: _imap_logout(session),
+    )
 
 
 def _imap_capabilities(
@@ -323,30 +348,23 @@ def _pop3(session: _Session, implicit_tls: bool, tls_only: bool) -> None:
     if not greeting[0].startswith(b"+OK"):
         facts.busy = True
         return
-    capabilities = _capa(session)
-    if implicit_tls:
-        facts.after = capabilities
-    else:
-        facts.before = capabilities
-        facts.starttls_offered = "STLS" in (c.upper() for c in capabilities)
-        if not facts.starttls_offered:
-            _pop3_quit(session)
-            return
-        started = time.perf_counter()
+
+    def stls() -> tuple[bool, str]:
         session.command("STLS")
         lines = session.link.read_lines(last=lambda line: True)
-        facts.starttls_reply = _text(lines)
-        if not lines[0].startswith(b"+OK"):
-            facts.lap("starttls", started)
-            _pop3_quit(session)
-            return
-        session.check_injection()
-        facts.lap("starttls", started)
-        if not session.handshake() or tls_only:
-            return
-        # RFC 2595 4: the client must discard what it learned before STLS.
-        facts.after = _capa(session, phase="capability_tls")
-    _pop3_quit(session)
+        return lines[0].startswith(b"+OK"), _text(lines)
+
+    # RFC 2595 4: the client must discard what it learned before STLS.
+    _upgrade(
+        session,
+        _capa(session),
+        implicit_tls,
+        tls_only,
+        keyword="STLS",
+        starttls=stls,
+        ask_again=lambda: _capa(session, phase="capability_tls"),
+        goodbye=lambda: _pop3_quit(session),
+    )
 
 
 def _capa(session: _Session, *, phase: str = "capability") -> tuple[str, ...]:
