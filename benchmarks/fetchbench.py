@@ -290,9 +290,14 @@ def compare(
             peaks = []
             for mailbox in (box, big):
                 dest = bench.dest("rss")
-                peaks.append(run_child(engine_argv("mailctl", protocol, port, ca, mailbox, dest)))
+                argv = (
+                    cli_argv(port, ca, mailbox, dest)  # what a user runs, when timing it
+                    if args.cli
+                    else engine_argv("mailctl", protocol, port, ca, mailbox, dest)
+                )
+                peaks.append(run_child(argv))
             print(
-                f"\npeak RSS of mailctl: {peaks[0].max_rss_mib:.1f} MiB for {box.count} messages, "
+                f"\npeak RSS of {mode}: {peaks[0].max_rss_mib:.1f} MiB for {box.count} messages, "
                 f"{peaks[1].max_rss_mib:.1f} MiB for {big.count} "
                 f"(ratio {peaks[1].max_rss_mib / peaks[0].max_rss_mib:.2f})"
             )
