@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -580,3 +581,130 @@ def test_pop3_selects_by_uidl(dovecot: DovecotServer) -> None:
             dovecot, user, *bad, protocol=Protocol.POP3 if hint != "POP3" else Protocol.IMAP
         )
         assert refused.exit_code == 64 and hint in refused.output, refused.output
+
+
+# -- the per-message work a run does -------------------------------------------------------------
+
+
+def test_a_quiet_run_reads_no_headers_unless_something_shows_them(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-q` into a Maildir shows no envelope, so no header block is read (most of fetch's own
+    work per message); --json, --jsonl, the progress lines and --manifest still read them."""
+    from mailctl.core.fetch import run as fetch_run
+
+    user = dovecot.add_user()
+    for index in range(3):
+        dovecot.seed(mail(f"quiet {index}"), user=user.name)
+    read: list[int] = []
+    real = fetch_run.summarize_headers
+    monkeypatch.setattr(fetch_run, "summarize_headers", lambda data: read.append(1) or real(data))
+    port = dovecot.port(Protocol.IMAP, Security.TLS)
+    where = ["--server", f"{dovecot.host}:{port}", "--tls", "--user", user.name,
+             "--ca-file", str(dovecot.ca_pem)]  # fmt: skip
+    env = {"MAILCTL_PASSWORD": user.password, "NO_COLOR": "1"}
+
+    def fetch(*args: str, quiet: bool = True) -> Result:
+        command = ["-q"] * quiet + ["fetch", *args, *where]
+        return CliRunner().invoke(app, command, env=env)
+
+    quiet = fetch("--maildir", str(tmp_path / "q"))
+    assert quiet.exit_code == 0, quiet.output
+    assert len(maildir_files(tmp_path / "q")) == 3 and read == []
+    manifest = tmp_path / "m.jsonl"
+    kept = fetch("--maildir", str(tmp_path / "m"), "--manifest", str(manifest))
+    assert kept.exit_code == 0, kept.output
+    subjects = {json.loads(line)["subject"] for line in manifest.read_text().splitlines()}
+    assert subjects == {"quiet 0", "quiet 1", "quiet 2"} and len(read) == 3
+    listed = fetch("--json", "--maildir", str(tmp_path / "j"), quiet=False)
+    assert {m["subject"] for m in envelope(listed)["data"]["messages"]} == subjects
+    shown = fetch("--maildir", str(tmp_path / "v"), quiet=False)
+    assert shown.exit_code == 0 and "quiet 2" in shown.stdout, shown.output
+
+
+def test_the_renames_are_durable_before_the_state_says_so(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One fsync of new/ covers a batch of deliveries (mbsync does none per message): it
+    comes after the batch's last rename into new/ and before the state file that records
+    the batch is renamed into place, so a power cut between them loses nothing."""
+    user = dovecot.add_user()
+    for index in range(4):
+        dovecot.seed(mail(f"durable {index}"), user=user.name)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename, real_replace = os.fsync, os.rename, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(("rename", str(dst)))
+        real_rename(src, dst, *args, **kwargs)
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(("rename", str(dst)))
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    maildir = tmp_path / "M"
+    state = tmp_path / "state"
+    result = run(dovecot, user, "--maildir", str(maildir), extra_env={"XDG_STATE_HOME": str(state)})
+    assert result.exit_code == 0, result.output
+    new = str((maildir / "new").resolve())
+    delivered = [
+        i for i, (kind, path) in enumerate(events) if kind == "rename" and path.startswith(new)
+    ]
+    synced = [i for i, (kind, path) in enumerate(events) if kind == "fsync" and path == new]
+    saved = [
+        i
+        for i, (kind, path) in enumerate(events)
+        if kind == "rename" and path.startswith(str(state))
+    ]
+    assert len(delivered) == 4 and saved, events
+    assert len(synced) == 1, events  # one for the batch, not one per message
+    assert delivered[-1] < synced[0] < saved[0], events
+
+
+def test_state_writes_wait_for_their_cost_so_big_folders_stay_linear(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state write rewrites the whole state, which grows with the folder: a write per batch
+    would make a big fetch quadratic. After a write that took T, the next waits 8T; every
+    message is still recorded (the last write), and --delete still removes them all."""
+    from mailctl.core.fetch.state import FetchState
+
+    user = dovecot.add_user()
+    for index in range(12):
+        dovecot.seed(mail(f"linear {index}"), user=user.name)
+    writes: list[float] = []
+    real_save = FetchState.save
+
+    def slow_save(self: FetchState) -> None:
+        time.sleep(0.05)  # a state as big as a huge folder's
+        writes.append(time.monotonic())
+        real_save(self)
+
+    monkeypatch.setattr(FetchState, "save", slow_save)
+    from mailctl.core.fetch import Destinations, FetchRequest, fetch
+    from mailctl.models import ResolvedServer
+
+    settings = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
+    request = FetchRequest(
+        server=ResolvedServer(settings=settings, secret=lambda: user.password),
+        destinations=Destinations(maildir=tmp_path / "M"),
+        delete=True,
+        batch=2,
+        envelopes=False,
+        state_dir=tmp_path / "state",
+    )
+    result = fetch(request, on_message=lambda _message: None)
+    assert (result.fetched, result.deleted, result.failed) == (12, 12, [])
+    assert 2 <= len(writes) < 6, writes  # a write per batch would be 6, plus the last
+    gaps = [later - earlier for earlier, later in itertools.pairwise(writes)]
+    assert all(gap >= 8 * 0.05 for gap in gaps[:-1]), gaps  # the last write is the run's end
+    [state_file] = (tmp_path / "state").iterdir()
+    assert json.loads(state_file.read_text())["uids"]  # all twelve taken
+    assert on_server(dovecot, user) == 0

@@ -140,25 +140,14 @@ def fetch_command(peer: Peer) -> tuple[bytes, bytes]:
     assert rest.startswith(b"EXAMINE"), rest
     peer.send(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-ONLY] selected\r\n")
     tag, rest = command(peer)
-    assert rest.startswith(b"UID FETCH "), rest
-    if rest.endswith(b" (UID RFC822.SIZE)"):
-        # fetch_bodies asks the sizes first: every message small (a body literal may still
-        # announce anything: the limits apply to what comes, not to what was said).
-        uids = expand(rest.split(b" ")[2])
-        peer.send(b"".join(b"* %d FETCH (UID %d RFC822.SIZE 1)\r\n" % (n, n) for n in uids))
-        peer.send(tag + b" OK done\r\n")
+    if rest.startswith(b"UID SEARCH LARGER "):
+        # fetch_bodies asks for the messages over max_message first: none here (a body
+        # literal may still announce anything: the limits apply to what comes, not to
+        # what was said).
+        peer.send(b"* SEARCH\r\n" + tag + b" OK done\r\n")
         tag, rest = command(peer)
-        assert rest.startswith(b"UID FETCH "), rest
+    assert rest.startswith(b"UID FETCH "), rest
     return tag, rest
-
-
-def expand(uid_set_text: bytes) -> list[int]:
-    """The UIDs of an IMAP sequence set such as b"1:3,7"."""
-    uids: list[int] = []
-    for part in uid_set_text.split(b","):
-        low, _, high = part.partition(b":")
-        uids.extend(range(int(low), int(high or low) + 1))
-    return uids
 
 
 def logout(peer: Peer) -> None:

@@ -202,7 +202,7 @@ def bench_command(
 
 def _bench(flags: BenchFlags, app: AppContext) -> CommandResult:
     from mailctl.core import bench as core
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
     from mailctl.store.outputs import check_output
 
     # PEP 383: argv bytes that are not UTF-8 arrive as surrogate escapes, which no SMTP

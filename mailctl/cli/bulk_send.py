@@ -205,7 +205,7 @@ def bulk_send_command(
     Without --send it validates every row and prints the first rendered message.
     """
     from mailctl.core.bulk.models import BulkRequest, StopSwitch
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for flag, value in (("--account", app.options.account), ("--delimiter", delimiter)):
         if value is not None:

@@ -161,7 +161,7 @@ class AppContext:
     def account(self, name: str | None = None) -> Account:
         """The named account, else --account's, else the default one. Raises ConfigError."""
         from mailctl.config.store import find_account
-        from mailctl.mime.headers import require_utf8
+        from mailctl.mime.header_safety import require_utf8
 
         if name is None and self.options.account is not None:
             name = require_utf8("--account", self.options.account)
@@ -267,7 +267,7 @@ def check_server_flags(flags: ServerFlags) -> str | None:
     """
     from mailctl.errors import UsageError
     from mailctl.hosts import ehlo_name
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     if sum([flags.tls, flags.starttls, flags.no_tls]) > 1:
         raise UsageError("--tls, --starttls and --no-tls exclude each other", hint="pick one")

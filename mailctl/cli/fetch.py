@@ -219,6 +219,8 @@ def fetch_command(
         move_to=move,
         destinations=destinations,
         full=full,
+        # A quiet run into a destination shows no envelope: its headers need not be read.
+        envelopes=app.options.json_mode or jsonl or not app.output.quiet,
         watch=(watch_for if watch_for is not None else float("inf")) if watch else None,
         on_transcript=on_transcript,
     )

@@ -196,7 +196,7 @@ def _require_utf8_flags(values: dict[str, tuple[str | None, ...] | list[str]]) -
     header, body or SMTP command can carry. Paths are exempt: the kernel opens them by their
     bytes, and --password-command is a shell command that may name such a file.
     """
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for option, given in values.items():
         for value in given:

@@ -187,7 +187,7 @@ def _sendmail(argv: list[str], app: AppContext) -> CommandResult:
 
 def _require_utf8_args(args: SendmailArgs) -> None:
     """Refuse -f, -F, -a and recipients that are not UTF-8 (exit 65); -C is a path, opened as is."""
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for option, value in (("-f", args.sender), ("-F", args.full_name), ("-a", args.account)):
         if value is not None:

@@ -93,7 +93,7 @@ def settings_from_flags(
     Raises InputDataError for --server, --user or --auth values that are not UTF-8 text (PEP
     383 surrogate escapes of argv bytes), naming the flag, before anything connects.
     """
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for flag, value in (("--server", flags.server), ("--user", flags.user), ("--auth", flags.auth)):
         if value is not None:

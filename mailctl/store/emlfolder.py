@@ -18,9 +18,10 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class EmlFolder:
     """A folder of raw messages, one `.eml` file each, named by time, process and a random
-    part (nothing from the message), written to a dot-file, fsynced, then renamed."""
+    part (nothing from the message), written to a dot-file, fsynced, then renamed. The
+    folder is fsynced after each write, or with `sync_each=False` by `sync()` (as Maildir)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sync_each: bool = True) -> None:
         self.path = Path(path)
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -35,6 +36,8 @@ class EmlFolder:
                 f"{self.path} is not a folder (it is {file_kind(mode)})", hint="name a folder"
             )
         self._counter = itertools.count(1)
+        self._sync_each = sync_each
+        self._unsynced = False
 
     def write(self, data: bytes) -> Path:
         """Write one message; return its path. Raise CantCreateError, leaving no file."""
@@ -50,5 +53,14 @@ class EmlFolder:
                 f"cannot write into {self.path}: {err.strerror or err}",
                 hint="check free space and permissions",
             ) from err
-        fsync_dir(self.path)
+        if self._sync_each:
+            fsync_dir(self.path)
+        else:
+            self._unsynced = True
         return final
+
+    def sync(self) -> None:
+        """Make every write so far durable (with `sync_each=False`)."""
+        if self._unsynced:
+            fsync_dir(self.path)
+            self._unsynced = False

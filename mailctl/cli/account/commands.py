@@ -182,7 +182,7 @@ def set_command(
 
 def _require_utf8_text(values: dict[str, str | None]) -> None:
     """Refuse values that are not UTF-8 (exit 65 naming the flag): TOML is UTF-8 only."""
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for flag, value in values.items():
         if value is not None:

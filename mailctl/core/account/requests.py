@@ -203,7 +203,7 @@ def _require_utf8_values(prefix: str, given: ServerInput) -> None:
     so such a value could never be written. A password command or CA path naming a
     non-UTF-8 file has to be given another way (a UTF-8 name, a symlink, a script).
     """
-    from mailctl.mime.headers import require_utf8
+    from mailctl.mime.header_safety import require_utf8
 
     for key, suffix in _FLAG_SUFFIX.items():
         value = getattr(given, key)

@@ -1,6 +1,8 @@
 """Where fetched messages are written (`Keeper`): Maildir, mbox, a folder of .eml files,
-attachments, and the manifest. Every write is durable (fsync, and rename for files) when
-`keep` returns, which is what lets state and server changes follow it.
+attachments, and the manifest. Each message file is written whole and fsynced before it is
+renamed into place when `write` returns; `sync` makes the renames durable too (one folder
+fsync for a batch), and the fetch calls it before the state records a message as taken
+or the server changes: that order is what makes a kill -9 or a power cut lose nothing.
 """
 
 from __future__ import annotations
@@ -29,15 +31,21 @@ class Keeper:
 
     def __init__(self, destinations: Destinations) -> None:
         self.destinations = destinations
-        self._maildir = Maildir(destinations.maildir) if destinations.maildir else None
+        maildir, eml_dir = destinations.maildir, destinations.eml_dir
+        self._maildir = Maildir(maildir, sync_each=False) if maildir else None
         self._mbox = Mbox(destinations.mbox) if destinations.mbox else None
-        self._eml = EmlFolder(destinations.eml_dir) if destinations.eml_dir else None
+        self._eml = EmlFolder(eml_dir, sync_each=False) if eml_dir else None
         self._manifest = Manifest(destinations.manifest) if destinations.manifest else None
 
-    def keep(self, record: FetchedMessage, data: bytes) -> FetchedMessage:
-        """Write `data` everywhere asked for; return the record with its path and saved
-        attachments. Raises CantCreateError (nothing half-written is left in a Maildir or
-        .eml folder; an mbox append is truncated back)."""
+    @property
+    def manifest(self) -> bool:
+        """True when each kept message gets a manifest line (which carries its envelope)."""
+        return self._manifest is not None
+
+    def write(self, data: bytes) -> tuple[Path | None, tuple[SavedAttachment, ...]]:
+        """Write `data` everywhere asked for: (the Maildir or .eml file, the attachments
+        saved). Raises CantCreateError (nothing half-written is left in a Maildir or .eml
+        folder; an mbox append is truncated back)."""
         path: Path | None = None
         if self._maildir is not None:
             path = self._maildir.deliver(data)
@@ -54,12 +62,25 @@ class Keeper:
                 SavedAttachment(name=s.name, path=s.path, size=s.size, sha256=s.sha256)
                 for s in save_attachments(self.destinations.attachments, data)
             )
-        kept = _replace(record, path=path, attachments=attachments)
+        return path, attachments
+
+    def written(self, record: FetchedMessage) -> None:
+        """`record`'s message is written (`write` returned): its manifest line, if asked,
+        once the message is durable (a line means the message is there). Raises
+        CantCreateError."""
         if self._manifest is not None:
-            self._manifest.append(kept)
-        return kept
+            self.sync()
+            self._manifest.append(record)
+
+    def sync(self) -> None:
+        """Make every message written so far durable (the renames into their folders)."""
+        if self._maildir is not None:
+            self._maildir.sync()
+        if self._eml is not None:
+            self._eml.sync()
 
     def close(self) -> None:
+        self.sync()
         if self._mbox is not None:
             self._mbox.close()
         if self._manifest is not None:
@@ -75,12 +96,6 @@ class Keeper:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _replace(record: FetchedMessage, **changes: object) -> FetchedMessage:
-    from dataclasses import replace
-
-    return replace(record, **changes)  # type: ignore[arg-type]
 
 
 class Manifest:

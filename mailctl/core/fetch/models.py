@@ -53,7 +53,8 @@ class FetchRequest:
     `protocol` is "imap" or "pop3". `limit`: at most this many messages, the newest.
     `watch`: after the first pass, wait in IDLE for new mail this many seconds in all
     (IMAP only); `idle_seconds` is one IDLE's longest wait (RFC 2177 asks for a new IDLE
-    within 29 minutes).
+    within 29 minutes). `envelopes=False` skips reading each message's headers, most of
+    fetch's own work per message, when nothing would show them (--manifest still does).
     """
 
     server: ResolvedServer
@@ -68,6 +69,7 @@ class FetchRequest:
     move_to: str | None = None
     destinations: Destinations = field(default_factory=Destinations)
     full: bool = False
+    envelopes: bool = True
     watch: float | None = None
     idle_seconds: float = 25 * 60.0
     batch: int = 500

@@ -41,13 +41,22 @@ def message_key(data: bytes) -> str:
 
     `data` is the message or its header block (BODY[HEADER]); both give the same key.
     """
-    headers = header_block(data)
+    headers = _header_block(data)
     match = _MESSAGE_ID.search(headers)
     if match:
         value = b"".join(match.group(1).split())
         if value:
             return hashlib.sha256(b"id:" + value).hexdigest()[:32]
     return hashlib.sha256(b"headers:" + headers).hexdigest()[:32]
+
+
+def _header_block(data: bytes) -> bytes:
+    """`header_block(data)`, in C for the usual CRLF message: the first CRLF CRLF is the
+    end unless a bare-LF blank line ("\n\n" or "\n\r\n") comes before it."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end + 2) < 0:
+        return data[:end]
+    return header_block(data)
 
 
 @dataclass

@@ -205,16 +205,6 @@ class ImapSession(MailSession):
                 hint="fetch without that option, or use a server that offers it",
             )
 
-    def _sizes(self, uids: list[int]) -> dict[int, int]:
-        with self.guard("fetch"):
-            response = self._client.fetch(uids, [b"RFC822.SIZE"])
-        sizes: dict[int, int] = {}
-        for uid, item in response.items():
-            size = item.get(b"RFC822.SIZE") if isinstance(item, dict) else None
-            if isinstance(uid, int) and isinstance(size, int):
-                sizes[uid] = size
-        return sizes
-
     def _fetch_group(self, uids: list[int], wanted: list[bytes]) -> Iterator[ImapMessage]:
         """One UID FETCH for `uids`; its literals together within `max_message`."""
         with self.guard("fetch"), self.wire.message_command("UID FETCH"):
@@ -236,8 +226,7 @@ class ImapSession(MailSession):
                 data=data,
             )
 
-    # == bulk reads (branch i10-fast): the lean UID FETCH reader of imap/bulk.py ========
-    # The merge keeps these two over the simple versions with the same signatures.
+    # -- bulk reads: the lean UID FETCH reader of imap/bulk.py ---------------------------
 
     def fetch_bodies(
         self, uids: Sequence[int], *, mark_seen: bool = False, batch: int = 500
@@ -248,8 +237,8 @@ class ImapSession(MailSession):
         BODY.PEEK[] leaves \\Seen alone unless `mark_seen`. Messages come as they arrive
         (server order within a batch); a UID the server no longer has is left out. Each
         message is bounded by `max_message` and has `data_timeout`; memory holds one
-        message at a time. A message over `max_message` by its RFC822.SIZE (asked first, in
-        one UID FETCH) is left out like a vanished one, so it does not end the session.
+        message at a time. A message over `max_message` by its RFC822.SIZE (asked first,
+        one UID SEARCH LARGER) is left out like a vanished one: it does not end the session.
         Consume the iterator to the end: stopping early abandons the connection (the
         session can then only be aborted).
 
@@ -259,14 +248,12 @@ class ImapSession(MailSession):
             raise ValueError("batch must be at least 1")
         if not uids:
             return iter(())
-        from mailctl.protocols.imap.bulk import read_sizes
-
         # Sizes first: a message over max_message is left out (the caller reports it)
-        # rather than ending the session in the middle of its literal.
-        with self.guard("fetch"):
-            sizes = read_sizes(self._client.bounded, self.wire, where=self.where, uids=uids)
-        limit = self.limits.max_message
-        wanted = [uid for uid in uids if sizes.get(uid, limit + 1) <= limit]
+        # rather than ending the session in the middle of its literal. RFC 3501 6.4.4:
+        # LARGER compares RFC822.SIZE, so one short answer replaces a size per message. A
+        # server that answers wrongly still meets max_message on the literal itself.
+        over = set(self.search(SearchCriteria(larger=self.limits.max_message)))
+        wanted = [uid for uid in uids if uid not in over] if over else list(uids)
         return self._bulk(wanted, section=b"", peek=not mark_seen, batch=batch)
 
     def fetch_headers(self, uids: Sequence[int], *, batch: int = 500) -> Iterator[ImapMessage]:
@@ -293,8 +280,6 @@ class ImapSession(MailSession):
                 section=section,
                 peek=peek,
             )
-
-    # == end of bulk reads (branch i10-fast) ============================================
 
     # -- the skeleton's steps ----------------------------------------------------------
 
