@@ -529,3 +529,23 @@ def test_stopping_early_abandons_the_connection() -> None:
             session.uids()
         session.close()
         assert not any(b"LOGOUT" in line for line in server.received)
+
+
+def test_no_command_goes_out_while_an_answer_is_being_read(dovecot: DovecotServer) -> None:
+    """Two UID FETCH commands are in flight while messages are handed out: a command sent
+    then (a --delete checkpoint did) would read the FETCH answer as its own. The session
+    refuses it before sending; once the answer is read, the same command works."""
+    user = dovecot.add_user()
+    for index in range(6):
+        dovecot.seed(b"Subject: %d\r\n\r\nbody\r\n" % index, user=user.name)
+    settings = dovecot.settings(Protocol.IMAP, Security.TLS, user=user.name)
+    with ImapSession.open(settings, secret=lambda: user.password) as session:
+        session.select("INBOX", readonly=False)
+        uids = session.uids()
+        messages = session.fetch_bodies(uids, batch=2)
+        first = next(messages)
+        with pytest.raises(RuntimeError, match="UID FETCH answer is still being read"):
+            session.delete([first.uid])
+        assert len([first, *messages]) == 6
+        session.delete([first.uid])
+        assert session.uids() == uids[1:]

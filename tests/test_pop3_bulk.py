@@ -76,6 +76,14 @@ def test_bytes_retrieved_are_the_bytes_seeded(
         ]
     with Pop3Session.open(settings, secret=lambda: user.password) as session:
         assert session.stat()[0] == len(seeded)  # nothing deleted
+        # While a window of RETR answers is still coming, no other command may go out
+        # (it would read a RETR answer as its own): refused before it is sent.
+        messages = session.retrieve(numbers)
+        first = next(messages)
+        with pytest.raises(RuntimeError, match="RETR answers is still being read"):
+            session.delete(first.number)
+        assert len([first, *messages]) == len(numbers)
+        assert session.stat()[0] == len(seeded)  # in step, and nothing deleted
 
 
 # -- scripted servers ---------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class MailSession(ABC):
         self.tls_chain = False  # `open(tls_chain=True)`: the chain in the TLS facts
         self._open = False
         self._info: LoginCheck | None = None
+        self._streaming: str | None = None  # a pipelined answer still being read
 
     @property
     def name(self) -> str:
@@ -302,11 +303,28 @@ class MailSession(ABC):
         )
 
     @contextlib.contextmanager
+    def streaming(self, what: str) -> Iterator[None]:
+        """A pipelined answer (`what`) is being read in this block, which may pause between
+        messages (a generator): no other command may go out on the session meanwhile."""
+        self._streaming = what
+        try:
+            yield
+        finally:
+            self._streaming = None
+
+    @contextlib.contextmanager
     def guard(self, phase: str | None = None) -> Iterator[None]:
         """Run one step: library failures become mailctl errors, the password is masked.
 
-        With `phase`, the step is timed and named as that phase in messages.
+        With `phase`, the step is timed and named as that phase in messages. Refused
+        (RuntimeError, a caller's bug) while a pipelined answer is still being read: the
+        command would go out mid-answer and read that answer as its own.
         """
+        if self._streaming is not None:
+            raise RuntimeError(
+                f"{self.name} {phase or 'command'} while {self._streaming} is still being "
+                "read: consume or abandon it first"
+            )
         if phase is not None:
             self.clock.start(phase)
         try:

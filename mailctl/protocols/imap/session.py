@@ -271,7 +271,7 @@ class ImapSession(MailSession):
             raise ValueError("IMAP UIDs are positive (RFC 3501 2.3.1.1)")
         if not uids:
             return
-        with self.guard("fetch"):
+        with self.guard("fetch"), self.streaming("a UID FETCH answer"):
             yield from read_batches(
                 self._client.bounded,
                 self.wire,

@@ -120,7 +120,7 @@ class Pop3Session(MailSession):
         wanted = [n for n in numbers if n in sizes and sizes[n] <= limit]
         if not wanted:
             return
-        with self.guard("retr"):
+        with self.guard("retr"), self.streaming("a window of RETR answers"):
             yield from retrieve(
                 self.client,
                 self.wire,
