@@ -27,7 +27,7 @@ from mailctl.core.fetch.models import (
     OnMessage,
 )
 from mailctl.core.fetch.state import FetchState, message_key
-from mailctl.core.fetch.summary import parse_full, summarize_headers
+from mailctl.core.fetch.summary import MessageSummary, parse_full, summarize_headers
 from mailctl.errors import ServerUnsupportedError, UsageError
 from mailctl.hosts import endpoint
 from mailctl.protocols.imap import ImapSession
@@ -124,6 +124,12 @@ def _check(request: FetchRequest) -> None:
             )
 
 
+# The envelope of a message whose headers nobody reads (FetchRequest.envelopes).
+_NO_ENVELOPE = MessageSummary(
+    message_id=None, date_iso=None, from_=None, to=None, subject=None, size=0,
+    attachment_count=None,
+)  # fmt: skip
+
 # RFC 1939 7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 _UNIQUE_ID = re.compile(r"[\x21-\x7e]{1,70}")
 
@@ -190,43 +196,28 @@ class _Run:
         """Keep one message (durably), then report it."""
         path, attachments = self.keeper.write(data)
         request = self.request
-        if request.envelopes or self.keeper.manifest:
-            summary = summarize_headers(data)
-            record = FetchedMessage(
-                uid=uid,
-                uidvalidity=uidvalidity,
-                number=number,
-                uidl=uidl,
-                message_id=summary.message_id,
-                date_iso=summary.date_iso,
-                from_=summary.from_,
-                to=summary.to,
-                subject=summary.subject,
-                size=size,
-                flags=flags,
-                attachment_count=summary.attachment_count,
-                attachments=attachments,
-                path=path,
-                problem=summary.problem,
-                parsed=parse_full(data) if request.full else None,
-            )
-        else:  # nobody reads the envelope: reading the headers would be most of the work
-            record = FetchedMessage(
-                uid=uid,
-                uidvalidity=uidvalidity,
-                number=number,
-                uidl=uidl,
-                message_id=None,
-                date_iso=None,
-                from_=None,
-                to=None,
-                subject=None,
-                size=size,
-                flags=flags,
-                attachment_count=None,
-                attachments=attachments,
-                path=path,
-            )
+        # Nobody reads the envelope of a quiet run: reading the headers would be most of
+        # the work per message.
+        wanted = request.envelopes or self.keeper.manifest
+        summary = summarize_headers(data) if wanted else _NO_ENVELOPE
+        record = FetchedMessage(
+            uid=uid,
+            uidvalidity=uidvalidity,
+            number=number,
+            uidl=uidl,
+            message_id=summary.message_id,
+            date_iso=summary.date_iso,
+            from_=summary.from_,
+            to=summary.to,
+            subject=summary.subject,
+            size=size,
+            flags=flags,
+            attachment_count=summary.attachment_count,
+            attachments=attachments,
+            path=path,
+            problem=summary.problem,
+            parsed=parse_full(data) if request.full else None,
+        )
         self.keeper.written(record)
         self.result.fetched += 1
         if self._held is not None:
