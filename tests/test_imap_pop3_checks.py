@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
-from servers.dovecot import DovecotServer
+from servers.dovecot import DISCONNECTED, DovecotServer
 
 from mailctl.errors import (
     AuthError,
@@ -79,6 +79,7 @@ def test_login_succeeds_with_the_ca_file(
     security: Security,
 ) -> None:
     secret = Secret(dovecot.password)
+    mark = dovecot.log_mark()
     result = CHECKS[protocol](dovecot.settings(protocol, security), secret=secret)
 
     assert result.authenticated
@@ -100,7 +101,7 @@ def test_login_succeeds_with_the_ca_file(
     rendered = json.dumps(to_data(result))
     assert dovecot.password not in rendered and dovecot.password not in repr(result)
     assert json.loads(rendered)["tls"]["version"] == result.tls.version
-    assert f"user=<{dovecot.user}>" in dovecot.log()
+    dovecot.wait_log(rf"Login: user=<{dovecot.user}>", since=mark)
 
 
 @BOTH
@@ -124,9 +125,10 @@ def test_each_supported_mechanism_logs_in(
     # Quotes and backslashes must survive IMAP quoting; the LOGIN command sends them quoted.
     user = dovecot.add_user(password='q"uo\\te d-pw')
     settings = dovecot.settings(protocol, Security.TLS, user=user.name, auth=mechanism)
+    mark = dovecot.log_mark()
     result = CHECKS[protocol](settings, secret=Secret(user.password))
     assert result.authenticated
-    assert f"user=<{user.name}>" in dovecot.log()
+    dovecot.wait_log(rf"Login: user=<{user.name}>", since=mark)
 
 
 @BOTH
@@ -141,10 +143,11 @@ def test_imap_login_command_refuses_non_ascii_before_sending(dovecot: DovecotSer
     settings = dovecot.settings(
         Protocol.IMAP, Security.TLS, user=user.name, auth=AuthMechanism.LOGIN
     )
+    mark = dovecot.log_mark()
     with pytest.raises(AuthUnsupportedError) as caught:
         ImapSession.check(settings, secret=Secret(user.password))
     assert_secret_free(caught.value, user.password)
-    assert f"user=<{user.name}>" not in dovecot.log()
+    assert f"user=<{user.name}>" not in dovecot.wait_log(DISCONNECTED, since=mark)
 
 
 @BOTH
@@ -234,13 +237,15 @@ def test_starttls_not_offered_is_refused(
     dovecot_plain: DovecotServer,
     protocol: Protocol,
 ) -> None:
-    secret = Secret(dovecot_plain.password)
-    settings = dovecot_plain.settings(protocol, Security.STARTTLS)
+    user = dovecot_plain.add_user()  # its own name: no other test's late log line has it
+    secret = Secret(user.password)
+    settings = dovecot_plain.settings(protocol, Security.STARTTLS, user=user.name)
+    mark = dovecot_plain.log_mark()
     with pytest.raises(StartTlsUnavailableError) as caught:
         CHECKS[protocol](settings, secret=secret)
     assert secret.calls == 0
     assert f"{dovecot_plain.host}:{settings.port}" in caught.value.message
-    assert f"user=<{dovecot_plain.user}>" not in dovecot_plain.log()
+    assert f"user=<{user.name}>" not in dovecot_plain.wait_log(DISCONNECTED, since=mark)
 
 
 # -- plaintext -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Dovecot log and scripted servers recording what they received are the witnesses.
 from __future__ import annotations
 
 import json
-import time
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +57,6 @@ def dovecot_block(server: DovecotServer, protocol: Protocol, security: Security)
     }
 
 
-def wait_for_log(server: DovecotServer, text: str, count: int = 1) -> str:
-    """Dovecot's log once `text` is in it `count` times (it logs a moment after the close)."""
-    deadline = time.monotonic() + 10
-    log = server.log()
-    while log.count(text) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-        log = server.log()
-    return log
-
-
 # -- against Dovecot ---------------------------------------------------------------------------
 
 
@@ -77,10 +67,11 @@ def test_a_refused_login_ends_with_a_goodbye(
 ) -> None:
     user = dovecot.add_user()
     block = dovecot_block(dovecot, protocol, security) | {"username": user.name}
+    mark = dovecot.log_mark()
     result = account_test(tmp_path / "cfg" / "config.toml", protocol.value, "wrong", **block)
     assert result.exit_code == 77, result.stdout
     assert the_error(result)["code"] == "auth_failed"
-    log = wait_for_log(dovecot, f"user=<{user.name}>")
+    log = dovecot.wait_log(f"user=<{user.name}>", since=mark)
     [line] = [entry for entry in log.splitlines() if f"user=<{user.name}>" in entry]
     assert "Disconnected: Aborted login by logging out (auth failed" in line, line
 
@@ -89,14 +80,14 @@ def test_a_refused_login_ends_with_a_goodbye(
 def test_starttls_not_offered_ends_with_a_goodbye(
     dovecot_plain: DovecotServer, tmp_path: Path, protocol: Protocol
 ) -> None:
-    said = "Aborted login by logging out (no auth attempts"
-    before = dovecot_plain.log().count(said)
+    said = re.escape("Aborted login by logging out (no auth attempts")
     user = dovecot_plain.add_user()
     block = dovecot_block(dovecot_plain, protocol, Security.STARTTLS) | {"username": user.name}
+    mark = dovecot_plain.log_mark()
     result = account_test(tmp_path / "cfg" / "config.toml", protocol.value, "pw", **block)
     assert result.exit_code == 76, result.stdout
     assert the_error(result)["code"] == "starttls_unavailable"
-    assert wait_for_log(dovecot_plain, said, before + 1).count(said) == before + 1
+    dovecot_plain.wait_log(said, since=mark)
 
 
 def test_a_refused_imap_operation_ends_with_logout(dovecot: DovecotServer) -> None:
@@ -109,7 +100,7 @@ def test_a_refused_imap_operation_ends_with_logout(dovecot: DovecotServer) -> No
         ImapSession.open(settings, secret=lambda: user.password) as session,
     ):
         session.select("No such folder")
-    log = wait_for_log(dovecot, f"imap({user.name})")
+    log = dovecot.wait_log(re.escape(f"imap({user.name})"))
     assert (
         f"imap({user.name})" in log
         and "Disconnected: Logged out" in log.split(f"imap({user.name})", 1)[1].splitlines()[0]
@@ -124,7 +115,7 @@ def test_a_refused_pop3_operation_ends_with_quit(dovecot: DovecotServer) -> None
         Pop3Session.open(settings, secret=lambda: user.password) as session,
     ):
         session.retr(99)
-    log = wait_for_log(dovecot, f"pop3({user.name})")
+    log = dovecot.wait_log(re.escape(f"pop3({user.name})"))
     assert "Disconnected: Logged out" in log.split(f"pop3({user.name})", 1)[1].splitlines()[0], log
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import pytest
@@ -39,15 +38,6 @@ def codes(host: dict[str, Any]) -> dict[str, str]:
     return {f["code"]: f["severity"] for f in host["findings"]}
 
 
-def wait_for(read: Any, pattern: str, count: int, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = str(read())
-        if len(re.findall(pattern, text)) >= count or time.monotonic() > deadline:
-            return text
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(
     ("protocol", "port_name", "implicit"),
     [
@@ -58,7 +48,7 @@ def wait_for(read: Any, pattern: str, count: int, timeout: float = 5.0) -> str:
     ],
 )
 def test_dovecot(dovecot: DovecotServer, protocol: str, port_name: str, implicit: bool) -> None:
-    before = len(dovecot.log())
+    mark = dovecot.log_mark()
     port = getattr(dovecot, port_name)
     host = only_host(probe(f"127.0.0.1:{port}", "-p", protocol, "--ca-file", str(dovecot.ca_pem)))
     assert host["tls"]["verified"] is True, host["tls"]
@@ -83,7 +73,7 @@ def test_dovecot(dovecot: DovecotServer, protocol: str, port_name: str, implicit
     # answered, which it logs as "disconnected before auth was ready": no attempt either.
     connections = host["connections"]
     ended = r"-login: Info: Disconnected"
-    log = wait_for(lambda: dovecot.log()[before:], ended, connections)
+    log = dovecot.wait_log(ended, since=mark, count=connections)
     disconnects = [line for line in log.splitlines() if re.search(ended, line)]
     assert len(disconnects) >= connections, log
     no_attempt = re.compile(r"no auth attempts|disconnected before auth was ready")

@@ -27,6 +27,7 @@ import grp
 import itertools
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -43,6 +44,11 @@ import pytest
 import trustme
 
 from mailctl.models import Protocol, Security, ServerSettings
+
+LOG_TIMEOUT = 10.0
+# Every connection's last line, logged in or not ("imap-login: Info: Disconnected: ...",
+# "pop3(user)<pid><id>: Info: Disconnected: Logged out ...").
+DISCONNECTED = r"Info: Disconnected"
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0  # seconds until every port accepts connections
@@ -208,6 +214,45 @@ class DovecotServer:
             if path.exists():
                 parts.append(path.read_text(encoding="utf-8", errors="replace"))
         return "".join(parts)
+
+    def log_mark(self) -> int:
+        """The current end of dovecot.log: pass it to ``log_since``/``wait_log`` as `since`."""
+        try:
+            return (self.root / "dovecot.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        """dovecot.log text written after `mark` (from ``log_mark()``)."""
+        try:
+            with (self.root / "dovecot.log").open("rb") as log:
+                log.seek(mark)
+                return log.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(
+        self, pattern: str, *, since: int = 0, count: int = 1, timeout: float = LOG_TIMEOUT
+    ) -> str:
+        """Wait until `pattern` (a regex) matched `count` times after `since`; return that text.
+
+        Dovecot's processes log through its log process, so a line (a login, a disconnect)
+        lands a moment after the client saw the server's answer: reading the log at once
+        races it. A test that asserts a line is *absent* waits for the connection's
+        ``Disconnected`` line first (``DISCONNECTED``), so its check can fail.
+        Raises AssertionError with the log on timeout.
+        """
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_since(since)
+            if len(compiled.findall(text)) >= count:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{count} x {pattern!r} not in the Dovecot log after {timeout} s:\n{text}"
+                )
+            time.sleep(0.05)
 
     def _mkdir(self, path: Path) -> None:
         missing = []
