@@ -25,6 +25,7 @@ from mailctl.errors import (
 from mailctl.hosts import endpoint as _endpoint
 from mailctl.models import Protocol, Security, ServerSettings
 from mailctl.protocols.handshake import HandshakeFacts
+from mailctl.protocols.resolve import ResolverTimeout, resolver_timeout_error
 from mailctl.protocols.tls import map_ssl_error, plaintext_auth_fixes
 from mailctl.serialize import SECONDS
 
@@ -222,6 +223,8 @@ def map_os_error(
     error: MailctlError
     if isinstance(err, ssl.SSLError):
         error = map_ssl_error(err, host=where, settings=settings, protocol=protocol)
+    elif isinstance(err, ResolverTimeout):
+        error = resolver_timeout_error(err, f"{name} server {where}")
     elif isinstance(err, socket.gaierror):
         error = HostNotFoundError(
             f"cannot connect to {name} server {where}: host not found",

@@ -20,6 +20,7 @@ import dns.resolver
 
 from mailctl.errors import UsageError
 from mailctl.hosts import to_ascii_domain
+from mailctl.protocols.resolve import ResolverTimeout, lookup
 from mailctl.text import quote
 
 T = TypeVar("T")
@@ -216,9 +217,10 @@ def _no_nameservers(err: Any) -> str:
 
 def host_addresses(
     name: str, *, resolver: Resolver | None, timeout: float
-) -> tuple[tuple[str, ...], str | None]:
+) -> tuple[tuple[str, ...], str | None, bool]:
     """The addresses of host `name` (A then AAAA), through `resolver` when given (--nameserver),
-    else the system's (getaddrinfo, so /etc/hosts counts): (addresses, None), or ((), why).
+    else the system's (getaddrinfo, so /etc/hosts counts), within `timeout` either way:
+    (addresses, None, False), or ((), why, whether the lookup ran out of time).
 
     The probe resolves a host once and connects to the address, timing the lookup as its own
     phase; the name stays the certificate's name and the SNI.
@@ -226,20 +228,22 @@ def host_addresses(
     if resolver is not None:
         answer = resolver.addresses(name, timeout=timeout)
         if answer.found:
-            return answer.values, None
+            return answer.values, None, False
         why = {
             Status.NXDOMAIN: "no such name",
             Status.NODATA: "no address records",
             Status.TIMEOUT: answer.detail or "no answer",
         }.get(answer.status, answer.detail or "the lookup failed")
-        return (), why
+        return (), why, answer.status is Status.TIMEOUT
     try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        infos = lookup(name, None, timeout)
+    except ResolverTimeout as err:
+        return (), str(err.strerror), True
     except (socket.gaierror, UnicodeError) as err:
-        return (), str(getattr(err, "strerror", None) or err)
+        return (), str(getattr(err, "strerror", None) or err), False
     found: list[str] = []
     for info in infos:
         address = str(info[4][0])
         if address not in found:
             found.append(address)
-    return tuple(found[:MAX_VALUES]), None
+    return tuple(found[:MAX_VALUES]), None, False

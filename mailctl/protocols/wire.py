@@ -38,6 +38,7 @@ from mailctl.errors import (
 from mailctl.models import Protocol, Security, Timeouts
 from mailctl.protocols.checks import PhaseClock
 from mailctl.protocols.limits import ReadLimits, octets
+from mailctl.protocols.resolve import connect_within
 from mailctl.protocols.tls import security_fixes
 from mailctl.protocols.transcript import Transcript
 from mailctl.text import excerpt
@@ -132,7 +133,7 @@ class Wire:
 
         Library exceptions (OSError, ssl.SSLError, TimeoutError) pass to the caller's map.
         """
-        sock = socket.create_connection((host, port), timeout=self._left())
+        sock = connect_within(host, port, self._left())
         try:
             if context is not None:
                 self._clock.start("tls")

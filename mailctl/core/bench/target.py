@@ -33,12 +33,14 @@ def check_target(target: Target) -> None:
     """Refuse a non-loopback server unless the user said they own it, before any connect.
 
     Every address the host resolves to must be loopback: a name alone proves nothing.
-    Raises UsageError, HostNotFoundError.
+    Raises UsageError, HostNotFoundError, TimeoutFailure (the lookup, within connect_timeout).
     """
     settings = target.settings
     if settings is None or target.allow_remote:
         return
-    loopback, addresses = is_loopback_only(settings.host, settings.port)
+    loopback, addresses = is_loopback_only(
+        settings.host, settings.port, timeout=settings.timeouts.connect
+    )
     if not loopback:
         shown = ", ".join(addresses) or "no address"
         raise UsageError(

@@ -27,7 +27,7 @@ from mailctl.core.probe.models import (
 )
 from mailctl.core.probe.mx import dane, dns_options, plan_mx, split_nameserver
 from mailctl.core.probe.verdicts import certificate_findings, dialogue_findings, version_findings
-from mailctl.errors import HostNotFoundError
+from mailctl.errors import HostNotFoundError, MailctlError, TimeoutFailure
 from mailctl.protocols.probe import DialogueFacts, LinkLimits, converse
 from mailctl.protocols.probe.scan import (
     ScanContexts,
@@ -87,9 +87,10 @@ def _resolver(request: ProbeRequest) -> Resolver | None:
 
 def _lookup(
     target: Target, resolver: Resolver | None, seconds: float
-) -> tuple[tuple[str, ...], float | None, str | None]:
+) -> tuple[tuple[str, ...], float | None, MailctlError | None]:
     """The addresses to try for `target`, the DNS phase's time (None: no lookup, the host
-    is an address) and why there is no address."""
+    is an address) and, with no address, the error that says why: a name that does not
+    resolve (HostNotFoundError) or a resolver that did not answer in time (TimeoutFailure)."""
     if target.dns_seconds is not None:  # --mx: looked up with the MX set
         return (target.host,), target.dns_seconds, None
     try:
@@ -101,8 +102,27 @@ def _lookup(
     from mailctl.protocols.dnslookup import host_addresses
 
     started = time.perf_counter()
-    addresses, why = host_addresses(target.host, resolver=resolver, timeout=seconds)
-    return addresses, time.perf_counter() - started, why
+    addresses, why, timed_out = host_addresses(target.host, resolver=resolver, timeout=seconds)
+    elapsed = time.perf_counter() - started
+    if addresses:
+        return addresses, elapsed, None
+    if timed_out:
+        return (
+            (),
+            elapsed,
+            TimeoutFailure(
+                f"cannot connect to {target.where}: {why}",
+                hint="check the name servers (/etc/resolv.conf or --nameserver) and the network",
+                details={"phase": "dns"},
+            ),
+        )
+    return (
+        (),
+        elapsed,
+        HostNotFoundError(
+            f"cannot connect to {target.where}: host not found ({why})", hint="check the host name"
+        ),
+    )
 
 
 @dataclass
@@ -159,7 +179,7 @@ def _probe_host(
     timings: dict[str, float] = {}
     # Resolve once, time it, and connect to the address; the name stays the SNI and the name
     # the certificate is checked for.
-    addresses, dns_seconds, why = _lookup(target, resolver, politeness.reply_seconds)
+    addresses, dns_seconds, no_address = _lookup(target, resolver, politeness.reply_seconds)
     if dns_seconds is not None:
         timings["dns"] = dns_seconds
 
@@ -191,13 +211,10 @@ def _probe_host(
             budget.busy()
 
     dialogue, address = _first_dialogue(
-        addresses, why, lambda at: connect(contexts.dialogue, tls_only=False, address=at), budget
+        addresses, lambda at: connect(contexts.dialogue, tls_only=False, address=at), budget
     )
-    if not addresses:
-        dialogue.error = HostNotFoundError(
-            f"cannot connect to {target.where}: host not found ({why})",
-            hint="check the host name",
-        )
+    if no_address is not None:
+        dialogue.error = no_address
     findings: list[Finding] = list(dialogue_findings(target, dialogue))
     if budget.sent_away and not dialogue.busy:
         findings.append(
@@ -268,7 +285,6 @@ def _probe_host(
 
 def _first_dialogue(
     addresses: tuple[str, ...],
-    why: str | None,
     connect: Callable[[str], DialogueFacts | str],
     budget: _Budget,
 ) -> tuple[DialogueFacts, str | None]:

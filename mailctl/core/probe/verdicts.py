@@ -115,6 +115,8 @@ def _connect_failed(subject: str, error: MailctlError) -> Finding:
     )
     if not isinstance(error, ConnectError | HostNotFoundError):
         fix = "the server is slow or unreachable; check it and probe again"
+    if error.details.get("phase") == "dns":  # the name servers, not the mail server
+        fix = error.hint or fix
     return Finding(Severity.ERROR, "connect.failed", subject, error.message, fix)
 
 

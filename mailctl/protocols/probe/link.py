@@ -25,6 +25,7 @@ from mailctl.errors import (
     TimeoutFailure,
 )
 from mailctl.protocols.checks import connect_reason
+from mailctl.protocols.resolve import ResolverTimeout, connect_within, resolver_timeout_error
 
 _CHUNK = 16 * 1024
 
@@ -63,7 +64,9 @@ class ProbeLink:
         """
         seconds = max(0.001, min(limits.connect_seconds, deadline - time.monotonic()))
         try:
-            sock = socket.create_connection((host, port), timeout=seconds)
+            sock = connect_within(host, port, seconds)
+        except ResolverTimeout as err:
+            raise resolver_timeout_error(err, where) from err
         except socket.gaierror as err:
             raise HostNotFoundError(
                 f"cannot connect to {where}: host not found", hint="check the host name"

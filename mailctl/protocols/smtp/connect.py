@@ -26,6 +26,7 @@ from mailctl.errors import (
 from mailctl.models import AuthMechanism, Protocol, Reply, ServerSettings
 from mailctl.protocols.checks import connect_reason
 from mailctl.protocols.ehlo import default_ehlo_name
+from mailctl.protocols.resolve import ResolverTimeout, lookup_async, resolver_timeout_error
 from mailctl.protocols.smtp.client import Client
 from mailctl.protocols.smtp.errors import reply_error, reply_text, to_reply, transport_error
 from mailctl.protocols.tls import security_fixes
@@ -195,37 +196,17 @@ async def authenticate(
     )
 
 
-def _address_literal(host: str, port: int) -> list[Any] | None:
-    """getaddrinfo for an IP address, which needs no resolver; None for a host name.
-
-    loop.getaddrinfo runs in a worker thread (started for it, ~1 ms of a one-message run);
-    AI_NUMERICHOST answers an address at once and refuses a name without asking DNS. The
-    host goes as ASCII bytes: a str would be IDNA-encoded, importing that codec (~0.5 ms).
-    """
-    try:
-        return socket.getaddrinfo(
-            host.encode("ascii"), port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
-        )
-    except (socket.gaierror, UnicodeError):
-        return None
-
-
 async def _resolve(host: str, port: int, timeout: float, where: str) -> list[Any]:
-    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.wait_for(
-            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
-        )
+        return await lookup_async(host, port, timeout)
+    except ResolverTimeout as err:
+        raise resolver_timeout_error(err, where) from err
     except socket.gaierror as err:
         reason = err.strerror or str(err)
         raise HostNotFoundError(
             f"cannot connect to {where}: host not found",
             hint="check the server host name",
             details={"resolver": reason},
-        ) from err
-    except TimeoutError as err:
-        raise HostNotFoundError(
-            f"cannot connect to {where}: host not found, resolving took longer than {timeout:g}s"
         ) from err
 
 
@@ -244,7 +225,7 @@ async def open_socket(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    infos = _address_literal(host, port) or await _resolve(host, port, timeout, where)
+    infos = await _resolve(host, port, timeout, where)
     last_error: OSError | None = None
     for family, kind, proto, _, address in infos:
         try:
