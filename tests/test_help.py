@@ -397,3 +397,184 @@ def test_help_on_a_terminal_is_coloured_and_still_fits_80_columns() -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\r", "")
     assert max(len(line) for line in plain.splitlines()) <= WIDE
     assert "mailctl send --dry-run --from me@example.org --to bob@example.org --body Hi" in plain
+
+
+# ---------------------------------------------------------------------------------------------
+# Narrow terminals: every line fits down to 40 columns, examples still paste as the same command.
+
+NARROW_WIDTHS = [40, 50, 60, 80, 120]
+
+
+def _contexts() -> Iterator[tuple[str, Any, Any]]:
+    """(EXAMPLES key, Click command, its context with parents) for every command of the app."""
+    root = typer.main.get_command(app)
+
+    def walk(path: list[str], command: Any, ctx: Any) -> Iterator[tuple[str, Any, Any]]:
+        yield " ".join(["mailctl", *path]), command, ctx
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                yield from walk([*path, name], sub, typer.Context(sub, parent=ctx, info_name=name))
+
+    yield from walk([], root, typer.Context(root, info_name="mailctl"))
+
+
+def _one_word(line: str) -> bool:
+    """A line that only one word wider than the line makes too wide: no break could help."""
+    text = line.strip().removeprefix("# ").removesuffix(" \\").strip()
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    return len(words) == 1
+
+
+def _too_wide(text: str, width: int) -> list[str]:
+    """Lines wider than `width` (but a lone over-long word), and box lines not exactly `width`."""
+    bad = [line for line in text.splitlines() if len(line) > width and not _one_word(line)]
+    bad += [
+        f"box {len(line)} != {width}: {line}"
+        for line in text.splitlines()
+        if line[:1] in ("╭", "│", "╰") and len(line) != width
+    ]
+    return bad
+
+
+@pytest.mark.parametrize("width", NARROW_WIDTHS)
+@pytest.mark.parametrize("path", COMMANDS, ids=IDS)
+def test_help_fits_the_terminal_width(path: list[str], width: int) -> None:
+    """`COLUMNS=W mailctl ... --help` through the real app: no line wider than W (a single word
+    longer than a line may overflow: none can be cut), every panel line exactly W."""
+    result = CliRunner().invoke(
+        app, [*path, "--help"], env={"COLUMNS": str(width), "NO_COLOR": "1"}
+    )
+    assert result.exit_code == 0, result.output
+    assert _too_wide(result.stdout, width) == [], result.stdout
+
+
+def test_help_below_40_columns_renders_at_40() -> None:
+    runner = CliRunner()
+    narrow = runner.invoke(app, ["send", "--help"], env={"COLUMNS": "20", "NO_COLOR": "1"})
+    at_40 = runner.invoke(app, ["send", "--help"], env={"COLUMNS": "40", "NO_COLOR": "1"})
+    assert narrow.exit_code == at_40.exit_code == 0
+    assert narrow.stdout == at_40.stdout
+
+
+def _printed_examples(text: str) -> list[tuple[list[str], list[str]]]:
+    """(comment lines, command lines) of each example in the Examples section of `text`."""
+    section = text.split("\n Examples:\n", 1)[1].strip("\n")
+    out = []
+    for block in section.split("\n\n"):
+        lines = block.splitlines()
+        comment = [line for line in lines if line.startswith("   # ")]
+        assert lines[: len(comment)] == comment, block  # the comment first, then the command
+        out.append((comment, lines[len(comment) :]))
+    return out
+
+
+def _as_the_shell_reads_it(lines: list[str]) -> list[str]:
+    """The words of printed command lines once joined back: every backslash-newline removed,
+    as the shell does outside quotes (inside '...' it would stay and change the word)."""
+    return shlex.split("\n".join(lines).replace("\\\n", ""))
+
+
+def test_examples_wrapped_paste_as_the_same_command() -> None:
+    """At every width from 40 to 120, every example of every command, joined back, is the
+    same shell words as the unwrapped example; broken lines end in ` \\`, continuations are
+    indented two more; comments rejoin to the text; nothing wider than the line but a word."""
+    from mailctl.cli.helptext import format_help
+
+    checked = 0
+    for key, command, ctx in _contexts():
+        for width in range(40, 121):
+            text = format_help(command, ctx, width=width)
+            printed = _printed_examples(text)
+            assert len(printed) == len(EXAMPLES[key]), (key, width, text)
+            for example, (comment, lines) in zip(EXAMPLES[key], printed, strict=True):
+                where = (key, width, example.command)
+                assert " ".join(line[5:] for line in comment) == example.what, where
+                assert _as_the_shell_reads_it(lines) == shlex.split(example.command), where
+                assert lines[0].startswith("   ") and not lines[0].startswith("    "), where
+                assert all(line.startswith("     ") for line in lines[1:]), where
+                assert all(line.endswith(" \\") for line in lines[:-1]), where
+                assert not lines[-1].endswith("\\"), where
+                wide = [line for line in comment + lines if len(line) > width]
+                assert all(_one_word(line) for line in wide), (where, wide)
+                checked += 1
+    assert checked > 40 * 81  # every example, at every width
+
+
+@pytest.mark.parametrize("width", range(40, 121, 7))
+def test_a_broken_command_never_splits_a_quoted_word(width: int) -> None:
+    """Quoted words with blanks, escaped quotes and backslashes stay whole wherever the line
+    breaks; an over-long word gets a line of its own and is the only thing too wide."""
+    from mailctl.cli.examples import Example
+    from mailctl.cli.helptext import example_lines
+
+    command = (
+        "mailctl send --to bob@example.org --subject 'a b c d e f g h i j k l m n o p q' "
+        '--body "He said \\"see you at 5\\" and left" --header \'X-Note: a\\ b\' '
+        "--body-file /a/very/long/path/that/no/line/of/forty/columns/can/hold.txt "
+        "--attach report.pdf < message.eml"
+    )
+    _, lines = example_lines(Example("demo", (command,)), width)
+    assert _as_the_shell_reads_it(lines) == shlex.split(command)
+    assert all(len(line) <= width or _one_word(line) for line in lines), lines
+
+
+def test_usage_wraps_with_a_hanging_indent() -> None:
+    from mailctl.cli.helptext import format_help
+
+    contexts = {key: (command, ctx) for key, command, ctx in _contexts()}
+    command, ctx = contexts["mailctl probe"]
+    lines = format_help(command, ctx, width=40).splitlines()
+    assert lines[1:3] == [" Usage: mailctl probe [OPTIONS]", "        [HOSTS...]"], lines[:4]
+    command, ctx = contexts["mailctl account set-password"]
+    lines = format_help(command, ctx, width=40).splitlines()
+    assert lines[1:3] == [" Usage: mailctl account set-password", "        [OPTIONS] NAME"]
+    assert format_help(command, ctx, width=80).splitlines()[1:3] == [
+        " Usage: mailctl account set-password [OPTIONS] NAME",
+        "",
+    ]
+
+
+def test_a_panel_title_longer_than_its_box_is_cut() -> None:
+    result = CliRunner().invoke(app, ["sink", "--help"], env={"COLUMNS": "50", "NO_COLOR": "1"})
+    top = next(line for line in result.stdout.splitlines() if line.startswith("╭─ Keeping"))
+    assert top == "╭─ Keeping messages (else discarded and… ────────╮", top
+    assert len(top) == 50
+    wide = CliRunner().invoke(app, ["sink", "--help"], env={"COLUMNS": "120", "NO_COLOR": "1"})
+    assert "╭─ Keeping messages (else discarded and counted) ─" in wide.stdout
+
+
+def test_kept_lines_and_long_option_names_fit_too() -> None:
+    """Click's `\\b` paragraphs keep their lines but wrap one that is too wide (under its own
+    indent); an option whose flags and placeholder are wider than the box wraps, not cut."""
+    from mailctl.cli.helptext import format_help
+
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+
+    @holder.command()
+    def demo(
+        value: Annotated[
+            str | None,
+            typer.Option(
+                "--a-very-long-option-name-for-a-box",
+                "--another-long-spelling",
+                help="Some help.",
+            ),
+        ] = None,
+    ) -> None:
+        """A demo.
+
+        \b
+        Kept:
+          one two three four five six seven eight nine ten eleven twelve
+        """
+
+    command = typer.main.get_command(holder)
+    text = format_help(command, typer.Context(command, info_name="demo"), width=40)
+    assert _too_wide(text, 40) == [], text
+    assert "   one two three four five six seven" in text.splitlines(), text
+    flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+    assert "--a-very-long-option-name-for-a-box, --another-long-spelling BOX" in flat, text

@@ -4,15 +4,18 @@ Keyed by command path as Click names it (`mailctl account add`). Every command h
 (tests/test_help.py checks it, parses every example with the real parser and runs those that
 need no server in --dry-run or against a temp config). An example is one shell line; a long
 one is split into `\\`-continued lines (`Example.lines`), so a terminal 80 columns wide never
-wraps it in the middle of a word and it can be copied as is. The files the examples name
-(notes.txt, report.pdf, message.eml, baseline.json) are the reader's own.
+wraps it in the middle of a word and it can be copied as is. In a narrower terminal
+cli/helptext.py breaks the command anew between shell words (and wraps the comment), so it
+still pastes as the same command. The files the examples name (notes.txt, report.pdf,
+message.eml, baseline.json) are the reader's own.
 """
 
 from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-# Columns an example line may take: 80, minus the three-space indent and a trailing " \".
+# Columns an example line may take: 80, minus the three-space indent and a trailing " \"
+# (in a narrower terminal cli/helptext.py breaks the command anew).
 WIDTH: Final = 75
 
 

@@ -10,15 +10,21 @@ so an option added anywhere follows them without saying so:
   "X (default)" written in the help text is moved into the same form;
 - options without a panel go to one by FLAG_PANELS (output, server) when the command has
   panels, with the Output panel last;
-- then the Examples of cli/examples.py, one per line and never wrapped, so each fits 80
-  columns and copies as is.
+- then the Examples of cli/examples.py: each comment wrapped at spaces (every line again a
+  `# ` comment), each command in the lines it is written in (`Example.lines`) when they fit,
+  else broken anew between shell words (never inside a quoted string), every broken line
+  ending in ` \\` and the next indented two more, so it still pastes into a shell as the same
+  command (`example_lines`).
 
-The panels are drawn here with box characters and `textwrap`, in the terminal's width (at
-most 120), in the layout of Typer's rich help. Typer's own rich renderer was tried first: it
-imports rich, markdown-it and pygments (~45 ms) and lays out ~40 options in ~25-35 ms, which
-put `mailctl --help` at ~2.8x a bare `import typer` against the 2.5x budget (issue 7); this
-module costs what `textwrap` costs. It is imported only when help is printed (cli/app.py's
-renderer, through cli/lazy.py), never for TAB or a run.
+Every line fits the terminal's width (at most 120; under 40 it renders at 40) but one holding a
+single word longer than the line, which no break can help. The usage line wraps at spaces, its
+continuations under the program's name; a panel title too long for its box is cut with "…".
+The panels are drawn here with box characters and `textwrap`, in the layout of Typer's rich
+help. Typer's own rich renderer was tried first: it imports rich, markdown-it and pygments
+(~45 ms) and lays out ~40 options in ~25-35 ms, which put `mailctl --help` at ~2.8x a bare
+`import typer` against the 2.5x budget (issue 7); this module costs what `textwrap` costs. It
+is imported only when help is printed (cli/app.py's renderer, through cli/lazy.py), never for
+TAB or a run.
 """
 
 from __future__ import annotations
@@ -118,7 +124,7 @@ def format_help(command: Any, ctx: Any, *, color: bool = False, width: int | Non
     _prepare(command, ctx)
     # Typer writes a required argument as `{NAME}`, which reads like a set of choices.
     usage = re.sub(r"\{([A-Z][A-Z0-9_.-]*)\}", r"\1", command.get_usage(ctx).strip())
-    out = ["", " " + paint.usage(usage), ""]
+    out = ["", *_wrap_usage(usage, width, paint), ""]
     text = (command.help or "").partition("\f")[0].strip()
     for paragraph in (p for p in text.split("\n\n") if p.strip()):
         out += _wrap_paragraph(paragraph, width - 2, " ")
@@ -127,8 +133,22 @@ def format_help(command: Any, ctx: Any, *, color: bool = False, width: int | Non
         out += _box(title, rows, width, paint)
     examples = EXAMPLES.get(_path(ctx))
     if examples:
-        out += _examples(examples, paint)
+        out += _examples(examples, width, paint)
     return "\n".join(out) + "\n"
+
+
+def _wrap_usage(usage: str, width: int, paint: _Paint) -> list[str]:
+    """` Usage: mailctl probe [OPTIONS] [HOSTS...]`, wrapped at spaces under `mailctl`."""
+    hang = " " * (len(" ") + len(usage.partition(" ")[0]) + 1)  # under the word after "Usage:"
+    lines = textwrap.wrap(
+        usage,
+        width=width,
+        initial_indent=" ",
+        subsequent_indent=hang,
+        break_long_words=False,  # [OPTIONS], [HOSTS...] stay whole
+        break_on_hyphens=False,
+    )
+    return [line[: len(line) - len(line.lstrip())] + paint.usage(line.lstrip()) for line in lines]
 
 
 def _path(ctx: Any) -> str:
@@ -166,8 +186,18 @@ class _Paint:
 
 
 def _wrap_paragraph(paragraph: str, width: int, indent: str) -> list[str]:
-    if paragraph.lstrip().startswith("\b"):  # Click's mark: keep these lines as they are
-        return [indent + line for line in paragraph.lstrip()[1:].strip("\n").splitlines()]
+    if paragraph.lstrip().startswith("\b"):  # Click's mark: keep these lines as they are...
+        out = []
+        for line in paragraph.lstrip()[1:].strip("\n").splitlines():
+            own = indent + line[: len(line) - len(line.lstrip())]
+            out += textwrap.wrap(  # ...unless too wide: then wrapped under their own indent
+                line.strip(),
+                width=width,
+                initial_indent=own,
+                subsequent_indent=own + "  ",
+                break_on_hyphens=False,
+            ) or [""]
+        return out
     return textwrap.wrap(
         " ".join(paragraph.split()),
         width=width,
@@ -221,14 +251,22 @@ def _box(title: str, rows: list[_Row], width: int, paint: _Paint) -> list[str]:
     widths = [max(len(cells[i]) for cells, _ in rows) for i in range(3)]
     lead = sum(w + 2 for w in widths if w)
     help_width = inner - lead
-    rule = "─" * max(width - len(title) - 5, 1)
+    room = width - 6  # "╭─ " + title + " " + at least "─╮"
+    if len(title) > room:  # cut with "…", after a whole word when there is one to end at
+        cut = title[: room - 1]
+        if title[room - 1] != " " and " " in cut:
+            cut = cut[: cut.rindex(" ")]
+        title = cut.rstrip() + "…"
+    rule = "─" * (width - len(title) - 5)
     lines = [paint.dim("╭─ ") + title + " " + paint.dim(rule + "╮")]
     for cells, help_text in rows:
         if help_width < 20:  # too narrow beside the cells: help on the lines below
-            head, wrapped = "  ".join(c for c in cells if c), textwrap.wrap(help_text, inner - 4)
-            body = [(head, ""), *(("    " + line, "") for line in wrapped)]
-            for text, _ in body:
-                lines.append(_side(paint) + text[:inner].ljust(inner) + _side(paint, end=True))
+            head = "  ".join(c for c in cells if c)
+            wrapped = textwrap.wrap(help_text, inner - 4, break_on_hyphens=False)
+            body = textwrap.wrap(head, inner, subsequent_indent="  ", break_on_hyphens=False)
+            body += ["    " + line for line in wrapped]
+            for text in body:
+                lines.append(_side(paint) + text.ljust(inner) + _side(paint, end=True))
             continue
         wrapped = textwrap.wrap(help_text, help_width, break_on_hyphens=False) or [""]
         for number, line in enumerate(wrapped):
@@ -263,16 +301,117 @@ def _extra(line: str, paint: _Paint) -> int:
     return len(_help(line, paint)) - len(line)
 
 
-def _examples(examples: tuple[Example, ...], paint: _Paint) -> list[str]:
-    """The Examples section: never wrapped, so each example prints whole (they fit 80)."""
+def _examples(examples: tuple[Example, ...], width: int, paint: _Paint) -> list[str]:
+    """The Examples section: each example's comment, then its command (see example_lines)."""
     out = ["", " " + paint.usage("Examples:")]
     for number, example in enumerate(examples):
         if number:
             out.append("")
-        out.append(paint.dim(f"{_INDENT}# {example.what}"))
-        out += [_INDENT + line for line in example.lines]
+        comment, command = example_lines(example, width)
+        out += [paint.dim(line) for line in comment]
+        out += command
     out.append("")
     return out
+
+
+def example_lines(example: Example, width: int) -> tuple[list[str], list[str]]:
+    """(comment lines, command lines) of `example` as printed in `width` columns, indented.
+
+    The command keeps the pieces of `example.lines` when they fit; else it is broken anew,
+    between shell words only, every line but the last ending in ` \\`. Joined back (each
+    backslash-newline removed, as the shell does) it is the same command, word for word.
+    """
+    room = width - len(_INDENT)
+    comment = textwrap.wrap(
+        example.what,
+        width=room,
+        initial_indent="# ",
+        subsequent_indent="# ",
+        break_long_words=False,  # a word wider than the line overflows rather than split
+        break_on_hyphens=False,
+    )
+    lines = example.lines
+    if any(len(line) > room for line in lines):
+        lines = _break_command(example.command, room)
+    return [_INDENT + line for line in comment], [_INDENT + line for line in lines]
+
+
+# Shell operators that read better with the word after them on the same line (`< message.eml`).
+_OPERATORS: Final = frozenset({"|", "||", "&&", ";", "<", ">", ">>", "2>", "2>&1"})
+
+
+def _break_command(command: str, room: int) -> list[str]:
+    """`command` in lines of at most `room` columns, continued with ` \\` and two spaces.
+
+    Breaks fall between shell words, preferably not between an option and its value; a word
+    longer than a whole line is left on a line of its own and overflows (nothing may cut it).
+    """
+    words = _shell_words(command)
+    units: list[list[str]] = []  # the words that prefer one line: `--to bob@example.org`
+    for word in words:
+        if units and (
+            units[-1][-1] in _OPERATORS
+            or (
+                len(units[-1]) == 1
+                and units[-1][0].startswith("-")
+                and not word.startswith("-")
+                and word not in _OPERATORS
+            )
+        ):
+            units[-1].append(word)
+        else:
+            units.append([word])
+    lines: list[str] = []
+    while units:
+        lead = "  " if lines else ""
+        rest = " ".join(word for unit in units for word in unit)
+        if len(lead) + len(rest) <= room:
+            lines.append(lead + rest)
+            break
+        taken: list[str] = []
+        while units:
+            if len(lead) + len(" ".join([*taken, *units[0]])) + len(" \\") <= room:
+                taken += units.pop(0)
+            elif len(units[0]) > 1 and len(_continued(units[0], last=len(units) == 1)) > room:
+                units[0:1] = [[word] for word in units[0]]  # no line holds it: word by word
+            else:
+                break
+        if not taken:
+            taken = units.pop(0)  # a single word wider than the line: it overflows
+        lines.append(lead + " ".join(taken) + (" \\" if units else ""))
+    return lines
+
+
+def _continued(unit: list[str], *, last: bool) -> str:
+    """`unit` alone on a continuation line."""
+    return "  " + " ".join(unit) + ("" if last else " \\")
+
+
+def _shell_words(command: str) -> list[str]:
+    """The shell words of `command` as written, quotes kept: split at blanks outside quotes."""
+    words: list[str] = []
+    word = quote = ""
+    escaped = False
+    for char in command:
+        if escaped:
+            escaped = False
+        elif quote == "'":  # nothing is special inside '...' but its end
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in " \t":
+            if word:
+                words.append(word)
+            word = ""
+            continue
+        word += char
+    if word:
+        words.append(word)
+    return words
 
 
 def _prepare(command: Any, ctx: Any) -> None:
