@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,8 @@ from mailctl.protocols.resolve import (
     resolve_addresses,
 )
 
-SILENT_NAMESERVER = "127.77.0.53"
+# Its own loopback address per run (all of 127/8 is loopback): runs side by side never meet.
+SILENT_NAMESERVER = f"127.77.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
 GLIBC_WAIT = 30  # resolv.conf below: one try of 30 s
 BUDGET = 2.0  # what each command is given
 HOST = "mail.silent.test"
@@ -57,7 +59,11 @@ pytestmark = pytest.mark.skipif(bool(why := _can_unshare()), reason=why or "")
 def silent_resolv_conf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A resolv.conf whose only name server takes the query and never answers."""
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    server.bind((SILENT_NAMESERVER, 53))  # bound, so no ICMP "unreachable" ends it early
+    try:
+        server.bind((SILENT_NAMESERVER, 53))  # bound, so no ICMP "unreachable" ends it early
+    except OSError:
+        server.close()
+        raise
     conf = tmp_path_factory.mktemp("resolv") / "resolv.conf"
     conf.write_text(
         f"nameserver {SILENT_NAMESERVER}\noptions timeout:{GLIBC_WAIT} attempts:1\n",
