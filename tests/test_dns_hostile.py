@@ -103,6 +103,40 @@ def test_silent_server_costs_one_timeout_not_one_per_lookup(zone: DnsServer) -> 
     assert policy.spf.status == "timeout"
 
 
+def test_spf_include_that_never_answers_is_bounded_in_time(zone: DnsServer) -> None:
+    zone.rrsets.pop(("good.test", 16))
+    zone.set_records(
+        {
+            "good.test": ['TXT "v=spf1 include:ok.spf.test include:silent.spf.test -all"'],
+            "ok.spf.test": ['TXT "v=spf1 include:silent2.spf.test -all"'],
+        }
+    )
+    zone.silent |= {"silent.spf.test", "silent2.spf.test"}
+    started = time.monotonic()
+    policy = domain_policy("good.test", ["mx1.good.test"], options(zone, timeout=1.0))
+    elapsed = time.monotonic() - started
+    # Two levels of the tree, each one timeout at most (the lookups of a level side by side).
+    assert elapsed < 3.5, elapsed
+    found = {f.code: f for f in policy.findings}
+    assert found["spf.lookup_failed"].severity is Severity.WARNING
+    assert "include:silent.spf.test: no answer" in found["spf.lookup_failed"].message
+    assert "include:silent2.spf.test" in found["spf.lookup_failed"].message
+    assert not [c for c in found if c.startswith("spf.") and c != "spf.lookup_failed"]
+
+
+def test_spf_tree_is_cut_at_its_budget(zone: DnsServer) -> None:
+    """A chain of silent-ish levels cannot take longer than the budget of 3 timeouts."""
+    chain = {f"l{i}.spf.test": [f'TXT "v=spf1 include:l{i + 1}.spf.test -all"'] for i in range(8)}
+    zone.rrsets.pop(("good.test", 16))
+    zone.set_records({"good.test": ['TXT "v=spf1 include:l0.spf.test -all"'], **chain})
+    zone.silent.add("l8.spf.test")
+    started = time.monotonic()
+    policy = domain_policy("good.test", ["mx1.good.test"], options(zone, timeout=0.5))
+    assert time.monotonic() - started < 3.5
+    found = {f.code: f for f in policy.findings}
+    assert "l8.spf.test" in found["spf.lookup_failed"].message
+
+
 def test_servfail_is_a_failed_lookup(zone: DnsServer) -> None:
     zone.servfail.add("_smtp._tls.good.test")
     policy = domain_policy("good.test", ["mx1.good.test"], options(zone))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mailctl.core.probe.dmarc import parse_dmarc
 from mailctl.core.probe.mta_sts import mx_matches, parse_policy, parse_sts_txt
-from mailctl.core.probe.spf import parse_spf
+from mailctl.core.probe.spf import lookup_terms, parse_spf
 from mailctl.core.probe.tls_rpt import parse_tls_rpt
 
 
@@ -54,6 +54,28 @@ def test_spf_records_that_parse(record: str, lookups: int, all_qualifier: str | 
 def test_spf_records_that_do_not_parse(record: str, why: str) -> None:
     problem, _, _ = parse_spf(record)
     assert problem is not None and why in problem
+
+
+@pytest.mark.parametrize(
+    ("record", "terms", "has_all"),
+    [
+        ("v=spf1 include:_spf.example.org ~all", [("include", "_spf.example.org")], True),
+        (
+            "v=spf1 a/24 mx:mail.example.org/24//64 ip4:192.0.2.1",
+            [("a", None), ("mx", "mail.example.org")],
+            False,
+        ),
+        (
+            "v=spf1 -exists:%{i}.x.example.org ptr redirect=r.example.org",
+            [("exists", "%{i}.x.example.org"), ("ptr", None), ("redirect", "r.example.org")],
+            False,
+        ),
+        ("v=spf1 A:Host.Example.org exp=x.example.org -ALL", [("a", "Host.Example.org")], True),
+    ],
+)
+def test_spf_lookup_terms(record: str, terms: list[tuple[str, str | None]], has_all: bool) -> None:
+    """The terms `follow_spf` looks up, with the domain each names (None: the current one)."""
+    assert lookup_terms(record) == (terms, has_all)
 
 
 @pytest.mark.parametrize(
