@@ -137,6 +137,18 @@ def test_spf_tree_is_cut_at_its_budget(zone: DnsServer) -> None:
     assert "l8.spf.test" in found["spf.lookup_failed"].message
 
 
+def test_dmarc_tree_walk_with_a_silent_parent_is_a_timeout_not_missing(
+    dns_server: DnsServer,
+) -> None:
+    dns_server.silent.add("_dmarc.example.test")
+    started = time.monotonic()
+    policy = domain_policy("a.b.example.test", [], options(dns_server, timeout=1.0))
+    assert time.monotonic() - started < 2.5  # the parents are asked side by side
+    found = {f.code: f for f in policy.findings if f.subject == "_dmarc.example.test"}
+    assert found["dns.timeout"].severity is Severity.WARNING
+    assert not [f for f in policy.findings if f.code.startswith("dmarc.")]
+
+
 def test_servfail_is_a_failed_lookup(zone: DnsServer) -> None:
     zone.servfail.add("_smtp._tls.good.test")
     policy = domain_policy("good.test", ["mx1.good.test"], options(zone))

@@ -517,6 +517,79 @@ def test_dmarc(
     assert codes(check(zone, ca_file)) == {code: severity}
 
 
+# --- DMARC: the DMARCbis tree walk above a domain without a record -----------------------------
+
+
+def dmarc_findings(server: DnsServer, domain: str) -> dict[str, tuple[Severity, str]]:
+    policy = domain_policy(domain, [], options(server))
+    return {f.code: (f.severity, f.message) for f in policy.findings if f.code.startswith("dmarc.")}
+
+
+def test_dmarc_of_a_subdomain_falls_back_to_the_parent_with_its_sp(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=reject; sp=quarantine"']})
+    found = dmarc_findings(dns_server, "sub.example.test")
+    assert found == {
+        "dmarc.inherited": (
+            Severity.INFO,
+            "no record at _dmarc.sub.example.test; the policy of example.test applies "
+            "(sp=quarantine)",
+        )
+    }
+    assert ("_dmarc.example.test", "TXT") in dns_server.queries()
+    assert ("_dmarc.test", "TXT") not in dns_server.queries()  # never the top-level domain
+
+
+def test_dmarc_fallback_without_sp_applies_p_and_none_is_reported(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=none"']})
+    found = dmarc_findings(dns_server, "a.b.example.test")
+    assert "the policy of example.test applies (p=none, no sp=)" in found["dmarc.inherited"][1]
+    assert found["dmarc.policy_none"][0] is Severity.INFO
+
+
+def test_dmarc_fallback_takes_the_nearest_name_with_one_record(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {
+            # Two records at the nearest parent: discarded (DMARCbis), the walk goes on.
+            "_dmarc.c.b.example.test": ['TXT "v=DMARC1; p=none"', 'TXT "v=DMARC1; p=reject"'],
+            "_dmarc.b.example.test": ['TXT "v=DMARC1; p=reject"'],
+            "_dmarc.example.test": ['TXT "v=DMARC1; p=none"'],
+        }
+    )
+    found = dmarc_findings(dns_server, "d.c.b.example.test")
+    assert set(found) == {"dmarc.inherited"}
+    assert "the policy of b.example.test applies (p=reject, no sp=)" in found["dmarc.inherited"][1]
+
+
+def test_dmarc_fallback_record_that_does_not_parse(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; sp=reject"']})
+    found = dmarc_findings(dns_server, "sub.example.test")
+    assert set(found) == {"dmarc.invalid"}
+    assert "_dmarc.example.test" in found["dmarc.invalid"][1]
+
+
+def test_dmarc_missing_only_when_no_name_above_has_a_record(dns_server: DnsServer) -> None:
+    found = dmarc_findings(dns_server, "a.b.example.test")
+    assert set(found) == {"dmarc.missing"}
+    assert "_dmarc.b.example.test, _dmarc.example.test" in found["dmarc.missing"][1]
+    asked = [name for name, _ in dns_server.queries() if name.startswith("_dmarc.")]
+    assert sorted(asked) == [
+        "_dmarc.a.b.example.test",
+        "_dmarc.b.example.test",
+        "_dmarc.example.test",
+    ]
+
+
+def test_dmarc_tree_walk_of_a_long_name_asks_at_most_eight_names(dns_server: DnsServer) -> None:
+    domain = "a.b.c.d.e.f.g.h.i.example.test"  # 11 labels: the walk jumps to the last 7
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=reject; sp=reject"']})
+    found = dmarc_findings(dns_server, domain)
+    assert "the policy of example.test applies (sp=reject)" in found["dmarc.inherited"][1]
+    asked = [name for name, _ in dns_server.queries() if name.startswith("_dmarc.")]
+    assert len(asked) <= 8
+    assert "_dmarc.e.f.g.h.i.example.test" in asked
+    assert "_dmarc.b.c.d.e.f.g.h.i.example.test" not in asked
+
+
 def test_mx_record_naming_no_host_name(dns_server: DnsServer) -> None:
     dns_server.set_records(
         {"d.test": ["MX 10 bad\\032name.d.test.", "MX 20 mx.d.test."], "mx.d.test": ["A 127.0.0.1"]}

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailctl.core.probe.dmarc import parse_dmarc
+from mailctl.core.probe.dmarc import parse_dmarc, tree_walk_names
 from mailctl.core.probe.mta_sts import mx_matches, parse_policy, parse_sts_txt
 from mailctl.core.probe.spf import lookup_terms, parse_spf
 from mailctl.core.probe.tls_rpt import parse_tls_rpt
@@ -106,6 +106,43 @@ def test_dmarc_records_that_parse(record: str) -> None:
 def test_dmarc_records_that_do_not_parse(record: str, why: str) -> None:
     problem = parse_dmarc(record)[1]
     assert problem is not None and why in problem
+
+
+@pytest.mark.parametrize(
+    ("domain", "names"),
+    [
+        ("example.org", []),
+        ("org", []),
+        ("a.example.org", ["example.org"]),
+        ("x.a.example.org.", ["a.example.org", "example.org"]),
+        (
+            "1.2.3.4.5.6.7.8.example.org",  # 10 labels: to the last 7, then one at a time
+            [
+                "4.5.6.7.8.example.org",
+                "5.6.7.8.example.org",
+                "6.7.8.example.org",
+                "7.8.example.org",
+                "8.example.org",
+                "example.org",
+            ],
+        ),
+        (
+            "3.4.5.6.7.8.example.org",
+            [
+                "4.5.6.7.8.example.org",
+                "5.6.7.8.example.org",
+                "6.7.8.example.org",
+                "7.8.example.org",
+                "8.example.org",
+                "example.org",
+            ],
+        ),
+    ],
+)
+def test_dmarc_tree_walk_names(domain: str, names: list[str]) -> None:
+    """DMARCbis DNS tree walk: 8 labels or more jump to the last 7, never the top-level
+    domain, at most 8 queries with the domain's own."""
+    assert tree_walk_names(domain) == names
 
 
 def test_tls_rpt_records() -> None:

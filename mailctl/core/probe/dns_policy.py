@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailctl.core.probe.dane import TlsaRecord, dane_check, tlsa_name
-from mailctl.core.probe.dmarc import check_dmarc, dmarc_records
+from mailctl.core.probe.dmarc import (
+    check_dmarc,
+    check_inherited,
+    check_walk_missing,
+    dmarc_records,
+    tree_walk_names,
+)
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.mta_sts import StsPolicy, sts_records
 from mailctl.core.probe.policy_fetch import check_mta_sts
@@ -283,7 +289,21 @@ def _spf_tree(
 def _dmarc_walk(
     domain: str, texts: list[str] | None, found: list[Finding], resolver: Resolver
 ) -> list[Finding]:
-    return found
+    """`found` for `_dmarc.DOMAIN`, or, when it has no DMARC record, what the DMARCbis tree
+    walk finds above it: the names asked side by side (one timeout in all), the nearest one
+    with exactly one record applies (several are discarded, as the draft says)."""
+    parents = tree_walk_names(domain)
+    if texts is None or dmarc_records(texts) or not parents:
+        return found
+    answers = _parallel(resolver.txt, [f"_dmarc.{parent}" for parent in parents])
+    for parent, answer in zip(parents, answers, strict=True):
+        parent_texts, problem = _texts(answer)
+        if problem is not None:
+            return [problem]  # what applies is unknown, not missing
+        records = dmarc_records(parent_texts or [])
+        if len(records) == 1:
+            return check_inherited(domain, parent, records[0])
+    return [check_walk_missing(domain, parents)]
 
 
 def _texts(answer: Answer[bytes]) -> tuple[list[str] | None, Finding | None]:
