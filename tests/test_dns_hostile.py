@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dns_zone import GOOD_POLICY, codes, good_zone, options
@@ -12,7 +13,9 @@ from servers.dns import DnsServer, PolicyReply, PolicyServer
 
 from mailctl.core.probe.dns_policy import domain_policy, lookup_tlsa, resolve_mx
 from mailctl.core.probe.findings import Severity
+from mailctl.core.probe.spf import follow_spf
 from mailctl.errors import TemporaryError, TimeoutFailure
+from mailctl.protocols.dnslookup import Answer, Resolver
 
 
 @pytest.fixture
@@ -101,6 +104,74 @@ def test_silent_server_costs_one_timeout_not_one_per_lookup(zone: DnsServer) -> 
     assert [f.code for f in policy.findings] == ["dns.timeout"] * 4
     assert all(f.severity is Severity.WARNING for f in policy.findings)
     assert policy.spf.status == "timeout"
+
+
+def test_spf_include_that_never_answers_is_bounded_in_time(zone: DnsServer) -> None:
+    zone.rrsets.pop(("good.test", 16))
+    zone.set_records(
+        {
+            "good.test": ['TXT "v=spf1 include:ok.spf.test include:silent.spf.test -all"'],
+            "ok.spf.test": ['TXT "v=spf1 include:silent2.spf.test -all"'],
+        }
+    )
+    zone.silent |= {"silent.spf.test", "silent2.spf.test"}
+    started = time.monotonic()
+    policy = domain_policy("good.test", ["mx1.good.test"], options(zone, timeout=1.0))
+    elapsed = time.monotonic() - started
+    # Two levels of the tree, each one timeout at most (the lookups of a level side by side).
+    assert elapsed < 3.5, elapsed
+    found = {f.code: f for f in policy.findings}
+    assert found["spf.lookup_failed"].severity is Severity.WARNING
+    assert "include:silent.spf.test: no answer" in found["spf.lookup_failed"].message
+    assert "include:silent2.spf.test" in found["spf.lookup_failed"].message
+    assert not [c for c in found if c.startswith("spf.") and c != "spf.lookup_failed"]
+
+
+def test_spf_deep_chain_ending_in_silence_is_bounded(zone: DnsServer) -> None:
+    """Nine levels of includes, the last one silent: one timeout for it, the rest fast."""
+    chain = {f"l{i}.spf.test": [f'TXT "v=spf1 include:l{i + 1}.spf.test -all"'] for i in range(8)}
+    zone.rrsets.pop(("good.test", 16))
+    zone.set_records({"good.test": ['TXT "v=spf1 include:l0.spf.test -all"'], **chain})
+    zone.silent.add("l8.spf.test")
+    started = time.monotonic()
+    policy = domain_policy("good.test", ["mx1.good.test"], options(zone, timeout=0.5))
+    assert time.monotonic() - started < 3.5
+    found = {f.code: f for f in policy.findings}
+    assert "include:l8.spf.test: no answer" in found["spf.lookup_failed"].message
+
+
+def test_spf_tree_is_cut_at_its_budget(zone: DnsServer) -> None:
+    """Answers that each come within the timeout but slowly: the walk stops at its overall
+    budget and says so, whatever the depth of the tree."""
+    chain = {f"l{i}.spf.test": [f'TXT "v=spf1 include:l{i + 1}.spf.test -all"'] for i in range(8)}
+    zone.set_records(chain)
+    resolver = Resolver(nameserver="127.0.0.1", port=zone.port, timeout=1.0)
+
+    def slow(question: str, name: str, timeout: float) -> Answer[Any]:
+        time.sleep(0.3)
+        return resolver.txt(name, timeout=timeout)
+
+    started = time.monotonic()
+    found = follow_spf(
+        "good.test", "v=spf1 include:l0.spf.test -all", slow, timeout=1.0, budget=1.0
+    )
+    assert time.monotonic() - started < 2.0
+    assert [f.code for f in found] == ["spf.lookup_failed"]
+    assert "over the 1 s budget" in found[0].message
+    assert ("l2.spf.test", "TXT") in zone.queries()
+    assert ("l7.spf.test", "TXT") not in zone.queries()
+
+
+def test_dmarc_tree_walk_with_a_silent_parent_is_a_timeout_not_missing(
+    dns_server: DnsServer,
+) -> None:
+    dns_server.silent.add("_dmarc.example.test")
+    started = time.monotonic()
+    policy = domain_policy("a.b.example.test", [], options(dns_server, timeout=1.0))
+    assert time.monotonic() - started < 2.5  # the parents are asked side by side
+    found = {f.code: f for f in policy.findings if f.subject == "_dmarc.example.test"}
+    assert found["dns.timeout"].severity is Severity.WARNING
+    assert not [f for f in policy.findings if f.code.startswith("dmarc.")]
 
 
 def test_servfail_is_a_failed_lookup(zone: DnsServer) -> None:

@@ -342,6 +342,156 @@ def test_spf(
     assert codes(check(zone, ca_file)) == {code: severity}
 
 
+# --- SPF across include: and redirect= (RFC 7208 4.6.4, 5.2, 6.1) ------------------------------
+
+
+def spf_tree(zone: DnsServer, top: str, records: dict[str, str]) -> DomainPolicy:
+    """good.test's SPF record is `top`; `records` are the SPF records of other names."""
+    replace_txt(zone, "good.test", [f'TXT "{top}"'])
+    zone.set_records({name: [f'TXT "{text}"'] for name, text in records.items()})
+    return domain_policy("good.test", [], options(zone))
+
+
+def spf_codes(policy: DomainPolicy) -> dict[str, Severity]:
+    return {f.code: f.severity for f in policy.findings if f.code.startswith("spf.")}
+
+
+def spf_finding(policy: DomainPolicy, code: str) -> str:
+    [message] = [f.message for f in policy.findings if f.code == code]
+    return message
+
+
+def test_spf_includes_are_followed_and_a_sound_tree_has_no_findings(zone: DnsServer) -> None:
+    zone.set_records({"a.spf.test": ["A 192.0.2.1"], "mx.spf.test": ["MX 10 a.spf.test."]})
+    policy = spf_tree(
+        zone,
+        "v=spf1 mx include:a.spf.test redirect=r.spf.test",
+        {
+            "a.spf.test": "v=spf1 a mx:mx.spf.test ~all",
+            "r.spf.test": "v=spf1 ip4:192.0.2.0/24 -all",
+        },
+    )
+    assert spf_codes(policy) == {}
+    asked = zone.queries()
+    for question in [
+        ("a.spf.test", "TXT"),
+        ("r.spf.test", "TXT"),
+        ("good.test", "MX"),
+        ("a.spf.test", "A"),
+        ("mx.spf.test", "MX"),
+    ]:
+        assert question in asked, question
+
+
+def test_spf_lookups_are_counted_over_the_includes(zone: DnsServer) -> None:
+    """3 includes + 2 + 4 + 3 terms in them: 12 lookups, over the 10 of RFC 7208 4.6.4,
+    though the top record alone has 3."""
+    policy = spf_tree(
+        zone,
+        "v=spf1 include:a.spf.test include:b.spf.test include:c.spf.test -all",
+        {
+            "a.spf.test": "v=spf1 a mx -all",
+            "b.spf.test": "v=spf1 a mx a:x.spf.test mx:x.spf.test -all",
+            "c.spf.test": "v=spf1 a mx ptr -all",
+        },
+    )
+    assert spf_codes(policy) == {"spf.too_many_lookups": Severity.ERROR}
+    message = spf_finding(policy, "spf.too_many_lookups")
+    assert "needs 12 DNS lookups" in message
+    assert "the costliest chain, include:b.spf.test, takes 5" in message
+    # Over the limit, nothing more is looked up: the a/mx terms of the includes are not asked.
+    assert ("x.spf.test", "A") not in zone.queries()
+
+
+def test_spf_costliest_chain_goes_through_nested_includes(zone: DnsServer) -> None:
+    policy = spf_tree(
+        zone,
+        "v=spf1 include:a.spf.test include:b.spf.test -all",
+        {
+            "a.spf.test": "v=spf1 ip4:192.0.2.1 -all",
+            "b.spf.test": "v=spf1 include:c.spf.test -all",
+            "c.spf.test": "v=spf1 " + " ".join(f"exists:e{i}.spf.test" for i in range(9)),
+        },
+    )
+    message = spf_finding(policy, "spf.too_many_lookups")
+    assert "needs 12 DNS lookups" in message
+    assert "include:b.spf.test -> include:c.spf.test, takes 11" in message
+
+
+def test_spf_include_loop(zone: DnsServer) -> None:
+    policy = spf_tree(
+        zone,
+        "v=spf1 include:l1.spf.test -all",
+        {
+            "l1.spf.test": "v=spf1 include:l2.spf.test -all",
+            "l2.spf.test": "v=spf1 include:l1.spf.test",
+        },
+    )
+    assert spf_codes(policy) == {"spf.include_loop": Severity.ERROR}
+    message = spf_finding(policy, "spf.include_loop")
+    assert "good.test -> l1.spf.test -> l2.spf.test -> l1.spf.test" in message
+    assert zone.queries().count(("l1.spf.test", "TXT")) == 1
+
+
+@pytest.mark.parametrize(
+    ("top", "target", "code"),
+    [
+        (
+            "v=spf1 include:none.spf.test -all",
+            {"none.spf.test": "google-site-verification=x"},
+            "spf.include_missing",
+        ),
+        ("v=spf1 include:gone.spf.test -all", {}, "spf.include_missing"),  # NXDOMAIN
+        ("v=spf1 redirect=none.spf.test", {"none.spf.test": "hello"}, "spf.include_missing"),
+        (
+            "v=spf1 include:bad.spf.test -all",
+            {"bad.spf.test": "v=spf1 frobnicate"},
+            "spf.include_invalid",
+        ),
+    ],
+)
+def test_spf_include_without_one_sound_record(
+    zone: DnsServer, top: str, target: dict[str, str], code: str
+) -> None:
+    """RFC 7208 5.2 and 6.1: an include or redirect target without an SPF record (or one that
+    does not parse) is a permerror, named with the include."""
+    policy = spf_tree(zone, top, target)
+    assert spf_codes(policy) == {code: Severity.ERROR}
+    term = next(t for t in top.split() if t.startswith(("include:", "redirect=")))
+    assert term in spf_finding(policy, code)
+
+
+def test_spf_include_with_two_records(zone: DnsServer) -> None:
+    replace_txt(zone, "good.test", ['TXT "v=spf1 include:two.spf.test -all"'])
+    zone.set_records({"two.spf.test": ['TXT "v=spf1 -all"', 'TXT "v=spf1 mx -all"']})
+    policy = domain_policy("good.test", [], options(zone))
+    assert spf_codes(policy) == {"spf.include_multiple": Severity.ERROR}
+    assert "two.spf.test publishes 2 SPF records" in spf_finding(policy, "spf.include_multiple")
+
+
+def test_spf_more_than_two_void_lookups(zone: DnsServer) -> None:
+    top = "v=spf1 a:nx1.good.test mx:nx2.good.test exists:nx3.good.test -all"
+    policy = spf_tree(zone, top, {})
+    assert spf_codes(policy) == {"spf.too_many_void_lookups": Severity.ERROR}
+    message = spf_finding(policy, "spf.too_many_void_lookups")
+    assert "3 names" in message and "mx:nx2.good.test" in message
+    # Two are allowed.
+    policy = spf_tree(zone, "v=spf1 a:nx1.good.test mx:nx2.good.test -all", {})
+    assert spf_codes(policy) == {}
+
+
+def test_spf_redirect_beside_all_is_ignored(zone: DnsServer) -> None:
+    policy = spf_tree(zone, "v=spf1 mx redirect=r.spf.test -all", {"r.spf.test": "v=spf1 -all"})
+    assert spf_codes(policy) == {"spf.redirect_ignored": Severity.WARNING}
+    assert ("r.spf.test", "TXT") not in zone.queries()  # receivers never look it up either
+
+
+def test_spf_include_with_a_macro_is_not_followed(zone: DnsServer) -> None:
+    policy = spf_tree(zone, "v=spf1 include:%{d}.spf.test exists:%{i}.e.spf.test -all", {})
+    assert spf_codes(policy) == {"spf.macro_skipped": Severity.INFO}
+    assert not [q for q in zone.queries() if "spf.test" in q[0]]
+
+
 @pytest.mark.parametrize(
     ("records", "code", "severity"),
     [
@@ -365,6 +515,79 @@ def test_dmarc(
     serve(policy_server)
     replace_txt(zone, "_dmarc.good.test", records)
     assert codes(check(zone, ca_file)) == {code: severity}
+
+
+# --- DMARC: the DMARCbis tree walk above a domain without a record -----------------------------
+
+
+def dmarc_findings(server: DnsServer, domain: str) -> dict[str, tuple[Severity, str]]:
+    policy = domain_policy(domain, [], options(server))
+    return {f.code: (f.severity, f.message) for f in policy.findings if f.code.startswith("dmarc.")}
+
+
+def test_dmarc_of_a_subdomain_falls_back_to_the_parent_with_its_sp(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=reject; sp=quarantine"']})
+    found = dmarc_findings(dns_server, "sub.example.test")
+    assert found == {
+        "dmarc.inherited": (
+            Severity.INFO,
+            "no record at _dmarc.sub.example.test; the policy of example.test applies "
+            "(sp=quarantine)",
+        )
+    }
+    assert ("_dmarc.example.test", "TXT") in dns_server.queries()
+    assert ("_dmarc.test", "TXT") not in dns_server.queries()  # never the top-level domain
+
+
+def test_dmarc_fallback_without_sp_applies_p_and_none_is_reported(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=none"']})
+    found = dmarc_findings(dns_server, "a.b.example.test")
+    assert "the policy of example.test applies (p=none, no sp=)" in found["dmarc.inherited"][1]
+    assert found["dmarc.policy_none"][0] is Severity.INFO
+
+
+def test_dmarc_fallback_takes_the_nearest_name_with_one_record(dns_server: DnsServer) -> None:
+    dns_server.set_records(
+        {
+            # Two records at the nearest parent: discarded (DMARCbis), the walk goes on.
+            "_dmarc.c.b.example.test": ['TXT "v=DMARC1; p=none"', 'TXT "v=DMARC1; p=reject"'],
+            "_dmarc.b.example.test": ['TXT "v=DMARC1; p=reject"'],
+            "_dmarc.example.test": ['TXT "v=DMARC1; p=none"'],
+        }
+    )
+    found = dmarc_findings(dns_server, "d.c.b.example.test")
+    assert set(found) == {"dmarc.inherited"}
+    assert "the policy of b.example.test applies (p=reject, no sp=)" in found["dmarc.inherited"][1]
+
+
+def test_dmarc_fallback_record_that_does_not_parse(dns_server: DnsServer) -> None:
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; sp=reject"']})
+    found = dmarc_findings(dns_server, "sub.example.test")
+    assert set(found) == {"dmarc.invalid"}
+    assert "_dmarc.example.test" in found["dmarc.invalid"][1]
+
+
+def test_dmarc_missing_only_when_no_name_above_has_a_record(dns_server: DnsServer) -> None:
+    found = dmarc_findings(dns_server, "a.b.example.test")
+    assert set(found) == {"dmarc.missing"}
+    assert "_dmarc.b.example.test, _dmarc.example.test" in found["dmarc.missing"][1]
+    asked = [name for name, _ in dns_server.queries() if name.startswith("_dmarc.")]
+    assert sorted(asked) == [
+        "_dmarc.a.b.example.test",
+        "_dmarc.b.example.test",
+        "_dmarc.example.test",
+    ]
+
+
+def test_dmarc_tree_walk_of_a_long_name_asks_at_most_eight_names(dns_server: DnsServer) -> None:
+    domain = "a.b.c.d.e.f.g.h.i.example.test"  # 11 labels: the walk jumps to the last 7
+    dns_server.set_records({"_dmarc.example.test": ['TXT "v=DMARC1; p=reject; sp=reject"']})
+    found = dmarc_findings(dns_server, domain)
+    assert "the policy of example.test applies (sp=reject)" in found["dmarc.inherited"][1]
+    asked = [name for name, _ in dns_server.queries() if name.startswith("_dmarc.")]
+    assert len(asked) <= 8
+    assert "_dmarc.e.f.g.h.i.example.test" in asked
+    assert "_dmarc.b.c.d.e.f.g.h.i.example.test" not in asked
 
 
 def test_mx_record_naming_no_host_name(dns_server: DnsServer) -> None:

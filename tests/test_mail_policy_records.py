@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailctl.core.probe.dmarc import parse_dmarc
+from mailctl.core.probe.dmarc import parse_dmarc, tree_walk_names
 from mailctl.core.probe.mta_sts import mx_matches, parse_policy, parse_sts_txt
-from mailctl.core.probe.spf import parse_spf
+from mailctl.core.probe.spf import lookup_terms, parse_spf
 from mailctl.core.probe.tls_rpt import parse_tls_rpt
 
 
@@ -57,6 +57,28 @@ def test_spf_records_that_do_not_parse(record: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("record", "terms", "has_all"),
+    [
+        ("v=spf1 include:_spf.example.org ~all", [("include", "_spf.example.org")], True),
+        (
+            "v=spf1 a/24 mx:mail.example.org/24//64 ip4:192.0.2.1",
+            [("a", None), ("mx", "mail.example.org")],
+            False,
+        ),
+        (
+            "v=spf1 -exists:%{i}.x.example.org ptr redirect=r.example.org",
+            [("exists", "%{i}.x.example.org"), ("ptr", None), ("redirect", "r.example.org")],
+            False,
+        ),
+        ("v=spf1 A:Host.Example.org exp=x.example.org -ALL", [("a", "Host.Example.org")], True),
+    ],
+)
+def test_spf_lookup_terms(record: str, terms: list[tuple[str, str | None]], has_all: bool) -> None:
+    """The terms `follow_spf` looks up, with the domain each names (None: the current one)."""
+    assert lookup_terms(record) == (terms, has_all)
+
+
+@pytest.mark.parametrize(
     "record",
     [
         "v=DMARC1; p=none",
@@ -84,6 +106,43 @@ def test_dmarc_records_that_parse(record: str) -> None:
 def test_dmarc_records_that_do_not_parse(record: str, why: str) -> None:
     problem = parse_dmarc(record)[1]
     assert problem is not None and why in problem
+
+
+@pytest.mark.parametrize(
+    ("domain", "names"),
+    [
+        ("example.org", []),
+        ("org", []),
+        ("a.example.org", ["example.org"]),
+        ("x.a.example.org.", ["a.example.org", "example.org"]),
+        (
+            "1.2.3.4.5.6.7.8.example.org",  # 10 labels: to the last 7, then one at a time
+            [
+                "4.5.6.7.8.example.org",
+                "5.6.7.8.example.org",
+                "6.7.8.example.org",
+                "7.8.example.org",
+                "8.example.org",
+                "example.org",
+            ],
+        ),
+        (
+            "3.4.5.6.7.8.example.org",
+            [
+                "4.5.6.7.8.example.org",
+                "5.6.7.8.example.org",
+                "6.7.8.example.org",
+                "7.8.example.org",
+                "8.example.org",
+                "example.org",
+            ],
+        ),
+    ],
+)
+def test_dmarc_tree_walk_names(domain: str, names: list[str]) -> None:
+    """DMARCbis DNS tree walk: 8 labels or more jump to the last 7, never the top-level
+    domain, at most 8 queries with the domain's own."""
+    assert tree_walk_names(domain) == names
 
 
 def test_tls_rpt_records() -> None:

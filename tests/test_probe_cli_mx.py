@@ -3,8 +3,9 @@
 per MX host, on 127.0.0.1 and 127.0.0.2 at the same port (`--mx-port`, for test setups).
 
 The zone is broken on purpose, one problem per policy: the enforce-mode MTA-STS policy leaves
-out the second MX host, there is no TLS-RPT record, SPF ends in `+all`, DMARC is `p=none`,
-and the second host's TLSA record matches nothing its chain holds.
+out the second MX host, there is no TLS-RPT record, SPF ends in `+all` and includes a name
+without SPF, DMARC is `p=none`, and the second host's TLSA record matches nothing its chain
+holds.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def broken_domain(
             "broken.test": [
                 "MX 20 b.mail.broken.test.",
                 "MX 10 mx1.broken.test.",
-                'TXT "v=spf1 mx +all"',
+                'TXT "v=spf1 mx include:gone.broken.test +all"',
             ],
             "mx1.broken.test": ["A 127.0.0.1"],
             "b.mail.broken.test": ["A 127.0.0.2"],
@@ -122,6 +123,9 @@ def test_mx_through_the_cli_reports_each_policy_and_probes_in_preference_order(
     assert "b.mail.broken.test" in domain["mta_sts.mx_mismatch"]["message"]
     assert domain["tls_rpt.missing"]["severity"] == "info"
     assert domain["spf.pass_all"]["severity"] == "warning"
+    # The include was followed through the same nameserver: its target has no SPF record.
+    assert domain["spf.include_missing"]["severity"] == "error"
+    assert "include:gone.broken.test" in domain["spf.include_missing"]["message"]
     assert domain["dmarc.policy_none"]["severity"] == "info"
     assert all(f["fix"] for f in data["findings"] if f["severity"] != "info")
     assert ("mta-sts.broken.test", "GET /.well-known/mta-sts.txt HTTP/1.1") in broken_domain[
@@ -146,6 +150,7 @@ def test_mx_human_report_names_each_problem_with_its_fix(broken_domain: dict[str
         "mta_sts.mx_mismatch",
         "tls_rpt.missing",
         "spf.pass_all",
+        "spf.include_missing",
         "dmarc.policy_none",
         "dane.match",
         "dane.mismatch",

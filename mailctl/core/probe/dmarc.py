@@ -106,3 +106,75 @@ def check_dmarc(domain: str, texts: Sequence[str]) -> list[Finding]:
             )
         ]
     return []
+
+
+# DMARCbis (draft-ietf-dmarc-dmarcbis, "DNS Tree Walk"): at most 8 queries in all; a name of 8
+# labels or more jumps to its last 7, shorter ones lose one label a step.
+TREE_WALK_QUERIES = 8
+_JUMP_TO = 7
+
+
+def tree_walk_names(domain: str) -> list[str]:
+    """The names whose `_dmarc` record applies to `domain` when it has none of its own,
+    nearest first: the DMARCbis tree walk without a Public Suffix List, stopped before the
+    top-level domain (at most TREE_WALK_QUERIES - 1 names)."""
+    labels = domain.rstrip(".").split(".")
+    names: list[str] = []
+    while len(names) < TREE_WALK_QUERIES - 1:
+        labels = labels[-_JUMP_TO:] if len(labels) > _JUMP_TO else labels[1:]
+        if len(labels) < 2:
+            break
+        names.append(".".join(labels))
+    return names
+
+
+def check_inherited(domain: str, parent: str, record: str) -> list[Finding]:
+    """Findings for `domain` without a record of its own whose policy is the one DMARC
+    record found at `_dmarc.PARENT`: its sp= (p= without one) applies to a subdomain."""
+    name = f"_dmarc.{domain}"
+    tags, problem = parse_dmarc(record)
+    if problem is not None:
+        return [
+            Finding(
+                Severity.ERROR,
+                "dmarc.invalid",
+                domain,
+                f"no record at {name}; the DMARC record at _dmarc.{parent}, which applies, "
+                f"does not parse: {problem}",
+                f"fix the record at _dmarc.{parent}, or publish one at {name}",
+            )
+        ]
+    sp = tags.get("sp")
+    applied = f"sp={sp}" if sp is not None else f"p={tags['p']}, no sp="
+    found = [
+        Finding(
+            Severity.INFO,
+            "dmarc.inherited",
+            domain,
+            f"no record at {name}; the policy of {parent} applies ({applied})",
+        )
+    ]
+    if (sp or tags["p"]).lower() == "none":
+        found.append(
+            Finding(
+                Severity.INFO,
+                "dmarc.policy_none",
+                domain,
+                f"the policy {parent} gives {domain} asks receivers to take no action "
+                f"({applied}): reports only",
+            )
+        )
+    return found
+
+
+def check_walk_missing(domain: str, parents: Sequence[str]) -> Finding:
+    """`dmarc.missing` after a tree walk that found nothing at any of `parents`."""
+    asked = ", ".join(f"_dmarc.{p}" for p in parents)
+    return Finding(
+        Severity.WARNING,
+        "dmarc.missing",
+        domain,
+        f"_dmarc.{domain} has no DMARC record, nor has any name above it ({asked})",
+        f"publish a TXT record at _dmarc.{domain} or at _dmarc of its organizational domain, such "
+        'as "v=DMARC1; p=none; rua=mailto:..."',
+    )

@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailctl.core.probe.dane import TlsaRecord, dane_check, tlsa_name
-from mailctl.core.probe.dmarc import check_dmarc, dmarc_records
+from mailctl.core.probe.dmarc import (
+    check_dmarc,
+    check_inherited,
+    check_walk_missing,
+    dmarc_records,
+    tree_walk_names,
+)
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.mta_sts import StsPolicy, sts_records
 from mailctl.core.probe.policy_fetch import check_mta_sts
-from mailctl.core.probe.spf import check_spf, spf_records
+from mailctl.core.probe.spf import check_spf, follow_spf, spf_records
 from mailctl.core.probe.tls_rpt import check_tls_rpt, rpt_records
 from mailctl.errors import HeaderInjectionError, InputDataError, TemporaryError, TimeoutFailure
 from mailctl.hosts import tls_name_problem, to_ascii_domain
@@ -47,6 +53,9 @@ R = TypeVar("R")
 # The four TXT lookups, and the address lookups of the MX hosts, run side by side: a domain
 # then costs about one timeout, not one per lookup, when a server does not answer.
 _WORKERS = 16
+# Following an SPF record's includes may take this many DNS timeouts in all (one per level of
+# the tree at worst; a tree deeper than that is cut with `spf.lookup_failed`).
+SPF_BUDGET_TIMEOUTS = 3
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,7 @@ def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> 
     resolver = resolver_for(options)
     names = [f"_mta-sts.{domain}", f"_smtp._tls.{domain}", domain, f"_dmarc.{domain}"]
     answers = _parallel(resolver.txt, names)
-    findings: list[Finding] = []
+    found: list[list[Finding]] = [[], [], [], []]
     records: list[PolicyRecord] = []
     checks: list[Callable[[str, Sequence[str]], list[Finding]]] = [
         lambda d, t: [],  # MTA-STS: below, it needs the policy fetch
@@ -217,26 +226,84 @@ def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> 
     ]
     kinds = [sts_records, rpt_records, spf_records, dmarc_records]
     usable: list[list[str] | None] = []
-    for answer, check, kind in zip(answers, checks, kinds, strict=True):
+    for index, (answer, check, kind) in enumerate(zip(answers, checks, kinds, strict=True)):
         texts, problem = _texts(answer)
         if problem is not None:
-            findings.append(problem)
+            found[index].append(problem)
         usable.append(texts)
         records.append(
             PolicyRecord(answer.name, answer.status.value, tuple(kind(texts or [])), answer.ad)
         )
         if texts is not None:
-            findings.extend(check(domain, texts))
-    policy = None
-    if usable[0] is not None:
-        real_mx = [name for name in mx_names if name.rstrip(".") not in ("", ".")]
-        policy, sts_findings = check_mta_sts(
-            domain, usable[0], real_mx, resolver=resolver, client=client, timeout=options.timeout
-        )
-        findings[0:0] = sts_findings
+            found[index].extend(check(domain, texts))
+    # The SPF tree and the DMARC tree walk run beside the MTA-STS policy fetch.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        spf_tree = pool.submit(_spf_tree, domain, records[2].records, found[2], resolver, options)
+        dmarc_walk = pool.submit(_dmarc_walk, domain, usable[3], found[3], resolver)
+        policy = None
+        if usable[0] is not None:
+            real_mx = [name for name in mx_names if name.rstrip(".") not in ("", ".")]
+            policy, found[0] = check_mta_sts(
+                domain,
+                usable[0],
+                real_mx,
+                resolver=resolver,
+                client=client,
+                timeout=options.timeout,
+            )
+        found[2] += spf_tree.result()
+        found[3] = dmarc_walk.result()
+    findings = [finding for part in found for finding in part]
     return DomainPolicy(
         domain, records[0], policy, records[1], records[2], records[3], tuple(findings)
     )
+
+
+def _spf_tree(
+    domain: str,
+    records: Sequence[str],
+    found: Sequence[Finding],
+    resolver: Resolver,
+    options: DnsOptions,
+) -> list[Finding]:
+    """`follow_spf` for the one SPF record `check_spf` found sound (no error about it)."""
+    if len(records) != 1 or any(f.severity is Severity.ERROR for f in found):
+        return []
+
+    def fetch(question: str, name: str, timeout: float) -> Answer[Any]:
+        if question == "TXT":
+            return resolver.txt(name, timeout=timeout)
+        if question == "MX":
+            return resolver.mx(name, timeout=timeout)
+        return resolver.addresses(name, timeout=timeout)
+
+    return follow_spf(
+        domain,
+        records[0],
+        fetch,
+        timeout=options.timeout,
+        budget=SPF_BUDGET_TIMEOUTS * options.timeout,
+    )
+
+
+def _dmarc_walk(
+    domain: str, texts: list[str] | None, found: list[Finding], resolver: Resolver
+) -> list[Finding]:
+    """`found` for `_dmarc.DOMAIN`, or, when it has no DMARC record, what the DMARCbis tree
+    walk finds above it: the names asked side by side (one timeout in all), the nearest one
+    with exactly one record applies (several are discarded, as the draft says)."""
+    parents = tree_walk_names(domain)
+    if texts is None or dmarc_records(texts) or not parents:
+        return found
+    answers = _parallel(resolver.txt, [f"_dmarc.{parent}" for parent in parents])
+    for parent, answer in zip(parents, answers, strict=True):
+        parent_texts, problem = _texts(answer)
+        if problem is not None:
+            return [problem]  # what applies is unknown, not missing
+        records = dmarc_records(parent_texts or [])
+        if len(records) == 1:
+            return check_inherited(domain, parent, records[0])
+    return [check_walk_missing(domain, parents)]
 
 
 def _texts(answer: Answer[bytes]) -> tuple[list[str] | None, Finding | None]:
