@@ -13,7 +13,7 @@ from servers.dns import DnsServer, PolicyReply, PolicyServer
 
 from mailctl.core.probe.dns_policy import domain_policy, lookup_tlsa, resolve_mx
 from mailctl.core.probe.findings import Severity
-from mailctl.core.probe.spf import follow_spf
+from mailctl.core.probe.spf_tree import follow_spf
 from mailctl.errors import TemporaryError, TimeoutFailure
 from mailctl.protocols.dnslookup import Answer, Resolver
 

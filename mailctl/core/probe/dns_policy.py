@@ -26,7 +26,8 @@ from mailctl.core.probe.dmarc import (
 from mailctl.core.probe.findings import Finding, Severity
 from mailctl.core.probe.mta_sts import StsPolicy, sts_records
 from mailctl.core.probe.policy_fetch import check_mta_sts
-from mailctl.core.probe.spf import check_spf, follow_spf, spf_records
+from mailctl.core.probe.spf import check_spf, spf_records
+from mailctl.core.probe.spf_tree import follow_spf
 from mailctl.core.probe.tls_rpt import check_tls_rpt, rpt_records
 from mailctl.errors import HeaderInjectionError, InputDataError, TemporaryError, TimeoutFailure
 from mailctl.hosts import tls_name_problem, to_ascii_domain
