@@ -27,7 +27,6 @@ import grp
 import itertools
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
@@ -44,6 +43,7 @@ import pytest
 import trustme
 
 from mailctl.models import Protocol, Security, ServerSettings
+from servers.logfile import LogFile
 
 LOG_TIMEOUT = 10.0
 # Every connection's last line, logged in or not ("imap-login: Info: Disconnected: ...",
@@ -217,19 +217,11 @@ class DovecotServer:
 
     def log_mark(self) -> int:
         """The current end of dovecot.log: pass it to ``log_since``/``wait_log`` as `since`."""
-        try:
-            return (self.root / "dovecot.log").stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self._logfile.mark()
 
     def log_since(self, mark: int) -> str:
         """dovecot.log text written after `mark` (from ``log_mark()``)."""
-        try:
-            with (self.root / "dovecot.log").open("rb") as log:
-                log.seek(mark)
-                return log.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._logfile.since(mark)
 
     def wait_log(
         self, pattern: str, *, since: int = 0, count: int = 1, timeout: float = LOG_TIMEOUT
@@ -242,17 +234,11 @@ class DovecotServer:
         ``Disconnected`` line first (``DISCONNECTED``), so its check can fail.
         Raises AssertionError with the log on timeout.
         """
-        compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_since(since)
-            if len(compiled.findall(text)) >= count:
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{count} x {pattern!r} not in the Dovecot log after {timeout} s:\n{text}"
-                )
-            time.sleep(0.05)
+        return self._logfile.wait(pattern, since=since, count=count, timeout=timeout)
+
+    @property
+    def _logfile(self) -> LogFile:
+        return LogFile(self.root / "dovecot.log", "Dovecot")
 
     def _mkdir(self, path: Path) -> None:
         missing = []

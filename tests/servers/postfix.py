@@ -69,6 +69,7 @@ from servers.dovecot import (
     start_dovecot,
     stop_dovecot,
 )
+from servers.logfile import LogFile
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0  # seconds until every port listens
@@ -147,10 +148,11 @@ class PostfixServer:
 
     def log_mark(self) -> int:
         """The current end of the maillog: pass it to ``log_since``/``wait_log`` as `since`."""
-        try:
-            return self.maillog_path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self._logfile.mark()
+
+    @property
+    def _logfile(self) -> LogFile:
+        return LogFile(self.maillog_path, "Postfix")
 
     def quiet_mark(self, timeout: float = LOG_TIMEOUT) -> int:
         """``log_mark()`` once every smtpd session so far has logged its disconnect.
@@ -170,12 +172,7 @@ class PostfixServer:
 
     def log_since(self, mark: int) -> str:
         """Maillog text written after `mark` (from ``log_mark()``)."""
-        try:
-            with self.maillog_path.open("rb") as log:
-                log.seek(mark)
-                return log.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._logfile.since(mark)
 
     def wait_log(
         self, pattern: str, *, since: int = 0, count: int = 1, timeout: float = LOG_TIMEOUT
@@ -186,17 +183,7 @@ class PostfixServer:
         postlogd, so it arrives a moment after the client returned. Raises AssertionError
         with the log on timeout.
         """
-        compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.log_since(since)
-            if len(compiled.findall(text)) >= count:
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{count} x {pattern!r} not in the Postfix log after {timeout} s:\n{text}"
-                )
-            time.sleep(0.05)
+        return self._logfile.wait(pattern, since=since, count=count, timeout=timeout)
 
     def add_service(self, **overrides: str | int) -> int:
         """Add a plain smtpd service with ``-o name=value`` overrides, reload; return its port.
