@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mailctl.cli.context import AppContext, command
-from mailctl.cli.options import DataTimeoutOpt
+from mailctl.cli.options import FetchDataTimeoutOpt
 from mailctl.cli.output import CommandResult, Output
 from mailctl.cli.serverflags import ServerFlags
 from mailctl.errors import UsageError
@@ -167,7 +167,7 @@ def fetch_command(
         float | None,
         typer.Option("--watch-for", help="With --watch: stop after SECONDS (default: Ctrl-C)."),
     ] = None,
-    data_timeout: DataTimeoutOpt = None,
+    data_timeout: FetchDataTimeoutOpt = None,
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the IMAP/POP3 transcript on stderr.")
     ] = False,

@@ -126,9 +126,9 @@ CommandTimeoutOpt = Annotated[
     float | None,
     typer.Option(
         "--timeout",
-        help="Seconds per command; also the longest wait after the final dot "
-        "unless --data-timeout (or data_timeout in the account) asks for more "
-        "(default 60, or the account's).",
+        help="Seconds per command; also the longest wait for a message (SMTP: the reply "
+        "after the final dot) unless --data-timeout (or data_timeout in the account) asks "
+        "for more (default 60, or the account's).",
     ),
 ]
 
@@ -138,6 +138,14 @@ DataTimeoutOpt = Annotated[
         "--data-timeout",
         help="Seconds to wait for the reply after the final dot (default 300, "
         "or --timeout if shorter).",
+    ),
+]
+# The same setting (Timeouts.data) as fetch reads it: the wait for one message's bytes.
+FetchDataTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--data-timeout",
+        help="Seconds to receive one message (default 300, or --timeout if shorter).",
     ),
 ]
 
