@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,3 +249,123 @@ def test_dane_findings_looks_up_and_matches(dns_server: DnsServer, pki: Pki) -> 
     found = dane_findings(HOST, 25, pki.chain, options)
     assert summary(found) == [("dane.lookup_failed", Severity.ERROR)]
     assert "timed out" in found[0].message and found[0].subject == f"{HOST}:25"
+
+
+# --- RFC 7672 2.2.2: an MX host name that is an alias (CNAME) --------------------------------
+
+ALIAS = "mail.alias.test"  # CNAME -> HOST, the name the certificates carry
+ALIAS_TLSA = f"_25._tcp.{ALIAS}"
+TARGET_TLSA = f"_25._tcp.{HOST}"
+
+
+def alias_zone(dns_server: DnsServer, tlsa: dict[str, list[str]], *, ad: bool) -> DnsOptions:
+    dns_server.set_records(
+        {ALIAS: [f"CNAME {HOST}."], HOST: ["A 127.0.0.1"], **tlsa},
+    )
+    dns_server.ad = ad
+    return DnsOptions(nameserver="127.0.0.1", port=dns_server.port, timeout=2)
+
+
+def tlsa_queries(dns_server: DnsServer) -> list[str]:
+    return [name for name, rdtype in dns_server.queries() if rdtype == "TLSA"]
+
+
+def test_answer_carries_the_cname_expanded_name(dns_server: DnsServer) -> None:
+    from mailctl.protocols.dnslookup import Resolver
+
+    alias_zone(dns_server, {}, ad=True)
+    resolver = Resolver(nameserver="127.0.0.1", port=dns_server.port, timeout=2)
+    answer = resolver.addresses(ALIAS)
+    assert (answer.values, answer.canonical, answer.ad) == (("127.0.0.1",), HOST, True)
+    assert resolver.addresses(HOST).canonical == HOST  # no alias: the name itself
+    assert resolver.addresses("gone.alias.test").canonical is None  # NXDOMAIN
+
+
+def test_secure_alias_uses_the_tlsa_records_of_its_target(dns_server: DnsServer, pki: Pki) -> None:
+    """(1) A secure CNAME expansion: the TLSA base domain is the expanded name."""
+    wanted = record(pki, 3, 1, 1, pki.chain[0])
+    options = alias_zone(dns_server, {TARGET_TLSA: [f"TLSA 3 1 1 {wanted.association}"]}, ad=True)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.match", Severity.INFO)], found
+    assert f"at {TARGET_TLSA} (the CNAME target of {ALIAS})" in found[0].message
+    assert found[0].subject == f"{ALIAS}:25"
+    assert tlsa_queries(dns_server) == [TARGET_TLSA]
+
+
+def test_insecure_alias_ignores_the_records_of_its_target(dns_server: DnsServer, pki: Pki) -> None:
+    """(2) An expansion the resolver did not validate: only the MX host name counts."""
+    wanted = record(pki, 3, 1, 1, pki.chain[0])
+    options = alias_zone(dns_server, {TARGET_TLSA: [f"TLSA 3 1 1 {wanted.association}"]}, ad=False)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.missing", Severity.INFO)], found
+    assert found[0].message.startswith(f"{ALIAS_TLSA} ({ALIAS} is an alias of {HOST}, not DNSSEC")
+    assert tlsa_queries(dns_server) == [ALIAS_TLSA]
+
+
+def test_secure_alias_prefers_its_target_over_its_own_name(dns_server: DnsServer, pki: Pki) -> None:
+    """(3) Records at both names: the expanded name's are used, the MX name is not asked."""
+    wanted = record(pki, 3, 1, 1, pki.chain[0])
+    tlsa = {
+        TARGET_TLSA: [f"TLSA 3 1 1 {wanted.association}"],
+        ALIAS_TLSA: ["TLSA 3 1 1 " + "00" * 32],
+    }
+    options = alias_zone(dns_server, tlsa, ad=True)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.match", Severity.INFO)], found
+    assert f"(the CNAME target of {ALIAS})" in found[0].message
+    assert tlsa_queries(dns_server) == [TARGET_TLSA]
+    # The other way round, the target's record decides: a mismatch names the target.
+    tlsa = {
+        TARGET_TLSA: ["TLSA 3 1 1 " + "11" * 32],
+        ALIAS_TLSA: [f"TLSA 3 1 1 {wanted.association}"],
+    }
+    dns_server.rrsets.clear()
+    options = alias_zone(dns_server, tlsa, ad=True)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.mismatch", Severity.ERROR)], found
+    assert f"no TLSA record at {TARGET_TLSA} (the CNAME target of {ALIAS})" in found[0].message
+
+
+def test_secure_alias_falls_back_to_its_own_name(dns_server: DnsServer, pki: Pki) -> None:
+    """(4) No records at the expanded name: those at the MX host name apply."""
+    wanted = record(pki, 3, 1, 1, pki.chain[0])
+    options = alias_zone(dns_server, {ALIAS_TLSA: [f"TLSA 3 1 1 {wanted.association}"]}, ad=True)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.match", Severity.INFO)], found
+    assert f"at {ALIAS_TLSA} (none at {TARGET_TLSA}" in found[0].message
+    assert tlsa_queries(dns_server) == [TARGET_TLSA, ALIAS_TLSA]
+
+
+def test_cname_loop_of_the_mx_host_is_bounded_and_reported(dns_server: DnsServer) -> None:
+    """(5) The MX host name loops: reported as a failed lookup, in a bounded time."""
+    dns_server.set_records(
+        {"mx.loop.test": ["CNAME mx2.loop.test."], "mx2.loop.test": ["CNAME mx.loop.test."]}
+    )
+    dns_server.ad = True
+    options = DnsOptions(nameserver="127.0.0.1", port=dns_server.port, timeout=2)
+    started = time.monotonic()
+    found = dane_findings("mx.loop.test", 25, [], options)
+    assert time.monotonic() - started < 4
+    assert summary(found) == [("dane.lookup_failed", Severity.ERROR)], found
+    assert "CNAME chain too long (a loop?)" in found[0].message
+    assert found[0].subject == "mx.loop.test:25"
+    assert tlsa_queries(dns_server) == []
+    assert len(dns_server.queries()) <= 4
+
+
+def test_dane_ta_accepts_the_expanded_name_of_a_secure_alias(
+    dns_server: DnsServer, pki: Pki
+) -> None:
+    """RFC 7672 3.2.2: with a secure expansion the certificate may name the CNAME target
+    (here it names only the target, HOST); with an insecure one only the MX name counts."""
+    anchor = record(pki, 2, 1, 1, pki.chain[1])
+    options = alias_zone(dns_server, {ALIAS_TLSA: [f"TLSA 2 1 1 {anchor.association}"]}, ad=True)
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [("dane.match", Severity.INFO)], found
+    dns_server.ad = False
+    found = dane_findings(ALIAS, 25, pki.chain, options)
+    assert summary(found) == [
+        ("dane.no_dnssec", Severity.WARNING),
+        ("dane.mismatch", Severity.ERROR),
+    ]
+    assert f"does not name {ALIAS}" in found[1].message

@@ -158,3 +158,36 @@ def test_mx_human_report_names_each_problem_with_its_fix(broken_domain: dict[str
         assert code in text, (code, text)
     assert "fix:" in text or "Fix" in text
     assert "Findings at or above error: exit 1 (--fail-on)." in text
+
+
+def test_mx_host_behind_a_secure_cname_is_matched_at_its_target(
+    dns_server: Any, probe_server: Any, probe_certs: Any, tmp_path: Path
+) -> None:
+    """RFC 7672 2.2.2 end to end: the MX host is an alias, the resolver set AD, and the TLSA
+    record is only at the CNAME target's name; the finding says which name was used."""
+    server = probe_server(cert="names:mx.alias.test")
+    port = server.port
+    spki = _leaf_spki_sha256(port)
+    dns_server.ad = True
+    dns_server.set_records(
+        {
+            "alias.test": ["MX 10 mx.alias.test."],
+            "mx.alias.test": ["CNAME real.alias.test."],
+            "real.alias.test": ["A 127.0.0.1"],
+            f"_{port}._tcp.real.alias.test": [f"TLSA 3 1 1 {spki}"],
+        }
+    )
+    cas = tmp_path / "cas.pem"
+    cas.write_bytes(probe_certs.ca.cert_pem.bytes())
+    args = ["probe", "--mx", "alias.test", "--mx-port", str(port)]
+    args += ["--nameserver", f"127.0.0.1:{dns_server.port}", "--ca-file", str(cas), "--json"]
+    result = runner.invoke(app, args, env={"NO_COLOR": "1"})
+    data = json.loads(result.stdout)["data"]
+    (host,) = data["hosts"]
+    assert host["mx_name"] == "mx.alias.test" and host["probed"] is True
+    dane = {f["code"]: f for f in host["findings"] if f["code"].startswith("dane.")}
+    assert list(dane) == ["dane.match"], dane
+    assert (
+        f"at _{port}._tcp.real.alias.test (the CNAME target of mx.alias.test)"
+        in dane["dane.match"]["message"]
+    )

@@ -52,6 +52,9 @@ class Answer(Generic[T]):
 
     `ad` is what the resolver said (RFC 4035 3.2.3, RFC 6840 5.7): mailctl validates no
     signatures itself, so it is only as good as the path to a validating resolver.
+    `canonical` is the name the answer is for once CNAMEs are followed (dnspython's
+    canonical_name, no final dot): `name` itself when it is no alias, None when the lookup
+    got no answer (NXDOMAIN, a timeout, a failure).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Answer(Generic[T]):
     values: tuple[T, ...] = ()
     ad: bool = False
     detail: str | None = None
+    canonical: str | None = None
 
     @property
     def found(self) -> bool:
@@ -136,10 +140,13 @@ class Resolver:
         left = max(0.05, deadline - time.monotonic())
         second, v6 = self._query(name, "AAAA", left)
         values = tuple(r.address for r in (*v4, *v6))[:MAX_VALUES]
+        canonical = first.canonical or second.canonical
         if values:
-            return Answer(name, "A/AAAA", Status.OK, values, first.ad and second.ad)
+            return Answer(
+                name, "A/AAAA", Status.OK, values, first.ad and second.ad, canonical=canonical
+            )
         worst = second if second.status is not Status.NODATA else first
-        return Answer(name, "A/AAAA", worst.status, (), worst.ad, worst.detail)
+        return Answer(name, "A/AAAA", worst.status, (), worst.ad, worst.detail, canonical)
 
     def tlsa(self, name: str, *, timeout: float | None = None) -> Answer[TlsaValue]:
         answer, records = self._query(name, "TLSA", timeout)
@@ -175,9 +182,11 @@ class Resolver:
             text = " ".join(str(err).split())[:200] or type(err).__name__
             return Answer(name, rdtype, Status.FAILED, detail=text), []
         ad = bool(result.response.flags & dns.flags.AD)
+        canonical = result.canonical_name.to_text(omit_final_dot=True)
         if result.rrset is None:
-            return Answer(name, rdtype, Status.NODATA, ad=ad), []
-        return Answer(name, rdtype, Status.OK, ad=ad), list(result.rrset)[:MAX_VALUES]
+            return Answer(name, rdtype, Status.NODATA, ad=ad, canonical=canonical), []
+        found = list(result.rrset)[:MAX_VALUES]
+        return Answer(name, rdtype, Status.OK, ad=ad, canonical=canonical), found
 
     def _where(self) -> str:
         servers = self._resolver.nameservers
@@ -185,7 +194,15 @@ class Resolver:
 
 
 def _with(answer: Answer[Any], values: tuple[T, ...]) -> Answer[T]:
-    return Answer(answer.name, answer.rdtype, answer.status, values, answer.ad, answer.detail)
+    return Answer(
+        answer.name,
+        answer.rdtype,
+        answer.status,
+        values,
+        answer.ad,
+        answer.detail,
+        answer.canonical,
+    )
 
 
 def _join_strings(strings: Any) -> bytes:

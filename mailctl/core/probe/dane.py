@@ -45,6 +45,45 @@ def tlsa_name(host: str, port: int) -> str:
     return f"_{port}._tcp.{host.rstrip('.')}"
 
 
+@dataclass(frozen=True)
+class TlsaBase:
+    """Where the TLSA records of MX host `host` were looked up (RFC 7672 2.2.2).
+
+    `expanded`: the fully CNAME-expanded name when `host` is an alias (None when it is not),
+    `secure`: whether that expansion was DNSSEC-validated (the address answer's AD bit as
+    the resolver gave it). `name`, the TLSA base domain, is `expanded` when the expansion is
+    secure and has TLSA records, else `host`.
+    """
+
+    host: str
+    name: str
+    expanded: str | None = None
+    secure: bool = False
+
+    @property
+    def reference_names(self) -> tuple[str, ...]:
+        """The names a DANE-TA server certificate may carry (RFC 7672 3.2.2): the MX host
+        name, and its CNAME expansion when that is secure."""
+        if self.secure and self.expanded is not None:
+            return (self.host, self.expanded)
+        return (self.host,)
+
+    def describe(self, port: int) -> str:
+        """`_PORT._tcp.NAME`, saying how an alias decided it."""
+        where = tlsa_name(self.name, port)
+        if self.expanded is None:
+            return where
+        if self.name != self.host:
+            return f"{where} (the CNAME target of {self.host})"
+        target = tlsa_name(self.expanded, port)
+        if self.secure:
+            return f"{where} (none at {target}, its CNAME target's name)"
+        return (
+            f"{where} ({self.host} is an alias of {self.expanded}, not DNSSEC-validated: "
+            f"{target} does not count)"
+        )
+
+
 def dane_check(
     host: str,
     port: int,
@@ -52,15 +91,18 @@ def dane_check(
     chain_der: Sequence[bytes],
     *,
     ad: bool | None = None,
+    base: TlsaBase | None = None,
 ) -> list[Finding]:
     """Findings from matching `tlsa` against `chain_der` (leaf first) as presented by
     `host`:`port`.
 
     `ad` is the AD bit of the TLSA answer (None: not known); records a resolver did not
-    validate are ignored by DANE senders (RFC 7672 2.2), which is `dane.no_dnssec`.
+    validate are ignored by DANE senders (RFC 7672 2.2), which is `dane.no_dnssec`. `base`
+    says where the records were found when `host` is an alias (None: at `host`).
     """
     subject = f"{host}:{port}"
-    name = tlsa_name(host, port)
+    base = base or TlsaBase(host, host)
+    name = base.describe(port)
     if not tlsa:
         return [Finding(Severity.INFO, "dane.missing", subject, f"{name} has no TLSA records")]
     found: list[Finding] = []
@@ -110,12 +152,16 @@ def dane_check(
             )
         )
         return found
-    found.append(_verdict(host, subject, name, usable, chain_der))
+    found.append(_verdict(base.reference_names, subject, name, usable, chain_der))
     return found
 
 
 def _verdict(
-    host: str, subject: str, name: str, usable: Sequence[TlsaRecord], chain_der: Sequence[bytes]
+    names: Sequence[str],
+    subject: str,
+    name: str,
+    usable: Sequence[TlsaRecord],
+    chain_der: Sequence[bytes],
 ) -> Finding:
     from cryptography import x509
 
@@ -131,13 +177,14 @@ def _verdict(
         )
     reasons: list[str] = []
     for record in usable:
-        reason = _match(record, host, chain)
+        reason = _match(record, names, chain)
         if reason is None:
             return Finding(
                 Severity.INFO,
                 "dane.match",
                 subject,
-                f"TLSA {record} ({USAGES[record.usage]}) matches the certificate of {subject}",
+                f"TLSA {record} ({USAGES[record.usage]}) at {name} matches the certificate "
+                f"of {subject}",
             )
         reasons.append(f"{record}: {reason}")
     return Finding(
@@ -165,7 +212,7 @@ def _matches(record: TlsaRecord, cert: Certificate) -> bool:
     return digest.hex() == record.association.lower()
 
 
-def _match(record: TlsaRecord, host: str, chain: list[Certificate]) -> str | None:
+def _match(record: TlsaRecord, names: Sequence[str], chain: list[Certificate]) -> str | None:
     """None when `record` matches `chain` by its usage's rule, else why not."""
     if record.usage in (1, 3):
         # End-entity usages match the server's own certificate (RFC 6698 2.1.1). DANE-EE
@@ -177,12 +224,12 @@ def _match(record: TlsaRecord, host: str, chain: list[Certificate]) -> str | Non
             broken = _broken_link(chain[: index + 1])
             if broken is not None:
                 return broken
-            return _name_problem(host, chain[0])
+            return _name_problem(names, chain[0])
     if record.selector == 0 and record.matching == 0:
         # A full trust-anchor certificate in DNS need not be in the chain (RFC 7671 5.2.2).
         anchor = _anchor(record)
         if anchor is not None and _broken_link([*chain, anchor]) is None:
-            return _name_problem(host, chain[0])
+            return _name_problem(names, chain[0])
     return "no certificate in the chain matches"
 
 
@@ -207,8 +254,9 @@ def _broken_link(path: Sequence[Certificate]) -> str | None:
     return None
 
 
-def _name_problem(host: str, leaf: Certificate) -> str | None:
-    """RFC 7672 3.2.2: with DANE-TA the server certificate must carry the MX host name."""
+def _name_problem(hosts: Sequence[str], leaf: Certificate) -> str | None:
+    """RFC 7672 3.2.2: with DANE-TA the server certificate must carry the MX host name, or
+    its CNAME expansion when that is secure (`hosts`: the names allowed)."""
     from cryptography import x509
 
     try:
@@ -216,11 +264,12 @@ def _name_problem(host: str, leaf: Certificate) -> str | None:
         names = san.value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         names = []
-    wanted = host.rstrip(".").lower()
-    for name in names:
-        pattern = name.rstrip(".").lower()
-        if pattern == wanted:
-            return None
-        if pattern.startswith("*.") and wanted.partition(".")[2] == pattern[2:]:
-            return None
-    return f"the certificate does not name {host}"
+    for host in hosts:
+        wanted = host.rstrip(".").lower()
+        for name in names:
+            pattern = name.rstrip(".").lower()
+            if pattern == wanted:
+                return None
+            if pattern.startswith("*.") and wanted.partition(".")[2] == pattern[2:]:
+                return None
+    return f"the certificate does not name {' or '.join(hosts)}"

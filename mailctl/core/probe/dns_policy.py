@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailctl.core.probe.dane import TlsaRecord, dane_check, tlsa_name
+from mailctl.core.probe.dane import TlsaBase, TlsaRecord, dane_check, tlsa_name
 from mailctl.core.probe.dmarc import (
     check_dmarc,
     check_inherited,
@@ -41,11 +41,13 @@ __all__ = [
     "MxHost",
     "PolicyRecord",
     "StsPolicy",
+    "TlsaBase",
     "TlsaRecord",
     "dane_check",
     "dane_findings",
     "domain_policy",
     "lookup_tlsa",
+    "lookup_tlsa_base",
     "resolve_mx",
 ]
 
@@ -179,19 +181,45 @@ def lookup_tlsa(host: str, port: int, options: DnsOptions) -> tuple[list[TlsaRec
     the caller reports it rather than taking it for "no DANE".
     """
     host = mail_domain(host, what="host")
-    answer = resolver_for(options).tlsa(tlsa_name(host, port))
-    _raise_on_failure(answer, "TLSA")
-    records = [TlsaRecord(v.usage, v.selector, v.matching, v.data.hex()) for v in answer.values]
-    return records, answer.ad
+    return _tlsa_at(host, port, resolver_for(options))
+
+
+def lookup_tlsa_base(
+    host: str, port: int, options: DnsOptions
+) -> tuple[list[TlsaRecord], bool, TlsaBase]:
+    """The TLSA records of MX host `host` where RFC 7672 2.2.2 puts them, the AD bit of
+    their answer, and where that was (`TlsaBase`).
+
+    When `host` is an alias, its address lookup gives the fully CNAME-expanded name: if that
+    answer is DNSSEC-secure (AD, as the resolver gave it), the records at the expanded name
+    are used, and those at `host` only when the expanded name has none; if it is insecure,
+    only `host` counts. Raises TimeoutFailure or TemporaryError when the address lookup (a
+    CNAME loop included) or a TLSA lookup fails, as `lookup_tlsa` does.
+    """
+    host = mail_domain(host, what="host")
+    resolver = resolver_for(options)
+    address = resolver.addresses(host)
+    _raise_on_failure(address, "address")
+    expanded = _expanded_name(host, address.canonical)
+    if expanded is None:
+        records, ad = _tlsa_at(host, port, resolver)
+        return records, ad, TlsaBase(host, host)
+    base = TlsaBase(host, host, expanded, secure=address.ad)
+    if base.secure:
+        records, ad = _tlsa_at(expanded, port, resolver)
+        if records:
+            return records, ad, TlsaBase(host, expanded, expanded, secure=True)
+    records, ad = _tlsa_at(host, port, resolver)
+    return records, ad, base
 
 
 def dane_findings(
     host: str, port: int, chain_der: Sequence[bytes], options: DnsOptions
 ) -> list[Finding]:
-    """`lookup_tlsa` then `dane_check`, with a failed lookup as `dane.lookup_failed` (an
+    """`lookup_tlsa_base` then `dane_check`, with a failed lookup as `dane.lookup_failed` (an
     error: RFC 7672 2.2 has DANE senders defer mail when the TLSA lookup fails)."""
     try:
-        records, ad = lookup_tlsa(host, port, options)
+        records, ad, base = lookup_tlsa_base(host, port, options)
     except (TimeoutFailure, TemporaryError) as err:
         return [
             Finding(
@@ -202,7 +230,24 @@ def dane_findings(
                 "check the DNS servers of the MX host's zone",
             )
         ]
-    return dane_check(host, port, records, chain_der, ad=ad)
+    return dane_check(host, port, records, chain_der, ad=ad, base=base)
+
+
+def _tlsa_at(host: str, port: int, resolver: Resolver) -> tuple[list[TlsaRecord], bool]:
+    answer = resolver.tlsa(tlsa_name(host, port))
+    _raise_on_failure(answer, "TLSA")
+    records = [TlsaRecord(v.usage, v.selector, v.matching, v.data.hex()) for v in answer.values]
+    return records, answer.ad
+
+
+def _expanded_name(host: str, canonical: str | None) -> str | None:
+    """The CNAME expansion of `host` when it is an alias to a usable host name, else None."""
+    if canonical is None or canonical.rstrip(".").lower() == host:
+        return None
+    try:
+        return mail_domain(canonical, what="CNAME target")
+    except InputDataError:  # HeaderInjectionError included
+        return None
 
 
 def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> DomainPolicy:
