@@ -37,13 +37,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
 
 from mailctl.models import Protocol, Security, ServerSettings
-from servers.logfile import LogFile
+
+if TYPE_CHECKING:
+    from servers.logfile import LogFile
 
 LOG_TIMEOUT = 10.0
 # Every connection's last line, logged in or not ("imap-login: Info: Disconnected: ...",
@@ -238,6 +240,10 @@ class DovecotServer:
 
     @property
     def _logfile(self) -> LogFile:
+        # Imported here: the README runs this file as a script (`python tests/servers/dovecot.py`),
+        # where the `servers` package is not importable and no test reads the log.
+        from servers.logfile import LogFile
+
         return LogFile(self.root / "dovecot.log", "Dovecot")
 
     def _mkdir(self, path: Path) -> None:
