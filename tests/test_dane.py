@@ -17,13 +17,9 @@ import pytest
 import trustme
 from servers.dns import DnsServer
 
-from mailctl.core.probe.dns_policy import (
-    DnsOptions,
-    TlsaRecord,
-    dane_check,
-    dane_findings,
-    lookup_tlsa,
-)
+from mailctl.core.probe.dane import TlsaRecord, dane_check
+from mailctl.core.probe.dane_lookup import dane_findings, lookup_tlsa
+from mailctl.core.probe.dns_policy import DnsOptions
 from mailctl.core.probe.findings import Finding, Severity
 
 HOST = "mx1.good.test"

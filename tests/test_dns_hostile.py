@@ -11,7 +11,8 @@ import pytest
 from dns_zone import GOOD_POLICY, codes, good_zone, options
 from servers.dns import DnsServer, PolicyReply, PolicyServer
 
-from mailctl.core.probe.dns_policy import domain_policy, lookup_tlsa, resolve_mx
+from mailctl.core.probe.dane_lookup import lookup_tlsa
+from mailctl.core.probe.dns_policy import domain_policy, resolve_mx
 from mailctl.core.probe.findings import Severity
 from mailctl.core.probe.spf_tree import follow_spf
 from mailctl.errors import TemporaryError, TimeoutFailure

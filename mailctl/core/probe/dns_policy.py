@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailctl.core.probe.dane import TlsaBase, TlsaRecord, dane_check, tlsa_name
 from mailctl.core.probe.dmarc import (
     check_dmarc,
     check_inherited,
@@ -41,14 +40,10 @@ __all__ = [
     "MxHost",
     "PolicyRecord",
     "StsPolicy",
-    "TlsaBase",
-    "TlsaRecord",
-    "dane_check",
-    "dane_findings",
     "domain_policy",
-    "lookup_tlsa",
-    "lookup_tlsa_base",
+    "raise_on_failure",
     "resolve_mx",
+    "resolver_for",
 ]
 
 T = TypeVar("T")
@@ -147,7 +142,7 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
     domain = mail_domain(domain)
     resolver = resolver_for(options)
     answer = resolver.mx(domain)
-    _raise_on_failure(answer, "MX")
+    raise_on_failure(answer, "MX")
     if answer.status is Status.NXDOMAIN or not answer.values:
         return [_implicit(domain, answer, resolver)]
     real = sorted({(v.preference, v.exchange.lower()) for v in answer.values if v.exchange != "."})
@@ -171,83 +166,6 @@ def resolve_mx(domain: str, options: DnsOptions) -> list[MxHost]:
         )
     hosts.sort(key=lambda host: (host.preference, not host.null, host.name))
     return hosts
-
-
-def lookup_tlsa(host: str, port: int, options: DnsOptions) -> tuple[list[TlsaRecord], bool]:
-    """The TLSA records at _PORT._tcp.HOST (RFC 6698 3) and the AD bit of the answer.
-
-    No records (NXDOMAIN or NODATA) is an empty list. Raises TimeoutFailure or
-    TemporaryError when the lookup fails: RFC 7672 2.2 has senders defer delivery then, so
-    the caller reports it rather than taking it for "no DANE".
-    """
-    host = mail_domain(host, what="host")
-    return _tlsa_at(host, port, resolver_for(options))
-
-
-def lookup_tlsa_base(
-    host: str, port: int, options: DnsOptions
-) -> tuple[list[TlsaRecord], bool, TlsaBase]:
-    """The TLSA records of MX host `host` where RFC 7672 2.2.2 puts them, the AD bit of
-    their answer, and where that was (`TlsaBase`).
-
-    When `host` is an alias, its address lookup gives the fully CNAME-expanded name: if that
-    answer is DNSSEC-secure (AD, as the resolver gave it), the records at the expanded name
-    are used, and those at `host` only when the expanded name has none; if it is insecure,
-    only `host` counts. Raises TimeoutFailure or TemporaryError when the address lookup (a
-    CNAME loop included) or a TLSA lookup fails, as `lookup_tlsa` does.
-    """
-    host = mail_domain(host, what="host")
-    resolver = resolver_for(options)
-    address = resolver.addresses(host)
-    _raise_on_failure(address, "address")
-    expanded = _expanded_name(host, address.canonical)
-    if expanded is None:
-        records, ad = _tlsa_at(host, port, resolver)
-        return records, ad, TlsaBase(host, host)
-    base = TlsaBase(host, host, expanded, secure=address.ad)
-    if base.secure:
-        records, ad = _tlsa_at(expanded, port, resolver)
-        if records:
-            return records, ad, TlsaBase(host, expanded, expanded, secure=True)
-    records, ad = _tlsa_at(host, port, resolver)
-    return records, ad, base
-
-
-def dane_findings(
-    host: str, port: int, chain_der: Sequence[bytes], options: DnsOptions
-) -> list[Finding]:
-    """`lookup_tlsa_base` then `dane_check`, with a failed lookup as `dane.lookup_failed` (an
-    error: RFC 7672 2.2 has DANE senders defer mail when the TLSA lookup fails)."""
-    try:
-        records, ad, base = lookup_tlsa_base(host, port, options)
-    except (TimeoutFailure, TemporaryError) as err:
-        return [
-            Finding(
-                Severity.ERROR,
-                "dane.lookup_failed",
-                f"{host}:{port}",
-                str(err),
-                "check the DNS servers of the MX host's zone",
-            )
-        ]
-    return dane_check(host, port, records, chain_der, ad=ad, base=base)
-
-
-def _tlsa_at(host: str, port: int, resolver: Resolver) -> tuple[list[TlsaRecord], bool]:
-    answer = resolver.tlsa(tlsa_name(host, port))
-    _raise_on_failure(answer, "TLSA")
-    records = [TlsaRecord(v.usage, v.selector, v.matching, v.data.hex()) for v in answer.values]
-    return records, answer.ad
-
-
-def _expanded_name(host: str, canonical: str | None) -> str | None:
-    """The CNAME expansion of `host` when it is an alias to a usable host name, else None."""
-    if canonical is None or canonical.rstrip(".").lower() == host:
-        return None
-    try:
-        return mail_domain(canonical, what="CNAME target")
-    except InputDataError:  # HeaderInjectionError included
-        return None
 
 
 def domain_policy(domain: str, mx_names: Sequence[str], options: DnsOptions) -> DomainPolicy:
@@ -376,7 +294,8 @@ def _texts(answer: Answer[bytes]) -> tuple[list[str] | None, Finding | None]:
     return [v.decode("utf-8", "replace") for v in answer.values], None
 
 
-def _raise_on_failure(answer: Answer[Any], what: str) -> None:
+def raise_on_failure(answer: Answer[Any], what: str) -> None:
+    """A lookup that timed out or failed as an error: never read as "no records"."""
     if answer.status is Status.TIMEOUT:
         raise TimeoutFailure(f"{what} lookup of {answer.name} timed out: {answer.detail}")
     if answer.status is Status.FAILED:

@@ -97,7 +97,7 @@ def plan_mx(request: ProbeRequest, options: Any) -> MxPlan:
 
 def dane(target: Target, chain_der: Sequence[bytes], options: Any) -> list[Finding]:
     """DANE (RFC 7672) for one probed MX host: its TLSA records against the chain it sent."""
-    from mailctl.core.probe.dns_policy import dane_findings
+    from mailctl.core.probe.dane_lookup import dane_findings
 
     name = target.mx_name or target.host
     found: list[Finding] = dane_findings(name, target.port, list(chain_der), options)
